@@ -1,0 +1,116 @@
+// Builds the proxy configuration: built-in defaults < JSON file named by M2M_PROXY_CONFIG < environment. Pure apart from the injected file reader.
+
+import path from 'node:path'
+import { ConfigError } from './errors.js'
+import { SETTINGS, type RawSettings, type SettingKey } from './settings.js'
+
+export const CONFIG_FILE_ENV = 'M2M_PROXY_CONFIG'
+export const ADMIN_TOKEN_MIN_LENGTH = 24
+
+type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
+
+export type ProxyConfig = {
+  [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile'>]: Required<K>
+} & {
+  /** Absolute path of the credentials JSON file. */
+  credentialsFile: string
+  /** Absolute path of the directory for state that survives restarts. */
+  stateDir: string
+  /** Bearer token of the admin routes; undefined disables them. */
+  adminToken: string | undefined
+}
+
+export interface ConfigSources {
+  env: NodeJS.ProcessEnv
+  /** Reads a UTF-8 file; throws on failure (e.g. fs.readFileSync). */
+  readTextFile: (file: string) => string
+  cwd: string
+}
+
+const NO_CREDENTIALS_HINT =
+  'is not set: point it at a JSON file {"username","password","clientId","clientSecret"} ' +
+  '(your UWS login and ThingSpace app key and secret); see config/example.json. ' +
+  'To try the proxy without an account, run `npm run demo`.'
+
+function readConfigFile (sources: ConfigSources): Record<string, unknown> {
+  const file = sources.env[CONFIG_FILE_ENV]
+  if (file === undefined || file === '') return {}
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(sources.readTextFile(path.resolve(sources.cwd, file)))
+  } catch (error) {
+    const reason = error instanceof SyntaxError ? `is not valid JSON (${error.message})` : `cannot be read (${errorCode(error)})`
+    throw new ConfigError(CONFIG_FILE_ENV, `${file} ${reason}`)
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError(CONFIG_FILE_ENV, `${file} must hold a JSON object`)
+  }
+  const values: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(parsed)) {
+    if (key.startsWith('//')) continue // comment keys, as in config/example.json
+    if (!(key in SETTINGS)) {
+      throw new ConfigError(CONFIG_FILE_ENV, `${file} has unknown key "${key}"; known keys: ${Object.keys(SETTINGS).join(', ')}`)
+    }
+    values[key] = value
+  }
+  return values
+}
+
+export function errorCode (error: unknown): string {
+  if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code
+  return error instanceof Error ? error.message : String(error)
+}
+
+function resolveSettings (sources: ConfigSources): RawSettings {
+  const fromFile = readConfigFile(sources)
+  const resolved: Record<string, unknown> = {}
+  for (const [key, definition] of Object.entries(SETTINGS)) {
+    const envValue = sources.env[definition.env]
+    if (envValue !== undefined && envValue !== '') {
+      resolved[key] = definition.parse(envValue, definition.env)
+    } else if (key in fromFile) {
+      resolved[key] = definition.parse(fromFile[key], `${definition.env} (key "${key}" in ${sources.env[CONFIG_FILE_ENV]})`)
+    } else {
+      resolved[key] = definition.default
+    }
+  }
+  return resolved as RawSettings
+}
+
+function resolveAdminToken (settings: RawSettings, sources: ConfigSources): string | undefined {
+  const { adminToken, adminTokenFile } = settings
+  if (adminToken !== undefined && adminTokenFile !== undefined) {
+    throw new ConfigError('M2M_PROXY_ADMIN_TOKEN', 'set either M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE, not both')
+  }
+  let token = adminToken
+  let setting = 'M2M_PROXY_ADMIN_TOKEN'
+  if (adminTokenFile !== undefined) {
+    setting = 'M2M_PROXY_ADMIN_TOKEN_FILE'
+    try {
+      token = sources.readTextFile(path.resolve(sources.cwd, adminTokenFile)).trim()
+    } catch (error) {
+      throw new ConfigError(setting, `${adminTokenFile} cannot be read (${errorCode(error)})`)
+    }
+  }
+  if (token === undefined) return undefined
+  if (token.length < ADMIN_TOKEN_MIN_LENGTH || /\s/.test(token)) {
+    // The length is safe to print; the token itself is not.
+    throw new ConfigError(setting, `the admin token must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters without spaces (got ${token.length}); generate one with: openssl rand -hex 24`)
+  }
+  return token
+}
+
+export function createConfig (sources: ConfigSources): ProxyConfig {
+  const settings = resolveSettings(sources)
+  if (settings.credentialsFile === undefined) {
+    throw new ConfigError('M2M_PROXY_CREDENTIALS_FILE', NO_CREDENTIALS_HINT)
+  }
+  const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
+  const { adminTokenFile: _file, adminToken: _token, ...rest } = settings
+  return {
+    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken'>),
+    credentialsFile,
+    stateDir: settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
+    adminToken: resolveAdminToken(settings, sources)
+  }
+}

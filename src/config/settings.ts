@@ -1,0 +1,103 @@
+// The one table of settings: environment name, config-file key, default and parser. The Config type is derived from it.
+
+import { ConfigError } from './errors.js'
+
+type Parser<T> = (raw: unknown, setting: string) => T
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+function describe (raw: unknown): string {
+  return typeof raw === 'string' ? JSON.stringify(raw) : String(raw)
+}
+
+function text (raw: unknown, setting: string): string {
+  if (typeof raw !== 'string' || raw.trim() === '') {
+    throw new ConfigError(setting, `must be a non-empty string (got ${describe(raw)})`)
+  }
+  return raw.trim()
+}
+
+function integer (min: number, max: number): Parser<number> {
+  return (raw, setting) => {
+    const value = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ConfigError(setting, `must be an integer from ${min} to ${max} (got ${describe(raw)})`)
+    }
+    return value
+  }
+}
+
+const port = integer(0, 65535)
+
+function upstreamOrigin (raw: unknown, setting: string): string {
+  const value = text(raw, setting)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError(setting, `must be an absolute http(s) URL such as https://thingspace.verizon.com (got ${JSON.stringify(value)})`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError(setting, `must use https:// or http:// (got ${url.protocol})`)
+  }
+  if (url.username !== '' || url.password !== '') {
+    // Never echo the value back: it holds a secret.
+    throw new ConfigError(setting, 'must not contain a user name or password')
+  }
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') {
+    throw new ConfigError(setting, `must be an origin only, without path or query (got ${JSON.stringify(value)})`)
+  }
+  return url.origin
+}
+
+function logLevel (raw: unknown, setting: string): LogLevel {
+  const value = text(raw, setting).toLowerCase()
+  const level = LOG_LEVELS.find((candidate) => candidate === value)
+  if (level === undefined) {
+    throw new ConfigError(setting, `must be one of ${LOG_LEVELS.join(', ')} (got ${describe(raw)})`)
+  }
+  return level
+}
+
+function secretText (raw: unknown, setting: string): string {
+  if (typeof raw !== 'string' || raw.trim() === '') {
+    throw new ConfigError(setting, 'must be a non-empty string')
+  }
+  return raw.trim()
+}
+
+interface Setting<T> {
+  env: string
+  default: T | undefined
+  parse: Parser<T>
+}
+
+function setting<T> (env: string, defaultValue: T | undefined, parse: Parser<T>): Setting<T> {
+  return { env, default: defaultValue, parse }
+}
+
+/** Keys are the config-file keys (camelCase of the environment names). */
+export const SETTINGS = {
+  upstream: setting('M2M_PROXY_UPSTREAM', 'https://thingspace.verizon.com', upstreamOrigin),
+  host: setting('M2M_PROXY_HOST', '127.0.0.1', text),
+  port: setting('M2M_PROXY_PORT', 8080, port),
+  adminHost: setting('M2M_PROXY_ADMIN_HOST', '127.0.0.1', text),
+  adminPort: setting('M2M_PROXY_ADMIN_PORT', 9090, port),
+  credentialsFile: setting<string>('M2M_PROXY_CREDENTIALS_FILE', undefined, text),
+  adminToken: setting<string>('M2M_PROXY_ADMIN_TOKEN', undefined, secretText),
+  adminTokenFile: setting<string>('M2M_PROXY_ADMIN_TOKEN_FILE', undefined, text),
+  stateDir: setting<string>('M2M_PROXY_STATE_DIR', undefined, text),
+  sessionIdleSeconds: setting('M2M_PROXY_SESSION_IDLE_SECONDS', 1200, integer(10, 86400)),
+  upstreamTimeoutMs: setting('M2M_PROXY_UPSTREAM_TIMEOUT_MS', 30000, integer(100, 600000)),
+  bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
+  maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
+  logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel)
+} as const
+
+export type SettingKey = keyof typeof SETTINGS
+
+/** Values as parsed; settings without a default may be absent. */
+export type RawSettings = {
+  [K in SettingKey]: (typeof SETTINGS)[K] extends Setting<infer T> ? T | undefined : never
+}

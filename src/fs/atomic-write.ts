@@ -1,0 +1,36 @@
+// Crash-safe file replacement: write a temporary file beside the target, fsync, rename over it, fsync the directory.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+
+/**
+ * After a crash at any point the target holds either the old or the new content, never a mix
+ * or an empty file: rename(2) within one directory is atomic, and the fsyncs order the writes.
+ */
+export function writeFileAtomicSync (file: string, content: string, mode = 0o600): void {
+  const directory = path.dirname(file)
+  const temporary = path.join(directory, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
+  const fd = fs.openSync(temporary, 'wx', mode)
+  try {
+    fs.writeFileSync(fd, content)
+    fs.fsyncSync(fd)
+  } catch (error) {
+    fs.closeSync(fd)
+    fs.rmSync(temporary, { force: true })
+    throw error
+  }
+  fs.closeSync(fd)
+  try {
+    fs.renameSync(temporary, file)
+  } catch (error) {
+    fs.rmSync(temporary, { force: true })
+    throw error
+  }
+  const directoryFd = fs.openSync(directory, 'r')
+  try {
+    fs.fsyncSync(directoryFd)
+  } finally {
+    fs.closeSync(directoryFd)
+  }
+}

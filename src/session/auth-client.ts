@@ -1,0 +1,135 @@
+// HTTP calls to ThingSpace's auth endpoints (OAuth token, session login and logout), classified for the lockout guard.
+
+import type { Dispatcher } from 'undici'
+import { UpstreamAuthError } from './errors.js'
+
+export const OAUTH_TOKEN_PATH = '/api/ts/v1/oauth2/token'
+export const LOGIN_PATH = '/api/m2m/v1/session/login'
+export const LOGOUT_PATH = '/api/m2m/v1/session/logout'
+const MAX_AUTH_RESPONSE_BYTES = 64 * 1024
+
+export interface OAuthGrant {
+  accessToken: string
+  expiresInSeconds: number
+}
+
+/** What the session manager needs from ThingSpace; tests substitute a fake. */
+export interface ThingSpaceAuthApi {
+  fetchOAuthToken: (clientId: string, clientSecret: string) => Promise<OAuthGrant>
+  login: (oauthToken: string, username: string, password: string) => Promise<string>
+  logout: (oauthToken: string, sessionToken: string) => Promise<void>
+}
+
+// Failures before any byte reached the server: the platform cannot have counted them.
+const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID'])
+
+interface JsonAnswer {
+  statusCode: number
+  body: Record<string, unknown> | undefined
+}
+
+function describeBody (body: Record<string, unknown> | undefined): string | undefined {
+  const code = body?.errorCode ?? body?.error ?? (body?.fault as Record<string, unknown> | undefined)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
+  constructor (
+    private readonly origin: string,
+    private readonly dispatcher: Dispatcher,
+    private readonly timeoutMs: number
+  ) {}
+
+  async fetchOAuthToken (clientId: string, clientSecret: string): Promise<OAuthGrant> {
+    const basic = Buffer.from(`${clientId}:${clientSecret}`).toString('base64')
+    const answer = await this.call('POST', OAUTH_TOKEN_PATH, {
+      authorization: `Basic ${basic}`,
+      'content-type': 'application/x-www-form-urlencoded',
+      accept: 'application/json'
+    }, 'grant_type=client_credentials', 'OAuth token request')
+    const accessToken = answer.body?.access_token
+    const expiresIn = Number(answer.body?.expires_in)
+    if (typeof accessToken !== 'string' || accessToken === '' || !Number.isFinite(expiresIn)) {
+      throw new UpstreamAuthError('unavailable', 'OAuth token response lacks access_token or expires_in', answer.statusCode)
+    }
+    return { accessToken, expiresInSeconds: expiresIn }
+  }
+
+  async login (oauthToken: string, username: string, password: string): Promise<string> {
+    const answer = await this.call('POST', LOGIN_PATH, {
+      authorization: `Bearer ${oauthToken}`,
+      'content-type': 'application/json',
+      accept: 'application/json'
+    }, JSON.stringify({ username, password }), 'session login')
+    const sessionToken = answer.body?.sessionToken
+    if (typeof sessionToken !== 'string' || sessionToken === '') {
+      throw new UpstreamAuthError('unavailable', 'session login response lacks sessionToken', answer.statusCode)
+    }
+    return sessionToken
+  }
+
+  async logout (oauthToken: string, sessionToken: string): Promise<void> {
+    await this.call('POST', LOGOUT_PATH, {
+      authorization: `Bearer ${oauthToken}`,
+      'vz-m2m-token': sessionToken,
+      accept: 'application/json'
+    }, undefined, 'session logout')
+  }
+
+  private async call (method: 'POST' | 'PUT', path: string, headers: Record<string, string>, body: string | undefined, what: string): Promise<JsonAnswer> {
+    let response: Dispatcher.ResponseData
+    try {
+      response = await this.dispatcher.request({
+        origin: this.origin,
+        path,
+        method,
+        headers,
+        body,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs
+      })
+    } catch (error) {
+      const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
+      const kind = NOT_SENT_CODES.has(code) ? 'unavailable' : 'unknown-outcome'
+      throw new UpstreamAuthError(kind, `${what} failed: ${code}`)
+    }
+    let answerBody: Record<string, unknown> | undefined
+    try {
+      answerBody = await readJsonBody(response.body)
+    } catch (error) {
+      const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
+      throw new UpstreamAuthError('unknown-outcome', `${what} answer was cut off: ${code}`, response.statusCode)
+    }
+    const answer = { statusCode: response.statusCode, body: answerBody }
+    if (answer.statusCode >= 200 && answer.statusCode < 300) return answer
+    const upstreamCode = describeBody(answer.body)
+    const detail = `${what} answered ${answer.statusCode}${upstreamCode === undefined ? '' : ` ${upstreamCode}`}`
+    if (answer.statusCode === 401 && answer.body?.fault !== undefined) {
+      // The API gateway refused the bearer token: the request never reached the session service.
+      throw new UpstreamAuthError('oauth-invalid', detail, answer.statusCode, upstreamCode)
+    }
+    if (answer.statusCode >= 400 && answer.statusCode < 500) {
+      throw new UpstreamAuthError('rejected', detail, answer.statusCode, upstreamCode)
+    }
+    throw new UpstreamAuthError('unavailable', detail, answer.statusCode, upstreamCode)
+  }
+}
+
+async function readJsonBody (body: Dispatcher.ResponseData['body']): Promise<Record<string, unknown> | undefined> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length
+    if (size > MAX_AUTH_RESPONSE_BYTES) {
+      body.destroy()
+      return undefined
+    }
+    chunks.push(chunk as Buffer)
+  }
+  try {
+    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'))
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+  } catch {
+    return undefined
+  }
+}

@@ -1,0 +1,43 @@
+// Errors of the session lifecycle: what went wrong talking to the auth endpoints, and why the proxy cannot authenticate now.
+
+/**
+ * How an auth call to ThingSpace failed. The distinction drives the lockout guard:
+ * - rejected: a 4xx answer; the platform counted a failed login
+ * - oauth-invalid: the API gateway refused our bearer (401 fault), the login itself was never tried
+ * - unavailable: a 5xx answer or no connection; the login was not counted
+ * - unknown-outcome: sent but no answer (timeout, reset); it may have been counted
+ */
+export type AuthFailureKind = 'rejected' | 'oauth-invalid' | 'unavailable' | 'unknown-outcome'
+
+export class UpstreamAuthError extends Error {
+  override readonly name = 'UpstreamAuthError'
+
+  constructor (
+    readonly kind: AuthFailureKind,
+    message: string,
+    readonly statusCode?: number,
+    /** ThingSpace errorCode or OAuth error, when the answer had one. */
+    readonly upstreamCode?: string
+  ) {
+    super(message)
+  }
+}
+
+export type UnavailableReason =
+  | 'credentials-rejected' // lockout guard engaged: waiting for new credentials
+  | 'oauth-client-rejected' // app key or secret refused by the token endpoint
+  | 'upstream-unavailable' // login or token endpoint failing; backing off
+  | 'not-logged-in' // the session was ended by an operator and logins are paused
+
+/** The proxy cannot obtain tokens right now; clients get 503 with Retry-After. */
+export class AuthUnavailableError extends Error {
+  override readonly name = 'AuthUnavailableError'
+
+  constructor (
+    readonly reason: UnavailableReason,
+    message: string,
+    readonly retryAfterSeconds: number
+  ) {
+    super(message)
+  }
+}

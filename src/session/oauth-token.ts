@@ -1,0 +1,125 @@
+// The ThingSpace API (OAuth) token: cached until expiry, refreshed ahead of it in the background, one fetch at a time.
+
+import type { Clock } from './clock.js'
+import type { OAuthGrant } from './auth-client.js'
+import { Backoff } from './backoff.js'
+import { AuthUnavailableError, UpstreamAuthError } from './errors.js'
+
+/** Refresh this long before expiry, so requests never wait for a token fetch in steady state. */
+export const OAUTH_REFRESH_AHEAD_MS = 5 * 60_000
+/** Stop sending a token this long before its stated expiry (clock skew, request latency). */
+export const OAUTH_EXPIRY_MARGIN_MS = 30_000
+
+export interface OAuthToken {
+  value: string
+  receivedAt: number
+  /** After this instant the token is not sent any more. */
+  usableUntil: number
+  /** From this instant a background refresh is started. */
+  refreshFrom: number
+}
+
+export interface OAuthTokenEvents {
+  onFetch?: (outcome: 'success' | 'rejected' | 'error') => void
+  onBackgroundRefreshError?: (error: unknown) => void
+}
+
+export class OAuthTokenCache {
+  private token: OAuthToken | undefined
+  private inFlight: Promise<OAuthToken> | undefined
+  private readonly backoff: Backoff
+  private rejected = false
+  private fetches = 0
+
+  constructor (
+    private readonly fetchGrant: () => Promise<OAuthGrant>,
+    private readonly clock: Clock,
+    private readonly events: OAuthTokenEvents = {}
+  ) {
+    this.backoff = new Backoff(clock)
+  }
+
+  get fetchCount (): number {
+    return this.fetches
+  }
+
+  get current (): OAuthToken | undefined {
+    return this.token
+  }
+
+  /** The cached token when usable now, without waiting; starts a background refresh when due. */
+  peek (): string | undefined {
+    const token = this.token
+    if (token === undefined) return undefined
+    const now = this.clock.now()
+    if (now >= token.usableUntil) return undefined
+    if (now >= token.refreshFrom && this.inFlight === undefined && this.backoff.remainingMs() === 0) {
+      this.fetch().catch((error: unknown) => this.events.onBackgroundRefreshError?.(error))
+    }
+    return token.value
+  }
+
+  async get (): Promise<string> {
+    const cached = this.peek()
+    if (cached !== undefined) return cached
+    return (await this.fetch()).value
+  }
+
+  /** The gateway refused `staleValue`: returns a newer token, fetching one unless another caller already did. */
+  async replace (staleValue: string): Promise<string> {
+    if (this.token !== undefined && this.token.value !== staleValue) return await this.get()
+    if (this.inFlight === undefined) this.token = undefined
+    return (await this.fetch()).value
+  }
+
+  /** Forget the token, e.g. after new app credentials were loaded. */
+  clear (): void {
+    this.token = undefined
+    this.rejected = false
+    this.backoff.reset()
+  }
+
+  private fetch (): Promise<OAuthToken> {
+    this.inFlight ??= this.fetchOnce().finally(() => { this.inFlight = undefined })
+    return this.inFlight
+  }
+
+  private async fetchOnce (): Promise<OAuthToken> {
+    const waitMs = this.backoff.remainingMs()
+    if (waitMs > 0) {
+      throw this.rejected
+        ? new AuthUnavailableError('oauth-client-rejected', 'the OAuth token endpoint rejected the client id or secret', Math.ceil(waitMs / 1000))
+        : new AuthUnavailableError('upstream-unavailable', 'the OAuth token endpoint is failing; retrying with backoff', Math.ceil(waitMs / 1000))
+    }
+    this.fetches += 1
+    const previous = this.token
+    let grant: OAuthGrant
+    try {
+      grant = await this.fetchGrant()
+    } catch (error) {
+      this.rejected = error instanceof UpstreamAuthError && error.kind === 'rejected'
+      this.backoff.recordFailure()
+      this.events.onFetch?.(this.rejected ? 'rejected' : 'error')
+      const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
+      throw this.rejected
+        ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${describe(error)})`, retryAfterSeconds)
+        : new AuthUnavailableError('upstream-unavailable', `cannot get an OAuth token (${describe(error)})`, retryAfterSeconds)
+    }
+    this.rejected = false
+    this.backoff.reset()
+    this.events.onFetch?.('success')
+    const receivedAt = this.clock.now()
+    const lifetimeMs = Math.max(1, grant.expiresInSeconds) * 1000
+    // ThingSpace hands out the same token until its hour is over: asking early again would loop, so a
+    // reissued token is used to its very end, and a new one fetched only then (a late 401 is replayed).
+    const reissued = previous !== undefined && previous.value === grant.accessToken
+    const usableUntil = receivedAt + (reissued ? lifetimeMs : Math.max(lifetimeMs - OAUTH_EXPIRY_MARGIN_MS, lifetimeMs / 2))
+    const refreshFrom = reissued ? usableUntil : receivedAt + lifetimeMs - Math.min(OAUTH_REFRESH_AHEAD_MS, lifetimeMs / 4)
+    this.token = { value: grant.accessToken, receivedAt, usableUntil, refreshFrom }
+    return this.token
+  }
+}
+
+function describe (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}

@@ -1,0 +1,293 @@
+// The two-token lifecycle: OAuth token plus VZ-M2M session, single-flight logins, replay decisions and the lockout guard. No HTTP framework here.
+
+import { LRUCache } from 'lru-cache'
+import { createHash } from 'node:crypto'
+import type { Clock } from './clock.js'
+import type { ThingSpaceAuthApi } from './auth-client.js'
+import type { LoginGuard } from './login-guard.js'
+import { Backoff } from './backoff.js'
+import { AuthUnavailableError, UpstreamAuthError } from './errors.js'
+import { OAuthTokenCache } from './oauth-token.js'
+
+/** Tokens attached to one upstream request. */
+export interface UpstreamTokens {
+  oauthToken: string
+  sessionToken: string
+}
+
+export interface SessionCredentials {
+  username: string
+  password: string
+  clientId: string
+  clientSecret: string
+}
+
+export type LoginOutcome = 'success' | 'rejected' | 'error'
+export type RenewalReason = 'idle' | 'expired' | 'invalid' | 'admin' | 'rotation'
+
+/** Hooks for logging and metrics; all optional. Never given a secret. */
+export interface SessionEvents {
+  onLogin?: (outcome: LoginOutcome, detail: { consecutiveRejections: number, message?: string }) => void
+  onOAuthFetch?: (outcome: 'success' | 'rejected' | 'error') => void
+  onRenewal?: (reason: RenewalReason) => void
+  onWarning?: (message: string) => void
+}
+
+export interface SessionManagerOptions {
+  api: ThingSpaceAuthApi
+  credentials: SessionCredentials
+  guard: LoginGuard
+  sessionIdleSeconds: number
+  clock: Clock
+  events?: SessionEvents
+}
+
+interface CachedSession {
+  token: string
+  loggedInAt: number
+}
+
+export type SessionStatus = 'active' | 'none' | 'logging-in' | 'rejected' | 'backing-off'
+
+export interface SessionSnapshot {
+  state: SessionStatus
+  loggedInAt: string | null
+  lastUsedAt: string | null
+  idleExpiresAt: string | null
+  oauthExpiresAt: string | null
+  consecutiveLoginFailures: number
+  maxLoginFailures: number
+  logins: number
+  renewals: number
+  oauthFetches: number
+  sessionTokenFingerprint: string | null
+  oauthTokenFingerprint: string | null
+}
+
+/** Stop using a session this long before the platform's idle expiry: the request must arrive in time. */
+export function idleMarginMs (sessionIdleSeconds: number): number {
+  return Math.min(60_000, sessionIdleSeconds * 100) // 60 s, or 10% of short idle times
+}
+
+const SESSION_KEY = 'session'
+
+/** A short, one-way tag to tell tokens apart in diagnostics without revealing them. */
+export function fingerprint (token: string): string {
+  return createHash('sha256').update(token).digest('hex').slice(0, 8)
+}
+
+export class SessionManager {
+  private readonly sessions: LRUCache<string, CachedSession>
+  private readonly oauth: OAuthTokenCache
+  private readonly loginBackoff: Backoff
+  private loginInFlight: Promise<CachedSession> | undefined
+  private credentials: SessionCredentials
+  private readonly events: SessionEvents
+  private lastUsedAt: number | undefined
+  private lastLoginSucceeded = false
+  private logins = 0
+  private renewals = 0
+  /** Why the next login replaces a session, for the renewal counter. */
+  private pendingRenewal: RenewalReason | undefined
+
+  constructor (private readonly options: SessionManagerOptions) {
+    this.credentials = options.credentials
+    this.events = options.events ?? {}
+    const ttl = options.sessionIdleSeconds * 1000 - idleMarginMs(options.sessionIdleSeconds)
+    this.sessions = new LRUCache<string, CachedSession>({
+      max: 1,
+      ttl,
+      updateAgeOnGet: true, // sliding expiry: each use renews, as upstream does
+      ttlResolution: 0,
+      perf: { now: () => options.clock.now() },
+      dispose: (_value, _key, reason) => {
+        if (reason === 'expire' || reason === 'evict') this.pendingRenewal ??= 'idle'
+      }
+    })
+    this.oauth = new OAuthTokenCache(
+      () => options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret),
+      options.clock,
+      {
+        onFetch: (outcome) => this.events.onOAuthFetch?.(outcome),
+        onBackgroundRefreshError: (error) => this.events.onWarning?.(`background OAuth token refresh failed: ${error instanceof Error ? error.message : String(error)}`)
+      }
+    )
+    this.loginBackoff = new Backoff(options.clock)
+  }
+
+  /**
+   * Both tokens when they are cached and usable: the hot path, synchronous, no allocation.
+   * Counts as a use of the session (renews its idle expiry).
+   */
+  currentTokens (): UpstreamTokens | undefined {
+    const oauthToken = this.oauth.peek()
+    if (oauthToken === undefined) return undefined
+    const session = this.sessions.get(SESSION_KEY)
+    if (session === undefined) return undefined
+    this.lastUsedAt = this.options.clock.now()
+    return { oauthToken, sessionToken: session.token }
+  }
+
+  /** Both tokens, logging in or fetching first when needed. Throws AuthUnavailableError. */
+  async acquireTokens (): Promise<UpstreamTokens> {
+    const cached = this.currentTokens()
+    if (cached !== undefined) return cached
+    const session = this.sessions.get(SESSION_KEY) ?? await this.login()
+    const oauthToken = await this.oauth.get()
+    this.lastUsedAt = this.options.clock.now()
+    return { oauthToken, sessionToken: session.token }
+  }
+
+  /**
+   * The platform refused `stale` because of the session token (`session`) or the bearer (`oauth`).
+   * Returns tokens to replay with: newer ones if another request already renewed them, otherwise
+   * after one shared login or token fetch.
+   */
+  async tokensAfterRejection (stale: UpstreamTokens, cause: 'session' | 'oauth', reason: RenewalReason = 'expired'): Promise<UpstreamTokens> {
+    if (cause === 'oauth') {
+      const oauthToken = await this.oauth.replace(stale.oauthToken)
+      const session = this.sessions.get(SESSION_KEY) ?? await this.login()
+      return { oauthToken, sessionToken: session.token }
+    }
+    const session = this.sessions.peek(SESSION_KEY)
+    if (session !== undefined && session.token === stale.sessionToken) {
+      this.sessions.delete(SESSION_KEY)
+      this.pendingRenewal = reason
+    }
+    return await this.acquireTokens()
+  }
+
+  /** Log in now (start-up or operator request); resolves once a session is cached. */
+  async startSession (reason?: RenewalReason): Promise<void> {
+    if (reason !== undefined) this.pendingRenewal = reason
+    await this.login()
+  }
+
+  /** Logs the current session out upstream and forgets it; false when there was none. */
+  async endSession (): Promise<boolean> {
+    const session = this.sessions.peek(SESSION_KEY)
+    if (session === undefined) return false
+    this.sessions.delete(SESSION_KEY)
+    this.pendingRenewal = undefined
+    const oauthToken = this.oauth.peek()
+    if (oauthToken !== undefined) {
+      await this.options.api.logout(oauthToken, session.token)
+    }
+    return true
+  }
+
+  /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
+  useCredentials (credentials: SessionCredentials): void {
+    const appChanged = credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
+    this.credentials = credentials
+    if (this.options.guard.useCredentials(credentials)) this.loginBackoff.reset()
+    if (appChanged) this.oauth.clear()
+  }
+
+  get guardEngaged (): boolean {
+    return this.options.guard.engaged
+  }
+
+  /** Ready: a session is held, or the last login succeeded. */
+  get ready (): boolean {
+    return this.sessions.has(SESSION_KEY) || (this.lastLoginSucceeded && !this.options.guard.engaged)
+  }
+
+  snapshot (): SessionSnapshot {
+    const now = this.options.clock.now()
+    const session = this.sessions.peek(SESSION_KEY)
+    const remainingMs = this.sessions.getRemainingTTL(SESSION_KEY)
+    const oauth = this.oauth.current
+    const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+    let state: SessionStatus = 'none'
+    if (this.options.guard.engaged) state = 'rejected'
+    else if (session !== undefined && remainingMs > 0) state = 'active'
+    else if (this.loginInFlight !== undefined) state = 'logging-in'
+    else if (this.loginBackoff.remainingMs() > 0) state = 'backing-off'
+    return {
+      state,
+      loggedInAt: iso(session?.loggedInAt),
+      lastUsedAt: iso(this.lastUsedAt),
+      idleExpiresAt: session === undefined ? null : iso(now + remainingMs),
+      oauthExpiresAt: iso(oauth?.usableUntil),
+      consecutiveLoginFailures: this.options.guard.consecutiveRejections,
+      maxLoginFailures: this.options.guard.maxFailures,
+      logins: this.logins,
+      renewals: this.renewals,
+      oauthFetches: this.oauth.fetchCount,
+      sessionTokenFingerprint: session === undefined ? null : fingerprint(session.token),
+      oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value)
+    }
+  }
+
+  private login (): Promise<CachedSession> {
+    this.loginInFlight ??= this.loginOnce().finally(() => { this.loginInFlight = undefined })
+    return this.loginInFlight
+  }
+
+  private async loginOnce (): Promise<CachedSession> {
+    const guard = this.options.guard
+    if (guard.engaged) {
+      throw new AuthUnavailableError('credentials-rejected',
+        `ThingSpace rejected the credentials ${guard.consecutiveRejections} times in a row; logins are paused to avoid the account lockout until the credentials file changes`,
+        60)
+    }
+    const waitMs = this.loginBackoff.remainingMs()
+    if (waitMs > 0) {
+      throw new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
+    }
+    let oauthToken = await this.oauth.get()
+    // One more try only when the gateway refused our bearer: the login itself was never evaluated.
+    for (let attempt = 1; ; attempt++) {
+      guard.beginAttempt()
+      try {
+        const token = await this.options.api.login(oauthToken, this.credentials.username, this.credentials.password)
+        return this.loggedIn(token)
+      } catch (error) {
+        if (!(error instanceof UpstreamAuthError)) {
+          guard.attemptNotCounted()
+          throw error
+        }
+        if (error.kind === 'oauth-invalid' && attempt === 1) {
+          guard.attemptNotCounted()
+          oauthToken = await this.oauth.replace(oauthToken)
+          continue
+        }
+        throw this.loginFailed(error)
+      }
+    }
+  }
+
+  private loggedIn (token: string): CachedSession {
+    this.options.guard.recordSuccess()
+    this.loginBackoff.reset()
+    this.logins += 1
+    this.lastLoginSucceeded = true
+    if (this.pendingRenewal !== undefined) {
+      this.renewals += 1
+      this.events.onRenewal?.(this.pendingRenewal)
+      this.pendingRenewal = undefined
+    }
+    const session = { token, loggedInAt: this.options.clock.now() }
+    this.sessions.set(SESSION_KEY, session)
+    this.events.onLogin?.('success', { consecutiveRejections: 0 })
+    return session
+  }
+
+  private loginFailed (error: UpstreamAuthError): AuthUnavailableError {
+    const guard = this.options.guard
+    this.lastLoginSucceeded = false
+    if (error.kind === 'unavailable' || error.kind === 'oauth-invalid') guard.attemptNotCounted()
+    // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
+    this.loginBackoff.recordFailure()
+    if (error.kind === 'rejected') {
+      this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message })
+      return new AuthUnavailableError('credentials-rejected',
+        `ThingSpace rejected the login (${error.message}); ${guard.engaged ? 'logins are paused until the credentials file changes' : `${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`}`,
+        guard.engaged ? 60 : Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
+    }
+    this.events.onLogin?.('error', { consecutiveRejections: guard.consecutiveRejections, message: error.message })
+    return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
+      Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
+  }
+}
