@@ -1,0 +1,48 @@
+// Process edge of `npm start`: configuration, listeners, signals. Configuration errors exit 1 with one line.
+
+import fs from 'node:fs'
+import { createConfig } from './config/load.js'
+import { ConfigError } from './config/errors.js'
+import { loadCredentials } from './credentials/credentials.js'
+import { createLogger } from './logging.js'
+import { startProxy } from './server.js'
+
+function fail (message: string): never {
+  process.stderr.write(`m2m-session-proxy: ${message}\n`)
+  process.exit(1)
+}
+
+async function main (): Promise<void> {
+  let config
+  let credentials
+  try {
+    config = createConfig({ env: process.env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
+    credentials = loadCredentials(config.credentialsFile)
+  } catch (error) {
+    if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
+    throw error
+  }
+  const logger = createLogger(config.logLevel)
+  let running
+  try {
+    running = await startProxy(config, credentials, logger)
+  } catch (error) {
+    if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
+    const code = (error as { code?: string }).code
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      fail(`cannot listen (${code}): check M2M_PROXY_HOST/M2M_PROXY_PORT and M2M_PROXY_ADMIN_HOST/M2M_PROXY_ADMIN_PORT`)
+    }
+    throw error
+  }
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) process.exit(1) // a second signal: do not wait
+    stopping = true
+    logger.info({ signal }, 'shutting down')
+    running.close().then(() => process.exit(0), () => process.exit(1))
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+}
+
+main().catch((error: unknown) => fail(`failed to start: ${error instanceof Error ? error.message : String(error)}`))

@@ -1,0 +1,42 @@
+// The catalogue of errors the proxy answers itself, in ThingSpace's {"errorCode","errorMessage"} shape under a Proxy. prefix.
+
+import type { FastifyReply } from 'fastify'
+
+export interface ProxyErrorBody {
+  errorCode: string
+  errorMessage: string
+}
+
+export const PROXY_ERRORS = {
+  notFound: { status: 404, code: 'Proxy.NotFound' },
+  forbidden: { status: 403, code: 'Proxy.Forbidden' },
+  badRequest: { status: 400, code: 'Proxy.BadRequest' },
+  bodyTooLarge: { status: 413, code: 'Proxy.BodyTooLarge' },
+  upstreamUnreachable: { status: 502, code: 'Proxy.UpstreamUnreachable' },
+  upstreamTimeout: { status: 504, code: 'Proxy.UpstreamTimeout' },
+  authUnavailable: { status: 503, code: 'Proxy.AuthenticationUnavailable' },
+  internal: { status: 500, code: 'Proxy.InternalError' }
+} as const
+
+export type ProxyErrorKind = keyof typeof PROXY_ERRORS
+
+export function sendProxyError (reply: FastifyReply, kind: ProxyErrorKind, message: string, codeSuffix?: string): FastifyReply {
+  const { status, code } = PROXY_ERRORS[kind]
+  const body: ProxyErrorBody = { errorCode: codeSuffix === undefined ? code : `${code}.${codeSuffix}`, errorMessage: message }
+  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body)
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
+
+/** Maps an error of the upstream call (reply-from wraps undici's in `cause`) to 504 or 502. */
+export function classifyUpstreamFailure (error: unknown): { kind: 'upstreamTimeout' | 'upstreamUnreachable', detail: string } {
+  const codes: string[] = []
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    if ('code' in current && typeof current.code === 'string') codes.push(current.code)
+    current = current.cause
+  }
+  const detail = codes.find((code) => !code.startsWith('FST_')) ?? codes[0] ?? 'unknown error'
+  if (codes.some((code) => TIMEOUT_CODES.has(code))) return { kind: 'upstreamTimeout', detail }
+  return { kind: 'upstreamUnreachable', detail }
+}

@@ -1,0 +1,160 @@
+// Forwarding under /api/m2m/: tokens attached, expired tokens renewed and the request replayed once, errors in ThingSpace's shape.
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import httpProxy from '@fastify/http-proxy'
+import type { FastifyReplyFromHooks } from '@fastify/reply-from'
+import type { Dispatcher } from 'undici'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import { AuthUnavailableError } from '../session/errors.js'
+import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
+import { classifyUpstreamFailure, sendProxyError } from './errors.js'
+import { withUpstreamAuth } from './headers.js'
+import { isForwardableTarget } from './paths.js'
+import { peekBody } from './response-body.js'
+import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
+import { registerSessionControllerStubs } from './session-stubs.js'
+
+/** Error answers up to this size are read to look for a token rejection; larger ones stream through. */
+const MAX_INSPECTED_ERROR_BYTES = 64 * 1024
+
+export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection'>
+
+export interface ProxyPluginOptions {
+  upstream: string
+  session: TokenProvider
+  dispatcher: Dispatcher
+  upstreamTimeoutMs: number
+  bodyLimitBytes: number
+  onReplay?: (rejection: TokenRejection) => void
+}
+
+/** Per-request bookkeeping of the forwarding. */
+export interface ProxyState {
+  tokens: UpstreamTokens
+  replayed: boolean
+  upstreamStatus: number | undefined
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    proxyState: ProxyState | null
+  }
+}
+
+interface UpstreamResponse {
+  statusCode: number
+  headers: IncomingHttpHeaders
+  stream: Readable
+}
+
+export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
+  const { session } = options
+  app.decorateRequest('proxyState', null)
+
+  // Bodies are kept as raw bytes (never parsed and re-serialised) so that a replay is byte-identical.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes }, (_request, body, done) => { done(null, body) })
+
+  registerSessionControllerStubs(app)
+
+  const baseReplyOptions: FastifyReplyFromHooks = {
+    timeout: options.upstreamTimeoutMs,
+    retryDelay: () => null, // never retried by reply-from: replays are decided here, once
+    rewriteRequestHeaders: (request, headers) =>
+      withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens),
+    onResponse: (anyRequest, anyReply, raw) => {
+      // This server is HTTP/1 only; and reply-from hands over {statusCode, headers, stream}, whatever its type says.
+      const request = anyRequest as FastifyRequest
+      const reply = anyReply as FastifyReply
+      const response = raw as unknown as UpstreamResponse
+      const state = request.proxyState as ProxyState
+      state.upstreamStatus = response.statusCode
+      if (state.replayed || !mayBeTokenRejection(response.statusCode)) {
+        reply.send(response.stream)
+        return
+      }
+      inspectAndReplay(request, reply, response).catch((error: unknown) => {
+        request.log.error({ err: error }, 'replay failed')
+        if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to replay the request')
+      })
+    },
+    onError: (anyReply, { error }) => {
+      const reply = anyReply as FastifyReply
+      const failure = classifyUpstreamFailure(error)
+      reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
+      const message = failure.kind === 'upstreamTimeout'
+        ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
+        : `ThingSpace could not be reached (${failure.detail})`
+      sendProxyError(reply, failure.kind, message)
+    }
+  }
+
+  function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    // request.url is forwarded as received (path and query), after isForwardableTarget checked it.
+    const body = request.body
+    if (Buffer.isBuffer(body) && body.length > 0) {
+      const contentType = request.headers['content-type'] ?? 'application/octet-stream'
+      return reply.from(request.url, { ...baseReplyOptions, body, contentType })
+    }
+    return reply.from(request.url, baseReplyOptions)
+  }
+
+  async function inspectAndReplay (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): Promise<void> {
+    const peeked = await peekBody(response.stream, MAX_INSPECTED_ERROR_BYTES)
+    if (!peeked.complete) {
+      reply.send(peeked.stream)
+      return
+    }
+    const rejection = tokenRejectionOf(response.statusCode, peeked.body)
+    if (rejection === undefined) {
+      reply.send(peeked.body)
+      return
+    }
+    const state = request.proxyState as ProxyState
+    try {
+      state.tokens = await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
+    } catch (error) {
+      if (!(error instanceof AuthUnavailableError)) throw error
+      clearHeaders(reply)
+      sendAuthUnavailable(reply, error)
+      return
+    }
+    state.replayed = true
+    options.onReplay?.(rejection)
+    clearHeaders(reply) // those of the refused answer must not leak into the replay's
+    forward(request, reply)
+  }
+
+  async function handler (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    if (!isForwardableTarget(request.url)) {
+      return sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
+    }
+    const tokens = session.currentTokens() ?? await session.acquireTokens()
+    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined }
+    return forward(request, reply)
+  }
+
+  await app.register(httpProxy, {
+    upstream: options.upstream,
+    prefix: '/api/m2m',
+    rewritePrefix: '/api/m2m',
+    proxyPayloads: false,
+    undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on
+    disableRequestLogging: true,
+    handler: (request, reply) => handler(request, reply)
+  })
+}
+
+function clearHeaders (reply: FastifyReply): void {
+  for (const name of Object.keys(reply.getHeaders())) reply.removeHeader(name)
+}
+
+export function sendAuthUnavailable (reply: FastifyReply, error: AuthUnavailableError): FastifyReply {
+  reply.header('retry-after', String(Math.max(1, error.retryAfterSeconds)))
+  return sendProxyError(reply, 'authUnavailable', `the proxy cannot authenticate to ThingSpace: ${error.message}`, reasonCode(error.reason))
+}
+
+function reasonCode (reason: AuthUnavailableError['reason']): string {
+  return reason.split('-').map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join('')
+}
