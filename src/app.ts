@@ -1,6 +1,6 @@
 // Wires the modules into two Fastify listeners (proxy and admin) around one session manager.
 
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { Agent, type Dispatcher } from 'undici'
 import type { ProxyConfig } from './config/load.js'
@@ -60,7 +60,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
 
   const proxy = Fastify({
     loggerInstance: logger.child({ listener: 'proxy' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }), // one line per request, written below
     bodyLimit: config.bodyLimitBytes,
     return503OnClosing: true
   })
@@ -99,7 +99,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     onReplay: (rejection) => sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
   })
 
-  const admin = Fastify({ loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger, disableRequestLogging: true })
+  const admin = Fastify({
+    loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true })
+  })
   admin.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
   await admin.register(adminPlugin, { isReady: () => session.ready })
 

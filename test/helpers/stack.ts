@@ -1,0 +1,109 @@
+// Test harness: the simulator and a proxy pointed at it, both on 127.0.0.1 port 0, with logs collected in memory.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { Writable } from 'node:stream'
+import type { Test } from 'tap'
+import { Agent, request, type Dispatcher } from 'undici'
+import { createConfig, type ProxyConfig } from '../../src/config/load.js'
+import { loadCredentials, type Credentials } from '../../src/credentials/credentials.js'
+import { createLogger } from '../../src/logging.js'
+import { startProxy, type RunningProxy } from '../../src/server.js'
+import type { Clock } from '../../src/session/clock.js'
+import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
+
+export class LogCollector extends Writable {
+  readonly lines: string[] = []
+  override _write (chunk: Buffer, _encoding: string, callback: () => void): void {
+    this.lines.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''))
+    callback()
+  }
+
+  get text (): string {
+    return this.lines.join('\n')
+  }
+
+  entries (): Array<Record<string, unknown>> {
+    return this.lines.map((line) => JSON.parse(line) as Record<string, unknown>)
+  }
+}
+
+export interface StackOptions {
+  simulator?: Partial<SimulatorOptions>
+  credentials?: Partial<Credentials>
+  env?: Record<string, string>
+  clock?: Clock
+  /** Reuse a state/credentials directory (restart tests). */
+  dir?: string
+  /** Upstream origin instead of the simulator's (the simulator still runs). */
+  upstream?: string
+  waitForLogin?: boolean
+}
+
+export interface Stack {
+  sim: Simulator
+  simUrl: string
+  proxy: RunningProxy
+  config: ProxyConfig
+  dir: string
+  logs: LogCollector
+  client: Dispatcher
+  /** A request to the proxy listener; the body is read whole. */
+  call: (method: string, urlPath: string, options?: { headers?: Record<string, string>, body?: string | Buffer }) => Promise<{ status: number, headers: Record<string, string | string[] | undefined>, text: string, json: () => unknown }>
+  stopProxy: () => Promise<void>
+}
+
+export async function startSimulator (t: Test, options: Partial<SimulatorOptions> = {}): Promise<{ sim: Simulator, simUrl: string }> {
+  const sim = buildSimulator({ ...DEMO_CREDENTIALS, ...options })
+  await sim.app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => sim.app.close())
+  const address = sim.app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('simulator has no port')
+  return { sim, simUrl: `http://127.0.0.1:${address.port}` }
+}
+
+export async function startStack (t: Test, options: StackOptions = {}): Promise<Stack> {
+  const { sim, simUrl } = await startSimulator(t, options.simulator)
+  const dir = options.dir ?? t.testdir({})
+  const credentialsFile = path.join(dir, 'credentials.json')
+  if (options.dir === undefined || !fs.existsSync(credentialsFile)) {
+    fs.writeFileSync(credentialsFile, JSON.stringify({ ...DEMO_CREDENTIALS, ...options.credentials }), { mode: 0o600 })
+  }
+  const config = createConfig({
+    env: {
+      M2M_PROXY_UPSTREAM: options.upstream ?? simUrl,
+      M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
+      M2M_PROXY_PORT: '0',
+      M2M_PROXY_ADMIN_PORT: '0',
+      M2M_PROXY_LOG_LEVEL: 'debug',
+      ...options.env
+    },
+    readTextFile: (file) => fs.readFileSync(file, 'utf8'),
+    cwd: dir
+  })
+  const logs = new LogCollector()
+  const proxy = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, logs), options.clock)
+  let stopped = false
+  const stopProxy = async (): Promise<void> => {
+    if (stopped) return
+    stopped = true
+    await proxy.close()
+  }
+  t.teardown(stopProxy)
+  if (options.waitForLogin !== false) await proxy.initialLogin
+  const client = new Agent({ connections: 512, pipelining: 0 })
+  t.teardown(() => client.close())
+  const call: Stack['call'] = async (method, urlPath, callOptions = {}) => {
+    const response = await request(proxy.proxyUrl + urlPath, {
+      method: method as Dispatcher.HttpMethod,
+      headers: callOptions.headers,
+      body: callOptions.body,
+      dispatcher: client
+    })
+    const text = await response.body.text()
+    return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
+  }
+  return { sim, simUrl, proxy, config, dir, logs, client, call, stopProxy }
+}
+
+export const ECHO_PATH = '/api/m2m/v1/simulator/echo'

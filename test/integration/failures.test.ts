@@ -1,0 +1,132 @@
+// What clients see when things go wrong: lockout guard, body limit, unreachable or slow upstream, traversal, untrusted TLS.
+
+import t from 'tap'
+import net from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { startStack, ECHO_PATH } from '../helpers/stack.js'
+
+interface ErrorBody { errorCode: string, errorMessage: string }
+
+t.test('wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES attempts over many requests and a restart, account never locked', async (t) => {
+  const first = await startStack(t, { credentials: { password: 'wrong-password' } })
+  t.equal(first.sim.stats.failedLogins, 1, 'the start-up login shows the bad credentials at once')
+  const started = Date.now()
+  const answers = await Promise.all(Array.from({ length: 50 }, () => first.call('GET', ECHO_PATH)))
+  t.ok(Date.now() - started < 2000, 'answered fast')
+  for (const answer of answers) {
+    t.equal(answer.status, 503)
+    t.match(answer.headers['retry-after'], /^\d+$/)
+    t.match((answer.json() as ErrorBody).errorCode, /^Proxy\.AuthenticationUnavailable/)
+  }
+  t.equal(first.sim.stats.dataRequests, 0, 'no request forwarded without a session')
+  await sleep(1100) // past the backoff after the first rejection
+  for (let i = 0; i < 20; i++) await first.call('GET', ECHO_PATH)
+  await sleep(2100)
+  const last = await first.call('GET', ECHO_PATH)
+  t.equal((last.json() as ErrorBody).errorCode, 'Proxy.AuthenticationUnavailable.CredentialsRejected')
+  t.match((last.json() as ErrorBody).errorMessage, /rejected/)
+  t.equal(first.sim.stats.failedLogins, 2, 'two rejected logins, then the guard holds')
+  await first.stopProxy()
+
+  // A restart (crash loop) with the same credentials does not try again.
+  const second = await startStack(t, { dir: first.dir, upstream: first.simUrl })
+  for (let i = 0; i < 10; i++) t.equal((await second.call('GET', ECHO_PATH)).status, 503)
+  t.equal(first.sim.stats.failedLogins, 2, 'still two after the restart')
+  t.equal(first.sim.locked, false, 'ThingSpace never locked the account')
+  t.equal(first.sim.stats.consecutiveFailedLogins, 2)
+})
+
+t.test('login endpoint down: backoff bounds the attempts, the guard stays released', async (t) => {
+  const stack = await startStack(t, { waitForLogin: false })
+  await stack.proxy.initialLogin
+  stack.sim.failNextLogins(100, 'status500')
+  await stack.proxy.session.endSession()
+  const loginsTried = (): number => stack.logs.entries().filter((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('login failed')).length
+  const answers = await Promise.all(Array.from({ length: 40 }, () => stack.call('GET', ECHO_PATH)))
+  t.ok(answers.every((answer) => answer.status === 503), 'all 503')
+  t.equal(loginsTried(), 1, 'one attempt for 40 requests')
+  t.equal(stack.proxy.session.guardEngaged, false, 'a 500 is not a rejected credential')
+  t.equal(stack.sim.stats.failedLogins, 0)
+})
+
+t.test('request body over the limit gets 413 and never reaches upstream', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_BODY_LIMIT_BYTES: '1024' } })
+  const before = stack.sim.stats.dataRequests
+  const big = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(2000) }) })
+  t.equal(big.status, 413)
+  t.equal((big.json() as ErrorBody).errorCode, 'Proxy.BodyTooLarge')
+  t.equal(stack.sim.stats.dataRequests, before)
+  const small = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: '{"ok":true}' })
+  t.equal(small.status, 200)
+})
+
+t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: '300' } })
+  const reset = await stack.call('GET', '/api/m2m/v1/simulator/reset')
+  t.equal(reset.status, 502)
+  t.equal((reset.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
+  const slow = await stack.call('GET', '/api/m2m/v1/simulator/delay/2000')
+  t.equal(slow.status, 504)
+  t.equal((slow.json() as ErrorBody).errorCode, 'Proxy.UpstreamTimeout')
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'still serving afterwards')
+
+  await stack.sim.app.close()
+  const down = await stack.call('GET', ECHO_PATH)
+  t.equal(down.status, 502)
+  t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
+})
+
+async function rawRequest (url: string, requestText: string): Promise<string> {
+  const { hostname, port } = new URL(url)
+  return await new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.end(requestText))
+    let answer = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => { answer += chunk })
+    socket.on('end', () => resolve(answer))
+    socket.on('error', reject)
+  })
+}
+
+t.test('traversal and absolute-form targets never reach another path or host', async (t) => {
+  const stack = await startStack(t)
+  const before = stack.sim.stats.dataRequests
+  const tokenRequestsBefore = stack.sim.stats.tokenRequests
+  const targets = [
+    '/api/m2m/../ts/v1/oauth2/token',
+    '/api/m2m/v1/../../ts/v1/oauth2/token',
+    '/api/m2m/%2e%2e/ts/v1/oauth2/token',
+    '/api/m2m/%2E%2E/%2e%2e/api/ts/v1/oauth2/token',
+    '/api/m2m/.%2e/ts/v1/oauth2/token',
+    '/api/m2m/%252e%252e/ts/v1/oauth2/token',
+    '/api/m2m/v1%2f..%2f..%2fts/v1/oauth2/token',
+    '/api/m2m/v1\\..\\..\\ts',
+    'http://evil.example/api/m2m/v1/simulator/echo',
+    '//evil.example/api/m2m/v1/simulator/echo'
+  ]
+  for (const target of targets) {
+    const answer = await rawRequest(stack.proxy.proxyUrl, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
+    t.match(answer, /^HTTP\/1\.1 (404|400) /, target)
+  }
+  t.equal(stack.sim.stats.dataRequests, before, 'nothing forwarded')
+  t.equal(stack.sim.stats.tokenRequests, tokenRequestsBefore, 'the token endpoint was not reached')
+})
+
+t.test('upstream TLS certificates are verified', async (t) => {
+  const { generateSelfSigned } = await import('../helpers/tls.js')
+  const { createServer } = await import('node:https')
+  const pair = generateSelfSigned(t)
+  let reached = 0
+  const server = createServer({ key: pair.key, cert: pair.cert }, (_request, response) => {
+    reached += 1
+    response.end('{}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const port = (server.address() as net.AddressInfo).port
+  const stack = await startStack(t, { upstream: `https://127.0.0.1:${port}` })
+  const answer = await stack.call('GET', ECHO_PATH)
+  t.equal(answer.status, 503, 'no token can be fetched from an untrusted server')
+  t.match((answer.json() as ErrorBody).errorMessage, /OAuth|login/i)
+  t.equal(reached, 0, 'no request completed against the self-signed server')
+})
