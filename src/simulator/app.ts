@@ -1,0 +1,268 @@
+// buildSimulator(): a ThingSpace look-alike (OAuth token, M2M sessions, fake data, fault injection) as a Fastify app.
+import type { Socket } from 'node:net'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { SimulatedAccount } from './account.js'
+import { dataRoutes } from './data-routes.js'
+import { devRoutes } from './dev-routes.js'
+import {
+  invalidCredentialsFault,
+  missingCredentialsFault,
+  type OAuthError,
+  UWS_ERROR_CODES,
+  uwsError
+} from './errors.js'
+import { OAuthTokenIssuer } from './oauth.js'
+import { isRecord, stringField } from './request-input.js'
+import { secretsEqual } from './secrets.js'
+import { SessionStore } from './sessions.js'
+import { createStats, type SimulatorStats } from './stats.js'
+
+export { DEMO_CREDENTIALS } from './demo-credentials.js'
+export type { SimulatorStats } from './stats.js'
+
+export interface SimulatorOptions {
+  username: string
+  password: string
+  clientId: string
+  clientSecret: string
+  /** Sliding idle expiry of session tokens; default 1200 (20 minutes, as ThingSpace). */
+  sessionIdleSeconds?: number
+  /** OAuth token lifetime from first issue; default 3600. */
+  oauthLifetimeSeconds?: number
+  /** Consecutive failed logins that lock the account; default 5. */
+  lockoutThreshold?: number
+  /** Clock in ms; default Date.now (tests pass a fake clock). */
+  now?: () => number
+  /** Fastify logger; default false. */
+  logger?: boolean
+}
+
+export type LoginFaultMode = 'status500' | 'hang' | 'reset'
+
+export interface Simulator {
+  app: FastifyInstance
+  /** Live object, mutated as things happen. */
+  stats: SimulatorStats
+  readonly locked: boolean
+  /** The current password (changes on reset). */
+  readonly password: string
+  currentOAuthToken(): string | undefined
+  activeSessionTokens(): string[]
+  /** Every current session token now answers SessionToken.Expired. */
+  expireSessions(): void
+  /** The current access token is now rejected (401, fault 900901); the next token request mints a new one. */
+  expireOAuthToken(): void
+  /**
+   * The next `count` logins (after the bearer check, before any credential check) fail this way:
+   * 'status500' answers 500, 'hang' never answers until the server closes, 'reset' destroys the socket.
+   * Calls queue up in order; injected failures are not counted as failed logins.
+   */
+  failNextLogins(count: number, mode: LoginFaultMode): void
+  /** Clears the lockout and the consecutive failure count. */
+  unlock(): void
+}
+
+export const TOKEN_PATH = '/api/ts/v1/oauth2/token'
+export const M2M_PATH_PREFIX = '/api/m2m/'
+export const SESSION_TOKEN_HEADER = 'vz-m2m-token'
+const OAUTH_SCOPE = 'ts.application.ro ts.transaction.wr ts.m2m.ro ts.m2m.wr'
+
+const DEFAULT_SESSION_IDLE_SECONDS = 1200
+const DEFAULT_OAUTH_LIFETIME_SECONDS = 3600
+const DEFAULT_LOCKOUT_THRESHOLD = 5
+
+function positiveOption (name: string, value: number | undefined, fallback: number): number {
+  const chosen = value ?? fallback
+  if (!Number.isFinite(chosen) || chosen <= 0) {
+    throw new RangeError(`SimulatorOptions.${name} must be a positive number, got ${String(value)}`)
+  }
+  return chosen
+}
+
+/** The credential after "<scheme> " in an Authorization header, or undefined when absent or another scheme. */
+function authorizationCredential (header: string | undefined, scheme: 'Basic' | 'Bearer'): string | undefined {
+  const match = header === undefined ? null : new RegExp(`^${scheme}\\s+(\\S+)\\s*$`, 'i').exec(header)
+  return match?.[1]
+}
+
+function sessionTokenOf (request: FastifyRequest): string | undefined {
+  const header = request.headers[SESSION_TOKEN_HEADER]
+  return typeof header === 'string' && header.trim() !== '' ? header.trim() : undefined
+}
+
+function parseFormBody (body: string): Record<string, string> {
+  return Object.fromEntries(new URLSearchParams(body))
+}
+
+export function buildSimulator (options: SimulatorOptions): Simulator {
+  const now = options.now ?? Date.now
+  const stats = createStats()
+  const oauth = new OAuthTokenIssuer(positiveOption('oauthLifetimeSeconds', options.oauthLifetimeSeconds, DEFAULT_OAUTH_LIFETIME_SECONDS), now)
+  const sessions = new SessionStore(positiveOption('sessionIdleSeconds', options.sessionIdleSeconds, DEFAULT_SESSION_IDLE_SECONDS), now)
+  const lockoutThreshold = positiveOption('lockoutThreshold', options.lockoutThreshold, DEFAULT_LOCKOUT_THRESHOLD)
+  const account = new SimulatedAccount(options.username, options.password, lockoutThreshold, stats)
+  const pendingLoginFaults: LoginFaultMode[] = []
+  const hangingSockets = new Set<Socket>()
+
+  // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
+  const app = Fastify({ logger: options.logger ?? false, forceCloseConnections: true })
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
+    done(null, parseFormBody(typeof body === 'string' ? body : body.toString('utf8')))
+  })
+
+  app.addHook('onClose', async () => {
+    for (const socket of hangingSockets) socket.destroy()
+    hangingSockets.clear()
+  })
+
+  // The API gateway: the bearer is checked before body parsing or anything else. The matched route is
+  // checked as well as the raw URL, so a percent-encoded path ("/api/%6d2m/...") cannot slip past it.
+  app.addHook('onRequest', async (request, reply) => {
+    const routePattern = request.routeOptions.url ?? ''
+    if (!routePattern.startsWith(M2M_PATH_PREFIX) && !request.url.startsWith(M2M_PATH_PREFIX)) return
+    const bearer = authorizationCredential(request.headers.authorization, 'Bearer')
+    if (bearer === undefined) return reply.code(401).send(missingCredentialsFault())
+    if (!oauth.isValid(bearer)) return reply.code(401).send(invalidCredentialsFault())
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(uwsError(UWS_ERROR_CODES.notFound, `No resource for ${request.method} ${request.url.split('?')[0] ?? ''}`))
+  })
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const statusCode = error.statusCode ?? 500
+    if (statusCode >= 500) {
+      request.log.error({ err: error }, 'simulator handler failed')
+      return reply.code(500).send(uwsError(UWS_ERROR_CODES.internalError, 'Internal error in the simulator'))
+    }
+    if (request.url.startsWith(TOKEN_PATH)) {
+      const body: OAuthError = { error: 'invalid_request', error_description: error.message }
+      return reply.code(400).send(body)
+    }
+    const errorCode = statusCode === 413
+      ? UWS_ERROR_CODES.requestTooLarge
+      : statusCode === 415 ? UWS_ERROR_CODES.unsupportedMediaType : UWS_ERROR_CODES.badRequest
+    return reply.code(statusCode).send(uwsError(errorCode, error.message))
+  })
+
+  function clientAuthenticated (authorization: string | undefined): boolean {
+    const encoded = authorizationCredential(authorization, 'Basic')
+    if (encoded === undefined) return false
+    const decoded = Buffer.from(encoded, 'base64').toString('utf8')
+    const colon = decoded.indexOf(':')
+    if (colon < 0) return false
+    const idMatches = secretsEqual(decoded.slice(0, colon), options.clientId)
+    const secretMatches = secretsEqual(decoded.slice(colon + 1), options.clientSecret)
+    return idMatches && secretMatches
+  }
+
+  app.post<{ Body: unknown }>(TOKEN_PATH, {
+    onRequest: async () => { stats.tokenRequests++ }
+  }, async (request, reply) => {
+    if (!clientAuthenticated(request.headers.authorization)) {
+      const body: OAuthError = { error: 'invalid_client', error_description: 'Client authentication failed: send Authorization: Basic base64(clientId:clientSecret)' }
+      return reply.code(401).header('www-authenticate', 'Basic realm="ThingSpace"').send(body)
+    }
+    const grantType = isRecord(request.body) ? request.body.grant_type : undefined
+    if (grantType !== 'client_credentials') {
+      const body: OAuthError = { error: 'unsupported_grant_type', error_description: 'Only grant_type=client_credentials is supported' }
+      return reply.code(400).send(body)
+    }
+    const issued = oauth.issue()
+    if (issued.minted) stats.oauthTokensIssued++
+    return reply.header('cache-control', 'no-store').send({
+      access_token: issued.accessToken,
+      token_type: 'bearer',
+      expires_in: issued.expiresInSeconds,
+      scope: OAUTH_SCOPE
+    })
+  })
+
+  function injectLoginFault (mode: LoginFaultMode, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    if (mode === 'status500') {
+      return reply.code(500).send(uwsError(UWS_ERROR_CODES.internalError, 'Simulated internal error (fault injection)'))
+    }
+    reply.hijack()
+    const socket = request.raw.socket
+    if (mode === 'reset') {
+      socket.destroy()
+    } else {
+      hangingSockets.add(socket)
+      socket.once('close', () => hangingSockets.delete(socket))
+    }
+    return reply
+  }
+
+  app.post<{ Body: unknown }>('/api/m2m/v1/session/login', async (request, reply) => {
+    const fault = pendingLoginFaults.shift()
+    if (fault !== undefined) return injectLoginFault(fault, request, reply)
+    const username = stringField(request.body, 'username')
+    const password = stringField(request.body, 'password')
+    if (username === undefined || password === undefined) {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"username","password"} with string values'))
+    }
+    const outcome = account.login(username, password)
+    if (outcome === 'locked') {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.accountLocked, 'The account is locked after too many failed logins; contact support'))
+    }
+    if (outcome === 'wrong-credentials') {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.invalidCredentials, 'Invalid username or password'))
+    }
+    return { sessionToken: sessions.create() }
+  })
+
+  // Everything below needs a live session token too: checked before the body is read.
+  app.register(async (withSession) => {
+    withSession.addHook('onRequest', async (request, reply) => {
+      const check = sessions.use(sessionTokenOf(request))
+      if (check === 'expired') {
+        return reply.code(400).send(uwsError(UWS_ERROR_CODES.sessionExpired, 'Session token expired; log in again'))
+      }
+      if (check === 'invalid') {
+        return reply.code(400).send(uwsError(UWS_ERROR_CODES.sessionInvalid, 'Missing or unknown VZ-M2M-Token'))
+      }
+    })
+
+    withSession.post('/api/m2m/v1/session/logout', async (request) => {
+      const sessionToken = sessionTokenOf(request) as string // the hook above accepted it
+      sessions.end(sessionToken)
+      stats.logouts++
+      return { sessionToken }
+    })
+
+    withSession.put<{ Body: unknown }>('/api/m2m/v1/session/password/actions/reset', async (request, reply) => {
+      const oldPassword = stringField(request.body, 'oldPassword')
+      if (oldPassword === undefined) {
+        return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"oldPassword"} with a string value'))
+      }
+      const newPassword = account.resetPassword(oldPassword)
+      if (newPassword === undefined) {
+        return reply.code(400).send(uwsError(UWS_ERROR_CODES.invalidPassword, 'oldPassword does not match the current password'))
+      }
+      return { newPassword }
+    })
+
+    withSession.register(async (dataScope) => {
+      dataScope.addHook('preHandler', async () => { stats.dataRequests++ })
+      await dataScope.register(dataRoutes)
+      await dataScope.register(devRoutes)
+    })
+  })
+
+  return {
+    app,
+    stats,
+    get locked () { return account.locked },
+    get password () { return account.password },
+    currentOAuthToken: () => oauth.currentToken(),
+    activeSessionTokens: () => sessions.activeTokens(),
+    expireSessions: () => sessions.expireAll(),
+    expireOAuthToken: () => oauth.revoke(),
+    failNextLogins (count: number, mode: LoginFaultMode): void {
+      if (!Number.isInteger(count) || count < 0) throw new RangeError(`failNextLogins: count must be a whole number >= 0, got ${count}`)
+      for (let i = 0; i < count; i++) pendingLoginFaults.push(mode)
+    },
+    unlock: () => account.unlock()
+  }
+}

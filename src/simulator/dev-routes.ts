@@ -1,0 +1,95 @@
+// Developer and test routes under /api/m2m/v1/simulator/: echo, byte streams, delays and connection resets.
+import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyInstance } from 'fastify'
+import { UWS_ERROR_CODES, uwsError } from './errors.js'
+import { boundedWholeNumber } from './request-input.js'
+
+export const ECHO_BODY_LIMIT_BYTES = 25 * 1024 * 1024
+export const MAX_STREAM_BYTES = 100 * 1024 * 1024
+export const MAX_DELAY_MS = 120_000
+const STREAM_CHUNK_BYTES = 64 * 1024
+/** Byte i of every /bytes/ answer is i % PATTERN_MODULUS (a prime, so the pattern does not align with chunks). */
+export const PATTERN_MODULUS = 251
+
+const PREFIX = '/api/m2m/v1/simulator'
+
+/** Long enough that any chunk can start at any phase of the pattern: chunks are views into it, never copies. */
+const PATTERN = Buffer.from(Array.from({ length: STREAM_CHUNK_BYTES + PATTERN_MODULUS }, (_, i) => i % PATTERN_MODULUS))
+
+export interface EchoAnswer {
+  method: string
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  bodyLength: number
+  bodySha256: string
+}
+
+/** Streams `totalBytes` of the pattern in chunks of STREAM_CHUNK_BYTES, as the socket asks for them. */
+export function patternStream (totalBytes: number): Readable {
+  let sentBytes = 0
+  return new Readable({
+    read () {
+      if (sentBytes >= totalBytes) {
+        this.push(null)
+        return
+      }
+      const length = Math.min(STREAM_CHUNK_BYTES, totalBytes - sentBytes)
+      const phase = sentBytes % PATTERN_MODULUS
+      sentBytes += length
+      this.push(PATTERN.subarray(phase, phase + length))
+    }
+  })
+}
+
+async function echoRoute (scope: FastifyInstance): Promise<void> {
+  // Encapsulated: every content type (or none) arrives here as raw bytes, and nowhere else.
+  scope.removeAllContentTypeParsers()
+  scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: ECHO_BODY_LIMIT_BYTES }, (_request, body, done) => {
+    done(null, body)
+  })
+  scope.all<{ Body: Buffer | undefined }>(`${PREFIX}/echo`, async (request): Promise<EchoAnswer> => {
+    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
+    return {
+      method: request.method,
+      url: request.url,
+      headers: { ...request.headers },
+      bodyLength: body.length,
+      bodySha256: createHash('sha256').update(body).digest('hex')
+    }
+  })
+}
+
+export async function devRoutes (scope: FastifyInstance): Promise<void> {
+  // Pending delays end when the server closes, so they cannot keep the process alive.
+  const closing = new AbortController()
+  scope.addHook('onClose', async () => closing.abort())
+
+  await scope.register(echoRoute)
+
+  scope.get<{ Params: { count: string } }>(`${PREFIX}/bytes/:count`, async (request, reply) => {
+    const count = boundedWholeNumber(request.params.count, MAX_STREAM_BYTES)
+    if (count === undefined) {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`))
+    }
+    return reply
+      .header('content-type', 'application/octet-stream')
+      .header('content-length', String(count))
+      .send(patternStream(count))
+  })
+
+  scope.get<{ Params: { ms: string } }>(`${PREFIX}/delay/:ms`, async (request, reply) => {
+    const delayedMs = boundedWholeNumber(request.params.ms, MAX_DELAY_MS)
+    if (delayedMs === undefined) {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `ms must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS}`))
+    }
+    await sleep(delayedMs, undefined, { signal: closing.signal })
+    return { delayedMs }
+  })
+
+  scope.get(`${PREFIX}/reset`, (request, reply) => {
+    reply.hijack()
+    request.raw.socket.destroy()
+  })
+}
