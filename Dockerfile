@@ -1,0 +1,34 @@
+# m2m-session-proxy as a sidecar image: build with dev dependencies, run with production dependencies only.
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY src ./src
+# prepare (tsc) runs as part of npm ci
+RUN npm ci --no-audit --no-fund
+
+FROM node:20-bookworm-slim AS production-dependencies
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production \
+    M2M_PROXY_HOST=0.0.0.0 \
+    M2M_PROXY_PORT=8080 \
+    M2M_PROXY_ADMIN_HOST=0.0.0.0 \
+    M2M_PROXY_ADMIN_PORT=9090 \
+    M2M_PROXY_CREDENTIALS_FILE=/var/lib/m2m-session-proxy/credentials.json
+WORKDIR /app
+COPY --from=production-dependencies /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+# Credentials and state live on a writable volume (the lockout count must survive restarts;
+# password rotation rewrites the credentials file); the image itself can be read-only.
+RUN mkdir -p /var/lib/m2m-session-proxy && chown node:node /var/lib/m2m-session-proxy
+VOLUME ["/var/lib/m2m-session-proxy"]
+USER node
+EXPOSE 8080 9090
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 CMD ["node", "dist/healthcheck.js"]
+# exec form: node is PID 1 and receives SIGTERM itself
+CMD ["node", "dist/main.js"]
