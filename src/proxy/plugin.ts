@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream'
 import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
-import { withUpstreamAuth } from './headers.js'
+import { withoutHopByHop, withUpstreamAuth } from './headers.js'
 import { isForwardableTarget } from './paths.js'
 import { peekBody } from './response-body.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
@@ -61,6 +61,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const baseReplyOptions: FastifyReplyFromHooks = {
     timeout: options.upstreamTimeoutMs,
     retryDelay: () => null, // never retried by reply-from: replays are decided here, once
+    // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
+    rewriteHeaders: (headers) => withoutHopByHop(headers),
     rewriteRequestHeaders: (request, headers) =>
       withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens),
     onResponse: (anyRequest, anyReply, raw) => {

@@ -149,3 +149,44 @@ t.test('upstream errors pass through untouched; other paths are not proxied', as
   t.equal(account.status, 200)
   t.equal((account.json() as { accountName: string }).accountName, 'TestAccount-1')
 })
+
+async function rawExchange (url: string, requestText: string): Promise<string> {
+  const { hostname, port } = new URL(url)
+  const net = await import('node:net')
+  return await new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(requestText))
+    let answer = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => { answer += chunk })
+    socket.on('end', () => resolve(answer))
+    socket.on('error', reject)
+    socket.setTimeout(5000, () => socket.destroy(new Error('no answer within 5 s: connection kept open')))
+  })
+}
+
+function echoOf (answer: string): Echo {
+  return JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Echo
+}
+
+t.test('hop-by-hop headers stay on their hop, in both directions (RFC 9110)', async (t) => {
+  const stack = await startStack(t)
+  const send = (lines: string[], body = ''): Promise<string> =>
+    rawExchange(stack.proxy.proxyUrl, [...lines, 'Host: proxy.local', 'Connection: close, X-Private', '', body].join('\r\n'))
+
+  const plain = await send([`GET ${ECHO_PATH} HTTP/1.1`, 'Keep-Alive: timeout=5', 'TE: trailers', 'Upgrade: h2c', 'Proxy-Connection: keep-alive', 'X-Private: named-in-connection'])
+  t.match(plain, /^HTTP\/1\.1 200 /)
+  t.match(plain, /\r\nConnection: close\r\n/i, 'the client\'s Connection: close is honoured (the upstream\'s keep-alive is not copied)')
+  t.notMatch(plain.slice(0, plain.indexOf('\r\n\r\n')), /keep-alive: timeout/i, 'no upstream Keep-Alive header')
+  const forwarded = echoOf(plain).headers
+  for (const name of ['keep-alive', 'te', 'upgrade', 'proxy-connection', 'x-private']) {
+    t.equal(forwarded[name], undefined, `${name} not forwarded`)
+  }
+
+  const chunked = await send([`POST ${ECHO_PATH} HTTP/1.1`, 'Transfer-Encoding: chunked', 'Content-Type: text/plain', 'Expect: 100-continue'], '5\r\nhello\r\n0\r\n\r\n')
+  t.match(chunked, /HTTP\/1\.1 200 /)
+  const echo = echoOf(chunked.slice(chunked.lastIndexOf('HTTP/1.1 200')))
+  t.equal(echo.bodySha256, sha256('hello'), 'a chunked body is forwarded whole')
+  t.equal(echo.headers['transfer-encoding'], undefined)
+  t.equal(echo.headers.expect, undefined)
+  t.equal(echo.headers['content-length'], '5')
+})
