@@ -39,7 +39,8 @@ function readConfigFile (sources: ConfigSources): Record<string, unknown> {
   try {
     parsed = JSON.parse(sources.readTextFile(path.resolve(sources.cwd, file)))
   } catch (error) {
-    const reason = error instanceof SyntaxError ? `is not valid JSON (${error.message})` : `cannot be read (${errorCode(error)})`
+    // The parser's message quotes the file, which may hold the admin token: never include it.
+    const reason = error instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${errorCode(error)})`
     throw new ConfigError(CONFIG_FILE_ENV, `${file} ${reason}`)
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {

@@ -36,7 +36,8 @@ function upstreamOrigin (raw: unknown, setting: string): string {
   try {
     url = new URL(value)
   } catch {
-    throw new ConfigError(setting, `must be an absolute http(s) URL such as https://thingspace.verizon.com (got ${JSON.stringify(value)})`)
+    // Not echoed: an unparseable value may still carry user:password.
+    throw new ConfigError(setting, 'must be an absolute http(s) URL such as https://thingspace.verizon.com')
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new ConfigError(setting, `must use https:// or http:// (got ${url.protocol})`)

@@ -31,7 +31,8 @@ export function isForwardableTarget (rawUrl: string): boolean {
   for (const segment of path.split('/')) {
     const decoded = decodeRepeatedly(segment)
     if (decoded === undefined) return false
-    if (decoded === '.' || decoded === '..') return false
+    // `..;x` too: some servers (Tomcat) strip path parameters before resolving dot segments.
+    if (/^\.\.?(;.*)?$/.test(decoded)) return false
     if (/[/\\\u0000-\u001f\u007f]/.test(decoded)) return false // eslint-disable-line no-control-regex
   }
   return true

@@ -63,8 +63,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     retryDelay: () => null, // never retried by reply-from: replays are decided here, once
     // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
     rewriteHeaders: (headers) => withoutHopByHop(headers),
-    rewriteRequestHeaders: (request, headers) =>
-      withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens),
+    rewriteRequestHeaders: (request, headers) => {
+      // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length.
+      if (!Buffer.isBuffer(request.body)) delete headers['content-length']
+      return withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
+    },
     onResponse: (anyRequest, anyReply, raw) => {
       // This server is HTTP/1 only; and reply-from hands over {statusCode, headers, stream}, whatever its type says.
       const request = anyRequest as FastifyRequest

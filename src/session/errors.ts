@@ -27,7 +27,7 @@ export type UnavailableReason =
   | 'credentials-rejected' // lockout guard engaged: waiting for new credentials
   | 'oauth-client-rejected' // app key or secret refused by the token endpoint
   | 'upstream-unavailable' // login or token endpoint failing; backing off
-  | 'not-logged-in' // the session was ended by an operator and logins are paused
+  | 'state-unwritable' // the lockout count cannot be persisted, so no login is risked
 
 /** The proxy cannot obtain tokens right now; clients get 503 with Retry-After. */
 export class AuthUnavailableError extends Error {

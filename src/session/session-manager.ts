@@ -85,6 +85,7 @@ export class SessionManager {
   private readonly events: SessionEvents
   private lastUsedAt: number | undefined
   private lastLoginSucceeded = false
+  private lastLoginRejected = false
   private logins = 0
   private renewals = 0
   /** Why the next login replaces a session, for the renewal counter. */
@@ -94,12 +95,14 @@ export class SessionManager {
     this.credentials = options.credentials
     this.events = options.events ?? {}
     const ttl = options.sessionIdleSeconds * 1000 - idleMarginMs(options.sessionIdleSeconds)
+    // lru-cache reads a start time of 0 as "no TTL": count from 1 at construction instead of the clock's origin.
+    const epoch = options.clock.now()
     this.sessions = new LRUCache<string, CachedSession>({
       max: 1,
       ttl,
       updateAgeOnGet: true, // sliding expiry: each use renews, as upstream does
       ttlResolution: 0,
-      perf: { now: () => options.clock.now() },
+      perf: { now: () => options.clock.now() - epoch + 1 },
       dispose: (_value, _key, reason) => {
         if (reason === 'expire' || reason === 'evict') this.pendingRenewal ??= 'idle'
       }
@@ -169,10 +172,8 @@ export class SessionManager {
     if (session === undefined) return false
     this.sessions.delete(SESSION_KEY)
     this.pendingRenewal = undefined
-    const oauthToken = this.oauth.peek()
-    if (oauthToken !== undefined) {
-      await this.options.api.logout(oauthToken, session.token)
-    }
+    // Forgotten locally first: even if the logout fails, the token is never sent again.
+    await this.options.api.logout(await this.oauth.get(), session.token)
     return true
   }
 
@@ -234,12 +235,19 @@ export class SessionManager {
     }
     const waitMs = this.loginBackoff.remainingMs()
     if (waitMs > 0) {
-      throw new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
+      throw this.lastLoginRejected
+        ? new AuthUnavailableError('credentials-rejected', `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`, Math.ceil(waitMs / 1000))
+        : new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
     }
     let oauthToken = await this.oauth.get()
     // One more try only when the gateway refused our bearer: the login itself was never evaluated.
     for (let attempt = 1; ; attempt++) {
-      guard.beginAttempt()
+      try {
+        guard.beginAttempt()
+      } catch {
+        // Without the count on disk a crash loop could not be stopped: do not log in.
+        throw new AuthUnavailableError('state-unwritable', 'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can', 30)
+      }
       try {
         const token = await this.options.api.login(oauthToken, this.credentials.username, this.credentials.password)
         return this.loggedIn(token)
@@ -259,6 +267,7 @@ export class SessionManager {
   }
 
   private loggedIn (token: string): CachedSession {
+    this.lastLoginRejected = false
     this.options.guard.recordSuccess()
     this.loginBackoff.reset()
     this.logins += 1
@@ -280,6 +289,7 @@ export class SessionManager {
     if (error.kind === 'unavailable' || error.kind === 'oauth-invalid') guard.attemptNotCounted()
     // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
     this.loginBackoff.recordFailure()
+    this.lastLoginRejected = error.kind === 'rejected'
     if (error.kind === 'rejected') {
       this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message })
       return new AuthUnavailableError('credentials-rejected',

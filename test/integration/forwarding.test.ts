@@ -189,4 +189,8 @@ t.test('hop-by-hop headers stay on their hop, in both directions (RFC 9110)', as
   t.equal(echo.headers['transfer-encoding'], undefined)
   t.equal(echo.headers.expect, undefined)
   t.equal(echo.headers['content-length'], '5')
+
+  const getWithBody = await send([`GET ${ECHO_PATH} HTTP/1.1`, 'Content-Length: 5'], 'hello')
+  t.match(getWithBody, /^HTTP\/1\.1 200 /, 'a GET body is dropped, not announced upstream with a length it lacks')
+  t.equal(echoOf(getWithBody).headers['content-length'], undefined)
 })

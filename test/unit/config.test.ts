@@ -1,0 +1,352 @@
+// Unit tests of the configuration loader: defaults < config file < environment, and every validation rule.
+import path from 'node:path'
+import t from 'tap'
+import { ConfigError } from '../../src/config/errors.js'
+import { ADMIN_TOKEN_MIN_LENGTH, createConfig, type ProxyConfig } from '../../src/config/load.js'
+
+const CWD = '/srv/proxy'
+const CREDS = { M2M_PROXY_CREDENTIALS_FILE: 'secrets/credentials.json' }
+
+interface FakeFs {
+  readTextFile: (file: string) => string
+  reads: string[]
+}
+
+/** A file reader over an in-memory map of absolute paths; missing files throw ENOENT like fs does. */
+function fakeFs (files: Record<string, string> = {}): FakeFs {
+  const reads: string[] = []
+  return {
+    reads,
+    readTextFile: (file: string) => {
+      reads.push(file)
+      const content = files[file]
+      if (content === undefined) {
+        throw Object.assign(new Error(`ENOENT: no such file or directory, open '${file}'`), { code: 'ENOENT' })
+      }
+      return content
+    }
+  }
+}
+
+function load (env: Record<string, string>, files: Record<string, string> = {}): ProxyConfig {
+  return createConfig({ env, readTextFile: fakeFs(files).readTextFile, cwd: CWD })
+}
+
+/** Runs `fn`, which must throw a ConfigError, and returns that error. */
+function configErrorOf (fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+  throw new Error('expected a ConfigError, but the configuration was accepted')
+}
+
+/** Everything a ConfigError could print. */
+function printed (error: ConfigError): string {
+  return `${error.message}\n${error.setting}\n${error.problem}\n${String(error)}`
+}
+
+function withConfigFile (content: unknown, env: Record<string, string> = CREDS): { env: Record<string, string>, files: Record<string, string> } {
+  return {
+    env: { ...env, M2M_PROXY_CONFIG: 'proxy.json' },
+    files: { [path.join(CWD, 'proxy.json')]: typeof content === 'string' ? content : JSON.stringify(content) }
+  }
+}
+
+t.test('defaults apply when only the credentials file is given', async (t) => {
+  const fs = fakeFs()
+  const config = createConfig({ env: { ...CREDS }, readTextFile: fs.readTextFile, cwd: CWD })
+  t.equal(config.upstream, 'https://thingspace.verizon.com')
+  t.equal(config.host, '127.0.0.1')
+  t.equal(config.port, 8080)
+  t.equal(config.adminHost, '127.0.0.1')
+  t.equal(config.adminPort, 9090)
+  t.equal(config.sessionIdleSeconds, 1200)
+  t.equal(config.upstreamTimeoutMs, 30000)
+  t.equal(config.bodyLimitBytes, 1048576)
+  t.equal(config.maxLoginFailures, 2)
+  t.equal(config.logLevel, 'info')
+  t.equal(config.adminToken, undefined)
+  t.equal(config.credentialsFile, path.join(CWD, 'secrets/credentials.json'))
+  t.equal(config.stateDir, path.join(CWD, 'secrets'))
+  t.same(fs.reads, [], 'no file is read without M2M_PROXY_CONFIG')
+  t.notOk('adminTokenFile' in config, 'the token file path is not part of the resolved config')
+})
+
+t.test('environment overrides the config file, which overrides defaults', async (t) => {
+  const { env, files } = withConfigFile({
+    '// about': 'comment keys start with //',
+    '//port': 'also a comment',
+    port: 8081,
+    sessionIdleSeconds: 600,
+    logLevel: 'debug',
+    upstream: 'http://127.0.0.1:9999',
+    maxLoginFailures: 3
+  }, { ...CREDS, M2M_PROXY_PORT: '8082', M2M_PROXY_MAX_LOGIN_FAILURES: '1' })
+  const fs = fakeFs(files)
+  const config = createConfig({ env, readTextFile: fs.readTextFile, cwd: CWD })
+  t.equal(config.port, 8082, 'environment wins over the file')
+  t.equal(config.maxLoginFailures, 1, 'environment wins over the file')
+  t.equal(config.sessionIdleSeconds, 600, 'file wins over the default')
+  t.equal(config.logLevel, 'debug', 'file wins over the default')
+  t.equal(config.upstream, 'http://127.0.0.1:9999', 'file wins over the default')
+  t.equal(config.adminPort, 9090, 'default when neither sets it')
+  t.equal(config.bodyLimitBytes, 1048576, 'default when neither sets it')
+  t.same(fs.reads, [path.join(CWD, 'proxy.json')], 'the config file is resolved against cwd')
+})
+
+t.test('the config file can name the credentials file; an empty environment value does not override', async (t) => {
+  const { env, files } = withConfigFile({ credentialsFile: '/etc/m2m/creds.json', port: 8181 }, { M2M_PROXY_PORT: '' })
+  const config = load(env, files)
+  t.equal(config.credentialsFile, '/etc/m2m/creds.json')
+  t.equal(config.stateDir, '/etc/m2m')
+  t.equal(config.port, 8181)
+})
+
+t.test('the config file accepts numbers written as strings and an absolute path', async (t) => {
+  const config = createConfig({
+    env: { ...CREDS, M2M_PROXY_CONFIG: '/etc/m2m/proxy.json' },
+    readTextFile: fakeFs({ '/etc/m2m/proxy.json': JSON.stringify({ upstreamTimeoutMs: '5000' }) }).readTextFile,
+    cwd: CWD
+  })
+  t.equal(config.upstreamTimeoutMs, 5000)
+})
+
+t.test('an unknown key in the config file is a ConfigError naming M2M_PROXY_CONFIG and the key', async (t) => {
+  const { env, files } = withConfigFile({ port: 8081, sesionIdleSeconds: 600 })
+  const error = configErrorOf(() => load(env, files))
+  t.equal(error.setting, 'M2M_PROXY_CONFIG')
+  t.match(error.message, 'sesionIdleSeconds')
+  t.match(error.message, 'M2M_PROXY_CONFIG')
+})
+
+t.test('environment-style names are not config-file keys', async (t) => {
+  const { env, files } = withConfigFile({ M2M_PROXY_PORT: 8081 })
+  const error = configErrorOf(() => load(env, files))
+  t.equal(error.setting, 'M2M_PROXY_CONFIG')
+  t.match(error.message, 'M2M_PROXY_PORT')
+})
+
+t.test('a config file that is not a JSON object is rejected', async (t) => {
+  for (const content of ['[1, 2]', '"port"', '42', 'null']) {
+    const { env, files } = withConfigFile(content)
+    const error = configErrorOf(() => load(env, files))
+    t.equal(error.setting, 'M2M_PROXY_CONFIG', `content ${content}`)
+  }
+})
+
+t.test('malformed config-file JSON is a ConfigError naming M2M_PROXY_CONFIG', async (t) => {
+  const { env, files } = withConfigFile('{ "port": 8081, ')
+  const error = configErrorOf(() => load(env, files))
+  t.equal(error.setting, 'M2M_PROXY_CONFIG')
+  t.match(error.message, /^M2M_PROXY_CONFIG: /)
+  t.match(error.message, 'proxy.json')
+  t.match(error.message, /not valid JSON/)
+})
+
+t.test('malformed config-file JSON does not echo the file content (it may hold the admin token)', async (t) => {
+  const secret = 'tok_live_9f8e7d6c5b4a39281706'
+  const { env, files } = withConfigFile(`{\n  "port": 8081,\n  "adminToken": ${secret}\n}\n`)
+  const error = configErrorOf(() => load(env, files))
+  t.equal(error.setting, 'M2M_PROXY_CONFIG')
+  for (let start = 0; start + 6 <= secret.length; start++) {
+    const piece = secret.slice(start, start + 6)
+    t.notOk(printed(error).includes(piece), `no part of the token (${piece}) is printed`)
+  }
+})
+
+t.test('a config file that cannot be read is a ConfigError naming M2M_PROXY_CONFIG', async (t) => {
+  const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_CONFIG: 'missing.json' }))
+  t.equal(error.setting, 'M2M_PROXY_CONFIG')
+  t.match(error.message, 'missing.json')
+  t.match(error.message, 'ENOENT')
+})
+
+t.test('bad ports are rejected naming the setting', async (t) => {
+  for (const bad of ['abc', '70000', '-1', '65536', '80.5', '8080x', '0x1F90']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: bad }))
+    t.equal(error.setting, 'M2M_PROXY_PORT', `M2M_PROXY_PORT=${bad}`)
+    t.match(error.message, /^M2M_PROXY_PORT: /)
+  }
+  for (const bad of ['abc', '70000', '-1']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_PORT: bad }))
+    t.equal(error.setting, 'M2M_PROXY_ADMIN_PORT', `M2M_PROXY_ADMIN_PORT=${bad}`)
+  }
+  const { env, files } = withConfigFile({ port: 70000 })
+  const fromFile = configErrorOf(() => load(env, files))
+  t.match(fromFile.setting, /^M2M_PROXY_PORT\b/, 'a bad port in the file names the variable')
+  t.match(fromFile.setting, '"port"', 'and the file key')
+})
+
+t.test('ports 0 (ephemeral) and 65535 are accepted', async (t) => {
+  t.equal(load({ ...CREDS, M2M_PROXY_PORT: '0' }).port, 0)
+  t.equal(load({ ...CREDS, M2M_PROXY_PORT: '65535' }).port, 65535)
+  t.equal(load({ ...CREDS, M2M_PROXY_ADMIN_PORT: '0' }).adminPort, 0)
+})
+
+t.test('a missing credentials file setting says how to configure and points to npm run demo', async (t) => {
+  const envs: Array<Record<string, string>> = [{}, { M2M_PROXY_CREDENTIALS_FILE: '' }, { M2M_PROXY_CREDENTIALS_FILE: '   ' }]
+  for (const env of envs) {
+    let error: ConfigError
+    try {
+      error = configErrorOf(() => load(env))
+    } catch (unexpected) {
+      t.fail(`unexpected error for ${JSON.stringify(env)}: ${String(unexpected)}`)
+      continue
+    }
+    t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE', JSON.stringify(env))
+    if (env.M2M_PROXY_CREDENTIALS_FILE !== '   ') t.match(error.message, 'npm run demo')
+  }
+})
+
+t.test('M2M_PROXY_MAX_LOGIN_FAILURES must be 1 to 4', async (t) => {
+  for (const bad of ['0', '5', '-1', 'two', '2.5']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_MAX_LOGIN_FAILURES: bad }))
+    t.equal(error.setting, 'M2M_PROXY_MAX_LOGIN_FAILURES', `value ${bad}`)
+  }
+  for (const good of [1, 2, 3, 4]) {
+    t.equal(load({ ...CREDS, M2M_PROXY_MAX_LOGIN_FAILURES: String(good) }).maxLoginFailures, good)
+  }
+  const { env, files } = withConfigFile({ maxLoginFailures: 5 })
+  t.match(configErrorOf(() => load(env, files)).setting, /^M2M_PROXY_MAX_LOGIN_FAILURES\b/)
+})
+
+t.test('an upstream URL with user info is rejected without echoing the password', async (t) => {
+  const password = 'Sup3rS3cretPassw0rd'
+  for (const upstream of [`https://alice:${password}@thingspace.verizon.com`, `https://:${password}@thingspace.verizon.com/`]) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }))
+    t.equal(error.setting, 'M2M_PROXY_UPSTREAM')
+    t.notOk(printed(error).includes(password), 'the password is not printed')
+  }
+  const userOnly = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: 'https://alice@thingspace.verizon.com' }))
+  t.equal(userOnly.setting, 'M2M_PROXY_UPSTREAM', 'a user name alone is rejected too')
+  const { env, files } = withConfigFile({ upstream: `https://bob:${password}@example.com` })
+  const fromFile = configErrorOf(() => load(env, files))
+  t.match(fromFile.setting, /^M2M_PROXY_UPSTREAM\b/)
+  t.notOk(printed(fromFile).includes(password), 'the password from the file is not printed')
+})
+
+t.test('an unparseable upstream URL with user info does not echo the password', async (t) => {
+  const password = 'Sup3rS3cretPassw0rd'
+  for (const upstream of [`https://alice:${password}@thingspace.verizon.com:99999`, `https://alice:${password}@`, `https://alice:${password}@thing space.com`]) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }))
+    t.equal(error.setting, 'M2M_PROXY_UPSTREAM')
+    t.notOk(printed(error).includes(password), `the password is not printed for ${upstream.replace(password, '***')}`)
+  }
+})
+
+t.test('an upstream with a path, query or fragment, or not http(s), is rejected', async (t) => {
+  for (const bad of ['https://thingspace.verizon.com/api', 'https://thingspace.verizon.com/api/m2m/', 'https://thingspace.verizon.com?x=1', 'https://thingspace.verizon.com/#top', 'ftp://thingspace.verizon.com', 'thingspace.verizon.com', 'not a url']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: bad }))
+    t.equal(error.setting, 'M2M_PROXY_UPSTREAM', bad)
+  }
+})
+
+t.test('a valid upstream is normalised to its origin', async (t) => {
+  t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'https://staging.thingspace.verizon.com/' }).upstream, 'https://staging.thingspace.verizon.com')
+  t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'http://127.0.0.1:4010' }).upstream, 'http://127.0.0.1:4010')
+  t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'HTTPS://ThingSpace.Verizon.com:443' }).upstream, 'https://thingspace.verizon.com')
+})
+
+t.test('stateDir defaults to the credentials file directory, absolute; M2M_PROXY_STATE_DIR overrides', async (t) => {
+  const relative = load({ M2M_PROXY_CREDENTIALS_FILE: '../keys/creds.json' })
+  t.equal(relative.credentialsFile, '/srv/keys/creds.json')
+  t.equal(relative.stateDir, '/srv/keys')
+  t.ok(path.isAbsolute(relative.stateDir))
+  const bare = load({ M2M_PROXY_CREDENTIALS_FILE: 'creds.json' })
+  t.equal(bare.stateDir, CWD)
+  const explicit = load({ ...CREDS, M2M_PROXY_STATE_DIR: 'state' })
+  t.equal(explicit.stateDir, path.join(CWD, 'state'))
+  t.ok(path.isAbsolute(explicit.stateDir))
+  t.equal(load({ ...CREDS, M2M_PROXY_STATE_DIR: '/var/lib/m2m' }).stateDir, '/var/lib/m2m')
+})
+
+t.test('a short admin token is a ConfigError that does not print the token', async (t) => {
+  const short = 'x'.repeat(ADMIN_TOKEN_MIN_LENGTH - 1)
+  t.equal(ADMIN_TOKEN_MIN_LENGTH, 24)
+  for (const token of ['hunter2-short-tok', short, 'abcdefghijkl mnopqrstuvwxyz0123']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN: token }))
+    t.equal(error.setting, 'M2M_PROXY_ADMIN_TOKEN')
+    t.notOk(printed(error).includes(token), 'the token is not printed')
+    t.notOk(printed(error).includes(token.slice(0, 8)), 'nor its beginning')
+  }
+  const exact = 'y'.repeat(ADMIN_TOKEN_MIN_LENGTH)
+  t.equal(load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN: exact }).adminToken, exact, 'exactly 24 characters is enough')
+})
+
+t.test('a short admin token in the config file is not printed either', async (t) => {
+  const token = 'shorty-admin-tok'
+  const { env, files } = withConfigFile({ adminToken: token })
+  const error = configErrorOf(() => load(env, files))
+  t.notOk(printed(error).includes(token))
+})
+
+t.test('the admin token file is read relative to cwd and trimmed', async (t) => {
+  const token = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6'
+  const fs = fakeFs({ [path.join(CWD, 'admin.token')]: `  ${token}\n\n` })
+  const config = createConfig({ env: { ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' }, readTextFile: fs.readTextFile, cwd: CWD })
+  t.equal(config.adminToken, token)
+  t.same(fs.reads, [path.join(CWD, 'admin.token')])
+})
+
+t.test('a short token in the admin token file names M2M_PROXY_ADMIN_TOKEN_FILE and is not printed', async (t) => {
+  const token = 'too-short-token'
+  const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: '/run/secrets/admin' }, { '/run/secrets/admin': `${token}\n` }))
+  t.equal(error.setting, 'M2M_PROXY_ADMIN_TOKEN_FILE')
+  t.notOk(printed(error).includes(token))
+})
+
+t.test('an unreadable admin token file names M2M_PROXY_ADMIN_TOKEN_FILE', async (t) => {
+  const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: '/run/secrets/missing' }))
+  t.equal(error.setting, 'M2M_PROXY_ADMIN_TOKEN_FILE')
+  t.match(error.message, '/run/secrets/missing')
+})
+
+t.test('setting both the admin token and the token file is an error', async (t) => {
+  const token = 'c'.repeat(32)
+  const error = configErrorOf(() => load(
+    { ...CREDS, M2M_PROXY_ADMIN_TOKEN: token, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' },
+    { [path.join(CWD, 'admin.token')]: 'd'.repeat(32) }
+  ))
+  t.match(error.setting, /^M2M_PROXY_ADMIN_TOKEN/)
+  t.match(error.message, 'M2M_PROXY_ADMIN_TOKEN_FILE')
+  t.notOk(printed(error).includes(token))
+})
+
+t.test('log level: pino levels accepted, others rejected', async (t) => {
+  for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) {
+    t.equal(load({ ...CREDS, M2M_PROXY_LOG_LEVEL: level }).logLevel, level)
+  }
+  t.equal(load({ ...CREDS, M2M_PROXY_LOG_LEVEL: 'DEBUG' }).logLevel, 'debug', 'case-insensitive')
+  for (const bad of ['verbose', 'warning', 'information', '10']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOG_LEVEL: bad }))
+    t.equal(error.setting, 'M2M_PROXY_LOG_LEVEL', bad)
+  }
+  const { env, files } = withConfigFile({ logLevel: 30 })
+  t.match(configErrorOf(() => load(env, files)).setting, /^M2M_PROXY_LOG_LEVEL\b/, 'a non-string level in the file')
+})
+
+t.test('other numeric settings are range-checked', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['M2M_PROXY_SESSION_IDLE_SECONDS', '0'],
+    ['M2M_PROXY_SESSION_IDLE_SECONDS', 'soon'],
+    ['M2M_PROXY_UPSTREAM_TIMEOUT_MS', '-5'],
+    ['M2M_PROXY_BODY_LIMIT_BYTES', '0'],
+    ['M2M_PROXY_BODY_LIMIT_BYTES', '1mb']
+  ]
+  for (const [name, value] of cases) {
+    t.equal(configErrorOf(() => load({ ...CREDS, [name]: value })).setting, name, `${name}=${value}`)
+  }
+  t.equal(load({ ...CREDS, M2M_PROXY_SESSION_IDLE_SECONDS: '60' }).sessionIdleSeconds, 60)
+  t.equal(load({ ...CREDS, M2M_PROXY_BODY_LIMIT_BYTES: '2048' }).bodyLimitBytes, 2048)
+})
+
+t.test('ConfigError messages are one line: setting, then problem', async (t) => {
+  const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: 'abc' }))
+  t.equal(error.name, 'ConfigError')
+  t.ok(error instanceof Error)
+  t.equal(error.message, `${error.setting}: ${error.problem}`)
+  t.notMatch(error.message, /\n/)
+})

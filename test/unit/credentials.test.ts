@@ -1,0 +1,131 @@
+// Unit tests of the credentials file: parsing, validation, and error messages that never reveal the file's content.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { ConfigError } from '../../src/config/errors.js'
+import { CREDENTIAL_FIELDS, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
+
+const GOOD = {
+  username: 'uws-user@example.com',
+  password: 'P@ssw0rd-9d3f1c',
+  clientId: 'app-key-4b1e77',
+  clientSecret: 'app-secret-8a6c02'
+}
+
+function configErrorOf (fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+  throw new Error('expected a ConfigError, but the credentials were accepted')
+}
+
+function printed (error: ConfigError): string {
+  return `${error.message}\n${error.setting}\n${error.problem}\n${String(error)}\n${error.stack ?? ''}`
+}
+
+t.test('parseCredentials returns the four fields of a good file', async (t) => {
+  t.same(parseCredentials(JSON.stringify(GOOD), 'creds.json'), GOOD)
+  t.same(CREDENTIAL_FIELDS, ['username', 'password', 'clientId', 'clientSecret'])
+})
+
+t.test('parseCredentials ignores extra fields', async (t) => {
+  const parsed = parseCredentials(JSON.stringify({ ...GOOD, comment: 'demo account' }), 'creds.json')
+  t.same(parsed, GOOD)
+  t.notOk('comment' in parsed)
+})
+
+t.test('loadCredentials reads a good file', async (t) => {
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(GOOD, null, 2) })
+  t.same(loadCredentials(path.join(dir, 'credentials.json')), GOOD)
+})
+
+t.test('a missing file says it does not exist and names the setting and path', async (t) => {
+  const dir = t.testdir({})
+  const file = path.join(dir, 'nope.json')
+  const error = configErrorOf(() => loadCredentials(file))
+  t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
+  t.match(error.message, 'does not exist')
+  t.match(error.message, file)
+})
+
+t.test('a directory instead of a file is reported, not thrown raw', async (t) => {
+  const dir = t.testdir({ 'creds.json': {} })
+  const error = configErrorOf(() => loadCredentials(path.join(dir, 'creds.json')))
+  t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
+  t.match(error.message, 'EISDIR')
+})
+
+t.test('an unreadable file says so (skipped as root, where permissions do not stop reads)', { skip: process.getuid?.() === 0 ? 'running as root' : false }, async (t) => {
+  const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
+  const file = path.join(dir, 'creds.json')
+  fs.chmodSync(file, 0o000)
+  t.teardown(() => fs.chmodSync(file, 0o600))
+  const error = configErrorOf(() => loadCredentials(file))
+  t.match(error.message, 'not readable')
+})
+
+t.test('malformed JSON: the message names the file but contains no part of its content', async (t) => {
+  const secret = 'Zq9-SECRET-xK2mW7vT'
+  const contents = [
+    `{"username": "bob", "password": ${secret}}`,
+    `${secret}`,
+    `{"username": "bob", "password": "${secret}", }`,
+    `{"password": "${secret}`,
+    `{'password': '${secret}'}`
+  ]
+  for (const content of contents) {
+    const dir = t.testdir({ 'creds.json': content })
+    const file = path.join(dir, 'creds.json')
+    for (const error of [configErrorOf(() => loadCredentials(file)), configErrorOf(() => parseCredentials(content, file))]) {
+      t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
+      t.match(error.message, file)
+      t.match(error.message, 'not valid JSON')
+      const text = printed(error)
+      for (let start = 0; start + 4 <= secret.length; start++) {
+        const piece = secret.slice(start, start + 4)
+        if (text.includes(piece)) t.fail(`the message contains "${piece}" from the file: ${error.message}`)
+      }
+      t.notOk(text.includes('bob'), 'no user name either')
+      t.equal(error.cause, undefined, 'no parser error attached as cause')
+    }
+  }
+})
+
+t.test('each missing or empty field is named', async (t) => {
+  for (const field of CREDENTIAL_FIELDS) {
+    const missing: Record<string, unknown> = { ...GOOD }
+    delete missing[field]
+    for (const variant of [missing, { ...GOOD, [field]: '' }, { ...GOOD, [field]: '   ' }, { ...GOOD, [field]: 42 }, { ...GOOD, [field]: null }]) {
+      const error = configErrorOf(() => parseCredentials(JSON.stringify(variant), 'creds.json'))
+      t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
+      t.match(error.message, `"${field}"`, `${field} named for ${JSON.stringify(variant[field])}`)
+      for (const [other, value] of Object.entries(GOOD)) {
+        if (other !== field) t.notOk(error.message.includes(value), `the value of ${other} is not printed`)
+      }
+    }
+  }
+})
+
+t.test('the first missing field is named even when several are missing', async (t) => {
+  const error = configErrorOf(() => parseCredentials(JSON.stringify({ clientId: 'a' }), 'creds.json'))
+  t.match(error.message, '"username"')
+})
+
+t.test('non-object JSON is rejected', async (t) => {
+  for (const content of ['[]', `["${GOOD.password}"]`, '"just a string"', '42', 'null', 'true']) {
+    const error = configErrorOf(() => parseCredentials(content, 'creds.json'))
+    t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE', content)
+    t.match(error.message, 'JSON object')
+    t.notOk(error.message.includes(GOOD.password))
+  }
+})
+
+t.test('loadCredentials validates what it reads', async (t) => {
+  const dir = t.testdir({ 'creds.json': JSON.stringify({ ...GOOD, clientSecret: '' }) })
+  const error = configErrorOf(() => loadCredentials(path.join(dir, 'creds.json')))
+  t.match(error.message, '"clientSecret"')
+  t.notOk(printed(error).includes(GOOD.password))
+})

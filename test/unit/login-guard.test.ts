@@ -1,0 +1,214 @@
+// Unit tests of the lockout guard: a persisted count of consecutive possibly-rejected logins.
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { ConfigError } from '../../src/config/errors.js'
+import { LOGIN_GUARD_FILE, LoginGuard } from '../../src/session/login-guard.js'
+
+const ALICE = { username: 'alice@example.com', password: 'Wh0a1545a84d-initial' }
+
+function configErrorOf (fn: () => unknown): ConfigError {
+  try {
+    fn()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+  throw new Error('expected a ConfigError')
+}
+
+/** Counts one rejected login the way the session manager does: counted before sending, kept after a 4xx. */
+function reject (guard: LoginGuard, times = 1): void {
+  for (let i = 0; i < times; i++) guard.beginAttempt()
+}
+
+t.test('a fresh guard starts at zero and creates its state file', async (t) => {
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, ALICE)
+  t.equal(guard.consecutiveRejections, 0)
+  t.equal(guard.maxFailures, 2)
+  t.notOk(guard.engaged)
+  t.ok(fs.existsSync(path.join(dir, LOGIN_GUARD_FILE)), 'state file written at open')
+})
+
+t.test('a missing state directory is created', async (t) => {
+  const dir = path.join(t.testdir({}), 'nested', 'state')
+  const guard = LoginGuard.open(dir, 2, ALICE)
+  t.equal(guard.consecutiveRejections, 0)
+  t.ok(fs.statSync(dir).isDirectory())
+})
+
+t.test('the count persists across a new open() of the same directory', async (t) => {
+  const dir = t.testdir({})
+  const first = LoginGuard.open(dir, 3, ALICE)
+  reject(first)
+  t.equal(first.consecutiveRejections, 1)
+  const second = LoginGuard.open(dir, 3, ALICE)
+  t.equal(second.consecutiveRejections, 1, 'survives a restart')
+  reject(second)
+  const third = LoginGuard.open(dir, 3, { ...ALICE })
+  t.equal(third.consecutiveRejections, 2)
+  t.notOk(third.engaged)
+})
+
+t.test('engaged once the count reaches maxFailures, also after a restart', async (t) => {
+  for (const max of [1, 2, 4]) {
+    const dir = t.testdir({})
+    const guard = LoginGuard.open(dir, max, ALICE)
+    for (let i = 1; i < max; i++) {
+      reject(guard)
+      t.notOk(guard.engaged, `max ${max}: not engaged after ${i}`)
+    }
+    reject(guard)
+    t.ok(guard.engaged, `max ${max}: engaged after ${max}`)
+    t.ok(LoginGuard.open(dir, max, ALICE).engaged, `max ${max}: still engaged after a restart`)
+  }
+})
+
+t.test('a lower maxFailures after a restart engages at once', async (t) => {
+  const dir = t.testdir({})
+  reject(LoginGuard.open(dir, 4, ALICE), 2)
+  t.ok(LoginGuard.open(dir, 2, ALICE).engaged)
+  t.notOk(LoginGuard.open(dir, 3, ALICE).engaged)
+})
+
+t.test('recordSuccess resets the count, on disk too', async (t) => {
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, ALICE)
+  reject(guard, 2)
+  t.ok(guard.engaged)
+  guard.recordSuccess()
+  t.equal(guard.consecutiveRejections, 0)
+  t.notOk(guard.engaged)
+  t.equal(LoginGuard.open(dir, 2, ALICE).consecutiveRejections, 0)
+})
+
+t.test('attemptNotCounted undoes one beginAttempt, never below zero', async (t) => {
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, ALICE)
+  reject(guard)
+  guard.beginAttempt()
+  t.equal(guard.consecutiveRejections, 2)
+  guard.attemptNotCounted()
+  t.equal(guard.consecutiveRejections, 1)
+  t.equal(LoginGuard.open(dir, 2, ALICE).consecutiveRejections, 1, 'persisted')
+  guard.attemptNotCounted()
+  guard.attemptNotCounted()
+  t.equal(guard.consecutiveRejections, 0)
+})
+
+t.test('a crash between beginAttempt and the answer still counts the attempt', async (t) => {
+  const dir = t.testdir({})
+  LoginGuard.open(dir, 2, ALICE).beginAttempt() // process dies here
+  t.equal(LoginGuard.open(dir, 2, ALICE).consecutiveRejections, 1)
+})
+
+t.test('different credentials reset the count: opening with another password', async (t) => {
+  const dir = t.testdir({})
+  reject(LoginGuard.open(dir, 2, ALICE), 2)
+  const rotated = LoginGuard.open(dir, 2, { ...ALICE, password: 'Wh0a1545a84d-rotated' })
+  t.equal(rotated.consecutiveRejections, 0)
+  t.notOk(rotated.engaged)
+  t.equal(LoginGuard.open(dir, 2, { ...ALICE, password: 'Wh0a1545a84d-rotated' }).consecutiveRejections, 0, 'the reset is persisted')
+})
+
+t.test('different credentials reset the count: another user name', async (t) => {
+  const dir = t.testdir({})
+  reject(LoginGuard.open(dir, 2, ALICE), 2)
+  t.equal(LoginGuard.open(dir, 2, { ...ALICE, username: 'bob@example.com' }).consecutiveRejections, 0)
+})
+
+t.test('user name and password are not confused by concatenation', async (t) => {
+  const dir = t.testdir({})
+  reject(LoginGuard.open(dir, 2, { username: 'ab', password: 'c' }), 2)
+  t.equal(LoginGuard.open(dir, 2, { username: 'a', password: 'bc' }).consecutiveRejections, 0)
+})
+
+t.test('useCredentials releases the guard only when the credentials differ', async (t) => {
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, ALICE)
+  reject(guard, 2)
+  t.equal(guard.useCredentials({ ...ALICE }), false, 'same credentials: no change')
+  t.ok(guard.engaged)
+  t.equal(guard.useCredentials({ ...ALICE, password: 'new-password-1' }), true)
+  t.equal(guard.consecutiveRejections, 0)
+  t.notOk(guard.engaged)
+  t.equal(LoginGuard.open(dir, 2, { ...ALICE, password: 'new-password-1' }).consecutiveRejections, 0, 'persisted for the new credentials')
+  reject(guard)
+  t.equal(LoginGuard.open(dir, 2, ALICE).consecutiveRejections, 0, 'going back to the old credentials starts afresh too')
+})
+
+t.test('a corrupt state file is a ConfigError naming M2M_PROXY_STATE_DIR', async (t) => {
+  const corrupt = [
+    'not json',
+    '',
+    '[]',
+    'null',
+    JSON.stringify({ version: 2, credentialsId: 'x', salt: 'y', consecutiveRejections: 0 }),
+    JSON.stringify({ version: 1, salt: 'y', consecutiveRejections: 0 }),
+    JSON.stringify({ version: 1, credentialsId: 'x', consecutiveRejections: 0 }),
+    JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: -1 }),
+    JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: 1.5 }),
+    JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: '1' })
+  ]
+  for (const content of corrupt) {
+    const dir = t.testdir({ [LOGIN_GUARD_FILE]: content })
+    const error = configErrorOf(() => LoginGuard.open(dir, 2, ALICE))
+    t.equal(error.setting, 'M2M_PROXY_STATE_DIR', JSON.stringify(content))
+    t.match(error.message, LOGIN_GUARD_FILE)
+    t.equal(fs.readFileSync(path.join(dir, LOGIN_GUARD_FILE), 'utf8'), content, 'a corrupt file is left for the operator, not reset')
+  }
+})
+
+t.test('the state file never holds the user name or password in clear', async (t) => {
+  const identity = { username: 'carol.uws.user@example.com', password: 'Pw-7c1e9a0b3d' }
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, identity)
+  reject(guard)
+  guard.useCredentials({ ...identity, password: 'Pw-second-44e1' })
+  reject(guard)
+  const files = fs.readdirSync(dir)
+  t.same(files, [LOGIN_GUARD_FILE], 'no temporary files left behind')
+  const content = fs.readFileSync(path.join(dir, LOGIN_GUARD_FILE), 'utf8')
+  for (const secret of [identity.username, identity.password, 'Pw-second-44e1', 'carol', Buffer.from(identity.password).toString('base64'), Buffer.from(identity.password).toString('hex')]) {
+    t.notOk(content.includes(secret), `state file does not contain ${secret.slice(0, 3)}…`)
+  }
+  const state = JSON.parse(content) as Record<string, unknown>
+  t.equal(state.consecutiveRejections, 1)
+  if (process.platform !== 'win32') t.equal(fs.statSync(path.join(dir, LOGIN_GUARD_FILE)).mode & 0o077, 0, 'not readable by others')
+})
+
+t.test('the credentials id is salted: the same credentials give different ids in different directories', async (t) => {
+  const root = t.testdir({ a: {}, b: {} })
+  const a = path.join(root, 'a')
+  const b = path.join(root, 'b')
+  LoginGuard.open(a, 2, ALICE)
+  LoginGuard.open(b, 2, ALICE)
+  const idA = (JSON.parse(fs.readFileSync(path.join(a, LOGIN_GUARD_FILE), 'utf8')) as { credentialsId: string }).credentialsId
+  const idB = (JSON.parse(fs.readFileSync(path.join(b, LOGIN_GUARD_FILE), 'utf8')) as { credentialsId: string }).credentialsId
+  t.not(idA, idB)
+})
+
+t.test('a state dir that cannot be created (under a regular file) is a ConfigError naming M2M_PROXY_STATE_DIR', async (t) => {
+  const dir = t.testdir({ 'plain-file': 'x' })
+  const stateDir = path.join(dir, 'plain-file', 'state')
+  const error = configErrorOf(() => LoginGuard.open(stateDir, 2, ALICE))
+  t.equal(error.setting, 'M2M_PROXY_STATE_DIR')
+  t.notOk(error.message.includes(ALICE.password))
+})
+
+t.test('an unwritable state dir is a ConfigError naming M2M_PROXY_STATE_DIR', { skip: process.getuid?.() === 0 ? 'running as root: chmod does not stop writes' : false }, async (t) => {
+  const dir = t.testdir({ state: {} })
+  const stateDir = path.join(dir, 'state')
+  fs.chmodSync(stateDir, 0o500)
+  t.teardown(() => fs.chmodSync(stateDir, 0o700))
+  const error = configErrorOf(() => LoginGuard.open(stateDir, 2, ALICE))
+  t.equal(error.setting, 'M2M_PROXY_STATE_DIR')
+  t.match(error.message, 'not writable')
+})
+
+t.test('a state file path that is a directory is a ConfigError naming M2M_PROXY_STATE_DIR', async (t) => {
+  const dir = t.testdir({ [LOGIN_GUARD_FILE]: {} })
+  const error = configErrorOf(() => LoginGuard.open(dir, 2, ALICE))
+  t.equal(error.setting, 'M2M_PROXY_STATE_DIR')
+})

@@ -1,0 +1,228 @@
+// Unit tests of the forwarding rules: which targets may be forwarded, header replacement, token-rejection detection, upstream failure classes.
+import type { IncomingHttpHeaders } from 'node:http'
+import type { FastifyReply } from 'fastify'
+import t from 'tap'
+import { FORWARDED_PREFIX, isForwardableTarget } from '../../src/proxy/paths.js'
+import { SESSION_TOKEN_HEADER, withUpstreamAuth } from '../../src/proxy/headers.js'
+import { mayBeTokenRejection, tokenRejectionOf } from '../../src/proxy/upstream-errors.js'
+import { classifyUpstreamFailure, PROXY_ERRORS, sendProxyError } from '../../src/proxy/errors.js'
+
+t.test('forwardable targets: paths under /api/m2m/, with or without a query', async (t) => {
+  t.equal(FORWARDED_PREFIX, '/api/m2m/')
+  const accepted = [
+    '/api/m2m/v1/devices/actions/list',
+    '/api/m2m/v1/accounts/TestAccount-1',
+    '/api/m2m/v1/accounts/TestAccount-1?x=1',
+    '/api/m2m/v1/devices/usage/actions/list?page=2&size=50',
+    '/api/m2m/v1/callbacks/TestAccount-1?next=../../admin', // dots in the query do not change the path
+    '/api/m2m/v1/accounts/Test%20Account',
+    '/api/m2m/v1/accounts/a.b',
+    '/api/m2m/v1/accounts/...',
+    '/api/m2m/v1/accounts/%2e%2e%2e',
+    '/api/m2m/v1/file.json',
+    '/api/m2m/'
+  ]
+  for (const target of accepted) t.ok(isForwardableTarget(target), `accepts ${target}`)
+})
+
+t.test('targets outside /api/m2m/ are not forwarded', async (t) => {
+  const rejected = [
+    '/',
+    '',
+    '/api',
+    '/api/m2m',
+    '/api/m2m?x=1',
+    '/api/m2mx/v1/accounts',
+    '/api/ts/v1/oauth2/token',
+    '/API/M2M/v1/accounts',
+    '//api/m2m/v1/accounts',
+    'api/m2m/v1/accounts',
+    'http://evil/api/m2m/x',
+    'https://thingspace.verizon.com/api/m2m/v1/accounts',
+    'evil.example:443',
+    '*'
+  ]
+  for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${JSON.stringify(target)}`)
+})
+
+t.test('dot segments, encoded or not, never let a target climb out', async (t) => {
+  const rejected = [
+    '/api/m2m/../ts/v1/oauth2/token',
+    '/api/m2m/v1/..',
+    '/api/m2m/v1/../../admin',
+    '/api/m2m/./v1/accounts',
+    '/api/m2m/v1/.',
+    '/api/m2m/%2e%2e/ts/v1/oauth2/token',
+    '/api/m2m/%2E%2e/ts',
+    '/api/m2m/%2E%2E/ts',
+    '/api/m2m/.%2e/ts',
+    '/api/m2m/%2e./ts',
+    '/api/m2m/%2e/v1',
+    '/api/m2m/%252e%252e/ts',
+    '/api/m2m/%25252e%25252e/ts',
+    '/api/m2m/v1/..?x=1',
+    '/api/m2m/%2e%2e?x=/api/m2m/',
+    '/api/m2m/..;/ts/v1/oauth2/token',
+    '/api/m2m/v1/..;jsessionid=1/..;/ts',
+    '/api/m2m/.;x/v1',
+    '/api/m2m/%2e%2e%3b/ts'
+  ]
+  for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${target}`)
+})
+
+t.test('hidden separators, backslashes, control characters and malformed escapes are rejected', async (t) => {
+  const rejected = [
+    '/api/m2m/..%2fts/v1',
+    '/api/m2m/v1%2f..%2f..%2fts',
+    '/api/m2m/v1%2F..%2F..%2Fts',
+    '/api/m2m/v1%252f..',
+    '/api/m2m/v1%5c..%5cts',
+    '/api/m2m/v1\\..\\ts',
+    '/api/m2m/\\..',
+    '/api/m2m/v1\\accounts',
+    '/api/m2m/v1/acc%00ounts',
+    '/api/m2m/v1/acc%0aounts',
+    '/api/m2m/v1/acc%0Dounts',
+    '/api/m2m/v1/acc%7founts',
+    '/api/m2m/v1/acc\u0000ounts',
+    '/api/m2m/v1/acc\tounts',
+    '/api/m2m/v1/%zz',
+    '/api/m2m/v1/%',
+    '/api/m2m/v1/%2',
+    '/api/m2m/v1/%e0%a4%a',
+    '/api/m2m/v1/accounts#frag',
+    '/api/m2m/v1/%2500'
+  ]
+  for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${JSON.stringify(target)}`)
+})
+
+t.test('withUpstreamAuth replaces client credentials and keeps other headers', async (t) => {
+  const tokens = { oauthToken: 'oauth-abc123', sessionToken: 'sess-def456' }
+  const headers: IncomingHttpHeaders = {
+    authorization: 'Bearer client-supplied',
+    'vz-m2m-token': 'client-session',
+    'proxy-authorization': 'Basic Zm9vOmJhcg==',
+    'content-type': 'application/json',
+    accept: 'application/json',
+    'x-request-id': 'req-1',
+    'x-custom': ['a', 'b'],
+    host: 'proxy.local:8080'
+  }
+  const result = withUpstreamAuth(headers, tokens)
+  t.equal(result.authorization, 'Bearer oauth-abc123')
+  t.equal(result[SESSION_TOKEN_HEADER], 'sess-def456')
+  t.equal(SESSION_TOKEN_HEADER, 'vz-m2m-token')
+  t.notOk('proxy-authorization' in result, 'proxy-authorization removed')
+  t.equal(result['content-type'], 'application/json')
+  t.equal(result.accept, 'application/json')
+  t.equal(result['x-request-id'], 'req-1')
+  t.same(result['x-custom'], ['a', 'b'])
+  t.equal(result.host, 'proxy.local:8080')
+  const serialized = JSON.stringify(result)
+  t.notOk(serialized.includes('client-supplied'))
+  t.notOk(serialized.includes('client-session'))
+  t.notOk(serialized.includes('Zm9vOmJhcg=='))
+  t.same(Object.keys(result).sort(), ['accept', 'authorization', 'content-type', 'host', 'vz-m2m-token', 'x-custom', 'x-request-id'])
+})
+
+t.test('withUpstreamAuth adds the tokens when the client sent none', async (t) => {
+  const result = withUpstreamAuth({ accept: '*/*' }, { oauthToken: 'o1', sessionToken: 's1' })
+  t.same(result, { accept: '*/*', authorization: 'Bearer o1', 'vz-m2m-token': 's1' })
+})
+
+function body (value: unknown): Buffer {
+  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value))
+}
+
+t.test('tokenRejectionOf: session-token error codes mean log in again', async (t) => {
+  t.same(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired', errorMessage: 'Session token expired' })), { cause: 'session', reason: 'expired' })
+  t.same(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid', errorMessage: 'x' })), { cause: 'session', reason: 'invalid' })
+  t.same(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Format' })), { cause: 'session', reason: 'invalid' })
+  t.same(tokenRejectionOf(401, body({ errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired' })), { cause: 'session', reason: 'expired' }, 'status 400 is not relied on')
+  t.same(tokenRejectionOf(403, body({ errorCode: 'OtherService.INPUT_INVALID.SessionToken.Unknown' })), { cause: 'session', reason: 'invalid' }, 'any service prefix')
+})
+
+t.test('tokenRejectionOf: the message is never matched, only the code', async (t) => {
+  t.equal(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound', errorMessage: 'SessionToken.Expired' })), undefined)
+  t.equal(tokenRejectionOf(400, body({ errorMessage: '.SessionToken.Expired' })), undefined)
+})
+
+t.test('tokenRejectionOf: gateway fault 900901 on 401 means a new OAuth token', async (t) => {
+  const fault = { fault: { code: '900901', message: 'Invalid Credentials', description: 'Invalid Credentials. Make sure you have given the correct access token' } }
+  t.same(tokenRejectionOf(401, body(fault)), { cause: 'oauth', reason: 'expired' })
+  t.same(tokenRejectionOf(401, body({ fault: { code: 900901 } })), { cause: 'oauth', reason: 'expired' }, 'numeric code')
+  t.equal(tokenRejectionOf(401, body({ fault: { code: '900902', message: 'Missing Credentials' } })), undefined, '900902 is not replayed')
+  t.equal(tokenRejectionOf(400, body(fault)), undefined, 'only on 401')
+  t.equal(tokenRejectionOf(403, body(fault)), undefined, 'only on 401')
+  t.equal(tokenRejectionOf(401, body({ fault: {} })), undefined)
+  t.equal(tokenRejectionOf(401, body({ fault: 'x' })), undefined)
+})
+
+t.test('tokenRejectionOf: other answers are not token rejections', async (t) => {
+  t.equal(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound', errorMessage: 'no account' })), undefined)
+  t.equal(tokenRejectionOf(400, body({ errorCode: 'UnifiedWebService.INPUT_INVALID.DeviceId' })), undefined)
+  t.equal(tokenRejectionOf(400, body({ errorCode: 'SessionTokenExpired' })), undefined)
+  t.equal(tokenRejectionOf(400, body({ errorCode: 42 })), undefined)
+  t.equal(tokenRejectionOf(400, body('not json at all')), undefined)
+  t.equal(tokenRejectionOf(400, body('<html>Bad Request</html>')), undefined)
+  t.equal(tokenRejectionOf(400, body('')), undefined)
+  t.equal(tokenRejectionOf(400, body('null')), undefined)
+  t.equal(tokenRejectionOf(400, body('"UnifiedWebService.REQUEST_FAILED.SessionToken.Expired"')), undefined)
+  t.equal(tokenRejectionOf(400, body('[]')), undefined)
+  t.equal(tokenRejectionOf(401, Buffer.from([0xff, 0xfe, 0x00])), undefined)
+})
+
+t.test('mayBeTokenRejection: only 4xx answers are inspected', async (t) => {
+  for (const status of [400, 401, 403, 404, 499]) t.ok(mayBeTokenRejection(status), String(status))
+  for (const status of [200, 204, 301, 399, 500, 502, 504]) t.notOk(mayBeTokenRejection(status), String(status))
+})
+
+function codedError (message: string, code: string | undefined, cause?: unknown): Error {
+  const error = new Error(message, cause === undefined ? undefined : { cause })
+  if (code !== undefined) Object.assign(error, { code })
+  return error
+}
+
+t.test('classifyUpstreamFailure: timeouts are 504, including when wrapped by reply-from', async (t) => {
+  const wrapped = codedError('reply-from failed', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', codedError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'))
+  t.same(classifyUpstreamFailure(wrapped), { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT' })
+  t.same(classifyUpstreamFailure(codedError('x', undefined, codedError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'))), { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT' })
+  t.equal(classifyUpstreamFailure(codedError('body timeout', 'UND_ERR_BODY_TIMEOUT')).kind, 'upstreamTimeout')
+  t.equal(classifyUpstreamFailure(codedError('connect timeout', 'UND_ERR_CONNECT_TIMEOUT')).kind, 'upstreamTimeout')
+  t.equal(classifyUpstreamFailure(codedError('gateway timeout', 'FST_REPLY_FROM_GATEWAY_TIMEOUT')).kind, 'upstreamTimeout')
+})
+
+t.test('classifyUpstreamFailure: refused and reset connections are 502', async (t) => {
+  t.same(classifyUpstreamFailure(codedError('connect ECONNREFUSED 127.0.0.1:1', 'ECONNREFUSED')), { kind: 'upstreamUnreachable', detail: 'ECONNREFUSED' })
+  t.same(classifyUpstreamFailure(codedError('wrapped', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', codedError('socket hang up', 'ECONNRESET'))), { kind: 'upstreamUnreachable', detail: 'ECONNRESET' })
+  t.same(classifyUpstreamFailure(codedError('other side closed', 'UND_ERR_SOCKET')), { kind: 'upstreamUnreachable', detail: 'UND_ERR_SOCKET' })
+  t.same(classifyUpstreamFailure(codedError('only fastify', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR')), { kind: 'upstreamUnreachable', detail: 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR' })
+  t.same(classifyUpstreamFailure(new Error('no code')), { kind: 'upstreamUnreachable', detail: 'unknown error' })
+  t.same(classifyUpstreamFailure('not an error'), { kind: 'upstreamUnreachable', detail: 'unknown error' })
+})
+
+t.test('proxy errors: statuses and Proxy.-prefixed codes', async (t) => {
+  t.equal(PROXY_ERRORS.upstreamUnreachable.status, 502)
+  t.equal(PROXY_ERRORS.upstreamTimeout.status, 504)
+  t.equal(PROXY_ERRORS.authUnavailable.status, 503)
+  t.equal(PROXY_ERRORS.bodyTooLarge.status, 413)
+  t.equal(PROXY_ERRORS.notFound.status, 404)
+  t.equal(PROXY_ERRORS.forbidden.status, 403)
+  for (const [kind, { code }] of Object.entries(PROXY_ERRORS)) t.match(code, /^Proxy\.[A-Z]\w+$/, kind)
+})
+
+t.test('sendProxyError answers in ThingSpace shape', async (t) => {
+  const sent: { status?: number, headers: Record<string, string>, body?: unknown } = { headers: {} }
+  const reply = {
+    code (status: number) { sent.status = status; return this },
+    header (name: string, value: string) { sent.headers[name] = value; return this },
+    send (payload: unknown) { sent.body = payload; return this }
+  }
+  sendProxyError(reply as unknown as FastifyReply, 'authUnavailable', 'cannot log in', 'CredentialsRejected')
+  t.equal(sent.status, 503)
+  t.match(sent.headers['content-type'], /^application\/json/)
+  t.same(sent.body, { errorCode: 'Proxy.AuthenticationUnavailable.CredentialsRejected', errorMessage: 'cannot log in' })
+  sendProxyError(reply as unknown as FastifyReply, 'notFound', 'not proxied')
+  t.equal(sent.status, 404)
+  t.same(sent.body, { errorCode: 'Proxy.NotFound', errorMessage: 'not proxied' })
+})

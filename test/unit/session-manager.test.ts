@@ -1,0 +1,798 @@
+// Unit tests of the two-token session lifecycle with a fake clock and a fake ThingSpace auth API: single flight, idle expiry, OAuth refresh, lockout guard, backoff.
+import { randomBytes } from 'node:crypto'
+import t, { type Test } from 'tap'
+import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-client.js'
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS } from '../../src/session/backoff.js'
+import { AuthUnavailableError, UpstreamAuthError, type UnavailableReason } from '../../src/session/errors.js'
+import { LoginGuard } from '../../src/session/login-guard.js'
+import { OAUTH_EXPIRY_MARGIN_MS, OAuthTokenCache } from '../../src/session/oauth-token.js'
+import {
+  fingerprint,
+  idleMarginMs,
+  SessionManager,
+  type LoginOutcome,
+  type RenewalReason,
+  type SessionCredentials,
+  type UpstreamTokens
+} from '../../src/session/session-manager.js'
+
+const START_MS = Date.UTC(2025, 0, 1, 12, 0, 0)
+const CREDENTIALS: SessionCredentials = {
+  username: 'uws-user@example.com',
+  password: 'Pw-initial-5f0c2e91',
+  clientId: 'app-key-7d21aa',
+  clientSecret: 'app-secret-c3b9e4f0'
+}
+
+interface Deferred<T> {
+  promise: Promise<T>
+  resolve: (value: T) => void
+  reject: (error: unknown) => void
+}
+
+function deferred<T> (): Deferred<T> {
+  let resolve!: (value: T) => void
+  let reject!: (error: unknown) => void
+  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej })
+  return { promise, resolve, reject }
+}
+
+/** Lets pending promise chains run (no timers involved). */
+async function flush (): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+}
+
+class FakeClock {
+  ms = START_MS
+  readonly now = (): number => this.ms
+  advance (ms: number): void { this.ms += ms }
+}
+
+function secretToken (kind: string, n: number): string {
+  return `${kind}-${n}-${randomBytes(12).toString('hex')}`
+}
+
+/** A ThingSpace auth API that records calls; handlers can be swapped to delay or fail. */
+class FakeApi implements ThingSpaceAuthApi {
+  readonly oauthCalls: Array<{ clientId: string, clientSecret: string }> = []
+  readonly loginCalls: Array<{ oauthToken: string, username: string, password: string }> = []
+  readonly logoutCalls: Array<{ oauthToken: string, sessionToken: string }> = []
+  readonly issuedOAuth: string[] = []
+  readonly issuedSessions: string[] = []
+  oauthLifetimeSeconds = 3600
+
+  oauthHandler: (call: number) => Promise<OAuthGrant> = async () => this.issueOAuth()
+  loginHandler: (call: number) => Promise<string> = async () => this.issueSession()
+
+  issueOAuth (expiresInSeconds = this.oauthLifetimeSeconds): OAuthGrant {
+    const accessToken = secretToken('oauth', this.issuedOAuth.length + 1)
+    this.issuedOAuth.push(accessToken)
+    return { accessToken, expiresInSeconds }
+  }
+
+  issueSession (): string {
+    const token = secretToken('session', this.issuedSessions.length + 1)
+    this.issuedSessions.push(token)
+    return token
+  }
+
+  async fetchOAuthToken (clientId: string, clientSecret: string): Promise<OAuthGrant> {
+    this.oauthCalls.push({ clientId, clientSecret })
+    return await this.oauthHandler(this.oauthCalls.length)
+  }
+
+  async login (oauthToken: string, username: string, password: string): Promise<string> {
+    this.loginCalls.push({ oauthToken, username, password })
+    return await this.loginHandler(this.loginCalls.length)
+  }
+
+  async logout (oauthToken: string, sessionToken: string): Promise<void> {
+    this.logoutCalls.push({ oauthToken, sessionToken })
+  }
+}
+
+interface Recorded {
+  logins: Array<{ outcome: LoginOutcome, consecutiveRejections: number, message?: string }>
+  renewals: RenewalReason[]
+  oauthFetches: string[]
+  warnings: string[]
+}
+
+interface Harness {
+  manager: SessionManager
+  api: FakeApi
+  clock: FakeClock
+  guard: LoginGuard
+  dir: string
+  events: Recorded
+}
+
+interface SetupOptions {
+  api?: FakeApi
+  clock?: FakeClock
+  dir?: string
+  maxFailures?: number
+  sessionIdleSeconds?: number
+  credentials?: SessionCredentials
+}
+
+function setup (t: Test, options: SetupOptions = {}): Harness {
+  const api = options.api ?? new FakeApi()
+  const clock = options.clock ?? new FakeClock()
+  const dir = options.dir ?? t.testdir({})
+  const credentials = options.credentials ?? CREDENTIALS
+  const guard = LoginGuard.open(dir, options.maxFailures ?? 2, credentials)
+  const events: Recorded = { logins: [], renewals: [], oauthFetches: [], warnings: [] }
+  const manager = new SessionManager({
+    api,
+    credentials,
+    guard,
+    sessionIdleSeconds: options.sessionIdleSeconds ?? 1200,
+    clock,
+    events: {
+      onLogin: (outcome, detail) => events.logins.push({ outcome, ...detail }),
+      onRenewal: (reason) => events.renewals.push(reason),
+      onOAuthFetch: (outcome) => events.oauthFetches.push(outcome),
+      onWarning: (message) => events.warnings.push(message)
+    }
+  })
+  return { manager, api, clock, guard, dir, events }
+}
+
+/** Awaits `promise`, which must reject with AuthUnavailableError, and returns the error. */
+async function unavailable (promise: Promise<unknown>): Promise<AuthUnavailableError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof AuthUnavailableError) return error
+    throw error
+  }
+  throw new Error('expected AuthUnavailableError, got tokens')
+}
+
+async function expectUnavailable (t: Test, promise: Promise<unknown>, reason: UnavailableReason, message?: string): Promise<AuthUnavailableError> {
+  const error = await unavailable(promise)
+  t.equal(error.reason, reason, message ?? `reason ${reason}`)
+  t.ok(error.retryAfterSeconds >= 1, 'Retry-After is at least one second')
+  return error
+}
+
+function sessionTtlMs (idleSeconds: number): number {
+  return idleSeconds * 1000 - idleMarginMs(idleSeconds)
+}
+
+t.test('idle margin: sessions are dropped before the platform would expire them', async (t) => {
+  for (const idle of [10, 60, 600, 1200, 86400]) {
+    const margin = idleMarginMs(idle)
+    t.ok(margin > 0, `margin > 0 for ${idle} s`)
+    t.ok(margin < idle * 1000 / 2, `margin leaves most of the ${idle} s`)
+  }
+})
+
+t.test('startSession logs in once and fetches OAuth once; tokens are then synchronous', async (t) => {
+  const { manager, api, events } = setup(t)
+  t.equal(manager.currentTokens(), undefined, 'no tokens before start')
+  await manager.startSession()
+  t.equal(api.oauthCalls.length, 1)
+  t.same(api.oauthCalls[0], { clientId: CREDENTIALS.clientId, clientSecret: CREDENTIALS.clientSecret })
+  t.equal(api.loginCalls.length, 1)
+  t.same(api.loginCalls[0], { oauthToken: api.issuedOAuth[0], username: CREDENTIALS.username, password: CREDENTIALS.password }, 'login sent with the OAuth bearer')
+  const tokens = manager.currentTokens()
+  t.same(tokens, { oauthToken: api.issuedOAuth[0], sessionToken: api.issuedSessions[0] })
+  t.same(await manager.acquireTokens(), tokens)
+  for (let i = 0; i < 50; i++) manager.currentTokens()
+  t.equal(api.loginCalls.length, 1, 'using the tokens does not log in again')
+  t.equal(api.oauthCalls.length, 1)
+  t.ok(manager.ready)
+  t.same(events.logins.map((e) => e.outcome), ['success'])
+  t.same(events.oauthFetches, ['success'])
+  t.same(events.renewals, [], 'the first login is not a renewal')
+})
+
+t.test('currentTokens expires after the idle TTL without use', async (t) => {
+  const { manager, api, clock, events } = setup(t, { sessionIdleSeconds: 1200 })
+  await manager.startSession()
+  const ttl = sessionTtlMs(1200)
+  t.ok(ttl < 1200 * 1000, 'the TTL is below the platform\'s 20 minutes')
+  clock.advance(ttl - 1)
+  t.ok(manager.currentTokens(), 'still valid just before the TTL (this use renews it)')
+  clock.advance(ttl + 1)
+  t.equal(manager.currentTokens(), undefined, 'gone after a full TTL without use')
+  t.equal(manager.snapshot().state, 'none')
+  const tokens = await manager.acquireTokens()
+  t.equal(api.loginCalls.length, 2, 'logs in before sending instead of using a dead token')
+  t.equal(tokens.sessionToken, api.issuedSessions[1])
+  t.equal(api.oauthCalls.length, 1, 'the OAuth token was still valid')
+  t.same(events.renewals, ['idle'])
+  t.equal(manager.snapshot().renewals, 1)
+})
+
+t.test('idle expiry with a short idle time', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 60 })
+  await manager.startSession()
+  const ttl = sessionTtlMs(60)
+  t.ok(ttl < 60_000)
+  clock.advance(ttl + 1)
+  t.equal(manager.currentTokens(), undefined)
+  await manager.acquireTokens()
+  t.equal(api.loginCalls.length, 2)
+})
+
+t.test('sliding expiry: regular use keeps the session', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 1200 })
+  await manager.startSession()
+  const first = manager.currentTokens()
+  const step = sessionTtlMs(1200) - 1000
+  for (let i = 0; i < 5; i++) {
+    clock.advance(step)
+    // The OAuth token may be refreshed meanwhile (its hour is shorter than 5 steps): compare the session only.
+    const tokens = manager.currentTokens() ?? await manager.acquireTokens()
+    t.equal(tokens.sessionToken, first?.sessionToken, `still the same session after ${i + 1} steps`)
+    await flush()
+  }
+  t.ok(5 * step > 1200 * 1000, 'more than the idle time has passed in total')
+  t.equal((await manager.acquireTokens()).sessionToken, first?.sessionToken)
+  t.equal(api.loginCalls.length, 1)
+  t.match(manager.snapshot(), { state: 'active', logins: 1, renewals: 0 })
+})
+
+t.test('300 concurrent acquireTokens while the login is pending: exactly one login', async (t) => {
+  const { manager, api } = setup(t)
+  const login = deferred<string>()
+  api.loginHandler = async () => await login.promise
+  const calls = Array.from({ length: 300 }, async () => await manager.acquireTokens())
+  await flush()
+  t.equal(api.loginCalls.length, 1)
+  t.equal(api.oauthCalls.length, 1)
+  t.equal(manager.snapshot().state, 'logging-in')
+  login.resolve('session-shared-0b5e7a')
+  const results = await Promise.all(calls)
+  t.equal(results.length, 300)
+  t.ok(results.every((r) => r.sessionToken === 'session-shared-0b5e7a' && r.oauthToken === api.issuedOAuth[0]), 'every caller gets the one session')
+  t.equal(api.loginCalls.length, 1)
+  t.equal(api.oauthCalls.length, 1)
+})
+
+t.test('300 concurrent acquireTokens while the OAuth fetch is pending: one fetch, one login', async (t) => {
+  const { manager, api } = setup(t)
+  const grant = deferred<OAuthGrant>()
+  api.oauthHandler = async () => await grant.promise
+  const calls = Array.from({ length: 300 }, async () => await manager.acquireTokens())
+  await flush()
+  t.equal(api.oauthCalls.length, 1)
+  t.equal(api.loginCalls.length, 0, 'no login before the bearer exists')
+  grant.resolve({ accessToken: 'oauth-shared-9c1d', expiresInSeconds: 3600 })
+  const results = await Promise.all(calls)
+  t.ok(results.every((r) => r.oauthToken === 'oauth-shared-9c1d' && r.sessionToken === api.issuedSessions[0]))
+  t.equal(api.oauthCalls.length, 1)
+  t.equal(api.loginCalls.length, 1)
+})
+
+t.test('tokensAfterRejection(session) from 300 callers: one login, all get the new token', async (t) => {
+  const { manager, api, events } = setup(t)
+  await manager.startSession()
+  const stale = manager.currentTokens() as UpstreamTokens
+  const login = deferred<string>()
+  api.loginHandler = async () => await login.promise
+  const calls = Array.from({ length: 300 }, async () => await manager.tokensAfterRejection(stale, 'session', 'expired'))
+  await flush()
+  t.equal(api.loginCalls.length, 2, 'one re-login for all 300')
+  login.resolve('session-renewed-71ac')
+  const results = await Promise.all(calls)
+  t.ok(results.every((r) => r.sessionToken === 'session-renewed-71ac'), 'all get the new session token')
+  t.ok(results.every((r) => r.oauthToken === stale.oauthToken), 'the OAuth token is kept')
+  t.equal(api.loginCalls.length, 2)
+  t.equal(api.oauthCalls.length, 1)
+  t.same(events.renewals, ['expired'])
+
+  const late = await manager.tokensAfterRejection(stale, 'session', 'expired')
+  t.equal(late.sessionToken, 'session-renewed-71ac', 'a caller holding an older token gets the current one')
+  t.equal(api.loginCalls.length, 2, 'without another login')
+  t.equal(manager.snapshot().renewals, 1)
+})
+
+t.test('tokensAfterRejection(session) records the reason and renews once per stale token', async (t) => {
+  const { manager, api, events } = setup(t)
+  await manager.startSession()
+  const first = manager.currentTokens() as UpstreamTokens
+  const second = await manager.tokensAfterRejection(first, 'session', 'invalid')
+  t.not(second.sessionToken, first.sessionToken)
+  const third = await manager.tokensAfterRejection(second, 'session', 'expired')
+  t.not(third.sessionToken, second.sessionToken)
+  t.equal((await manager.tokensAfterRejection(first, 'session')).sessionToken, third.sessionToken, 'the oldest token maps to the current one')
+  t.equal(api.loginCalls.length, 3)
+  t.same(events.renewals, ['invalid', 'expired'])
+})
+
+t.test('tokensAfterRejection(oauth) from 300 callers: one OAuth fetch, no login', async (t) => {
+  const { manager, api, events } = setup(t)
+  await manager.startSession()
+  const stale = manager.currentTokens() as UpstreamTokens
+  const grant = deferred<OAuthGrant>()
+  api.oauthHandler = async () => await grant.promise
+  const calls = Array.from({ length: 300 }, async () => await manager.tokensAfterRejection(stale, 'oauth'))
+  await flush()
+  t.equal(api.oauthCalls.length, 2, 'one fetch for all 300')
+  grant.resolve({ accessToken: 'oauth-renewed-3e8f', expiresInSeconds: 3600 })
+  const results = await Promise.all(calls)
+  t.ok(results.every((r) => r.oauthToken === 'oauth-renewed-3e8f' && r.sessionToken === stale.sessionToken))
+  t.equal(api.oauthCalls.length, 2)
+  t.equal(api.loginCalls.length, 1, 'the session is kept')
+  const late = await manager.tokensAfterRejection(stale, 'oauth')
+  t.equal(late.oauthToken, 'oauth-renewed-3e8f', 'a late caller with the old bearer gets the new one')
+  t.equal(api.oauthCalls.length, 2, 'without another fetch')
+  t.same(manager.currentTokens(), late)
+  t.same(events.renewals, [], 'an OAuth renewal is not a session renewal')
+})
+
+t.test('OAuth expiry: the token is not sent past expires_in and is fetched again', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 86400 })
+  api.oauthLifetimeSeconds = 600
+  await manager.startSession()
+  const first = manager.currentTokens() as UpstreamTokens
+  clock.advance(600 * 1000 - OAUTH_EXPIRY_MARGIN_MS + 1)
+  t.equal(manager.currentTokens(), undefined, 'not usable any more near expiry')
+  const tokens = await manager.acquireTokens()
+  t.equal(api.oauthCalls.length, 2)
+  t.not(tokens.oauthToken, first.oauthToken)
+  t.equal(tokens.oauthToken, api.issuedOAuth[1])
+  t.equal(tokens.sessionToken, first.sessionToken, 'the session is kept')
+  t.equal(api.loginCalls.length, 1)
+})
+
+t.test('OAuth expiry seen by 300 concurrent callers: one fetch', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 86400 })
+  await manager.startSession()
+  clock.advance(3600 * 1000)
+  const grant = deferred<OAuthGrant>()
+  api.oauthHandler = async () => await grant.promise
+  const calls = Array.from({ length: 300 }, async () => await manager.acquireTokens())
+  await flush()
+  t.equal(api.oauthCalls.length, 2)
+  grant.resolve({ accessToken: 'oauth-next-hour', expiresInSeconds: 3600 })
+  const results = await Promise.all(calls)
+  t.ok(results.every((r) => r.oauthToken === 'oauth-next-hour'))
+  t.equal(api.oauthCalls.length, 2)
+  t.equal(api.loginCalls.length, 1)
+})
+
+t.test('OAuth refresh ahead of expiry happens in the background', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 86400 })
+  await manager.startSession()
+  const first = manager.currentTokens() as UpstreamTokens
+  clock.advance(3600 * 1000 - OAUTH_EXPIRY_MARGIN_MS - 60_000)
+  const grant = deferred<OAuthGrant>()
+  api.oauthHandler = async () => await grant.promise
+  t.same(manager.currentTokens(), first, 'the current token is still served while refreshing')
+  await flush()
+  t.equal(api.oauthCalls.length, 2, 'a refresh started ahead of expiry')
+  manager.currentTokens()
+  manager.currentTokens()
+  t.equal(api.oauthCalls.length, 2, 'only one refresh at a time')
+  grant.resolve({ accessToken: 'oauth-refreshed', expiresInSeconds: 3600 })
+  await flush()
+  t.equal(manager.currentTokens()?.oauthToken, 'oauth-refreshed')
+})
+
+t.test('a reissued OAuth token is not fetched again in a loop', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 86400 })
+  // Like ThingSpace: the same token until an hour after its first issue, with the remaining lifetime.
+  let current: { token: string, issuedAt: number } | undefined
+  api.oauthHandler = async () => {
+    if (current === undefined || clock.now() - current.issuedAt >= 3600 * 1000) {
+      current = { token: secretToken('oauth', api.oauthCalls.length), issuedAt: clock.now() }
+    }
+    return { accessToken: current.token, expiresInSeconds: Math.floor((current.issuedAt + 3600 * 1000 - clock.now()) / 1000) }
+  }
+  await manager.startSession()
+  const firstToken = manager.currentTokens()?.oauthToken
+  // Walk through the hour in 10 s steps, using the tokens at each step.
+  const changedAt: number[] = []
+  for (let elapsed = 0; elapsed < 3600 * 1000 - 10_000; elapsed += 10_000) {
+    clock.advance(10_000)
+    const tokens = manager.currentTokens() ?? await manager.acquireTokens()
+    await flush()
+    if (tokens.oauthToken !== firstToken) changedAt.push(elapsed)
+  }
+  t.same(changedAt, [], 'the same token is used all hour')
+  t.ok(api.oauthCalls.length <= 3, `at most a couple of fetches during the hour (got ${api.oauthCalls.length})`)
+  const beforeExpiry = api.oauthCalls.length
+  clock.advance(20_000)
+  const after = manager.currentTokens() ?? await manager.acquireTokens()
+  await flush()
+  t.not(after.oauthToken, firstToken, 'a new token after the hour')
+  t.ok(api.oauthCalls.length <= beforeExpiry + 1, 'one fetch for the new token')
+  for (let i = 0; i < 100; i++) {
+    clock.advance(1000)
+    manager.currentTokens()
+    await flush()
+  }
+  t.ok(api.oauthCalls.length <= beforeExpiry + 1, 'and no fetches afterwards')
+})
+
+t.test('rejected logins: at most maxLoginFailures attempts, however many requests', async (t) => {
+  const api = new FakeApi()
+  api.loginHandler = async () => { throw new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.REQUEST_FAILED.Unauthorized', 400) }
+  const first = setup(t, { api, maxFailures: 2 })
+  const { manager, clock, events } = first
+  await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+  t.equal(api.loginCalls.length, 1)
+  t.equal(manager.guardEngaged, false)
+  clock.advance(BACKOFF_MAX_MS)
+  await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+  t.equal(api.loginCalls.length, 2)
+  t.ok(manager.guardEngaged)
+  for (let round = 0; round < 20; round++) {
+    clock.advance(BACKOFF_MAX_MS * 10)
+    const results = await Promise.allSettled(Array.from({ length: 15 }, async () => await manager.acquireTokens()))
+    t.ok(results.every((r) => r.status === 'rejected' && r.reason instanceof AuthUnavailableError && r.reason.reason === 'credentials-rejected'), `round ${round}: all refused with credentials-rejected`)
+  }
+  await expectUnavailable(t, manager.startSession(), 'credentials-rejected')
+  await expectUnavailable(t, manager.tokensAfterRejection({ oauthToken: 'x', sessionToken: 'y' }, 'session'), 'credentials-rejected')
+  t.equal(api.loginCalls.length, 2, 'no login after the guard engaged')
+  t.equal(manager.snapshot().state, 'rejected')
+  t.equal(manager.snapshot().consecutiveLoginFailures, 2)
+  t.notOk(manager.ready)
+  t.same(events.logins.map((e) => [e.outcome, e.consecutiveRejections]), [['rejected', 1], ['rejected', 2]])
+
+  // A restart (new guard, new manager, same state directory) keeps the count.
+  const restartedApi = new FakeApi()
+  const restarted = setup(t, { api: restartedApi, dir: first.dir, clock, maxFailures: 2 })
+  t.ok(restarted.manager.guardEngaged)
+  await expectUnavailable(t, restarted.manager.startSession(), 'credentials-rejected')
+  await expectUnavailable(t, restarted.manager.acquireTokens(), 'credentials-rejected')
+  t.equal(restartedApi.loginCalls.length, 0, 'no login after the restart')
+})
+
+t.test('a rejection count survives a restart part way', async (t) => {
+  const dir = t.testdir({})
+  const clock = new FakeClock()
+  const rejecting = async (): Promise<string> => { throw new UpstreamAuthError('rejected', 'session login answered 401', 401) }
+  const apiA = new FakeApi()
+  apiA.loginHandler = rejecting
+  await expectUnavailable(t, setup(t, { api: apiA, dir, clock, maxFailures: 2 }).manager.acquireTokens(), 'credentials-rejected')
+  const apiB = new FakeApi()
+  apiB.loginHandler = rejecting
+  const second = setup(t, { api: apiB, dir, clock, maxFailures: 2 })
+  await expectUnavailable(t, second.manager.startSession(), 'credentials-rejected')
+  t.equal(apiB.loginCalls.length, 1)
+  clock.advance(BACKOFF_MAX_MS * 2)
+  await expectUnavailable(t, second.manager.acquireTokens(), 'credentials-rejected')
+  t.equal(apiA.loginCalls.length + apiB.loginCalls.length, 2, 'two attempts in total across the restart')
+})
+
+t.test('a success between rejections resets the count', async (t) => {
+  const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
+  let reject = true
+  api.loginHandler = async () => {
+    if (reject) throw new UpstreamAuthError('rejected', 'answered 400', 400)
+    return api.issueSession()
+  }
+  await unavailable(manager.acquireTokens())
+  t.equal(guard.consecutiveRejections, 1)
+  clock.advance(BACKOFF_MAX_MS)
+  reject = false
+  await manager.acquireTokens()
+  t.equal(guard.consecutiveRejections, 0)
+  reject = true
+  await unavailable(manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session'))
+  t.equal(guard.consecutiveRejections, 1)
+  t.notOk(manager.guardEngaged)
+})
+
+t.test('unavailable errors back off exponentially and never engage the guard', async (t) => {
+  const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async () => { throw new UpstreamAuthError('unavailable', 'session login answered 503', 503) }
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(api.loginCalls.length, 1)
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'immediately again: refused by the backoff')
+  t.equal(api.loginCalls.length, 1, 'without calling login')
+  t.equal(manager.snapshot().state, 'backing-off')
+  clock.advance(BACKOFF_BASE_MS + 1)
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(api.loginCalls.length, 2, 'after the backoff it tries again')
+  clock.advance(BACKOFF_BASE_MS + 1)
+  await unavailable(manager.acquireTokens())
+  t.equal(api.loginCalls.length, 2, 'the second backoff is longer than the first')
+  clock.advance(BACKOFF_BASE_MS)
+  await unavailable(manager.acquireTokens())
+  t.equal(api.loginCalls.length, 3)
+  for (let i = 0; i < 20; i++) {
+    clock.advance(BACKOFF_MAX_MS + 1)
+    await unavailable(manager.acquireTokens())
+  }
+  t.equal(api.loginCalls.length, 23, 'backoff is capped: one attempt per cap interval')
+  t.equal(guard.consecutiveRejections, 0)
+  t.notOk(manager.guardEngaged)
+  const error = await unavailable(manager.acquireTokens())
+  t.ok(error.retryAfterSeconds <= BACKOFF_MAX_MS / 1000, 'Retry-After within the cap')
+  api.loginHandler = async () => api.issueSession()
+  clock.advance(BACKOFF_MAX_MS + 1)
+  const tokens = await manager.acquireTokens()
+  t.equal(tokens.sessionToken, api.issuedSessions[0])
+  t.ok(manager.ready)
+})
+
+t.test('unknown-outcome failures count toward the guard', async (t) => {
+  const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async () => { throw new UpstreamAuthError('unknown-outcome', 'session login failed: UND_ERR_SOCKET') }
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(guard.consecutiveRejections, 1)
+  clock.advance(BACKOFF_MAX_MS)
+  await unavailable(manager.acquireTokens())
+  t.equal(guard.consecutiveRejections, 2)
+  t.ok(manager.guardEngaged)
+  clock.advance(BACKOFF_MAX_MS * 5)
+  await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+  t.equal(api.loginCalls.length, 2)
+})
+
+t.test('a non-UpstreamAuthError from login is not counted', async (t) => {
+  const { manager, api, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async () => { throw new TypeError('bug in the client') }
+  await t.rejects(manager.acquireTokens(), TypeError)
+  t.equal(guard.consecutiveRejections, 0)
+})
+
+t.test('oauth-invalid at login: one OAuth refetch and one retry, not counted', async (t) => {
+  const { manager, api, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async (call) => {
+    if (call === 1) throw new UpstreamAuthError('oauth-invalid', 'session login answered 401 900901', 401, '900901')
+    return api.issueSession()
+  }
+  await manager.startSession()
+  t.equal(api.oauthCalls.length, 2, 'one refetch')
+  t.equal(api.loginCalls.length, 2, 'one retry')
+  t.equal(api.loginCalls[1]?.oauthToken, api.issuedOAuth[1], 'the retry uses the new bearer')
+  t.equal(guard.consecutiveRejections, 0)
+  t.same(manager.currentTokens(), { oauthToken: api.issuedOAuth[1], sessionToken: api.issuedSessions[0] })
+})
+
+t.test('oauth-invalid twice at login: gives up after one retry, still not counted', async (t) => {
+  const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async () => { throw new UpstreamAuthError('rejected', 'answered 400', 400) }
+  await unavailable(manager.acquireTokens())
+  t.equal(guard.consecutiveRejections, 1)
+  clock.advance(BACKOFF_MAX_MS)
+  api.loginHandler = async () => { throw new UpstreamAuthError('oauth-invalid', 'session login answered 401 900901', 401, '900901') }
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(api.loginCalls.length, 3, 'one attempt and one retry')
+  t.equal(api.oauthCalls.length, 2, 'one refetch')
+  t.equal(guard.consecutiveRejections, 1, 'the earlier rejection still counts, the oauth failures do not')
+  t.notOk(manager.guardEngaged)
+})
+
+t.test('useCredentials with a new password releases the guard', async (t) => {
+  const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
+  api.loginHandler = async (call) => {
+    const last = api.loginCalls[call - 1]
+    if (last?.password === CREDENTIALS.password) throw new UpstreamAuthError('rejected', 'answered 400', 400)
+    return api.issueSession()
+  }
+  await unavailable(manager.acquireTokens())
+  clock.advance(BACKOFF_MAX_MS)
+  await unavailable(manager.acquireTokens())
+  t.ok(manager.guardEngaged)
+  manager.useCredentials({ ...CREDENTIALS })
+  t.ok(manager.guardEngaged, 'the same credentials do not release it')
+  await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+  t.equal(api.loginCalls.length, 2)
+  manager.useCredentials({ ...CREDENTIALS, password: 'Pw-rotated-aa19c0' })
+  t.notOk(manager.guardEngaged)
+  t.equal(guard.consecutiveRejections, 0)
+  const tokens = await manager.acquireTokens()
+  t.equal(api.loginCalls.length, 3, 'logs in at once, without waiting for the backoff')
+  t.equal(api.loginCalls[2]?.password, 'Pw-rotated-aa19c0')
+  t.equal(tokens.sessionToken, api.issuedSessions[0])
+  t.equal(api.oauthCalls.length, 1, 'same app key: the OAuth token is kept')
+})
+
+t.test('useCredentials with a new app secret fetches a new OAuth token with it', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 86400 })
+  await manager.startSession()
+  manager.useCredentials({ ...CREDENTIALS, clientSecret: 'app-secret-new-00ff' })
+  clock.advance(1)
+  const tokens = await manager.acquireTokens()
+  t.equal(api.oauthCalls.length, 2)
+  t.same(api.oauthCalls[1], { clientId: CREDENTIALS.clientId, clientSecret: 'app-secret-new-00ff' })
+  t.equal(tokens.oauthToken, api.issuedOAuth[1])
+  t.equal(api.loginCalls.length, 1, 'same UWS login: no new session')
+})
+
+t.test('endSession logs out with the session token, then reports there is none', async (t) => {
+  const { manager, api } = setup(t)
+  await manager.startSession()
+  const tokens = manager.currentTokens() as UpstreamTokens
+  t.equal(await manager.endSession(), true)
+  t.same(api.logoutCalls, [{ oauthToken: tokens.oauthToken, sessionToken: tokens.sessionToken }])
+  t.equal(manager.currentTokens(), undefined)
+  t.equal(await manager.endSession(), false)
+  t.equal(api.logoutCalls.length, 1, 'no second logout')
+  const next = await manager.acquireTokens()
+  t.not(next.sessionToken, tokens.sessionToken, 'the next request logs in again')
+})
+
+t.test('endSession logs out upstream even when the cached OAuth token has expired', async (t) => {
+  const { manager, api, clock } = setup(t, { sessionIdleSeconds: 1200 })
+  await manager.startSession()
+  const session = manager.currentTokens()?.sessionToken
+  // Keep the session in use until just before the OAuth token's end, then let the bearer lapse.
+  for (let i = 0; i < 3; i++) {
+    clock.advance(1100 * 1000)
+    manager.currentTokens()
+    api.oauthHandler = async () => { throw new UpstreamAuthError('unavailable', 'token endpoint answered 503', 503) }
+    await flush()
+  }
+  clock.advance(400 * 1000)
+  api.oauthHandler = async () => api.issueOAuth()
+  t.equal(await manager.endSession(), true)
+  t.equal(api.logoutCalls.length, 1, 'logout was sent')
+  t.equal(api.logoutCalls[0]?.sessionToken, session)
+})
+
+t.test('endSession before any login returns false without calling logout', async (t) => {
+  const { manager, api } = setup(t)
+  t.equal(await manager.endSession(), false)
+  t.equal(api.logoutCalls.length, 0)
+})
+
+t.test('snapshot shows fingerprints, never the token values or secrets', async (t) => {
+  const { manager, api, clock } = setup(t)
+  const empty = manager.snapshot()
+  t.match(empty, { state: 'none', sessionTokenFingerprint: null, oauthTokenFingerprint: null, logins: 0, maxLoginFailures: 2, consecutiveLoginFailures: 0 })
+  await manager.startSession()
+  clock.advance(5000)
+  manager.currentTokens()
+  const snapshot = manager.snapshot()
+  const json = JSON.stringify(snapshot)
+  const secrets = [api.issuedOAuth[0], api.issuedSessions[0], CREDENTIALS.password, CREDENTIALS.clientSecret, CREDENTIALS.username] as string[]
+  for (const secret of secrets) {
+    t.notOk(json.includes(secret), 'snapshot does not contain a secret')
+    t.notOk(json.includes(secret.slice(-12)), 'nor the end of one')
+  }
+  t.match(snapshot, { state: 'active', logins: 1, renewals: 0, oauthFetches: 1, maxLoginFailures: 2, consecutiveLoginFailures: 0 })
+  t.match(snapshot.sessionTokenFingerprint, /^[0-9a-f]{6,}$/)
+  t.match(snapshot.oauthTokenFingerprint, /^[0-9a-f]{6,}$/)
+  t.equal(snapshot.sessionTokenFingerprint, fingerprint(api.issuedSessions[0] as string))
+  t.not(snapshot.sessionTokenFingerprint, snapshot.oauthTokenFingerprint)
+  t.equal(snapshot.loggedInAt, new Date(START_MS).toISOString())
+  t.equal(snapshot.lastUsedAt, new Date(START_MS + 5000).toISOString())
+  t.equal(snapshot.idleExpiresAt, new Date(START_MS + 5000 + sessionTtlMs(1200)).toISOString())
+  t.ok(snapshot.oauthExpiresAt !== null && Date.parse(snapshot.oauthExpiresAt) <= START_MS + 3600 * 1000)
+
+  await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session')
+  const renewed = manager.snapshot()
+  t.not(renewed.sessionTokenFingerprint, snapshot.sessionTokenFingerprint, 'the fingerprint follows the token')
+  t.equal(renewed.oauthTokenFingerprint, snapshot.oauthTokenFingerprint)
+  t.notOk(JSON.stringify(renewed).includes(api.issuedSessions[1] as string))
+})
+
+t.test('events fire with outcomes and reasons, and carry no secret', async (t) => {
+  const { manager, api, clock, events } = setup(t, { sessionIdleSeconds: 600 })
+  await manager.startSession()
+  clock.advance(sessionTtlMs(600) + 1)
+  await manager.acquireTokens()
+  await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'invalid')
+  await manager.startSession('admin')
+  t.same(events.renewals, ['idle', 'invalid', 'admin'])
+  t.same(events.logins.map((e) => e.outcome), ['success', 'success', 'success', 'success'])
+  t.same(events.oauthFetches, ['success'])
+  const all = JSON.stringify(events)
+  for (const secret of [...api.issuedOAuth, ...api.issuedSessions, CREDENTIALS.password, CREDENTIALS.clientSecret]) {
+    t.notOk(all.includes(secret), 'no secret in any event')
+  }
+})
+
+t.test('OAuth client rejected: reason oauth-client-rejected, no login attempted, guard untouched', async (t) => {
+  const { manager, api, clock, guard, events } = setup(t)
+  api.oauthHandler = async () => { throw new UpstreamAuthError('rejected', 'OAuth token request answered 401 invalid_client', 401, 'invalid_client') }
+  await expectUnavailable(t, manager.acquireTokens(), 'oauth-client-rejected')
+  t.equal(api.loginCalls.length, 0)
+  t.equal(guard.consecutiveRejections, 0)
+  await expectUnavailable(t, manager.acquireTokens(), 'oauth-client-rejected', 'still rejected during the backoff')
+  t.equal(api.oauthCalls.length, 1, 'no fetch during the backoff')
+  clock.advance(BACKOFF_BASE_MS + 1)
+  await unavailable(manager.acquireTokens())
+  t.equal(api.oauthCalls.length, 2)
+  t.same(events.oauthFetches, ['rejected', 'rejected'])
+})
+
+t.test('OAuthTokenCache on its own', async (t) => {
+  t.test('caches until expiry minus the margin, then fetches', async (t) => {
+    const clock = new FakeClock()
+    let n = 0
+    const cache = new OAuthTokenCache(async () => ({ accessToken: `tok-${++n}`, expiresInSeconds: 3600 }), clock)
+    t.equal(cache.peek(), undefined)
+    t.equal(await cache.get(), 'tok-1')
+    t.equal(await cache.get(), 'tok-1')
+    t.equal(cache.fetchCount, 1)
+    clock.advance(3600 * 1000 - OAUTH_EXPIRY_MARGIN_MS)
+    t.equal(cache.peek(), undefined, 'not used within the margin')
+    t.equal(await cache.get(), 'tok-2')
+    t.equal(cache.fetchCount, 2)
+  })
+
+  t.test('a failing fetch backs off and keeps serving nothing stale', async (t) => {
+    const clock = new FakeClock()
+    let fail = true
+    let calls = 0
+    const cache = new OAuthTokenCache(async () => {
+      calls += 1
+      if (fail) throw new UpstreamAuthError('unavailable', 'OAuth token request answered 502', 502)
+      return { accessToken: 'tok-ok', expiresInSeconds: 3600 }
+    }, clock)
+    await expectUnavailable(t, cache.get(), 'upstream-unavailable')
+    await expectUnavailable(t, cache.get(), 'upstream-unavailable')
+    t.equal(calls, 1, 'backoff: no second call at once')
+    fail = false
+    clock.advance(BACKOFF_BASE_MS)
+    t.equal(await cache.get(), 'tok-ok')
+    t.equal(calls, 2)
+  })
+
+  t.test('a failing background refresh is reported and the token is served until it expires', async (t) => {
+    const clock = new FakeClock()
+    const errors: unknown[] = []
+    let calls = 0
+    const cache = new OAuthTokenCache(async () => {
+      calls += 1
+      if (calls > 1) throw new UpstreamAuthError('unavailable', 'answered 503', 503)
+      return { accessToken: 'tok-1', expiresInSeconds: 3600 }
+    }, clock, { onBackgroundRefreshError: (error) => errors.push(error) })
+    await cache.get()
+    clock.advance(3600 * 1000 - OAUTH_EXPIRY_MARGIN_MS - 1000)
+    t.equal(cache.peek(), 'tok-1')
+    await flush()
+    t.equal(calls, 2)
+    t.equal(errors.length, 1)
+    t.ok(errors[0] instanceof AuthUnavailableError)
+    t.equal(cache.peek(), 'tok-1', 'still served')
+    t.equal(calls, 2, 'no refetch during the backoff')
+  })
+
+  t.test('replace fetches once for a stale token and returns newer tokens without fetching', async (t) => {
+    const clock = new FakeClock()
+    let n = 0
+    const cache = new OAuthTokenCache(async () => ({ accessToken: `tok-${++n}`, expiresInSeconds: 3600 }), clock)
+    await cache.get()
+    t.equal(await cache.replace('tok-1'), 'tok-2')
+    t.equal(await cache.replace('tok-1'), 'tok-2')
+    t.equal(cache.fetchCount, 2)
+    cache.clear()
+    t.equal(cache.peek(), undefined)
+    t.equal(await cache.get(), 'tok-3')
+  })
+})
+
+t.test('idle expiry works with a clock that starts at 0 (Clock: only differences matter)', async (t) => {
+  const clock = new FakeClock()
+  clock.ms = 0
+  const { manager, api } = setup(t, { clock, sessionIdleSeconds: 1200 })
+  api.oauthLifetimeSeconds = 1_000_000
+  await manager.startSession()
+  clock.advance(sessionTtlMs(1200) + 1)
+  t.equal(manager.currentTokens(), undefined, 'the idle session is gone')
+})
+
+t.test('while backing off after a rejected login, the 503 reason says the credentials were rejected', async (t) => {
+  const api = new FakeApi()
+  api.loginHandler = async () => { throw new UpstreamAuthError('rejected', 'session login answered 400', 400) }
+  const { manager } = setup(t, { api, maxFailures: 3 })
+  await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+  const during = await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected', 'still credentials-rejected during the backoff')
+  t.match(during.message, /2 more attempt/)
+  t.equal(api.loginCalls.length, 1, 'no login during the backoff')
+})
+
+t.test('a state directory that became unwritable stops logins with a clear reason', async (t) => {
+  const { manager, api, dir } = setup(t)
+  const fs = await import('node:fs')
+  const path = await import('node:path')
+  // Replace the state directory by a file: writes into it fail even for root.
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.writeFileSync(dir, 'not a directory')
+  t.teardown(() => fs.rmSync(dir, { force: true }))
+  await expectUnavailable(t, manager.acquireTokens(), 'state-unwritable')
+  t.equal(api.loginCalls.length, 0, 'no login sent without a persisted count')
+  t.notOk(fs.existsSync(path.join(dir, 'login-guard.json')))
+})
