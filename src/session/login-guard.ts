@@ -8,13 +8,19 @@ import { ConfigError } from '../config/errors.js'
 import { errorCode } from '../config/load.js'
 
 export const LOGIN_GUARD_FILE = 'login-guard.json'
+/** ThingSpace locks an account at 5 consecutive failed logins: whatever the credentials, never send a 5th. */
+export const ACCOUNT_FAILURE_CEILING = 4
 
 interface GuardState {
   version: 1
-  /** Salted hash of user name and password: tells whether the credentials changed, reveals nothing usable. */
-  credentialsId: string
   salt: string
+  /** Salted hashes: tell whether the credentials or the account changed, reveal nothing usable. */
+  credentialsId: string
+  accountId: string
+  /** Consecutive possibly-failed logins with the current credentials. */
   consecutiveRejections: number
+  /** The same for the account, across password changes: the platform only resets it on a success. */
+  accountConsecutiveRejections: number
   updatedAt: string
 }
 
@@ -23,15 +29,17 @@ export interface AccountIdentity {
   password: string
 }
 
-function credentialsId (identity: AccountIdentity, salt: string): string {
-  return createHmac('sha256', salt).update(identity.username).update('\0').update(identity.password).digest('hex').slice(0, 32)
+function hashOf (salt: string, ...parts: string[]): string {
+  const hmac = createHmac('sha256', salt)
+  for (const part of parts) hmac.update(part).update('\0')
+  return hmac.digest('hex').slice(0, 32)
 }
 
 export class LoginGuard {
   private state: GuardState
 
   private constructor (
-    private readonly file: string,
+    readonly file: string,
     readonly maxFailures: number,
     state: GuardState
   ) {
@@ -39,8 +47,9 @@ export class LoginGuard {
   }
 
   /**
-   * Reads the persisted count (creating the state directory and file when missing). A count kept
-   * for other credentials is dropped: new credentials deserve a fresh try.
+   * Reads the persisted counts (creating the state directory and file when missing). The count kept
+   * for other credentials is dropped, as new credentials deserve a fresh try; the account's count is
+   * kept unless the user name changed.
    */
   static open (stateDir: string, maxFailures: number, identity: AccountIdentity): LoginGuard {
     const file = path.join(stateDir, LOGIN_GUARD_FILE)
@@ -57,13 +66,15 @@ export class LoginGuard {
     const salt = state?.salt ?? randomBytes(16).toString('hex')
     const guard = new LoginGuard(file, maxFailures, state ?? {
       version: 1,
-      credentialsId: credentialsId(identity, salt),
       salt,
+      credentialsId: hashOf(salt, identity.username, identity.password),
+      accountId: hashOf(salt, identity.username),
       consecutiveRejections: 0,
+      accountConsecutiveRejections: 0,
       updatedAt: new Date().toISOString()
     })
-    guard.useCredentials(identity)
     try {
+      guard.useCredentials(identity)
       guard.persist()
     } catch (error) {
       // Without a writable state directory the count would not survive a restart: refuse to run.
@@ -76,42 +87,63 @@ export class LoginGuard {
     return this.state.consecutiveRejections
   }
 
-  /** True once the limit is reached: no login may be sent until the credentials change. */
+  get accountConsecutiveRejections (): number {
+    return this.state.accountConsecutiveRejections
+  }
+
+  /** True once a limit is reached: no login may be sent until the credentials change (or, at the ceiling, an operator resets the count). */
   get engaged (): boolean {
-    return this.state.consecutiveRejections >= this.maxFailures
+    return this.state.consecutiveRejections >= this.maxFailures || this.atAccountCeiling
+  }
+
+  /** So many failures for the account that even new credentials must not be tried. */
+  get atAccountCeiling (): boolean {
+    return this.state.accountConsecutiveRejections >= ACCOUNT_FAILURE_CEILING
   }
 
   /** Counted before the login is sent, so a crash mid-login still counts it. */
   beginAttempt (): void {
-    this.update(this.state.consecutiveRejections + 1)
+    this.update(this.state.consecutiveRejections + 1, this.state.accountConsecutiveRejections + 1)
   }
 
   /** The platform answered in a way that did not count a failure (5xx, no connection). */
   attemptNotCounted (): void {
-    this.update(Math.max(0, this.state.consecutiveRejections - 1))
+    this.update(Math.max(0, this.state.consecutiveRejections - 1), Math.max(0, this.state.accountConsecutiveRejections - 1))
   }
 
   recordSuccess (): void {
-    if (this.state.consecutiveRejections !== 0) this.update(0)
+    if (this.state.consecutiveRejections !== 0 || this.state.accountConsecutiveRejections !== 0) this.update(0, 0)
   }
 
-  /** Releases the guard when the credentials differ from those the count was kept for. */
+  /** Releases the guard when the credentials differ from those the count was kept for; true when they did. */
   useCredentials (identity: AccountIdentity): boolean {
-    const id = credentialsId(identity, this.state.salt)
-    if (id === this.state.credentialsId) return false
-    this.state = { ...this.state, credentialsId: id, consecutiveRejections: 0 }
+    const credentialsId = hashOf(this.state.salt, identity.username, identity.password)
+    if (credentialsId === this.state.credentialsId) return false
+    const accountId = hashOf(this.state.salt, identity.username)
+    const sameAccount = accountId === this.state.accountId
+    this.state = {
+      ...this.state,
+      credentialsId,
+      accountId,
+      consecutiveRejections: 0,
+      accountConsecutiveRejections: sameAccount ? this.state.accountConsecutiveRejections : 0
+    }
     this.persist()
     return true
   }
 
-  private update (consecutiveRejections: number): void {
-    this.state = { ...this.state, consecutiveRejections, updatedAt: new Date().toISOString() }
+  private update (consecutiveRejections: number, accountConsecutiveRejections: number): void {
+    this.state = { ...this.state, consecutiveRejections, accountConsecutiveRejections, updatedAt: new Date().toISOString() }
     this.persist()
   }
 
   private persist (): void {
     writeFileAtomicSync(this.file, JSON.stringify(this.state) + '\n')
   }
+}
+
+function isCount (value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) >= 0
 }
 
 function parseState (json: string, file: string): GuardState {
@@ -122,8 +154,8 @@ function parseState (json: string, file: string): GuardState {
     parsed = undefined
   }
   const state = parsed as Partial<GuardState> | undefined
-  if (state?.version !== 1 || typeof state.credentialsId !== 'string' || typeof state.salt !== 'string' ||
-    !Number.isInteger(state.consecutiveRejections) || (state.consecutiveRejections ?? -1) < 0) {
+  if (state?.version !== 1 || typeof state.credentialsId !== 'string' || typeof state.accountId !== 'string' ||
+    typeof state.salt !== 'string' || !isCount(state.consecutiveRejections) || !isCount(state.accountConsecutiveRejections)) {
     throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} is corrupt; check in ThingSpace that the account is not locked, then delete the file`)
   }
   return state as GuardState

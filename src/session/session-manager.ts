@@ -228,6 +228,11 @@ export class SessionManager {
 
   private async loginOnce (): Promise<CachedSession> {
     const guard = this.options.guard
+    if (guard.atAccountCeiling) {
+      throw new AuthUnavailableError('credentials-rejected',
+        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); logins stay paused whatever the credentials: check the account in ThingSpace, then delete ${guard.file} and restart`,
+        300)
+    }
     if (guard.engaged) {
       throw new AuthUnavailableError('credentials-rejected',
         `ThingSpace rejected the credentials ${guard.consecutiveRejections} times in a row; logins are paused to avoid the account lockout until the credentials file changes`,
