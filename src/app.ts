@@ -12,7 +12,10 @@ import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
 import { sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
-import { adminPlugin } from './admin/plugin.js'
+import { registerAdminRoutes } from './admin/plugin.js'
+import { CredentialsFile } from './credentials/credentials-file.js'
+import { CredentialOperations } from './credentials/operations.js'
+import { watchCredentialsFile } from './credentials/watcher.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -26,6 +29,8 @@ export interface ProxyApp {
   proxy: FastifyInstance
   admin: FastifyInstance
   session: SessionManager
+  operations: CredentialOperations
+  readonly shuttingDown: boolean
   close: () => Promise<void>
 }
 
@@ -41,12 +46,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const { logger } = deps
   const dispatcher = createUpstreamDispatcher(config)
   const sessionLog = logger.child({ component: 'session' })
+  const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
+  const clock = deps.clock ?? systemClock
   const session = new SessionManager({
-    api: deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs),
+    api,
     credentials,
     guard: deps.guard,
     sessionIdleSeconds: config.sessionIdleSeconds,
-    clock: deps.clock ?? systemClock,
+    clock,
     events: {
       onLogin: (outcome, detail) => {
         if (outcome === 'success') sessionLog.info('logged in to ThingSpace')
@@ -99,18 +106,40 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     onReplay: (rejection) => sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
   })
 
+  const credentialsLog = logger.child({ component: 'credentials' })
+  const operations = new CredentialOperations({
+    session,
+    api,
+    file: new CredentialsFile(config.credentialsFile),
+    clock,
+    events: { onWarning: (message) => credentialsLog.warn(message), onInfo: (message) => credentialsLog.info(message) }
+  })
+  let shuttingDown = false
   const admin = Fastify({
     loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true })
   })
-  admin.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
-  await admin.register(adminPlugin, { isReady: () => session.ready })
+  registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, isShuttingDown: () => shuttingDown })
+
+  const stopWatching = config.credentialsWatchIntervalMs === 0
+    ? () => {}
+    : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
+      if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
+      operations.reload({ login: false }).catch((error: unknown) => {
+        // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
+        credentialsLog.warn(`credentials file changed but was not loaded: ${error instanceof Error ? error.message : String(error)}`)
+      })
+    })
 
   return {
     proxy,
     admin,
     session,
+    operations,
+    get shuttingDown () { return shuttingDown },
     close: async () => {
+      shuttingDown = true
+      stopWatching()
       await Promise.allSettled([proxy.close(), admin.close()])
       await dispatcher.close()
     }

@@ -40,5 +40,5 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   }
   // Logging in at once shows bad credentials at start-up instead of at the first client request.
   const initialLogin = app.session.startSession().catch(() => { /* reported through the session events */ })
-  return { ...app, proxyUrl, adminUrl, initialLogin }
+  return Object.assign(app, { proxyUrl, adminUrl, initialLogin }) // keeps the app's getters live
 }

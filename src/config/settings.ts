@@ -93,7 +93,8 @@ export const SETTINGS = {
   upstreamTimeoutMs: setting('M2M_PROXY_UPSTREAM_TIMEOUT_MS', 30000, integer(100, 600000)),
   bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
   maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
-  logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel)
+  logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
+  credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000))
 } as const
 
 export type SettingKey = keyof typeof SETTINGS

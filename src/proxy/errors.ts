@@ -10,6 +10,8 @@ export interface ProxyErrorBody {
 export const PROXY_ERRORS = {
   notFound: { status: 404, code: 'Proxy.NotFound' },
   forbidden: { status: 403, code: 'Proxy.Forbidden' },
+  unauthorized: { status: 401, code: 'Proxy.Unauthorized' },
+  conflict: { status: 409, code: 'Proxy.Conflict' },
   badRequest: { status: 400, code: 'Proxy.BadRequest' },
   bodyTooLarge: { status: 413, code: 'Proxy.BodyTooLarge' },
   upstreamUnreachable: { status: 502, code: 'Proxy.UpstreamUnreachable' },

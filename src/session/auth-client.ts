@@ -6,6 +6,7 @@ import { UpstreamAuthError } from './errors.js'
 export const OAUTH_TOKEN_PATH = '/api/ts/v1/oauth2/token'
 export const LOGIN_PATH = '/api/m2m/v1/session/login'
 export const LOGOUT_PATH = '/api/m2m/v1/session/logout'
+export const PASSWORD_RESET_PATH = '/api/m2m/v1/session/password/actions/reset'
 const MAX_AUTH_RESPONSE_BYTES = 64 * 1024
 
 export interface OAuthGrant {
@@ -18,6 +19,8 @@ export interface ThingSpaceAuthApi {
   fetchOAuthToken: (clientId: string, clientSecret: string) => Promise<OAuthGrant>
   login: (oauthToken: string, username: string, password: string) => Promise<string>
   logout: (oauthToken: string, sessionToken: string) => Promise<void>
+  /** ThingSpace generates the new password; it is effective at once. */
+  resetPassword: (oauthToken: string, sessionToken: string, oldPassword: string) => Promise<string>
 }
 
 // Failures before any byte reached the server: the platform cannot have counted them.
@@ -76,6 +79,21 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     }, undefined, 'session logout')
   }
 
+  async resetPassword (oauthToken: string, sessionToken: string, oldPassword: string): Promise<string> {
+    const answer = await this.call('PUT', PASSWORD_RESET_PATH, {
+      authorization: `Bearer ${oauthToken}`,
+      'vz-m2m-token': sessionToken,
+      'content-type': 'application/json',
+      accept: 'application/json'
+    }, JSON.stringify({ oldPassword }), 'password reset')
+    const newPassword = answer.body?.newPassword
+    if (typeof newPassword !== 'string' || newPassword === '') {
+      // The reset may have happened: say so, the operator must check the account.
+      throw new UpstreamAuthError('unknown-outcome', 'password reset answered without newPassword', answer.statusCode)
+    }
+    return newPassword
+  }
+
   private async call (method: 'POST' | 'PUT', path: string, headers: Record<string, string>, body: string | undefined, what: string): Promise<JsonAnswer> {
     let response: Dispatcher.ResponseData
     try {
@@ -107,6 +125,9 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     if (answer.statusCode === 401 && answer.body?.fault !== undefined) {
       // The API gateway refused the bearer token: the request never reached the session service.
       throw new UpstreamAuthError('oauth-invalid', detail, answer.statusCode, upstreamCode)
+    }
+    if (upstreamCode?.includes('.SessionToken.') === true) {
+      throw new UpstreamAuthError('session-invalid', detail, answer.statusCode, upstreamCode)
     }
     if (answer.statusCode >= 400 && answer.statusCode < 500) {
       throw new UpstreamAuthError('rejected', detail, answer.statusCode, upstreamCode)

@@ -6,8 +6,9 @@
  * - oauth-invalid: the API gateway refused our bearer (401 fault), the login itself was never tried
  * - unavailable: a 5xx answer or no connection; the login was not counted
  * - unknown-outcome: sent but no answer (timeout, reset); it may have been counted
+ * - session-invalid: a call made with the session token was refused for that token
  */
-export type AuthFailureKind = 'rejected' | 'oauth-invalid' | 'unavailable' | 'unknown-outcome'
+export type AuthFailureKind = 'rejected' | 'oauth-invalid' | 'unavailable' | 'unknown-outcome' | 'session-invalid'
 
 export class UpstreamAuthError extends Error {
   override readonly name = 'UpstreamAuthError'

@@ -160,10 +160,29 @@ export class SessionManager {
     return await this.acquireTokens()
   }
 
-  /** Log in now (start-up or operator request); resolves once a session is cached. */
+  /** Log in now (start-up); resolves once a session is cached. */
   async startSession (reason?: RenewalReason): Promise<void> {
     if (reason !== undefined) this.pendingRenewal = reason
     await this.login()
+  }
+
+  /**
+   * Logs in afresh even though a session may be cached (operator request, new password), then logs the
+   * replaced session out upstream. Requests keep using the old session until the new one is in place.
+   */
+  async restartSession (reason: RenewalReason): Promise<void> {
+    // A login already under way may use the previous credentials: let it finish, then log in again.
+    if (this.loginInFlight !== undefined) await this.loginInFlight.catch(() => undefined)
+    const replaced = this.sessions.peek(SESSION_KEY)
+    this.pendingRenewal = reason
+    const fresh = await this.login()
+    if (replaced !== undefined && replaced.token !== fresh.token) {
+      try {
+        await this.options.api.logout(await this.oauth.get(), replaced.token)
+      } catch (error) {
+        this.events.onWarning?.(`logout of the replaced session failed: ${error instanceof Error ? error.message : String(error)}`)
+      }
+    }
   }
 
   /** Logs the current session out upstream and forgets it; false when there was none. */
@@ -181,8 +200,16 @@ export class SessionManager {
   useCredentials (credentials: SessionCredentials): void {
     const appChanged = credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
     this.credentials = credentials
-    if (this.options.guard.useCredentials(credentials)) this.loginBackoff.reset()
+    if (this.options.guard.useCredentials(credentials)) {
+      this.loginBackoff.reset()
+      this.lastLoginRejected = false
+    }
     if (appChanged) this.oauth.clear()
+  }
+
+  /** The credentials in force (for rotation and reload); never to be logged. */
+  get currentCredentials (): SessionCredentials {
+    return this.credentials
   }
 
   get guardEngaged (): boolean {
@@ -191,7 +218,14 @@ export class SessionManager {
 
   /** Ready: a session is held, or the last login succeeded. */
   get ready (): boolean {
-    return this.sessions.has(SESSION_KEY) || (this.lastLoginSucceeded && !this.options.guard.engaged)
+    return this.notReadyReason() === undefined
+  }
+
+  /** Why the proxy cannot serve right now, or undefined when it holds a session or its last login succeeded. */
+  notReadyReason (): 'credentials-rejected' | 'not-logged-in' | 'login-failing' | undefined {
+    if (this.options.guard.engaged) return 'credentials-rejected'
+    if (this.sessions.has(SESSION_KEY) || this.lastLoginSucceeded) return undefined
+    return this.logins === 0 ? 'not-logged-in' : 'login-failing'
   }
 
   snapshot (): SessionSnapshot {

@@ -89,6 +89,12 @@ class FakeApi implements ThingSpaceAuthApi {
   async logout (oauthToken: string, sessionToken: string): Promise<void> {
     this.logoutCalls.push({ oauthToken, sessionToken })
   }
+
+  readonly resetCalls: Array<{ oauthToken: string, sessionToken: string, oldPassword: string }> = []
+  async resetPassword (oauthToken: string, sessionToken: string, oldPassword: string): Promise<string> {
+    this.resetCalls.push({ oauthToken, sessionToken, oldPassword })
+    return `Generated${this.resetCalls.length}x`
+  }
 }
 
 interface Recorded {

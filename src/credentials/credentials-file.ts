@@ -1,0 +1,58 @@
+// The credentials file as a place that can be rewritten: pre-flight checks and the atomic password update used by rotation.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { writeFileAtomicSync } from '../fs/atomic-write.js'
+import { errorCode } from '../config/load.js'
+import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
+
+export class CredentialsFile {
+  constructor (readonly path: string) {}
+
+  /** Reads and validates; throws ConfigError naming what is wrong (never quoting a value). */
+  read (): Credentials {
+    return loadCredentials(this.path)
+  }
+
+  /**
+   * Why the file could not be rewritten right now, or undefined when it can: proven by creating a
+   * probe file in the same directory, not guessed from mode bits (root, read-only mounts, ACLs).
+   */
+  rewriteProblem (): string | undefined {
+    let stats: fs.Stats
+    try {
+      stats = fs.statSync(this.path)
+      parseCredentials(fs.readFileSync(this.path, 'utf8'), this.path)
+    } catch (error) {
+      return `the credentials file ${this.path} cannot be read or is invalid (${errorCode(error)})`
+    }
+    const uid = process.getuid?.()
+    if (uid !== undefined && uid !== 0 && stats.uid !== uid) {
+      return `the credentials file ${this.path} is owned by uid ${stats.uid}, not by this process (uid ${uid})`
+    }
+    const directory = path.dirname(this.path)
+    const probe = path.join(directory, `.${path.basename(this.path)}.probe-${randomBytes(4).toString('hex')}`)
+    try {
+      fs.closeSync(fs.openSync(probe, 'wx', 0o600))
+      fs.rmSync(probe, { force: true })
+    } catch (error) {
+      return `the directory ${directory} is not writable (${errorCode(error)}); the credentials file is replaced by a rename within it`
+    }
+    return undefined
+  }
+
+  /** Replaces the password, keeping every other field, owner and mode 0600; atomic and durable. */
+  writePassword (newPassword: string): void {
+    const document = JSON.parse(fs.readFileSync(this.path, 'utf8')) as Record<string, unknown>
+    const stats = fs.statSync(this.path)
+    document.password = newPassword
+    // Only root can (and must, to keep the file readable by its owner) hand the new file back to the owner.
+    const owner = process.getuid?.() === 0 ? { uid: stats.uid, gid: stats.gid } : undefined
+    writeFileAtomicSync(this.path, JSON.stringify(document, null, 2) + '\n', 0o600, owner)
+  }
+}
+
+export function sameCredentials (a: Credentials, b: Credentials): boolean {
+  return a.username === b.username && a.password === b.password && a.clientId === b.clientId && a.clientSecret === b.clientSecret
+}
