@@ -317,6 +317,7 @@ export class SessionManager {
       this.pendingRenewal = undefined
     }
     const session = { token, loggedInAt: this.options.clock.now() }
+    this.lastUsedAt = session.loggedInAt // the platform's idle clock starts at login
     this.sessions.set(SESSION_KEY, session)
     this.events.onLogin?.('success', { consecutiveRejections: 0 })
     return session

@@ -31,6 +31,8 @@ export class LogCollector extends Writable {
 export interface StackOptions {
   simulator?: Partial<SimulatorOptions>
   credentials?: Partial<Credentials>
+  /** Written to the credentials file besides the four fields (rotation must keep them). */
+  extraCredentialFields?: Record<string, unknown>
   env?: Record<string, string>
   clock?: Clock
   /** Reuse a state/credentials directory (restart tests). */
@@ -49,9 +51,16 @@ export interface Stack {
   logs: LogCollector
   client: Dispatcher
   /** A request to the proxy listener; the body is read whole. */
-  call: (method: string, urlPath: string, options?: { headers?: Record<string, string>, body?: string | Buffer }) => Promise<{ status: number, headers: Record<string, string | string[] | undefined>, text: string, json: () => unknown }>
+  call: (method: string, urlPath: string, options?: CallOptions) => Promise<CallResult>
+  /** The same against the admin listener. */
+  adminCall: (method: string, urlPath: string, options?: CallOptions) => Promise<CallResult>
   stopProxy: () => Promise<void>
 }
+
+export interface CallOptions { headers?: Record<string, string>, body?: string | Buffer }
+export interface CallResult { status: number, headers: Record<string, string | string[] | undefined>, text: string, json: () => unknown }
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
 
 export async function startSimulator (t: Test, options: Partial<SimulatorOptions> = {}): Promise<{ sim: Simulator, simUrl: string }> {
   const sim = buildSimulator({ ...DEMO_CREDENTIALS, ...options })
@@ -67,7 +76,7 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   const dir = options.dir ?? t.testdir({})
   const credentialsFile = path.join(dir, 'credentials.json')
   if (options.dir === undefined || !fs.existsSync(credentialsFile)) {
-    fs.writeFileSync(credentialsFile, JSON.stringify({ ...DEMO_CREDENTIALS, ...options.credentials }), { mode: 0o600 })
+    fs.writeFileSync(credentialsFile, JSON.stringify({ ...DEMO_CREDENTIALS, ...options.credentials, ...options.extraCredentialFields }), { mode: 0o600 })
   }
   const config = createConfig({
     env: {
@@ -76,6 +85,7 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
       M2M_PROXY_PORT: '0',
       M2M_PROXY_ADMIN_PORT: '0',
       M2M_PROXY_LOG_LEVEL: 'debug',
+      M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
       ...options.env
     },
     readTextFile: (file) => fs.readFileSync(file, 'utf8'),
@@ -93,8 +103,8 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   if (options.waitForLogin !== false) await proxy.initialLogin
   const client = new Agent({ connections: 512, pipelining: 0 })
   t.teardown(() => client.close())
-  const call: Stack['call'] = async (method, urlPath, callOptions = {}) => {
-    const response = await request(proxy.proxyUrl + urlPath, {
+  const callTo = (base: string): Stack['call'] => async (method, urlPath, callOptions = {}) => {
+    const response = await request(base + urlPath, {
       method: method as Dispatcher.HttpMethod,
       headers: callOptions.headers,
       body: callOptions.body,
@@ -103,7 +113,7 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
     const text = await response.body.text()
     return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
   }
-  return { sim, simUrl, proxy, config, dir, logs, client, call, stopProxy }
+  return { sim, simUrl, proxy, config, dir, logs, client, call: callTo(proxy.proxyUrl), adminCall: callTo(proxy.adminUrl), stopProxy }
 }
 
 export const ECHO_PATH = '/api/m2m/v1/simulator/echo'
