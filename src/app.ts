@@ -2,9 +2,12 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { Agent, type Dispatcher } from 'undici'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
+import { CredentialsFile } from './credentials/credentials-file.js'
+import { CredentialOperations } from './credentials/operations.js'
+import { watchCredentialsFile } from './credentials/watcher.js'
 import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-client.js'
 import { systemClock, type Clock } from './session/clock.js'
 import { AuthUnavailableError } from './session/errors.js'
@@ -12,10 +15,10 @@ import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
 import { sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
+import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { registerAdminRoutes } from './admin/plugin.js'
-import { CredentialsFile } from './credentials/credentials-file.js'
-import { CredentialOperations } from './credentials/operations.js'
-import { watchCredentialsFile } from './credentials/watcher.js'
+import { ProxyMetrics, methodLabel, statusClass } from './metrics.js'
+import { createUpstreamDispatcher } from './upstream.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -30,16 +33,23 @@ export interface ProxyApp {
   admin: FastifyInstance
   session: SessionManager
   operations: CredentialOperations
+  metrics: ProxyMetrics
   readonly shuttingDown: boolean
+  /** Graceful stop: readiness 503, no new connections, in-flight requests finish (bounded), session logged out. */
+  shutdown: () => Promise<void>
+  /** Immediate stop (tests, second signal). */
   close: () => Promise<void>
 }
 
-/** One connection pool for all upstream calls; certificates are always verified. */
-export function createUpstreamDispatcher (config: ProxyConfig): Dispatcher {
-  return new Agent({
-    connect: { rejectUnauthorized: true, timeout: Math.min(config.upstreamTimeoutMs, 10_000) },
-    keepAliveTimeout: 4_000
-  })
+const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+
+function fastifyOptions (logger: Logger, listener: string): { loggerInstance: FastifyBaseLogger, logController: LogController, genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => string, requestIdHeader: false } {
+  return {
+    loggerInstance: logger.child({ listener }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }), // the proxy writes one line per request itself
+    genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
+    requestIdHeader: false
+  }
 }
 
 export async function buildApp (config: ProxyConfig, credentials: Credentials, deps: AppDependencies): Promise<ProxyApp> {
@@ -48,6 +58,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const sessionLog = logger.child({ component: 'session' })
   const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
   const clock = deps.clock ?? systemClock
+  // Read only when scraped, by then `session` below exists.
+  const metrics = new ProxyMetrics(() => session)
   const session = new SessionManager({
     api,
     credentials,
@@ -56,29 +68,29 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     clock,
     events: {
       onLogin: (outcome, detail) => {
+        metrics.logins.inc({ outcome })
         if (outcome === 'success') sessionLog.info('logged in to ThingSpace')
         else sessionLog.error({ outcome, consecutiveLoginFailures: detail.consecutiveRejections, maxLoginFailures: config.maxLoginFailures }, `login failed: ${detail.message ?? outcome}`)
       },
-      onOAuthFetch: (outcome) => sessionLog[outcome === 'success' ? 'debug' : 'error']({ outcome }, 'OAuth token fetch'),
-      onRenewal: (reason) => sessionLog.info({ reason }, 'session renewed'),
+      onOAuthFetch: (outcome) => {
+        metrics.oauthFetches.inc({ outcome })
+        sessionLog[outcome === 'success' ? 'debug' : 'error']({ outcome }, 'OAuth token fetch')
+      },
+      onRenewal: (reason) => {
+        metrics.renewals.inc({ reason })
+        sessionLog.info({ reason }, 'session renewed')
+      },
       onWarning: (message) => sessionLog.warn(message)
     }
   })
 
-  const proxy = Fastify({
-    loggerInstance: logger.child({ listener: 'proxy' }) as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }), // one line per request, written below
-    bodyLimit: config.bodyLimitBytes,
-    return503OnClosing: true
-  })
+  const proxy = Fastify({ ...fastifyOptions(logger, 'proxy'), bodyLimit: config.bodyLimitBytes, return503OnClosing: true })
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
-    const code = (error as { code?: string }).code
-    if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return sendProxyError(reply, 'bodyTooLarge', `request body larger than ${config.bodyLimitBytes} bytes (M2M_PROXY_BODY_LIMIT_BYTES)`)
     }
-    const status = (error as { statusCode?: number }).statusCode
-    if (status !== undefined && status >= 400 && status < 500) {
+    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)
     }
     request.log.error({ err: error }, 'unexpected error')
@@ -86,8 +98,11 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   })
   proxy.setNotFoundHandler((_request, reply) =>
     sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded'))
+  // Set at the last moment: a replay clears the headers of the refused answer.
+  proxy.addHook('onSend', async (request, reply) => { reply.header(REQUEST_ID_HEADER, request.id) })
   proxy.addHook('onResponse', async (request, reply) => {
     const state = request.proxyState
+    metrics.requests.inc({ method: methodLabel(request.method), status_class: statusClass(reply.statusCode) })
     request.log.info({
       method: request.method,
       path: request.url.split('?', 1)[0],
@@ -103,7 +118,13 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     bodyLimitBytes: config.bodyLimitBytes,
-    onReplay: (rejection) => sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
+    onReplay: (rejection) => {
+      metrics.replays.inc({ reason: rejection.cause })
+      sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
+    },
+    onUpstreamResult: (statusCode, seconds) => {
+      metrics.upstreamDuration.observe({ status_class: statusCode === undefined ? 'error' : statusClass(statusCode) }, seconds)
+    }
   })
 
   const credentialsLog = logger.child({ component: 'credentials' })
@@ -115,11 +136,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     events: { onWarning: (message) => credentialsLog.warn(message), onInfo: (message) => credentialsLog.info(message) }
   })
   let shuttingDown = false
-  const admin = Fastify({
-    loggerInstance: logger.child({ listener: 'admin' }) as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true })
-  })
-  registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, isShuttingDown: () => shuttingDown })
+  const admin = Fastify(fastifyOptions(logger, 'admin'))
+  registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, metrics, isShuttingDown: () => shuttingDown })
 
   const stopWatching = config.credentialsWatchIntervalMs === 0
     ? () => {}
@@ -131,18 +149,40 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       })
     })
 
+  const close = async (): Promise<void> => {
+    shuttingDown = true
+    stopWatching()
+    await Promise.allSettled([proxy.close(), admin.close()])
+    await dispatcher.destroy()
+  }
+
+  const shutdown = async (): Promise<void> => {
+    shuttingDown = true // readiness answers 503 from now on
+    stopWatching()
+    // Stop accepting; Fastify waits for requests in flight and closes idle keep-alive connections.
+    const drained = proxy.close().then(() => true)
+    const inTime = await Promise.race([drained, sleep(config.shutdownGraceMs, false)])
+    if (!inTime) {
+      logger.warn({ graceMs: config.shutdownGraceMs }, 'requests still in flight after the grace period: closing their connections')
+      proxy.server.closeAllConnections()
+      await drained
+    }
+    if (config.logoutOnShutdown) {
+      const loggedOut = await Promise.race([session.endSession().then(() => true, () => false), sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, false)])
+      logger.info({ loggedOut }, 'upstream session logged out')
+    }
+    await admin.close()
+    await dispatcher.destroy()
+  }
+
   return {
     proxy,
     admin,
     session,
     operations,
+    metrics,
     get shuttingDown () { return shuttingDown },
-    close: async () => {
-      shuttingDown = true
-      stopWatching()
-      await Promise.allSettled([proxy.close(), admin.close()])
-      await dispatcher.close()
-    }
+    shutdown,
+    close
   }
 }
-

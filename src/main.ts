@@ -36,10 +36,16 @@ async function main (): Promise<void> {
   }
   let stopping = false
   const stop = (signal: string): void => {
-    if (stopping) process.exit(1) // a second signal: do not wait
+    if (stopping) {
+      logger.warn({ signal }, 'second signal: exiting at once')
+      process.exit(1)
+    }
     stopping = true
-    logger.info({ signal }, 'shutting down')
-    running.close().then(() => process.exit(0), () => process.exit(1))
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
+    running.shutdown().then(() => process.exit(0), (error: unknown) => {
+      logger.error({ err: error }, 'shutdown failed')
+      process.exit(1)
+    })
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))

@@ -6,6 +6,7 @@ import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
+import { describeEgress } from './upstream.js'
 import type { Clock } from './session/clock.js'
 
 export interface RunningProxy extends ProxyApp {
@@ -34,7 +35,7 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   }
   const proxyUrl = urlOf(app.proxy.server.address())
   const adminUrl = urlOf(app.admin.server.address())
-  logger.info({ proxyUrl, adminUrl, upstream: config.upstream }, 'listening')
+  logger.info({ proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null }, 'listening')
   if (guard.engaged) {
     logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')
   }

@@ -8,11 +8,13 @@ import type { SessionManager } from '../session/session-manager.js'
 import { sendProxyError, type ProxyErrorKind } from '../proxy/errors.js'
 import { sendAuthUnavailable } from '../proxy/plugin.js'
 import { checkAdminAuthorization } from './auth.js'
+import type { ProxyMetrics } from '../metrics.js'
 
 export interface AdminPluginOptions {
   adminToken: string | undefined
   session: SessionManager
   operations: CredentialOperations
+  metrics: ProxyMetrics
   isShuttingDown: () => boolean
 }
 
@@ -82,6 +84,12 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
   })
 
   app.get('/healthz', async () => ({ status: 'ok' }))
+
+  // Open like the probes: the admin listener is local by default, and no label carries a secret.
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', options.metrics.registry.contentType)
+    return await options.metrics.registry.metrics()
+  })
 
   app.get('/readyz', async (_request, reply: FastifyReply) => {
     const reason = options.isShuttingDown() ? 'shutting-down' : session.notReadyReason()

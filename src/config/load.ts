@@ -18,6 +18,36 @@ export type ProxyConfig = {
   stateDir: string
   /** Bearer token of the admin routes; undefined disables them. */
   adminToken: string | undefined
+  /** Corporate egress proxy from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case). */
+  egress: EgressProxy
+}
+
+export interface EgressProxy {
+  httpProxy?: string
+  httpsProxy?: string
+  noProxy?: string
+}
+
+function proxyUrl (env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = env[name] ?? env[name.toLowerCase()]
+  if (value === undefined || value.trim() === '') return undefined
+  let url: URL
+  try {
+    url = new URL(value.trim())
+  } catch {
+    throw new ConfigError(name, 'must be a URL such as http://proxy.example.com:3128') // not echoed: may hold a password
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(name, `must use http:// or https:// (got ${url.protocol})`)
+  return url.href
+}
+
+function resolveEgress (env: NodeJS.ProcessEnv): EgressProxy {
+  const noProxy = env.NO_PROXY ?? env.no_proxy
+  return {
+    httpProxy: proxyUrl(env, 'HTTP_PROXY'),
+    httpsProxy: proxyUrl(env, 'HTTPS_PROXY'),
+    noProxy: noProxy === undefined || noProxy.trim() === '' ? undefined : noProxy.trim()
+  }
 }
 
 export interface ConfigSources {
@@ -109,9 +139,10 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
   const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
   const { adminTokenFile: _file, adminToken: _token, ...rest } = settings
   return {
-    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken'>),
+    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress'>),
     credentialsFile,
     stateDir: settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
-    adminToken: resolveAdminToken(settings, sources)
+    adminToken: resolveAdminToken(settings, sources),
+    egress: resolveEgress(sources.env)
   }
 }

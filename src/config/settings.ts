@@ -30,6 +30,14 @@ function integer (min: number, max: number): Parser<number> {
 
 const port = integer(0, 65535)
 
+function boolean (raw: unknown, setting: string): boolean {
+  if (typeof raw === 'boolean') return raw
+  const value = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
+  if (['true', '1', 'yes'].includes(value)) return true
+  if (['false', '0', 'no'].includes(value)) return false
+  throw new ConfigError(setting, `must be true or false (got ${describe(raw)})`)
+}
+
 function upstreamOrigin (raw: unknown, setting: string): string {
   const value = text(raw, setting)
   let url: URL
@@ -94,7 +102,9 @@ export const SETTINGS = {
   bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
   maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
-  credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000))
+  credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
+  shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
+  logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean)
 } as const
 
 export type SettingKey = keyof typeof SETTINGS

@@ -14,6 +14,7 @@ import { isForwardableTarget } from './paths.js'
 import { peekBody } from './response-body.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
 import { registerSessionControllerStubs } from './session-stubs.js'
+import { REQUEST_ID_HEADER } from './request-id.js'
 
 /** Error answers up to this size are read to look for a token rejection; larger ones stream through. */
 const MAX_INSPECTED_ERROR_BYTES = 64 * 1024
@@ -27,6 +28,8 @@ export interface ProxyPluginOptions {
   upstreamTimeoutMs: number
   bodyLimitBytes: number
   onReplay?: (rejection: TokenRejection) => void
+  /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
+  onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
 }
 
 /** Per-request bookkeeping of the forwarding. */
@@ -34,6 +37,7 @@ export interface ProxyState {
   tokens: UpstreamTokens
   replayed: boolean
   upstreamStatus: number | undefined
+  upstreamStartedAt: number
 }
 
 declare module 'fastify' {
@@ -66,6 +70,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     rewriteRequestHeaders: (request, headers) => {
       // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length.
       if (!Buffer.isBuffer(request.body)) delete headers['content-length']
+      headers[REQUEST_ID_HEADER] = request.id
       return withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
     },
     onResponse: (anyRequest, anyReply, raw) => {
@@ -75,6 +80,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       const response = raw as unknown as UpstreamResponse
       const state = request.proxyState as ProxyState
       state.upstreamStatus = response.statusCode
+      options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
       if (state.replayed || !mayBeTokenRejection(response.statusCode)) {
         reply.send(response.stream)
         return
@@ -86,6 +92,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     },
     onError: (anyReply, { error }) => {
       const reply = anyReply as FastifyReply
+      const state = reply.request.proxyState
+      if (state !== null) options.onUpstreamResult?.(undefined, (performance.now() - state.upstreamStartedAt) / 1000)
       const failure = classifyUpstreamFailure(error)
       reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
       const message = failure.kind === 'upstreamTimeout'
@@ -97,6 +105,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     // request.url is forwarded as received (path and query), after isForwardableTarget checked it.
+    (request.proxyState as ProxyState).upstreamStartedAt = performance.now()
     const body = request.body
     if (Buffer.isBuffer(body) && body.length > 0) {
       const contentType = request.headers['content-type'] ?? 'application/octet-stream'
@@ -136,7 +145,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
     }
     const tokens = session.currentTokens() ?? await session.acquireTokens()
-    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined }
+    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined, upstreamStartedAt: 0 }
     return forward(request, reply)
   }
 
