@@ -35,6 +35,8 @@ export interface SimulatorOptions {
   now?: () => number
   /** Fastify logger; default false. */
   logger?: boolean
+  /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
+  https?: { key: string, cert: string }
 }
 
 export type LoginFaultMode = 'status500' | 'hang' | 'reset'
@@ -105,7 +107,10 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const hangingSockets = new Set<Socket>()
 
   // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
-  const app = Fastify({ logger: options.logger ?? false, forceCloseConnections: true })
+  // The HTTPS variant has another server type; both expose the same routes, so one type serves the callers.
+  const app = (options.https === undefined
+    ? Fastify({ logger: options.logger ?? false, forceCloseConnections: true })
+    : Fastify({ logger: options.logger ?? false, forceCloseConnections: true, https: options.https })) as unknown as FastifyInstance
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
     done(null, parseFormBody(typeof body === 'string' ? body : body.toString('utf8')))

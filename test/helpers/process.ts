@@ -1,0 +1,67 @@
+// Runs the built proxy (dist/main.js) as a child process and follows its JSON log lines.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
+
+export interface ProxyProcess {
+  child: ChildProcess
+  proxyUrl: string
+  adminUrl: string
+  lines: Array<Record<string, unknown>>
+  exit: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /** Resolves with the first log line for which `test` holds. */
+  waitFor: (test: (line: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>>
+}
+
+export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN): Promise<ProxyProcess> {
+  const child = spawn(process.execPath, [script], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const lines: Array<Record<string, unknown>> = []
+  const waiters: Array<() => void> = []
+  let buffered = ''
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString()
+    const complete = buffered.split('\n')
+    buffered = complete.pop() ?? ''
+    for (const line of complete) {
+      if (line.trim() === '') continue
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        lines.push({ msg: line })
+      }
+    }
+    for (const wake of waiters.splice(0)) wake()
+  })
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('exit', (code, signal) => {
+      for (const wake of waiters.splice(0)) wake()
+      resolve({ code, signal })
+    })
+  })
+  let exited = false
+  void exit.then(() => { exited = true })
+  const waitFor: ProxyProcess['waitFor'] = async (test, timeoutMs = 15_000) => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const found = lines.find(test)
+      if (found !== undefined) return found
+      if (exited) throw new Error(`the proxy exited; stderr: ${stderr.trim()}`)
+      if (Date.now() > deadline) throw new Error('timed out waiting for a log line')
+      await new Promise<void>((resolve) => {
+        waiters.push(resolve)
+        setTimeout(resolve, 100)
+      })
+    }
+  }
+  const listening = await waitFor((line) => line.msg === 'listening')
+  return { child, proxyUrl: String(listening.proxyUrl), adminUrl: String(listening.adminUrl), lines, exit, waitFor }
+}

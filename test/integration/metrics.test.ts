@@ -1,0 +1,103 @@
+// Prometheus metrics on the admin listener move as the events happen, with bounded labels.
+
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
+import { metricValue } from '../helpers/metrics.js'
+
+async function scrape (stack: Stack): Promise<string> {
+  const answer = await stack.adminCall('GET', '/metrics')
+  if (answer.status !== 200) throw new Error(`/metrics answered ${answer.status}`)
+  return answer.text
+}
+
+t.test('/metrics: the documented metrics and Node\'s process metrics, without a token', async (t) => {
+  const stack = await startStack(t)
+  const answer = await stack.adminCall('GET', '/metrics')
+  t.equal(answer.status, 200)
+  t.match(answer.headers['content-type'], /^text\/plain/)
+  for (const name of ['m2m_proxy_requests_total', 'm2m_proxy_upstream_duration_seconds', 'm2m_proxy_logins_total', 'm2m_proxy_session_renewals_total',
+    'm2m_proxy_replays_total', 'm2m_proxy_oauth_fetches_total', 'm2m_proxy_session_age_seconds', 'm2m_proxy_session_idle_seconds',
+    'm2m_proxy_login_guard_engaged', 'process_cpu_user_seconds_total', 'nodejs_heap_size_used_bytes']) {
+    t.match(answer.text, new RegExp(`^# TYPE ${name} `, 'm'), name)
+  }
+  t.equal(metricValue(answer.text, 'm2m_proxy_logins_total', { outcome: 'success' }), 1, 'the start-up login')
+  t.equal(metricValue(answer.text, 'm2m_proxy_oauth_fetches_total', { outcome: 'success' }), 1)
+  t.equal(metricValue(answer.text, 'm2m_proxy_login_guard_engaged'), 0)
+})
+
+t.test('requests, upstream durations, re-logins and replays are counted as they happen', async (t) => {
+  const stack = await startStack(t)
+  await stack.call('GET', ECHO_PATH)
+  await stack.call('POST', ECHO_PATH, { body: 'x' })
+  await stack.call('GET', '/not-proxied')
+  let text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '2xx' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'POST', status_class: '2xx' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '4xx' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_upstream_duration_seconds_count', { status_class: '2xx' }), 2)
+
+  stack.sim.expireSessions()
+  await stack.call('GET', ECHO_PATH)
+  text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_session_renewals_total', { reason: 'expired' }), 1, 'a re-login after SessionToken.Expired')
+  t.equal(metricValue(text, 'm2m_proxy_replays_total', { reason: 'session' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_logins_total', { outcome: 'success' }), 2)
+  t.equal(metricValue(text, 'm2m_proxy_upstream_duration_seconds_count', { status_class: '4xx' }), 1, 'the refused first attempt')
+
+  stack.sim.expireOAuthToken()
+  await stack.call('GET', ECHO_PATH)
+  text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_replays_total', { reason: 'oauth' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_oauth_fetches_total', { outcome: 'success' }), 2)
+
+  await stack.adminCall('POST', '/admin/session/start', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  await stack.adminCall('POST', '/admin/password/rotate', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_session_renewals_total', { reason: 'admin' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_session_renewals_total', { reason: 'rotation' }), 1)
+  t.ok(metricValue(text, 'm2m_proxy_session_age_seconds') >= 0)
+
+  await stack.sim.app.close()
+  await stack.call('GET', ECHO_PATH)
+  text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '5xx' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_upstream_duration_seconds_count', { status_class: 'error' }), 1)
+})
+
+t.test('idle renewals are counted', async (t) => {
+  let now = Date.now()
+  const clock = { now: () => now }
+  const stack = await startStack(t, { clock, simulator: { now: clock.now } })
+  now += 25 * 60_000
+  await stack.call('GET', ECHO_PATH)
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_session_renewals_total', { reason: 'idle' }), 1)
+})
+
+t.test('rejected logins and the engaged guard show', async (t) => {
+  const stack = await startStack(t, { credentials: { password: 'wrong' } })
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_logins_total', { outcome: 'rejected' }), 1)
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_guard_engaged'), 0)
+  await sleep(1100)
+  await stack.call('GET', ECHO_PATH)
+  const text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_logins_total', { outcome: 'rejected' }), 2)
+  t.equal(metricValue(text, 'm2m_proxy_login_guard_engaged'), 1)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '5xx' }), 1)
+})
+
+t.test('labels stay bounded: no path, identifier, token or user name in any series', async (t) => {
+  const stack = await startStack(t)
+  for (let i = 0; i < 30; i++) {
+    await stack.call('GET', `/api/m2m/v1/accounts/account-${i}?user=someone-${i}`)
+    await stack.call(i % 2 === 0 ? 'PROPFIND' : 'MKCOL', `/api/m2m/v1/devices/${i}`)
+  }
+  const text = await scrape(stack)
+  const series = text.split('\n').filter((line) => line.startsWith('m2m_proxy_'))
+  t.ok(series.length < 80, `${series.length} m2m_proxy_ series`)
+  for (const secret of [...stack.sim.activeSessionTokens(), stack.sim.currentOAuthToken() ?? '', 'demo-user', 'account-1', 'someone-', '/api/']) {
+    t.notOk(text.includes(secret), `no "${secret.slice(0, 12)}…" in the metrics`)
+  }
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'OTHER', status_class: '4xx' }) +
+    metricValue(text, 'm2m_proxy_requests_total', { method: 'OTHER', status_class: '2xx' }), 30, 'unusual methods folded into OTHER')
+})

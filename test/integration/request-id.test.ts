@@ -1,0 +1,31 @@
+// X-Request-Id: kept when sane, made otherwise; forwarded upstream, returned, and on every log line of the request.
+
+import t from 'tap'
+import { ECHO_PATH, startStack } from '../helpers/stack.js'
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+t.test('a sane incoming id round-trips: upstream, response, logs', async (t) => {
+  const stack = await startStack(t)
+  stack.sim.expireSessions() // so that this request also logs a replay line
+  const id = 'erp-batch-42:item.7'
+  const answer = await stack.call('GET', ECHO_PATH, { headers: { 'x-request-id': id } })
+  t.equal(answer.status, 200)
+  t.equal(answer.headers['x-request-id'], id, 'returned to the client')
+  t.equal((answer.json() as { headers: Record<string, string> }).headers['x-request-id'], id, 'forwarded upstream')
+  const lines = stack.logs.entries().filter((entry) => entry.reqId === id)
+  t.ok(lines.some((entry) => entry.msg === 'request' && entry.replayed === true), 'the request line carries it')
+})
+
+t.test('missing or insane ids are replaced by a generated one', async (t) => {
+  const stack = await startStack(t)
+  for (const header of [undefined, '', 'has spaces in it', 'x'.repeat(200), 'quote"s', 'new\u00e9line']) {
+    const answer = await stack.call('GET', ECHO_PATH, { headers: header === undefined ? {} : { 'x-request-id': header } })
+    const returned = answer.headers['x-request-id']
+    t.match(returned, UUID, `replaced ${JSON.stringify(header)?.slice(0, 20)}`)
+    t.equal((answer.json() as { headers: Record<string, string> }).headers['x-request-id'], returned)
+    t.ok(stack.logs.entries().some((entry) => entry.reqId === returned && entry.msg === 'request'))
+  }
+  const errors = await stack.call('GET', '/nowhere', { headers: { 'x-request-id': 'on-an-error' } })
+  t.equal(errors.headers['x-request-id'], 'on-an-error', 'also on answers the proxy makes itself')
+})

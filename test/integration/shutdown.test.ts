@@ -1,0 +1,68 @@
+// Graceful shutdown of the built proxy: readiness 503 at once, in-flight requests finish, session logged out, exit 0.
+
+import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { startSimulator } from '../helpers/stack.js'
+import { startProxyProcess } from '../helpers/process.js'
+
+async function startWithSimulator (t: Test, env: Record<string, string> = {}) {
+  const { sim, simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', ...env }, dir)
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  return { sim, proxy }
+}
+
+t.test('SIGTERM with a request in flight: it completes, readiness turns 503, the session is logged out, exit 0', async (t) => {
+  const { sim, proxy } = await startWithSimulator(t)
+  const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/1500`)
+  await sleep(200)
+  proxy.child.kill('SIGTERM')
+  await proxy.waitFor((line) => line.msg === 'shutting down')
+  const readiness = await fetch(`${proxy.adminUrl}/readyz`)
+  t.equal(readiness.status, 503, 'not ready while draining')
+  t.match(await readiness.json(), { ready: false, reason: 'shutting-down' })
+  await t.rejects(fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/echo`), 'no new connections accepted')
+  const answer = await inFlight
+  t.equal(answer.status, 200, 'the request in flight completed')
+  t.same(await answer.json(), { delayedMs: 1500 })
+  const { code } = await proxy.exit
+  t.equal(code, 0)
+  t.equal(sim.stats.logouts, 1, 'the upstream session was logged out')
+  t.same(sim.activeSessionTokens(), [])
+})
+
+t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN=false keeps the upstream session', async (t) => {
+  const { sim, proxy } = await startWithSimulator(t, { M2M_PROXY_LOGOUT_ON_SHUTDOWN: 'false' })
+  proxy.child.kill('SIGINT')
+  t.equal((await proxy.exit).code, 0)
+  t.equal(sim.stats.logouts, 0)
+  t.equal(sim.activeSessionTokens().length, 1)
+})
+
+t.test('the grace period bounds the wait for requests in flight', async (t) => {
+  const { proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' })
+  const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/20000`).then(() => 'answered', () => 'cut')
+  await sleep(200)
+  const started = Date.now()
+  proxy.child.kill('SIGTERM')
+  const { code } = await proxy.exit
+  t.equal(code, 0)
+  t.ok(Date.now() - started < 5000, `stopped after ${Date.now() - started} ms`)
+  t.equal(await inFlight, 'cut')
+})
+
+t.test('a second signal exits at once', async (t) => {
+  const { proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '60000' })
+  void fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/30000`).catch(() => {})
+  await sleep(200)
+  proxy.child.kill('SIGTERM')
+  await proxy.waitFor((line) => line.msg === 'shutting down')
+  const started = Date.now()
+  proxy.child.kill('SIGTERM')
+  const { code } = await proxy.exit
+  t.ok(Date.now() - started < 2000, 'did not wait for the grace period')
+  t.equal(code, 1)
+})
