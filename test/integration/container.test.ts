@@ -3,7 +3,7 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { startStack } from '../helpers/stack.js'
 
@@ -38,3 +38,76 @@ t.test('healthcheck script: 0 while /healthz answers, 1 when nothing listens', a
   await stack.stopProxy()
   t.equal(await run(port), 1)
 })
+
+/** ENV and CMD of the Dockerfile's final stage, as docker would read them (simple forms only). */
+function finalStage (): { env: Record<string, string>, cmd: string[], healthcheck: string[], workdir: string, copies: string[] } {
+  const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n\s*/g, ' ')
+  const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
+  const env: Record<string, string> = {}
+  for (const line of final.split('\n').filter((candidate) => candidate.startsWith('ENV '))) {
+    for (const match of line.slice(4).matchAll(/([A-Z0-9_]+)=(\S+)/g)) env[match[1] as string] = match[2] as string
+  }
+  const json = (prefix: RegExp): string[] => JSON.parse(final.split('\n').find((line) => prefix.test(line))?.replace(prefix, '') ?? '[]') as string[]
+  return {
+    env,
+    cmd: json(/^CMD /),
+    healthcheck: json(/^HEALTHCHECK .*CMD /),
+    workdir: /^WORKDIR (\S+)$/m.exec(final)?.[1] ?? '/',
+    copies: [...final.matchAll(/^COPY (?:--from=\S+ )?(\S+) /gm)].map((match) => match[1] as string)
+  }
+}
+
+t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD and ENV say, writing nothing beside the state', async (t) => {
+  const { startSimulator } = await import('../helpers/stack.js')
+  const { startProxyProcess } = await import('../helpers/process.js')
+  const { DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
+  const stage = finalStage()
+  t.same(stage.cmd, ['node', 'dist/main.js'])
+  t.same(stage.copies.sort(), ['/app/dist', '/app/node_modules', 'package.json'].sort())
+  const image = t.testdir({ state: { 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) } })
+  const app = path.join(image, 'app')
+  fs.mkdirSync(app)
+  for (const file of ['package.json', 'package-lock.json']) fs.copyFileSync(path.join(ROOT, file), path.join(app, file))
+  execFileSyncQuiet('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], app)
+  fs.cpSync(path.join(ROOT, 'dist'), path.join(app, 'dist'), { recursive: true })
+  for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check']) {
+    t.notOk(fs.existsSync(path.join(app, 'node_modules', devOnly)), `no ${devOnly} in the image`)
+  }
+  const before = listTree(app)
+
+  const { sim, simUrl } = await startSimulator(t)
+  const credentialsFile = path.join(image, 'state', 'credentials.json')
+  const proxy = await startProxyProcess({
+    ...stage.env,
+    M2M_PROXY_PORT: '0',
+    M2M_PROXY_ADMIN_PORT: '0',
+    M2M_PROXY_UPSTREAM: simUrl,
+    M2M_PROXY_CREDENTIALS_FILE: credentialsFile
+  }, app, path.join(app, stage.cmd[1] ?? ''))
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  t.match(proxy.proxyUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'listens on 0.0.0.0 as the image says')
+  const port = new URL(proxy.proxyUrl).port
+  const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/TestAccount-1`)
+  t.equal(answer.status, 200)
+  t.equal(sim.stats.logins, 1)
+
+  const adminPort = new URL(proxy.adminUrl).port
+  const health = await new Promise<number>((resolve) => {
+    execFile(process.execPath, stage.healthcheck.slice(1), { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
+      (error) => resolve(error === null ? 0 : Number(error.code ?? 1)))
+  })
+  t.equal(health, 0, 'the HEALTHCHECK command passes')
+  proxy.child.kill('SIGTERM')
+  t.equal((await proxy.exit).code, 0)
+  t.same(listTree(app), before, 'nothing written under the application directory (read-only root works)')
+  t.ok(fs.existsSync(path.join(image, 'state', 'login-guard.json')), 'state went to the volume')
+})
+
+function execFileSyncQuiet (command: string, args: string[], cwd: string): void {
+  execFileSync(command, args, { cwd, stdio: 'ignore', timeout: 300_000 })
+}
+
+function listTree (dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).sort()
+}
