@@ -13,7 +13,7 @@ import { systemClock, type Clock } from './session/clock.js'
 import { AuthUnavailableError } from './session/errors.js'
 import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
-import { sendProxyError } from './proxy/errors.js'
+import { rawBadRequest, sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { registerAdminRoutes } from './admin/plugin.js'
@@ -84,12 +84,23 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     }
   })
 
-  const proxy = Fastify({ ...fastifyOptions(logger, 'proxy'), bodyLimit: config.bodyLimitBytes, return503OnClosing: true })
+  const proxy = Fastify({
+    ...fastifyOptions(logger, 'proxy'),
+    bodyLimit: config.bodyLimitBytes,
+    return503OnClosing: true,
+    // Requests refused before routing answer in the same {"errorCode","errorMessage"} shape as the rest.
+    frameworkErrors: (error, _request, reply) => sendProxyError(reply, 'badRequest', error.message),
+    clientErrorHandler: (error, socket) => {
+      if (socket.writable) socket.end(rawBadRequest(`malformed HTTP request (${(error as { code?: string }).code ?? 'parse error'})`))
+      else socket.destroy()
+    }
+  })
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return sendProxyError(reply, 'bodyTooLarge', `request body larger than ${config.bodyLimitBytes} bytes (M2M_PROXY_BODY_LIMIT_BYTES)`)
     }
+    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendProxyError(reply, 'unsupportedMediaType', 'malformed Content-Type header')
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)
     }

@@ -14,6 +14,7 @@ export const PROXY_ERRORS = {
   conflict: { status: 409, code: 'Proxy.Conflict' },
   badRequest: { status: 400, code: 'Proxy.BadRequest' },
   bodyTooLarge: { status: 413, code: 'Proxy.BodyTooLarge' },
+  unsupportedMediaType: { status: 415, code: 'Proxy.UnsupportedMediaType' },
   upstreamUnreachable: { status: 502, code: 'Proxy.UpstreamUnreachable' },
   upstreamTimeout: { status: 504, code: 'Proxy.UpstreamTimeout' },
   authUnavailable: { status: 503, code: 'Proxy.AuthenticationUnavailable' },
@@ -21,6 +22,12 @@ export const PROXY_ERRORS = {
 } as const
 
 export type ProxyErrorKind = keyof typeof PROXY_ERRORS
+
+/** The same shape for requests so malformed that Fastify never built a request (Node's parser refused them). */
+export function rawBadRequest (message: string): string {
+  const body = JSON.stringify({ errorCode: PROXY_ERRORS.badRequest.code, errorMessage: message } satisfies ProxyErrorBody)
+  return `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+}
 
 export function sendProxyError (reply: FastifyReply, kind: ProxyErrorKind, message: string, codeSuffix?: string): FastifyReply {
   const { status, code } = PROXY_ERRORS[kind]

@@ -65,6 +65,10 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const baseReplyOptions: FastifyReplyFromHooks = {
     timeout: options.upstreamTimeoutMs,
     retryDelay: () => null, // never retried by reply-from: replays are decided here, once
+    queryString: (_search, rawUrl) => {
+      const queryStart = rawUrl.indexOf('?')
+      return queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
+    },
     // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
     rewriteHeaders: (headers) => withoutHopByHop(headers),
     rewriteRequestHeaders: (request, headers) => {
@@ -104,14 +108,17 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
-    // request.url is forwarded as received (path and query), after isForwardableTarget checked it.
+    // The path (checked by isForwardableTarget) goes to reply-from, the query as received through
+    // queryString: reply-from would decode a query with a stray % and fail.
     (request.proxyState as ProxyState).upstreamStartedAt = performance.now()
+    const queryStart = request.url.indexOf('?')
+    const path = queryStart === -1 ? request.url : request.url.slice(0, queryStart)
     const body = request.body
     if (Buffer.isBuffer(body) && body.length > 0) {
       const contentType = request.headers['content-type'] ?? 'application/octet-stream'
-      return reply.from(request.url, { ...baseReplyOptions, body, contentType })
+      return reply.from(path, { ...baseReplyOptions, body, contentType })
     }
-    return reply.from(request.url, baseReplyOptions)
+    return reply.from(path, baseReplyOptions)
   }
 
   async function inspectAndReplay (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): Promise<void> {
