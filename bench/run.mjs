@@ -1,0 +1,189 @@
+// `npm run bench`: throughput, latency and RSS of this proxy against the upstream itself, nginx and bare @fastify/http-proxy,
+// all in one run on this machine, GET and POST (1 KiB JSON) in alternating rounds; prints one table and the ratios.
+import { spawn, spawnSync, execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const PATH = '/api/m2m/v1/devices/actions/list'
+const POST_BODY = JSON.stringify({ accountName: 'TestAccount-1', filter: { groupName: 'x'.repeat(940) } })
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
+const children = []
+
+function has (command) {
+  return spawnSync('sh', ['-c', `command -v ${command}`]).status === 0
+}
+const TOOL = process.env.BENCH_TOOL ?? (has('wrk') ? 'wrk' : 'autocannon')
+
+/** Starts a child that prints its port on the first stdout line. */
+function startChild (args, env = {}, { portFromLog = false } = {}) {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  children.push(child)
+  return new Promise((resolve, reject) => {
+    let output = ''
+    const onData = (chunk) => {
+      output += chunk.toString()
+      const line = portFromLog
+        ? output.split('\n').find((candidate) => candidate.includes('"msg":"listening"'))
+        : output.split('\n').length > 1 ? output.split('\n')[0] : undefined
+      if (line === undefined) return
+      const port = portFromLog ? Number(new URL(JSON.parse(line).proxyUrl).port) : Number(line)
+      child.stdout.off('data', onData)
+      child.stdout.resume() // keep draining: production logging is part of the cost
+      resolve({ child, port })
+    }
+    child.stdout.on('data', onData)
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)))
+  })
+}
+
+function rssMiB (pid) {
+  try {
+    const kb = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
+    return kb / 1024
+  } catch {
+    return NaN
+  }
+}
+
+async function load (port, method) {
+  const url = `http://127.0.0.1:${port}${PATH}`
+  if (TOOL === 'wrk') {
+    const script = path.join(work, `${method}.lua`)
+    fs.writeFileSync(script, method === 'POST'
+      ? `wrk.method = "POST"\nwrk.body = ${JSON.stringify(POST_BODY)}\nwrk.headers["Content-Type"] = "application/json"\n`
+      : 'wrk.method = "GET"\n')
+    const output = execFileSync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url], { encoding: 'utf8' })
+    const unit = (value, suffix) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[suffix] ?? 1)
+    const percentile = (p) => {
+      const match = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(output)
+      return match === null ? NaN : unit(match[1], match[2])
+    }
+    const errors = /Non-2xx or 3xx responses: (\d+)/.exec(output)
+    const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output)
+    return {
+      rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]),
+      p50: percentile(50),
+      p99: percentile(99),
+      errors: Number(errors?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0))
+    }
+  }
+  const { default: autocannon } = await import('autocannon')
+  const result = await autocannon({ url, method, connections: CONNECTIONS, duration: DURATION_S, body: method === 'POST' ? POST_BODY : undefined, headers: method === 'POST' ? { 'content-type': 'application/json' } : {} })
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.non2xx + result.errors }
+}
+
+function startNginx (upstreamPort) {
+  if (!fs.existsSync('/usr/sbin/nginx') && !has('nginx')) return undefined
+  const prefix = path.join(work, 'nginx')
+  fs.mkdirSync(path.join(prefix, 'logs'), { recursive: true })
+  const port = 20000 + Math.floor(Math.random() * 20000)
+  const conf = path.join(prefix, 'nginx.conf')
+  fs.writeFileSync(conf, `worker_processes 1;
+error_log ${prefix}/logs/error.log warn;
+pid ${prefix}/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
+  upstream thingspace { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location /api/m2m/ {
+      proxy_pass http://thingspace;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer fixed-oauth-token";
+      proxy_set_header VZ-M2M-Token "fixed-session-token";
+    }
+  }
+}
+`)
+  const nginx = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx'
+  const child = spawn(nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: 'inherit' })
+  children.push(child)
+  return { child, port }
+}
+
+function median (values) {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b)
+  if (sorted.length === 0) return NaN
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+async function main () {
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' })
+  const upstream = await startChild(['bench/upstream.mjs'])
+  const credentials = path.join(work, 'credentials.json')
+  fs.writeFileSync(credentials, JSON.stringify({ username: 'bench', password: 'bench-password', clientId: 'bench-client', clientSecret: 'bench-secret' }), { mode: 0o600 })
+  const proxy = await startChild(['dist/main.js'], {
+    M2M_PROXY_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
+    M2M_PROXY_CREDENTIALS_FILE: credentials,
+    M2M_PROXY_PORT: '0',
+    M2M_PROXY_ADMIN_PORT: '0',
+    M2M_PROXY_LOG_LEVEL: 'info'
+  }, { portFromLog: true })
+  const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'])
+  const nginx = startNginx(upstream.port)
+  if (nginx !== undefined) await sleep(300)
+
+  const targets = [
+    { name: 'upstream direct (the limit)', port: upstream.port },
+    ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port }]),
+    { name: 'bare @fastify/http-proxy', port: bare.port },
+    { name: 'm2m-session-proxy (info logs)', port: proxy.port, pid: proxy.child.pid }
+  ]
+  const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
+  const rss = []
+  process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'})\n`)
+  for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
+
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const method of ['GET', 'POST']) {
+      // Rotate the order each round so that no target always runs on a cooler or hotter machine.
+      const ordered = targets.map((_, index) => targets[(index + round) % targets.length])
+      for (const target of ordered) {
+        const result = await load(target.port, method)
+        results.get(target.name)[method].push(result)
+        if (target.pid !== undefined) rss.push(rssMiB(target.pid))
+        process.stderr.write(`  round ${round + 1} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ''}\n`)
+      }
+    }
+  }
+
+  const summary = targets.map((target) => {
+    const row = { name: target.name }
+    for (const method of ['GET', 'POST']) {
+      const runs = results.get(target.name)[method]
+      row[method] = { rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), errors: runs.reduce((sum, run) => sum + run.errors, 0) }
+    }
+    return row
+  })
+  const lines = ['', `| target | GET req/s | GET p50 ms | GET p99 ms | POST req/s | POST p50 ms | POST p99 ms | errors |`, '|---|---:|---:|---:|---:|---:|---:|---:|']
+  for (const row of summary) {
+    lines.push(`| ${row.name} | ${row.GET.rps.toFixed(0)} | ${row.GET.p50.toFixed(2)} | ${row.GET.p99.toFixed(2)} | ${row.POST.rps.toFixed(0)} | ${row.POST.p50.toFixed(2)} | ${row.POST.p99.toFixed(2)} | ${row.GET.errors + row.POST.errors} |`)
+  }
+  const ours = summary.at(-1)
+  const byName = (prefix) => summary.find((row) => row.name.startsWith(prefix))
+  const ratio = (other, method) => other === undefined ? 'n/a' : (ours[method].rps / other[method].rps).toFixed(2)
+  lines.push('', `m2m-session-proxy RSS: median ${median(rss).toFixed(1)} MiB, max ${Math.max(...rss).toFixed(1)} MiB (target < 150 MiB)`)
+  lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
+  lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
+  lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
+  process.stdout.write(lines.join('\n') + '\n')
+}
+
+try {
+  await main()
+} finally {
+  for (const child of children) child.kill('SIGKILL')
+  fs.rmSync(work, { recursive: true, force: true })
+}
