@@ -17,7 +17,7 @@ import { rawBadRequest, sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { registerAdminRoutes } from './admin/plugin.js'
-import { ProxyMetrics, methodLabel, statusClass } from './metrics.js'
+import { ProxyMetrics } from './metrics.js'
 import { createUpstreamDispatcher } from './upstream.js'
 
 export interface AppDependencies {
@@ -110,10 +110,13 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   proxy.setNotFoundHandler((_request, reply) =>
     sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded'))
   // Set at the last moment: a replay clears the headers of the refused answer.
-  proxy.addHook('onSend', async (request, reply) => { reply.header(REQUEST_ID_HEADER, request.id) })
-  proxy.addHook('onResponse', async (request, reply) => {
+  proxy.addHook('onSend', (request, reply, payload, done) => {
+    reply.header(REQUEST_ID_HEADER, request.id)
+    done(null, payload)
+  })
+  proxy.addHook('onResponse', (request, reply, done) => {
     const state = request.proxyState
-    metrics.requests.inc({ method: methodLabel(request.method), status_class: statusClass(reply.statusCode) })
+    metrics.countRequest(request.method, reply.statusCode)
     request.log.info({
       method: request.method,
       path: request.url.split('?', 1)[0],
@@ -122,6 +125,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
       replayed: state?.replayed ?? false
     }, 'request')
+    done()
   })
   await proxy.register(proxyPlugin, {
     upstream: config.upstream,
@@ -133,9 +137,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       metrics.replays.inc({ reason: rejection.cause })
       sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
     },
-    onUpstreamResult: (statusCode, seconds) => {
-      metrics.upstreamDuration.observe({ status_class: statusCode === undefined ? 'error' : statusClass(statusCode) }, seconds)
-    }
+    onUpstreamResult: metrics.observeUpstream
   })
 
   const credentialsLog = logger.child({ component: 'credentials' })

@@ -14,6 +14,22 @@ export function statusClass (statusCode: number): string {
   return statusCode >= 100 && statusCode < 600 ? `${Math.floor(statusCode / 100)}xx` : 'other'
 }
 
+type Labelled<T> = { labels: (...values: string[]) => T }
+
+/** prom-client hashes label objects on every call; resolving each label set once keeps the hot path cheap. */
+function cachedChildren<T> (metric: Labelled<T>): (...values: string[]) => T {
+  const children = new Map<string, T>()
+  return (...values) => {
+    const key = values.join('\u0000')
+    let child = children.get(key)
+    if (child === undefined) {
+      child = metric.labels(...values)
+      children.set(key, child)
+    }
+    return child
+  }
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry()
   readonly requests = new Counter({ name: 'm2m_proxy_requests_total', help: 'Requests answered on the proxy listener', labelNames: ['method', 'status_class'] as const, registers: [this.registry] })
@@ -30,7 +46,16 @@ export class ProxyMetrics {
   readonly replays = new Counter({ name: 'm2m_proxy_replays_total', help: 'Requests replayed after a token rejection', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly oauthFetches = new Counter({ name: 'm2m_proxy_oauth_fetches_total', help: 'OAuth token requests by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
 
+  /** Counts one answered request (hot path). */
+  readonly countRequest: (method: string, statusCode: number) => void
+  /** Records one upstream exchange (hot path); statusCode undefined when it failed. */
+  readonly observeUpstream: (statusCode: number | undefined, seconds: number) => void
+
   constructor (session: () => SessionManager | undefined) {
+    const requestCounter = cachedChildren(this.requests)
+    this.countRequest = (method, statusCode) => requestCounter(methodLabel(method), statusClass(statusCode)).inc()
+    const durationHistogram = cachedChildren(this.upstreamDuration)
+    this.observeUpstream = (statusCode, seconds) => durationHistogram(statusCode === undefined ? 'error' : statusClass(statusCode)).observe(seconds)
     collectDefaultMetrics({ register: this.registry })
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {

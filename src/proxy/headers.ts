@@ -6,35 +6,55 @@ import type { UpstreamTokens } from '../session/session-manager.js'
 export const SESSION_TOKEN_HEADER = 'vz-m2m-token'
 
 // RFC 9110 §7.6.1: these describe one connection, never the next one. (proxy-connection: legacy clients.)
-const HOP_BY_HOP_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'] as const
+const HOP_BY_HOP_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']
 
 // Client credentials for the proxy itself or upstream are never passed on. `expect` is answered by
 // this server (100-continue) and the buffered body is sent whole, so it must not travel on either.
-const CLIENT_ONLY_HEADERS = ['authorization', SESSION_TOKEN_HEADER, 'proxy-authorization', 'expect'] as const
+const CLIENT_ONLY_HEADERS = ['authorization', SESSION_TOKEN_HEADER, 'proxy-authorization', 'expect']
+
+const NOT_FORWARDED_RESPONSE = new Set(HOP_BY_HOP_HEADERS)
+const NOT_FORWARDED_REQUEST = new Set([...HOP_BY_HOP_HEADERS, ...CLIENT_ONLY_HEADERS])
 
 type Headers = IncomingHttpHeaders | OutgoingHttpHeaders
 
-/** Removes hop-by-hop headers, including any the message's own Connection header names. Mutates. */
-export function withoutHopByHop<T extends Headers> (headers: T): T {
+/** Names listed in the message's own Connection header: hop-by-hop too. */
+function connectionNamed (headers: Headers): Set<string> | undefined {
   const connection = headers.connection
-  if (connection !== undefined) {
-    for (const name of String(connection).split(',')) {
-      const trimmed = name.trim().toLowerCase()
-      if (trimmed !== '') delete headers[trimmed]
-    }
+  if (connection === undefined) return undefined
+  const named = new Set<string>()
+  for (const name of String(connection).split(',')) {
+    const trimmed = name.trim().toLowerCase()
+    if (trimmed !== '') named.add(trimmed)
   }
-  for (const name of HOP_BY_HOP_HEADERS) delete headers[name]
-  return headers
+  return named
 }
 
 /**
- * Mutates and returns `headers` (reply-from's copy of the client's headers, Connection-named ones
- * already dropped): hop-by-hop and client credentials out, the proxy's tokens in.
+ * A copy without the excluded names: copying once is cheaper on the hot path than deleting keys,
+ * which turns V8 objects into slow dictionaries.
+ */
+function copyWithout<T extends Headers> (headers: T, excluded: Set<string>): T {
+  const named = connectionNamed(headers)
+  const copy: Headers = {}
+  for (const name in headers) {
+    if (excluded.has(name) || named?.has(name) === true) continue
+    copy[name] = headers[name]
+  }
+  return copy as T
+}
+
+/** Without hop-by-hop headers, including any the message's own Connection header names. */
+export function withoutHopByHop<T extends Headers> (headers: T): T {
+  return copyWithout(headers, NOT_FORWARDED_RESPONSE)
+}
+
+/**
+ * The headers to send upstream, from reply-from's copy of the client's (Connection-named ones already
+ * dropped): hop-by-hop and client credentials out, the proxy's tokens in.
  */
 export function withUpstreamAuth (headers: IncomingHttpHeaders, tokens: UpstreamTokens): IncomingHttpHeaders {
-  withoutHopByHop(headers)
-  for (const name of CLIENT_ONLY_HEADERS) delete headers[name]
-  headers.authorization = `Bearer ${tokens.oauthToken}`
-  headers[SESSION_TOKEN_HEADER] = tokens.sessionToken
-  return headers
+  const forwarded = copyWithout(headers, NOT_FORWARDED_REQUEST)
+  forwarded.authorization = `Bearer ${tokens.oauthToken}`
+  forwarded[SESSION_TOKEN_HEADER] = tokens.sessionToken
+  return forwarded
 }

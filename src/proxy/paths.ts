@@ -2,6 +2,7 @@
 
 export const FORWARDED_PREFIX = '/api/m2m/'
 const MAX_DECODE_ROUNDS = 3
+const NEEDS_SEGMENT_CHECK = /[%.\\#\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
 
 /** Decodes percent-escapes until stable (bounded), so double-encoded dots are seen for what they become. */
 function decodeRepeatedly (segment: string): string | undefined {
@@ -27,6 +28,8 @@ export function isForwardableTarget (rawUrl: string): boolean {
   if (!rawUrl.startsWith(FORWARDED_PREFIX)) return false // also rejects absolute-form and authority-form targets
   const queryStart = rawUrl.indexOf('?')
   const path = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
+  // Fast path: with no dot, escape, backslash, fragment or control character there is nothing to decode.
+  if (!NEEDS_SEGMENT_CHECK.test(path)) return true
   if (path.includes('\\') || path.includes('#')) return false
   for (const segment of path.split('/')) {
     const decoded = decodeRepeatedly(segment)

@@ -72,10 +72,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
     rewriteHeaders: (headers) => withoutHopByHop(headers),
     rewriteRequestHeaders: (request, headers) => {
-      // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length.
-      if (!Buffer.isBuffer(request.body)) delete headers['content-length']
-      headers[REQUEST_ID_HEADER] = request.id
-      return withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
+      const forwarded = withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
+      forwarded[REQUEST_ID_HEADER] = request.id
+      // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length (undici skips undefined).
+      if (!Buffer.isBuffer(request.body) && forwarded['content-length'] !== undefined) forwarded['content-length'] = undefined
+      return forwarded
     },
     onResponse: (anyRequest, anyReply, raw) => {
       // This server is HTTP/1 only; and reply-from hands over {statusCode, headers, stream}, whatever its type says.
@@ -147,11 +148,24 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     forward(request, reply)
   }
 
-  async function handler (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  /**
+   * The hot path stays synchronous: with both tokens cached there is no await and no promise. Returning
+   * undefined tells Fastify that reply-from answers; the slow path returns the reply, which Fastify awaits.
+   */
+  function handler (request: FastifyRequest, reply: FastifyReply): undefined | Promise<FastifyReply> {
     if (!isForwardableTarget(request.url)) {
-      return sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
+      sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
+      return undefined
     }
-    const tokens = session.currentTokens() ?? await session.acquireTokens()
+    const tokens = session.currentTokens()
+    if (tokens === undefined) return authenticateThenForward(request, reply)
+    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined, upstreamStartedAt: 0 }
+    forward(request, reply)
+    return undefined
+  }
+
+  async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const tokens = await session.acquireTokens()
     request.proxyState = { tokens, replayed: false, upstreamStatus: undefined, upstreamStartedAt: 0 }
     return forward(request, reply)
   }

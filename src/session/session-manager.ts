@@ -11,8 +11,8 @@ import { OAuthTokenCache } from './oauth-token.js'
 
 /** Tokens attached to one upstream request. */
 export interface UpstreamTokens {
-  oauthToken: string
-  sessionToken: string
+  readonly oauthToken: string
+  readonly sessionToken: string
 }
 
 export interface SessionCredentials {
@@ -86,6 +86,7 @@ export class SessionManager {
   private lastUsedAt: number | undefined
   private lastLoginSucceeded = false
   private lastLoginRejected = false
+  private lastTokens: UpstreamTokens | undefined
   private logins = 0
   private renewals = 0
   /** Why the next login replaces a session, for the renewal counter. */
@@ -128,7 +129,10 @@ export class SessionManager {
     const session = this.sessions.get(SESSION_KEY)
     if (session === undefined) return undefined
     this.lastUsedAt = this.options.clock.now()
-    return { oauthToken, sessionToken: session.token }
+    const cached = this.lastTokens
+    if (cached !== undefined && cached.oauthToken === oauthToken && cached.sessionToken === session.token) return cached
+    this.lastTokens = { oauthToken, sessionToken: session.token } // immutable, shared by requests until a token changes
+    return this.lastTokens
   }
 
   /** Both tokens, logging in or fetching first when needed. Throws AuthUnavailableError. */

@@ -35,11 +35,15 @@ export interface SimulatorOptions {
   now?: () => number
   /** Fastify logger; default false. */
   logger?: boolean
+  /** Delay before answering a login, as a network round trip to the real platform would (soak tests). */
+  loginDelayMs?: number
+  /** Share of data requests whose connection is reset instead of answered (soak tests); default 0. */
+  resetProbability?: number
   /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
   https?: { key: string, cert: string }
 }
 
-export type LoginFaultMode = 'status500' | 'hang' | 'reset'
+export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject'
 
 export interface Simulator {
   app: FastifyInstance
@@ -56,7 +60,8 @@ export interface Simulator {
   expireOAuthToken(): void
   /**
    * The next `count` logins (after the bearer check, before any credential check) fail this way:
-   * 'status500' answers 500, 'hang' never answers until the server closes, 'reset' destroys the socket.
+   * 'status500' answers 500, 'hang' never answers until the server closes, 'reset' destroys the socket,
+   * 'reject' refuses the credentials as a wrong password would (and counts toward the lockout).
    * Calls queue up in order; injected failures are not counted as failed logins.
    */
   failNextLogins(count: number, mode: LoginFaultMode): void
@@ -104,6 +109,7 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const lockoutThreshold = positiveOption('lockoutThreshold', options.lockoutThreshold, DEFAULT_LOCKOUT_THRESHOLD)
   const account = new SimulatedAccount(options.username, options.password, lockoutThreshold, stats)
   const pendingLoginFaults: LoginFaultMode[] = []
+  const resetProbability = options.resetProbability ?? 0
   const hangingSockets = new Set<Socket>()
 
   // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
@@ -201,9 +207,11 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
 
   app.post<{ Body: unknown }>('/api/m2m/v1/session/login', async (request, reply) => {
     const fault = pendingLoginFaults.shift()
-    if (fault !== undefined) return injectLoginFault(fault, request, reply)
+    if (fault !== undefined && fault !== 'reject') return injectLoginFault(fault, request, reply)
+    if (options.loginDelayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, options.loginDelayMs))
     const username = stringField(request.body, 'username')
-    const password = stringField(request.body, 'password')
+    // An injected rejection goes through the account like a wrong password, so it counts toward the lockout.
+    const password = fault === 'reject' ? '\u0000injected-wrong-password' : stringField(request.body, 'password')
     if (username === undefined || password === undefined) {
       return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"username","password"} with string values'))
     }
@@ -220,6 +228,11 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   // Everything below needs a live session token too: checked before the body is read.
   app.register(async (withSession) => {
     withSession.addHook('onRequest', async (request, reply) => {
+      if (resetProbability > 0 && !request.url.startsWith('/api/m2m/v1/session/') && Math.random() < resetProbability) {
+        reply.hijack()
+        request.raw.socket.destroy()
+        return reply
+      }
       const check = sessions.use(sessionTokenOf(request))
       if (check === 'expired') {
         return reply.code(400).send(uwsError(UWS_ERROR_CODES.sessionExpired, 'Session token expired; log in again'))
