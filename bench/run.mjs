@@ -1,6 +1,7 @@
 // `npm run bench`: throughput, latency and RSS of this proxy against the upstream itself, nginx and bare @fastify/http-proxy,
 // all in one run on this machine, GET and POST (1 KiB JSON) in alternating rounds; prints one table and the ratios.
-import { spawn, spawnSync, execFileSync } from 'node:child_process'
+import { spawn, spawnSync, execFileSync, execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -21,26 +22,41 @@ function has (command) {
 }
 const TOOL = process.env.BENCH_TOOL ?? (has('wrk') ? 'wrk' : 'autocannon')
 
+const execFileAsync = promisify(execFile)
+
 /** Starts a child that prints its port on the first stdout line. */
-function startChild (args, env = {}, { portFromLog = false } = {}) {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+function startChild (args) {
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
   children.push(child)
   return new Promise((resolve, reject) => {
     let output = ''
     const onData = (chunk) => {
       output += chunk.toString()
-      const line = portFromLog
-        ? output.split('\n').find((candidate) => candidate.includes('"msg":"listening"'))
-        : output.split('\n').length > 1 ? output.split('\n')[0] : undefined
-      if (line === undefined) return
-      const port = portFromLog ? Number(new URL(JSON.parse(line).proxyUrl).port) : Number(line)
+      if (!output.includes('\n')) return
       child.stdout.off('data', onData)
-      child.stdout.resume() // keep draining: production logging is part of the cost
-      resolve({ child, port })
+      child.stdout.resume()
+      resolve({ child, port: Number(output.split('\n')[0]) })
     }
     child.stdout.on('data', onData)
     child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)))
   })
+}
+
+/** Starts the proxy as in production: its JSON log lines go to a file, as with a container runtime's log driver. */
+async function startProxy (env) {
+  const logFile = path.join(work, 'proxy.log')
+  const log = fs.openSync(logFile, 'w')
+  const child = spawn(process.execPath, ['dist/main.js'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', log, 'inherit'] })
+  children.push(child)
+  for (let i = 0; i < 200; i++) {
+    const line = fs.readFileSync(logFile, 'utf8').split('\n').find((candidate) => candidate.includes('"msg":"listening"'))
+    if (line !== undefined) {
+      // Start the log afresh so that the file does not fill the disk over long runs.
+      return { child, port: Number(new URL(JSON.parse(line).proxyUrl).port), logFile }
+    }
+    await sleep(50)
+  }
+  throw new Error('the proxy did not start')
 }
 
 function rssMiB (pid) {
@@ -59,7 +75,7 @@ async function load (port, method) {
     fs.writeFileSync(script, method === 'POST'
       ? `wrk.method = "POST"\nwrk.body = ${JSON.stringify(POST_BODY)}\nwrk.headers["Content-Type"] = "application/json"\n`
       : 'wrk.method = "GET"\n')
-    const output = execFileSync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url], { encoding: 'utf8' })
+    const { stdout: output } = await execFileAsync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url], { encoding: 'utf8' })
     const unit = (value, suffix) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[suffix] ?? 1)
     const percentile = (p) => {
       const match = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(output)
@@ -124,13 +140,13 @@ async function main () {
   const upstream = await startChild(['bench/upstream.mjs'])
   const credentials = path.join(work, 'credentials.json')
   fs.writeFileSync(credentials, JSON.stringify({ username: 'bench', password: 'bench-password', clientId: 'bench-client', clientSecret: 'bench-secret' }), { mode: 0o600 })
-  const proxy = await startChild(['dist/main.js'], {
+  const proxy = await startProxy({
     M2M_PROXY_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
     M2M_PROXY_CREDENTIALS_FILE: credentials,
     M2M_PROXY_PORT: '0',
     M2M_PROXY_ADMIN_PORT: '0',
     M2M_PROXY_LOG_LEVEL: 'info'
-  }, { portFromLog: true })
+  })
   const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'])
   const nginx = startNginx(upstream.port)
   if (nginx !== undefined) await sleep(300)
@@ -138,11 +154,11 @@ async function main () {
   const targets = [
     { name: 'upstream direct (the limit)', port: upstream.port },
     ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port }]),
-    { name: 'bare @fastify/http-proxy', port: bare.port },
-    { name: 'm2m-session-proxy (info logs)', port: proxy.port, pid: proxy.child.pid }
+    { name: 'bare @fastify/http-proxy', port: bare.port, pid: bare.child.pid },
+    { name: 'm2m-session-proxy (info logs)', port: proxy.port, pid: proxy.child.pid, logFile: proxy.logFile }
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
-  const rss = []
+  const rss = { [bare.child.pid]: [], [proxy.child.pid]: [] }
   process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'})\n`)
   for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
 
@@ -153,7 +169,8 @@ async function main () {
       for (const target of ordered) {
         const result = await load(target.port, method)
         results.get(target.name)[method].push(result)
-        if (target.pid !== undefined) rss.push(rssMiB(target.pid))
+        if (target.pid !== undefined) rss[target.pid].push(rssMiB(target.pid))
+        if (target.logFile !== undefined) fs.truncateSync(target.logFile) // keep the disk free; the writes still happen
         process.stderr.write(`  round ${round + 1} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ''}\n`)
       }
     }
@@ -174,7 +191,9 @@ async function main () {
   const ours = summary.at(-1)
   const byName = (prefix) => summary.find((row) => row.name.startsWith(prefix))
   const ratio = (other, method) => other === undefined ? 'n/a' : (ours[method].rps / other[method].rps).toFixed(2)
-  lines.push('', `m2m-session-proxy RSS: median ${median(rss).toFixed(1)} MiB, max ${Math.max(...rss).toFixed(1)} MiB (target < 150 MiB)`)
+  const ourRss = rss[proxy.child.pid]
+  const bareRss = rss[bare.child.pid]
+  lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB`)
   lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
   lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
   lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
