@@ -123,8 +123,10 @@ async function soak () {
   while (Date.now() < endAt) {
     await sleep(1000)
     const now = Date.now()
-    if (now >= nextSession) { sim.expireSessions(); sessionExpiries += 1; nextSession += 30_000 }
-    if (now >= nextOauth) { sim.expireOAuthToken(); oauthExpiries += 1; nextOauth += 120_000 }
+    // No expiry in the last 10 s: each one must be met by traffic before the load stops.
+    const expiring = now < endAt - 10_000
+    if (expiring && now >= nextSession) { sim.expireSessions(); sessionExpiries += 1; nextSession += 30_000 }
+    if (expiring && now >= nextOauth) { sim.expireOAuthToken(); oauthExpiries += 1; nextOauth += 120_000 }
     if ((now - started) % 10_000 < 1000) rss.push({ at: now - started, mib: rssMiB(proxy.child.pid) })
   }
   running = false

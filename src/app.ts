@@ -123,7 +123,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       status: reply.statusCode,
       upstreamStatus: state?.upstreamStatus ?? null,
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      replayed: state?.replayed ?? false
+      replayed: state?.replayedFor !== undefined
     }, 'request')
     done()
   })

@@ -1,4 +1,4 @@
-// Forwarding under /api/m2m/: tokens attached, expired tokens renewed and the request replayed once, errors in ThingSpace's shape.
+// Forwarding under /api/m2m/: tokens attached, expired tokens renewed and the request replayed (once per token), errors in ThingSpace's shape.
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
@@ -35,7 +35,8 @@ export interface ProxyPluginOptions {
 /** Per-request bookkeeping of the forwarding. */
 export interface ProxyState {
   tokens: UpstreamTokens
-  replayed: boolean
+  /** Token kinds already renewed for this request: each at most once, so nothing is replayed twice for one cause. */
+  replayedFor: TokenRejection['cause'] | 'both' | undefined
   upstreamStatus: number | undefined
   upstreamStartedAt: number
 }
@@ -86,7 +87,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       const state = request.proxyState as ProxyState
       state.upstreamStatus = response.statusCode
       options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
-      if (state.replayed || !mayBeTokenRejection(response.statusCode)) {
+      if (state.replayedFor === 'both' || !mayBeTokenRejection(response.statusCode)) {
         reply.send(response.stream)
         return
       }
@@ -128,12 +129,14 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       reply.send(peeked.stream)
       return
     }
+    const state = request.proxyState as ProxyState
     const rejection = tokenRejectionOf(response.statusCode, peeked.body)
-    if (rejection === undefined) {
+    // A gateway refusal of the bearer hides the state of the session: when both expired together, the
+    // replay after the OAuth renewal meets the expired session and may be replayed once more for it.
+    if (rejection === undefined || state.replayedFor === rejection.cause) {
       reply.send(peeked.body)
       return
     }
-    const state = request.proxyState as ProxyState
     try {
       state.tokens = await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
     } catch (error) {
@@ -142,7 +145,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       sendAuthUnavailable(reply, error)
       return
     }
-    state.replayed = true
+    state.replayedFor = state.replayedFor === undefined ? rejection.cause : 'both'
     options.onReplay?.(rejection)
     clearHeaders(reply) // those of the refused answer must not leak into the replay's
     forward(request, reply)
@@ -159,14 +162,14 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     const tokens = session.currentTokens()
     if (tokens === undefined) return authenticateThenForward(request, reply)
-    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined, upstreamStartedAt: 0 }
+    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0 }
     forward(request, reply)
     return undefined
   }
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const tokens = await session.acquireTokens()
-    request.proxyState = { tokens, replayed: false, upstreamStatus: undefined, upstreamStartedAt: 0 }
+    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0 }
     return forward(request, reply)
   }
 

@@ -4,6 +4,7 @@ import t from 'tap'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
+import { rawExchange } from '../helpers/raw-http.js'
 
 interface ErrorBody { errorCode: string, errorMessage: string }
 
@@ -76,18 +77,6 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
 })
 
-async function rawRequest (url: string, requestText: string): Promise<string> {
-  const { hostname, port } = new URL(url)
-  return await new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), hostname, () => socket.end(requestText))
-    let answer = ''
-    socket.setEncoding('latin1')
-    socket.on('data', (chunk: string) => { answer += chunk })
-    socket.on('end', () => resolve(answer))
-    socket.on('error', reject)
-  })
-}
-
 t.test('traversal and absolute-form targets never reach another path or host', async (t) => {
   const stack = await startStack(t)
   const before = stack.sim.stats.dataRequests
@@ -105,7 +94,7 @@ t.test('traversal and absolute-form targets never reach another path or host', a
     '//evil.example/api/m2m/v1/simulator/echo'
   ]
   for (const target of targets) {
-    const answer = await rawRequest(stack.proxy.proxyUrl, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
+    const answer = await rawExchange(stack.proxy.proxyUrl, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
     t.match(answer, /^HTTP\/1\.1 (404|400) /, target)
   }
   t.equal(stack.sim.stats.dataRequests, before, 'nothing forwarded')

@@ -4,6 +4,7 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
+import { rawExchange } from '../helpers/raw-http.js'
 
 interface Echo {
   method: string
@@ -150,20 +151,6 @@ t.test('upstream errors pass through untouched; other paths are not proxied', as
   t.equal((account.json() as { accountName: string }).accountName, 'TestAccount-1')
 })
 
-async function rawExchange (url: string, requestText: string): Promise<string> {
-  const { hostname, port } = new URL(url)
-  const net = await import('node:net')
-  return await new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), hostname, () => socket.write(requestText))
-    let answer = ''
-    socket.setEncoding('latin1')
-    socket.on('data', (chunk: string) => { answer += chunk })
-    socket.on('end', () => resolve(answer))
-    socket.on('error', reject)
-    socket.setTimeout(5000, () => socket.destroy(new Error('no answer within 5 s: connection kept open')))
-  })
-}
-
 function echoOf (answer: string): Echo {
   return JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Echo
 }
@@ -193,4 +180,41 @@ t.test('hop-by-hop headers stay on their hop, in both directions (RFC 9110)', as
   const getWithBody = await send([`GET ${ECHO_PATH} HTTP/1.1`, 'Content-Length: 5'], 'hello')
   t.match(getWithBody, /^HTTP\/1\.1 200 /, 'a GET body is dropped, not announced upstream with a length it lacks')
   t.equal(echoOf(getWithBody).headers['content-length'], undefined)
+})
+
+t.test('OAuth token and session expired together: renewed one after the other, the client never sees it', async (t) => {
+  const stack = await startStack(t)
+  stack.sim.expireOAuthToken()
+  stack.sim.expireSessions()
+  const answers = await Promise.all(Array.from({ length: 20 }, () => stack.call('GET', ECHO_PATH)))
+  t.ok(answers.every((answer) => answer.status === 200), 'all 20 answered 200')
+  t.equal(stack.sim.stats.logins, 2, 'one new session')
+  t.equal(stack.sim.stats.oauthTokensIssued, 2, 'one new OAuth token')
+})
+
+t.test('a request is never replayed twice for the same cause', async (t) => {
+  const http = await import('node:http')
+  let dataCalls = 0
+  let logins = 0
+  const server = http.createServer((request, response) => {
+    request.resume()
+    response.setHeader('content-type', 'application/json')
+    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"a","token_type":"bearer","expires_in":3600}')
+    if (request.url === '/api/m2m/v1/session/login') {
+      logins += 1
+      return response.end(`{"sessionToken":"s${logins}"}`)
+    }
+    dataCalls += 1
+    response.statusCode = 400
+    response.end('{"errorCode":"UnifiedWebService.REQUEST_FAILED.SessionToken.Expired","errorMessage":"always"}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const { port } = server.address() as { port: number }
+  const stack = await startStack(t, { upstream: `http://127.0.0.1:${port}` })
+  const answer = await stack.call('GET', '/api/m2m/v1/accounts/x')
+  t.equal(answer.status, 400, 'the second refusal reaches the client untouched')
+  t.match(answer.json(), { errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired' })
+  t.equal(dataCalls, 2, 'sent once, replayed once')
+  t.equal(logins, 2, 'one login for the replay')
 })

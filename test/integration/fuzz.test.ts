@@ -6,6 +6,7 @@ import fc from 'fast-check'
 import http from 'node:http'
 import net from 'node:net'
 import { startStack } from '../helpers/stack.js'
+import { rawExchange } from '../helpers/raw-http.js'
 
 const UPSTREAM_OAUTH = 'fuzz-oauth-token-3f9a1c'
 const UPSTREAM_SESSION = 'fuzz-session-token-7b2e4d'
@@ -38,19 +39,6 @@ async function startRecordingUpstream (t: Test): Promise<{ url: string, recorded
   return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, recorded }
 }
 
-function rawExchange (port: number, text: string | Buffer): Promise<string> {
-  return new Promise((resolve) => {
-    // write, not end: a client that half-closes is treated as gone (as by Node's HTTP server and nginx)
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(text))
-    let answer = ''
-    socket.setEncoding('latin1')
-    socket.on('data', (chunk: string) => { answer += chunk })
-    socket.on('close', () => resolve(answer))
-    socket.on('error', () => resolve(answer))
-    socket.setTimeout(5000, () => socket.destroy())
-  })
-}
-
 // Mostly plausible paths, so that many requests are forwarded, salted with traversal and encoding tricks.
 const segment = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom('v1', 'devices', 'actions', 'list', 'accounts', 'session', 'login', 'logout', 'simulator', 'echo', 'admin', 'oauth2', 'token', 'ts') },
@@ -77,7 +65,6 @@ const body = fc.oneof(fc.constant(''), fc.stringMatching(/^[\x20-\x7e]{0,300}$/)
 t.test('fuzzed requests: no crash, nothing outside /api/m2m/, no client credentials forwarded, no token leaked', async (t) => {
   const upstream = await startRecordingUpstream(t)
   const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_LOG_LEVEL: 'warn', M2M_PROXY_UPSTREAM_TIMEOUT_MS: '2000' } })
-  const port = Number(new URL(stack.proxy.proxyUrl).port)
   let clientSecretCounter = 0
   let exchanges = 0
   const statuses: Record<string, number> = {}
@@ -90,7 +77,7 @@ t.test('fuzzed requests: no crash, nothing outside /api/m2m/, no client credenti
       lines.push(`${name}: ${name.toLowerCase().includes('auth') || name.toLowerCase().includes('token') ? marker : value}`)
     }
     lines.push(`Content-Length: ${Buffer.byteLength(payload)}`, 'Connection: close', '', payload)
-    const answer = await rawExchange(port, lines.join('\r\n'))
+    const answer = await rawExchange(stack.proxy.proxyUrl, lines.join('\r\n'))
     exchanges += 1
     statuses[answer.slice(9, 12)] = (statuses[answer.slice(9, 12)] ?? 0) + 1
     // Every request gets an answer; only CONNECT is refused by closing (this is not a forward proxy).

@@ -3,6 +3,7 @@ import path from 'node:path'
 import t from 'tap'
 import { ConfigError } from '../../src/config/errors.js'
 import { ADMIN_TOKEN_MIN_LENGTH, createConfig, type ProxyConfig } from '../../src/config/load.js'
+import { configErrorOf, printed } from '../helpers/config-error.js'
 
 const CWD = '/srv/proxy'
 const CREDS = { M2M_PROXY_CREDENTIALS_FILE: 'secrets/credentials.json' }
@@ -33,21 +34,6 @@ function load (env: Record<string, string>, files: Record<string, string> = {}):
 }
 
 /** Runs `fn`, which must throw a ConfigError, and returns that error. */
-function configErrorOf (fn: () => unknown): ConfigError {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-  throw new Error('expected a ConfigError, but the configuration was accepted')
-}
-
-/** Everything a ConfigError could print. */
-function printed (error: ConfigError): string {
-  return `${error.message}\n${error.setting}\n${error.problem}\n${String(error)}`
-}
-
 function withConfigFile (content: unknown, env: Record<string, string> = CREDS): { env: Record<string, string>, files: Record<string, string> } {
   return {
     env: { ...env, M2M_PROXY_CONFIG: 'proxy.json' },

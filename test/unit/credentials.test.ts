@@ -2,28 +2,14 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { ConfigError } from '../../src/config/errors.js'
 import { CREDENTIAL_FIELDS, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
+import { configErrorOf, printed } from '../helpers/config-error.js'
 
 const GOOD = {
   username: 'uws-user@example.com',
   password: 'P@ssw0rd-9d3f1c',
   clientId: 'app-key-4b1e77',
   clientSecret: 'app-secret-8a6c02'
-}
-
-function configErrorOf (fn: () => unknown): ConfigError {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-  throw new Error('expected a ConfigError, but the credentials were accepted')
-}
-
-function printed (error: ConfigError): string {
-  return `${error.message}\n${error.setting}\n${error.problem}\n${String(error)}\n${error.stack ?? ''}`
 }
 
 t.test('parseCredentials returns the four fields of a good file', async (t) => {

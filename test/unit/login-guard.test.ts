@@ -2,20 +2,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { ConfigError } from '../../src/config/errors.js'
 import { LOGIN_GUARD_FILE, LoginGuard } from '../../src/session/login-guard.js'
+import { configErrorOf } from '../helpers/config-error.js'
 
 const ALICE = { username: 'alice@example.com', password: 'Wh0a1545a84d-initial' }
-
-function configErrorOf (fn: () => unknown): ConfigError {
-  try {
-    fn()
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-  throw new Error('expected a ConfigError')
-}
 
 /** Counts one rejected login the way the session manager does: counted before sending, kept after a 4xx. */
 function reject (guard: LoginGuard, times = 1): void {
