@@ -3,6 +3,7 @@
 import { spawn, spawnSync, execFileSync, execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +13,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
+const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info' // production setting; 'warn' shows what the request lines cost
 const PATH = '/api/m2m/v1/devices/actions/list'
 const POST_BODY = JSON.stringify({ accountName: 'TestAccount-1', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
@@ -42,18 +44,30 @@ function startChild (args) {
   })
 }
 
+function freePort () {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
 /** Starts the proxy as in production: its JSON log lines go to a file, as with a container runtime's log driver. */
 async function startProxy (env) {
   const logFile = path.join(work, 'proxy.log')
   const log = fs.openSync(logFile, 'w')
-  const child = spawn(process.execPath, ['dist/main.js'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', log, 'inherit'] })
+  const port = await freePort()
+  const adminPort = await freePort()
+  const child = spawn(process.execPath, ['dist/main.js'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
+    stdio: ['ignore', log, 'inherit']
+  })
   children.push(child)
   for (let i = 0; i < 200; i++) {
-    const line = fs.readFileSync(logFile, 'utf8').split('\n').find((candidate) => candidate.includes('"msg":"listening"'))
-    if (line !== undefined) {
-      // Start the log afresh so that the file does not fill the disk over long runs.
-      return { child, port: Number(new URL(JSON.parse(line).proxyUrl).port), logFile }
-    }
+    const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((response) => response.ok, () => false)
+    if (ready) return { child, port, logFile }
     await sleep(50)
   }
   throw new Error('the proxy did not start')
@@ -143,9 +157,7 @@ async function main () {
   const proxy = await startProxy({
     M2M_PROXY_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
     M2M_PROXY_CREDENTIALS_FILE: credentials,
-    M2M_PROXY_PORT: '0',
-    M2M_PROXY_ADMIN_PORT: '0',
-    M2M_PROXY_LOG_LEVEL: 'info'
+    M2M_PROXY_LOG_LEVEL: LOG_LEVEL
   })
   const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'])
   const nginx = startNginx(upstream.port)
@@ -155,7 +167,7 @@ async function main () {
     { name: 'upstream direct (the limit)', port: upstream.port },
     ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port }]),
     { name: 'bare @fastify/http-proxy', port: bare.port, pid: bare.child.pid },
-    { name: 'm2m-session-proxy (info logs)', port: proxy.port, pid: proxy.child.pid, logFile: proxy.logFile }
+    { name: `m2m-session-proxy (${LOG_LEVEL} logs)`, port: proxy.port, pid: proxy.child.pid, logFile: proxy.logFile }
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
   const rss = { [bare.child.pid]: [], [proxy.child.pid]: [] }
