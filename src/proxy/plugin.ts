@@ -65,7 +65,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   const baseReplyOptions: FastifyReplyFromHooks = {
     timeout: options.upstreamTimeoutMs,
-    retryDelay: () => null, // never retried by reply-from: replays are decided here, once
+    retryDelay: () => null, // never retried by reply-from: replays are decided here, once per token kind
     queryString: (_search, rawUrl) => {
       const queryStart = rawUrl.indexOf('?')
       return queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
@@ -162,13 +162,15 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     const tokens = session.currentTokens()
     if (tokens === undefined) return authenticateThenForward(request, reply)
-    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0 }
-    forward(request, reply)
+    startForwarding(request, reply, tokens)
     return undefined
   }
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    const tokens = await session.acquireTokens()
+    return startForwarding(request, reply, await session.acquireTokens())
+  }
+
+  function startForwarding (request: FastifyRequest, reply: FastifyReply, tokens: UpstreamTokens): FastifyReply {
     request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0 }
     return forward(request, reply)
   }
