@@ -23,7 +23,7 @@ async function demo (): Promise<void> {
 
   const env = { ...process.env, M2M_PROXY_UPSTREAM: simulatorUrl, M2M_PROXY_CREDENTIALS_FILE: credentialsFile }
   const config = createConfig({ env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
-  const running = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel))
+  const running = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: config.logBufferBytes }))
   await running.initialLogin
 
   process.stdout.write([

@@ -22,7 +22,7 @@ async function main (): Promise<void> {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
     throw error
   }
-  const logger = createLogger(config.logLevel)
+  const logger = createLogger(config.logLevel, { bufferBytes: config.logBufferBytes })
   let running
   try {
     running = await startProxy(config, credentials, logger)
@@ -42,6 +42,7 @@ async function main (): Promise<void> {
     }
     stopping = true
     logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
+    logger.flush()
     running.shutdown().then(() => process.exit(0), (error: unknown) => {
       logger.error({ err: error }, 'shutdown failed')
       process.exit(1)

@@ -36,6 +36,7 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   const proxyUrl = urlOf(app.proxy.server.address())
   const adminUrl = urlOf(app.admin.server.address())
   logger.info({ proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null }, 'listening')
+  logger.flush() // lifecycle lines are not left waiting in the log buffer
   if (guard.engaged) {
     logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')
   }

@@ -102,6 +102,8 @@ export const SETTINGS = {
   bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
   maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
+  // sonic-boom needs it below its 16 KiB write size.
+  logBufferBytes: setting('M2M_PROXY_LOG_BUFFER_BYTES', 4096, integer(0, 16383)),
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean)

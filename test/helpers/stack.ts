@@ -92,7 +92,7 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
     cwd: dir
   })
   const logs = new LogCollector()
-  const proxy = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, logs), options.clock)
+  const proxy = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: 0, destination: logs }), options.clock)
   let stopped = false
   const stopProxy = async (): Promise<void> => {
     if (stopped) return

@@ -32,6 +32,17 @@ t.test('SIGTERM with a request in flight: it completes, readiness turns 503, the
   t.equal(code, 0)
   t.equal(sim.stats.logouts, 1, 'the upstream session was logged out')
   t.same(sim.activeSessionTokens(), [])
+  // Lines still in the log buffer at exit are written, not lost.
+  t.ok(proxy.lines.some((line) => line.msg === 'request' && line.path === '/api/m2m/v1/simulator/delay/1500'), 'the request line of the drained request')
+  t.ok(proxy.lines.some((line) => line.msg === 'upstream session logged out'), 'the last line before exit')
+})
+
+t.test('with the default log buffer, a lone request line still reaches stdout within the flush interval', async (t) => {
+  const { proxy } = await startWithSimulator(t)
+  const sent = Date.now()
+  t.equal((await fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/echo`)).status, 200)
+  await proxy.waitFor((line) => line.msg === 'request' && line.path === '/api/m2m/v1/simulator/echo', 5000)
+  t.ok(Date.now() - sent < 3000, `logged after ${Date.now() - sent} ms (a 4 KiB buffer holds about 20 lines; the flush interval is 1 s)`)
 })
 
 t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN=false keeps the upstream session', async (t) => {

@@ -41,6 +41,14 @@ function withConfigFile (content: unknown, env: Record<string, string> = CREDS):
   }
 }
 
+t.test('M2M_PROXY_LOG_BUFFER_BYTES is 0 to 16383 (sonic-boom writes at most 16 KiB at once)', async (t) => {
+  for (const bad of ['-1', '16384', '4k']) {
+    t.equal(configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: bad })).setting, 'M2M_PROXY_LOG_BUFFER_BYTES', `value ${bad}`)
+  }
+  t.equal(load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: '0' }).logBufferBytes, 0)
+  t.equal(load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: '16383' }).logBufferBytes, 16383)
+})
+
 t.test('defaults apply when only the credentials file is given', async (t) => {
   const fs = fakeFs()
   const config = createConfig({ env: { ...CREDS }, readTextFile: fs.readTextFile, cwd: CWD })
@@ -54,6 +62,7 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.equal(config.bodyLimitBytes, 1048576)
   t.equal(config.maxLoginFailures, 2)
   t.equal(config.logLevel, 'info')
+  t.equal(config.logBufferBytes, 4096)
   t.equal(config.adminToken, undefined)
   t.equal(config.credentialsFile, path.join(CWD, 'secrets/credentials.json'))
   t.equal(config.stateDir, path.join(CWD, 'secrets'))
