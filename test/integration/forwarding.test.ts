@@ -32,6 +32,20 @@ t.test('both tokens are injected and client values replaced', async (t) => {
   t.equal(stack.sim.stats.logins, 1, 'the start-up login is reused')
 })
 
+t.test('an empty body is forwarded empty, whatever its content type', async (t) => {
+  const stack = await startStack(t)
+  for (const contentType of ['application/json', 'text/plain', 'application/octet-stream']) {
+    for (const method of ['POST', 'PUT']) {
+      const response = await stack.call(method, ECHO_PATH, { headers: { 'content-type': contentType, 'content-length': '0' }, body: '' })
+      t.equal(response.status, 200, `${method} ${contentType}`)
+      const echo = response.json() as Echo
+      t.equal(echo.bodyLength, 0, `${method} ${contentType}: no body upstream`)
+      t.equal(echo.headers['content-length'], '0', `${method} ${contentType}: length 0`)
+      t.equal(echo.headers['content-type'], contentType, `${method} ${contentType}: type kept`)
+    }
+  }
+})
+
 t.test('a client naming the auth headers in Connection cannot strip the injected tokens', async (t) => {
   const stack = await startStack(t)
   const url = new URL(stack.proxy.proxyUrl + ECHO_PATH)
