@@ -137,7 +137,9 @@ http {
 }
 `)
   const nginx = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx'
-  const child = spawn(nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: 'inherit' })
+  // Its own process group: SIGKILL to the master alone would leave the worker running.
+  const child = spawn(nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: 'inherit', detached: true })
+  child.processGroup = true
   children.push(child)
   return { child, port }
 }
@@ -215,6 +217,9 @@ async function main () {
 try {
   await main()
 } finally {
-  for (const child of children) child.kill('SIGKILL')
+  for (const child of children) {
+    if (child.processGroup) process.kill(-child.pid, 'SIGKILL')
+    else child.kill('SIGKILL')
+  }
   fs.rmSync(work, { recursive: true, force: true })
 }
