@@ -16,8 +16,11 @@ import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './up
 import { registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
 
-/** Error answers up to this size are read to look for a token rejection; larger ones stream through. */
-const MAX_INSPECTED_ERROR_BYTES = 64 * 1024
+/**
+ * Answers up to this size are read whole: error answers to look for a token rejection, others of
+ * declared length to be sent as one buffer. Larger ones stream through.
+ */
+const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024
 
 export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection'>
 
@@ -85,14 +88,20 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     state.upstreamStatus = response.statusCode
     options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
-    if (state.replayedFor === 'both' || !mayBeTokenRejection(response.statusCode)) {
-      reply.send(response.stream)
+    if (state.replayedFor !== 'both' && mayBeTokenRejection(response.statusCode)) {
+      inspectAndReplay(request, reply, response).catch((error: unknown) => {
+        request.log.error({ err: error }, 'replay failed')
+        if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to replay the request')
+      })
       return
     }
-    inspectAndReplay(request, reply, response).catch((error: unknown) => {
-      request.log.error({ err: error }, 'replay failed')
-      if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to replay the request')
-    })
+    if (isSmallWholeAnswer(request, response)) {
+      peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES).then(
+        (peeked) => reply.send(peeked.complete ? peeked.body : peeked.stream),
+        (error: unknown) => { sendBrokenAnswer(reply, error) })
+      return
+    }
+    reply.send(response.stream)
   }
   const onError: NonNullable<FastifyReplyFromHooks['onError']> = (anyReply, { error }) => {
     const reply = anyReply as FastifyReply
@@ -129,7 +138,13 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   async function inspectAndReplay (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): Promise<void> {
-    const peeked = await peekBody(response.stream, MAX_INSPECTED_ERROR_BYTES)
+    let peeked
+    try {
+      peeked = await peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES)
+    } catch (error) {
+      sendBrokenAnswer(reply, error)
+      return
+    }
     if (!peeked.complete) {
       reply.send(peeked.stream)
       return
@@ -189,6 +204,26 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     disableRequestLogging: true,
     handler: (request, reply) => handler(request, reply)
   })
+}
+
+/**
+ * Small answers of declared length are read whole and sent as one buffer: cheaper than piping a
+ * stream through (stream, end-of-stream and listener bookkeeping per answer), and an answer cut
+ * off upstream becomes a clean 502 instead of a cut connection. Without a Content-Type, Fastify
+ * would add one to a buffer, so those stream.
+ */
+function isSmallWholeAnswer (request: FastifyRequest, response: UpstreamResponse): boolean {
+  const length = Number(response.headers['content-length'])
+  return request.method !== 'HEAD' && length > 0 && length <= MAX_BUFFERED_ANSWER_BYTES && response.headers['content-type'] !== undefined
+}
+
+/** The upstream answer broke off (reset, or shorter than its Content-Length) before any of it was sent on. */
+function sendBrokenAnswer (reply: FastifyReply, error: unknown): void {
+  const detail = (error as { code?: string }).code ?? 'connection closed'
+  reply.request.log.warn({ upstreamError: detail }, 'upstream answer broke off')
+  if (reply.sent) return
+  clearHeaders(reply) // those of the broken answer, Content-Length included
+  sendProxyError(reply, 'upstreamUnreachable', `ThingSpace's answer broke off before its end (${detail})`)
 }
 
 function clearHeaders (reply: FastifyReply): void {

@@ -88,6 +88,18 @@ export async function devRoutes (scope: FastifyInstance): Promise<void> {
     return { delayedMs }
   })
 
+  // Declares twice the bytes it sends, then closes: an answer cut off midway.
+  scope.get<{ Params: { count: string } }>(`${PREFIX}/truncated/:count`, (request, reply) => {
+    const count = boundedWholeNumber(request.params.count, MAX_STREAM_BYTES)
+    if (count === undefined) {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`))
+    }
+    reply.hijack()
+    const socket = request.raw.socket
+    socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${count * 2}\r\n\r\n`)
+    socket.write(Buffer.alloc(count, 0x61), () => socket.destroy())
+  })
+
   scope.get(`${PREFIX}/reset`, (request, reply) => {
     reply.hijack()
     request.raw.socket.destroy()

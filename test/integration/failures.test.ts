@@ -77,6 +77,19 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
 })
 
+t.test('an answer cut off upstream: 502 when small (read whole), a cut connection when streamed; the proxy keeps serving', async (t) => {
+  const stack = await startStack(t)
+  const small = await stack.call('GET', '/api/m2m/v1/simulator/truncated/100')
+  t.equal(small.status, 502)
+  t.equal((small.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
+  t.match((small.json() as ErrorBody).errorMessage, /broke off/)
+  t.equal(small.headers['content-length'], String(Buffer.byteLength(small.text)), 'the broken answer\'s length is not reused')
+  // Past 64 KiB the answer streams: its headers are already on their way, so the client's connection is cut.
+  await t.rejects(fetch(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/truncated/200000`).then(async (response) => await response.arrayBuffer()))
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'still serving afterwards')
+  t.ok(stack.logs.entries().some((line) => line.msg === 'upstream answer broke off'), 'logged')
+})
+
 t.test('traversal and absolute-form targets never reach another path or host', async (t) => {
   const stack = await startStack(t)
   const before = stack.sim.stats.dataRequests
