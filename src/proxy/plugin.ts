@@ -186,6 +186,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     return undefined
   }
 
+  /** Never returns a promise: Fastify would await it and then run the route handler as well. */
+  function forwardFromHook (request: FastifyRequest, reply: FastifyReply): void {
+    // The slow path's errors go to the error handler, as a route handler's would.
+    handler(request, reply)?.catch((error: unknown) => { reply.send(error) })
+  }
+
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     return startForwarding(request, reply, await session.acquireTokens())
   }
@@ -202,6 +208,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     proxyPayloads: false,
     undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on
     disableRequestLogging: true,
+    // Forwarding starts in the route's preHandler, which answers without handing on (Fastify's
+    // "respond to a request from a hook"): @fastify/http-proxy's handler would first rebuild and
+    // validate the target with three URL objects, about 4 µs a request, after isForwardableTarget
+    // has checked it. The handler stays as a fallback that forwards the same way.
+    preHandler: (request, reply) => { forwardFromHook(request, reply) },
     handler: (request, reply) => handler(request, reply)
   })
 }
