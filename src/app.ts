@@ -19,6 +19,7 @@ import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { registerAdminRoutes } from './admin/plugin.js'
 import { ProxyMetrics } from './metrics.js'
 import { createUpstreamDispatcher } from './upstream.js'
+import { lazyRequestLogger } from './logging.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -43,10 +44,11 @@ export interface ProxyApp {
 
 const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
 
-function fastifyOptions (logger: Logger, listener: string): { loggerInstance: FastifyBaseLogger, logController: LogController, genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => string, requestIdHeader: false } {
+function fastifyOptions (logger: Logger, listener: string): { loggerInstance: FastifyBaseLogger, logController: LogController, childLoggerFactory: typeof lazyRequestLogger, genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => string, requestIdHeader: false } {
   return {
     loggerInstance: logger.child({ listener }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // the proxy writes one line per request itself
+    childLoggerFactory: lazyRequestLogger,
     genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
     requestIdHeader: false
   }
@@ -117,7 +119,9 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   proxy.addHook('onResponse', (request, reply, done) => {
     const state = request.proxyState
     metrics.countRequest(request.method, reply.statusCode)
-    request.log.info({
+    // From the listener's logger: the request's own would be made just for this line.
+    proxy.log.info({
+      reqId: request.id,
       method: request.method,
       path: request.url.split('?', 1)[0],
       status: reply.statusCode,

@@ -29,3 +29,13 @@ t.test('missing or insane ids are replaced by a generated one', async (t) => {
   const errors = await stack.call('GET', '/nowhere', { headers: { 'x-request-id': 'on-an-error' } })
   t.equal(errors.headers['x-request-id'], 'on-an-error', 'also on answers the proxy makes itself')
 })
+
+t.test('lines logged through the request\'s own logger (made on first use) carry its id too', async (t) => {
+  const stack = await startStack(t)
+  const answer = await stack.call('GET', '/api/m2m/v1/simulator/reset', { headers: { 'x-request-id': 'reset-7' } })
+  t.equal(answer.status, 502)
+  const lines = stack.logs.entries().filter((entry) => entry.reqId === 'reset-7')
+  t.ok(lines.some((entry) => entry.msg === 'upstream request failed' && entry.listener === 'proxy'), 'the warning of the failed request')
+  t.ok(lines.some((entry) => entry.msg === 'request' && entry.status === 502), 'and its request line')
+  t.notOk(stack.logs.entries().some((entry) => entry.msg === 'upstream request failed' && entry.reqId === undefined), 'never without an id')
+})
