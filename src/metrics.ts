@@ -3,36 +3,34 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { SessionManager } from './session/session-manager.js'
 
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] as const
+const STATUS_CLASS_LABELS = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const
+const METHOD_INDEX = new Map<string, number>(METHOD_LABELS.map((method, index) => [method, index]))
 
 /** Methods outside the usual set are folded into one label value, so clients cannot grow the series. */
-export function methodLabel (method: string): string {
-  return KNOWN_METHODS.has(method) ? method : 'OTHER'
+function methodIndex (method: string): number {
+  return METHOD_INDEX.get(method) ?? METHOD_LABELS.length - 1
 }
 
-export function statusClass (statusCode: number): string {
-  return statusCode >= 100 && statusCode < 600 ? `${Math.floor(statusCode / 100)}xx` : 'other'
-}
-
-type Labelled<T> = { labels: (...values: string[]) => T }
-
-/** prom-client hashes label objects on every call; resolving each label set once keeps the hot path cheap. */
-function cachedChildren<T> (metric: Labelled<T>): (...values: string[]) => T {
-  const children = new Map<string, T>()
-  return (...values) => {
-    const key = values.join('\u0000')
-    let child = children.get(key)
-    if (child === undefined) {
-      child = metric.labels(...values)
-      children.set(key, child)
-    }
-    return child
-  }
+function statusClassIndex (statusCode: number): number {
+  return statusCode >= 100 && statusCode < 600 ? Math.floor(statusCode / 100) - 1 : STATUS_CLASS_LABELS.length - 1
 }
 
 export class ProxyMetrics {
   readonly registry = new Registry()
-  readonly requests = new Counter({ name: 'm2m_proxy_requests_total', help: 'Requests answered on the proxy listener', labelNames: ['method', 'status_class'] as const, registers: [this.registry] })
+  /**
+   * Requests are counted in plain numbers and handed to prom-client when scraped: one inc per label
+   * pair and scrape instead of a label lookup and hash per request (bench: about 1% of the proxy's time).
+   */
+  readonly #unreportedRequests = new Float64Array(METHOD_LABELS.length * STATUS_CLASS_LABELS.length)
+  readonly requests = new Counter({
+    name: 'm2m_proxy_requests_total',
+    help: 'Requests answered on the proxy listener',
+    labelNames: ['method', 'status_class'] as const,
+    registers: [this.registry],
+    collect: () => { this.#reportRequests() }
+  })
+
   readonly upstreamDuration = new Histogram({
     name: 'm2m_proxy_upstream_duration_seconds',
     help: 'Time from sending a request upstream to its response headers (or failure)',
@@ -52,10 +50,18 @@ export class ProxyMetrics {
   readonly observeUpstream: (statusCode: number | undefined, seconds: number) => void
 
   constructor (session: () => SessionManager | undefined) {
-    const requestCounter = cachedChildren(this.requests)
-    this.countRequest = (method, statusCode) => requestCounter(methodLabel(method), statusClass(statusCode)).inc()
-    const durationHistogram = cachedChildren(this.upstreamDuration)
-    this.observeUpstream = (statusCode, seconds) => durationHistogram(statusCode === undefined ? 'error' : statusClass(statusCode)).observe(seconds)
+    const unreported = this.#unreportedRequests
+    this.countRequest = (method, statusCode) => {
+      const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
+      unreported[index] = (unreported[index] as number) + 1
+    }
+    // One child per status class, resolved once: prom-client hashes label objects on every labels() call.
+    const durationByClass = STATUS_CLASS_LABELS.map((statusClass) => this.upstreamDuration.labels(statusClass))
+    const failedDuration = this.upstreamDuration.labels('error')
+    this.observeUpstream = (statusCode, seconds) => {
+      const child = statusCode === undefined ? failedDuration : durationByClass[statusClassIndex(statusCode)] as typeof failedDuration
+      child.observe(seconds)
+    }
     collectDefaultMetrics({ register: this.registry })
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
@@ -85,5 +91,17 @@ export class ProxyMetrics {
       registers: [this.registry],
       collect () { this.set(session()?.guardEngaged === true ? 1 : 0) }
     })
+  }
+
+  #reportRequests (): void {
+    const counts = this.#unreportedRequests
+    for (let index = 0; index < counts.length; index++) {
+      const count = counts[index] as number
+      if (count === 0) continue
+      counts[index] = 0
+      const method = METHOD_LABELS[Math.floor(index / STATUS_CLASS_LABELS.length)] as string
+      const statusClass = STATUS_CLASS_LABELS[index % STATUS_CLASS_LABELS.length] as string
+      this.requests.inc({ method, status_class: statusClass }, count)
+    }
   }
 }

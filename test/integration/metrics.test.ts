@@ -36,6 +36,10 @@ t.test('requests, upstream durations, re-logins and replays are counted as they 
   t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'POST', status_class: '2xx' }), 1)
   t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '4xx' }), 1)
   t.equal(metricValue(text, 'm2m_proxy_upstream_duration_seconds_count', { status_class: '2xx' }), 2)
+  await stack.call('GET', ECHO_PATH)
+  text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '2xx' }), 2, 'counts handed over at a scrape are not counted again at the next')
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'POST', status_class: '2xx' }), 1)
 
   stack.sim.expireSessions()
   await stack.call('GET', ECHO_PATH)
