@@ -29,8 +29,8 @@ export interface LogOutput {
 
 /**
  * Without a destination (production), lines go to stdout asynchronously and in batches: one system
- * call per `bufferBytes` instead of one per request line (bench: the per-line writes cost the proxy
- * more than the rest of its logging). Pino writes what is left when the process exits.
+ * call per `bufferBytes` (about 20 request lines) instead of one per line. Pino writes what is left
+ * when the process exits.
  */
 export function createLogger (level: LogLevel, output: LogOutput): Logger {
   const destination = output.destination ?? pino.destination({
