@@ -1,6 +1,7 @@
 // Prometheus metrics (prom-client): bounded labels only, never a path with identifiers, a token or a user name.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { BucketHistogram } from './bucket-histogram.js'
 import type { SessionManager } from './session/session-manager.js'
 
 const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] as const
@@ -31,13 +32,14 @@ export class ProxyMetrics {
     collect: () => { this.#reportRequests() }
   })
 
-  readonly upstreamDuration = new Histogram({
-    name: 'm2m_proxy_upstream_duration_seconds',
-    help: 'Time from sending a request upstream to its response headers (or failure)',
-    labelNames: ['status_class'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry]
-  })
+  /** Upstream exchanges by status class, 'error' last for those that got no answer. */
+  readonly upstreamDuration = new BucketHistogram(
+    'm2m_proxy_upstream_duration_seconds',
+    'Time from sending a request upstream to its response headers (or failure)',
+    'status_class',
+    [...STATUS_CLASS_LABELS, 'error'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+  )
 
   readonly logins = new Counter({ name: 'm2m_proxy_logins_total', help: 'Session logins by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
   readonly renewals = new Counter({ name: 'm2m_proxy_session_renewals_total', help: 'Sessions replaced, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
@@ -55,12 +57,11 @@ export class ProxyMetrics {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
       unreported[index] = (unreported[index] as number) + 1
     }
-    // One child per status class, resolved once: prom-client hashes label objects on every labels() call.
-    const durationByClass = STATUS_CLASS_LABELS.map((statusClass) => this.upstreamDuration.labels(statusClass))
-    const failedDuration = this.upstreamDuration.labels('error')
+    this.registry.registerMetric(this.upstreamDuration.asMetric())
+    const upstreamDuration = this.upstreamDuration
+    const failedIndex = STATUS_CLASS_LABELS.length
     this.observeUpstream = (statusCode, seconds) => {
-      const child = statusCode === undefined ? failedDuration : durationByClass[statusClassIndex(statusCode)] as typeof failedDuration
-      child.observe(seconds)
+      upstreamDuration.observe(statusCode === undefined ? failedIndex : statusClassIndex(statusCode), seconds)
     }
     collectDefaultMetrics({ register: this.registry })
     // Gauges read the session state when scraped instead of being updated on every request.
