@@ -20,7 +20,8 @@ type Headers = IncomingHttpHeaders | OutgoingHttpHeaders
 /** Names listed in the message's own Connection header: hop-by-hop too. */
 function connectionNamed (headers: Headers): Set<string> | undefined {
   const connection = headers.connection
-  if (connection === undefined) return undefined
+  // The usual value names only a header dropped anyway: no set to build for nearly every answer.
+  if (connection === undefined || connection === 'keep-alive') return undefined
   const named = new Set<string>()
   for (const name of String(connection).split(',')) {
     const trimmed = name.trim().toLowerCase()

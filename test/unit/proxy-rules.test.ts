@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import t from 'tap'
 import { FORWARDED_PREFIX, isForwardableTarget } from '../../src/proxy/paths.js'
-import { SESSION_TOKEN_HEADER, withUpstreamAuth } from '../../src/proxy/headers.js'
+import { SESSION_TOKEN_HEADER, withoutHopByHop, withUpstreamAuth } from '../../src/proxy/headers.js'
 import { mayBeTokenRejection, tokenRejectionOf } from '../../src/proxy/upstream-errors.js'
 import { classifyUpstreamFailure, PROXY_ERRORS, sendProxyError } from '../../src/proxy/errors.js'
 
@@ -128,6 +128,14 @@ t.test('withUpstreamAuth replaces client credentials and keeps other headers', a
 t.test('withUpstreamAuth adds the tokens when the client sent none', async (t) => {
   const result = withUpstreamAuth({ accept: '*/*' }, { oauthToken: 'o1', sessionToken: 's1' })
   t.same(result, { accept: '*/*', authorization: 'Bearer o1', 'vz-m2m-token': 's1' })
+})
+
+t.test('withoutHopByHop drops hop-by-hop headers and those the Connection header names', async (t) => {
+  const answer = { 'content-type': 'application/json', 'content-length': '2', 'keep-alive': 'timeout=5', 'transfer-encoding': 'chunked', 'x-trace': 't1' }
+  t.same(withoutHopByHop({ ...answer, connection: 'keep-alive' }), { 'content-type': 'application/json', 'content-length': '2', 'x-trace': 't1' }, 'the usual Connection: keep-alive')
+  t.same(withoutHopByHop({ ...answer, connection: 'Keep-Alive, X-Trace' }), { 'content-type': 'application/json', 'content-length': '2' }, 'a named header, in any case')
+  t.same(withoutHopByHop({ ...answer, connection: 'close, x-trace' }), { 'content-type': 'application/json', 'content-length': '2' })
+  t.same(withoutHopByHop({ 'x-trace': 't1' }), { 'x-trace': 't1' }, 'no Connection header')
 })
 
 function body (value: unknown): Buffer {
