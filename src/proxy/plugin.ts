@@ -11,7 +11,7 @@ import type { UpstreamTokens, SessionManager } from '../session/session-manager.
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
 import { isForwardableTarget } from './paths.js'
-import { peekBody } from './response-body.js'
+import { peekBody, peekBodyAsync } from './response-body.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
 import { registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
@@ -96,9 +96,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     if (isSmallWholeAnswer(request, response)) {
-      peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES).then(
-        (peeked) => reply.send(peeked.complete ? peeked.body : peeked.stream),
-        (error: unknown) => { sendBrokenAnswer(reply, error) })
+      peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES,
+        (peeked) => { reply.send(peeked.complete ? peeked.body : peeked.stream) },
+        (error) => { sendBrokenAnswer(reply, error) })
       return
     }
     reply.send(response.stream)
@@ -140,7 +140,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   async function inspectAndReplay (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): Promise<void> {
     let peeked
     try {
-      peeked = await peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES)
+      peeked = await peekBodyAsync(response.stream, MAX_BUFFERED_ANSWER_BYTES)
     } catch (error) {
       sendBrokenAnswer(reply, error)
       return
