@@ -1,6 +1,6 @@
 // Wires the modules into two Fastify listeners (proxy and admin) around one session manager.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ProxyConfig } from './config/load.js'
@@ -86,12 +86,31 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     }
   })
 
+  /** One log line and one count for every request the proxy listener answers. */
+  const recordRequest = (request: FastifyRequest, reply: FastifyReply): void => {
+    const state = request.proxyState
+    metrics.countRequest(request.method, reply.statusCode)
+    // From the listener's logger: the request's own would be made just for this line.
+    proxy.log.info({
+      reqId: request.id,
+      method: request.method,
+      path: request.url.split('?', 1)[0],
+      status: reply.statusCode,
+      upstreamStatus: state?.upstreamStatus ?? null,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      replayed: state?.replayedFor !== undefined
+    }, 'request')
+  }
   const proxy = Fastify({
     ...fastifyOptions(logger, 'proxy'),
     bodyLimit: config.bodyLimitBytes,
     return503OnClosing: true,
     // Requests refused before routing answer in the same {"errorCode","errorMessage"} shape as the rest.
-    frameworkErrors: (error, _request, reply) => sendProxyError(reply, 'badRequest', error.message),
+    // Fastify runs no hooks for these, so they are logged and counted here.
+    frameworkErrors: (error, request, reply) => {
+      sendProxyError(reply, 'badRequest', error.message)
+      recordRequest(request, reply)
+    },
     clientErrorHandler: (error, socket) => {
       if (socket.writable) socket.end(rawBadRequest(`malformed HTTP request (${(error as { code?: string }).code ?? 'parse error'})`))
       else socket.destroy()
@@ -111,24 +130,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   })
   proxy.setNotFoundHandler((_request, reply) =>
     sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded'))
-  // Set at the last moment: a replay clears the headers of the refused answer.
-  proxy.addHook('onSend', (request, reply, payload, done) => {
-    reply.header(REQUEST_ID_HEADER, request.id)
-    done(null, payload)
-  })
   proxy.addHook('onResponse', (request, reply, done) => {
-    const state = request.proxyState
-    metrics.countRequest(request.method, reply.statusCode)
-    // From the listener's logger: the request's own would be made just for this line.
-    proxy.log.info({
-      reqId: request.id,
-      method: request.method,
-      path: request.url.split('?', 1)[0],
-      status: reply.statusCode,
-      upstreamStatus: state?.upstreamStatus ?? null,
-      durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      replayed: state?.replayedFor !== undefined
-    }, 'request')
+    recordRequest(request, reply)
     done()
   })
   await proxy.register(proxyPlugin, {

@@ -1,6 +1,7 @@
 // The catalogue of errors the proxy answers itself, in ThingSpace's {"errorCode","errorMessage"} shape under a Proxy. prefix.
 
 import type { FastifyReply } from 'fastify'
+import { REQUEST_ID_HEADER } from './request-id.js'
 
 export interface ProxyErrorBody {
   errorCode: string
@@ -32,7 +33,7 @@ export function rawBadRequest (message: string): string {
 export function sendProxyError (reply: FastifyReply, kind: ProxyErrorKind, message: string, codeSuffix?: string): FastifyReply {
   const { status, code } = PROXY_ERRORS[kind]
   const body: ProxyErrorBody = { errorCode: codeSuffix === undefined ? code : `${code}.${codeSuffix}`, errorMessage: message }
-  return reply.code(status).header('content-type', 'application/json; charset=utf-8').send(body)
+  return reply.code(status).header('content-type', 'application/json; charset=utf-8').header(REQUEST_ID_HEADER, reply.request.id).send(body)
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])

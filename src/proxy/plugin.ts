@@ -72,7 +72,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     return queryStart === -1 ? '' : rawUrl.slice(queryStart + 1)
   }
   // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
-  const rewriteHeaders = (headers: IncomingHttpHeaders): IncomingHttpHeaders => withoutHopByHop(headers)
+  // The request id is set here and in sendProxyError rather than in an onSend hook, which would run for every answer.
+  const rewriteHeaders: NonNullable<FastifyReplyFromHooks['rewriteHeaders']> = (headers, request) => {
+    const answered = withoutHopByHop(headers as IncomingHttpHeaders)
+    answered[REQUEST_ID_HEADER] = (request as FastifyRequest).id
+    return answered
+  }
   const rewriteRequestHeaders: NonNullable<FastifyReplyFromHooks['rewriteRequestHeaders']> = (request, headers) => {
     const forwarded = withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
     forwarded[REQUEST_ID_HEADER] = request.id

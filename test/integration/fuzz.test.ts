@@ -1,5 +1,6 @@
 // Property-based fuzzing of the proxy listener (fast-check): whatever the client sends, the proxy survives,
-// forwards only under /api/m2m/, never forwards the client's own credentials, never leaks a token itself.
+// forwards only under /api/m2m/, never forwards the client's own credentials, never leaks a token itself,
+// and every answer carries a request id.
 
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
@@ -83,6 +84,9 @@ t.test('fuzzed requests: no crash, nothing outside /api/m2m/, no client credenti
     // Every request gets an answer; only CONNECT is refused by closing (this is not a forward proxy).
     if (answer === '' && verb !== 'CONNECT') return false
     const head = answer.slice(0, Math.max(0, answer.indexOf('\r\n\r\n')))
+    // Every answer carries the request id, except those Node's HTTP parser gives before there is a request.
+    const beforeRequest = answer.includes('malformed HTTP request') || answer.startsWith('HTTP/1.1 417 ')
+    if (answer !== '' && !beforeRequest && !/\r\nx-request-id: /i.test(head)) return false
     if (answer !== '' && !/x-from-upstream: 1/i.test(head)) {
       // An answer the proxy made itself must not carry a real token, and its errors have ThingSpace's shape.
       if (answer.includes(UPSTREAM_OAUTH) || answer.includes(UPSTREAM_SESSION)) return false

@@ -2,6 +2,7 @@
 
 import t from 'tap'
 import { ECHO_PATH, startStack } from '../helpers/stack.js'
+import { metricValue } from '../helpers/metrics.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -38,4 +39,23 @@ t.test('lines logged through the request\'s own logger (made on first use) carry
   t.ok(lines.some((entry) => entry.msg === 'upstream request failed' && entry.listener === 'proxy'), 'the warning of the failed request')
   t.ok(lines.some((entry) => entry.msg === 'request' && entry.status === 502), 'and its request line')
   t.notOk(stack.logs.entries().some((entry) => entry.msg === 'upstream request failed' && entry.reqId === undefined), 'never without an id')
+})
+
+t.test('requests refused before routing (a malformed URL) carry their id too, and are logged and counted', async (t) => {
+  const stack = await startStack(t)
+  const answer = await stack.call('GET', '/api/m2m/v1/devices/%zz', { headers: { 'x-request-id': 'bad-url-1' } })
+  t.equal(answer.status, 400)
+  t.equal(answer.headers['x-request-id'], 'bad-url-1')
+  t.ok(stack.logs.entries().some((entry) => entry.reqId === 'bad-url-1' && entry.msg === 'request' && entry.status === 400), 'its request line')
+  const metrics = await stack.adminCall('GET', '/metrics')
+  t.equal(metricValue(metrics.text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '4xx' }), 1, 'and its count')
+})
+
+t.test('the answers of the local session-controller stand-ins carry the id', async (t) => {
+  const stack = await startStack(t)
+  for (const path of ['/api/m2m/v1/session/login', '/api/m2m/v1/session/logout', '/api/ts/v1/oauth2/token']) {
+    const answer = await stack.call('POST', path, { headers: { 'x-request-id': `stub-${path.length}` } })
+    t.equal(answer.status, 200, path)
+    t.equal(answer.headers['x-request-id'], `stub-${path.length}`, path)
+  }
 })

@@ -222,6 +222,7 @@ t.test('proxy errors: statuses and Proxy.-prefixed codes', async (t) => {
 t.test('sendProxyError answers in ThingSpace shape', async (t) => {
   const sent: { status?: number, headers: Record<string, string>, body?: unknown } = { headers: {} }
   const reply = {
+    request: { id: 'req-9' },
     code (status: number) { sent.status = status; return this },
     header (name: string, value: string) { sent.headers[name] = value; return this },
     send (payload: unknown) { sent.body = payload; return this }
@@ -230,6 +231,7 @@ t.test('sendProxyError answers in ThingSpace shape', async (t) => {
   t.equal(sent.status, 503)
   t.match(sent.headers['content-type'], /^application\/json/)
   t.same(sent.body, { errorCode: 'Proxy.AuthenticationUnavailable.CredentialsRejected', errorMessage: 'cannot log in' })
+  t.equal(sent.headers['x-request-id'], 'req-9', 'with the request id')
   sendProxyError(reply as unknown as FastifyReply, 'notFound', 'not proxied')
   t.equal(sent.status, 404)
   t.same(sent.body, { errorCode: 'Proxy.NotFound', errorMessage: 'not proxied' })
