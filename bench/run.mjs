@@ -25,6 +25,7 @@ function has (command) {
 const TOOL = process.env.BENCH_TOOL ?? (has('wrk') ? 'wrk' : 'autocannon')
 
 const execFileAsync = promisify(execFile)
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
 /** Starts a child that prints its port on the first stdout line. */
 function startChild (args) {
@@ -82,6 +83,29 @@ function rssMiB (pid) {
   }
 }
 
+/** CPU time (user + system) the processes have used so far, in microseconds. */
+function cpuMicros (pids) {
+  try {
+    let ticks = 0
+    for (const pid of pids ?? [NaN]) {
+      const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+      ticks += Number(fields[11]) + Number(fields[12])
+    }
+    return ticks * 1e6 / CLOCK_TICKS
+  } catch {
+    return NaN
+  }
+}
+
+/** nginx's master and its workers. */
+function withChildren (pid) {
+  try {
+    return [pid, ...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)]
+  } catch {
+    return undefined
+  }
+}
+
 async function load (port, method) {
   const url = `http://127.0.0.1:${port}${PATH}`
   if (TOOL === 'wrk') {
@@ -98,6 +122,7 @@ async function load (port, method) {
     const errors = /Non-2xx or 3xx responses: (\d+)/.exec(output)
     const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output)
     return {
+      requests: Number(/(\d+) requests in/.exec(output)?.[1]),
       rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]),
       p50: percentile(50),
       p99: percentile(99),
@@ -106,7 +131,7 @@ async function load (port, method) {
   }
   const { default: autocannon } = await import('autocannon')
   const result = await autocannon({ url, method, connections: CONNECTIONS, duration: DURATION_S, body: method === 'POST' ? POST_BODY : undefined, headers: method === 'POST' ? { 'content-type': 'application/json' } : {} })
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.non2xx + result.errors }
+  return { requests: result.requests.total, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.non2xx + result.errors }
 }
 
 function startNginx (upstreamPort) {
@@ -168,10 +193,10 @@ async function main () {
   const bareName = 'bare @fastify/http-proxy'
   const proxyName = `m2m-session-proxy (${LOG_LEVEL} logs)`
   const targets = [
-    { name: 'upstream direct (the limit)', port: upstream.port },
-    ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port }]),
-    { name: bareName, port: bare.port, pid: bare.child.pid },
-    { name: proxyName, port: proxy.port, pid: proxy.child.pid, logFile: proxy.logFile }
+    { name: 'upstream direct (the limit)', port: upstream.port, cpuPids: [upstream.child.pid] },
+    ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port, cpuPids: withChildren(nginx.child.pid) }]),
+    { name: bareName, port: bare.port, pid: bare.child.pid, cpuPids: [bare.child.pid] },
+    { name: proxyName, port: proxy.port, pid: proxy.child.pid, cpuPids: [proxy.child.pid], logFile: proxy.logFile }
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
   const rss = { [bare.child.pid]: [], [proxy.child.pid]: [] }
@@ -183,11 +208,15 @@ async function main () {
       // Rotate the order each round so that no target always runs on a cooler or hotter machine.
       const ordered = targets.map((_, index) => targets[(index + round) % targets.length])
       for (const target of ordered) {
+        const cpuBefore = cpuMicros(target.cpuPids)
         const result = await load(target.port, method)
+        // CPU per request: what a request costs the process, a figure less moved than req/s by how the
+        // shared machine schedules the load generator, upstream and proxy on its few CPUs.
+        result.cpuPerRequest = (cpuMicros(target.cpuPids) - cpuBefore) / result.requests
         results.get(target.name)[method].push(result)
         if (target.pid !== undefined) rss[target.pid].push(rssMiB(target.pid))
         if (target.logFile !== undefined) fs.truncateSync(target.logFile) // keep the disk free; the writes still happen
-        process.stderr.write(`  round ${round + 1} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ''}\n`)
+        process.stderr.write(`  round ${round + 1} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  CPU ${Number.isFinite(result.cpuPerRequest) ? `${result.cpuPerRequest.toFixed(0)} µs/req` : 'n/a'}${result.errors ? `  errors ${result.errors}` : ''}\n`)
       }
     }
   }
@@ -196,13 +225,15 @@ async function main () {
     const row = { name: target.name }
     for (const method of ['GET', 'POST']) {
       const runs = results.get(target.name)[method]
-      row[method] = { rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), errors: runs.reduce((sum, run) => sum + run.errors, 0) }
+      row[method] = { rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), cpu: median(runs.map((run) => run.cpuPerRequest)), errors: runs.reduce((sum, run) => sum + run.errors, 0) }
     }
     return row
   })
-  const lines = ['', `| target | GET req/s | GET p50 ms | GET p99 ms | POST req/s | POST p50 ms | POST p99 ms | errors |`, '|---|---:|---:|---:|---:|---:|---:|---:|']
+  const cpu = (value) => Number.isFinite(value) ? value.toFixed(0) : 'n/a'
+  const lines = ['', '| target | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
   for (const row of summary) {
-    lines.push(`| ${row.name} | ${row.GET.rps.toFixed(0)} | ${row.GET.p50.toFixed(2)} | ${row.GET.p99.toFixed(2)} | ${row.POST.rps.toFixed(0)} | ${row.POST.p50.toFixed(2)} | ${row.POST.p99.toFixed(2)} | ${row.GET.errors + row.POST.errors} |`)
+    const cells = ['GET', 'POST'].map((method) => `${row[method].rps.toFixed(0)} | ${row[method].p50.toFixed(2)} | ${row[method].p99.toFixed(2)} | ${cpu(row[method].cpu)}`)
+    lines.push(`| ${row.name} | ${cells.join(' | ')} | ${row.GET.errors + row.POST.errors} |`)
   }
   const ours = summary.at(-1)
   const byName = (prefix) => summary.find((row) => row.name.startsWith(prefix))
@@ -212,8 +243,11 @@ async function main () {
   lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB`)
   lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
   // Each round's own ratio, then their median: a slow spell of this shared machine then hits both sides of a ratio.
-  const pairedRatio = (method) => median(results.get(proxyName)[method].map((run, round) => run.rps / results.get(bareName)[method][round].rps)).toFixed(2)
-  lines.push(`median of the per-round ratios this proxy / bare: GET ${pairedRatio('GET')}, POST ${pairedRatio('POST')}`)
+  const perRound = (method, figure) => results.get(proxyName)[method].map((run, round) => run[figure] / results.get(bareName)[method][round][figure])
+  const pairedRatio = (method, figure) => median(perRound(method, figure)).toFixed(2)
+  const roundsAhead = (method) => `${perRound(method, 'rps').filter((value) => value >= 1).length}/${ROUNDS}`
+  lines.push(`median of the per-round ratios this proxy / bare: GET ${pairedRatio('GET', 'rps')}, POST ${pairedRatio('POST', 'rps')}; rounds in which this proxy served at least as many: GET ${roundsAhead('GET')}, POST ${roundsAhead('POST')}`)
+  lines.push(`CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio('GET', 'cpuPerRequest')}, POST ${pairedRatio('POST', 'cpuPerRequest')} (target <= 1.00: the auth work costs nothing measurable)`)
   lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
   lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
   process.stdout.write(lines.join('\n') + '\n')
