@@ -62,7 +62,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   // Bodies are kept as raw bytes (never parsed and re-serialised) so that a replay is byte-identical.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes }, (_request, body, done) => { done(null, body) })
+  const asRawBytes = { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes } as const
+  const keepBytes = (_request: FastifyRequest, body: Buffer, done: (error: null, body: Buffer) => void): void => { done(null, body) }
+  app.addContentTypeParser('*', asRawBytes, keepBytes)
+  // The same for JSON, nearly every body here: Fastify remembers the parser found for a Content-Type,
+  // but not when it is the catch-all, which cost a Content-Type parse per request (bench: ~1% of POST).
+  app.addContentTypeParser('application/json', asRawBytes, keepBytes)
 
   registerSessionControllerStubs(app)
 

@@ -46,6 +46,18 @@ t.test('an empty body is forwarded empty, whatever its content type', async (t) 
   }
 })
 
+t.test('bodies of any content type, JSON with or without parameters included, are forwarded byte for byte', async (t) => {
+  const stack = await startStack(t)
+  const body = '{ "kept" : "as sent",\n "number": 1.50 }'
+  for (const contentType of ['application/json', 'application/json; charset=utf-8', 'Application/JSON', 'text/plain', 'application/x-custom']) {
+    const response = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': contentType }, body })
+    t.equal(response.status, 200, contentType)
+    const echo = response.json() as Echo
+    t.equal(echo.bodySha256, sha256(body), `${contentType}: same bytes`)
+    t.equal(echo.headers['content-type'], contentType, `${contentType}: type kept`)
+  }
+})
+
 t.test('a client naming the auth headers in Connection cannot strip the injected tokens', async (t) => {
   const stack = await startStack(t)
   const url = new URL(stack.proxy.proxyUrl + ECHO_PATH)
