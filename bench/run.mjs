@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_SIDE_BY_SIDE_ROUNDS ?? ROUNDS)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info' // production setting; 'warn' shows what the request lines cost
 const PATH = '/api/m2m/v1/devices/actions/list'
@@ -203,21 +204,35 @@ async function main () {
   process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'})\n`)
   for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
 
+  /** One load run against one target, with the target's CPU time per request and RSS. */
+  async function measured (target, method, label) {
+    const cpuBefore = cpuMicros(target.cpuPids)
+    const result = await load(target.port, method)
+    // CPU per request: what a request costs the process, a figure less moved than req/s by how the
+    // shared machine schedules the load generator, upstream and proxy on its few CPUs.
+    result.cpuPerRequest = (cpuMicros(target.cpuPids) - cpuBefore) / result.requests
+    if (target.pid !== undefined) rss[target.pid].push(rssMiB(target.pid))
+    if (target.logFile !== undefined) fs.truncateSync(target.logFile) // keep the disk free; the writes still happen
+    process.stderr.write(`  ${label} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  CPU ${Number.isFinite(result.cpuPerRequest) ? `${result.cpuPerRequest.toFixed(0)} µs/req` : 'n/a'}${result.errors ? `  errors ${result.errors}` : ''}\n`)
+    return result
+  }
+
   for (let round = 0; round < ROUNDS; round++) {
     for (const method of ['GET', 'POST']) {
       // Rotate the order each round so that no target always runs on a cooler or hotter machine.
       const ordered = targets.map((_, index) => targets[(index + round) % targets.length])
-      for (const target of ordered) {
-        const cpuBefore = cpuMicros(target.cpuPids)
-        const result = await load(target.port, method)
-        // CPU per request: what a request costs the process, a figure less moved than req/s by how the
-        // shared machine schedules the load generator, upstream and proxy on its few CPUs.
-        result.cpuPerRequest = (cpuMicros(target.cpuPids) - cpuBefore) / result.requests
-        results.get(target.name)[method].push(result)
-        if (target.pid !== undefined) rss[target.pid].push(rssMiB(target.pid))
-        if (target.logFile !== undefined) fs.truncateSync(target.logFile) // keep the disk free; the writes still happen
-        process.stderr.write(`  round ${round + 1} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  CPU ${Number.isFinite(result.cpuPerRequest) ? `${result.cpuPerRequest.toFixed(0)} µs/req` : 'n/a'}${result.errors ? `  errors ${result.errors}` : ''}\n`)
-      }
+      for (const target of ordered) results.get(target.name)[method].push(await measured(target, method, `round ${round + 1}`))
+    }
+  }
+
+  // Side by side: bare and this proxy under load at the same time, so that every change of this shared
+  // machine's speed hits both alike; each serves its own wrk, both share the upstream.
+  const sideBySide = { [bareName]: { GET: [], POST: [] }, [proxyName]: { GET: [], POST: [] } }
+  const pair = targets.filter((target) => target.name === bareName || target.name === proxyName)
+  for (let round = 0; round < SIDE_BY_SIDE_ROUNDS; round++) {
+    for (const method of ['GET', 'POST']) {
+      const runs = await Promise.all(pair.map((target) => measured(target, method, `side by side ${round + 1}`)))
+      pair.forEach((target, index) => sideBySide[target.name][method].push(runs[index]))
     }
   }
 
@@ -243,13 +258,26 @@ async function main () {
   lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB`)
   lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
   // Each round's own ratio, then their median: a slow spell of this shared machine then hits both sides of a ratio.
-  const perRound = (method, figure) => results.get(proxyName)[method].map((run, round) => run[figure] / results.get(bareName)[method][round][figure])
-  const pairedRatio = (method, figure) => median(perRound(method, figure)).toFixed(2)
-  const roundsAhead = (method) => `${perRound(method, 'rps').filter((value) => value >= 1).length}/${ROUNDS}`
-  lines.push(`median of the per-round ratios this proxy / bare: GET ${pairedRatio('GET', 'rps')}, POST ${pairedRatio('POST', 'rps')}; rounds in which this proxy served at least as many: GET ${roundsAhead('GET')}, POST ${roundsAhead('POST')}`)
-  lines.push(`CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio('GET', 'cpuPerRequest')}, POST ${pairedRatio('POST', 'cpuPerRequest')} (target <= 1.00: the auth work costs nothing measurable)`)
+  const perRound = (runs, method, figure) => runs[proxyName][method].map((run, round) => run[figure] / runs[bareName][method][round][figure])
+  const pairedRatio = (runs, method, figure) => median(perRound(runs, method, figure)).toFixed(2)
+  const roundsAhead = (runs, method) => { const ratios = perRound(runs, method, 'rps'); return `${ratios.filter((value) => value >= 1).length}/${ratios.length}` }
+  const oneAfterAnother = Object.fromEntries([bareName, proxyName].map((name) => [name, results.get(name)]))
+  lines.push(`median of the per-round ratios this proxy / bare: GET ${pairedRatio(oneAfterAnother, 'GET', 'rps')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'rps')}; rounds in which this proxy served at least as many: GET ${roundsAhead(oneAfterAnother, 'GET')}, POST ${roundsAhead(oneAfterAnother, 'POST')}`)
+  lines.push(`CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio(oneAfterAnother, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'cpuPerRequest')}`)
   lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
   lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
+  if (SIDE_BY_SIDE_ROUNDS > 0) {
+    lines.push('', `Side by side (bare and this proxy loaded at the same time, ${SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| target | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req |', '|---|---:|---:|---:|---:|---:|---:|')
+    for (const name of [bareName, proxyName]) {
+      const cells = ['GET', 'POST'].map((method) => {
+        const runs = sideBySide[name][method]
+        return `${median(runs.map((run) => run.rps)).toFixed(0)} | ${median(runs.map((run) => run.p99)).toFixed(2)} | ${cpu(median(runs.map((run) => run.cpuPerRequest)))}`
+      })
+      lines.push(`| ${name} | ${cells.join(' | ')} |`)
+    }
+    lines.push('', `side by side, this proxy / bare, median of the per-round ratios: throughput GET ${pairedRatio(sideBySide, 'GET', 'rps')}, POST ${pairedRatio(sideBySide, 'POST', 'rps')} (target >= 1.00; rounds at least level: GET ${roundsAhead(sideBySide, 'GET')}, POST ${roundsAhead(sideBySide, 'POST')}); ` +
+      `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`)
+  }
   process.stdout.write(lines.join('\n') + '\n')
 }
 
