@@ -25,12 +25,25 @@ function has (command) {
 }
 const TOOL = process.env.BENCH_TOOL ?? (has('wrk') ? 'wrk' : 'autocannon')
 
+// The proxies under test (and nginx) get the last CPU to themselves; wrk and the upstream run on the
+// others. Unpinned, they all compete for the same CPUs, and req/s then measures how the scheduler
+// shares them as much as what a request costs the proxy.
+const CPU_COUNT = os.cpus().length
+const PIN = process.env.BENCH_PIN !== '0' && CPU_COUNT >= 2 && TOOL === 'wrk' && has('taskset')
+const TARGET_CPUS = String(CPU_COUNT - 1)
+const LOAD_CPUS = CPU_COUNT > 2 ? `0-${CPU_COUNT - 2}` : '0'
+
+/** [command, args], run on the given CPUs when pinning (taskset execs the command: same pid). */
+function onCpus (cpus, command, args) {
+  return PIN ? ['taskset', ['-c', cpus, command, ...args]] : [command, args]
+}
+
 const execFileAsync = promisify(execFile)
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
 
 /** Starts a child that prints its port on the first stdout line. */
-function startChild (args) {
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+function startChild (args, cpus) {
+  const child = spawn(...onCpus(cpus, process.execPath, args), { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
   children.push(child)
   return new Promise((resolve, reject) => {
     let output = ''
@@ -61,7 +74,7 @@ async function startProxy (env) {
   const log = fs.openSync(logFile, 'w')
   const port = await freePort()
   const adminPort = await freePort()
-  const child = spawn(process.execPath, ['dist/main.js'], {
+  const child = spawn(...onCpus(TARGET_CPUS, process.execPath, ['dist/main.js']), {
     cwd: ROOT,
     env: { ...process.env, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
     stdio: ['ignore', log, 'inherit']
@@ -114,7 +127,7 @@ async function load (port, method) {
     fs.writeFileSync(script, method === 'POST'
       ? `wrk.method = "POST"\nwrk.body = ${JSON.stringify(POST_BODY)}\nwrk.headers["Content-Type"] = "application/json"\n`
       : 'wrk.method = "GET"\n')
-    const { stdout: output } = await execFileAsync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url], { encoding: 'utf8' })
+    const { stdout: output } = await execFileAsync(...onCpus(LOAD_CPUS, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url]), { encoding: 'utf8' })
     const unit = (value, suffix) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[suffix] ?? 1)
     const percentile = (p) => {
       const match = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(output)
@@ -164,7 +177,7 @@ http {
 `)
   const nginx = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx'
   // Its own process group: SIGKILL to the master alone would leave the worker running.
-  const child = spawn(nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: 'inherit', detached: true })
+  const child = spawn(...onCpus(TARGET_CPUS, nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;']), { stdio: 'inherit', detached: true })
   child.processGroup = true
   children.push(child)
   return { child, port }
@@ -179,7 +192,7 @@ function median (values) {
 
 async function main () {
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' })
-  const upstream = await startChild(['bench/upstream.mjs'])
+  const upstream = await startChild(['bench/upstream.mjs'], LOAD_CPUS)
   const credentials = path.join(work, 'credentials.json')
   fs.writeFileSync(credentials, JSON.stringify({ username: 'bench', password: 'bench-password', clientId: 'bench-client', clientSecret: 'bench-secret' }), { mode: 0o600 })
   const proxy = await startProxy({
@@ -187,7 +200,7 @@ async function main () {
     M2M_PROXY_CREDENTIALS_FILE: credentials,
     M2M_PROXY_LOG_LEVEL: LOG_LEVEL
   })
-  const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'])
+  const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'], TARGET_CPUS)
   const nginx = startNginx(upstream.port)
   if (nginx !== undefined) await sleep(300)
 
@@ -201,7 +214,8 @@ async function main () {
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
   const rss = { [bare.child.pid]: [], [proxy.child.pid]: [] }
-  process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'})\n`)
+  const placement = PIN ? `targets pinned to CPU ${TARGET_CPUS}, wrk and the upstream to CPU ${LOAD_CPUS}` : 'not pinned (BENCH_PIN=0, one CPU, autocannon or no taskset)'
+  process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${CPU_COUNT} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${placement}\n`)
   for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
 
   /** One load run against one target, with the target's CPU time per request and RSS. */
@@ -245,7 +259,7 @@ async function main () {
     return row
   })
   const cpu = (value) => Number.isFinite(value) ? value.toFixed(0) : 'n/a'
-  const lines = ['', '| target | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  const lines = ['', `${placement}:`, '', '| target | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
   for (const row of summary) {
     const cells = ['GET', 'POST'].map((method) => `${row[method].rps.toFixed(0)} | ${row[method].p50.toFixed(2)} | ${row[method].p99.toFixed(2)} | ${cpu(row[method].cpu)}`)
     lines.push(`| ${row.name} | ${cells.join(' | ')} | ${row.GET.errors + row.POST.errors} |`)
