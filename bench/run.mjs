@@ -269,7 +269,7 @@ async function main () {
   const ratio = (other, method) => other === undefined ? 'n/a' : (ours[method].rps / other[method].rps).toFixed(2)
   const ourRss = rss[proxy.child.pid]
   const bareRss = rss[bare.child.pid]
-  lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB`)
+  lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB, max ${Math.max(...bareRss).toFixed(1)} MiB`)
   lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
   // Each round's own ratio, then their median: a slow spell of this shared machine then hits both sides of a ratio.
   const perRound = (runs, method, figure) => runs[proxyName][method].map((run, round) => run[figure] / runs[bareName][method][round][figure])
