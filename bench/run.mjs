@@ -250,12 +250,10 @@ async function main () {
     }
   }
 
+  const mediansOf = (runs) => ({ rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), cpu: median(runs.map((run) => run.cpuPerRequest)), errors: runs.reduce((sum, run) => sum + run.errors, 0) })
   const summary = targets.map((target) => {
     const row = { name: target.name }
-    for (const method of ['GET', 'POST']) {
-      const runs = results.get(target.name)[method]
-      row[method] = { rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), cpu: median(runs.map((run) => run.cpuPerRequest)), errors: runs.reduce((sum, run) => sum + run.errors, 0) }
-    }
+    for (const method of ['GET', 'POST']) row[method] = mediansOf(results.get(target.name)[method])
     return row
   })
   const cpu = (value) => Number.isFinite(value) ? value.toFixed(0) : 'n/a'
@@ -284,8 +282,8 @@ async function main () {
     lines.push('', `Side by side (bare and this proxy loaded at the same time, ${SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| target | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req |', '|---|---:|---:|---:|---:|---:|---:|')
     for (const name of [bareName, proxyName]) {
       const cells = ['GET', 'POST'].map((method) => {
-        const runs = sideBySide[name][method]
-        return `${median(runs.map((run) => run.rps)).toFixed(0)} | ${median(runs.map((run) => run.p99)).toFixed(2)} | ${cpu(median(runs.map((run) => run.cpuPerRequest)))}`
+        const medians = mediansOf(sideBySide[name][method])
+        return `${medians.rps.toFixed(0)} | ${medians.p99.toFixed(2)} | ${cpu(medians.cpu)}`
       })
       lines.push(`| ${name} | ${cells.join(' | ')} |`)
     }
