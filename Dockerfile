@@ -13,8 +13,13 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:20-bookworm-slim
+# The proxy listener attaches the account's tokens to whatever reaches it, so it listens on loopback:
+# as a sidecar, the client shares the network namespace and calls 127.0.0.1:8080. Where the client is
+# another container (docker compose, docker run -p), set M2M_PROXY_HOST=0.0.0.0 and restrict who can
+# reach it. The admin listener stays on 0.0.0.0 for probes by pod IP and for scraping; its /admin/
+# routes need the admin token. The HEALTHCHECK calls the admin listener through 127.0.0.1.
 ENV NODE_ENV=production \
-    M2M_PROXY_HOST=0.0.0.0 \
+    M2M_PROXY_HOST=127.0.0.1 \
     M2M_PROXY_PORT=8080 \
     M2M_PROXY_ADMIN_HOST=0.0.0.0 \
     M2M_PROXY_ADMIN_PORT=9090 \
@@ -28,7 +33,8 @@ COPY package.json ./
 RUN mkdir -p /var/lib/m2m-session-proxy && chown node:node /var/lib/m2m-session-proxy
 VOLUME ["/var/lib/m2m-session-proxy"]
 USER node
-EXPOSE 8080 9090
+# Only the admin port: `docker run -P` must not publish the proxy listener.
+EXPOSE 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 CMD ["node", "dist/healthcheck.js"]
 # exec form: node is PID 1 and receives SIGTERM itself
 CMD ["node", "dist/main.js"]

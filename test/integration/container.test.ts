@@ -2,6 +2,7 @@
 
 import t from 'tap'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { execFile, execFileSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -9,7 +10,7 @@ import { startStack } from '../helpers/stack.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
-t.test('Dockerfile: multi-stage, production dependencies only, non-root, healthcheck, 0.0.0.0, exec-form command', async (t) => {
+t.test('Dockerfile: multi-stage, production dependencies only, non-root, healthcheck, proxy on loopback, exec-form command', async (t) => {
   const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
   const stages = dockerfile.match(/^FROM /gm) ?? []
   t.ok(stages.length >= 2, 'multi-stage')
@@ -17,7 +18,10 @@ t.test('Dockerfile: multi-stage, production dependencies only, non-root, healthc
   t.match(final, /npm ci --omit=dev|COPY --from=production-dependencies/, 'final stage gets production dependencies only')
   t.match(final, /^USER node$/m, 'runs as the non-root node user')
   t.match(final, /^HEALTHCHECK .*CMD \["node", "dist\/healthcheck\.js"\]/m)
-  t.match(final, /M2M_PROXY_HOST=0\.0\.0\.0/)
+  // The proxy listener injects the account's tokens: loopback only unless a deployment opens it on purpose.
+  t.equal(finalStage().env.M2M_PROXY_HOST, '127.0.0.1', 'the proxy listener binds to 127.0.0.1')
+  t.equal(finalStage().env.M2M_PROXY_ADMIN_HOST, '0.0.0.0', 'the admin listener is reachable for probes by pod IP')
+  t.notMatch(final, /^EXPOSE .*\b8080\b/m, 'the proxy port is not exposed (docker run -P would publish it)')
   t.match(final, /^CMD \["node", "dist\/main\.js"\]$/m, 'no shell as PID 1')
   t.ok(fs.existsSync(path.join(ROOT, 'dist/healthcheck.js')), 'the healthcheck script is built')
 })
@@ -86,10 +90,18 @@ t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD a
   }, app, path.join(app, stage.cmd[1] ?? ''))
   t.teardown(() => { proxy.child.kill('SIGKILL') })
   await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
-  t.match(proxy.proxyUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'listens on 0.0.0.0 as the image says')
+  t.match(proxy.proxyUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the proxy listener is on loopback as the image says')
+  t.match(proxy.adminUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'the admin listener on 0.0.0.0 as the image says')
   const port = new URL(proxy.proxyUrl).port
   const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/TestAccount-1`)
   t.equal(answer.status, 200)
+  const external = Object.values(os.networkInterfaces()).flat().find((address) => address?.family === 'IPv4' && !address.internal)
+  if (external !== undefined) {
+    const refused = await fetch(`http://${external.address}:${port}/healthz`).then(() => 'answered', (error: Error & { cause?: { code?: string } }) => error.cause?.code)
+    t.equal(refused, 'ECONNREFUSED', `the proxy listener does not answer on ${external.address}`)
+    const adminHealth = await fetch(`http://${external.address}:${new URL(proxy.adminUrl).port}/healthz`)
+    t.equal(adminHealth.status, 200, `the admin listener answers on ${external.address} (probes by pod IP)`)
+  }
   t.equal(sim.stats.logins, 1)
 
   const adminPort = new URL(proxy.adminUrl).port
