@@ -13,13 +13,15 @@ import { systemClock, type Clock } from './session/clock.js'
 import { AuthUnavailableError } from './session/errors.js'
 import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
-import { rawBadRequest, sendProxyError } from './proxy/errors.js'
+import { sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
-import { registerAdminRoutes } from './admin/plugin.js'
+import { auditLine, registerAdminRoutes } from './admin/plugin.js'
 import { ProxyMetrics } from './metrics.js'
 import { createUpstreamDispatcher } from './upstream.js'
 import { lazyRequestLogger } from './logging.js'
+import { answerClientError, hardenListener, listenerTimeouts } from './listener/hardening.js'
+import { RequestGuard } from './listener/request-guard.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -44,13 +46,15 @@ export interface ProxyApp {
 
 const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
 
-function fastifyOptions (logger: Logger, listener: string): { loggerInstance: FastifyBaseLogger, logController: LogController, childLoggerFactory: typeof lazyRequestLogger, genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => string, requestIdHeader: false } {
+function fastifyOptions (config: ProxyConfig, logger: Logger, listener: string) {
   return {
     loggerInstance: logger.child({ listener }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // the proxy writes one line per request itself
     childLoggerFactory: lazyRequestLogger,
-    genReqId: (request) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
-    requestIdHeader: false
+    genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
+    requestIdHeader: false as const,
+    ...listenerTimeouts(config.requestTimeoutMs),
+    clientErrorHandler: answerClientError
   }
 }
 
@@ -101,8 +105,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       replayed: state?.replayedFor !== undefined
     }, 'request')
   }
+  // Both listeners: a Host from the allow-list, no cross-site browser requests, origin-form targets only.
+  const guard = new RequestGuard([config.host, config.adminHost, ...config.allowedHosts])
   const proxy = Fastify({
-    ...fastifyOptions(logger, 'proxy'),
+    ...fastifyOptions(config, logger, 'proxy'),
     bodyLimit: config.bodyLimitBytes,
     return503OnClosing: true,
     // Requests refused before routing answer in the same {"errorCode","errorMessage"} shape as the rest.
@@ -110,11 +116,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     frameworkErrors: (error, request, reply) => {
       sendProxyError(reply, 'badRequest', error.message)
       recordRequest(request, reply)
-    },
-    clientErrorHandler: (error, socket) => {
-      if (socket.writable) socket.end(rawBadRequest(`malformed HTTP request (${(error as { code?: string }).code ?? 'parse error'})`))
-      else socket.destroy()
     }
+  })
+  hardenListener(proxy, {
+    guard,
+    maxConnections: config.maxConnections,
+    maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
+    log: proxy.log,
+    onConnectRefused: () => { metrics.countRequest('CONNECT', 405) }
   })
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
@@ -156,7 +165,15 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     events: { onWarning: (message) => credentialsLog.warn(message), onInfo: (message) => credentialsLog.info(message) }
   })
   let shuttingDown = false
-  const admin = Fastify(fastifyOptions(logger, 'admin'))
+  const admin = Fastify({
+    ...fastifyOptions(config, logger, 'admin'),
+    // Fastify runs no hooks for these: answered and audited here.
+    frameworkErrors: (error, request, reply) => {
+      sendProxyError(reply, 'badRequest', error.message)
+      auditLine(request, reply)
+    }
+  })
+  hardenListener(admin, { guard, maxConnections: config.adminMaxConnections, maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS', log: admin.log })
   registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, metrics, isShuttingDown: () => shuttingDown })
 
   const stopWatching = config.credentialsWatchIntervalMs === 0

@@ -1,6 +1,6 @@
 // Admin listener: open health and readiness probes, token-protected operator routes, one audit line per action.
 
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ConfigError } from '../config/errors.js'
 import { OperationError, type CredentialOperations, type OperationErrorKind } from '../credentials/operations.js'
 import { AuthUnavailableError } from '../session/errors.js'
@@ -31,9 +31,18 @@ function outcomeOf (statusCode: number): string {
   return { 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 409: 'conflict' }[statusCode] ?? (statusCode < 500 ? 'rejected' : 'failed')
 }
 
-/** Configures the admin listener itself (not an encapsulated plugin): its hooks and 404 handler are the server's. */
+/** Probes and metrics answer without a token and are not audited, unless refused before their route (Host check). */
+const PROBE = { probe: true }
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    probe?: boolean
+  }
+}
+
+/** Configures the admin listener itself (not an encapsulated plugin): its parsers, error handler and audit hook are the server's. */
 export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginOptions): void {
-  const { session, operations } = options
+  const { session } = options
 
   // Empty bodies are fine (curl -X POST); anything sent must be JSON.
   app.removeAllContentTypeParsers()
@@ -59,54 +68,87 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
   })
   app.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
 
-  app.addHook('onRequest', async (request, reply) => {
-    if (!request.url.startsWith('/admin')) return
-    const result = checkAdminAuthorization(request.headers.authorization, options.adminToken)
-    if (result === 'disabled') {
-      return sendProxyError(reply, 'forbidden', 'admin API disabled: set M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE', 'AdminDisabled')
-    }
-    if (result !== 'ok') {
-      reply.header('www-authenticate', result === 'wrong' ? 'Bearer error="invalid_token"' : 'Bearer')
-      return sendProxyError(reply, 'unauthorized', result === 'wrong' ? 'wrong admin token' : 'admin token required: Authorization: Bearer <token>')
-    }
+  // Every call is audited, refused or not, whatever route it matched: only probes that reached their route are left out.
+  app.addHook('onResponse', (request, reply, done) => {
+    const probeAnswered = request.routeOptions.config.probe === true && (reply.statusCode === 200 || reply.statusCode === 503)
+    if (!probeAnswered) auditLine(request, reply)
+    done()
   })
 
-  app.addHook('onResponse', async (request, reply) => {
-    if (!request.url.startsWith('/admin')) return
-    request.log.info({
-      audit: true,
-      method: request.method,
-      route: request.url.split('?', 1)[0],
-      caller: request.ip,
-      status: reply.statusCode,
-      outcome: outcomeOf(reply.statusCode)
-    }, 'admin action')
-  })
+  app.get('/healthz', { config: PROBE }, async () => ({ status: 'ok' }))
 
-  app.get('/healthz', async () => ({ status: 'ok' }))
-
-  // Open like the probes: the admin listener is local by default, and no label carries a secret.
-  app.get('/metrics', async (_request, reply) => {
+  // Open like the probes: no label carries a secret.
+  app.get('/metrics', { config: PROBE }, async (_request, reply) => {
     reply.header('content-type', options.metrics.registry.contentType)
     return await options.metrics.registry.metrics()
   })
 
-  app.get('/readyz', async (_request, reply: FastifyReply) => {
+  app.get('/readyz', { config: PROBE }, async (_request, reply: FastifyReply) => {
     const reason = options.isShuttingDown() ? 'shutting-down' : session.notReadyReason()
     if (reason === undefined) return { ready: true, state: session.snapshot().state }
     return reply.code(503).send({ ready: false, reason, state: session.snapshot().state })
   })
 
-  app.get('/admin/session', async () => session.snapshot())
+  // Encapsulated: its onRequest hook guards every route registered inside, and its 404 answers, as
+  // matched by the router (decoded path): no spelling of a path can reach a handler without the token.
+  void app.register(async (operatorRoutes) => {
+    operatorRoutes.addHook('onRequest', (request, reply, done) => {
+      const refusal = adminAuthorizationRefusal(request.headers.authorization, options.adminToken)
+      if (refusal === undefined) {
+        done()
+        return
+      }
+      if (refusal.challenge !== undefined) reply.header('www-authenticate', refusal.challenge)
+      reply.header('connection', 'close') // a refused caller's body is not read
+      sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
+    })
+    operatorRoutes.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
+    registerOperatorRoutes(operatorRoutes, options)
+  }, { prefix: '/admin' })
+}
 
-  app.post('/admin/session/start', async () => {
+function registerOperatorRoutes (app: FastifyInstance, { session, operations }: AdminPluginOptions): void {
+  app.get('/session', async () => session.snapshot())
+
+  app.post('/session/start', async () => {
     await session.restartSession('admin')
     return session.snapshot()
   })
 
-  app.post('/admin/session/end', async () => ({ ended: await session.endSession() }))
+  app.post('/session/end', async () => ({ ended: await session.endSession() }))
 
-  app.post('/admin/password/rotate', async () => await operations.rotatePassword())
+  app.post('/password/rotate', async () => await operations.rotatePassword())
 
-  app.post('/admin/credentials/reload', async () => await operations.reload({ login: true }))
+  app.post('/credentials/reload', async () => await operations.reload({ login: true }))
+}
+
+/** One line per admin call, `audit: true`, for the operator's log search. */
+export function auditLine (request: FastifyRequest, reply: FastifyReply): void {
+  request.log.info({
+    audit: true,
+    method: request.method,
+    // The target as received (path only): a refused spelling is worth seeing as it was sent.
+    route: (request.raw.url ?? '').split('?', 1)[0],
+    caller: request.ip,
+    status: reply.statusCode,
+    outcome: outcomeOf(reply.statusCode)
+  }, 'admin action')
+}
+
+interface AuthorizationRefusal {
+  kind: ProxyErrorKind
+  message: string
+  codeSuffix?: string
+  challenge?: string
+}
+
+function adminAuthorizationRefusal (header: string | undefined, adminToken: string | undefined): AuthorizationRefusal | undefined {
+  const result = checkAdminAuthorization(header, adminToken)
+  if (result === 'ok') return undefined
+  if (result === 'disabled') {
+    return { kind: 'forbidden', message: 'admin API disabled: set M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE', codeSuffix: 'AdminDisabled' }
+  }
+  return result === 'wrong'
+    ? { kind: 'unauthorized', message: 'wrong admin token', challenge: 'Bearer error="invalid_token"' }
+    : { kind: 'unauthorized', message: 'admin token required: Authorization: Bearer <token>', challenge: 'Bearer' }
 }

@@ -60,6 +60,19 @@ function upstreamOrigin (raw: unknown, setting: string): string {
   return url.origin
 }
 
+/** Host names a client may send in the Host header (besides the defaults; see src/listener/request-guard.ts). */
+function hostNameList (raw: unknown, setting: string): readonly string[] {
+  const entries = (typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : [raw]).map((entry) =>
+    typeof entry === 'string' ? entry.trim().toLowerCase().replace(/\.$/, '') : entry)
+  const names = entries.filter((entry) => entry !== '')
+  for (const name of names) {
+    if (typeof name !== 'string' || name.length > 253 || !/^[a-z0-9_][a-z0-9_-]*(\.[a-z0-9_][a-z0-9_-]*)*$/.test(name)) {
+      throw new ConfigError(setting, `must be a comma-separated list of host names without port or scheme, such as m2m-session-proxy,proxy.internal (got ${describe(name)})`)
+    }
+  }
+  return names
+}
+
 function logLevel (raw: unknown, setting: string): LogLevel {
   const value = text(raw, setting).toLowerCase()
   const level = LOG_LEVELS.find((candidate) => candidate === value)
@@ -93,6 +106,10 @@ export const SETTINGS = {
   port: setting('M2M_PROXY_PORT', 8080, port),
   adminHost: setting('M2M_PROXY_ADMIN_HOST', '127.0.0.1', text),
   adminPort: setting('M2M_PROXY_ADMIN_PORT', 9090, port),
+  allowedHosts: setting<readonly string[]>('M2M_PROXY_ALLOWED_HOSTS', [], hostNameList),
+  requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
+  maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 128, integer(1, 65536)),
+  adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 32, integer(1, 65536)),
   credentialsFile: setting<string>('M2M_PROXY_CREDENTIALS_FILE', undefined, text),
   adminToken: setting<string>('M2M_PROXY_ADMIN_TOKEN', undefined, secretText),
   adminTokenFile: setting<string>('M2M_PROXY_ADMIN_TOKEN_FILE', undefined, text),

@@ -1,6 +1,7 @@
 // The catalogue of errors the proxy answers itself, in ThingSpace's {"errorCode","errorMessage"} shape under a Proxy. prefix.
 
 import type { FastifyReply } from 'fastify'
+import { STATUS_CODES } from 'node:http'
 import { REQUEST_ID_HEADER } from './request-id.js'
 
 export interface ProxyErrorBody {
@@ -12,6 +13,8 @@ export const PROXY_ERRORS = {
   notFound: { status: 404, code: 'Proxy.NotFound' },
   forbidden: { status: 403, code: 'Proxy.Forbidden' },
   unauthorized: { status: 401, code: 'Proxy.Unauthorized' },
+  methodNotAllowed: { status: 405, code: 'Proxy.MethodNotAllowed' },
+  requestTimeout: { status: 408, code: 'Proxy.RequestTimeout' },
   conflict: { status: 409, code: 'Proxy.Conflict' },
   badRequest: { status: 400, code: 'Proxy.BadRequest' },
   bodyTooLarge: { status: 413, code: 'Proxy.BodyTooLarge' },
@@ -24,10 +27,14 @@ export const PROXY_ERRORS = {
 
 export type ProxyErrorKind = keyof typeof PROXY_ERRORS
 
-/** The same shape for requests so malformed that Fastify never built a request (Node's parser refused them). */
-export function rawBadRequest (message: string): string {
-  const body = JSON.stringify({ errorCode: PROXY_ERRORS.badRequest.code, errorMessage: message } satisfies ProxyErrorBody)
-  return `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+/**
+ * The same shape, as raw HTTP, for what never becomes a Fastify request: targets Node's parser
+ * refused, requests that timed out, CONNECT.
+ */
+export function rawProxyError (kind: ProxyErrorKind, message: string): string {
+  const { status, code } = PROXY_ERRORS[kind]
+  const body = JSON.stringify({ errorCode: code, errorMessage: message } satisfies ProxyErrorBody)
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
 }
 
 export function sendProxyError (reply: FastifyReply, kind: ProxyErrorKind, message: string, codeSuffix?: string): FastifyReply {

@@ -63,6 +63,10 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.equal(config.maxLoginFailures, 2)
   t.equal(config.logLevel, 'info')
   t.equal(config.logBufferBytes, 4096)
+  t.same(config.allowedHosts, [])
+  t.equal(config.requestTimeoutMs, 30000)
+  t.equal(config.maxConnections, 128)
+  t.equal(config.adminMaxConnections, 32)
   t.equal(config.adminToken, undefined)
   t.equal(config.credentialsFile, path.join(CWD, 'secrets/credentials.json'))
   t.equal(config.stateDir, path.join(CWD, 'secrets'))
@@ -329,13 +333,27 @@ t.test('other numeric settings are range-checked', async (t) => {
     ['M2M_PROXY_SESSION_IDLE_SECONDS', 'soon'],
     ['M2M_PROXY_UPSTREAM_TIMEOUT_MS', '-5'],
     ['M2M_PROXY_BODY_LIMIT_BYTES', '0'],
-    ['M2M_PROXY_BODY_LIMIT_BYTES', '1mb']
+    ['M2M_PROXY_BODY_LIMIT_BYTES', '1mb'],
+    ['M2M_PROXY_REQUEST_TIMEOUT_MS', '0'],
+    ['M2M_PROXY_REQUEST_TIMEOUT_MS', '30s'],
+    ['M2M_PROXY_MAX_CONNECTIONS', '0'],
+    ['M2M_PROXY_ADMIN_MAX_CONNECTIONS', 'many']
   ]
   for (const [name, value] of cases) {
     t.equal(configErrorOf(() => load({ ...CREDS, [name]: value })).setting, name, `${name}=${value}`)
   }
   t.equal(load({ ...CREDS, M2M_PROXY_SESSION_IDLE_SECONDS: '60' }).sessionIdleSeconds, 60)
   t.equal(load({ ...CREDS, M2M_PROXY_BODY_LIMIT_BYTES: '2048' }).bodyLimitBytes, 2048)
+})
+
+t.test('M2M_PROXY_ALLOWED_HOSTS: comma-separated host names, lower-cased; ports, schemes and wildcards refused', async (t) => {
+  t.same(load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: ' m2m-session-proxy , Proxy.Internal.,my_service,' }).allowedHosts, ['m2m-session-proxy', 'proxy.internal', 'my_service'])
+  t.same(load(withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).env, withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).files).allowedHosts, ['a.example', 'b'], 'a JSON array in the config file')
+  for (const value of ['proxy:8080', 'http://proxy', '*.example.com', 'a b', 'proxy/x', '-proxy.example']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: value }), value)
+    t.equal(error.setting, 'M2M_PROXY_ALLOWED_HOSTS', value)
+    t.match(error.problem, /host names without port or scheme/)
+  }
 })
 
 t.test('ConfigError messages are one line: setting, then problem', async (t) => {
