@@ -31,6 +31,20 @@ interface JsonAnswer {
   body: Record<string, unknown> | undefined
 }
 
+/** Answers that say nothing of the credentials: the platform did not evaluate the call. */
+const NOT_EVALUATED_STATUSES = new Set([408, 429]) // request timeout, throttled
+
+/** Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), or undefined when absent or unreadable. */
+export function retryAfterSecondsOf (header: string | string[] | undefined, nowMs: number): number | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim()
+  if (value === undefined || value === '') return undefined
+  if (/^\d+$/.test(value)) return Number(value)
+  // Date.parse reads "-5" or "2" as years: an HTTP date has a day or month name.
+  const dateMs = /[a-z]/i.test(value) ? Date.parse(value) : NaN
+  if (Number.isNaN(dateMs)) return undefined
+  return Math.max(0, Math.ceil((dateMs - nowMs) / 1000))
+}
+
 function describeBody (body: Record<string, unknown> | undefined): string | undefined {
   const code = body?.errorCode ?? body?.error ?? (body?.fault as Record<string, unknown> | undefined)?.code
   return typeof code === 'string' ? code : undefined
@@ -126,13 +140,18 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
       // The API gateway refused the bearer token: the request never reached the session service.
       throw new UpstreamAuthError('oauth-invalid', detail, answer.statusCode, upstreamCode)
     }
+    // A Retry-After is an HTTP date on the wall clock, hence Date.now(): the result is a duration.
+    const retryAfterSeconds = retryAfterSecondsOf(response.headers['retry-after'], Date.now())
+    if (NOT_EVALUATED_STATUSES.has(answer.statusCode)) {
+      throw new UpstreamAuthError('unavailable', detail, answer.statusCode, upstreamCode, retryAfterSeconds)
+    }
     if (upstreamCode?.includes('.SessionToken.') === true) {
       throw new UpstreamAuthError('session-invalid', detail, answer.statusCode, upstreamCode)
     }
     if (answer.statusCode >= 400 && answer.statusCode < 500) {
-      throw new UpstreamAuthError('rejected', detail, answer.statusCode, upstreamCode)
+      throw new UpstreamAuthError('rejected', detail, answer.statusCode, upstreamCode, retryAfterSeconds)
     }
-    throw new UpstreamAuthError('unavailable', detail, answer.statusCode, upstreamCode)
+    throw new UpstreamAuthError('unavailable', detail, answer.statusCode, upstreamCode, retryAfterSeconds)
   }
 }
 

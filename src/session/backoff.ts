@@ -4,6 +4,8 @@ import type { Clock } from './clock.js'
 
 export const BACKOFF_BASE_MS = 1000
 export const BACKOFF_MAX_MS = 60_000
+/** An upstream's Retry-After is honoured up to this long: a wrong or hostile header cannot pause logins for hours. */
+export const RETRY_AFTER_MAX_MS = 5 * 60_000
 
 export class Backoff {
   private failures = 0
@@ -24,10 +26,12 @@ export class Backoff {
     return this.failures
   }
 
-  recordFailure (): void {
+  /** `retryAfterSeconds`, the failed answer's Retry-After, lengthens the wait (up to RETRY_AFTER_MAX_MS), never shortens it. */
+  recordFailure (retryAfterSeconds?: number): void {
     this.failures += 1
-    const delayMs = Math.min(this.maxMs, this.baseMs * 2 ** (this.failures - 1))
-    this.notBefore = this.clock.now() + delayMs
+    const exponentialMs = Math.min(this.maxMs, this.baseMs * 2 ** (this.failures - 1))
+    const askedMs = Math.min(RETRY_AFTER_MAX_MS, (retryAfterSeconds ?? 0) * 1000)
+    this.notBefore = this.clock.now() + Math.max(exponentialMs, askedMs)
   }
 
   reset (): void {

@@ -2,9 +2,9 @@
 
 /**
  * How an auth call to ThingSpace failed. The distinction drives the lockout guard:
- * - rejected: a 4xx answer; the platform counted a failed login
+ * - rejected: a 4xx answer (but 408 and 429); the platform counted a failed login
  * - oauth-invalid: the API gateway refused our bearer (401 fault), the login itself was never tried
- * - unavailable: a 5xx answer or no connection; the login was not counted
+ * - unavailable: a 5xx, 408 (request timeout) or 429 (throttled) answer, or no connection; the login was not counted
  * - unknown-outcome: sent but no answer (timeout, reset); it may have been counted
  * - session-invalid: a call made with the session token was refused for that token
  */
@@ -18,7 +18,9 @@ export class UpstreamAuthError extends Error {
     message: string,
     readonly statusCode?: number,
     /** ThingSpace errorCode or OAuth error, when the answer had one. */
-    readonly upstreamCode?: string
+    readonly upstreamCode?: string,
+    /** The answer's Retry-After, in seconds from when it came, when it had a readable one. */
+    readonly retryAfterSeconds?: number
   ) {
     super(message)
   }

@@ -98,7 +98,7 @@ export class OAuthTokenCache {
       grant = await this.fetchGrant()
     } catch (error) {
       this.rejected = error instanceof UpstreamAuthError && error.kind === 'rejected'
-      this.backoff.recordFailure()
+      this.backoff.recordFailure(error instanceof UpstreamAuthError ? error.retryAfterSeconds : undefined)
       this.events.onFetch?.(this.rejected ? 'rejected' : 'error')
       const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
       throw this.rejected

@@ -332,7 +332,7 @@ export class SessionManager {
     this.lastLoginSucceeded = false
     if (error.kind === 'unavailable' || error.kind === 'oauth-invalid') guard.attemptNotCounted()
     // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
-    this.loginBackoff.recordFailure()
+    this.loginBackoff.recordFailure(error.retryAfterSeconds)
     this.lastLoginRejected = error.kind === 'rejected'
     if (error.kind === 'rejected') {
       this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message })

@@ -1,8 +1,9 @@
 // Unit tests of the two-token session lifecycle with a fake clock and a fake ThingSpace auth API: single flight, idle expiry, OAuth refresh, lockout guard, backoff.
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-client.js'
-import { BACKOFF_BASE_MS, BACKOFF_MAX_MS } from '../../src/session/backoff.js'
+import { MockAgent } from 'undici'
+import { LOGIN_PATH, OAUTH_TOKEN_PATH, retryAfterSecondsOf, ThingSpaceAuthClient, type OAuthGrant, type ThingSpaceAuthApi } from '../../src/session/auth-client.js'
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, RETRY_AFTER_MAX_MS } from '../../src/session/backoff.js'
 import { AuthUnavailableError, UpstreamAuthError, type UnavailableReason } from '../../src/session/errors.js'
 import { LoginGuard } from '../../src/session/login-guard.js'
 import { OAUTH_EXPIRY_MARGIN_MS, OAuthTokenCache } from '../../src/session/oauth-token.js'
@@ -801,4 +802,108 @@ t.test('a state directory that became unwritable stops logins with a clear reaso
   await expectUnavailable(t, manager.acquireTokens(), 'state-unwritable')
   t.equal(api.loginCalls.length, 0, 'no login sent without a persisted count')
   t.notOk(fs.existsSync(path.join(dir, 'login-guard.json')))
+})
+
+/** One canned answer of the mocked ThingSpace. */
+interface CannedAnswer { status: number, body: object, headers?: Record<string, string> }
+
+const UPSTREAM_ORIGIN = 'https://thingspace.example.test'
+const THROTTLED: CannedAnswer = { status: 429, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.TooManyRequests', errorMessage: 'Too many requests' } }
+const REQUEST_TIMEOUT: CannedAnswer = { status: 408, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.RequestTimeout', errorMessage: 'Request timeout' } }
+
+/**
+ * A session manager over the real HTTP auth client, answered by an undici MockAgent: the status codes
+ * are classified as in production. `answerLogin` and `answerToken` decide each answer.
+ */
+function setupOverHttp (t: Test): Harness & { http: { answerLogin: () => CannedAnswer, answerToken: () => CannedAnswer, loginCalls: number, tokenCalls: number } } {
+  const agent = new MockAgent()
+  agent.disableNetConnect()
+  t.teardown(() => agent.close())
+  const http = {
+    loginCalls: 0,
+    tokenCalls: 0,
+    answerLogin: (): CannedAnswer => ({ status: 200, body: { sessionToken: secretToken('session', http.loginCalls) } }),
+    answerToken: (): CannedAnswer => ({ status: 200, body: { access_token: secretToken('oauth', http.tokenCalls), token_type: 'bearer', expires_in: 3600 } })
+  }
+  const reply = (answer: CannedAnswer): { statusCode: number, data: string, responseOptions: { headers: Record<string, string> } } =>
+    ({ statusCode: answer.status, data: JSON.stringify(answer.body), responseOptions: { headers: { 'content-type': 'application/json', ...answer.headers } } })
+  const pool = agent.get(UPSTREAM_ORIGIN)
+  pool.intercept({ path: LOGIN_PATH, method: 'POST' }).reply(() => { http.loginCalls += 1; return reply(http.answerLogin()) }).persist()
+  pool.intercept({ path: OAUTH_TOKEN_PATH, method: 'POST' }).reply(() => { http.tokenCalls += 1; return reply(http.answerToken()) }).persist()
+  const client = new ThingSpaceAuthClient(UPSTREAM_ORIGIN, agent, 5000)
+  // The harness's FakeApi only records; the HTTP client answers.
+  const api = new FakeApi()
+  api.oauthHandler = async () => await client.fetchOAuthToken(CREDENTIALS.clientId, CREDENTIALS.clientSecret)
+  api.loginHandler = async () => await client.login('unused', CREDENTIALS.username, CREDENTIALS.password)
+  return { ...setup(t, { api, maxFailures: 2 }), http }
+}
+
+t.test('Retry-After: delay-seconds or an HTTP date, read as seconds from now', async (t) => {
+  const now = Date.UTC(2026, 0, 1, 0, 0, 0)
+  t.equal(retryAfterSecondsOf('120', now), 120)
+  t.equal(retryAfterSecondsOf([' 7 '], now), 7)
+  t.equal(retryAfterSecondsOf(new Date(now + 90_000).toUTCString(), now), 90)
+  t.equal(retryAfterSecondsOf(new Date(now - 90_000).toUTCString(), now), 0, 'a date in the past: no wait')
+  t.equal(retryAfterSecondsOf(undefined, now), undefined)
+  t.equal(retryAfterSecondsOf('soon', now), undefined)
+  t.equal(retryAfterSecondsOf('-5', now), undefined)
+})
+
+t.test('429 and 408 answers to a login are not rejected credentials: many of them never engage the guard, the backoff honours Retry-After', async (t) => {
+  const { manager, clock, guard, events, http } = setupOverHttp(t)
+  http.answerLogin = () => ({ ...THROTTLED, headers: { 'retry-after': '120' } })
+  const throttled = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'a throttled login is "unavailable", not a rejection')
+  t.equal(throttled.retryAfterSeconds, 120, 'Retry-After passed on to clients')
+  t.equal(guard.consecutiveRejections, 0, 'not counted')
+  clock.advance(119_000)
+  const waiting = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.ok(waiting.retryAfterSeconds <= 1, 'the remaining wait')
+  t.equal(http.loginCalls, 1, 'no login before Retry-After has passed, although the normal backoff (1 s) has')
+  clock.advance(1000)
+  http.answerLogin = () => REQUEST_TIMEOUT
+  const timedOut = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'a 408 is "unavailable" too')
+  t.equal(timedOut.retryAfterSeconds, 2 * BACKOFF_BASE_MS / 1000, 'without Retry-After: the normal backoff')
+  t.equal(http.loginCalls, 2)
+
+  // Far more than the guard's limit (2) and the account's ceiling (4), alternating, with short or past Retry-After values.
+  for (let i = 0; i < 10; i++) {
+    clock.advance(BACKOFF_MAX_MS)
+    http.answerLogin = () => i % 2 === 0 ? { ...THROTTLED, headers: { 'retry-after': new Date(Date.now() - 5000).toUTCString() } } : REQUEST_TIMEOUT
+    const error = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+    t.ok(error.retryAfterSeconds * 1000 >= Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (i + 2)), 'a past Retry-After does not shorten the normal backoff')
+  }
+  t.equal(http.loginCalls, 12)
+  t.equal(guard.consecutiveRejections, 0)
+  t.equal(guard.accountConsecutiveRejections, 0)
+  t.notOk(manager.guardEngaged, 'the guard is not engaged')
+  t.notOk(events.logins.some((e) => e.outcome === 'rejected'), 'no login reported as rejected')
+
+  clock.advance(BACKOFF_MAX_MS)
+  http.answerLogin = () => ({ ...THROTTLED, headers: { 'retry-after': '86400' } })
+  const capped = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(capped.retryAfterSeconds, RETRY_AFTER_MAX_MS / 1000, 'a day-long Retry-After is capped')
+  clock.advance(RETRY_AFTER_MAX_MS)
+  http.answerLogin = () => ({ status: 200, body: { sessionToken: 'session-after-throttling-5e1f' } })
+  t.equal((await manager.acquireTokens()).sessionToken, 'session-after-throttling-5e1f', 'logs in once the platform accepts logins again')
+  t.equal(http.loginCalls, 14)
+})
+
+t.test('429 and 408 answers to the OAuth token request are not a rejected app key: backoff honouring Retry-After, no login', async (t) => {
+  const { manager, clock, guard, events, http } = setupOverHttp(t)
+  http.answerToken = () => ({ status: 429, body: { error: 'too_many_requests', error_description: 'slow down' }, headers: { 'retry-after': '30' } })
+  const throttled = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'not oauth-client-rejected')
+  t.equal(throttled.retryAfterSeconds, 30)
+  clock.advance(29_000)
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  t.equal(http.tokenCalls, 1, 'no token request before Retry-After has passed')
+  clock.advance(1000)
+  http.answerToken = () => ({ status: 408, body: { error: 'request_timeout', error_description: 'request timeout' } })
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'a 408 is "unavailable" too')
+  t.equal(http.tokenCalls, 2)
+  t.same(events.oauthFetches, ['error', 'error'], 'reported as errors, not rejections')
+  t.equal(http.loginCalls, 0, 'no login without a bearer')
+  t.equal(guard.consecutiveRejections, 0)
+  clock.advance(BACKOFF_MAX_MS)
+  http.answerToken = () => ({ status: 200, body: { access_token: 'oauth-after-throttling-77a0', token_type: 'bearer', expires_in: 3600 } })
+  t.equal((await manager.acquireTokens()).oauthToken, 'oauth-after-throttling-77a0')
 })
