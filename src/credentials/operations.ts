@@ -112,9 +112,11 @@ export class CredentialOperations {
       } catch (error) {
         if (!(error instanceof UpstreamAuthError)) throw error
         const tokenProblem = error.kind === 'session-invalid' ? 'session' : error.kind === 'oauth-invalid' ? 'oauth' : undefined
-        if (tokenProblem !== undefined && attempt === 1) {
-          // The old password is still valid: a rejected token is renewed and the reset asked once more.
-          tokens = await session.tokensAfterRejection(tokens, tokenProblem)
+        // The old password is still valid: a rejected token is renewed and the reset asked once more
+        // (unless the session manager holds off renewing a session refused right after its login).
+        const renewed = tokenProblem !== undefined && attempt === 1 ? await session.tokensAfterRejection(tokens, tokenProblem) : undefined
+        if (renewed !== undefined) {
+          tokens = renewed
           continue
         }
         const outcome = error.kind === 'unknown-outcome'

@@ -167,14 +167,20 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       reply.send(peeked.body)
       return
     }
+    let renewed: UpstreamTokens | undefined
     try {
-      state.tokens = await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
+      renewed = await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
     } catch (error) {
       if (!(error instanceof AuthUnavailableError)) throw error
       clearHeaders(reply)
       sendAuthUnavailable(reply, error)
       return
     }
+    if (renewed === undefined) {
+      reply.send(peeked.body) // the session was refused right after its login: not renewed again so soon, ThingSpace's answer goes on
+      return
+    }
+    state.tokens = renewed
     state.replayedFor = state.replayedFor === undefined ? rejection.cause : 'both'
     options.onReplay?.(rejection)
     clearHeaders(reply) // those of the refused answer must not leak into the replay's

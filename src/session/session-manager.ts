@@ -45,6 +45,8 @@ export interface SessionManagerOptions {
 interface CachedSession {
   token: string
   loggedInAt: number
+  /** Logged in to replace a session the platform refused (expired or invalid). */
+  replacedRefusedSession: boolean
 }
 
 export type SessionStatus = 'active' | 'none' | 'logging-in' | 'rejected' | 'backing-off'
@@ -71,6 +73,17 @@ export function idleMarginMs (sessionIdleSeconds: number): number {
 
 const SESSION_KEY = 'session'
 
+/**
+ * A session logged in to replace a refused one, and itself refused within this time of its login, is
+ * not renewed again until this time has passed: the client gets the platform's answer meanwhile. An
+ * upstream (or a middlebox) that refuses every session then costs one login per this interval, at
+ * most about 4 a minute, instead of one per request.
+ */
+export const REFUSED_RENEWAL_HOLD_MS = 15_000
+
+/** Renewal reasons that mean the platform refused the session token. */
+const REFUSAL_REASONS: ReadonlySet<RenewalReason> = new Set(['expired', 'invalid'])
+
 /** A short, one-way tag to tell tokens apart in diagnostics without revealing them. */
 export function fingerprint (token: string): string {
   return createHash('sha256').update(token).digest('hex').slice(0, 8)
@@ -91,6 +104,8 @@ export class SessionManager {
   private renewals = 0
   /** Why the next login replaces a session, for the renewal counter. */
   private pendingRenewal: RenewalReason | undefined
+  /** The held session a warning was logged for: one warning per held session, not one per request. */
+  private warnedHeldSession: CachedSession | undefined
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
@@ -148,9 +163,11 @@ export class SessionManager {
   /**
    * The platform refused `stale` because of the session token (`session`) or the bearer (`oauth`).
    * Returns tokens to replay with: newer ones if another request already renewed them, otherwise
-   * after one shared login or token fetch.
+   * after one shared login or token fetch. Returns undefined when the refused session is one just
+   * logged in to replace a refused one (see REFUSED_RENEWAL_HOLD_MS): it is not renewed again so
+   * soon, and the caller passes the platform's answer on.
    */
-  async tokensAfterRejection (stale: UpstreamTokens, cause: 'session' | 'oauth', reason: RenewalReason = 'expired'): Promise<UpstreamTokens> {
+  async tokensAfterRejection (stale: UpstreamTokens, cause: 'session' | 'oauth', reason: RenewalReason = 'expired'): Promise<UpstreamTokens | undefined> {
     if (cause === 'oauth') {
       const oauthToken = await this.oauth.replace(stale.oauthToken)
       const session = this.sessions.get(SESSION_KEY) ?? await this.login()
@@ -158,10 +175,23 @@ export class SessionManager {
     }
     const session = this.sessions.peek(SESSION_KEY)
     if (session !== undefined && session.token === stale.sessionToken) {
+      if (this.holdsRenewalOf(session, reason)) return undefined
       this.sessions.delete(SESSION_KEY)
       this.pendingRenewal = reason
     }
     return await this.acquireTokens()
+  }
+
+  /** True when `session` replaced a refused one moments ago and is refused in turn: renewing it at once would likely loop. */
+  private holdsRenewalOf (session: CachedSession, reason: RenewalReason): boolean {
+    const ageMs = this.options.clock.now() - session.loggedInAt
+    if (!session.replacedRefusedSession || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
+    if (this.warnedHeldSession !== session) {
+      this.warnedHeldSession = session
+      this.events.onWarning?.(`ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +
+        `it is not renewed again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that login, and clients get ThingSpace's answer meanwhile`)
+    }
+    return true
   }
 
   /** Log in now (start-up); resolves once a session is cached. */
@@ -315,12 +345,13 @@ export class SessionManager {
     this.loginBackoff.reset()
     this.logins += 1
     this.lastLoginSucceeded = true
+    const replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
     if (this.pendingRenewal !== undefined) {
       this.renewals += 1
       this.events.onRenewal?.(this.pendingRenewal)
       this.pendingRenewal = undefined
     }
-    const session = { token, loggedInAt: this.options.clock.now() }
+    const session = { token, loggedInAt: this.options.clock.now(), replacedRefusedSession }
     this.lastUsedAt = session.loggedInAt // the platform's idle clock starts at login
     this.sessions.set(SESSION_KEY, session)
     this.events.onLogin?.('success', { consecutiveRejections: 0 })

@@ -41,6 +41,8 @@ export interface SimulatorOptions {
   resetProbability?: number
   /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
   https?: { key: string, cert: string }
+  /** Every session token answers SessionToken.Expired, fresh ones too, as an upstream (or a middlebox) refusing every session would; default false. */
+  refuseEverySession?: boolean
 }
 
 export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject'
@@ -234,7 +236,7 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
         return reply
       }
       const check = sessions.use(sessionTokenOf(request))
-      if (check === 'expired') {
+      if (check === 'expired' || (check === 'valid' && options.refuseEverySession === true)) {
         return reply.code(400).send(uwsError(UWS_ERROR_CODES.sessionExpired, 'Session token expired; log in again'))
       }
       if (check === 'invalid') {

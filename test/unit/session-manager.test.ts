@@ -10,6 +10,7 @@ import { OAUTH_EXPIRY_MARGIN_MS, OAuthTokenCache } from '../../src/session/oauth
 import {
   fingerprint,
   idleMarginMs,
+  REFUSED_RENEWAL_HOLD_MS,
   SessionManager,
   type LoginOutcome,
   type RenewalReason,
@@ -286,27 +287,28 @@ t.test('tokensAfterRejection(session) from 300 callers: one login, all get the n
   t.equal(api.loginCalls.length, 2, 'one re-login for all 300')
   login.resolve('session-renewed-71ac')
   const results = await Promise.all(calls)
-  t.ok(results.every((r) => r.sessionToken === 'session-renewed-71ac'), 'all get the new session token')
-  t.ok(results.every((r) => r.oauthToken === stale.oauthToken), 'the OAuth token is kept')
+  t.ok(results.every((r) => r?.sessionToken === 'session-renewed-71ac'), 'all get the new session token')
+  t.ok(results.every((r) => r?.oauthToken === stale.oauthToken), 'the OAuth token is kept')
   t.equal(api.loginCalls.length, 2)
   t.equal(api.oauthCalls.length, 1)
   t.same(events.renewals, ['expired'])
 
   const late = await manager.tokensAfterRejection(stale, 'session', 'expired')
-  t.equal(late.sessionToken, 'session-renewed-71ac', 'a caller holding an older token gets the current one')
+  t.equal(late?.sessionToken, 'session-renewed-71ac', 'a caller holding an older token gets the current one')
   t.equal(api.loginCalls.length, 2, 'without another login')
   t.equal(manager.snapshot().renewals, 1)
 })
 
 t.test('tokensAfterRejection(session) records the reason and renews once per stale token', async (t) => {
-  const { manager, api, events } = setup(t)
+  const { manager, api, clock, events } = setup(t)
   await manager.startSession()
   const first = manager.currentTokens() as UpstreamTokens
-  const second = await manager.tokensAfterRejection(first, 'session', 'invalid')
+  const second = await manager.tokensAfterRejection(first, 'session', 'invalid') as UpstreamTokens
   t.not(second.sessionToken, first.sessionToken)
-  const third = await manager.tokensAfterRejection(second, 'session', 'expired')
+  clock.advance(REFUSED_RENEWAL_HOLD_MS) // a renewed session refused at once is held (tested below)
+  const third = await manager.tokensAfterRejection(second, 'session', 'expired') as UpstreamTokens
   t.not(third.sessionToken, second.sessionToken)
-  t.equal((await manager.tokensAfterRejection(first, 'session')).sessionToken, third.sessionToken, 'the oldest token maps to the current one')
+  t.equal((await manager.tokensAfterRejection(first, 'session'))?.sessionToken, third.sessionToken, 'the oldest token maps to the current one')
   t.equal(api.loginCalls.length, 3)
   t.same(events.renewals, ['invalid', 'expired'])
 })
@@ -322,11 +324,11 @@ t.test('tokensAfterRejection(oauth) from 300 callers: one OAuth fetch, no login'
   t.equal(api.oauthCalls.length, 2, 'one fetch for all 300')
   grant.resolve({ accessToken: 'oauth-renewed-3e8f', expiresInSeconds: 3600 })
   const results = await Promise.all(calls)
-  t.ok(results.every((r) => r.oauthToken === 'oauth-renewed-3e8f' && r.sessionToken === stale.sessionToken))
+  t.ok(results.every((r) => r?.oauthToken === 'oauth-renewed-3e8f' && r.sessionToken === stale.sessionToken))
   t.equal(api.oauthCalls.length, 2)
   t.equal(api.loginCalls.length, 1, 'the session is kept')
   const late = await manager.tokensAfterRejection(stale, 'oauth')
-  t.equal(late.oauthToken, 'oauth-renewed-3e8f', 'a late caller with the old bearer gets the new one')
+  t.equal(late?.oauthToken, 'oauth-renewed-3e8f', 'a late caller with the old bearer gets the new one')
   t.equal(api.oauthCalls.length, 2, 'without another fetch')
   t.same(manager.currentTokens(), late)
   t.same(events.renewals, [], 'an OAuth renewal is not a session renewal')
@@ -906,4 +908,58 @@ t.test('429 and 408 answers to the OAuth token request are not a rejected app ke
   clock.advance(BACKOFF_MAX_MS)
   http.answerToken = () => ({ status: 200, body: { access_token: 'oauth-after-throttling-77a0', token_type: 'bearer', expires_in: 3600 } })
   t.equal((await manager.acquireTokens()).oauthToken, 'oauth-after-throttling-77a0')
+})
+
+t.test('an upstream that refuses every session: a session refused right after the login that replaced a refused one is not renewed again at once; at most a handful of logins a minute', async (t) => {
+  const { manager, api, clock, events } = setup(t)
+  const loginTimes: number[] = []
+  api.loginHandler = async () => { loginTimes.push(clock.now()); return api.issueSession() }
+  await manager.startSession()
+  const startedAt = clock.now()
+  let passedOn = 0
+  let replayed = 0
+  // A constant stream of requests, 4 a second for 3 minutes, each answered SessionToken.Expired, as the proxy handles them.
+  for (let elapsed = 0; elapsed < 3 * 60_000; elapsed += 250) {
+    const tokens = manager.currentTokens() ?? await manager.acquireTokens()
+    const renewed = await manager.tokensAfterRejection(tokens, 'session', 'expired')
+    if (renewed === undefined) {
+      passedOn += 1 // the client gets ThingSpace's answer
+    } else {
+      t.not(renewed.sessionToken, tokens.sessionToken, 'a renewal brings a new session')
+      replayed += 1 // replayed once, refused again, passed on
+    }
+    clock.advance(250)
+  }
+  const perMinuteLimit = 1 + Math.ceil(60_000 / REFUSED_RENEWAL_HOLD_MS)
+  t.ok(perMinuteLimit <= 5, `a handful: at most ${perMinuteLimit} logins a minute`)
+  for (let minute = 0; minute < 3; minute++) {
+    const logins = loginTimes.filter((at) => at >= startedAt + minute * 60_000 && at < startedAt + (minute + 1) * 60_000).length
+    t.ok(logins <= perMinuteLimit, `minute ${minute + 1}: ${logins} logins`)
+  }
+  t.ok(api.loginCalls.length <= 1 + 3 * 60_000 / REFUSED_RENEWAL_HOLD_MS + 1, `${api.loginCalls.length} logins for ${passedOn + replayed} requests`)
+  t.equal(replayed, api.loginCalls.length - 1, 'every login after the first was a renewal for a refused session')
+  t.ok(passedOn > 600, 'most refusals are passed on without a login')
+  t.same(events.renewals, Array.from({ length: replayed }, () => 'expired'), 'each re-login is counted as a renewal')
+  t.equal(manager.snapshot().renewals, replayed)
+  t.equal(events.warnings.length, replayed, 'one warning per session held, not one per request')
+  t.match(events.warnings[0], /refused the session \(expired\) 0 s after the login that replaced a refused one/)
+  const all = JSON.stringify(events.warnings)
+  for (const secret of [...api.issuedOAuth, ...api.issuedSessions, CREDENTIALS.password, CREDENTIALS.clientSecret]) {
+    t.notOk(all.includes(secret), 'no secret in a warning')
+  }
+})
+
+t.test('a session not logged in for a refusal (start-up, idle, operator) is renewed at once when refused', async (t) => {
+  const { manager, api, clock, events } = setup(t, { sessionIdleSeconds: 600 })
+  await manager.startSession()
+  t.ok(await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired'), 'start-up session renewed')
+  await manager.startSession('admin')
+  t.ok(await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'invalid'), 'operator\'s session renewed')
+  clock.advance(sessionTtlMs(600) + 1)
+  await manager.acquireTokens()
+  t.ok(await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired'), 'session renewed after idling renewed')
+  t.equal(await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired'), undefined, 'but not the one logged in for that refusal')
+  t.equal(api.loginCalls.length, 6)
+  t.same(events.renewals, ['expired', 'admin', 'invalid', 'idle', 'expired'])
+  t.equal(events.warnings.length, 1)
 })
