@@ -10,10 +10,10 @@ import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
-import { isForwardableTarget } from './paths.js'
+import { isForwardableTarget, locallyAnsweredEndpoint } from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
-import { registerSessionControllerStubs } from './session-stubs.js'
+import { answerLocally, registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
 
 /**
@@ -194,6 +194,13 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   function handler (request: FastifyRequest, reply: FastifyReply): undefined | Promise<FastifyReply> {
     if (!isForwardableTarget(request.url)) {
       sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
+      return undefined
+    }
+    // Other spellings of the session calls (`logout/`, `logout;x`, `LOGOUT`, ...) than the router's:
+    // a lenient upstream would take them for the real ones.
+    const localEndpoint = locallyAnsweredEndpoint(request.url)
+    if (localEndpoint !== undefined) {
+      answerLocally(localEndpoint, reply)
       return undefined
     }
     const tokens = session.currentTokens()

@@ -41,6 +41,11 @@ export interface SimulatorOptions {
   resetProbability?: number
   /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
   https?: { key: string, cert: string }
+  /**
+   * Match paths as lenient servers do (servlet containers, older Spring): any case, trailing and
+   * repeated slashes ignored, `;params` cut off; default false (strict, as Fastify).
+   */
+  lenientPaths?: boolean
   /** Every session token answers SessionToken.Expired, fresh ones too, as an upstream (or a middlebox) refusing every session would; default false. */
   refuseEverySession?: boolean
 }
@@ -116,9 +121,12 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
 
   // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
   // The HTTPS variant has another server type; both expose the same routes, so one type serves the callers.
+  const routerOptions = options.lenientPaths === true
+    ? { caseSensitive: false, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, useSemicolonDelimiter: true }
+    : {}
   const app = (options.https === undefined
-    ? Fastify({ logger: options.logger ?? false, forceCloseConnections: true })
-    : Fastify({ logger: options.logger ?? false, forceCloseConnections: true, https: options.https })) as unknown as FastifyInstance
+    ? Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions })
+    : Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions, https: options.https })) as unknown as FastifyInstance
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
     done(null, parseFormBody(typeof body === 'string' ? body : body.toString('utf8')))
@@ -132,6 +140,7 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   // The API gateway: the bearer is checked before body parsing or anything else. The matched route is
   // checked as well as the raw URL, so a percent-encoded path ("/api/%6d2m/...") cannot slip past it.
   app.addHook('onRequest', async (request, reply) => {
+    stats.requestsReceived++
     const routePattern = request.routeOptions.url ?? ''
     if (!routePattern.startsWith(M2M_PATH_PREFIX) && !request.url.startsWith(M2M_PATH_PREFIX)) return
     const bearer = authorizationCredential(request.headers.authorization, 'Bearer')

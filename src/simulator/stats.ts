@@ -1,6 +1,8 @@
 // Counters the simulator keeps so tests and demos can see what a client did to it.
 
 export interface SimulatorStats {
+  /** Every request that arrived, whatever its path or outcome (unknown paths too). */
+  requestsReceived: number
   /** Calls to the OAuth token endpoint, whatever the outcome. */
   tokenRequests: number
   /** Distinct access tokens minted. */
@@ -19,6 +21,7 @@ export interface SimulatorStats {
 
 export function createStats (): SimulatorStats {
   return {
+    requestsReceived: 0,
     tokenRequests: 0,
     oauthTokensIssued: 0,
     logins: 0,

@@ -162,6 +162,99 @@ t.test('legacy session-controller calls are answered by the proxy', async (t) =>
   t.equal(stack.sim.stats.passwordResets, 0)
 })
 
+interface RawAnswer { status: number, head: string, body: string }
+
+/** Sent over a raw socket: an HTTP client could tidy the target (dot segments, escapes) before sending it. */
+async function rawCall (stack: Awaited<ReturnType<typeof startStack>>, method: string, target: string, body = ''): Promise<RawAnswer> {
+  const contentType = body === '' ? [] : ['Content-Type: application/json']
+  const answer = await rawExchange(stack.proxy.proxyUrl, [
+    `${method} ${target} HTTP/1.1`, 'Host: localhost', ...contentType, `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close', '', body
+  ].join('\r\n'))
+  const headEnd = answer.indexOf('\r\n\r\n')
+  return { status: Number(answer.slice(9, 12)), head: answer.slice(0, headEnd), body: answer.slice(headEnd + 4) }
+}
+
+// The simulator matches paths as a servlet container would: a spelling that got through would log the shared session out or rotate the password.
+t.test('every spelling of a client\'s logout, login, password reset or token call is answered locally, never forwarded', async (t) => {
+  const stack = await startStack(t, { simulator: { lenientPaths: true } })
+  const realSession = stack.sim.activeSessionTokens()[0] as string
+  const password = stack.sim.password
+  const canonical = async (method: string, path: string, body = ''): Promise<RawAnswer> => rawCall(stack, method, path, body)
+  const answers = {
+    logout: await canonical('POST', '/api/m2m/v1/session/logout'),
+    login: await canonical('POST', '/api/m2m/v1/session/login', '{"username":"u","password":"p"}'),
+    passwordReset: await canonical('PUT', '/api/m2m/v1/session/password/actions/reset', JSON.stringify({ oldPassword: password })),
+    oauthToken: await canonical('POST', '/api/ts/v1/oauth2/token')
+  }
+  t.same([answers.logout.status, answers.login.status, answers.passwordReset.status, answers.oauthToken.status], [200, 200, 403, 200], 'the canonical answers')
+  const receivedBefore = stack.sim.stats.requestsReceived
+  // The password reset first: once a forwarded logout has ended the session, a reset could no longer act.
+  const spellings: Array<[keyof typeof answers, string, string]> = [
+    ['passwordReset', 'PUT', '/api/m2m/v1/session/password/actions/reset/'],
+    ['passwordReset', 'PUT', '/api/m2m/v1/session/password/actions/reset;a'],
+    ['passwordReset', 'PUT', '/api/m2m/v1/session/password/actions/r%65set'],
+    ['passwordReset', 'PUT', '/api/m2m/v1/session/password//actions/RESET'],
+    ['login', 'POST', '/api/m2m/v1/session/login/'],
+    ['login', 'POST', '/api/m2m/v1/session/LOGIN;x'],
+    ['login', 'POST', '/api/m2m/v1/session/log%69n'],
+    ['oauthToken', 'POST', '/api/%74s/v1/oauth2/token'],
+    ['logout', 'POST', '/api/m2m/v1/session/logout/'],
+    ['logout', 'POST', '/api/m2m/v1/session/logout;x'],
+    ['logout', 'POST', '/api/m2m/v1//session/logout'],
+    ['logout', 'POST', '/api/m2m//v1/session/logout'],
+    ['logout', 'POST', '/api/m2m/v1/session/LOGOUT'],
+    ['logout', 'POST', '/api/m2m/v1/Session/Logout'],
+    ['logout', 'POST', '/api/m2m/v1/session/log%6fut'],
+    ['logout', 'POST', '/api/m2m/v1/session/log%256fut'],
+    ['logout', 'POST', '/api/m2m/v1/session;jsessionid=1/logout'],
+    ['logout', 'POST', '/api/m2m/v1/session/logout.json'],
+    ['logout', 'POST', '/api/m2m/v1/session/logout/?x=1']
+  ]
+  for (const [name, method, target] of spellings) {
+    const body = name === 'passwordReset' ? JSON.stringify({ oldPassword: password }) : name === 'login' ? '{"username":"u","password":"p"}' : ''
+    const answer = await rawCall(stack, method, target, body)
+    t.equal(answer.status, answers[name].status, `${method} ${target}: status of the local ${name}`)
+    t.same(JSON.parse(answer.body), JSON.parse(answers[name].body), `${method} ${target}: the same body`)
+  }
+  t.equal(stack.sim.stats.requestsReceived, receivedBefore, 'not one request reached the upstream')
+  t.equal(stack.sim.stats.logouts, 0, 'no logout upstream')
+  t.equal(stack.sim.stats.passwordResets, 0, 'no password reset upstream')
+  t.equal(stack.sim.password, password, 'the password is unchanged')
+  t.equal(stack.sim.stats.logins, 1, 'only the proxy\'s own login')
+  t.equal(stack.sim.stats.tokenRequests, 1, 'only the proxy\'s own token request')
+  t.same(stack.sim.activeSessionTokens(), [realSession], 'the shared session is still up')
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'and still serves')
+})
+
+t.test('other methods on a session call, in any spelling, are refused with 405 and Allow, never forwarded', async (t) => {
+  const stack = await startStack(t, { simulator: { lenientPaths: true } })
+  const receivedBefore = stack.sim.stats.requestsReceived
+  const refused: Array<[string, string, string]> = [
+    ['GET', '/api/m2m/v1/session/logout', 'POST'],
+    ['DELETE', '/api/m2m/v1/session/logout', 'POST'],
+    ['PUT', '/api/m2m/v1/session/logout/', 'POST'],
+    ['GET', '/api/m2m/v1/session/LOGOUT;x', 'POST'],
+    ['PATCH', '/api/m2m/v1/session/log%6fut', 'POST'],
+    ['OPTIONS', '/api/m2m/v1/session/login', 'POST'],
+    ['GET', '/api/m2m/v1//session/login', 'POST'],
+    ['POST', '/api/m2m/v1/session/password/actions/reset', 'PUT'],
+    ['POST', '/api/m2m/v1/session/password/actions/reset;a', 'PUT'],
+    ['PATCH', '/api/m2m/v1/session/password/actions/r%65set/', 'PUT'],
+    ['GET', '/api/ts/v1/oauth2/token', 'POST']
+  ]
+  for (const [method, target, allowed] of refused) {
+    const answer = await rawCall(stack, method, target)
+    t.equal(answer.status, 405, `${method} ${target}`)
+    t.match(answer.head, new RegExp(`\\r\\nallow: ${allowed}\\r\\n`, 'i'), `${method} ${target}: Allow: ${allowed}`)
+    t.match(answer.head, /\r\nx-request-id: /i, `${method} ${target}: with the request id`)
+    t.equal((JSON.parse(answer.body) as { errorCode: string }).errorCode, 'Proxy.MethodNotAllowed', `${method} ${target}: in the proxy's error shape`)
+  }
+  const head = await rawCall(stack, 'HEAD', '/api/m2m/v1/session/logout/')
+  t.equal(head.status, 405, 'HEAD too')
+  t.equal(stack.sim.stats.requestsReceived, receivedBefore, 'not one request reached the upstream')
+  t.equal(stack.sim.stats.logouts + stack.sim.stats.passwordResets, 0)
+})
+
 t.test('upstream errors pass through untouched; other paths are not proxied', async (t) => {
   const stack = await startStack(t)
   const missing = await stack.call('GET', '/api/m2m/v1/no-such-endpoint')
@@ -184,7 +277,7 @@ function echoOf (answer: string): Echo {
 t.test('hop-by-hop headers stay on their hop, in both directions (RFC 9110)', async (t) => {
   const stack = await startStack(t)
   const send = (lines: string[], body = ''): Promise<string> =>
-    rawExchange(stack.proxy.proxyUrl, [...lines, 'Host: proxy.local', 'Connection: close, X-Private', '', body].join('\r\n'))
+    rawExchange(stack.proxy.proxyUrl, [...lines, 'Host: localhost', 'Connection: close, X-Private', '', body].join('\r\n'))
 
   const plain = await send([`GET ${ECHO_PATH} HTTP/1.1`, 'Keep-Alive: timeout=5', 'TE: trailers', 'Upgrade: h2c', 'Proxy-Connection: keep-alive', 'X-Private: named-in-connection'])
   t.match(plain, /^HTTP\/1\.1 200 /)

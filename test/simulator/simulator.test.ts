@@ -569,6 +569,28 @@ t.test('echo: method, url, headers and a digest of the raw body, any content typ
   t.equal(sim.stats.dataRequests, 6)
 })
 
+t.test('lenientPaths: any case, trailing and repeated slashes, ;params, as a servlet container matches them', async (t) => {
+  const strict = await startSimulator(t)
+  const lenient = await startSimulator(t, { lenientPaths: true })
+  for (const { sim, base } of [strict, lenient]) {
+    const bearer = await accessToken(base)
+    for (const path of ['/api/m2m/v1/session/logout/', '/api/m2m/v1//session/logout', '/api/m2m/v1/session/LOGOUT', '/api/m2m/v1/session/logout;x']) {
+      const res = await call(base, path, { method: 'POST', bearer, session: await sessionToken(base, bearer) })
+      t.equal(res.status, sim === lenient.sim ? 200 : 404, `${sim === lenient.sim ? 'lenient' : 'strict'}: POST ${path}`)
+      await res.arrayBuffer()
+    }
+    t.equal(sim.stats.logouts, sim === lenient.sim ? 4 : 0)
+  }
+})
+
+t.test('requestsReceived counts every request, unknown paths and refusals too', async (t) => {
+  const { sim, base } = await startSimulator(t)
+  await (await fetch(`${base}/nowhere`)).arrayBuffer()
+  await (await call(base, '/api/m2m/v1/accounts/A')).arrayBuffer() // no bearer: refused by the gateway
+  await accessToken(base)
+  t.equal(sim.stats.requestsReceived, 3)
+})
+
 t.test('bytes: a streamed deterministic pattern with content-length', async (t) => {
   const { sim, base } = await startSimulator(t)
   const bearer = await accessToken(base)

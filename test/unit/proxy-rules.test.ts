@@ -2,7 +2,8 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import t from 'tap'
-import { FORWARDED_PREFIX, isForwardableTarget } from '../../src/proxy/paths.js'
+import fc from 'fast-check'
+import { FORWARDED_PREFIX, isForwardableTarget, LOCALLY_ANSWERED_ENDPOINTS, locallyAnsweredEndpoint, normalisedPath } from '../../src/proxy/paths.js'
 import { SESSION_TOKEN_HEADER, withoutHopByHop, withUpstreamAuth } from '../../src/proxy/headers.js'
 import { mayBeTokenRejection, tokenRejectionOf } from '../../src/proxy/upstream-errors.js'
 import { classifyUpstreamFailure, PROXY_ERRORS, sendProxyError } from '../../src/proxy/errors.js'
@@ -94,6 +95,111 @@ t.test('hidden separators, backslashes, control characters and malformed escapes
     '/api/m2m/v1/%2500'
   ]
   for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${JSON.stringify(target)}`)
+})
+
+t.test('normalisedPath: the path as a lenient upstream would match it', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['/api/m2m/v1/session/logout', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout?next=/x', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout/', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout///', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1//session/logout', '/api/m2m/v1/session/logout'],
+    ['//api/m2m/v1/session/logout', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout;x', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session;jsessionid=1/logout;a=b;c', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout;%zz', '/api/m2m/v1/session/logout'], // params cut before decoding, as Tomcat does
+    ['/api/m2m/v1/session/logout%3bx', '/api/m2m/v1/session/logout'], // and after
+    ['/API/M2M/V1/SESSION/LOGOUT', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/log%6fut', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/log%6Fut', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/log%256fut', '/api/m2m/v1/session/logout'], // double-encoded
+    ['/api/m2m/v1/session%2flogout', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session%5clogout', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/x/../session/./logout', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/session/logout.json', '/api/m2m/v1/session/logout'], // Spring's suffix pattern match
+    ['/api/m2m/v1/session/logout.a.b', '/api/m2m/v1/session/logout'],
+    ['/api/m2m/v1/accounts/a.b/x', '/api/m2m/v1/accounts/a.b/x'], // only the last segment's extension
+    ['/api/m2m/v1/%C5%BFession/logout', '/api/m2m/v1/session/logout'], // 'ſ' (long s) is an 's' to Java's equalsIgnoreCase
+    ['/api/m2m/v1/session/log%C4%B1n', '/api/m2m/v1/session/login'], // dotless i
+    ['/api/ts/v1/oauth2/to%E2%84%AAen', '/api/ts/v1/oauth2/token'], // Kelvin sign
+    ['/api/m2m/v1/acc%zzounts', '/api/m2m/v1/acc%zzounts'], // a malformed escape stays as it is
+    ['/', '/'],
+    ['', '/']
+  ]
+  for (const [raw, normalised] of cases) t.equal(normalisedPath(raw), normalised, raw)
+})
+
+t.test('locally answered endpoints: one row each, by exact path and method', async (t) => {
+  t.same(LOCALLY_ANSWERED_ENDPOINTS.map(({ name, method, path }) => `${name} ${method} ${path}`), [
+    'login POST /api/m2m/v1/session/login',
+    'logout POST /api/m2m/v1/session/logout',
+    'passwordReset PUT /api/m2m/v1/session/password/actions/reset',
+    'oauthToken POST /api/ts/v1/oauth2/token'
+  ])
+  for (const endpoint of LOCALLY_ANSWERED_ENDPOINTS) t.equal(normalisedPath(endpoint.path), endpoint.path, `${endpoint.name}: its path is already normal`)
+})
+
+t.test('locallyAnsweredEndpoint: every spelling of a session call, and nothing else', async (t) => {
+  const cases: Array<[string, string | undefined]> = [
+    ['/api/m2m/v1/session/logout', 'logout'],
+    ['/api/m2m/v1/session/logout/', 'logout'],
+    ['/api/m2m/v1/session/logout;x', 'logout'],
+    ['/api/m2m/v1//session/logout', 'logout'],
+    ['/api/m2m/v1/session/LOGOUT', 'logout'],
+    ['/api/m2m/v1/session/log%6fut', 'logout'],
+    ['/api/m2m/v1/Session/Logout/?x=1', 'logout'],
+    ['/api/m2m/v1/session/login', 'login'],
+    ['/api/m2m/v1/session/login.do', 'login'],
+    ['/api/m2m/v1/SESSION;a/LOGIN//', 'login'],
+    ['/api/m2m/v1/session/password/actions/reset', 'passwordReset'],
+    ['/api/m2m/v1/session/password/actions/reset/', 'passwordReset'],
+    ['/api/m2m/v1/session/password/actions/reset;a', 'passwordReset'],
+    ['/api/m2m/v1/session/password/actions/r%65set', 'passwordReset'],
+    ['/api/m2m/v1/session/password//actions/RESET', 'passwordReset'],
+    ['/api/ts/v1/oauth2/token', 'oauthToken'],
+    ['/api/ts/v1/oauth2/token/', 'oauthToken'],
+    ['/api/ts/v1/OAuth2/Token', 'oauthToken'],
+    ['/api/m2m/%2e%2e/ts/v1/oauth2/token', 'oauthToken'],
+    ['/api/m2m/v1/devices/actions/list', undefined],
+    ['/api/m2m/v1/accounts/TestAccount-1?x=%20', undefined],
+    ['/api/m2m/v1/devices/actions/list?next=/api/m2m/v1/session/logout', undefined], // the query is not the path
+    ['/api/m2m/v1/session/logouts', undefined],
+    ['/api/m2m/v1/session/logout/now', undefined],
+    ['/api/m2m/v1/session/password/actions', undefined],
+    ['/api/m2m/v2/session/logout', undefined],
+    ['/api/m2m/v1/sessions/logout', undefined],
+    ['/api/m2m/v1/session', undefined],
+    ['/api/ts/v1/oauth2', undefined]
+  ]
+  for (const [target, name] of cases) t.equal(locallyAnsweredEndpoint(target)?.name, name, target)
+})
+
+/** Every spelling a lenient upstream takes for `path`: escapes, case, `;params`, repeated and trailing slashes. */
+function spellingOf (path: string): fc.Arbitrary<string> {
+  const segments = path.split('/').slice(1)
+  const spelledSegment = (segment: string): fc.Arbitrary<string> => fc.tuple(
+    fc.array(fc.constantFrom('as-is', 'upper', 'escaped', 'escaped-twice'), { minLength: segment.length, maxLength: segment.length }),
+    fc.option(fc.stringMatching(/^;[a-z=0-9]{0,6}$/), { nil: '' }),
+    fc.constantFrom('/', '//', '///')
+  ).map(([ways, params, slash]) => [...segment].map((char, i) => {
+    const hex = char.charCodeAt(0).toString(16)
+    if (ways[i] === 'upper') return char.toUpperCase()
+    if (ways[i] === 'escaped') return `%${hex}`
+    if (ways[i] === 'escaped-twice') return `%25${hex}`
+    return char
+  }).join('') + params + slash)
+  return fc.tuple(...segments.map(spelledSegment), fc.boolean()).map((parts) => {
+    const trailingSlash = parts.pop() as boolean
+    const joined = '/' + (parts as string[]).join('')
+    return trailingSlash ? joined : joined.replace(/\/+$/, '')
+  })
+}
+
+t.test('locallyAnsweredEndpoint: the cheap pre-check lets no spelling through (property)', async (t) => {
+  for (const endpoint of LOCALLY_ANSWERED_ENDPOINTS) {
+    fc.assert(fc.property(spellingOf(endpoint.path), (spelling) => locallyAnsweredEndpoint(spelling)?.name === endpoint.name), { numRuns: 500 })
+    t.pass(`${endpoint.name}: 500 spellings recognised`)
+  }
 })
 
 t.test('withUpstreamAuth replaces client credentials and keeps other headers', async (t) => {
