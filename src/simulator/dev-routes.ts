@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
+import { fingerprint } from '../session/session-manager.js'
 import { UWS_ERROR_CODES, uwsError } from './errors.js'
 import { boundedWholeNumber } from './request-input.js'
 
@@ -14,6 +15,7 @@ const STREAM_CHUNK_BYTES = 64 * 1024
 export const PATTERN_MODULUS = 251
 
 const PREFIX = '/api/m2m/v1/simulator'
+const SESSION_TOKEN_HEADER = 'vz-m2m-token'
 
 /** Long enough that any chunk can start at any phase of the pattern: chunks are views into it, never copies. */
 const PATTERN = Buffer.from(Array.from({ length: STREAM_CHUNK_BYTES + PATTERN_MODULUS }, (_, i) => i % PATTERN_MODULUS))
@@ -21,6 +23,7 @@ const PATTERN = Buffer.from(Array.from({ length: STREAM_CHUNK_BYTES + PATTERN_MO
 export interface EchoAnswer {
   method: string
   url: string
+  /** As received, except that the credential in Authorization and the VZ-M2M-Token are fingerprints (`fingerprint()`). */
   headers: Record<string, string | string[] | undefined>
   bodyLength: number
   bodySha256: string
@@ -43,6 +46,25 @@ export function patternStream (totalBytes: number): Readable {
   })
 }
 
+/**
+ * The headers with each token replaced by its fingerprint, the Authorization scheme kept
+ * (`Bearer 1a2b3c4d`): tests can still tell which token came, and a demo screen or a pasted
+ * log never shows one.
+ */
+function withTokensFingerprinted (headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+  const shown = { ...headers }
+  const { authorization } = headers
+  if (typeof authorization === 'string') {
+    const schemeEnd = authorization.indexOf(' ')
+    shown.authorization = schemeEnd === -1
+      ? fingerprint(authorization)
+      : `${authorization.slice(0, schemeEnd)} ${fingerprint(authorization.slice(schemeEnd + 1))}`
+  }
+  const sessionToken = headers[SESSION_TOKEN_HEADER]
+  if (typeof sessionToken === 'string') shown[SESSION_TOKEN_HEADER] = fingerprint(sessionToken)
+  return shown
+}
+
 async function echoRoute (scope: FastifyInstance): Promise<void> {
   // Encapsulated: every content type (or none) arrives here as raw bytes, and nowhere else.
   scope.removeAllContentTypeParsers()
@@ -54,7 +76,7 @@ async function echoRoute (scope: FastifyInstance): Promise<void> {
     return {
       method: request.method,
       url: request.url,
-      headers: { ...request.headers },
+      headers: withTokensFingerprinted(request.headers),
       bodyLength: body.length,
       bodySha256: createHash('sha256').update(body).digest('hex')
     }

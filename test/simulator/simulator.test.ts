@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
 import { SessionStore } from '../../src/simulator/sessions.js'
+import { fingerprint } from '../../src/session/session-manager.js'
 
 const START_MS = Date.UTC(2025, 0, 1, 12, 0, 0)
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -532,8 +533,8 @@ t.test('echo: method, url, headers and a digest of the raw body, any content typ
   t.equal(body.method, 'POST')
   t.equal(body.url, '/api/m2m/v1/simulator/echo?a=1&b=%20two')
   t.equal(body.headers['x-trace'], 'abc')
-  t.equal(body.headers['vz-m2m-token'], session)
-  t.equal(body.headers.authorization, `Bearer ${bearer}`)
+  t.equal(body.headers['vz-m2m-token'], fingerprint(session), 'the session token as its fingerprint')
+  t.equal(body.headers.authorization, `Bearer ${fingerprint(bearer)}`, 'the bearer as its fingerprint, the scheme kept')
   t.equal(body.headers['content-type'], 'application/octet-stream')
   t.equal(body.bodyLength, payload.length)
   t.equal(body.bodySha256, sha256Hex(payload))
@@ -567,6 +568,22 @@ t.test('echo: method, url, headers and a digest of the raw body, any content typ
 
   await expectUwsError(t, await call(base, '/api/m2m/v1/simulator/echo', { bearer }), 400, 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid')
   t.equal(sim.stats.dataRequests, 6)
+})
+
+t.test('echo: the answer holds no live token, only fingerprints', async (t) => {
+  const { base } = await startSimulator(t)
+  const bearer = await accessToken(base)
+  const session = await sessionToken(base, bearer)
+  const res = await call(base, '/api/m2m/v1/simulator/echo', { bearer, session })
+  t.equal(res.status, 200)
+  const text = await res.text()
+  t.notOk(text.includes(bearer), 'no bearer')
+  t.notOk(text.includes(session), 'no session token')
+  const echoed = (JSON.parse(text) as EchoBody).headers
+  t.match(echoed['vz-m2m-token'], /^[0-9a-f]{8}$/)
+  t.match(echoed.authorization, /^Bearer [0-9a-f]{8}$/)
+  const other = await call(base, '/api/m2m/v1/simulator/echo', { bearer, session, headers: { authorization: `bearer  ${bearer}` } })
+  t.notOk((await other.text()).includes(bearer), 'nor in another spelling of the header')
 })
 
 t.test('lenientPaths: any case, trailing and repeated slashes, ;params, as a servlet container matches them', async (t) => {
