@@ -58,11 +58,13 @@ class LazyChildLogger {
   readonly #parent: FastifyBaseLogger
   readonly #bindings: Bindings
   readonly #options: ChildLoggerOptions
+  readonly #warningsAtDebug: ReadonlySet<string> | undefined
 
-  constructor (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) {
+  constructor (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions, warningsAtDebug?: ReadonlySet<string>) {
     this.#parent = parent
     this.#bindings = bindings
     this.#options = options
+    this.#warningsAtDebug = warningsAtDebug
   }
 
   get #logger (): FastifyBaseLogger {
@@ -74,7 +76,12 @@ class LazyChildLogger {
   set level (level: string) { this.#logger.level = level }
   fatal (...args: unknown[]): void { (this.#logger.fatal as AnyLogFn)(...args) }
   error (...args: unknown[]): void { (this.#logger.error as AnyLogFn)(...args) }
-  warn (...args: unknown[]): void { (this.#logger.warn as AnyLogFn)(...args) }
+  warn (...args: unknown[]): void {
+    // log.warn(obj, msg) or log.warn(msg)
+    const message = typeof args[0] === 'string' ? args[0] : args[1]
+    if (this.#warningsAtDebug?.has(message as string) === true) (this.#logger.debug as AnyLogFn)(...args)
+    else (this.#logger.warn as AnyLogFn)(...args)
+  }
   info (...args: unknown[]): void { (this.#logger.info as AnyLogFn)(...args) }
   debug (...args: unknown[]): void { (this.#logger.debug as AnyLogFn)(...args) }
   trace (...args: unknown[]): void { (this.#logger.trace as AnyLogFn)(...args) }
@@ -85,4 +92,12 @@ class LazyChildLogger {
 /** Fastify's childLoggerFactory: request loggers are made on first use. */
 export function lazyRequestLogger (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
   return new LazyChildLogger(parent, bindings, options) as unknown as FastifyBaseLogger
+}
+
+/**
+ * The same, except that warnings with one of these messages are written at debug: for a library's
+ * own warning about something the caller logs itself.
+ */
+export function lazyRequestLoggerWithWarningsAtDebug (messages: ReadonlySet<string>): (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) => FastifyBaseLogger {
+  return (parent, bindings, options) => new LazyChildLogger(parent, bindings, options, messages) as unknown as FastifyBaseLogger
 }

@@ -15,12 +15,19 @@ import { peekBody, peekBodyAsync } from './response-body.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
 import { answerLocally, registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
+import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
 
 /**
  * Answers up to this size are read whole: error answers to look for a token rejection, others of
  * declared length to be sent as one buffer. Larger ones stream through.
  */
 const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024
+
+/**
+ * @fastify/reply-from's own warning about every failed upstream call, with the error's stack, just
+ * before it calls onError, which logs the failure in one line: written at debug instead.
+ */
+const REPLY_FROM_FAILURE_WARNINGS: ReadonlySet<string> = new Set(['response errored'])
 
 export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection'>
 
@@ -59,6 +66,8 @@ interface UpstreamResponse {
 export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const { session } = options
   app.decorateRequest('proxyState', null)
+  // Scoped to this plugin, so to the forwarding routes: every failed upstream call logs one warning.
+  app.setChildLoggerFactory(lazyRequestLoggerWithWarningsAtDebug(REPLY_FROM_FAILURE_WARNINGS))
 
   // Bodies are kept as raw bytes (never parsed and re-serialised) so that a replay is byte-identical.
   app.removeAllContentTypeParsers()
@@ -118,7 +127,10 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = reply.request.proxyState
     if (state !== null) options.onUpstreamResult?.(undefined, (performance.now() - state.upstreamStartedAt) / 1000)
     const failure = classifyUpstreamFailure(error)
-    reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
+    // A timeout, reset or refused connection is expected on a network: its code says it all, no stack.
+    // Anything without a code of its own is not, and keeps its stack.
+    if (failure.detail === 'unknown error' || failure.detail.startsWith('FST_')) reply.request.log.warn({ upstreamError: failure.detail, err: error }, 'upstream request failed')
+    else reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
     const message = failure.kind === 'upstreamTimeout'
       ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
       : `ThingSpace could not be reached (${failure.detail})`

@@ -77,6 +77,23 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
 })
 
+t.test('an upstream reset, timeout or refused connection logs exactly one warning per request, without a stack trace', async (t) => {
+  // A timeout far below the delay: on a busy machine the answer only comes later, never earlier.
+  const stack = await startStack(t, { env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: '300' } })
+  const stopUpstream = async (): Promise<void> => { await stack.sim.app.close() }
+  for (const [target, status, setUp] of [['/api/m2m/v1/simulator/reset', 502], ['/api/m2m/v1/simulator/delay/5000', 504], [ECHO_PATH, 502, stopUpstream]] as const) {
+    await setUp?.()
+    const before = stack.logs.lines.length
+    const answer = await stack.call('GET', target)
+    t.equal(answer.status, status, target)
+    const requestId = answer.headers['x-request-id']
+    const warnings = stack.logs.entries().slice(before).filter((line) => (line.level as number) >= 40)
+    t.equal(warnings.length, 1, `one warning for ${target}: ${JSON.stringify(warnings)}`)
+    t.match(warnings[0], { reqId: requestId, msg: 'upstream request failed', upstreamError: String })
+    t.notOk(JSON.stringify(warnings[0]).includes('stack'), 'no stack trace')
+  }
+})
+
 t.test('an answer cut off upstream: 502 when small (read whole), a cut connection when streamed; the proxy keeps serving', async (t) => {
   const stack = await startStack(t)
   const small = await stack.call('GET', '/api/m2m/v1/simulator/truncated/100')
