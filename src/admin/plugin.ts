@@ -1,6 +1,6 @@
 // Admin listener: open health and readiness probes, token-protected operator routes, one audit line per action.
 
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { ConfigError } from '../config/errors.js'
 import { OperationError, type CredentialOperations, type OperationErrorKind } from '../credentials/operations.js'
 import { AuthUnavailableError } from '../session/errors.js'
@@ -28,7 +28,7 @@ const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
 
 function outcomeOf (statusCode: number): string {
   if (statusCode < 400) return 'ok'
-  return { 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 409: 'conflict' }[statusCode] ?? (statusCode < 500 ? 'rejected' : 'failed')
+  return { 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 405: 'method-not-allowed', 409: 'conflict' }[statusCode] ?? (statusCode < 500 ? 'rejected' : 'failed')
 }
 
 /** Probes and metrics answer without a token and are not audited, unless refused before their route (Host check). */
@@ -103,8 +103,38 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
       sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
     })
     operatorRoutes.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
+    const allowedMethods = new Map<string, Set<string>>()
+    const collectMethods = (route: RouteOptions & { routePath: string }): void => {
+      const methods = allowedMethods.get(route.routePath) ?? new Set<string>()
+      for (const method of [route.method].flat()) methods.add(method)
+      if (methods.has('GET')) methods.add('HEAD') // Fastify adds a HEAD route to each GET route
+      allowedMethods.set(route.routePath, methods)
+    }
+    operatorRoutes.addHook('onRoute', collectMethods)
     registerOperatorRoutes(operatorRoutes, options)
+    answerOtherMethods(operatorRoutes, new Map(allowedMethods))
   }, { prefix: '/admin' })
+}
+
+/**
+ * The other methods of each operator route answer 405 with Allow. As routes inside the guarded
+ * plugin, the token is checked first (the plugin's onRequest hook runs before the route's own), so
+ * only a caller holding it learns which routes exist; the body is never read.
+ */
+function answerOtherMethods (app: FastifyInstance, allowedMethods: ReadonlyMap<string, ReadonlySet<string>>): void {
+  for (const [routePath, allowed] of allowedMethods) {
+    const allow = [...allowed].join(', ')
+    app.route({
+      method: app.supportedMethods.filter((method) => !allowed.has(method)),
+      url: routePath,
+      onRequest: (_request, reply, done) => {
+        reply.header('allow', allow).header('connection', 'close')
+        sendProxyError(reply, 'methodNotAllowed', `method not allowed on this admin route; allowed: ${allow}`)
+        done()
+      },
+      handler: async () => undefined // never reached: answered in onRequest
+    })
+  }
 }
 
 function registerOperatorRoutes (app: FastifyInstance, { session, operations }: AdminPluginOptions): void {

@@ -229,6 +229,38 @@ t.test('an edit of the credentials file releases the guard without a call', asyn
   t.ok(stack.logs.lines.some((line) => line.includes('credentials reloaded')))
 })
 
+t.test('a known admin route with another method: 405 with Allow, only with the token; without it 401', async (t) => {
+  const stack = await startStack(t)
+  const cases: Array<[string, string, string]> = [
+    ['GET', '/admin/session/start', 'POST'],
+    ['GET', '/admin/password/rotate', 'POST'],
+    ['PUT', '/admin/credentials/reload', 'POST'],
+    ['DELETE', '/admin/session/end', 'POST'],
+    ['POST', '/admin/session', 'GET, HEAD'],
+    ['GET', '/%61dmin/session/start', 'POST']
+  ]
+  for (const [method, route, allow] of cases) {
+    const refused = await stack.adminCall(method, route)
+    t.equal(refused.status, 401, `${method} ${route} without a token`)
+    t.equal(refused.headers.allow, undefined, 'no route information without the token')
+    const wrong = await stack.adminCall(method, route, { headers: { authorization: 'Bearer wrong-token-wrong-token-wrong' } })
+    t.equal(wrong.status, 401, `${method} ${route} with a wrong token`)
+    t.equal(wrong.headers.allow, undefined)
+    const answer = await stack.adminCall(method, route, { headers: { ...AUTH, 'content-type': 'application/json' }, body: method === 'GET' ? undefined : '{"x":1}' })
+    t.equal(answer.status, 405, `${method} ${route}`)
+    t.equal(answer.headers.allow, allow)
+    t.equal((answer.json() as ErrorBody).errorCode, 'Proxy.MethodNotAllowed')
+  }
+  t.equal((await stack.adminCall('GET', '/admin/no-such-route', { headers: AUTH })).status, 404, 'an unknown route stays 404')
+  t.equal((await stack.adminCall('HEAD', '/admin/session', { headers: AUTH })).status, 200, 'HEAD of a GET route still answers')
+  t.equal(stack.sim.stats.logins, 1, 'no login')
+  t.equal(stack.sim.stats.logouts, 0, 'no logout')
+  t.equal(stack.sim.stats.passwordResets, 0, 'no reset')
+  const audit = stack.logs.entries().filter((entry) => entry.audit === true && entry.status === 405)
+  t.equal(audit.length, cases.length, 'each 405 audited')
+  t.match(audit[0], { outcome: 'method-not-allowed' })
+})
+
 t.test('malformed JSON → 400; unknown admin route → 404; an audit line per action without secrets', async (t) => {
   const stack = await startStack(t)
   const malformed = await stack.adminCall('POST', '/admin/session/start', { headers: { ...AUTH, 'content-type': 'application/json' }, body: '{nope' })
