@@ -1,5 +1,6 @@
 // `npm run demo`: the embedded ThingSpace simulator plus the proxy pointed at it with demo credentials. No account needed.
 
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -12,6 +13,18 @@ import { buildSimulator, DEMO_CREDENTIALS } from './simulator/app.js'
 
 async function demo (): Promise<void> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-session-proxy-demo-'))
+  // It holds a credentials file: removed on every exit, a start-up failure (a port taken) included.
+  process.once('exit', () => { fs.rmSync(stateDir, { recursive: true, force: true }) })
+  // Until both are up, a signal just ends the process; a second signal while stopping too. The exit
+  // handler above runs either way (a signal without a handler would skip it).
+  let stop = (): void => { process.exit(1) }
+  const onSignal = (): void => {
+    const current = stop
+    stop = () => { process.exit(1) }
+    current()
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   const credentialsFile = path.join(stateDir, 'credentials.json')
   fs.writeFileSync(credentialsFile, JSON.stringify(DEMO_CREDENTIALS, null, 2) + '\n', { mode: 0o600 })
 
@@ -21,7 +34,11 @@ async function demo (): Promise<void> {
   const address = simulator.app.server.address()
   const simulatorUrl = typeof address === 'object' && address !== null ? `http://127.0.0.1:${address.port}` : String(address)
 
-  const env = { ...process.env, M2M_PROXY_UPSTREAM: simulatorUrl, M2M_PROXY_CREDENTIALS_FILE: credentialsFile }
+  // Made for this run, so that the admin API is on and its curl below works. Printed on the demo's own
+  // screen text below, never in a log line: a throwaway for a simulator, gone when the demo stops.
+  const adminToken = randomBytes(24).toString('hex')
+  const env: NodeJS.ProcessEnv = { ...process.env, M2M_PROXY_UPSTREAM: simulatorUrl, M2M_PROXY_CREDENTIALS_FILE: credentialsFile, M2M_PROXY_ADMIN_TOKEN: adminToken }
+  delete env.M2M_PROXY_ADMIN_TOKEN_FILE
   const config = createConfig({ env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
   const running = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: config.logBufferBytes }))
   await running.initialLogin
@@ -37,19 +54,17 @@ async function demo (): Promise<void> {
     'Try it (no token needed: the proxy logs in and attaches both tokens):',
     `  curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"TestAccount-1"}'`,
     '',
+    'The admin API (README, "Admin API"), with a token made for this run only:',
+    `  curl -s -H 'Authorization: Bearer ${adminToken}' ${running.adminUrl}/admin/session`,
+    '',
     'Ctrl-C stops both.',
     ''
   ].join('\n') + '\n')
 
-  const stop = (): void => {
+  stop = (): void => {
     Promise.allSettled([running.close(), simulator.app.close()])
-      .finally(() => {
-        fs.rmSync(stateDir, { recursive: true, force: true })
-        process.exit(0)
-      })
+      .finally(() => { process.exit(0) })
   }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
 }
 
 demo().catch((error: unknown) => {
