@@ -3,6 +3,7 @@
 import path from 'node:path'
 import { ConfigError } from './errors.js'
 import { SETTINGS, type RawSettings, type SettingKey } from './settings.js'
+import { checkEnvironmentNames } from './env-names.js'
 
 export const CONFIG_FILE_ENV = 'M2M_PROXY_CONFIG'
 export const ADMIN_TOKEN_MIN_LENGTH = 24
@@ -131,7 +132,11 @@ function resolveAdminToken (settings: RawSettings, sources: ConfigSources): stri
   return token
 }
 
+/** Every M2M_PROXY_* variable the proxy reads; any other one is refused (see env-names.ts). */
+export const KNOWN_ENV_NAMES: readonly string[] = [...Object.values(SETTINGS).map((definition) => definition.env), CONFIG_FILE_ENV]
+
 export function createConfig (sources: ConfigSources): ProxyConfig {
+  checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
   const settings = resolveSettings(sources)
   if (settings.credentialsFile === undefined) {
     throw new ConfigError('M2M_PROXY_CREDENTIALS_FILE', NO_CREDENTIALS_HINT)

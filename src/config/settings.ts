@@ -30,12 +30,15 @@ function integer (min: number, max: number): Parser<number> {
 
 const port = integer(0, 65535)
 
+/** The one set of boolean spellings, in the environment and the config file alike (case-insensitive; JSON true/false too). */
+export const BOOLEAN_SPELLINGS = { true: ['true', 'yes', 'on', '1'], false: ['false', 'no', 'off', '0'] } as const
+
 function boolean (raw: unknown, setting: string): boolean {
   if (typeof raw === 'boolean') return raw
-  const value = typeof raw === 'string' ? raw.trim().toLowerCase() : ''
-  if (['true', '1', 'yes'].includes(value)) return true
-  if (['false', '0', 'no'].includes(value)) return false
-  throw new ConfigError(setting, `must be true or false (got ${describe(raw)})`)
+  const value = typeof raw === 'string' ? raw.trim().toLowerCase() : typeof raw === 'number' ? String(raw) : ''
+  if ((BOOLEAN_SPELLINGS.true as readonly string[]).includes(value)) return true
+  if ((BOOLEAN_SPELLINGS.false as readonly string[]).includes(value)) return false
+  throw new ConfigError(setting, `must be ${BOOLEAN_SPELLINGS.true.join(', ')} (enabled) or ${BOOLEAN_SPELLINGS.false.join(', ')} (disabled), any case (got ${describe(raw)})`)
 }
 
 function upstreamOrigin (raw: unknown, setting: string): string {

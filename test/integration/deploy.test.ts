@@ -24,8 +24,10 @@ t.test('Kubernetes example: proxy sidecar with probes, Secrets, a writable persi
   const kinds = documents.map((document) => document.kind)
   t.same(kinds.sort(), ['Deployment', 'NetworkPolicy', 'PersistentVolumeClaim', 'Secret', 'Secret'])
   const deployment = documents.find((document) => document.kind === 'Deployment') as { spec: { template: { spec: Record<string, unknown> } } }
-  const pod = deployment.spec.template.spec as { initContainers: Container[], containers: Container[], volumes: Array<Record<string, unknown>>, securityContext: { runAsNonRoot: boolean } }
+  const pod = deployment.spec.template.spec as { initContainers: Container[], containers: Container[], volumes: Array<Record<string, unknown>>, securityContext: { runAsNonRoot: boolean }, enableServiceLinks?: boolean }
   t.equal(pod.securityContext.runAsNonRoot, true)
+  // A Service named m2m-proxy would otherwise inject M2M_PROXY_PORT=tcp://ip:port, which the proxy refuses.
+  t.equal(pod.enableServiceLinks, false, 'no Kubernetes service links in the environment')
   const proxy = pod.initContainers.find((container) => container.name === 'm2m-session-proxy')
   t.ok(proxy, 'the proxy is a sidecar')
   t.equal(proxy?.restartPolicy, 'Always', 'a native sidecar')

@@ -2,7 +2,7 @@
 import path from 'node:path'
 import t from 'tap'
 import { ConfigError } from '../../src/config/errors.js'
-import { ADMIN_TOKEN_MIN_LENGTH, createConfig, type ProxyConfig } from '../../src/config/load.js'
+import { ADMIN_TOKEN_MIN_LENGTH, createConfig, KNOWN_ENV_NAMES, type ProxyConfig } from '../../src/config/load.js'
 import { configErrorOf, printed } from '../helpers/config-error.js'
 
 const CWD = '/srv/proxy'
@@ -362,4 +362,101 @@ t.test('ConfigError messages are one line: setting, then problem', async (t) => 
   t.ok(error instanceof Error)
   t.equal(error.message, `${error.setting}: ${error.problem}`)
   t.notMatch(error.message, /\n/)
+})
+
+t.test('an unknown M2M_PROXY_* variable is refused, naming the closest known name (a misspelling must not be ignored)', async (t) => {
+  const cases: Array<[string, string, string]> = [
+    ['M2M_PROXY_PORTT', '18000', 'M2M_PROXY_PORT'],
+    ['M2M_PROXY_UPSTRAEM', 'https://staging.example.com', 'M2M_PROXY_UPSTREAM'],
+    ['M2M_PROXY_LOGOUT_ON_SHUTDOWNN', 'off-please', 'M2M_PROXY_LOGOUT_ON_SHUTDOWN'],
+    ['m2m_proxy_port', '18000', 'M2M_PROXY_PORT'],
+    ['M2M_PROXY_CONFIG_FILE', 'proxy.json', 'M2M_PROXY_CONFIG'],
+    ['M2M_PROXY_ADMINTOKEN', '', 'M2M_PROXY_ADMIN_TOKEN']
+  ]
+  for (const [name, value, closest] of cases) {
+    const error = configErrorOf(() => load({ ...CREDS, [name]: value }), name)
+    t.equal(error.setting, name, name)
+    t.match(error.message, `unknown variable, did you mean ${closest}?`, name)
+    t.notMatch(error.message, /\n/, 'one line')
+    if (value !== '') t.notOk(printed(error).includes(value), 'the value is not echoed (it may be a secret)')
+  }
+  const both = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORTT: '1', M2M_PROXY_ADMIN_PROT: '2' }))
+  t.equal(both.setting, 'M2M_PROXY_ADMIN_PROT, M2M_PROXY_PORTT', 'every unknown name is listed at once')
+  t.match(both.message, 'M2M_PROXY_ADMIN_PROT: did you mean M2M_PROXY_ADMIN_PORT?')
+  t.match(both.message, 'M2M_PROXY_PORTT: did you mean M2M_PROXY_PORT?')
+})
+
+t.test('every documented variable is known, and other prefixes are left alone', async (t) => {
+  const env: Record<string, string> = { ...CREDS, M2M_DEMO_SIMULATOR_PORT: '4010', HTTPS_PROXY: '', PATH: '/usr/bin' }
+  for (const name of KNOWN_ENV_NAMES) env[name] ??= ''
+  t.equal(load(env).port, 8080)
+  t.ok(KNOWN_ENV_NAMES.includes('M2M_PROXY_CONFIG'))
+  t.ok(KNOWN_ENV_NAMES.includes('M2M_PROXY_LOGOUT_ON_SHUTDOWN'))
+})
+
+/** What Kubernetes injects into every pod of the namespace for a Service named `service` (service links). */
+function serviceLinks (service: string, port = 8080, ip = '10.0.0.7'): Record<string, string> {
+  const prefix = service.toUpperCase().replaceAll('-', '_')
+  return {
+    [`${prefix}_SERVICE_HOST`]: ip,
+    [`${prefix}_SERVICE_PORT`]: String(port),
+    [`${prefix}_SERVICE_PORT_HTTP`]: String(port),
+    [`${prefix}_PORT`]: `tcp://${ip}:${port}`,
+    [`${prefix}_PORT_${port}_TCP`]: `tcp://${ip}:${port}`,
+    [`${prefix}_PORT_${port}_TCP_PROTO`]: 'tcp',
+    [`${prefix}_PORT_${port}_TCP_PORT`]: String(port),
+    [`${prefix}_PORT_${port}_TCP_ADDR`]: ip
+  }
+}
+
+t.test('Kubernetes service links of a Service "m2m-proxy": M2M_PROXY_PORT=tcp://... is explained with both fixes', async (t) => {
+  const error = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy') }))
+  t.equal(error.setting, 'M2M_PROXY_PORT')
+  t.match(error.message, '"tcp://10.0.0.7:8080"')
+  t.match(error.message, /Kubernetes .*Service "m2m-proxy"/)
+  t.match(error.message, /service links: .*M2M_PROXY_SERVICE_HOST/)
+  t.match(error.message, 'enableServiceLinks: false')
+  t.match(error.message, /rename that Service .*m2m-proxy/)
+  t.notMatch(error.message, /\n/, 'one line')
+  const admin = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy-admin', 9090) }))
+  t.equal(admin.setting, 'M2M_PROXY_ADMIN_PORT', 'a Service "m2m-proxy-admin" collides with M2M_PROXY_ADMIN_PORT')
+  t.match(admin.message, 'Service "m2m-proxy-admin"')
+})
+
+t.test('Kubernetes service links are ignored when M2M_PROXY_PORT is set by the pod spec (container env wins over links)', async (t) => {
+  const config = load({ ...CREDS, ...serviceLinks('m2m-proxy'), ...serviceLinks('m2m-proxy-metrics', 9102), M2M_PROXY_PORT: '8181' })
+  t.equal(config.port, 8181)
+  t.equal(config.adminPort, 9090)
+  for (const proto of ['UDP', 'SCTP']) {
+    const links = { M2M_PROXY_SERVICE_HOST: '10.0.0.7', M2M_PROXY_SERVICE_PORT: '53', [`M2M_PROXY_PORT_53_${proto}`]: `${proto.toLowerCase()}://10.0.0.7:53`, [`M2M_PROXY_PORT_53_${proto}_ADDR`]: '10.0.0.7' }
+    t.equal(load({ ...CREDS, ...links }).port, 8080, proto)
+  }
+})
+
+t.test('service-link-shaped names without the Service pair, and a tcp:// port without links, are not taken for links', async (t) => {
+  const lone = configErrorOf(() => load({ ...CREDS, M2M_PROXY_SERVICE_PORT: '18000' }))
+  t.equal(lone.setting, 'M2M_PROXY_SERVICE_PORT', 'M2M_PROXY_SERVICE_PORT alone is a misspelling, not a link')
+  t.match(lone.message, 'unknown variable')
+  const url = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: 'tcp://10.0.0.7:8080' }))
+  t.equal(url.setting, 'M2M_PROXY_PORT')
+  t.match(url.message, 'must be an integer')
+})
+
+t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN: one documented set of spellings, the same in the file, named in the message', async (t) => {
+  for (const value of ['true', 'TRUE', 'yes', 'Yes', 'on', '1', ' true ']) {
+    t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, true, value)
+  }
+  for (const value of ['false', 'no', 'NO', 'off', '0']) {
+    t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, false, value)
+  }
+  for (const value of [false, 'no', 0, 'off']) {
+    const { env, files } = withConfigFile({ logoutOnShutdown: value })
+    t.equal(load(env, files).logoutOnShutdown, false, `file value ${JSON.stringify(value)}`)
+  }
+  for (const bad of ['maybe', 'y', 'enabled', '2']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: bad }), bad)
+    t.equal(error.setting, 'M2M_PROXY_LOGOUT_ON_SHUTDOWN')
+    t.match(error.problem, 'true, yes, on, 1', 'the accepted spellings are named')
+    t.match(error.problem, 'false, no, off, 0')
+  }
 })
