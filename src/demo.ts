@@ -8,7 +8,7 @@ import { createConfig } from './config/load.js'
 import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
-import { startProxy } from './server.js'
+import { ListenError, listenOn, startProxy } from './server.js'
 import { buildSimulator, DEMO_CREDENTIALS } from './simulator/app.js'
 
 async function demo (): Promise<void> {
@@ -30,7 +30,7 @@ async function demo (): Promise<void> {
 
   const simulator = buildSimulator({ ...DEMO_CREDENTIALS })
   const simulatorPort = Number(process.env.M2M_DEMO_SIMULATOR_PORT ?? 0)
-  await simulator.app.listen({ host: '127.0.0.1', port: simulatorPort })
+  await listenOn(simulator.app, { host: '127.0.0.1', port: simulatorPort, listener: 'demo simulator', portSetting: 'M2M_DEMO_SIMULATOR_PORT' })
   const address = simulator.app.server.address()
   const simulatorUrl = typeof address === 'object' && address !== null ? `http://127.0.0.1:${address.port}` : String(address)
 
@@ -68,7 +68,9 @@ async function demo (): Promise<void> {
 }
 
 demo().catch((error: unknown) => {
-  const message = error instanceof ConfigError ? `configuration error: ${error.message}` : error instanceof Error ? error.message : String(error)
+  const message = error instanceof ConfigError
+    ? `configuration error: ${error.message}`
+    : error instanceof ListenError ? `cannot listen: ${error.message}` : error instanceof Error ? error.message : String(error)
   process.stderr.write(`m2m-session-proxy demo: ${message}\n`)
   process.exit(1)
 })

@@ -5,7 +5,7 @@ import { createConfig } from './config/load.js'
 import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
-import { startProxy } from './server.js'
+import { ListenError, startProxy } from './server.js'
 
 function fail (message: string): never {
   process.stderr.write(`m2m-session-proxy: ${message}\n`)
@@ -28,10 +28,7 @@ async function main (): Promise<void> {
     running = await startProxy(config, credentials, logger)
   } catch (error) {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
-    const code = (error as { code?: string }).code
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
-      fail(`cannot listen (${code}): check M2M_PROXY_HOST/M2M_PROXY_PORT and M2M_PROXY_ADMIN_HOST/M2M_PROXY_ADMIN_PORT`)
-    }
+    if (error instanceof ListenError) fail(`cannot listen: ${error.message}`)
     throw error
   }
   let stopping = false

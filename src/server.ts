@@ -1,9 +1,11 @@
 // Starts a configured proxy: lockout guard, both listeners, the start-up login. Used by main.ts and demo.ts.
 
 import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
+import { credentialsExposure } from './credentials/credentials-file.js'
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
@@ -22,13 +24,47 @@ function urlOf (address: AddressInfo | string | null): string {
   return `http://${host}:${address.port}`
 }
 
+/** A listener that could not bind; the message names the setting, the value and the listener, without a stack. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError'
+  constructor (readonly code: string, message: string) {
+    super(message)
+  }
+}
+
+export interface ListenTarget {
+  host: string
+  port: number
+  /** "proxy", "admin", "simulator": which listener, in the message. */
+  listener: string
+  portSetting: string
+  hostSetting?: string
+}
+
+/** app.listen, turning the usual bind failures into a ListenError that says which setting to change. */
+export async function listenOn (app: FastifyInstance, target: ListenTarget): Promise<void> {
+  try {
+    await app.listen({ host: target.host, port: target.port })
+  } catch (error) {
+    const code = (error as { code?: unknown }).code
+    const { host, port, listener, portSetting } = target
+    const hostSetting = target.hostSetting ?? 'the host'
+    const where = `(the ${listener} listener, on ${host})`
+    if (code === 'EADDRINUSE') throw new ListenError(code, `${portSetting} ${port} is in use ${where}: stop the other process or set ${portSetting} to a free port`)
+    if (code === 'EACCES') throw new ListenError(code, `${portSetting} ${port} cannot be bound by this user ${where}, EACCES: use a port above 1023`)
+    if (code === 'EADDRNOTAVAIL') throw new ListenError(code, `${hostSetting} ${host} is not an address of this machine (the ${listener} listener, EADDRNOTAVAIL)`)
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new ListenError(code, `${hostSetting} ${host} cannot be resolved (the ${listener} listener, ${code})`)
+    throw error
+  }
+}
+
 export async function startProxy (config: ProxyConfig, credentials: Credentials, logger: Logger, clock?: Clock): Promise<RunningProxy> {
   // Throws ConfigError when the state directory is unusable: before listening, before any login.
   const guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
   const app = await buildApp(config, credentials, { logger, guard, clock })
   try {
-    await app.proxy.listen({ host: config.host, port: config.port })
-    await app.admin.listen({ host: config.adminHost, port: config.adminPort })
+    await listenOn(app.proxy, { host: config.host, port: config.port, listener: 'proxy', portSetting: 'M2M_PROXY_PORT', hostSetting: 'M2M_PROXY_HOST' })
+    await listenOn(app.admin, { host: config.adminHost, port: config.adminPort, listener: 'admin', portSetting: 'M2M_PROXY_ADMIN_PORT', hostSetting: 'M2M_PROXY_ADMIN_HOST' })
   } catch (error) {
     await app.close()
     throw error
@@ -36,6 +72,8 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   const proxyUrl = urlOf(app.proxy.server.address())
   const adminUrl = urlOf(app.admin.server.address())
   logger.info({ proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null }, 'listening')
+  const exposure = credentialsExposure(config.credentialsFile)
+  if (exposure !== undefined) logger.warn(exposure)
   logger.flush() // lifecycle lines are not left waiting in the log buffer
   if (guard.engaged) {
     logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')

@@ -7,8 +7,29 @@ import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../config/load.js'
 import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
 
+/**
+ * A warning when the credentials file can be read or written by its group or by others (it holds the
+ * ThingSpace password and app secret), undefined when only its owner has access or it cannot be checked.
+ */
+export function credentialsExposure (file: string): string | undefined {
+  let mode: number
+  try {
+    mode = fs.statSync(file).mode & 0o777
+  } catch {
+    return undefined // reading it reports the problem
+  }
+  if ((mode & 0o077) === 0) return undefined
+  const who = [(mode & 0o070) !== 0 ? 'its group' : '', (mode & 0o007) !== 0 ? 'other users' : ''].filter(Boolean).join(' and ')
+  return `the credentials file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds the ThingSpace password and app secret: chmod 600 ${file}`
+}
+
 export class CredentialsFile {
   constructor (readonly path: string) {}
+
+  /** See credentialsExposure. */
+  exposure (): string | undefined {
+    return credentialsExposure(this.path)
+  }
 
   /** Reads and validates; throws ConfigError naming what is wrong (never quoting a value). */
   read (): Credentials {

@@ -87,6 +87,8 @@ export class CredentialOperations {
       const next = file.read() // ConfigError: the old credentials stay in force
       const changed = !sameCredentials(next, session.currentCredentials)
       if (!changed && session.guardEngaged) {
+      const exposure = file.exposure()
+      if (exposure !== undefined) this.deps.events?.onWarning?.(exposure)
         throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
       }
       const wasEngaged = session.guardEngaged

@@ -218,6 +218,21 @@ t.test('a bad reload keeps the old credentials in force', async (t) => {
   t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'logged in again with the credentials still in force')
 })
 
+t.test('a reload of a credentials file its group or others can read warns, naming the file and chmod 600', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
+  const file = path.join(stack.dir, 'credentials.json')
+  const exposed = (): Array<Record<string, unknown>> => stack.logs.entries().filter((line) => line.level === 40 && /is accessible to/.test(String(line.msg)))
+  t.equal(exposed().length, 0, 'no warning for the 0600 file at start-up')
+  fs.chmodSync(file, 0o640)
+  t.equal((await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })).status, 200, 'the reload still succeeds')
+  t.equal(exposed().length, 1, 'one warning for the reload')
+  t.match(exposed()[0]?.msg, `the credentials file ${file} is accessible to its group (mode 0640)`)
+  t.match(exposed()[0]?.msg, `chmod 600 ${file}`)
+  fs.chmodSync(file, 0o600)
+  await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
+  t.equal(exposed().length, 1, 'none once it is 0600 again')
+})
+
 t.test('an edit of the credentials file releases the guard without a call', async (t) => {
   const stack = await startStack(t, { credentials: { password: 'wrong-password' }, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50', M2M_PROXY_MAX_LOGIN_FAILURES: '1' } })
   t.equal(stack.proxy.session.guardEngaged, true)

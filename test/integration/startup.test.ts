@@ -1,20 +1,23 @@
 // The built entry point (`npm start`): bad configuration exits 1 with one line, before listening and before any login.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import net from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
+import { startProxyProcess } from '../helpers/process.js'
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
+const DEMO = path.resolve(path.dirname(MAIN), 'demo.js')
 
 interface Exit { code: number | null, stdout: string, stderr: string }
 
-function runMain (env: Record<string, string>, cwd: string, timeoutMs = 10_000): Promise<Exit> {
+function runMain (env: Record<string, string>, cwd: string, timeoutMs = 10_000, script = MAIN): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [script], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
@@ -48,7 +51,22 @@ t.test('bad configuration: exit 1, one line naming the setting, no stack trace, 
     { name: 'credentials field missing', env: { M2M_PROXY_CREDENTIALS_FILE: 'missing-field.json' }, expect: /missing "clientSecret"/ },
     { name: 'bad port', env: { M2M_PROXY_CREDENTIALS_FILE: 'good.json', M2M_PROXY_PORT: 'eighty' }, expect: /M2M_PROXY_PORT: must be an integer from 0 to 65535/ },
     { name: 'unknown key in the config file', env: { M2M_PROXY_CREDENTIALS_FILE: 'good.json', M2M_PROXY_CONFIG: 'unknown-key.json' }, expect: /M2M_PROXY_CONFIG: .*unknown key "colour"/ },
-    { name: 'short admin token', env: { M2M_PROXY_CREDENTIALS_FILE: 'good.json', M2M_PROXY_ADMIN_TOKEN: 'short-token' }, expect: /M2M_PROXY_ADMIN_TOKEN: .*at least 24/ }
+    { name: 'short admin token', env: { M2M_PROXY_CREDENTIALS_FILE: 'good.json', M2M_PROXY_ADMIN_TOKEN: 'short-token' }, expect: /M2M_PROXY_ADMIN_TOKEN: .*at least 24/ },
+    { name: 'misspelled variable', env: { M2M_PROXY_CREDENTIALS_FILE: 'good.json', M2M_PROXY_PORTT: '18000' }, expect: /M2M_PROXY_PORTT: unknown variable, did you mean M2M_PROXY_PORT\?/ },
+    {
+      name: 'Kubernetes service links of a Service "m2m-proxy"',
+      env: {
+        M2M_PROXY_CREDENTIALS_FILE: 'good.json',
+        M2M_PROXY_SERVICE_HOST: '10.0.0.7',
+        M2M_PROXY_SERVICE_PORT: '8080',
+        M2M_PROXY_PORT: 'tcp://10.0.0.7:8080',
+        M2M_PROXY_PORT_8080_TCP: 'tcp://10.0.0.7:8080',
+        M2M_PROXY_PORT_8080_TCP_PROTO: 'tcp',
+        M2M_PROXY_PORT_8080_TCP_PORT: '8080',
+        M2M_PROXY_PORT_8080_TCP_ADDR: '10.0.0.7'
+      },
+      expect: /M2M_PROXY_PORT: is "tcp:\/\/10\.0\.0\.7:8080", injected by Kubernetes for the Service "m2m-proxy" .*service links.*enableServiceLinks: false.*rename that Service/
+    }
   ]
   for (const { name, env, expect } of cases) {
     const result = await runMain({ ...base, ...env }, dir)
@@ -89,4 +107,57 @@ t.test('good configuration: listens, logs in, stops cleanly on SIGTERM', async (
   })
   t.equal(code, 0)
   t.equal(fs.statSync(path.join(dir, 'login-guard.json')).isFile(), true, 'state kept beside the credentials by default')
+})
+
+/** A port on 127.0.0.1 that something else listens on, for the life of the test. */
+async function busyPort (t: Test): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  return (server.address() as net.AddressInfo).port
+}
+
+t.test('a port in use: exit 1, one line naming the setting, the port and the listener', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const port = await busyPort(t)
+  const base = { M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }
+  for (const [setting, listener] of [['M2M_PROXY_ADMIN_PORT', 'admin'], ['M2M_PROXY_PORT', 'proxy']] as const) {
+    const result = await runMain({ ...base, [setting]: String(port) }, dir)
+    t.equal(result.code, 1, `${setting}: exit code 1`)
+    t.equal(result.stderr.trim().split('\n').length, 1, `${setting}: one line`)
+    t.match(result.stderr, `${setting} ${port} is in use (the ${listener} listener, on 127.0.0.1)`)
+  }
+})
+
+t.test('the demo names the busy port too, instead of a raw listen EADDRINUSE', async (t) => {
+  const port = await busyPort(t)
+  const dir = t.testdir({})
+  for (const setting of ['M2M_PROXY_PORT', 'M2M_PROXY_ADMIN_PORT', 'M2M_DEMO_SIMULATOR_PORT']) {
+    const result = await runMain({ M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', [setting]: String(port) }, dir, 10_000, DEMO)
+    t.equal(result.code, 1, `${setting}: exit code 1`)
+    t.match(result.stderr, new RegExp(`^m2m-session-proxy demo: cannot listen: ${setting} ${port} is in use \\(the [a-z ]+ listener, on 127\\.0\\.0\\.1\\)`), setting)
+    t.notMatch(result.stderr, /listen EADDRINUSE/)
+  }
+})
+
+t.test('a credentials file readable by group or others: a warning at start-up naming the file and chmod 600', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS), 'private.json': JSON.stringify(DEMO_CREDENTIALS) })
+  fs.chmodSync(path.join(dir, 'credentials.json'), 0o644)
+  fs.chmodSync(path.join(dir, 'private.json'), 0o600)
+  for (const [file, warned] of [['credentials.json', true], ['private.json', false]] as const) {
+    const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: file }, dir)
+    await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+    const warning = proxy.lines.find((line) => line.level === 40 && /accessible to/.test(String(line.msg)))
+    proxy.child.kill('SIGTERM')
+    await proxy.exit
+    if (!warned) {
+      t.equal(warning, undefined, 'no warning for mode 0600')
+      continue
+    }
+    t.match(warning?.msg, `the credentials file ${path.join(dir, file)} is accessible to its group and other users (mode 0644)`)
+    t.match(warning?.msg, `chmod 600 ${path.join(dir, file)}`)
+    t.notMatch(JSON.stringify(proxy.lines), DEMO_CREDENTIALS.password, 'no secret logged')
+  }
 })

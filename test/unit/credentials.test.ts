@@ -3,6 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { CREDENTIAL_FIELDS, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
+import { credentialsExposure } from '../../src/credentials/credentials-file.js'
 import { configErrorOf, printed } from '../helpers/config-error.js'
 
 const GOOD = {
@@ -114,4 +115,22 @@ t.test('loadCredentials validates what it reads', async (t) => {
   const error = configErrorOf(() => loadCredentials(path.join(dir, 'creds.json')))
   t.match(error.message, '"clientSecret"')
   t.notOk(printed(error).includes(GOOD.password))
+})
+
+t.test('credentialsExposure: a warning when the group or others can read or write the file, none for 0600 or 0400', async (t) => {
+  const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
+  const file = path.join(dir, 'creds.json')
+  const cases: Array<[number, string | undefined]> = [[0o600, undefined], [0o400, undefined], [0o640, 'its group'], [0o604, 'other users'], [0o644, 'its group and other users'], [0o620, 'its group']]
+  for (const [mode, who] of cases) {
+    fs.chmodSync(file, mode)
+    const warning = credentialsExposure(file)
+    if (who === undefined) {
+      t.equal(warning, undefined, mode.toString(8))
+      continue
+    }
+    t.match(warning, `${file} is accessible to ${who} (mode 0${mode.toString(8)})`, mode.toString(8))
+    t.match(warning, `chmod 600 ${file}`)
+    t.notOk(warning?.includes(GOOD.password), 'no secret in it')
+  }
+  t.equal(credentialsExposure(path.join(dir, 'missing.json')), undefined, 'a missing file is reported by the read, not here')
 })
