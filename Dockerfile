@@ -1,18 +1,18 @@
 # m2m-session-proxy as a sidecar image: build with dev dependencies, run with production dependencies only.
 
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 # prepare (tsc) runs as part of npm ci
 RUN npm ci --no-audit --no-fund
 
-FROM node:20-bookworm-slim AS production-dependencies
+FROM node:24-bookworm-slim AS production-dependencies
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 # The proxy listener attaches the account's tokens to whatever reaches it, so it listens on loopback:
 # as a sidecar, the client shares the network namespace and calls 127.0.0.1:8080. Where the client is
 # another container (docker compose, docker run -p), set M2M_PROXY_HOST=0.0.0.0 and restrict who can

@@ -14,6 +14,8 @@ t.test('Dockerfile: multi-stage, production dependencies only, non-root, healthc
   const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
   const stages = dockerfile.match(/^FROM /gm) ?? []
   t.ok(stages.length >= 2, 'multi-stage')
+  // Node 20 is end-of-life: every stage (build, dependencies, runtime) on the active LTS the suite also runs on.
+  t.same([...dockerfile.matchAll(/^FROM (\S+)/gm)].map((match) => match[1]), stages.map(() => 'node:24-bookworm-slim'), 'every stage on node:24-bookworm-slim')
   const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
   t.match(final, /npm ci --omit=dev|COPY --from=production-dependencies/, 'final stage gets production dependencies only')
   t.match(final, /^USER node$/m, 'runs as the non-root node user')
