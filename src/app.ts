@@ -73,15 +73,18 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     sessionIdleSeconds: config.sessionIdleSeconds,
     clock,
     events: {
+      // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
       onLogin: (outcome, detail) => {
         metrics.logins.inc({ outcome })
         if (outcome === 'success') sessionLog.info('logged in to ThingSpace')
-        else sessionLog.error({ outcome, consecutiveLoginFailures: detail.consecutiveRejections, maxLoginFailures: config.maxLoginFailures }, `login failed: ${detail.message ?? outcome}`)
+        else sessionLog.error({ outcome, ...detail.cause, consecutiveLoginFailures: detail.consecutiveRejections, maxLoginFailures: config.maxLoginFailures }, `login failed: ${detail.message ?? outcome}`)
       },
-      onOAuthFetch: (outcome) => {
+      onOAuthFetch: (outcome, cause) => {
         metrics.oauthFetches.inc({ outcome })
-        sessionLog[outcome === 'success' ? 'debug' : 'error']({ outcome }, 'OAuth token fetch')
+        if (outcome === 'success') sessionLog.debug({ outcome }, 'OAuth token fetch')
+        else sessionLog.error({ outcome, ...cause }, `OAuth token fetch failed${outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`)
       },
+      onLogoutFailed: (detail) => sessionLog.warn({ ...detail.cause, replacedSession: detail.replaced }, detail.message),
       onRenewal: (reason) => {
         metrics.renewals.inc({ reason })
         sessionLog.info({ reason }, 'session renewed')
@@ -162,7 +165,11 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     api,
     file: new CredentialsFile(config.credentialsFile),
     clock,
-    events: { onWarning: (message) => credentialsLog.warn(message), onInfo: (message) => credentialsLog.info(message) }
+    events: {
+      onWarning: (message) => credentialsLog.warn(message),
+      onInfo: (message) => credentialsLog.info(message),
+      onResetFailed: (detail) => credentialsLog.error(detail.cause, detail.message)
+    }
   })
   let shuttingDown = false
   const admin = Fastify({

@@ -2,7 +2,7 @@
 
 import type { Clock } from '../session/clock.js'
 import type { ThingSpaceAuthApi } from '../session/auth-client.js'
-import { AuthUnavailableError, UpstreamAuthError } from '../session/errors.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
 import { errorCode } from '../config/load.js'
 import type { Credentials } from './credentials.js'
@@ -28,6 +28,8 @@ export interface RotationResult {
 export interface OperationEvents {
   onWarning?: (message: string) => void
   onInfo?: (message: string) => void
+  /** ThingSpace's password reset failed: why (status, errorCode, network or TLS error code), never a secret. */
+  onResetFailed?: (detail: { message: string, cause: FailureCause }) => void
 }
 
 export class CredentialOperations {
@@ -124,7 +126,9 @@ export class CredentialOperations {
         const outcome = error.kind === 'unknown-outcome'
           ? 'the password may or may not have changed: check the account before retrying'
           : 'the password is unchanged'
-        throw new OperationError('upstream-failed', `ThingSpace password reset failed (${error.message}); ${outcome}`)
+        const message = `ThingSpace password reset failed (${error.message}); ${outcome}`
+        this.deps.events?.onResetFailed?.({ message, cause: failureCause(error) })
+        throw new OperationError('upstream-failed', message)
       }
     }
   }

@@ -1,7 +1,7 @@
 // HTTP calls to ThingSpace's auth endpoints (OAuth token, session login and logout), classified for the lockout guard.
 
 import type { Dispatcher } from 'undici'
-import { UpstreamAuthError } from './errors.js'
+import { MAX_UPSTREAM_CODE_LENGTH, UpstreamAuthError } from './errors.js'
 
 export const OAUTH_TOKEN_PATH = '/api/ts/v1/oauth2/token'
 export const LOGIN_PATH = '/api/m2m/v1/session/login'
@@ -45,9 +45,18 @@ export function retryAfterSecondsOf (header: string | string[] | undefined, nowM
   return Math.max(0, Math.ceil((dateMs - nowMs) / 1000))
 }
 
+/** The answer's error code only (never its message: a body may echo what was sent), truncated. */
 function describeBody (body: Record<string, unknown> | undefined): string | undefined {
   const code = body?.errorCode ?? body?.error ?? (body?.fault as Record<string, unknown> | undefined)?.code
-  return typeof code === 'string' ? code : undefined
+  return typeof code === 'string' ? code.slice(0, MAX_UPSTREAM_CODE_LENGTH) : undefined
+}
+
+/** For the log: the code of a network or TLS error, or of its cause (an egress proxy's agent may wrap it). */
+function networkCodeOf (error: unknown): string {
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth++) {
+    if ('code' in current && typeof current.code === 'string' && current.code !== '') return current.code
+  }
+  return error instanceof Error ? error.name : 'unknown'
 }
 
 export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
@@ -123,14 +132,14 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
       const kind = NOT_SENT_CODES.has(code) ? 'unavailable' : 'unknown-outcome'
-      throw new UpstreamAuthError(kind, `${what} failed: ${code}`)
+      throw new UpstreamAuthError(kind, `${what} failed: ${code}`, undefined, undefined, undefined, networkCodeOf(error))
     }
     let answerBody: Record<string, unknown> | undefined
     try {
       answerBody = await readJsonBody(response.body)
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
-      throw new UpstreamAuthError('unknown-outcome', `${what} answer was cut off: ${code}`, response.statusCode)
+      throw new UpstreamAuthError('unknown-outcome', `${what} answer was cut off: ${code}`, response.statusCode, undefined, undefined, networkCodeOf(error))
     }
     const answer = { statusCode: response.statusCode, body: answerBody }
     if (answer.statusCode >= 200 && answer.statusCode < 300) return answer

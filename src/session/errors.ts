@@ -20,7 +20,9 @@ export class UpstreamAuthError extends Error {
     /** ThingSpace errorCode or OAuth error, when the answer had one. */
     readonly upstreamCode?: string,
     /** The answer's Retry-After, in seconds from when it came, when it had a readable one. */
-    readonly retryAfterSeconds?: number
+    readonly retryAfterSeconds?: number,
+    /** When no answer came: the network or TLS error code (ECONNREFUSED, UNABLE_TO_VERIFY_LEAF_SIGNATURE...). */
+    readonly networkCode?: string
   ) {
     super(message)
   }
@@ -43,4 +45,47 @@ export class AuthUnavailableError extends Error {
   ) {
     super(message)
   }
+}
+
+/**
+ * Why an auth call failed, for the log: codes only, never a message or body text (an upstream's body,
+ * or an egress proxy's URL in a network error, could hold a secret).
+ */
+export interface FailureCause {
+  /** The upstream's HTTP status, when it answered. */
+  status?: number
+  /** ThingSpace errorCode, gateway fault code or OAuth `error`, truncated. */
+  errorCode?: string
+  /** No answer: the connection's error code (ECONNREFUSED, ENOTFOUND, UND_ERR_HEADERS_TIMEOUT...). */
+  networkError?: string
+  /** No answer: the TLS error code (UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID...). */
+  tlsError?: string
+  /** No call was made: the proxy's own reason (backing off, guard engaged...). */
+  reason?: UnavailableReason
+}
+
+/** Upstream error codes are kept to this many characters in logs and messages. */
+export const MAX_UPSTREAM_CODE_LENGTH = 100
+
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|ERR_OSSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|EPROTO$)/
+
+export function isTlsErrorCode (code: string): boolean {
+  return TLS_CODE.test(code)
+}
+
+/** The cause of a failed auth call, from what it threw; undefined parts are left out. */
+export function failureCause (error: unknown): FailureCause {
+  if (error instanceof AuthUnavailableError) return { reason: error.reason }
+  if (!(error instanceof UpstreamAuthError)) {
+    const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined
+    return { networkError: code ?? (error instanceof Error ? error.name : 'unknown') }
+  }
+  const cause: FailureCause = {}
+  if (error.statusCode !== undefined) cause.status = error.statusCode
+  if (error.upstreamCode !== undefined) cause.errorCode = error.upstreamCode.slice(0, MAX_UPSTREAM_CODE_LENGTH)
+  if (error.networkCode !== undefined) {
+    if (isTlsErrorCode(error.networkCode)) cause.tlsError = error.networkCode
+    else cause.networkError = error.networkCode
+  }
+  return cause
 }

@@ -20,7 +20,8 @@ export interface OAuthToken {
 }
 
 export interface OAuthTokenEvents {
-  onFetch?: (outcome: 'success' | 'rejected' | 'error') => void
+  /** `error`: what the failed fetch threw (to log its cause, never its message). */
+  onFetch?: (outcome: 'success' | 'rejected' | 'error', error?: unknown) => void
   onBackgroundRefreshError?: (error: unknown) => void
 }
 
@@ -45,6 +46,11 @@ export class OAuthTokenCache {
 
   get current (): OAuthToken | undefined {
     return this.token
+  }
+
+  /** The last fetch was refused for the app key or secret (until a fetch succeeds or the credentials change). */
+  get clientRejected (): boolean {
+    return this.rejected
   }
 
   /** The cached token when usable now, without waiting; starts a background refresh when due. */
@@ -99,7 +105,7 @@ export class OAuthTokenCache {
     } catch (error) {
       this.rejected = error instanceof UpstreamAuthError && error.kind === 'rejected'
       this.backoff.recordFailure(error instanceof UpstreamAuthError ? error.retryAfterSeconds : undefined)
-      this.events.onFetch?.(this.rejected ? 'rejected' : 'error')
+      this.events.onFetch?.(this.rejected ? 'rejected' : 'error', error)
       const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
       throw this.rejected
         ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${describe(error)})`, retryAfterSeconds)

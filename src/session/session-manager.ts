@@ -6,7 +6,7 @@ import type { Clock } from './clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
 import { Backoff } from './backoff.js'
-import { AuthUnavailableError, UpstreamAuthError } from './errors.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from './errors.js'
 import { OAuthTokenCache } from './oauth-token.js'
 
 /** Tokens attached to one upstream request. */
@@ -27,11 +27,17 @@ export type RenewalReason = 'idle' | 'expired' | 'invalid' | 'admin' | 'rotation
 
 /** Hooks for logging and metrics; all optional. Never given a secret. */
 export interface SessionEvents {
-  onLogin?: (outcome: LoginOutcome, detail: { consecutiveRejections: number, message?: string }) => void
-  onOAuthFetch?: (outcome: 'success' | 'rejected' | 'error') => void
+  /** `cause`: on a failure, why (status, errorCode, network or TLS error code). */
+  onLogin?: (outcome: LoginOutcome, detail: { consecutiveRejections: number, message?: string, cause?: FailureCause }) => void
+  onOAuthFetch?: (outcome: 'success' | 'rejected' | 'error', cause?: FailureCause) => void
   onRenewal?: (reason: RenewalReason) => void
   onWarning?: (message: string) => void
+  /** A logout failed: of the session a new login replaced (`replaced`), or of the session ended on request. */
+  onLogoutFailed?: (detail: { message: string, cause: FailureCause, replaced: boolean }) => void
 }
+
+/** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
+export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing'
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -53,6 +59,8 @@ export type SessionStatus = 'active' | 'none' | 'logging-in' | 'rejected' | 'bac
 
 export interface SessionSnapshot {
   state: SessionStatus
+  /** Why not ready, as GET /readyz says; null when ready. */
+  notReadyReason: NotReadyReason | null
   loggedInAt: string | null
   lastUsedAt: string | null
   idleExpiresAt: string | null
@@ -127,7 +135,7 @@ export class SessionManager {
       () => options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret),
       options.clock,
       {
-        onFetch: (outcome) => this.events.onOAuthFetch?.(outcome),
+        onFetch: (outcome, error) => this.events.onOAuthFetch?.(outcome, error === undefined ? undefined : failureCause(error)),
         onBackgroundRefreshError: (error) => this.events.onWarning?.(`background OAuth token refresh failed: ${error instanceof Error ? error.message : String(error)}`)
       }
     )
@@ -214,7 +222,7 @@ export class SessionManager {
       try {
         await this.options.api.logout(await this.oauth.get(), replaced.token)
       } catch (error) {
-        this.events.onWarning?.(`logout of the replaced session failed: ${error instanceof Error ? error.message : String(error)}`)
+        this.events.onLogoutFailed?.({ message: `logout of the replaced session failed: ${messageOf(error)}`, cause: failureCause(error), replaced: true })
       }
     }
   }
@@ -226,7 +234,12 @@ export class SessionManager {
     this.sessions.delete(SESSION_KEY)
     this.pendingRenewal = undefined
     // Forgotten locally first: even if the logout fails, the token is never sent again.
-    await this.options.api.logout(await this.oauth.get(), session.token)
+    try {
+      await this.options.api.logout(await this.oauth.get(), session.token)
+    } catch (error) {
+      this.events.onLogoutFailed?.({ message: `logout failed: ${messageOf(error)}`, cause: failureCause(error), replaced: false })
+      throw error
+    }
     return true
   }
 
@@ -255,10 +268,17 @@ export class SessionManager {
     return this.notReadyReason() === undefined
   }
 
-  /** Why the proxy cannot serve right now, or undefined when it holds a session or its last login succeeded. */
-  notReadyReason (): 'credentials-rejected' | 'not-logged-in' | 'login-failing' | undefined {
+  /**
+   * Why the proxy cannot serve right now, or undefined when it holds a session or its last login
+   * succeeded. A refused app key or login says so, as the clients' 503 errors do; 'not-logged-in' and
+   * 'login-failing' mean ThingSpace is failing (unreachable, 5xx, timeouts, throttling).
+   */
+  notReadyReason (): NotReadyReason | undefined {
     if (this.options.guard.engaged) return 'credentials-rejected'
-    if (this.sessions.has(SESSION_KEY) || this.lastLoginSucceeded) return undefined
+    if (this.sessions.has(SESSION_KEY)) return undefined
+    if (this.oauth.clientRejected) return 'oauth-client-rejected'
+    if (this.lastLoginSucceeded) return undefined
+    if (this.lastLoginRejected) return 'credentials-rejected'
     return this.logins === 0 ? 'not-logged-in' : 'login-failing'
   }
 
@@ -275,6 +295,7 @@ export class SessionManager {
     else if (this.loginBackoff.remainingMs() > 0) state = 'backing-off'
     return {
       state,
+      notReadyReason: this.notReadyReason() ?? null,
       loggedInAt: iso(session?.loggedInAt),
       lastUsedAt: iso(this.lastUsedAt),
       idleExpiresAt: session === undefined ? null : iso(now + remainingMs),
@@ -366,13 +387,17 @@ export class SessionManager {
     this.loginBackoff.recordFailure(error.retryAfterSeconds)
     this.lastLoginRejected = error.kind === 'rejected'
     if (error.kind === 'rejected') {
-      this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message })
+      this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
       return new AuthUnavailableError('credentials-rejected',
         `ThingSpace rejected the login (${error.message}); ${guard.engaged ? 'logins are paused until the credentials file changes' : `${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`}`,
         guard.engaged ? 60 : Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
     }
-    this.events.onLogin?.('error', { consecutiveRejections: guard.consecutiveRejections, message: error.message })
+    this.events.onLogin?.('error', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
     return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
       Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
   }
+}
+
+function messageOf (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }
