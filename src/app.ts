@@ -85,6 +85,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
         else sessionLog.error({ outcome, ...cause }, `OAuth token fetch failed${outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`)
       },
       onLogoutFailed: (detail) => sessionLog.warn({ ...detail.cause, replacedSession: detail.replaced }, detail.message),
+      onBackgroundRetry: (delayMs) => sessionLog.info({ delayMs }, 'not ready while ThingSpace is failing: logging in again in the background'),
       onRenewal: (reason) => {
         metrics.renewals.inc({ reason })
         sessionLog.info({ reason }, 'session renewed')
@@ -196,6 +197,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const close = async (): Promise<void> => {
     shuttingDown = true
     stopWatching()
+    session.close()
     await Promise.allSettled([proxy.close(), admin.close()])
     await dispatcher.destroy()
   }
@@ -203,6 +205,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const shutdown = async (): Promise<void> => {
     shuttingDown = true // readiness answers 503 from now on
     stopWatching()
+    session.close() // no background login any more
     // Stop accepting; Fastify waits for requests in flight and closes idle keep-alive connections.
     const drained = proxy.close().then(() => true)
     const inTime = await Promise.race([drained, sleep(config.shutdownGraceMs, false)])

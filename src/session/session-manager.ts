@@ -2,7 +2,7 @@
 
 import { LRUCache } from 'lru-cache'
 import { createHash } from 'node:crypto'
-import type { Clock } from './clock.js'
+import type { Clock, Timer } from './clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
 import { Backoff } from './backoff.js'
@@ -34,6 +34,8 @@ export interface SessionEvents {
   onWarning?: (message: string) => void
   /** A logout failed: of the session a new login replaced (`replaced`), or of the session ended on request. */
   onLogoutFailed?: (detail: { message: string, cause: FailureCause, replaced: boolean }) => void
+  /** Not ready because ThingSpace is failing (not a rejection): a login is tried again in `delayMs` without waiting for a client. */
+  onBackgroundRetry?: (delayMs: number) => void
 }
 
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
@@ -114,6 +116,9 @@ export class SessionManager {
   private pendingRenewal: RenewalReason | undefined
   /** The held session a warning was logged for: one warning per held session, not one per request. */
   private warnedHeldSession: CachedSession | undefined
+  /** The next login tried without a client, while ThingSpace is failing and the proxy is not ready. */
+  private retryTimer: Timer | undefined
+  private closed = false
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
@@ -243,6 +248,13 @@ export class SessionManager {
     return true
   }
 
+  /** Stops the background login retry for good (shutdown, close); requests may still log in. */
+  close (): void {
+    this.closed = true
+    this.retryTimer?.cancel()
+    this.retryTimer = undefined
+  }
+
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
   useCredentials (credentials: SessionCredentials): void {
     const appChanged = credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
@@ -311,8 +323,36 @@ export class SessionManager {
   }
 
   private login (): Promise<CachedSession> {
-    this.loginInFlight ??= this.loginOnce().finally(() => { this.loginInFlight = undefined })
+    if (this.loginInFlight === undefined) {
+      this.loginInFlight = this.loginOnce().finally(() => { this.loginInFlight = undefined })
+      this.loginInFlight.catch((error: unknown) => this.retryInBackground(error))
+    }
     return this.loginInFlight
+  }
+
+  /**
+   * After a login (or its OAuth token fetch) failed because ThingSpace is failing, not because it
+   * refused anything, and the proxy is not ready: logs in again once the backoff allows, without
+   * waiting for a client request (an unready pod gets none). Rejections are never retried here: they
+   * wait for new credentials (the lockout guard). Uses login(), so it joins a client's login under way.
+   */
+  private retryInBackground (error: unknown): void {
+    const setTimer = this.options.clock.setTimer
+    if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
+    if (!(error instanceof AuthUnavailableError) || error.reason !== 'upstream-unavailable' || !this.waitingForUpstream()) return
+    const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
+    this.events.onBackgroundRetry?.(delayMs)
+    this.retryTimer = setTimer(() => {
+      this.retryTimer = undefined
+      if (this.closed || !this.waitingForUpstream()) return
+      this.login().catch(() => { /* reported through the events; a failure schedules the next retry */ })
+    }, delayMs)
+  }
+
+  /** Not ready, and for no rejection: ThingSpace was unreachable or failing. */
+  private waitingForUpstream (): boolean {
+    const reason = this.notReadyReason()
+    return reason === 'not-logged-in' || reason === 'login-failing'
   }
 
   private async loginOnce (): Promise<CachedSession> {
@@ -361,6 +401,8 @@ export class SessionManager {
   }
 
   private loggedIn (token: string): CachedSession {
+    this.retryTimer?.cancel()
+    this.retryTimer = undefined
     this.lastLoginRejected = false
     this.options.guard.recordSuccess()
     this.loginBackoff.reset()

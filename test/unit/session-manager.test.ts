@@ -4,7 +4,8 @@ import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import { LOGIN_PATH, OAUTH_TOKEN_PATH, retryAfterSecondsOf, ThingSpaceAuthClient, type OAuthGrant, type ThingSpaceAuthApi } from '../../src/session/auth-client.js'
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, RETRY_AFTER_MAX_MS } from '../../src/session/backoff.js'
-import { AuthUnavailableError, UpstreamAuthError, type UnavailableReason } from '../../src/session/errors.js'
+import type { Timer } from '../../src/session/clock.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause, type UnavailableReason } from '../../src/session/errors.js'
 import { LoginGuard } from '../../src/session/login-guard.js'
 import { OAUTH_EXPIRY_MARGIN_MS, OAuthTokenCache } from '../../src/session/oauth-token.js'
 import {
@@ -48,6 +49,31 @@ class FakeClock {
   ms = START_MS
   readonly now = (): number => this.ms
   advance (ms: number): void { this.ms += ms }
+}
+
+/** A hand-moved clock with timers: advance() runs those that fall due, in order. */
+class TimerClock extends FakeClock {
+  private timers: Array<{ at: number, callback: () => void }> = []
+  readonly setTimer = (callback: () => void, ms: number): Timer => {
+    const timer = { at: this.ms + ms, callback }
+    this.timers.push(timer)
+    return { cancel: () => { this.timers = this.timers.filter((other) => other !== timer) } }
+  }
+
+  /** Milliseconds until each pending timer. */
+  get pending (): number[] {
+    return this.timers.map((timer) => timer.at - this.ms)
+  }
+
+  override advance (ms: number): void {
+    this.ms += ms
+    for (;;) {
+      const due = this.timers.filter((timer) => timer.at <= this.ms).sort((a, b) => a.at - b.at)[0]
+      if (due === undefined) return
+      this.timers = this.timers.filter((timer) => timer !== due)
+      due.callback()
+    }
+  }
 }
 
 function secretToken (kind: string, n: number): string {
@@ -100,9 +126,12 @@ class FakeApi implements ThingSpaceAuthApi {
 }
 
 interface Recorded {
-  logins: Array<{ outcome: LoginOutcome, consecutiveRejections: number, message?: string }>
+  logins: Array<{ outcome: LoginOutcome, consecutiveRejections: number, message?: string, cause?: FailureCause }>
   renewals: RenewalReason[]
   oauthFetches: string[]
+  oauthCauses: FailureCause[]
+  logoutFailures: Array<{ message: string, cause: FailureCause, replaced: boolean }>
+  backgroundRetries: number[]
   warnings: string[]
 }
 
@@ -130,7 +159,7 @@ function setup (t: Test, options: SetupOptions = {}): Harness {
   const dir = options.dir ?? t.testdir({})
   const credentials = options.credentials ?? CREDENTIALS
   const guard = LoginGuard.open(dir, options.maxFailures ?? 2, credentials)
-  const events: Recorded = { logins: [], renewals: [], oauthFetches: [], warnings: [] }
+  const events: Recorded = { logins: [], renewals: [], oauthFetches: [], oauthCauses: [], logoutFailures: [], backgroundRetries: [], warnings: [] }
   const manager = new SessionManager({
     api,
     credentials,
@@ -140,7 +169,12 @@ function setup (t: Test, options: SetupOptions = {}): Harness {
     events: {
       onLogin: (outcome, detail) => events.logins.push({ outcome, ...detail }),
       onRenewal: (reason) => events.renewals.push(reason),
-      onOAuthFetch: (outcome) => events.oauthFetches.push(outcome),
+      onOAuthFetch: (outcome, cause) => {
+        events.oauthFetches.push(outcome)
+        if (cause !== undefined) events.oauthCauses.push(cause)
+      },
+      onLogoutFailed: (detail) => events.logoutFailures.push(detail),
+      onBackgroundRetry: (delayMs) => events.backgroundRetries.push(delayMs),
       onWarning: (message) => events.warnings.push(message)
     }
   })
@@ -962,4 +996,193 @@ t.test('a session not logged in for a refusal (start-up, idle, operator) is rene
   t.equal(api.loginCalls.length, 6)
   t.same(events.renewals, ['expired', 'admin', 'invalid', 'idle', 'expired'])
   t.equal(events.warnings.length, 1)
+})
+
+t.test('background login retry: not ready because ThingSpace is failing, the manager logs in by itself with its backoff, no client request', async (t) => {
+  const clock = new TimerClock()
+  const { manager, api, guard, events } = setup(t, { clock })
+  const refused = (): never => { throw new UpstreamAuthError('unavailable', 'OAuth token request failed: ECONNREFUSED', undefined, undefined, undefined, 'ECONNREFUSED') }
+  api.oauthHandler = async (call) => call <= 2 ? refused() : api.issueOAuth()
+  api.loginHandler = async (call) => {
+    if (call <= 2) throw new UpstreamAuthError('unavailable', 'session login answered 503', 503)
+    return api.issueSession()
+  }
+  await manager.startSession().catch(() => undefined)
+  t.equal(manager.notReadyReason(), 'not-logged-in')
+  t.same(clock.pending, [BACKOFF_BASE_MS], 'one retry, when the backoff allows it')
+  clock.advance(BACKOFF_BASE_MS - 1)
+  await flush()
+  t.equal(api.oauthCalls.length, 1, 'not before the backoff is over')
+  clock.advance(1)
+  await flush()
+  t.equal(api.oauthCalls.length, 2, 'retried at the end of the backoff')
+  t.same(clock.pending, [2 * BACKOFF_BASE_MS], 'the next wait doubles')
+  for (let i = 0; i < 10 && !manager.ready; i++) {
+    clock.advance(BACKOFF_MAX_MS)
+    await flush()
+  }
+  t.ok(manager.ready, 'ready without any client request')
+  t.equal(manager.snapshot().state, 'active')
+  t.equal(manager.snapshot().notReadyReason, null)
+  t.equal(api.oauthCalls.length, 3)
+  t.equal(api.loginCalls.length, 3, 'two failed logins, then the good one')
+  t.same(clock.pending, [], 'no retry once logged in')
+  t.equal(guard.consecutiveRejections, 0, 'nothing counted toward the lockout')
+  t.same(events.logins.map((e) => e.outcome), ['error', 'error', 'success'])
+  t.equal(events.backgroundRetries.length, 4, 'each failure scheduled one retry')
+  clock.advance(BACKOFF_MAX_MS * 10)
+  await flush()
+  t.equal(api.loginCalls.length, 3, 'nothing more')
+})
+
+t.test('background login retry: a rejected login or app key is never retried, the guard count is unchanged', async (t) => {
+  t.test('rejected login', async (t) => {
+    const clock = new TimerClock()
+    const { manager, api, guard, events } = setup(t, { clock, maxFailures: 2 })
+    api.loginHandler = async () => { throw new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.INPUT_INVALID.Credentials', 400, 'UnifiedWebService.INPUT_INVALID.Credentials') }
+    await manager.startSession().catch(() => undefined)
+    t.equal(guard.consecutiveRejections, 1)
+    t.same(clock.pending, [], 'no retry scheduled')
+    clock.advance(BACKOFF_MAX_MS * 10)
+    await flush()
+    t.equal(api.loginCalls.length, 1, 'no login without a client')
+    t.equal(guard.consecutiveRejections, 1, 'the guard count is unchanged')
+    t.equal(manager.notReadyReason(), 'credentials-rejected', 'the reason the clients\' errors give')
+    t.equal(manager.snapshot().notReadyReason, 'credentials-rejected')
+    t.same(events.backgroundRetries, [])
+  })
+  t.test('rejected app key', async (t) => {
+    const clock = new TimerClock()
+    const { manager, api, guard } = setup(t, { clock })
+    api.oauthHandler = async () => { throw new UpstreamAuthError('rejected', 'OAuth token request answered 401 invalid_client', 401, 'invalid_client') }
+    await manager.startSession().catch(() => undefined)
+    t.same(clock.pending, [], 'no retry scheduled')
+    clock.advance(BACKOFF_MAX_MS * 10)
+    await flush()
+    t.equal(api.oauthCalls.length, 1)
+    t.equal(api.loginCalls.length, 0)
+    t.equal(guard.consecutiveRejections, 0)
+    t.equal(manager.notReadyReason(), 'oauth-client-rejected')
+    t.equal(manager.snapshot().notReadyReason, 'oauth-client-rejected')
+  })
+  t.test('a failing upstream that then rejects: the retry stops at the rejection', async (t) => {
+    const clock = new TimerClock()
+    const { manager, api, guard } = setup(t, { clock, maxFailures: 2 })
+    api.loginHandler = async (call) => {
+      if (call === 1) throw new UpstreamAuthError('unavailable', 'session login answered 502', 502)
+      throw new UpstreamAuthError('rejected', 'session login answered 400', 400)
+    }
+    await manager.startSession().catch(() => undefined)
+    clock.advance(BACKOFF_MAX_MS)
+    await flush()
+    t.equal(api.loginCalls.length, 2, 'one background retry')
+    t.equal(guard.consecutiveRejections, 1)
+    clock.advance(BACKOFF_MAX_MS * 10)
+    await flush()
+    t.equal(api.loginCalls.length, 2, 'none after the rejection')
+    t.same(clock.pending, [])
+  })
+})
+
+t.test('background login retry: single flight with a client login, stopped by close()', async (t) => {
+  const clock = new TimerClock()
+  const { manager, api } = setup(t, { clock })
+  const pending = deferred<string>()
+  api.loginHandler = async (call) => {
+    if (call === 1) throw new UpstreamAuthError('unavailable', 'session login answered 500', 500)
+    return await pending.promise
+  }
+  await manager.startSession().catch(() => undefined)
+  t.same(clock.pending, [BACKOFF_BASE_MS])
+  clock.ms += BACKOFF_BASE_MS // the backoff is over, the timer has not run yet
+  const client = manager.acquireTokens()
+  await flush()
+  t.equal(api.loginCalls.length, 2, 'the client logs in')
+  clock.advance(0) // the background retry falls due while the client's login is under way
+  await flush()
+  t.equal(api.loginCalls.length, 2, 'the retry joined it: no second login')
+  pending.resolve(api.issueSession())
+  t.equal((await client).sessionToken, api.issuedSessions[0])
+  t.same(clock.pending, [])
+
+  // close(): the pending retry is cancelled and none is scheduled again.
+  const second = setup(t, { clock: new TimerClock() })
+  second.api.loginHandler = async () => { throw new UpstreamAuthError('unavailable', 'session login answered 500', 500) }
+  await second.manager.startSession().catch(() => undefined)
+  const secondClock = second.clock as TimerClock
+  t.equal(secondClock.pending.length, 1)
+  second.manager.close()
+  t.same(secondClock.pending, [], 'cancelled')
+  secondClock.advance(BACKOFF_MAX_MS * 10)
+  await flush()
+  t.equal(second.api.loginCalls.length, 1, 'no login after close')
+  await second.manager.acquireTokens().catch(() => undefined)
+  t.same(secondClock.pending, [], 'a client\'s failed login after close schedules nothing')
+})
+
+t.test('a clock without timers schedules no background retry', async (t) => {
+  const { manager, api, clock } = setup(t)
+  api.loginHandler = async () => { throw new UpstreamAuthError('unavailable', 'session login answered 500', 500) }
+  await manager.startSession().catch(() => undefined)
+  clock.advance(BACKOFF_MAX_MS * 10)
+  await flush()
+  t.equal(api.loginCalls.length, 1)
+})
+
+t.test('failed logins, token fetches and logouts report their cause: status, errorCode, network or TLS error code, no secret', async (t) => {
+  const { manager, api, clock, events } = setup(t)
+  api.oauthHandler = async (call) => {
+    if (call === 1) throw new UpstreamAuthError('unavailable', 'OAuth token request failed: UNABLE_TO_VERIFY_LEAF_SIGNATURE', undefined, undefined, undefined, 'UNABLE_TO_VERIFY_LEAF_SIGNATURE')
+    return api.issueOAuth()
+  }
+  api.loginHandler = async (call) => {
+    if (call === 1) throw new UpstreamAuthError('unavailable', 'session login failed: ECONNREFUSED', undefined, undefined, undefined, 'ECONNREFUSED')
+    if (call === 2) throw new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.INPUT_INVALID.Credentials', 400, 'UnifiedWebService.INPUT_INVALID.Credentials')
+    return api.issueSession()
+  }
+  await unavailable(manager.acquireTokens())
+  t.same(events.oauthCauses, [{ tlsError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }])
+  clock.advance(BACKOFF_MAX_MS)
+  await unavailable(manager.acquireTokens())
+  t.same(events.logins.at(-1)?.cause, { networkError: 'ECONNREFUSED' })
+  clock.advance(BACKOFF_MAX_MS)
+  await unavailable(manager.acquireTokens())
+  t.match(events.logins.at(-1), { outcome: 'rejected', cause: { status: 400, errorCode: 'UnifiedWebService.INPUT_INVALID.Credentials' } })
+  clock.advance(BACKOFF_MAX_MS)
+  await manager.acquireTokens()
+  api.logout = async () => { throw new UpstreamAuthError('unavailable', 'session logout answered 503', 503, 'UnifiedWebService.REQUEST_FAILED.ServiceUnavailable') }
+  await t.rejects(manager.endSession(), UpstreamAuthError)
+  t.same(events.logoutFailures, [{ message: 'logout failed: session logout answered 503', cause: { status: 503, errorCode: 'UnifiedWebService.REQUEST_FAILED.ServiceUnavailable' }, replaced: false }])
+  await manager.startSession()
+  await manager.restartSession('admin')
+  t.match(events.logoutFailures[1], { cause: { status: 503 }, replaced: true })
+  const all = JSON.stringify(events)
+  for (const secret of [...api.issuedOAuth, ...api.issuedSessions, CREDENTIALS.password, CREDENTIALS.clientSecret]) {
+    t.notOk(all.includes(secret), 'no secret in any event')
+  }
+})
+
+t.test('failureCause: codes only, upstream codes truncated', async (t) => {
+  t.same(failureCause(new UpstreamAuthError('unknown-outcome', 'session login failed: UND_ERR_HEADERS_TIMEOUT', undefined, undefined, undefined, 'UND_ERR_HEADERS_TIMEOUT')), { networkError: 'UND_ERR_HEADERS_TIMEOUT' })
+  for (const code of ['DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID', 'CERT_HAS_EXPIRED', 'SELF_SIGNED_CERT_IN_CHAIN', 'EPROTO']) {
+    t.same(failureCause(new UpstreamAuthError('unavailable', 'x', undefined, undefined, undefined, code)), { tlsError: code }, code)
+  }
+  t.same(failureCause(new UpstreamAuthError('rejected', 'x', 401, 'e'.repeat(500))).errorCode?.length, 100)
+  t.same(failureCause(new AuthUnavailableError('upstream-unavailable', 'backing off', 3)), { reason: 'upstream-unavailable' })
+  t.same(failureCause(Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:3128 http://user:secret@proxy'), { code: 'ECONNREFUSED' })), { networkError: 'ECONNREFUSED' }, 'the message is left out')
+})
+
+t.test('the HTTP auth client keeps the network error code of a failed call, and of its cause', async (t) => {
+  const agent = new MockAgent()
+  agent.disableNetConnect()
+  t.teardown(() => agent.close())
+  const pool = agent.get(UPSTREAM_ORIGIN)
+  pool.intercept({ path: OAUTH_TOKEN_PATH, method: 'POST' }).replyWithError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }))
+  pool.intercept({ path: OAUTH_TOKEN_PATH, method: 'POST' }).replyWithError(new Error('proxy tunnel failed', { cause: Object.assign(new Error('unable to verify the first certificate'), { code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }) }))
+  const client = new ThingSpaceAuthClient(UPSTREAM_ORIGIN, agent, 5000)
+  const first = await client.fetchOAuthToken('id', 'secret').catch((error: unknown) => error)
+  t.match(first, { kind: 'unavailable', networkCode: 'ECONNREFUSED' })
+  const second = await client.fetchOAuthToken('id', 'secret').catch((error: unknown) => error)
+  t.match(second, { kind: 'unknown-outcome', networkCode: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' }, 'classified as before (by its own code), logged with its cause\'s')
+  t.same(failureCause(second), { tlsError: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' })
 })
