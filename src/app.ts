@@ -145,6 +145,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded'))
   proxy.addHook('onResponse', (request, reply, done) => {
     recordRequest(request, reply)
+    // While draining, the keep-alive connection this answer leaves idle is closed (see shutdown).
+    if (shuttingDown) setImmediate(closeIdleProxyConnections)
     done()
   })
   await proxy.register(proxyPlugin, {
@@ -173,6 +175,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     }
   })
   let shuttingDown = false
+  const closeIdleProxyConnections = (): void => { proxy.server.closeIdleConnections() }
   const admin = Fastify({
     ...fastifyOptions(config, logger, 'admin'),
     // Fastify runs no hooks for these: answered and audited here.
@@ -206,7 +209,9 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     shuttingDown = true // readiness answers 503 from now on
     stopWatching()
     session.close() // no background login any more
-    // Stop accepting; Fastify waits for requests in flight and closes idle keep-alive connections.
+    // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle
+    // now. Those busy now would stay open once answered, holding the drain until the grace period
+    // ran out: the onResponse hook closes each as its answer is sent.
     const drained = proxy.close().then(() => true)
     const inTime = await Promise.race([drained, sleep(config.shutdownGraceMs, false)])
     if (!inTime) {
@@ -215,8 +220,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       await drained
     }
     if (config.logoutOnShutdown) {
-      const loggedOut = await Promise.race([session.endSession().then(() => true, () => false), sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, false)])
-      logger.info({ loggedOut }, 'upstream session logged out')
+      const outcome = await Promise.race([
+        session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
+        sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
+      ])
+      if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
+      else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
+      else if (outcome === 'failed') logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed') // its cause: the session's warning before
+      else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
     }
     await admin.close()
     await dispatcher.destroy()

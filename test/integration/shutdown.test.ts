@@ -2,8 +2,9 @@
 
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { Agent, request } from 'undici'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, startSimulator, startStack } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
 
 async function startWithSimulator (t: Test, env: Record<string, string> = {}) {
@@ -76,4 +77,32 @@ t.test('a second signal exits at once', async (t) => {
   const { code } = await proxy.exit
   t.ok(Date.now() - started < 2000, 'did not wait for the grace period')
   t.equal(code, 1)
+})
+
+t.test('a keep-alive client with a request in flight: the drain ends with its answer, not with the grace period', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '10000' } })
+  const client = new Agent({ keepAliveTimeout: 60_000 }) // as nearly every HTTP client: connections are kept for the next request
+  t.teardown(() => client.destroy())
+  const inFlight = request(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/delay/1500`, { dispatcher: client })
+    .then(async (answer) => ({ status: answer.statusCode, body: await answer.body.json(), at: Date.now() }))
+  await sleep(200)
+  const shutdown = stack.proxy.shutdown().then(() => Date.now())
+  const answer = await inFlight
+  t.equal(answer.status, 200, 'the request in flight completed')
+  t.same(answer.body, { delayedMs: 1500 })
+  const stoppedAt = await Promise.race([shutdown, sleep(5000, undefined)])
+  t.ok(stoppedAt !== undefined && stoppedAt - answer.at < 1000,
+    `shut down ${stoppedAt === undefined ? 'not within 5 s' : `${stoppedAt - answer.at} ms`} after the answer (grace period 10 s)`)
+  await shutdown
+})
+
+t.test('shutdown without an upstream session says so, instead of logging it out', async (t) => {
+  const stack = await startStack(t)
+  const ended = await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  t.same(ended.json(), { ended: true })
+  await stack.proxy.shutdown()
+  const lines = stack.logs.entries()
+  t.match(lines.find((line) => line.msg === 'no upstream session to log out'), { loggedOut: false })
+  t.notOk(lines.some((line) => line.msg === 'upstream session logged out'), 'no claim of a logout')
+  t.equal(stack.sim.stats.logouts, 1, 'only the logout asked for on the admin listener')
 })
