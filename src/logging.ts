@@ -3,6 +3,7 @@
 import pino, { type Bindings, type ChildLoggerOptions, type DestinationStream, type Logger } from 'pino'
 import type { FastifyBaseLogger } from 'fastify'
 import type { LogLevel } from './config/settings.js'
+import { FdLogDestination } from './log-destination.js'
 
 // Exact paths only: wildcard redaction walks every logged object and costs measurable throughput
 // (bench: about 3% of CPU per request line). No log call passes nested secrets; tests check the output.
@@ -27,18 +28,24 @@ export interface LogOutput {
   destination?: DestinationStream
 }
 
+/** One per process, as there is one stdout. */
+let stdout: FdLogDestination | undefined
+
+/** Log lines dropped because stdout could not be written any more (its reader gone): 0 while it works. */
+export function droppedLogLines (): number {
+  return stdout?.droppedLines ?? 0
+}
+
 /**
  * Without a destination (production), lines go to stdout asynchronously and in batches: one system
- * call per `bufferBytes` (about 20 request lines) instead of one per line. Pino writes what is left
- * when the process exits.
+ * call per `bufferBytes` (about 20 request lines) instead of one per line. What is left is written
+ * when the process exits. Once stdout fails (EPIPE: its reader is gone), lines are dropped and counted.
  */
 export function createLogger (level: LogLevel, output: LogOutput): Logger {
-  const destination = output.destination ?? pino.destination({
-    dest: 1,
-    sync: false,
+  const destination = output.destination ?? (stdout ??= new FdLogDestination(1, {
     minLength: output.bufferBytes,
-    periodicFlush: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
-  })
+    periodicFlushMs: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
+  }))
   return pino({
     level,
     base: { service: 'm2m-session-proxy' },

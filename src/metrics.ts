@@ -3,6 +3,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import { BucketHistogram } from './bucket-histogram.js'
 import type { SessionManager } from './session/session-manager.js'
+import { droppedLogLines } from './logging.js'
 
 const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] as const
 const STATUS_CLASS_LABELS = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const
@@ -85,6 +86,17 @@ export class ProxyMetrics {
       help: 'Seconds since the current session was last used (0 without a session)',
       registers: [this.registry],
       collect () { this.set(sessionTimes()?.idleSeconds ?? 0) }
+    })
+    let reportedDroppedLogLines = 0
+    new Counter({
+      name: 'm2m_proxy_log_lines_dropped_total',
+      help: 'Log lines dropped because stdout could not be written any more (its reader gone)',
+      registers: [this.registry],
+      collect () {
+        const dropped = droppedLogLines()
+        if (dropped > reportedDroppedLogLines) this.inc(dropped - reportedDroppedLogLines)
+        reportedDroppedLogLines = dropped
+      }
     })
     new Gauge({
       name: 'm2m_proxy_login_guard_engaged',

@@ -11,6 +11,8 @@ export interface ProxyProcess {
   proxyUrl: string
   adminUrl: string
   lines: Array<Record<string, unknown>>
+  /** What the process wrote to stderr so far. */
+  readonly stderr: string
   exit: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
   /** Resolves with the first log line for which `test` holds. */
   waitFor: (test: (line: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>>
@@ -63,5 +65,5 @@ export async function startProxyProcess (env: Record<string, string>, cwd: strin
     }
   }
   const listening = await waitFor((line) => line.msg === 'listening')
-  return { child, proxyUrl: String(listening.proxyUrl), adminUrl: String(listening.adminUrl), lines, exit, waitFor }
+  return { child, proxyUrl: String(listening.proxyUrl), adminUrl: String(listening.adminUrl), lines, exit, waitFor, get stderr () { return stderr } }
 }

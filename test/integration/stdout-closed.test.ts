@@ -1,0 +1,71 @@
+// The built proxy with nobody reading its stdout any more (a log shipper that died, `| tee` interrupted):
+// it drops and counts its log lines, keeps serving, and still exits on time.
+
+import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { startSimulator } from '../helpers/stack.js'
+import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { metricValue } from '../helpers/metrics.js'
+
+async function startWithSimulator (t: Test, env: Record<string, string> = {}): Promise<ProxyProcess> {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', ...env }, dir)
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  return proxy
+}
+
+/** Resolves with the milliseconds until the process exited, or 'still running' after `limitMs`. */
+async function exitWithin (proxy: ProxyProcess, startedAt: number, limitMs: number): Promise<{ code: number | null, afterMs: number } | 'still running'> {
+  const exited = proxy.exit.then(({ code }) => ({ code, afterMs: Date.now() - startedAt }))
+  return await Promise.race([exited, sleep(limitMs, 'still running' as const)])
+}
+
+t.test('stdout reader gone: the proxy keeps serving, counts the dropped lines, exits at once on SIGTERM', async (t) => {
+  const proxy = await startWithSimulator(t)
+  proxy.child.stdout?.destroy() // the reading end closes: every write to the proxy's stdout fails (EPIPE)
+  for (let round = 0; round < 2; round++) {
+    for (let index = 0; index < 30; index++) {
+      t.equal((await fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/echo`)).status, 200)
+    }
+    await sleep(1500) // past the 1 s flush interval: the buffered lines are written, and fail
+  }
+  const metrics = await (await fetch(`${proxy.adminUrl}/metrics`)).text()
+  const dropped = metricValue(metrics, 'm2m_proxy_log_lines_dropped_total')
+  t.ok(dropped >= 30, `${dropped} log lines dropped and counted`)
+  t.match(proxy.stderr, /stdout .*EPIPE.*log lines are dropped/, 'said once on stderr')
+  const started = Date.now()
+  proxy.child.kill('SIGTERM')
+  const exit = await exitWithin(proxy, started, 5000)
+  t.not(exit, 'still running', 'exited within 5 s of SIGTERM (the grace period is 10 s; nothing was in flight)')
+  t.match(exit, { code: 0 })
+  t.match(proxy.stderr, /\d+ log lines dropped/, 'the total said at exit')
+})
+
+t.test('stdout reader gone once the shutdown began: the lines left at exit are dropped, the process exits', async (t) => {
+  const proxy = await startWithSimulator(t)
+  const started = Date.now()
+  proxy.child.kill('SIGTERM')
+  await proxy.waitFor((line) => line.msg === 'shutting down') // written: the reader was there until now
+  proxy.child.stdout?.destroy()
+  const exit = await exitWithin(proxy, started, 5000)
+  t.not(exit, 'still running', 'exited within 5 s of SIGTERM (nothing in flight)')
+  t.match(exit, { code: 0 })
+  t.match(proxy.stderr, /stdout failed \(EPIPE\)/)
+})
+
+t.test('stdout reader gone in the middle of a drain: the exit waits for the drain only', async (t) => {
+  const proxy = await startWithSimulator(t)
+  const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/2000`)
+  await sleep(200)
+  const started = Date.now()
+  proxy.child.kill('SIGTERM')
+  await proxy.waitFor((line) => line.msg === 'shutting down')
+  proxy.child.stdout?.destroy()
+  t.equal((await inFlight).status, 200, 'the request in flight completed')
+  const exit = await exitWithin(proxy, started, 5000)
+  t.not(exit, 'still running', 'exited within 5 s of SIGTERM (the drain takes 2 s, the grace period is 10 s)')
+  t.match(exit, { code: 0 })
+})
