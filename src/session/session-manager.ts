@@ -118,6 +118,8 @@ export class SessionManager {
   private warnedHeldSession: CachedSession | undefined
   /** The next login tried without a client, while ThingSpace is failing and the proxy is not ready. */
   private retryTimer: Timer | undefined
+  /** The last login was sent but got no answer: ThingSpace may have counted it as a failed login. */
+  private lastLoginOutcomeUnknown = false
   private closed = false
 
   constructor (private readonly options: SessionManagerOptions) {
@@ -340,6 +342,8 @@ export class SessionManager {
     const setTimer = this.options.clock.setTimer
     if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
     if (!(error instanceof AuthUnavailableError) || error.reason !== 'upstream-unavailable' || !this.waitingForUpstream()) return
+    // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
+    if (this.lastLoginOutcomeUnknown) return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
     this.events.onBackgroundRetry?.(delayMs)
     this.retryTimer = setTimer(() => {
@@ -404,6 +408,7 @@ export class SessionManager {
     this.retryTimer?.cancel()
     this.retryTimer = undefined
     this.lastLoginRejected = false
+    this.lastLoginOutcomeUnknown = false
     this.options.guard.recordSuccess()
     this.loginBackoff.reset()
     this.logins += 1
@@ -428,6 +433,7 @@ export class SessionManager {
     // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
     this.loginBackoff.recordFailure(error.retryAfterSeconds)
     this.lastLoginRejected = error.kind === 'rejected'
+    this.lastLoginOutcomeUnknown = error.kind === 'unknown-outcome'
     if (error.kind === 'rejected') {
       this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
       return new AuthUnavailableError('credentials-rejected',

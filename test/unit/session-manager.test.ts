@@ -1084,6 +1084,25 @@ t.test('background login retry: a rejected login or app key is never retried, th
   })
 })
 
+t.test('background login retry: not after a login that was sent and got no answer (it may have counted at ThingSpace)', async (t) => {
+  const clock = new TimerClock()
+  const { manager, api, guard, events } = setup(t, { clock, maxFailures: 2 })
+  api.loginHandler = async (call) => {
+    if (call === 1) throw new UpstreamAuthError('unknown-outcome', 'session login timed out', undefined, undefined, undefined, 'UND_ERR_HEADERS_TIMEOUT')
+    return api.issueSession()
+  }
+  await manager.startSession().catch(() => undefined)
+  t.equal(guard.consecutiveRejections, 1, 'counted toward the guard, as before')
+  t.same(clock.pending, [], 'no retry scheduled')
+  t.same(events.backgroundRetries, [])
+  clock.advance(BACKOFF_MAX_MS * 10)
+  await flush()
+  t.equal(api.loginCalls.length, 1, 'the lockout budget is not spent without a client')
+  await manager.acquireTokens()
+  t.equal(api.loginCalls.length, 2, 'a client request logs in')
+  t.ok(manager.ready)
+})
+
 t.test('background login retry: single flight with a client login, stopped by close()', async (t) => {
   const clock = new TimerClock()
   const { manager, api } = setup(t, { clock })
