@@ -87,10 +87,10 @@ export class CredentialOperations {
     return await this.exclusive('credentials reload', async () => {
       const { session, file } = this.deps
       const next = file.read() // ConfigError: the old credentials stay in force
-      const changed = !sameCredentials(next, session.currentCredentials)
-      if (!changed && session.guardEngaged) {
       const exposure = file.exposure()
       if (exposure !== undefined) this.deps.events?.onWarning?.(exposure)
+      const changed = !sameCredentials(next, session.currentCredentials)
+      if (!changed && session.guardEngaged) {
         throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
       }
       const wasEngaged = session.guardEngaged
