@@ -12,6 +12,7 @@ import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
 import { isForwardableTarget, locallyAnsweredEndpoint } from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
+import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
 import { answerLocally, registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
@@ -172,7 +173,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     const state = request.proxyState as ProxyState
-    const rejection = tokenRejectionOf(response.statusCode, peeked.body)
+    // A compressed answer is read decoded and, unless it is a refusal, sent on as it came (peeked.body).
+    const contentEncoding = response.headers['content-encoding']
+    const readable = contentEncoding === undefined || peeked.body.length === 0
+      ? peeked.body
+      : await decodedForInspection(request, contentEncoding, peeked.body)
+    const rejection = readable === undefined ? undefined : tokenRejectionOf(response.statusCode, readable)
     // A gateway refusal of the bearer hides the state of the session: when both expired together, the
     // replay after the OAuth renewal meets the expired session and may be replayed once more for it.
     if (rejection === undefined || state.replayedFor === rejection.cause) {
@@ -261,6 +267,18 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 function isSmallWholeAnswer (request: FastifyRequest, response: UpstreamResponse): boolean {
   const length = Number(response.headers['content-length'])
   return request.method !== 'HEAD' && length > 0 && length <= MAX_BUFFERED_ANSWER_BYTES && response.headers['content-type'] !== undefined
+}
+
+/**
+ * A compressed error answer decoded to be read, never past MAX_BUFFERED_ANSWER_BYTES (a few KB of
+ * gzip can expand to gigabytes); undefined when it cannot be (unknown coding such as `compress`,
+ * corrupt, or too large): then it is not a refusal the proxy can see, and goes on untouched.
+ */
+async function decodedForInspection (request: FastifyRequest, contentEncoding: string | string[], body: Buffer): Promise<Buffer | undefined> {
+  const result = await decodeContent(body, contentEncoding, MAX_BUFFERED_ANSWER_BYTES)
+  if (result.decoded) return result.body
+  request.log.warn({ contentEncoding, reason: result.reason }, 'compressed error answer not decoded: passed on without looking for a token refusal')
+  return undefined
 }
 
 /** The upstream answer broke off (reset, or shorter than its Content-Length) before any of it was sent on. */
