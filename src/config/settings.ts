@@ -1,6 +1,7 @@
 // The one table of settings: environment name, config-file key, default and parser. The Config type is derived from it.
 
 import { ConfigError } from './errors.js'
+import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from '../proxy/paths.js'
 
 type Parser<T> = (raw: unknown, setting: string) => T
 
@@ -76,6 +77,20 @@ function hostNameList (raw: unknown, setting: string): readonly string[] {
   return names
 }
 
+/** Path prefixes under /api/ to forward (see src/proxy/paths.ts), comma-separated or a JSON array; checked and put in one spelling here, at start-up. */
+function forwardPrefixList (raw: unknown, setting: string): readonly string[] {
+  const entries = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : [raw]
+  const prefixes = entries.filter((entry) => typeof entry !== 'string' || entry.trim() !== '')
+  if (prefixes.length === 0) throw new ConfigError(setting, `must name at least one path prefix under /api/, such as /api/m2m/,/api/loc/v1/ (got ${describe(raw)})`)
+  const invalid = prefixes.find((entry) => typeof entry !== 'string')
+  if (invalid !== undefined) throw new ConfigError(setting, `must be a comma-separated list of path prefixes under /api/ (got ${describe(invalid)})`)
+  try {
+    return parseForwardPrefixes(prefixes as string[])
+  } catch (error) {
+    throw new ConfigError(setting, `must be a comma-separated list of path prefixes under /api/, such as /api/m2m/,/api/loc/v1/: ${(error as Error).message}`)
+  }
+}
+
 function logLevel (raw: unknown, setting: string): LogLevel {
   const value = text(raw, setting).toLowerCase()
   const level = LOG_LEVELS.find((candidate) => candidate === value)
@@ -110,6 +125,7 @@ export const SETTINGS = {
   adminHost: setting('M2M_PROXY_ADMIN_HOST', '127.0.0.1', text),
   adminPort: setting('M2M_PROXY_ADMIN_PORT', 9090, port),
   allowedHosts: setting<readonly string[]>('M2M_PROXY_ALLOWED_HOSTS', [], hostNameList),
+  forwardPrefixes: setting<readonly string[]>('M2M_PROXY_FORWARD_PREFIXES', DEFAULT_FORWARD_PREFIXES, forwardPrefixList),
   requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
   maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 128, integer(1, 65536)),
   adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 32, integer(1, 65536)),

@@ -1,8 +1,75 @@
-// Which request targets may be forwarded: only origin-form paths under /api/m2m/, with no way to climb out of it.
+// Which request targets may be forwarded: origin-form paths under the configured prefixes (default: all of /api/), with no way to climb out of them.
 
-export const FORWARDED_PREFIX = '/api/m2m/'
+/** The forwarding root: every prefix lies under it, and by default all of it is forwarded (the OAuth token endpoint is answered locally). */
+export const API_ROOT = '/api/'
+/** Every ThingSpace API family on the upstream host (Connectivity Management, Device Location, Software Management, ...): see the README. */
+export const DEFAULT_FORWARD_PREFIXES: readonly string[] = [API_ROOT]
 const MAX_DECODE_ROUNDS = 3
 const NEEDS_SEGMENT_CHECK = /[%.\\#\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
+/** Characters of a configured prefix's segments: RFC 3986 unreserved, so there is nothing to decode or normalise. */
+const PREFIX_SEGMENT = /^[A-Za-z0-9._~-]+$/
+const QUESTION_MARK = 63
+
+/**
+ * The configured prefixes, prepared once: a target is under a prefix when it starts with it (each ends
+ * with `/`, so `/api/loc/` never admits `/api/location`), or is the prefix itself without its slash,
+ * with or without a query (`/api/loc/v1`, `/api/loc/v1?x=1`), except the bare `/api`.
+ */
+export class ForwardPrefixes {
+  readonly prefixes: readonly string[]
+  /** The prefixes without their trailing slash, `/api` left out: targets admitted as they are. */
+  private readonly stems: readonly string[]
+
+  constructor (prefixes: readonly string[]) {
+    this.prefixes = prefixes
+    this.stems = prefixes.filter((prefix) => prefix !== API_ROOT).map((prefix) => prefix.slice(0, -1))
+  }
+
+  admits (rawUrl: string): boolean {
+    for (const prefix of this.prefixes) if (rawUrl.startsWith(prefix)) return true
+    for (const stem of this.stems) {
+      if (rawUrl.startsWith(stem) && (rawUrl.length === stem.length || rawUrl.charCodeAt(stem.length) === QUESTION_MARK)) return true
+    }
+    return false
+  }
+
+  /** For messages: `/api/` or `/api/loc/v1/, /api/m2m/`. */
+  toString (): string {
+    return this.prefixes.join(', ')
+  }
+}
+
+export const DEFAULT_FORWARD_RULE = new ForwardPrefixes(DEFAULT_FORWARD_PREFIXES)
+
+/**
+ * A configured prefix in its one spelling (`/api/loc/v1` and `/api/loc/v1/` are `/api/loc/v1/`); throws
+ * an Error saying what is wrong with it. Anything that a server could read as another path (escapes,
+ * dot segments, empty segments, backslashes, `;` parameters, a query) is refused rather than normalised.
+ */
+export function parseForwardPrefix (raw: string): string {
+  const prefix = raw.trim()
+  if (prefix === '/api' || prefix === API_ROOT) return API_ROOT
+  if (!prefix.startsWith(API_ROOT)) throw new Error(`${JSON.stringify(prefix)} is not under ${API_ROOT}: only ThingSpace API paths are forwarded`)
+  if (prefix.includes('..')) throw new Error(`${JSON.stringify(prefix)} contains ".."`)
+  if (prefix.includes('%')) throw new Error(`${JSON.stringify(prefix)} contains a % escape: write the path as it is`)
+  if (prefix.includes('//')) throw new Error(`${JSON.stringify(prefix)} contains an empty segment ("//")`)
+  const segments = (prefix.endsWith('/') ? prefix.slice(API_ROOT.length, -1) : prefix.slice(API_ROOT.length)).split('/')
+  for (const segment of segments) {
+    if (segment === '.' || !PREFIX_SEGMENT.test(segment)) {
+      throw new Error(`${JSON.stringify(prefix)} has the segment ${JSON.stringify(segment)}: segments are made of letters, digits and - . _ ~ only (no query, ; or \\)`)
+    }
+  }
+  const normalised = `${API_ROOT}${segments.join('/')}/`
+  const local = LOCALLY_ANSWERED_ENDPOINTS.find((endpoint) => `${endpoint.path}/` === normalised)
+  if (local !== undefined) throw new Error(`${JSON.stringify(prefix)} is ${local.path}, which the proxy answers itself and never forwards`)
+  return normalised
+}
+
+/** Configured prefixes, each checked by parseForwardPrefix; duplicates and prefixes inside another dropped. */
+export function parseForwardPrefixes (raw: readonly string[]): string[] {
+  const parsed = raw.map(parseForwardPrefix)
+  return [...new Set(parsed)].filter((prefix, _index, all) => !all.some((other) => other !== prefix && prefix.startsWith(other)))
+}
 
 /** Decodes percent-escapes until stable (bounded), so double-encoded dots are seen for what they become. */
 function decodeRepeatedly (segment: string): string | undefined {
@@ -21,11 +88,12 @@ function decodeRepeatedly (segment: string): string | undefined {
 }
 
 /**
- * True when `rawUrl` (the request target as received) is an origin-form path under /api/m2m/ whose
- * segments, decoded, contain no `.` or `..`, no slash or backslash hidden in an escape, no control characters.
+ * True when `rawUrl` (the request target as received) is an origin-form path under one of `prefixes`
+ * whose segments, decoded, contain no `.` or `..`, no slash or backslash hidden in an escape, no control
+ * characters: so no dot segment can climb out of a prefix, whatever the upstream resolves.
  */
-export function isForwardableTarget (rawUrl: string): boolean {
-  if (!rawUrl.startsWith(FORWARDED_PREFIX)) return false // also rejects absolute-form and authority-form targets
+export function isForwardableTarget (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): boolean {
+  if (!prefixes.admits(rawUrl)) return false // also rejects absolute-form and authority-form targets
   const queryStart = rawUrl.indexOf('?')
   const path = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
   // Fast path: with no dot, escape, backslash, fragment or control character there is nothing to decode.

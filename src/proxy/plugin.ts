@@ -1,4 +1,4 @@
-// Forwarding under /api/m2m/: tokens attached, expired tokens renewed and the request replayed (once per token), errors in ThingSpace's shape.
+// Forwarding under /api/ (or the configured prefixes): tokens attached, expired tokens renewed and the request replayed (once per token), errors in ThingSpace's shape.
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
@@ -10,7 +10,7 @@ import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
-import { isForwardableTarget, locallyAnsweredEndpoint } from './paths.js'
+import { API_ROOT, ForwardPrefixes, isForwardableTarget, locallyAnsweredEndpoint } from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
 import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
@@ -38,6 +38,8 @@ export interface ProxyPluginOptions {
   dispatcher: Dispatcher
   upstreamTimeoutMs: number
   bodyLimitBytes: number
+  /** Path prefixes forwarded, as parsed by the configuration (M2M_PROXY_FORWARD_PREFIXES); default all of /api/. */
+  forwardPrefixes?: readonly string[]
   onReplay?: (rejection: TokenRejection) => void
   /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
@@ -66,6 +68,8 @@ interface UpstreamResponse {
 
 export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const { session } = options
+  const forwardPrefixes = new ForwardPrefixes(options.forwardPrefixes ?? [API_ROOT])
+  const notForwardedMessage = notForwardedMessageFor(forwardPrefixes)
   app.decorateRequest('proxyState', null)
   // Scoped to this plugin, so to the forwarding routes: every failed upstream call logs one warning.
   app.setChildLoggerFactory(lazyRequestLoggerWithWarningsAtDebug(REPLY_FROM_FAILURE_WARNINGS))
@@ -210,15 +214,16 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
    * undefined tells Fastify that reply-from answers; the slow path returns the reply, which Fastify awaits.
    */
   function handler (request: FastifyRequest, reply: FastifyReply): undefined | Promise<FastifyReply> {
-    if (!isForwardableTarget(request.url)) {
-      sendProxyError(reply, 'notFound', 'not proxied: only paths under /api/m2m/ are forwarded')
-      return undefined
-    }
-    // Other spellings of the session calls (`logout/`, `logout;x`, `LOGOUT`, ...) than the router's:
-    // a lenient upstream would take them for the real ones.
+    // Other spellings of the session and token calls (`logout/`, `logout;x`, `LOGOUT`, `token/`, ...) than
+    // the router's: a lenient upstream would take them for the real ones. Answered locally whatever the
+    // forwarded prefixes, so that narrowing them never turns a client's login into a 404.
     const localEndpoint = locallyAnsweredEndpoint(request.url)
     if (localEndpoint !== undefined) {
       answerLocally(localEndpoint, reply)
+      return undefined
+    }
+    if (!isForwardableTarget(request.url, forwardPrefixes)) {
+      sendProxyError(reply, 'notFound', notForwardedMessage)
       return undefined
     }
     const tokens = session.currentTokens()
@@ -244,8 +249,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   await app.register(httpProxy, {
     upstream: options.upstream,
-    prefix: '/api/m2m',
-    rewritePrefix: '/api/m2m',
+    // All of /api: the handler decides, by the configured prefixes, what is forwarded.
+    prefix: '/api',
+    rewritePrefix: '/api',
     proxyPayloads: false,
     undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on
     disableRequestLogging: true,
@@ -256,6 +262,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     preHandler: (request, reply) => { forwardFromHook(request, reply) },
     handler: (request, reply) => handler(request, reply)
   })
+}
+
+/** The 404 message for a target outside the forwarded prefixes (also the proxy listener's not-found answer). */
+export function notForwardedMessageFor (prefixes: ForwardPrefixes): string {
+  return `not proxied: only paths under ${prefixes.toString()} are forwarded`
 }
 
 /**

@@ -200,6 +200,12 @@ t.test('every spelling of a client\'s logout, login, password reset or token cal
     ['login', 'POST', '/api/m2m/v1/session/LOGIN;x'],
     ['login', 'POST', '/api/m2m/v1/session/log%69n'],
     ['oauthToken', 'POST', '/api/%74s/v1/oauth2/token'],
+    ['oauthToken', 'POST', '/api/ts/v1/oauth2/token/'],
+    ['oauthToken', 'POST', '/api/ts/v1/oauth2/token;x'],
+    ['oauthToken', 'POST', '/api/ts/v1/OAuth2/Token'],
+    ['oauthToken', 'POST', '/api/ts/v1//oauth2/token'],
+    ['oauthToken', 'POST', '/api/ts/v1/oauth2/to%6ben'],
+    ['oauthToken', 'POST', '/api/ts/v1/oauth2/token.json'],
     ['logout', 'POST', '/api/m2m/v1/session/logout/'],
     ['logout', 'POST', '/api/m2m/v1/session/logout;x'],
     ['logout', 'POST', '/api/m2m/v1//session/logout'],
@@ -242,7 +248,9 @@ t.test('other methods on a session call, in any spelling, are refused with 405 a
     ['POST', '/api/m2m/v1/session/password/actions/reset', 'PUT'],
     ['POST', '/api/m2m/v1/session/password/actions/reset;a', 'PUT'],
     ['PATCH', '/api/m2m/v1/session/password/actions/r%65set/', 'PUT'],
-    ['GET', '/api/ts/v1/oauth2/token', 'POST']
+    ['GET', '/api/ts/v1/oauth2/token', 'POST'],
+    ['GET', '/api/ts/v1/oauth2/token/', 'POST'],
+    ['DELETE', '/api/ts/v1/OAuth2/Token;x', 'POST']
   ]
   for (const [method, target, allowed] of refused) {
     const answer = await rawCall(stack, method, target)
@@ -262,10 +270,10 @@ t.test('upstream errors pass through untouched; other paths are not proxied', as
   const missing = await stack.call('GET', '/api/m2m/v1/no-such-endpoint')
   t.equal(missing.status, 404)
   t.match((missing.json() as { errorCode: string }).errorCode, /^UnifiedWebService\./, 'the simulator\'s own error')
-  for (const target of ['/', '/api/ts/v1/other', '/api/m2m', '/admin/session', '/healthz']) {
+  for (const target of ['/', '/api', '/apix/m2m/v1/accounts', '/API/M2M/v1/accounts', '/admin/session', '/healthz']) {
     const response = await stack.call('GET', target)
     t.equal(response.status, 404, target)
-    t.equal((response.json() as { errorCode: string }).errorCode, 'Proxy.NotFound', target)
+    t.same(response.json(), { errorCode: 'Proxy.NotFound', errorMessage: 'not proxied: only paths under /api/ are forwarded' }, target)
   }
   const account = await stack.call('GET', '/api/m2m/v1/accounts/TestAccount-1')
   t.equal(account.status, 200)

@@ -1,5 +1,5 @@
 // Property-based fuzzing of the proxy listener (fast-check): whatever the client sends, the proxy survives,
-// forwards only under /api/m2m/, never forwards the client's own credentials, never leaks a token itself,
+// forwards only under /api/ (every API family; the proxy's own endpoints answered locally), never forwards the client's own credentials, never leaks a token itself,
 // and every answer carries a request id. Each generated request is forwarded exactly when the proxy's rules
 // say it should be. The run is seeded (FUZZ_SEED, default below), so that it passes or fails the same way every time.
 
@@ -58,7 +58,7 @@ const segment = fc.oneof(
 const target = fc.tuple(
   fc.oneof(
     { weight: 6, arbitrary: fc.constant('/api/m2m/') },
-    { weight: 3, arbitrary: fc.constantFrom('/api/m2m', '/api/', '/', '//', '/admin/', 'http://evil.example/api/m2m/', '/api/ts/v1/', '*', '/API/M2M/') }
+    { weight: 3, arbitrary: fc.constantFrom('/api/m2m', '/api/', '/api', '/api/loc/v1/', '/api/fota/v3/', '/api/cc/v1/', '/apix/', '/', '//', '/admin/', 'http://evil.example/api/m2m/', '/api/ts/v1/', '/api/ts/v1/oauth2/', '*', '/API/M2M/') }
   ),
   fc.array(segment, { maxLength: 6 }),
   fc.option(fc.stringMatching(/^[A-Za-z0-9=&%._-]{0,20}$/))
@@ -97,7 +97,7 @@ function shouldBeForwarded (verb: string, target: string, sentHeaders: Array<[st
   return true
 }
 
-t.test('fuzzed requests: no crash, nothing outside /api/m2m/, no client credentials forwarded, no token leaked', async (t) => {
+t.test('fuzzed requests: no crash, nothing outside /api/, no client credentials forwarded, no token leaked', async (t) => {
   const upstream = await startRecordingUpstream(t)
   const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_LOG_LEVEL: 'warn', M2M_PROXY_UPSTREAM_TIMEOUT_MS: '2000' } })
   let clientSecretCounter = 0
@@ -166,7 +166,7 @@ t.test('fuzzed requests: no crash, nothing outside /api/m2m/, no client credenti
   t.equal(upstream.recorded.length, forwarded + 1, 'the probe reached upstream')
   for (const { url, headers } of upstream.recorded) {
     const path = url.split('?', 1)[0] ?? ''
-    t.ok(path.startsWith('/api/m2m/'), `forwarded only under /api/m2m/: ${url.slice(0, 60)}`)
+    t.ok(path.startsWith('/api/'), `forwarded only under /api/: ${url.slice(0, 60)}`)
     t.notOk(/(^|\/)\.\.?(\/|$)/.test(decodeURIComponent(path.replace(/%(?![0-9a-fA-F]{2})/g, '%25'))), 'no dot segment')
     t.equal(headers.authorization, `Bearer ${UPSTREAM_OAUTH}`)
     t.equal(headers['vz-m2m-token'], UPSTREAM_SESSION)

@@ -64,6 +64,7 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.equal(config.logLevel, 'info')
   t.equal(config.logBufferBytes, 4096)
   t.same(config.allowedHosts, [])
+  t.same(config.forwardPrefixes, ['/api/'], 'every ThingSpace API family on the upstream host')
   t.equal(config.requestTimeoutMs, 30000)
   t.equal(config.maxConnections, 128)
   t.equal(config.adminMaxConnections, 32)
@@ -354,6 +355,39 @@ t.test('M2M_PROXY_ALLOWED_HOSTS: comma-separated host names, lower-cased; ports,
     t.equal(error.setting, 'M2M_PROXY_ALLOWED_HOSTS', value)
     t.match(error.problem, /host names without port or scheme/)
   }
+})
+
+t.test('M2M_PROXY_FORWARD_PREFIXES: comma-separated prefixes under /api/, put in one spelling at start-up', async (t) => {
+  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: ' /api/m2m , /api/loc/v1/,/api/fota/v3,' }).forwardPrefixes, ['/api/m2m/', '/api/loc/v1/', '/api/fota/v3/'])
+  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api/m2m/,/api/m2m/v1,/api/m2m' }).forwardPrefixes, ['/api/m2m/'], 'duplicates and nested prefixes dropped')
+  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api' }).forwardPrefixes, ['/api/'])
+  const fromFile = withConfigFile({ credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', '/api/diagnostics/v1'] }, {})
+  t.same(load(fromFile.env, fromFile.files).forwardPrefixes, ['/api/m2m/', '/api/diagnostics/v1/'], 'a JSON array in the config file')
+  const refused: Array<[string, RegExp]> = [
+    ['/', /not under \/api\//],
+    ['/api/m2m,/admin', /"\/admin" is not under \/api\//],
+    ['/apix', /not under \/api\//],
+    ['api/m2m', /not under \/api\//],
+    ['https://thingspace.verizon.com/api/m2m', /not under \/api\//],
+    ['/api/m2m/../../admin', /contains "\.\."/],
+    ['/api/%2e%2e', /% escape/],
+    ['/api/m2m%2fv1', /% escape/],
+    ['/api//m2m', /empty segment/],
+    ['/api/m2m?x=1', /segments are made of/],
+    ['/api/m2m;jsessionid=1', /segments are made of/],
+    ['/api/ts/v1/oauth2/token', /answers itself/],
+    [',', /at least one path prefix/],
+    [' , ', /at least one path prefix/]
+  ]
+  for (const [value, problem] of refused) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: value }), value)
+    t.equal(error.setting, 'M2M_PROXY_FORWARD_PREFIXES', value)
+    t.match(error.problem, problem, value)
+    t.notMatch(error.message, /\n/, `${value}: one line`)
+  }
+  const badFile = withConfigFile({ credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', 42] }, {})
+  t.match(configErrorOf(() => load(badFile.env, badFile.files)).setting, /^M2M_PROXY_FORWARD_PREFIXES \(key "forwardPrefixes"/, 'a non-string in the file')
+  t.equal(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '' }).forwardPrefixes[0], '/api/', 'empty: the default, as for every setting')
 })
 
 t.test('ConfigError messages are one line: setting, then problem', async (t) => {

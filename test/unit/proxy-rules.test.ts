@@ -3,13 +3,41 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import t from 'tap'
 import fc from 'fast-check'
-import { FORWARDED_PREFIX, isForwardableTarget, LOCALLY_ANSWERED_ENDPOINTS, locallyAnsweredEndpoint, normalisedPath } from '../../src/proxy/paths.js'
+import { DEFAULT_FORWARD_PREFIXES, ForwardPrefixes, isForwardableTarget, LOCALLY_ANSWERED_ENDPOINTS, locallyAnsweredEndpoint, normalisedPath, parseForwardPrefix, parseForwardPrefixes } from '../../src/proxy/paths.js'
 import { SESSION_TOKEN_HEADER, withoutHopByHop, withUpstreamAuth } from '../../src/proxy/headers.js'
 import { mayBeTokenRejection, tokenRejectionOf } from '../../src/proxy/upstream-errors.js'
 import { classifyUpstreamFailure, PROXY_ERRORS, sendProxyError } from '../../src/proxy/errors.js'
 
-t.test('forwardable targets: paths under /api/m2m/, with or without a query', async (t) => {
-  t.equal(FORWARDED_PREFIX, '/api/m2m/')
+/** Every API family of the SDK on thingspace.verizon.com, by its base path (its getBaseUri), with a typical call. */
+const API_FAMILIES: Array<[family: string, target: string]> = [
+  ['Connectivity Management (M2M)', '/api/m2m/v1/devices/actions/list'],
+  ['Quality of Service', '/api/m2m/v1/devices/qos/actions/subscribe'],
+  ['Thingspace /m2m/v2', '/api/m2m/v2/devices/history/actions/list'],
+  ['Thingspace /m2m/intelligence', '/api/m2m/intelligence/wnp/actions/list'],
+  ['Thingspace /v1/accounts', '/api/v1/accounts/0000123456-00001/subscriptions'],
+  ['Thingspace /v1/plans', '/api/v1/plans/0000123456-00001'],
+  ['Thingspace /v1/devices', '/api/v1/devices/actions/list'],
+  ['Thingspace /actions', '/api/actions/activate'],
+  ['Device Location', '/api/loc/v1/locations'],
+  ['Subscription Server', '/api/subsc/v1/subscriptions/0000123456-00001'],
+  ['Software Management V1', '/api/fota/v1/upgrades/0000123456-00001'],
+  ['Software Management V2', '/api/fota/v2/campaigns/0000123456-00001'],
+  ['Software Management V3', '/api/fota/v3/licenses/0000123456-00001/assign'],
+  ['Device Diagnostics', '/api/diagnostics/v1/devices/attributes?accountName=0000123456-00001'],
+  ['Cloud Connector', '/api/cc/v1/devices/actions/query'],
+  ['Hyper Precise Location', '/api/hyper-precise/v1/subscriptions?accountName=0000123456-00001'],
+  ['OAuth Server, other than the token endpoint', '/api/ts/v1/other']
+]
+
+t.test('every API family on the upstream host is forwarded by default', async (t) => {
+  t.same(DEFAULT_FORWARD_PREFIXES, ['/api/'])
+  for (const [family, target] of API_FAMILIES) {
+    t.ok(isForwardableTarget(target), `${family}: ${target}`)
+    t.equal(locallyAnsweredEndpoint(target), undefined, `${family}: not answered locally`)
+  }
+})
+
+t.test('forwardable targets: paths under /api/, with or without a query', async (t) => {
   const accepted = [
     '/api/m2m/v1/devices/actions/list',
     '/api/m2m/v1/accounts/TestAccount-1',
@@ -21,25 +49,31 @@ t.test('forwardable targets: paths under /api/m2m/, with or without a query', as
     '/api/m2m/v1/accounts/...',
     '/api/m2m/v1/accounts/%2e%2e%2e',
     '/api/m2m/v1/file.json',
-    '/api/m2m/'
+    '/api/m2m/',
+    '/api/m2m',
+    '/api/m2mx/v1/accounts',
+    '/api/'
   ]
   for (const target of accepted) t.ok(isForwardableTarget(target), `accepts ${target}`)
 })
 
-t.test('targets outside /api/m2m/ are not forwarded', async (t) => {
+t.test('targets outside /api/ are not forwarded', async (t) => {
   const rejected = [
     '/',
     '',
     '/api',
-    '/api/m2m',
-    '/api/m2m?x=1',
-    '/api/m2mx/v1/accounts',
-    '/api/ts/v1/oauth2/token',
+    '/api?x=1',
+    '/apix/m2m/v1/accounts',
     '/API/M2M/v1/accounts',
+    '/Api/loc/v1/locations',
     '//api/m2m/v1/accounts',
+    '/admin/session',
+    '/healthz',
+    '/metrics',
     'api/m2m/v1/accounts',
     'http://evil/api/m2m/x',
     'https://thingspace.verizon.com/api/m2m/v1/accounts',
+    'https://5gedge.verizon.com/api/mec/eds/serviceendpoints',
     'evil.example:443',
     '*'
   ]
@@ -66,7 +100,12 @@ t.test('dot segments, encoded or not, never let a target climb out', async (t) =
     '/api/m2m/..;/ts/v1/oauth2/token',
     '/api/m2m/v1/..;jsessionid=1/..;/ts',
     '/api/m2m/.;x/v1',
-    '/api/m2m/%2e%2e%3b/ts'
+    '/api/m2m/%2e%2e%3b/ts',
+    '/api/loc/v1/../../../admin',
+    '/api/fota/v3/%2e%2e/%2e%2e/%2e%2e/metrics',
+    '/api/..',
+    '/api/%2e%2e/healthz',
+    '/api/cc/v1/..%2f..%2f..%2fadmin'
   ]
   for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${target}`)
 })
@@ -95,6 +134,90 @@ t.test('hidden separators, backslashes, control characters and malformed escapes
     '/api/m2m/v1/%2500'
   ]
   for (const target of rejected) t.notOk(isForwardableTarget(target), `rejects ${JSON.stringify(target)}`)
+})
+
+t.test('M2M_PROXY_FORWARD_PREFIXES: a narrowed list admits its prefixes on segment boundaries, and nothing else', async (t) => {
+  const rule = new ForwardPrefixes(parseForwardPrefixes(['/api/loc/v1', '/api/m2m/']))
+  t.same(rule.prefixes, ['/api/loc/v1/', '/api/m2m/'])
+  const cases: Array<[string, boolean]> = [
+    ['/api/loc/v1/locations', true],
+    ['/api/loc/v1/locations?x=1', true],
+    ['/api/loc/v1', true], // the prefix itself
+    ['/api/loc/v1?accountName=1', true],
+    ['/api/loc/v1/', true],
+    ['/api/m2m/v1/devices/actions/list', true],
+    ['/api/m2m', true],
+    ['/api/loc/v1x', false], // segment boundary
+    ['/api/loc/v10/locations', false],
+    ['/api/loc/v1;x/locations', false],
+    ['/api/loc/v1#x', false],
+    ['/api/loc/v2/locations', false],
+    ['/api/loc', false],
+    ['/api/location-secret', false],
+    ['/api/fota/v3/campaigns', false],
+    ['/api/ts/v1/other', false],
+    ['/api/', false],
+    ['/api', false],
+    ['/API/LOC/V1/locations', false],
+    ['/api/lo%63/v1/locations', false], // an escape never widens the list
+    ['/api/loc/v1/../../fota/v3/campaigns', false], // nor a dot segment
+    ['/api/loc/v1/%2e%2e/%2e%2e/fota/v3', false],
+    ['/api/loc/v1/..;/..;/fota/v3', false],
+    ['/api/loc/v1%2f..%2f..%2ffota', false],
+    ['/api/m2m/../loc/v2', false]
+  ]
+  for (const [target, admitted] of cases) t.equal(isForwardableTarget(target, rule), admitted, `${target}: ${admitted ? 'forwarded' : 'refused'}`)
+  const narrow = new ForwardPrefixes(parseForwardPrefixes(['/api/loc']))
+  t.notOk(isForwardableTarget('/api/location-secret', narrow), '/api/loc does not admit /api/location-secret')
+  t.notOk(isForwardableTarget('/api/locx', narrow))
+  t.ok(isForwardableTarget('/api/loc/v1/locations', narrow))
+  t.ok(isForwardableTarget('/api/loc', narrow))
+})
+
+t.test('parseForwardPrefix: one spelling for each prefix; anything a server could read otherwise is refused', async (t) => {
+  const parsed: Array<[string, string]> = [
+    ['/api', '/api/'],
+    ['/api/', '/api/'],
+    [' /api/loc/v1 ', '/api/loc/v1/'],
+    ['/api/loc/v1/', '/api/loc/v1/'],
+    ['/api/hyper-precise/v1', '/api/hyper-precise/v1/'],
+    ['/api/m2m/v1/session', '/api/m2m/v1/session/'], // its other paths are forwarded; login and logout stay local
+    ['/api/ts/v1', '/api/ts/v1/'],
+    ['/api/a.b_c~d', '/api/a.b_c~d/']
+  ]
+  for (const [raw, prefix] of parsed) t.equal(parseForwardPrefix(raw), prefix, raw)
+  const refused: Array<[string, RegExp]> = [
+    ['', /not under \/api\//],
+    ['/', /not under \/api\//],
+    ['/apix', /not under \/api\//],
+    ['/API/m2m', /not under \/api\//],
+    ['api/m2m', /not under \/api\//],
+    ['/admin/', /not under \/api\//],
+    ['https://thingspace.verizon.com/api/m2m', /not under \/api\//],
+    ['/api/../admin', /"\.\."/],
+    ['/api/m2m/..', /"\.\."/],
+    ['/api/a..b', /"\.\."/],
+    ['/api/%6c%6fc', /% escape/],
+    ['/api/m2m%2fv1', /% escape/],
+    ['/api//m2m', /empty segment/],
+    ['/api/m2m//', /empty segment/],
+    ['/api/./m2m', /segment "\."/],
+    ['/api/m2m/.', /segment "\."/],
+    ['/api/m2m?x=1', /segments are made of/],
+    ['/api/m2m#x', /segments are made of/],
+    ['/api/m2m;x', /segments are made of/],
+    ['/api/m2m\\v1', /segments are made of/],
+    ['/api/m 2m', /segments are made of/],
+    ['/api/m2m/v1/session/logout', /answers itself/],
+    ['/api/ts/v1/oauth2/token/', /answers itself/]
+  ]
+  for (const [raw, reason] of refused) t.throws(() => parseForwardPrefix(raw), reason, JSON.stringify(raw))
+})
+
+t.test('parseForwardPrefixes: duplicates and prefixes inside another are dropped', async (t) => {
+  t.same(parseForwardPrefixes(['/api/loc/v1', '/api/loc/v1/', '/api/loc']), ['/api/loc/'])
+  t.same(parseForwardPrefixes(['/api/m2m', '/api/', '/api/loc/v1']), ['/api/'])
+  t.same(parseForwardPrefixes(['/api/fota/v1', '/api/fota/v10']), ['/api/fota/v1/', '/api/fota/v10/'], 'on segment boundaries')
 })
 
 t.test('normalisedPath: the path as a lenient upstream would match it', async (t) => {
@@ -137,6 +260,17 @@ t.test('locally answered endpoints: one row each, by exact path and method', asy
     'oauthToken POST /api/ts/v1/oauth2/token'
   ])
   for (const endpoint of LOCALLY_ANSWERED_ENDPOINTS) t.equal(normalisedPath(endpoint.path), endpoint.path, `${endpoint.name}: its path is already normal`)
+})
+
+t.test('the OAuth token endpoint lies under /api/ but is answered locally, in every spelling', async (t) => {
+  for (const target of ['/api/ts/v1/oauth2/token', '/api/ts/v1/oauth2/token/', '/api/ts/v1/oauth2/token;x', '/api/ts/v1/OAuth2/TOKEN', '/api/ts/v1//oauth2/token', '/api/ts/v1/oauth2/to%6ben', '/api/ts/v1/oauth2/token.json?x=1']) {
+    t.ok(isForwardableTarget(target), `${target}: under the forwarded /api/`)
+    t.equal(locallyAnsweredEndpoint(target)?.name, 'oauthToken', `${target}: answered locally`)
+  }
+  for (const target of ['/api/ts/v1/oauth2', '/api/ts/v1/oauth2/token/x', '/api/ts/v1/other']) {
+    t.ok(isForwardableTarget(target), `${target}: forwarded`)
+    t.equal(locallyAnsweredEndpoint(target), undefined, `${target}: not the token endpoint`)
+  }
 })
 
 t.test('locallyAnsweredEndpoint: every spelling of a session call, and nothing else', async (t) => {
@@ -270,6 +404,39 @@ t.test('tokenRejectionOf: gateway fault 900901 on 401 means a new OAuth token', 
   t.equal(tokenRejectionOf(403, body(fault)), undefined, 'only on 401')
   t.equal(tokenRejectionOf(401, body({ fault: {} })), undefined)
   t.equal(tokenRejectionOf(401, body({ fault: 'x' })), undefined)
+})
+
+t.test('tokenRejectionOf: the same refusals from every API family', async (t) => {
+  const sessionExpired = { errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired', errorMessage: 'Session token expired' }
+  const gatewayFault = { fault: { code: '900901', message: 'Invalid Credentials', description: 'Access failure for API: /fota/v3, version: v3. Make sure your have given the correct access token' } }
+  t.same(tokenRejectionOf(400, body(sessionExpired)), { cause: 'session', reason: 'expired' }, 'UWS session code, as any family relays it')
+  t.same(tokenRejectionOf(401, body(gatewayFault)), { cause: 'oauth', reason: 'expired' }, 'gateway fault, any family')
+  t.same(tokenRejectionOf(401, body({ responseCode: 'INVALID_ACCESS', message: 'x', fault: { code: '900901', message: 'Invalid Credentials' } })), { cause: 'oauth', reason: 'expired' },
+    'Hyper Precise Location\'s envelope around the gateway fault')
+  t.same(tokenRejectionOf(400, body({ errorCode: 'INVALID_PARAMETER', errorMessage: 'UWS verification failure (The Session has expired.)' })), { cause: 'session', reason: 'expired' },
+    'Device Location (and Subscription Server) expired session')
+  t.same(tokenRejectionOf(401, body({ error: 'unauthorized', error_description: 'Failure response received for UWS V1 REST accounts: [400]', cause: 'Requested service is unauthorized for given token' })),
+    { cause: 'session', reason: 'invalid' }, 'Cloud Connector refused session')
+})
+
+t.test('tokenRejectionOf: family errors that do not say which token, or are no token refusal, are not replayed', async (t) => {
+  const notRefusals: Array<[number, unknown, string]> = [
+    [400, { errorCode: 'INVALID_PARAMETER', errorMessage: 'UWS verification failure (Could not find account 0000123456-00001)' }, 'Device Location: unknown account'],
+    [400, { errorCode: 'INVALID_PARAMETER', errorMessage: 'Invalid JSON' }, 'Device Location: bad request'],
+    [400, { errorCode: 'DEVICE_NOT_FOUND', errorMessage: 'UWS verification failure (The Session has expired.)' }, 'the Location message under another code'],
+    [400, { errorMessage: 'UWS verification failure (The Session has expired.)' }, 'the Location message alone'],
+    [401, { errorCode: 'INVALID_ACCOUNT', errorMessage: 'An error was encountered when trying to verify the UWS account.' }, 'Device Diagnostics: ambiguous'],
+    [401, { errorCode: '401', errorMessage: 'Unauthorized' }, 'errorCode as an HTTP status: which token?'],
+    [401, { responseCode: 'INVALID_ACCESS', message: 'Invalid access' }, 'Hyper Precise Location without a gateway fault'],
+    [404, { responseCode: 'INVALID_ACCESS', fault: { code: '900906', message: 'No matching resource found in the API for the given request' } }, 'gateway 900906'],
+    [500, { error: 'internal_server_error', error_description: 'configuration on Device field failed with Error: unauthorized: Failure response received for UWS V1 REST accounts: [401]' }, 'Cloud Connector: malformed bearer'],
+    [401, { error: 'unauthorized', error_description: 'Failure response received for UWS V1 REST accounts: [401]' }, 'Cloud Connector: UWS 401'],
+    [400, { error: 'bad_request', error_description: 'Failure response received for UWS V1 REST accounts: [400]' }, 'Cloud Connector: another error'],
+    [401, { error: 'unauthorized' }, 'Cloud Connector shape without description'],
+    [401, { error: 'invalid_client', error_description: 'Client authentication failed' }, 'OAuth provider error'],
+    [401, { error: 'invalid_token' }, 'OAuth-style bearer error, not ThingSpace\'s']
+  ]
+  for (const [status, answer, what] of notRefusals) t.equal(tokenRejectionOf(status, body(answer)), undefined, what)
 })
 
 t.test('tokenRejectionOf: other answers are not token rejections', async (t) => {
