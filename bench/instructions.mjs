@@ -13,7 +13,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const WARM_UP = Number(process.env.BENCH_WARM_UP ?? 8000) // fewer left to V8's compiler: steadier counts
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 3000)
 const PATH = '/api/m2m/v1/devices/actions/list'
-const POST_BODY = Buffer.from(JSON.stringify({ accountName: 'TestAccount-1', filter: { groupName: 'x'.repeat(940) } }))
+const POST_BODY = Buffer.from(JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } }))
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-instructions-'))
 const children = []
 

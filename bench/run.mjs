@@ -16,7 +16,7 @@ const SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_SIDE_BY_SIDE_ROUNDS ?? ROUN
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info' // production setting; 'warn' shows what the request lines cost
 const PATH = '/api/m2m/v1/devices/actions/list'
-const POST_BODY = JSON.stringify({ accountName: 'TestAccount-1', filter: { groupName: 'x'.repeat(940) } })
+const POST_BODY = JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
 const children = []
 

@@ -105,7 +105,7 @@ async function soak () {
   let sent = 0
   const workers = Array.from({ length: 16 }, async (_, worker) => {
     while (running) {
-      const result = await timedRequest(target, JSON.stringify({ accountName: 'TestAccount-1', worker }))
+      const result = await timedRequest(target, JSON.stringify({ accountName: '0000123456-00001', worker }))
       sent += 1
       const key = isAuthError(result) ? `auth-error ${result.status}` : String(result.status)
       counts.set(key, (counts.get(key) ?? 0) + 1)

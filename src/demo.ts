@@ -9,7 +9,7 @@ import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
 import { ListenError, listenOn, startProxy } from './server.js'
-import { buildSimulator, DEMO_CREDENTIALS } from './simulator/app.js'
+import { buildSimulator, compressionFromEnv, DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from './simulator/app.js'
 
 async function demo (): Promise<void> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-session-proxy-demo-'))
@@ -28,7 +28,7 @@ async function demo (): Promise<void> {
   const credentialsFile = path.join(stateDir, 'credentials.json')
   fs.writeFileSync(credentialsFile, JSON.stringify(DEMO_CREDENTIALS, null, 2) + '\n', { mode: 0o600 })
 
-  const simulator = buildSimulator({ ...DEMO_CREDENTIALS })
+  const simulator = buildSimulator({ ...DEMO_CREDENTIALS, compression: compressionFromEnv(process.env.SIMULATOR_COMPRESSION) })
   const simulatorPort = Number(process.env.M2M_DEMO_SIMULATOR_PORT ?? 0)
   await listenOn(simulator.app, { host: '127.0.0.1', port: simulatorPort, listener: 'demo simulator', portSetting: 'M2M_DEMO_SIMULATOR_PORT' })
   const address = simulator.app.server.address()
@@ -52,7 +52,7 @@ async function demo (): Promise<void> {
     `  credentials and state ${stateDir}`,
     '',
     'Try it (no token needed: the proxy logs in and attaches both tokens):',
-    `  curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"TestAccount-1"}'`,
+    `  curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"${DEMO_ACCOUNT_NAME}"}'`,
     '',
     'The admin API (README, "Admin API"), with a token made for this run only:',
     `  curl -s -H 'Authorization: Bearer ${adminToken}' ${running.adminUrl}/admin/session`,

@@ -1,7 +1,9 @@
 // buildSimulator(): a ThingSpace look-alike (OAuth token, M2M sessions, fake data, fault injection) as a Fastify app.
 import type { Socket } from 'node:net'
+import compress from '@fastify/compress'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { SimulatedAccount } from './account.js'
+import { type ControlLoginFault, controlRoutes, type ControlTarget } from './control-routes.js'
 import { dataRoutes } from './data-routes.js'
 import { devRoutes } from './dev-routes.js'
 import {
@@ -11,6 +13,8 @@ import {
   UWS_ERROR_CODES,
   uwsError
 } from './errors.js'
+import { DEMO_ACCOUNT_NAME } from './fake-data.js'
+import { API_FAMILY_PREFIXES, familyRoutes } from './families.js'
 import { OAuthTokenIssuer } from './oauth.js'
 import { isRecord, stringField } from './request-input.js'
 import { secretsEqual } from './secrets.js'
@@ -19,6 +23,8 @@ import { createStats, type SimulatorStats } from './stats.js'
 
 export { DEMO_CREDENTIALS } from './demo-credentials.js'
 export type { SimulatorStats } from './stats.js'
+export { DEMO_ACCOUNT_NAME } from './fake-data.js'
+export { CONTROL_PREFIX } from './control-routes.js'
 
 export interface SimulatorOptions {
   username: string
@@ -48,9 +54,17 @@ export interface SimulatorOptions {
   lenientPaths?: boolean
   /** Every session token answers SessionToken.Expired, fresh ones too, as an upstream (or a middlebox) refusing every session would; default false. */
   refuseEverySession?: boolean
+  /**
+   * Compress answers (br, gzip or deflate, as the request's Accept-Encoding asks), error answers
+   * included, as ThingSpace's gateway does; default true.
+   */
+  compression?: boolean
+  /** The account names that exist; any other answers its family's "unknown account" error. Default [DEMO_ACCOUNT_NAME]. */
+  accounts?: string[]
 }
 
-export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject'
+/** 'status500' is { status: 500 }; { status } answers that status (4xx or 5xx) with an error body. */
+export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject' | { status: number }
 
 export interface Simulator {
   app: FastifyInstance
@@ -63,11 +77,13 @@ export interface Simulator {
   activeSessionTokens(): string[]
   /** Every current session token now answers SessionToken.Expired. */
   expireSessions(): void
+  /** Forgets one live session token (it answers SessionToken.Invalid from now on); false when it was not live. */
+  invalidateSession(token: string): boolean
   /** The current access token is now rejected (401, fault 900901); the next token request mints a new one. */
   expireOAuthToken(): void
   /**
    * The next `count` logins (after the bearer check, before any credential check) fail this way:
-   * 'status500' answers 500, 'hang' never answers until the server closes, 'reset' destroys the socket,
+   * 'status500' answers 500, { status } answers that status, 'hang' never answers until the server closes, 'reset' destroys the socket,
    * 'reject' refuses the credentials as a wrong password would (and counts toward the lockout).
    * Calls queue up in order; injected failures are not counted as failed logins.
    */
@@ -78,12 +94,22 @@ export interface Simulator {
 
 export const TOKEN_PATH = '/api/ts/v1/oauth2/token'
 export const M2M_PATH_PREFIX = '/api/m2m/'
+/** Only JSON and text are compressed, as a gateway does; byte streams keep their length. */
+const COMPRESSIBLE_TYPES = /^text\/|(?:\+|\/)json(?:;|$)/u
 export const SESSION_TOKEN_HEADER = 'vz-m2m-token'
 const OAUTH_SCOPE = 'ts.application.ro ts.transaction.wr ts.m2m.ro ts.m2m.wr'
 
 const DEFAULT_SESSION_IDLE_SECONDS = 1200
 const DEFAULT_OAUTH_LIFETIME_SECONDS = 3600
 const DEFAULT_LOCKOUT_THRESHOLD = 5
+
+/** The SIMULATOR_COMPRESSION setting of `npm run simulator` and the demo: `on` (default) or `off`. */
+export function compressionFromEnv (text: string | undefined): boolean {
+  const value = text?.trim().toLowerCase() ?? ''
+  if (value === '' || value === 'on') return true
+  if (value === 'off') return false
+  throw new Error(`SIMULATOR_COMPRESSION=${JSON.stringify(text)} is not valid: set it to on or off, or unset it for on`)
+}
 
 function positiveOption (name: string, value: number | undefined, fallback: number): number {
   const chosen = value ?? fallback
@@ -115,7 +141,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const sessions = new SessionStore(positiveOption('sessionIdleSeconds', options.sessionIdleSeconds, DEFAULT_SESSION_IDLE_SECONDS), now)
   const lockoutThreshold = positiveOption('lockoutThreshold', options.lockoutThreshold, DEFAULT_LOCKOUT_THRESHOLD)
   const account = new SimulatedAccount(options.username, options.password, lockoutThreshold, stats)
-  const pendingLoginFaults: LoginFaultMode[] = []
+  const pendingLoginFaults: ControlLoginFault[] = []
+  const accounts: ReadonlySet<string> = new Set(options.accounts ?? [DEMO_ACCOUNT_NAME])
   const resetProbability = options.resetProbability ?? 0
   const hangingSockets = new Set<Socket>()
 
@@ -127,6 +154,12 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const app = (options.https === undefined
     ? Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions })
     : Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions, https: options.https })) as unknown as FastifyInstance
+
+  // First, so that every route after it, and every error it answers, is compressed when the client accepts it.
+  // Request bodies are left as sent (the echo route digests them raw).
+  if (options.compression !== false) {
+    app.register(compress, { global: true, globalDecompression: false, threshold: 1, encodings: ['br', 'gzip', 'deflate'], customTypes: COMPRESSIBLE_TYPES })
+  }
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
     done(null, parseFormBody(typeof body === 'string' ? body : body.toString('utf8')))
@@ -142,14 +175,21 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   app.addHook('onRequest', async (request, reply) => {
     stats.requestsReceived++
     const routePattern = request.routeOptions.url ?? ''
-    if (!routePattern.startsWith(M2M_PATH_PREFIX) && !request.url.startsWith(M2M_PATH_PREFIX)) return
+    if (!API_FAMILY_PREFIXES.some((prefix) => routePattern.startsWith(prefix) || request.url.startsWith(prefix))) return
     const bearer = authorizationCredential(request.headers.authorization, 'Bearer')
     if (bearer === undefined) return reply.code(401).send(missingCredentialsFault())
     if (!oauth.isValid(bearer)) return reply.code(401).send(invalidCredentialsFault())
   })
 
-  app.setNotFoundHandler((request, reply) => {
+  const notFound = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> =>
     reply.code(404).send(uwsError(UWS_ERROR_CODES.notFound, `No resource for ${request.method} ${request.url.split('?')[0] ?? ''}`))
+  app.setNotFoundHandler(notFound)
+  // A catch-all route rather than only the not-found handler, so that unknown paths' answers (and the
+  // gateway's refusals on them) go through the compression hook too. Bodies are not read there.
+  app.register(async (catchAll) => {
+    catchAll.removeAllContentTypeParsers()
+    catchAll.addContentTypeParser('*', (_request, _payload, done) => { done(null, undefined) })
+    catchAll.all('*', notFound)
   })
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
@@ -201,9 +241,11 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     })
   })
 
-  function injectLoginFault (mode: LoginFaultMode, request: FastifyRequest, reply: FastifyReply): FastifyReply {
-    if (mode === 'status500') {
-      return reply.code(500).send(uwsError(UWS_ERROR_CODES.internalError, 'Simulated internal error (fault injection)'))
+  function injectLoginFault (mode: ControlLoginFault, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    if (typeof mode === 'object') {
+      if (mode.status === 401) return reply.code(401).send(invalidCredentialsFault())
+      const errorCode = mode.status >= 500 ? UWS_ERROR_CODES.internalError : UWS_ERROR_CODES.simulatedFault
+      return reply.code(mode.status).send(uwsError(errorCode, `Simulated ${mode.status} answer (fault injection)`))
     }
     reply.hijack()
     const socket = request.raw.socket
@@ -274,12 +316,13 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
 
     withSession.register(async (dataScope) => {
       dataScope.addHook('preHandler', async () => { stats.dataRequests++ })
-      await dataScope.register(dataRoutes)
+      await dataScope.register(dataRoutes, { accounts })
+      await dataScope.register(familyRoutes, { accounts })
       await dataScope.register(devRoutes)
     })
   })
 
-  return {
+  const simulator: Simulator = {
     app,
     stats,
     get locked () { return account.locked },
@@ -287,11 +330,31 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     currentOAuthToken: () => oauth.currentToken(),
     activeSessionTokens: () => sessions.activeTokens(),
     expireSessions: () => sessions.expireAll(),
+    invalidateSession: (token) => sessions.invalidate(token),
     expireOAuthToken: () => oauth.revoke(),
     failNextLogins (count: number, mode: LoginFaultMode): void {
       if (!Number.isInteger(count) || count < 0) throw new RangeError(`failNextLogins: count must be a whole number >= 0, got ${count}`)
-      for (let i = 0; i < count; i++) pendingLoginFaults.push(mode)
+      if (typeof mode === 'object' && (!Number.isInteger(mode.status) || mode.status < 400 || mode.status > 599)) {
+        throw new RangeError(`failNextLogins: status must be a whole number from 400 to 599, got ${mode.status}`)
+      }
+      const fault: ControlLoginFault = mode === 'status500' ? { status: 500 } : mode
+      for (let i = 0; i < count; i++) pendingLoginFaults.push(fault)
     },
     unlock: () => account.unlock()
   }
+  // Outside /api/: no bearer, no session, never forwarded by the proxy. See control-routes.ts.
+  const target: ControlTarget = {
+    stats,
+    get locked () { return account.locked },
+    activeSessionTokens: () => sessions.activeTokens(),
+    expireSessions: () => sessions.expireAll(),
+    invalidateSession: (token) => sessions.invalidate(token),
+    expireOAuthToken: () => oauth.revoke(),
+    failNextLogins: (count, fault) => simulator.failNextLogins(count, fault),
+    pendingLoginFaults: () => pendingLoginFaults.length,
+    unlock: () => account.unlock()
+  }
+  app.register(controlRoutes, { target })
+  return simulator
 }
+

@@ -1,4 +1,5 @@
 // The simulated M2M data endpoints (account, device list, usage); the caller has already checked both tokens.
+// Only the known accounts exist: any other name answers AccountNotFound rather than invented data.
 import type { FastifyInstance } from 'fastify'
 import { UWS_ERROR_CODES, uwsError } from './errors.js'
 import {
@@ -60,15 +61,26 @@ function parseUsageRequest (body: unknown): Parsed<UsageRequest> {
   return ok({ deviceId: { id: deviceId.id, kind: deviceId.kind }, earliestMs: earliest.value, latestMs: latest.value })
 }
 
-export async function dataRoutes (scope: FastifyInstance): Promise<void> {
-  scope.get<{ Params: { aname: string } }>('/api/m2m/v1/accounts/:aname', async (request) => {
-    return accountInfo(request.params.aname)
+export interface DataRouteOptions {
+  /** Account names the simulator knows; any other answers AccountNotFound, as ThingSpace does. */
+  accounts: ReadonlySet<string>
+}
+
+function accountNotFound (accountName: string): ReturnType<typeof uwsError> {
+  return uwsError(UWS_ERROR_CODES.accountNotFound, `Account ${accountName} was not found`)
+}
+
+export async function dataRoutes (scope: FastifyInstance, { accounts }: DataRouteOptions): Promise<void> {
+  scope.get<{ Params: { aname: string } }>('/api/m2m/v1/accounts/:aname', async (request, reply) => {
+    const { aname } = request.params
+    return accounts.has(aname) ? accountInfo(aname) : reply.code(400).send(accountNotFound(aname))
   })
 
   scope.post<{ Body: unknown }>('/api/m2m/v1/devices/actions/list', async (request, reply) => {
     const parsed = parseDeviceListRequest(request.body)
     if (!parsed.ok) return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, parsed.problem))
     const { accountName, maxNumberOfDevices, largestDeviceIdSeen } = parsed.value
+    if (!accounts.has(accountName)) return reply.code(400).send(accountNotFound(accountName))
     return devicePage(accountName, maxNumberOfDevices, largestDeviceIdSeen)
   })
 

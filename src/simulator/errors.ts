@@ -24,11 +24,30 @@ export const UWS_ERROR_CODES = {
   sessionExpired: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired',
   sessionInvalid: 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid',
   notFound: 'UnifiedWebService.REQUEST_FAILED.NotFound',
+  accountNotFound: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound',
   badRequest: 'UnifiedWebService.INPUT_INVALID.BadRequest',
   requestTooLarge: 'UnifiedWebService.INPUT_INVALID.RequestTooLarge',
   unsupportedMediaType: 'UnifiedWebService.INPUT_INVALID.UnsupportedMediaType',
-  internalError: 'UnifiedWebService.INTERNAL_ERROR'
+  internalError: 'UnifiedWebService.INTERNAL_ERROR',
+  /** Only for an injected 4xx login answer: the simulator's own code, so nobody mistakes it for a documented one. */
+  simulatedFault: 'UnifiedWebService.REQUEST_FAILED.SimulatedFault'
 } as const
+
+/**
+ * Body of a Hyper Precise Location error (the SDK's HyperPreciseLocationResultError):
+ * `responseCode` is one of INVALID_ACCESS, INVALID_PARAMETER, INTERNAL_ERROR.
+ */
+export interface HyperPreciseError {
+  responseCode: 'INVALID_ACCESS' | 'INVALID_PARAMETER' | 'INTERNAL_ERROR'
+  message: string
+}
+
+/** Body of a Cloud Connector error (no SDK model; the shape of Verizon's Cloud Connector error examples). */
+export interface CloudConnectorError {
+  error: string
+  error_description: string
+  cause: string
+}
 
 export const GATEWAY_FAULT_CODES = {
   invalidCredentials: '900901',

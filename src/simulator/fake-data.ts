@@ -5,6 +5,8 @@ export const DEVICES_PER_ACCOUNT = 25
 export const DEFAULT_DEVICES_PER_PAGE = 10
 export const MAX_DEVICES_PER_PAGE = 2000
 export const MAX_USAGE_RECORDS = 366
+/** The one account the simulator knows unless told otherwise, named as Verizon's examples name accounts. */
+export const DEMO_ACCOUNT_NAME = '0000123456-00001'
 
 const MS_PER_DAY = 24 * 60 * 60 * 1000
 const FIRST_CREATED_AT_MS = Date.UTC(2023, 0, 15, 9, 30)
@@ -26,8 +28,12 @@ export interface SimulatedAccountInfo {
   carriers: string[]
   features: string[]
   iPPools: { poolName: string; poolType: string; isDefaultPool: boolean }[]
-  servicePlans: { name: string; code: string; sizeKb: number; carrierServicePlanCode: string }[]
-  operationsAllowed: string[]
+  servicePlans: { name: string; code: string; sizeKb: number; carrierServicePlanCode: string; extendedAttributes: KeyValue[] }[]
+}
+
+export interface KeyValue {
+  key: string
+  value: string
 }
 
 export interface SimulatedDevice {
@@ -37,13 +43,12 @@ export interface SimulatedDevice {
   connected: boolean
   createdAt: string
   deviceIds: DeviceId[]
-  extendedAttributes: { key: string; value: string }[]
+  extendedAttributes: KeyValue[]
   groupNames: string[]
   ipAddress: string
   lastActivationBy: string
   lastActivationDate: string
   lastConnectionDate: string
-  state: string
 }
 
 export interface DevicePage {
@@ -53,7 +58,9 @@ export interface DevicePage {
 
 export interface UsageRecord {
   bytesUsed: number
+  extendedAttributes: KeyValue[]
   smsUsed: number
+  source: string
   timestamp: string
 }
 
@@ -92,21 +99,34 @@ function luhnCheckDigit (payload: string): string {
   return String((10 - (sum % 10)) % 10)
 }
 
-function isoDate (ms: number): string {
-  return new Date(ms).toISOString()
+const EASTERN_OFFSET = new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York', timeZoneName: 'longOffset' })
+const MS_PER_MINUTE = 60_000
+
+/** As Verizon's examples write dates: local time in US Eastern with its offset, whole seconds ("2020-05-09T20:00:00-04:00"). */
+export function verizonDate (ms: number): string {
+  const zone = EASTERN_OFFSET.formatToParts(ms).find((part) => part.type === 'timeZoneName')?.value ?? 'GMT'
+  const match = /^GMT([+-])(\d{2}):(\d{2})$/.exec(zone)
+  const sign = match?.[1] === '-' ? -1 : 1
+  const offsetMinutes = match === null ? 0 : sign * (Number(match[2]) * 60 + Number(match[3]))
+  const local = new Date(ms + offsetMinutes * MS_PER_MINUTE).toISOString().slice(0, 19)
+  return match === null ? `${local}Z` : `${local}${match[1] as string}${match[2] as string}:${match[3] as string}`
+}
+
+/** UTC with whole seconds, as Verizon's usage examples write timestamps ("2020-12-01T00:00:00Z"). */
+export function utcDate (ms: number): string {
+  return `${new Date(ms).toISOString().slice(0, 19)}Z`
 }
 
 export function accountInfo (accountName: string): SimulatedAccountInfo {
   return {
     accountName,
-    accountNumber: `${seedDigits(`account:${accountName}`, 10)}-00001`,
+    accountNumber: accountName,
     organizationName: `Simulated Organization (${accountName})`,
     isProvisioningAllowed: true,
     carriers: ['Verizon Wireless'],
     features: ['ThingSpace Connectivity Management'],
     iPPools: [{ poolName: 'VZWINTERNET', poolType: 'Dynamic', isDefaultPool: true }],
-    servicePlans: [{ name: 'M2M 5GB Shared', code: 'M2M5GB', sizeKb: 5 * 1024 * 1024, carrierServicePlanCode: '84777' }],
-    operationsAllowed: ['ACTIVATE', 'DEACTIVATE', 'SUSPEND', 'RESTORE', 'CHANGE_SERVICE_PLAN']
+    servicePlans: [{ name: 'M2M 5GB Shared', code: 'M2M5GB', sizeKb: 5 * 1024 * 1024, carrierServicePlanCode: '84777', extendedAttributes: [] }]
   }
 }
 
@@ -128,10 +148,10 @@ function device (accountName: string, index: number): SimulatedDevice {
   const activationMs = FIRST_ACTIVATION_AT_MS + index * MS_PER_DAY
   return {
     accountName,
-    billingCycleEndDate: isoDate(Date.UTC(2025, 6, 1)),
+    billingCycleEndDate: verizonDate(Date.UTC(2025, 6, 1, 4)),
     carrierInformations: [{ carrierName: 'Verizon Wireless', servicePlan: 'M2M5GB', state }],
     connected: state === 'active' && index % 3 !== 0,
-    createdAt: isoDate(FIRST_CREATED_AT_MS + index * MS_PER_DAY),
+    createdAt: verizonDate(FIRST_CREATED_AT_MS + index * MS_PER_DAY),
     deviceIds: [
       { id: imeiPayload + luhnCheckDigit(imeiPayload), kind: 'imei' },
       { id: iccidPayload + luhnCheckDigit(iccidPayload), kind: 'iccid' }
@@ -140,9 +160,8 @@ function device (accountName: string, index: number): SimulatedDevice {
     groupNames: [`Default: ${accountName}`],
     ipAddress: `10.${ipTail.readUInt8(1)}.${ipTail.readUInt8(2)}.${(index % 250) + 1}`,
     lastActivationBy: 'simulator',
-    lastActivationDate: isoDate(activationMs),
-    lastConnectionDate: isoDate(LAST_CONNECTION_AT_MS - index * 3_600_000),
-    state
+    lastActivationDate: verizonDate(activationMs),
+    lastConnectionDate: verizonDate(LAST_CONNECTION_AT_MS - index * 3_600_000)
   }
 }
 
@@ -168,11 +187,15 @@ export function usageHistory (deviceId: DeviceId, earliestMs: number, latestMs: 
   const records: UsageRecord[] = []
   let dayMs = Math.ceil(earliestMs / MS_PER_DAY) * MS_PER_DAY
   while (dayMs <= latestMs && records.length < MAX_USAGE_RECORDS) {
-    const timestamp = isoDate(dayMs)
-    const seed = `usage:${deviceId.kind}:${deviceId.id}:${timestamp}`
+    const timestamp = utcDate(dayMs)
+    const seed = `usage:${deviceId.kind}:${deviceId.id}:${new Date(dayMs).toISOString()}`
+    const smsUsed = seedNumber(`sms:${seed}`) % (MAX_DAILY_SMS + 1)
+    const mobileOriginated = seedNumber(`mo:${seed}`) % (smsUsed + 1)
     records.push({
       bytesUsed: seedNumber(seed) % MAX_DAILY_BYTES,
-      smsUsed: seedNumber(`sms:${seed}`) % (MAX_DAILY_SMS + 1),
+      extendedAttributes: [{ key: 'MoSms', value: String(mobileOriginated) }, { key: 'MtSms', value: String(smsUsed - mobileOriginated) }],
+      smsUsed,
+      source: 'Raw Usage',
       timestamp
     })
     dayMs += MS_PER_DAY

@@ -1,5 +1,5 @@
 // `npm run simulator`: runs the ThingSpace simulator over plain HTTP with the demo credentials.
-import { buildSimulator, DEMO_CREDENTIALS } from './app.js'
+import { buildSimulator, compressionFromEnv, CONTROL_PREFIX, DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from './app.js'
 
 const DEFAULT_HOST = '127.0.0.1'
 const DEFAULT_PORT = 8443
@@ -20,13 +20,17 @@ async function main (): Promise<void> {
   const port = wholeNumberFromEnv('SIMULATOR_PORT', DEFAULT_PORT, 0, 65535)
   const sessionIdleSeconds = wholeNumberFromEnv('SIMULATOR_SESSION_IDLE_SECONDS', DEFAULT_SESSION_IDLE_SECONDS, 1, 86_400 * 365)
 
-  const simulator = buildSimulator({ ...DEMO_CREDENTIALS, sessionIdleSeconds, logger: false })
+  const compression = compressionFromEnv(process.env.SIMULATOR_COMPRESSION)
+
+  const simulator = buildSimulator({ ...DEMO_CREDENTIALS, sessionIdleSeconds, compression, logger: false })
   const address = await simulator.app.listen({ host, port })
 
   console.log(`ThingSpace simulator listening on ${address} (plain HTTP)`)
   console.log(`  OAuth token:  POST ${address}/api/ts/v1/oauth2/token  (Basic ${DEMO_CREDENTIALS.clientId}:${DEMO_CREDENTIALS.clientSecret})`)
   console.log(`  M2M login:    POST ${address}/api/m2m/v1/session/login  {"username":"${DEMO_CREDENTIALS.username}","password":"${DEMO_CREDENTIALS.password}"}`)
-  console.log(`  Session idle expiry: ${sessionIdleSeconds} s. These are demo credentials for the simulator only.`)
+  console.log(`  Account:      ${DEMO_ACCOUNT_NAME}`)
+  console.log(`  Control:      ${address}${CONTROL_PREFIX}/stats  (unauthenticated; README, "Simulator control routes")`)
+  console.log(`  Session idle expiry: ${sessionIdleSeconds} s. Compression: ${compression ? 'on' : 'off'}. These are demo credentials for the simulator only.`)
 
   let closing = false
   const stop = (signal: NodeJS.Signals): void => {

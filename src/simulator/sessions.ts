@@ -47,6 +47,14 @@ export class SessionStore {
     this.#sessions.delete(token)
   }
 
+  /** Forgets a live token (it answers "Invalid" from now on); false when it was not live. */
+  invalidate (token: string): boolean {
+    const record = this.#sessions.get(token)
+    if (record === undefined || this.#hasExpired(record, this.#now())) return false
+    this.#sessions.delete(token)
+    return true
+  }
+
   activeTokens (): string[] {
     const nowMs = this.#now()
     return [...this.#sessions].filter(([, record]) => !this.#hasExpired(record, nowMs)).map(([token]) => token)

@@ -66,7 +66,7 @@ function finalStage (): { env: Record<string, string>, cmd: string[], healthchec
 t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD and ENV say, writing nothing beside the state', async (t) => {
   const { startSimulator } = await import('../helpers/stack.js')
   const { startProxyProcess } = await import('../helpers/process.js')
-  const { DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
+  const { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
   const stage = finalStage()
   t.same(stage.cmd, ['node', 'dist/main.js'])
   t.same(stage.copies.sort(), ['/app/dist', '/app/node_modules', 'package.json'].sort())
@@ -95,7 +95,7 @@ t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD a
   t.match(proxy.proxyUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the proxy listener is on loopback as the image says')
   t.match(proxy.adminUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'the admin listener on 0.0.0.0 as the image says')
   const port = new URL(proxy.proxyUrl).port
-  const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/TestAccount-1`)
+  const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`)
   t.equal(answer.status, 200)
   const external = Object.values(os.networkInterfaces()).flat().find((address) => address?.family === 'IPv4' && !address.internal)
   if (external !== undefined) {

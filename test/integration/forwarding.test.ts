@@ -4,6 +4,7 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { fingerprint } from '../../src/session/session-manager.js'
+import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
 
@@ -275,9 +276,9 @@ t.test('upstream errors pass through untouched; other paths are not proxied', as
     t.equal(response.status, 404, target)
     t.same(response.json(), { errorCode: 'Proxy.NotFound', errorMessage: 'not proxied: only paths under /api/ are forwarded' }, target)
   }
-  const account = await stack.call('GET', '/api/m2m/v1/accounts/TestAccount-1')
+  const account = await stack.call('GET', `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`)
   t.equal(account.status, 200)
-  t.equal((account.json() as { accountName: string }).accountName, 'TestAccount-1')
+  t.equal((account.json() as { accountName: string }).accountName, DEMO_ACCOUNT_NAME)
 })
 
 function echoOf (answer: string): Echo {

@@ -101,7 +101,7 @@ t.test('a stalled request is answered 408 and closed, on each listener; headers 
   const stalls: Array<[string, string, string]> = [
     ['proxy', stack.proxy.proxyUrl, 'POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{"accountName":'],
     ['admin', stack.proxy.adminUrl, `POST /admin/session/start HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${ADMIN_TOKEN}\r\nContent-Length: 100\r\n\r\n{"a":`],
-    ['proxy headers', stack.proxy.proxyUrl, 'GET /api/m2m/v1/accounts/TestAccount-1 HTTP/1.1\r\nHost: localhost\r\nX-Slow: '],
+    ['proxy headers', stack.proxy.proxyUrl, 'GET /api/m2m/v1/accounts/0000123456-00001 HTTP/1.1\r\nHost: localhost\r\nX-Slow: '],
     ['admin headers', stack.proxy.adminUrl, 'GET /healthz HTTP/1.1\r\nHost: loc']
   ]
   const dataRequestsBefore = stack.sim.stats.dataRequests
@@ -144,7 +144,7 @@ t.test('a cap on concurrent connections per listener; served again once they are
   const stack = await startStack(t, { env: { M2M_PROXY_MAX_CONNECTIONS: '3', M2M_PROXY_ADMIN_MAX_CONNECTIONS: '2' } })
   for (const [listener, url, max, setting] of [['proxy', stack.proxy.proxyUrl, 3, 'M2M_PROXY_MAX_CONNECTIONS'], ['admin', stack.proxy.adminUrl, 2, 'M2M_PROXY_ADMIN_MAX_CONNECTIONS']] as const) {
     const request = listener === 'proxy'
-      ? 'GET /api/m2m/v1/accounts/TestAccount-1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+      ? 'GET /api/m2m/v1/accounts/0000123456-00001 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
       : 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
     const held = await openStalledConnections(url, max)
     await sleep(100) // the server has accepted them
@@ -161,7 +161,7 @@ t.test('Host allow-list and cross-site refusals on both listeners, before any ro
   const stack = await startStack(t, { env: { M2M_PROXY_ALLOWED_HOSTS: 'm2m-session-proxy, Proxy.Internal' } })
   const proxyPort = new URL(stack.proxy.proxyUrl).port
   const requests: Array<[string, string, string]> = [
-    ['proxy', stack.proxy.proxyUrl, 'POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n%HEADERS%Connection: close\r\n\r\n{"accountName":"TestAccount-1"}'],
+    ['proxy', stack.proxy.proxyUrl, 'POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n%HEADERS%Connection: close\r\n\r\n{"accountName":"0000123456-00001"}'],
     ['admin', stack.proxy.adminUrl, `GET /admin/session HTTP/1.1\r\nAuthorization: Bearer ${ADMIN_TOKEN}\r\n%HEADERS%Connection: close\r\n\r\n`],
     ['probe', stack.proxy.adminUrl, 'GET /readyz HTTP/1.1\r\n%HEADERS%Connection: close\r\n\r\n']
   ]

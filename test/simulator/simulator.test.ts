@@ -1,13 +1,18 @@
 // Tests of the ThingSpace simulator over real sockets on 127.0.0.1, with a fake clock for token lifetimes.
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import t, { type Test } from 'tap'
-import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
+import { request as undiciRequest } from 'undici'
+import { buildSimulator, DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
 import { SessionStore } from '../../src/simulator/sessions.js'
 import { fingerprint } from '../../src/session/session-manager.js'
 
 const START_MS = Date.UTC(2025, 0, 1, 12, 0, 0)
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const EMPTY_SHA256 = createHash('sha256').update(Buffer.alloc(0)).digest('hex')
+/** As Verizon's examples write dates: "2020-05-09T20:00:00-04:00". */
+const VERIZON_DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-0[45]:00$/
+const OTHER_ACCOUNT_NAME = '0000654321-00001'
 
 interface UwsErrorBody { errorCode: string; errorMessage: string }
 interface FaultBody { fault: { code: string; message: string; description: string } }
@@ -15,14 +20,20 @@ interface TokenBody { access_token: string; token_type: string; expires_in: numb
 interface OAuthErrorBody { error: string; error_description?: string }
 interface DeviceBody {
   accountName: string
+  billingCycleEndDate: string
+  carrierInformations: { carrierName: string; servicePlan: string; state: string }[]
+  createdAt: string
   deviceIds: { id: string; kind: string }[]
-  state: string
   ipAddress: string
   connected: boolean
   lastActivationDate: string
+  lastConnectionDate: string
 }
 interface DevicePageBody { hasMoreData: boolean; devices: DeviceBody[] }
-interface UsageBody { hasMoreData: boolean; usageHistory: { bytesUsed: number; smsUsed: number; timestamp: string }[] }
+interface UsageBody {
+  hasMoreData: boolean
+  usageHistory: { bytesUsed: number; extendedAttributes: { key: string; value: string }[]; smsUsed: number; source: string; timestamp: string }[]
+}
 interface EchoBody {
   method: string
   url: string
@@ -205,8 +216,8 @@ t.test('gateway: the bearer is checked before routing, sessions and bodies', asy
   await expectFault(t, await login(base, 'wrong-token'), '900901', 'Invalid Credentials')
   t.equal(sim.stats.failedLogins, 0, 'logins stopped at the gateway are not failed logins')
 
-  await expectFault(t, await call(base, '/api/m2m/v1/accounts/TestAccount-1'), '900902', 'Missing Credentials')
-  await expectFault(t, await call(base, '/api/m2m/v1/accounts/TestAccount-1', { bearer: 'wrong' }), '900901', 'Invalid Credentials')
+  await expectFault(t, await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`), '900902', 'Missing Credentials')
+  await expectFault(t, await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer: 'wrong' }), '900901', 'Invalid Credentials')
   await expectFault(t, await call(base, '/api/m2m/v1/unknown/path'), '900902', 'Missing Credentials')
   await expectFault(t, await call(base, '/api/m2m/v1/session/login', {
     bearer: 'wrong',
@@ -341,7 +352,7 @@ t.test('session tokens: sliding idle expiry, Invalid and Expired, several at onc
   const { sim, base, advanceMs } = await startSimulator(t, { sessionIdleSeconds: 60 })
   const bearer = await accessToken(base)
   const first = await sessionToken(base, bearer)
-  const account = async (session?: string): Promise<Response> => call(base, '/api/m2m/v1/accounts/TestAccount-1', { bearer, session })
+  const account = async (session?: string): Promise<Response> => call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer, session })
 
   advanceMs(59_000)
   t.equal((await account(first)).status, 200)
@@ -393,7 +404,7 @@ t.test('logout ends exactly the session it names', async (t) => {
 
   await expectUwsError(t, await call(base, '/api/m2m/v1/accounts/A', { bearer, session: ended }), 400, 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid')
   await expectUwsError(t, await call(base, '/api/m2m/v1/session/logout', { method: 'POST', bearer, session: ended }), 400, 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid')
-  t.equal((await call(base, '/api/m2m/v1/accounts/A', { bearer, session: kept })).status, 200, 'the other session lives on')
+  t.equal((await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer, session: kept })).status, 200, 'the other session lives on')
   t.equal(sim.stats.logouts, 1)
 })
 
@@ -439,28 +450,28 @@ t.test('password reset: both tokens, wrong old password, new password effective 
 })
 
 t.test('data endpoints: account, paged device list, usage; deterministic', async (t) => {
-  const { sim, base } = await startSimulator(t)
+  const { sim, base } = await startSimulator(t, { accounts: [DEMO_ACCOUNT_NAME, OTHER_ACCOUNT_NAME] })
   const other = await startSimulator(t)
   const bearer = await accessToken(base)
   const session = await sessionToken(base, bearer)
   const otherBearer = await accessToken(other.base)
   const otherSession = await sessionToken(other.base, otherBearer)
 
-  const account = await call(base, '/api/m2m/v1/accounts/TestAccount-1', { bearer, session })
+  const account = await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer, session })
   t.equal(account.status, 200)
   const accountBody = await account.json() as Record<string, unknown>
-  t.match(accountBody, { accountName: 'TestAccount-1', accountNumber: String, organizationName: String, isProvisioningAllowed: true })
-  const otherAccount = await call(other.base, '/api/m2m/v1/accounts/TestAccount-1', { bearer: otherBearer, session: otherSession })
+  t.match(accountBody, { accountName: DEMO_ACCOUNT_NAME, accountNumber: String, organizationName: String, isProvisioningAllowed: true })
+  const otherAccount = await call(other.base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer: otherBearer, session: otherSession })
   t.same(await otherAccount.json(), accountBody, 'the same account from another simulator instance')
-  const differentAccount = await call(base, '/api/m2m/v1/accounts/Other', { bearer, session }).then(async (r) => await r.json() as Record<string, unknown>)
-  t.equal(differentAccount.accountName, 'Other')
+  const differentAccount = await call(base, `/api/m2m/v1/accounts/${OTHER_ACCOUNT_NAME}`, { bearer, session }).then(async (r) => await r.json() as Record<string, unknown>)
+  t.equal(differentAccount.accountName, OTHER_ACCOUNT_NAME)
   t.not(differentAccount.accountNumber, accountBody.accountNumber)
 
   const list = async (json: unknown): Promise<Response> => call(base, '/api/m2m/v1/devices/actions/list', { bearer, session, json })
   const pages: DevicePageBody[] = []
   let largestDeviceIdSeen: string | undefined
   for (;;) {
-    const res = await list({ accountName: 'TestAccount-1', largestDeviceIdSeen })
+    const res = await list({ accountName: DEMO_ACCOUNT_NAME, largestDeviceIdSeen })
     t.equal(res.status, 200)
     const page = await res.json() as DevicePageBody
     pages.push(page)
@@ -474,20 +485,24 @@ t.test('data endpoints: account, paged device list, usage; deterministic', async
   const imeis = paged.map((device) => device.deviceIds.find((id) => id.kind === 'imei')?.id)
   t.equal(new Set(imeis).size, 25, 'distinct devices')
   for (const device of paged) {
-    t.equal(device.accountName, 'TestAccount-1')
+    t.equal(device.accountName, DEMO_ACCOUNT_NAME)
     t.same(device.deviceIds.map((id) => id.kind), ['imei', 'iccid'])
     t.match(device.deviceIds[0]?.id, /^\d{15}$/)
     t.match(device.deviceIds[1]?.id, /^\d{19,20}$/)
-    t.type(device.state, 'string')
+    t.notOk('state' in device, 'no top-level state (the SDK\'s device has none)')
+    t.match(device.carrierInformations, [{ carrierName: 'Verizon Wireless', servicePlan: String, state: /^(active|deactive|suspend)$/ }])
+    for (const date of [device.billingCycleEndDate, device.createdAt, device.lastActivationDate, device.lastConnectionDate]) {
+      t.match(date, VERIZON_DATE, 'dates as Verizon\'s examples write them')
+    }
     t.match(device.ipAddress, /^\d+\.\d+\.\d+\.\d+$/)
     t.type(device.connected, 'boolean')
     t.ok(!Number.isNaN(Date.parse(device.lastActivationDate)), 'lastActivationDate is a date')
   }
 
-  const all = await list({ accountName: 'TestAccount-1', maxNumberOfDevices: 25 }).then(async (r) => await r.json() as DevicePageBody)
+  const all = await list({ accountName: DEMO_ACCOUNT_NAME, maxNumberOfDevices: 25 }).then(async (r) => await r.json() as DevicePageBody)
   t.equal(all.hasMoreData, false)
   t.same(all.devices, paged, 'one big page equals the paged walk')
-  const numeric = await list({ accountName: 'TestAccount-1', maxNumberOfDevices: 3, largestDeviceIdSeen: Number(imeis[21]) }).then(async (r) => await r.json() as DevicePageBody)
+  const numeric = await list({ accountName: DEMO_ACCOUNT_NAME, maxNumberOfDevices: 3, largestDeviceIdSeen: Number(imeis[21]) }).then(async (r) => await r.json() as DevicePageBody)
   t.same(numeric.devices, paged.slice(22), 'largestDeviceIdSeen may be a number')
   t.equal(numeric.hasMoreData, false)
 
@@ -503,6 +518,11 @@ t.test('data endpoints: account, paged device list, usage; deterministic', async
   t.equal(usageBody.hasMoreData, false)
   t.equal(usageBody.usageHistory.length, 3, 'one record per day in range')
   for (const record of usageBody.usageHistory) {
+    t.same(Object.keys(record), ['bytesUsed', 'extendedAttributes', 'smsUsed', 'source', 'timestamp'], 'the fields of the SDK\'s usage record')
+    t.equal(record.source, 'Raw Usage')
+    t.match(record.extendedAttributes, [{ key: 'MoSms', value: /^\d+$/ }, { key: 'MtSms', value: /^\d+$/ }])
+    t.equal(record.extendedAttributes.reduce((sum, attribute) => sum + Number(attribute.value), 0), record.smsUsed, 'MO plus MT is smsUsed')
+    t.match(record.timestamp, /^\d{4}-\d\d-\d\dT00:00:00Z$/)
     t.ok(Number.isInteger(record.bytesUsed) && record.bytesUsed >= 0)
     t.ok(Number.isInteger(record.smsUsed) && record.smsUsed >= 0)
     const ms = Date.parse(record.timestamp)
@@ -677,7 +697,7 @@ t.test('delay and reset routes', async (t) => {
   await t.rejects(call(base, '/api/m2m/v1/simulator/reset', { bearer, session }), 'the connection is destroyed without an answer')
   t.ok(sim.stats.dataRequests >= 5, 'the reset request reached its handler')
   await expectFault(t, await call(base, '/api/m2m/v1/simulator/reset', { session }), '900902', 'Missing Credentials')
-  t.equal((await call(base, '/api/m2m/v1/accounts/A', { bearer, session })).status, 200, 'the server keeps serving after a reset')
+  t.equal((await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer, session })).status, 200, 'the server keeps serving after a reset')
 })
 
 t.test('unknown routes answer 404 with an errorCode', async (t) => {
@@ -706,4 +726,352 @@ t.test('SessionStore forgets expired tokens only when it holds many', async (t) 
   t.equal(store.use(fresh), 'valid')
   t.equal(store.use(after), 'valid')
   t.equal(store.activeTokens().length, 10_000)
+})
+
+t.test('accounts: the SDK\'s Account fields only; an unknown account answers AccountNotFound, not invented data', async (t) => {
+  const { sim, base } = await startSimulator(t)
+  const bearer = await accessToken(base)
+  const session = await sessionToken(base, bearer)
+  t.equal(DEMO_ACCOUNT_NAME, '0000123456-00001', 'named as Verizon\'s examples name accounts')
+
+  const account = await call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer, session }).then(async (r) => await r.json() as Record<string, unknown>)
+  t.same(Object.keys(account).sort(), ['accountName', 'accountNumber', 'carriers', 'features', 'iPPools', 'isProvisioningAllowed', 'organizationName', 'servicePlans'])
+  t.notOk('operationsAllowed' in account, 'no operationsAllowed')
+  t.match(account.servicePlans, [{ name: String, code: String, sizeKb: Number, carrierServicePlanCode: String, extendedAttributes: [] }])
+
+  await expectUwsError(t, await call(base, '/api/m2m/v1/accounts/TestAccount-1', { bearer, session }), 400, 'UnifiedWebService.REQUEST_FAILED.AccountNotFound')
+  await expectUwsError(t, await call(base, '/api/m2m/v1/devices/actions/list', { bearer, session, json: { accountName: '0000999999-00001' } }), 400, 'UnifiedWebService.REQUEST_FAILED.AccountNotFound')
+  t.equal(sim.stats.dataRequests, 3)
+})
+
+interface FamilyCase {
+  label: string
+  method: 'GET' | 'POST'
+  path: (account: string) => string
+  json?: (account: string) => unknown
+  /** A t.match pattern of the answer for the demo account. */
+  shape: unknown
+  /** Status and t.match pattern of the family's own error for an unknown account. */
+  unknown: { status: number, body: unknown }
+}
+
+const FAMILY_ERROR = { errorCode: String, errorMessage: String }
+const FAMILY_CASES: FamilyCase[] = [
+  {
+    label: 'Thingspace /api/v1 account details',
+    method: 'GET',
+    path: (account) => `/api/v1/accounts/${account}`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, accountNumber: String, organizationName: String, isProvisioningAllowed: Boolean, carriers: [{ carriers: String }], features: [{ features: String }], servicePlans: [{ name: String, code: String, sizeKb: String, carrierServicePlanCode: String }] },
+    unknown: { status: 400, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound' } }
+  },
+  {
+    label: 'Thingspace /api/v1 service plans',
+    method: 'GET',
+    path: (account) => `/api/v1/plans/${account}`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, servicePlans: Array },
+    unknown: { status: 400, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound' } }
+  },
+  {
+    label: 'Thingspace /api/m2m/v2 global device list',
+    method: 'POST',
+    path: () => '/api/m2m/v2/devices/actions/list',
+    json: (accountName) => ({ accountName }),
+    shape: { requestId: UUID_PATTERN },
+    unknown: { status: 400, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound' } }
+  },
+  {
+    label: 'Device Location subscription',
+    method: 'GET',
+    path: (account) => `/api/loc/v1/subscriptions/${account}`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, locType: String, maxAllowance: /^\d+$/, purchaseTime: String },
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  },
+  {
+    label: 'Device Location synchronous locations',
+    method: 'POST',
+    path: () => '/api/loc/v1/locations',
+    json: (accountName) => ({ accountName, deviceList: [{ id: '7892345678', kind: 'mdn' }] }),
+    shape: [{ msid: '7892345678', pd: { time: /^\d{14}$/, x: /^-?\d+\.\d+$/, y: /^-?\d+\.\d+$/, radius: /^\d+$/, qos: false, utcoffset: String } }],
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  },
+  {
+    label: 'Device Location callbacks',
+    method: 'GET',
+    path: (account) => `/api/loc/v1/callbacks/${account}`,
+    shape: [{ name: 'Location', url: String }],
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  },
+  {
+    label: 'Subscription Server managed accounts',
+    method: 'GET',
+    path: (account) => `/api/subsc/v1/managedaccounts/${account}/service/Location`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, ManagedAccAddedList: [], managedAccProvisionedList: [] },
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  },
+  {
+    label: 'Subscription Server usage trigger',
+    method: 'POST',
+    path: () => '/api/subsc/v1/usage/triggers',
+    json: (accountName) => ({ accountName, triggerName: '95% usage alert', serviceName: 'Location', thresholdValue: '95', allowExcess: true }),
+    shape: { triggerId: UUID_PATTERN, triggerName: '95% usage alert', accountName: DEMO_ACCOUNT_NAME, serviceName: 'Location', thresholdValue: '95', allowExcess: true, sendSmsNotification: false, createDate: /^\d{4}-\d\d-\d\d$/, updateDate: /^\d{4}-\d\d-\d\d$/ },
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  },
+  ...(['v1', 'v2', 'v3'] as const).map((version): FamilyCase => ({
+    label: `Software Management ${version} subscription`,
+    method: 'GET',
+    path: (account) => `/api/fota/${version}/subscriptions/${account}`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, purchaseType: 'TS-HFOTA-EVNT,TS-HFOTA-MRC', licenseCount: Number, licenseUsedCount: Number, updateTime: String },
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
+  })),
+  {
+    label: 'Software Management v1 firmware',
+    method: 'GET',
+    path: (account) => `/api/fota/v1/firmware/${account}`,
+    shape: [{ firmwareName: String, participantName: DEMO_ACCOUNT_NAME, launchDate: String, model: String, make: String, fromVersion: String, toVersion: String }],
+    unknown: { status: 400, body: FAMILY_ERROR }
+  },
+  {
+    label: 'Software Management v2 software',
+    method: 'GET',
+    path: (account) => `/api/fota/v2/software/${account}`,
+    shape: [{ softwareName: String, launchDate: /^\d{4}-\d\d-\d\d$/, model: String, make: String, distributionType: 'HTTP', devicePlatformId: String }],
+    unknown: { status: 400, body: FAMILY_ERROR }
+  },
+  {
+    label: 'Software Management v3 firmware',
+    method: 'GET',
+    path: (account) => `/api/fota/v3/firmware/${account}`,
+    shape: [{ firmwareName: String, firmwareFrom: String, firmwareTo: String, launchDate: String, releaseNote: String, model: String, make: String, protocol: 'LWM2M' }],
+    unknown: { status: 400, body: FAMILY_ERROR }
+  },
+  {
+    label: 'Device Diagnostics subscription',
+    method: 'GET',
+    path: (account) => `/api/diagnostics/v1/subscriptions?accountName=${account}`,
+    shape: { accountName: DEMO_ACCOUNT_NAME, skuName: String, totalAllowed: Number, totalUsed: Number, createdOn: String, lastUpdated: String },
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_PARAMETER' } }
+  },
+  {
+    label: 'Device Diagnostics callbacks',
+    method: 'GET',
+    path: (account) => `/api/diagnostics/v1/callbacks?accountName=${account}`,
+    shape: [{ accountName: DEMO_ACCOUNT_NAME, serviceName: 'Diagnostics', endpoint: String, createdOn: String }],
+    unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_PARAMETER' } }
+  },
+  {
+    label: 'Cloud Connector subscriptions',
+    method: 'POST',
+    path: () => '/api/cc/v1/subscriptions/actions/query',
+    json: (billingaccountid) => ({ accountidentifier: { billingaccountid } }),
+    shape: [{ id: UUID_PATTERN, kind: 'ts.subscription', streamkind: 'ts.event', targetid: UUID_PATTERN, disabled: false, configurationfailures: 0 }],
+    unknown: { status: 404, body: { error: 'not_found', error_description: String, cause: String } }
+  },
+  {
+    label: 'Cloud Connector targets',
+    method: 'POST',
+    path: () => '/api/cc/v1/targets/actions/query',
+    json: (billingaccountid) => ({ accountidentifier: { billingaccountid } }),
+    shape: [{ id: UUID_PATTERN, kind: 'ts.target', billingaccountid: DEMO_ACCOUNT_NAME, address: String, addressscheme: String }],
+    unknown: { status: 404, body: { error: 'not_found', error_description: String, cause: String } }
+  },
+  {
+    label: 'Hyper Precise Location device services',
+    method: 'GET',
+    path: (account) => `/api/hyper-precise/v1/devices/services?accountNumber=${account}`,
+    shape: { accountNumber: DEMO_ACCOUNT_NAME, deviceList: [{ imei: /^\d{15}$/, BullseyeEnable: Boolean, responseType: { responseCode: 'SUCCESS', message: String } }], responseType: { responseCode: 'SUCCESS' } },
+    unknown: { status: 400, body: { responseCode: 'INVALID_PARAMETER', message: String } }
+  },
+  {
+    label: 'Hyper Precise Location callbacks',
+    method: 'GET',
+    path: (account) => `/api/hyper-precise/v1/callbacks?accountNumber=${account}`,
+    shape: [{ aname: DEMO_ACCOUNT_NAME, name: 'BullseyeReporting', url: String }],
+    unknown: { status: 400, body: { responseCode: 'INVALID_PARAMETER', message: String } }
+  }
+]
+
+t.test('API families: SDK-shaped answers, both tokens required, each family\'s own error for an unknown account', async (t) => {
+  const { sim, base } = await startSimulator(t)
+  const bearer = await accessToken(base)
+  const session = await sessionToken(base, bearer)
+  const send = async (family: FamilyCase, account: string, tokens: { bearer?: string, session?: string }): Promise<Response> =>
+    call(base, family.path(account), { method: family.method, ...tokens, json: family.json?.(account) })
+
+  for (const family of FAMILY_CASES) {
+    const ok = await send(family, DEMO_ACCOUNT_NAME, { bearer, session })
+    t.equal(ok.status, 200, `${family.label}: 200`)
+    t.match(await ok.json(), family.shape, `${family.label}: the SDK model's shape`)
+    const unknown = await send(family, '0000999999-00001', { bearer, session })
+    t.equal(unknown.status, family.unknown.status, `${family.label}: unknown account status`)
+    t.match(await unknown.json(), family.unknown.body, `${family.label}: the family's error body`)
+
+    await expectFault(t, await send(family, DEMO_ACCOUNT_NAME, { session }), '900902', 'Missing Credentials')
+    await expectFault(t, await send(family, DEMO_ACCOUNT_NAME, { bearer: 'not-the-token', session }), '900901', 'Invalid Credentials')
+    await expectUwsError(t, await send(family, DEMO_ACCOUNT_NAME, { bearer }), 400, 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid')
+  }
+  sim.expireSessions()
+  for (const family of FAMILY_CASES) {
+    await expectUwsError(t, await send(family, DEMO_ACCOUNT_NAME, { bearer, session }), 400, 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired')
+  }
+  t.equal(sim.stats.dataRequests, FAMILY_CASES.length * 2, 'only the requests with both tokens reached a handler')
+})
+
+t.test('API families: asynchronous request status and bad requests', async (t) => {
+  const { base } = await startSimulator(t)
+  const bearer = await accessToken(base)
+  const session = await sessionToken(base, bearer)
+  const { requestId } = await call(base, '/api/m2m/v2/devices/actions/list', { bearer, session, json: { accountName: DEMO_ACCOUNT_NAME } }).then(async (r) => await r.json() as { requestId: string })
+  const status = await call(base, `/api/m2m/v2/accounts/${DEMO_ACCOUNT_NAME}/requests/${requestId}/status`, { bearer, session })
+  t.equal(status.status, 200)
+  t.match(await status.json(), { requestId, status: 'Success', subrequests: [{ ids: { kind: 'imei', id: /^\d{15}$/ }, status: 'Success' }] })
+  await expectUwsError(t, await call(base, `/api/m2m/v2/accounts/${DEMO_ACCOUNT_NAME}/requests/${randomUUID()}/status`, { bearer, session }), 400, 'UnifiedWebService.INPUT_INVALID.BadRequest')
+  await expectUwsError(t, await call(base, `/api/m2m/v2/accounts/0000999999-00001/requests/${requestId}/status`, { bearer, session }), 400, 'UnifiedWebService.REQUEST_FAILED.AccountNotFound')
+  await expectUwsError(t, await call(base, '/api/m2m/v2/devices/actions/list', { bearer, session, json: {} }), 400, 'UnifiedWebService.INPUT_INVALID.BadRequest')
+
+  const badBodies: Array<[string, unknown, number, unknown]> = [
+    ['/api/loc/v1/locations', { accountName: DEMO_ACCOUNT_NAME, deviceList: [] }, 400, { errorCode: 'INVALID_REQUEST' }],
+    ['/api/subsc/v1/usage/triggers', { accountName: DEMO_ACCOUNT_NAME }, 400, { errorCode: 'INVALID_REQUEST' }],
+    ['/api/cc/v1/targets/actions/query', {}, 400, { error: 'bad_request', error_description: String, cause: String }]
+  ]
+  for (const [path, json, expectedStatus, body] of badBodies) {
+    const res = await call(base, path, { bearer, session, json })
+    t.equal(res.status, expectedStatus, path)
+    t.match(await res.json(), body, path)
+  }
+  for (const path of ['/api/diagnostics/v1/subscriptions', '/api/hyper-precise/v1/callbacks']) {
+    const res = await call(base, path, { bearer, session })
+    t.equal(res.status, 400, `${path} without its account query parameter`)
+    await res.arrayBuffer()
+  }
+  const oneDevice = await call(base, `/api/hyper-precise/v1/devices/services?accountNumber=${DEMO_ACCOUNT_NAME}&imei=709312034493372`, { bearer, session }).then(async (r) => await r.json() as { deviceList: unknown[] })
+  t.match(oneDevice.deviceList, [{ imei: '709312034493372' }])
+  t.equal(oneDevice.deviceList.length, 1)
+})
+
+const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: gunzipSync, deflate: inflateSync, br: brotliDecompressSync }
+
+/** A raw request (no automatic decoding): status, headers and the body bytes as they came over the wire. */
+async function rawCall (base: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, bytes: Buffer }> {
+  const res = await undiciRequest(`${base}${path}`, { method: body === undefined ? 'GET' : 'POST', headers, body })
+  return { status: res.statusCode, headers: res.headers, bytes: Buffer.from(await res.body.arrayBuffer()) }
+}
+
+t.test('compression: br, gzip and deflate as the client accepts, error answers included; off with compression: false', async (t) => {
+  const { base } = await startSimulator(t)
+  const bearer = await accessToken(base)
+  const session = await sessionToken(base, bearer)
+  const auth = { authorization: `Bearer ${bearer}`, 'vz-m2m-token': session }
+
+  for (const encoding of ['gzip', 'deflate', 'br']) {
+    const ok = await rawCall(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { ...auth, 'accept-encoding': encoding })
+    t.equal(ok.status, 200)
+    t.equal(ok.headers['content-encoding'], encoding, `${encoding}: a 200 answer`)
+    t.match(ok.headers.vary, /accept-encoding/i)
+    t.match(JSON.parse(DECODERS[encoding]?.(ok.bytes).toString('utf8') ?? ''), { accountName: DEMO_ACCOUNT_NAME })
+
+    const errors: Array<[string, Record<string, string>, number, unknown]> = [
+      ['/api/m2m/v1/accounts/x', {}, 401, { fault: { code: '900902' } }],
+      ['/api/loc/v1/subscriptions/x', { authorization: 'Bearer wrong' }, 401, { fault: { code: '900901' } }],
+      ['/api/m2m/v1/accounts/x', { authorization: `Bearer ${bearer}`, 'vz-m2m-token': 'nope' }, 400, { errorCode: 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid' }],
+      ['/api/m2m/v1/accounts/x', auth, 400, { errorCode: 'UnifiedWebService.REQUEST_FAILED.AccountNotFound' }],
+      ['/api/m2m/v1/no-such-thing', { authorization: `Bearer ${bearer}` }, 404, { errorCode: 'UnifiedWebService.REQUEST_FAILED.NotFound' }],
+      ['/nowhere', {}, 404, { errorCode: 'UnifiedWebService.REQUEST_FAILED.NotFound' }]
+    ]
+    for (const [path, headers, status, body] of errors) {
+      const answer = await rawCall(base, path, { ...headers, 'accept-encoding': encoding })
+      t.equal(answer.status, status, `${encoding} ${path}`)
+      t.equal(answer.headers['content-encoding'], encoding, `${encoding}: the ${status} answer is compressed too`)
+      t.match(JSON.parse(DECODERS[encoding]?.(answer.bytes).toString('utf8') ?? ''), body)
+    }
+  }
+  const preferred = await rawCall(base, '/nowhere', { 'accept-encoding': 'gzip, deflate, br' })
+  t.ok(['br', 'gzip'].includes(String(preferred.headers['content-encoding'])), 'the SDK\'s Accept-Encoding gets a compressed answer')
+
+  const plain = await rawCall(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, auth)
+  t.equal(plain.headers['content-encoding'], undefined, 'no Accept-Encoding: plain')
+  t.match(JSON.parse(plain.bytes.toString('utf8')), { accountName: DEMO_ACCOUNT_NAME })
+  const identity = await rawCall(base, '/nowhere', { 'accept-encoding': 'identity' })
+  t.equal(identity.headers['content-encoding'], undefined, 'identity: plain')
+  const stream = await rawCall(base, '/api/m2m/v1/simulator/bytes/5000', { ...auth, 'accept-encoding': 'gzip' })
+  t.equal(stream.headers['content-encoding'], undefined, 'byte streams are not compressed')
+  t.equal(stream.headers['content-length'], '5000')
+  const echo = await rawCall(base, '/api/m2m/v1/simulator/echo', { ...auth, 'content-type': 'application/json', 'content-encoding': 'gzip' }, '{"raw":true}')
+  t.equal((JSON.parse(echo.bytes.toString('utf8')) as EchoBody).bodySha256, sha256Hex(Buffer.from('{"raw":true}')), 'request bodies are not decoded')
+
+  const off = await startSimulator(t, { compression: false })
+  for (const encoding of ['gzip', 'deflate', 'br']) {
+    const answer = await rawCall(off.base, '/api/m2m/v1/accounts/x', { 'accept-encoding': encoding })
+    t.equal(answer.status, 401)
+    t.equal(answer.headers['content-encoding'], undefined, `compression: false leaves ${encoding} answers plain`)
+    t.match(JSON.parse(answer.bytes.toString('utf8')), { fault: { code: '900902' } })
+  }
+})
+
+t.test('control routes: expire or invalidate sessions, expire the OAuth token, fail or hang logins, counters', async (t) => {
+  const { sim, base } = await startSimulator(t)
+  const control = async (path: string, json?: unknown): Promise<Response> =>
+    fetch(`${base}/simulator/control${path}`, json === undefined
+      ? { method: path === '/stats' ? 'GET' : 'POST' }
+      : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(json) })
+  const bearer = await accessToken(base)
+  const first = await sessionToken(base, bearer)
+  const second = await sessionToken(base, bearer)
+  const account = async (session: string, withBearer = bearer): Promise<Response> => call(base, `/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`, { bearer: withBearer, session })
+
+  const stats = await control('/stats')
+  t.equal(stats.status, 200, 'no token needed')
+  t.match(await stats.json(), { logins: 2, tokenRequests: 1, locked: false, activeSessions: 2, pendingLoginFaults: 0 })
+
+  const invalidated = await control('/sessions/invalidate', { sessionToken: first })
+  t.same(await invalidated.json(), { invalidated: true })
+  await expectUwsError(t, await account(first), 400, 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid')
+  t.equal((await account(second)).status, 200, 'the other session lives on')
+  t.equal((await control('/sessions/invalidate', { sessionToken: first })).status, 404, 'no longer live')
+  t.equal((await control('/sessions/invalidate', {})).status, 400)
+
+  t.same(await control('/sessions/expire').then(async (r) => await r.json()), { expired: 1 })
+  await expectUwsError(t, await account(second), 400, 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired')
+
+  t.same(await control('/oauth/expire').then(async (r) => await r.json()), { expired: true })
+  await expectFault(t, await login(base, bearer), '900901', 'Invalid Credentials')
+  const newBearer = await accessToken(base)
+  t.not(newBearer, bearer)
+
+  t.same(await control('/logins/fail', { count: 2, mode: 'status', status: 503 }).then(async (r) => await r.json()), { queued: 2, pendingLoginFaults: 2 })
+  await expectUwsError(t, await login(base, newBearer), 503, 'UnifiedWebService.INTERNAL_ERROR')
+  await expectUwsError(t, await login(base, newBearer), 503, 'UnifiedWebService.INTERNAL_ERROR')
+  t.equal((await login(base, newBearer)).status, 200)
+  await control('/logins/fail', { status: 429 })
+  await expectUwsError(t, await login(base, newBearer), 429, 'UnifiedWebService.REQUEST_FAILED.SimulatedFault')
+  await control('/logins/fail', { mode: 'status', status: 401 })
+  await expectFault(t, await login(base, newBearer), '900901', 'Invalid Credentials')
+  await control('/logins/fail', { count: 1, mode: 'reject' })
+  await expectUwsError(t, await login(base, newBearer), 400, 'UnifiedWebService.REQUEST_FAILED.InvalidCredentials')
+  t.equal(sim.stats.consecutiveFailedLogins, 1, 'an injected rejection counts toward the lockout')
+  await control('/logins/fail', { mode: 'hang' })
+  await t.rejects(call(base, '/api/m2m/v1/session/login', {
+    bearer: newBearer,
+    json: { username: DEMO_CREDENTIALS.username, password: DEMO_CREDENTIALS.password },
+    signal: AbortSignal.timeout(300)
+  }), { name: 'TimeoutError' }, 'hang never answers')
+  await control('/logins/fail', { mode: 'reset' })
+  await t.rejects(login(base, newBearer), 'reset destroys the connection')
+
+  for (const body of [{ count: -1 }, { count: 1.5 }, { count: 1001 }, { mode: 'explode' }, { status: 200 }, { status: '500' }]) {
+    t.equal((await control('/logins/fail', body)).status, 400, JSON.stringify(body))
+  }
+  t.equal((await control('/logins/fail')).status, 200, 'no body: one 500')
+  await expectUwsError(t, await login(base, newBearer), 500, 'UnifiedWebService.INTERNAL_ERROR')
+
+  sim.failNextLogins(5, 'reject')
+  for (let i = 0; i < 5; i++) await login(base, newBearer)
+  t.equal(sim.locked, true)
+  t.same(await control('/unlock').then(async (r) => await r.json()), { locked: false })
+  t.equal((await login(base, newBearer)).status, 200)
+  t.match(await control('/stats').then(async (r) => await r.json()), { locked: false, pendingLoginFaults: 0, logins: 4, activeSessions: 2 })
+
+  t.throws(() => sim.failNextLogins(1, { status: 302 }), RangeError)
+  const viaApi = await call(base, '/api/m2m/v1/simulator/control/stats', { bearer: newBearer })
+  t.equal(viaApi.status, 404, 'nothing under /api/ reaches the control routes')
+  await viaApi.arrayBuffer()
 })
