@@ -69,6 +69,7 @@ interface UpstreamResponse {
 export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const { session } = options
   const forwardPrefixes = new ForwardPrefixes(options.forwardPrefixes ?? [API_ROOT])
+  const narrowed = forwardPrefixes.prefixes.length !== 1 || forwardPrefixes.prefixes[0] !== API_ROOT
   const notForwardedMessage = notForwardedMessageFor(forwardPrefixes)
   app.decorateRequest('proxyState', null)
   // Scoped to this plugin, so to the forwarding routes: every failed upstream call logs one warning.
@@ -214,15 +215,20 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
    * undefined tells Fastify that reply-from answers; the slow path returns the reply, which Fastify awaits.
    */
   function handler (request: FastifyRequest, reply: FastifyReply): undefined | Promise<FastifyReply> {
+    // Traversal and other malformed targets first, under all of /api/: refused whatever they spell.
+    if (!isForwardableTarget(request.url)) {
+      sendProxyError(reply, 'notFound', notForwardedMessage)
+      return undefined
+    }
     // Other spellings of the session and token calls (`logout/`, `logout;x`, `LOGOUT`, `token/`, ...) than
-    // the router's: a lenient upstream would take them for the real ones. Answered locally whatever the
-    // forwarded prefixes, so that narrowing them never turns a client's login into a 404.
+    // the router's: a lenient upstream would take them for the real ones. Answered locally before the
+    // configured prefixes are applied, so that narrowing them never turns a client's login into a 404.
     const localEndpoint = locallyAnsweredEndpoint(request.url)
     if (localEndpoint !== undefined) {
       answerLocally(localEndpoint, reply)
       return undefined
     }
-    if (!isForwardableTarget(request.url, forwardPrefixes)) {
+    if (narrowed && !forwardPrefixes.admits(request.url)) {
       sendProxyError(reply, 'notFound', notForwardedMessage)
       return undefined
     }
