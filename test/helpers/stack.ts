@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { Writable } from 'node:stream'
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import type { Test } from 'tap'
 import { Agent, request, type Dispatcher } from 'undici'
 import { createConfig, type ProxyConfig } from '../../src/config/load.js'
@@ -40,6 +41,12 @@ export interface StackOptions {
   /** Upstream origin instead of the simulator's (the simulator still runs). */
   upstream?: string
   waitForLogin?: boolean
+  /**
+   * `call` and `adminCall` send `Accept-Encoding: gzip, deflate, br` (as Verizon's SDK does) and decode
+   * the answer before `text`, so that every test meets the simulator's compressed answers, error
+   * answers included; default true. A test's own Accept-Encoding header wins.
+   */
+  acceptCompressed?: boolean
 }
 
 export interface Stack {
@@ -61,6 +68,20 @@ export interface CallOptions { headers?: Record<string, string>, body?: string |
 export interface CallResult { status: number, headers: Record<string, string | string[] | undefined>, text: string, json: () => unknown }
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
+export const CLIENT_ACCEPT_ENCODING = 'gzip, deflate, br'
+
+const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: gunzipSync, 'x-gzip': gunzipSync, deflate: inflateSync, br: brotliDecompressSync }
+
+/** The body as the client would read it: decoded when the answer says Content-Encoding (gzip, deflate, br). */
+export function decodeBody (bytes: Buffer, contentEncoding: string | string[] | undefined): Buffer {
+  const codings = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : contentEncoding ?? '')
+    .split(',').map((coding) => coding.trim().toLowerCase()).filter((coding) => coding !== '' && coding !== 'identity')
+  return codings.reduceRight((body, coding) => {
+    const decode = DECODERS[coding]
+    if (decode === undefined) throw new Error(`answer has an unknown Content-Encoding: ${coding}`)
+    return decode(body)
+  }, bytes)
+}
 
 export async function startSimulator (t: Test, options: Partial<SimulatorOptions> = {}): Promise<{ sim: Simulator, simUrl: string }> {
   const sim = buildSimulator({ ...DEMO_CREDENTIALS, ...options })
@@ -103,14 +124,19 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   if (options.waitForLogin !== false) await proxy.initialLogin
   const client = new Agent({ connections: 512, pipelining: 0 })
   t.teardown(() => client.close())
+  const acceptCompressed = options.acceptCompressed ?? true
   const callTo = (base: string): Stack['call'] => async (method, urlPath, callOptions = {}) => {
+    const headers = acceptCompressed && !Object.keys(callOptions.headers ?? {}).some((name) => name.toLowerCase() === 'accept-encoding')
+      ? { 'accept-encoding': CLIENT_ACCEPT_ENCODING, ...callOptions.headers }
+      : callOptions.headers
     const response = await request(base + urlPath, {
       method: method as Dispatcher.HttpMethod,
-      headers: callOptions.headers,
+      headers,
       body: callOptions.body,
       dispatcher: client
     })
-    const text = await response.body.text()
+    const bytes = Buffer.from(await response.body.arrayBuffer())
+    const text = (acceptCompressed ? decodeBody(bytes, response.headers['content-encoding']) : bytes).toString('utf8')
     return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
   }
   return { sim, simUrl, proxy, config, dir, logs, client, call: callTo(proxy.proxyUrl), adminCall: callTo(proxy.adminUrl), stopProxy }

@@ -161,7 +161,7 @@ t.test('Host allow-list and cross-site refusals on both listeners, before any ro
   const stack = await startStack(t, { env: { M2M_PROXY_ALLOWED_HOSTS: 'm2m-session-proxy, Proxy.Internal' } })
   const proxyPort = new URL(stack.proxy.proxyUrl).port
   const requests: Array<[string, string, string]> = [
-    ['proxy', stack.proxy.proxyUrl, 'POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 31\r\n%HEADERS%Connection: close\r\n\r\n{"accountName":"0000123456-00001"}'],
+    ['proxy', stack.proxy.proxyUrl, 'POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 34\r\n%HEADERS%Connection: close\r\n\r\n{"accountName":"0000123456-00001"}'],
     ['admin', stack.proxy.adminUrl, `GET /admin/session HTTP/1.1\r\nAuthorization: Bearer ${ADMIN_TOKEN}\r\n%HEADERS%Connection: close\r\n\r\n`],
     ['probe', stack.proxy.adminUrl, 'GET /readyz HTTP/1.1\r\n%HEADERS%Connection: close\r\n\r\n']
   ]
