@@ -203,7 +203,12 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     shuttingDown = true
     stopWatching()
     session.close()
-    await Promise.allSettled([proxy.close(), admin.close()])
+    const closed = Promise.allSettled([proxy.close(), admin.close()])
+    // Immediate: requests in flight are not waited for. A stalled upload would otherwise hold close()
+    // for ever, since a closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS.
+    proxy.server.closeAllConnections()
+    admin.server.closeAllConnections()
+    await closed
     await dispatcher.destroy()
   }
 

@@ -127,7 +127,8 @@ export const SETTINGS = {
   allowedHosts: setting<readonly string[]>('M2M_PROXY_ALLOWED_HOSTS', [], hostNameList),
   forwardPrefixes: setting<readonly string[]>('M2M_PROXY_FORWARD_PREFIXES', DEFAULT_FORWARD_PREFIXES, forwardPrefixList),
   requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
-  maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 128, integer(1, 65536)),
+  // Each may hold a body of up to bodyLimitBytes while it arrives: 64 × 1 MiB stays inside the Kubernetes example's 192 MiB.
+  maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 64, integer(1, 65536)),
   adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 32, integer(1, 65536)),
   credentialsFile: setting<string>('M2M_PROXY_CREDENTIALS_FILE', undefined, text),
   adminToken: setting<string>('M2M_PROXY_ADMIN_TOKEN', undefined, secretText),

@@ -211,3 +211,37 @@ t.test('CONNECT is answered 405 in the Proxy.* shape on both listeners, not left
   const metrics = await stack.adminCall('GET', '/metrics')
   t.equal(metricValue(metrics.text, 'm2m_proxy_requests_total', { method: 'OTHER', status_class: '4xx' }), 1, 'counted on the proxy listener')
 })
+
+/** A connection that sends headers and part of a declared body, then nothing. */
+async function stallUpload (url: string): Promise<net.Socket> {
+  const { hostname, port } = new URL(url)
+  return await new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      socket.write('POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"accountName":')
+      resolve(socket)
+    })
+    socket.on('error', () => {})
+  })
+}
+
+t.test('a stalled upload holds neither an immediate close nor a shutdown past its grace', async (t) => {
+  // A closing Node server stops checking request timeouts: the stalled upload must be cut by the proxy itself.
+  t.test('close()', async (t) => {
+    const stack = await startStack(t)
+    const socket = await stallUpload(stack.proxy.proxyUrl)
+    t.teardown(() => { socket.destroy() })
+    await sleep(100)
+    const startedAt = performance.now()
+    const closed = await Promise.race([stack.stopProxy().then(() => 'closed'), sleep(5000, 'still closing')])
+    t.equal(closed, 'closed', `closed after ${Math.round(performance.now() - startedAt)} ms (request timeout 30 s)`)
+  })
+  t.test('shutdown()', async (t) => {
+    const stack = await startStack(t, { env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' } })
+    const socket = await stallUpload(stack.proxy.proxyUrl)
+    t.teardown(() => { socket.destroy() })
+    await sleep(100)
+    const startedAt = performance.now()
+    const done = await Promise.race([stack.proxy.shutdown().then(() => 'done'), sleep(5000, 'still draining')])
+    t.equal(done, 'done', `shut down after ${Math.round(performance.now() - startedAt)} ms (grace 300 ms, request timeout 30 s)`)
+  })
+})

@@ -66,7 +66,7 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.same(config.allowedHosts, [])
   t.same(config.forwardPrefixes, ['/api/'], 'every ThingSpace API family on the upstream host')
   t.equal(config.requestTimeoutMs, 30000)
-  t.equal(config.maxConnections, 128)
+  t.equal(config.maxConnections, 64)
   t.equal(config.adminMaxConnections, 32)
   t.equal(config.adminToken, undefined)
   t.equal(config.credentialsFile, path.join(CWD, 'secrets/credentials.json'))
