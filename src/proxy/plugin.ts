@@ -30,7 +30,7 @@ const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024
  */
 const REPLY_FROM_FAILURE_WARNINGS: ReadonlySet<string> = new Set(['response errored'])
 
-export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection'>
+export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection' | 'replayServed'>
 
 export interface ProxyPluginOptions {
   upstream: string
@@ -113,6 +113,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     state.upstreamStatus = response.statusCode
     options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
+    if (state.replayedFor !== undefined && response.statusCode < 400) session.replayServed(state.tokens.sessionToken)
     if (state.replayedFor !== 'both' && mayBeTokenRejection(response.statusCode)) {
       inspectAndReplay(request, reply, response).catch((error: unknown) => {
         request.log.error({ err: error }, 'replay failed')

@@ -55,6 +55,8 @@ interface CachedSession {
   loggedInAt: number
   /** Logged in to replace a session the platform refused (expired or invalid). */
   replacedRefusedSession: boolean
+  /** A request replayed on it was answered: it worked, so a later refusal is a real expiry, never held. */
+  served?: boolean
 }
 
 export type SessionStatus = 'active' | 'none' | 'logging-in' | 'rejected' | 'backing-off'
@@ -197,10 +199,20 @@ export class SessionManager {
     return await this.acquireTokens()
   }
 
+  /**
+   * A request replayed with `sessionToken` after a renewal was answered, not refused: the session
+   * works, so its next refusal is renewed at once even within REFUSED_RENEWAL_HOLD_MS (the hold is
+   * for an upstream that refuses every fresh session, not for two genuine expiries close together).
+   */
+  replayServed (sessionToken: string): void {
+    const session = this.sessions.peek(SESSION_KEY)
+    if (session !== undefined && session.token === sessionToken) session.served = true
+  }
+
   /** True when `session` replaced a refused one moments ago and is refused in turn: renewing it at once would likely loop. */
   private holdsRenewalOf (session: CachedSession, reason: RenewalReason): boolean {
     const ageMs = this.options.clock.now() - session.loggedInAt
-    if (!session.replacedRefusedSession || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
+    if (!session.replacedRefusedSession || session.served === true || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
     if (this.warnedHeldSession !== session) {
       this.warnedHeldSession = session
       this.events.onWarning?.(`ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +

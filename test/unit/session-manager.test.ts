@@ -983,6 +983,26 @@ t.test('an upstream that refuses every session: a session refused right after th
   }
 })
 
+t.test('a replacement session that served a replayed request is a working session: its next refusal is renewed at once, even within the hold', async (t) => {
+  const { manager, api, clock, events } = setup(t)
+  await manager.startSession()
+  const replacement = await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired')
+  t.ok(replacement, 'the start-up session is renewed')
+  manager.replayServed('some-other-session-token') // another token's success says nothing about this session
+  t.equal(await manager.tokensAfterRejection(replacement as UpstreamTokens, 'session', 'expired'), undefined, 'unconfirmed: held')
+  await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired').catch(() => undefined)
+  clock.advance(REFUSED_RENEWAL_HOLD_MS)
+  const third = await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired')
+  t.ok(third, 'renewed once the hold is over')
+  manager.replayServed((third as UpstreamTokens).sessionToken) // the proxy: the replay on it was answered
+  clock.advance(1000)
+  const fourth = await manager.tokensAfterRejection(third as UpstreamTokens, 'session', 'expired')
+  t.ok(fourth, 'a second genuine expiry 1 s later is renewed at once')
+  t.not((fourth as UpstreamTokens).sessionToken, (third as UpstreamTokens).sessionToken)
+  t.equal(api.loginCalls.length, 4)
+  t.equal(events.warnings.length, 1, 'only the unconfirmed session was held')
+})
+
 t.test('a session not logged in for a refusal (start-up, idle, operator) is renewed at once when refused', async (t) => {
   const { manager, api, clock, events } = setup(t, { sessionIdleSeconds: 600 })
   await manager.startSession()
