@@ -1,5 +1,6 @@
 // Test harness: the simulator and a proxy pointed at it, both on 127.0.0.1 port 0, with logs collected in memory.
 
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -143,3 +144,14 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
 }
 
 export const ECHO_PATH = '/api/m2m/v1/simulator/echo'
+
+/** What the simulator's echo route answers: the request as it arrived upstream (tokens as fingerprints). */
+export interface Echo {
+  method: string
+  url: string
+  headers: Record<string, string>
+  bodyLength: number
+  bodySha256: string
+}
+
+export const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex')

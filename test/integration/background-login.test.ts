@@ -1,21 +1,12 @@
 // Not ready because ThingSpace is failing at start-up (not a rejection): the proxy logs in again by itself, without a client request, and becomes ready.
 
 import t, { type Test } from 'tap'
-import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { buildSimulator, DEMO_CREDENTIALS, type Simulator } from '../../src/simulator/app.js'
 import { startSimulator, startStack, type Stack } from '../helpers/stack.js'
+import { freePort } from '../helpers/ports.js'
 
 interface Readiness { ready: boolean, reason?: string }
-
-/** A port nothing listens on (for now). */
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
 
 async function simulatorOn (t: Test, port: number): Promise<Simulator> {
   const sim = buildSimulator({ ...DEMO_CREDENTIALS })

@@ -6,6 +6,7 @@ import { createServer } from 'node:https'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startStack, type Stack, type StackOptions } from '../helpers/stack.js'
 import { generateSelfSigned } from '../helpers/tls.js'
+import { freePort } from '../helpers/ports.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
 const WRONG_SECRET = 'wrong-app-secret-5d0e7a91c4'
@@ -29,14 +30,6 @@ function assertNoSecret (t: Test, stack: Stack, extra: string[] = []): void {
   ].filter((secret): secret is string => secret !== undefined)
   t.equal(stack.config.logLevel, 'trace', 'logging at trace level')
   for (const secret of secrets) t.notOk(stack.logs.text.includes(secret), `no secret of ${secret.length} characters in the log`)
-}
-
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
 }
 
 const traced = (options: StackOptions = {}): StackOptions => ({ ...options, env: { M2M_PROXY_LOG_LEVEL: 'trace', ...options.env } })

@@ -1,22 +1,11 @@
 // Forwarding over real sockets: token injection, replay across session and OAuth expiry, stubs, pass-through.
 
 import t from 'tap'
-import { createHash } from 'node:crypto'
 import http from 'node:http'
 import { fingerprint } from '../../src/session/session-manager.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
-import { startStack, ECHO_PATH } from '../helpers/stack.js'
+import { sha256, startStack, ECHO_PATH, type Echo } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
-
-interface Echo {
-  method: string
-  url: string
-  headers: Record<string, string>
-  bodyLength: number
-  bodySha256: string
-}
-
-const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex')
 
 t.test('both tokens are injected and client values replaced', async (t) => {
   const stack = await startStack(t)

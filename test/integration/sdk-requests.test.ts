@@ -18,13 +18,11 @@
 // @apimatic/axios-client-adapter httpClient.ts drives it (checked once, outside this repository).
 
 import t, { type Test } from 'tap'
-import { createHash } from 'node:crypto'
 import net from 'node:net'
-import zlib from 'node:zlib'
 import { fingerprint } from '../../src/session/session-manager.js'
 import { PLACEHOLDER_OAUTH_TOKEN, PLACEHOLDER_SESSION_TOKEN } from '../../src/proxy/session-stubs.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
-import { startStack, ECHO_PATH, type Stack } from '../helpers/stack.js'
+import { decodeBody, sha256, startStack, ECHO_PATH, type Echo, type Stack } from '../helpers/stack.js'
 
 const DUMMY_CLIENT_ID = 'dummy-client-id'
 const DUMMY_CLIENT_SECRET = 'dummy-client-secret'
@@ -55,28 +53,6 @@ interface Answer {
   /** Decoded according to Content-Encoding. */
   body: Buffer
   contentEncoding: string | undefined
-}
-
-interface Echo {
-  method: string
-  url: string
-  headers: Record<string, string>
-  bodyLength: number
-  bodySha256: string
-}
-
-const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex')
-
-function decode (body: Buffer, contentEncoding: string | undefined): Buffer {
-  let decoded = body
-  // Codings are listed in the order applied: undo them from the last.
-  for (const coding of (contentEncoding ?? '').split(',').map((c) => c.trim().toLowerCase()).filter((c) => c !== '' && c !== 'identity').reverse()) {
-    if (coding === 'gzip' || coding === 'x-gzip') decoded = zlib.gunzipSync(decoded)
-    else if (coding === 'deflate') decoded = zlib.inflateSync(decoded)
-    else if (coding === 'br') decoded = zlib.brotliDecompressSync(decoded)
-    else throw new Error(`the answer uses a coding the SDK cannot decode: ${coding}`)
-  }
-  return decoded
 }
 
 /** Length of the body that starts at `start`, or -1 while incomplete; chunked bodies are de-chunked into `out`. */
@@ -140,7 +116,7 @@ async function send (stack: Stack, request: SdkRequest): Promise<Answer> {
       socket.destroy()
       const contentEncoding = headers['content-encoding']
       try {
-        resolve({ status: Number(statusLine.split(' ')[1]), headers, body: decode(raw, contentEncoding), contentEncoding })
+        resolve({ status: Number(statusLine.split(' ')[1]), headers, body: decodeBody(raw, contentEncoding), contentEncoding })
       } catch (error) {
         reject(error)
       }

@@ -1,11 +1,11 @@
 // Tests of the ThingSpace simulator over real sockets on 127.0.0.1, with a fake clock for token lifetimes.
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
-import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import t, { type Test } from 'tap'
 import { request as undiciRequest } from 'undici'
 import { buildSimulator, DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
 import { SessionStore } from '../../src/simulator/sessions.js'
 import { fingerprint } from '../../src/session/session-manager.js'
+import { decodeBody } from '../helpers/stack.js'
 
 const START_MS = Date.UTC(2025, 0, 1, 12, 0, 0)
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
@@ -948,8 +948,6 @@ t.test('API families: asynchronous request status and bad requests', async (t) =
   t.equal(oneDevice.deviceList.length, 1)
 })
 
-const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: gunzipSync, deflate: inflateSync, br: brotliDecompressSync }
-
 /** A raw request (no automatic decoding): status, headers and the body bytes as they came over the wire. */
 async function rawCall (base: string, path: string, headers: Record<string, string>, body?: string): Promise<{ status: number, headers: Record<string, string | string[] | undefined>, bytes: Buffer }> {
   const res = await undiciRequest(`${base}${path}`, { method: body === undefined ? 'GET' : 'POST', headers, body })
@@ -967,7 +965,7 @@ t.test('compression: br, gzip and deflate as the client accepts, error answers i
     t.equal(ok.status, 200)
     t.equal(ok.headers['content-encoding'], encoding, `${encoding}: a 200 answer`)
     t.match(ok.headers.vary, /accept-encoding/i)
-    t.match(JSON.parse(DECODERS[encoding]?.(ok.bytes).toString('utf8') ?? ''), { accountName: DEMO_ACCOUNT_NAME })
+    t.match(JSON.parse(decodeBody(ok.bytes, encoding).toString('utf8')), { accountName: DEMO_ACCOUNT_NAME })
 
     const errors: Array<[string, Record<string, string>, number, unknown]> = [
       ['/api/m2m/v1/accounts/x', {}, 401, { fault: { code: '900902' } }],
@@ -981,7 +979,7 @@ t.test('compression: br, gzip and deflate as the client accepts, error answers i
       const answer = await rawCall(base, path, { ...headers, 'accept-encoding': encoding })
       t.equal(answer.status, status, `${encoding} ${path}`)
       t.equal(answer.headers['content-encoding'], encoding, `${encoding}: the ${status} answer is compressed too`)
-      t.match(JSON.parse(DECODERS[encoding]?.(answer.bytes).toString('utf8') ?? ''), body)
+      t.match(JSON.parse(decodeBody(answer.bytes, encoding).toString('utf8')), body)
     }
   }
   const preferred = await rawCall(base, '/nowhere', { 'accept-encoding': 'gzip, deflate, br' })
