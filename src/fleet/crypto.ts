@@ -1,0 +1,87 @@
+// Sealing of the secrets a fleet keeps in Redis (tokens, password): AES-256-GCM under the fleet key, bound to where the value lives.
+
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+
+export const FLEET_KEY_BYTES = 32
+const IV_BYTES = 12
+const TAG_BYTES = 16
+/** Format version, first in every sealed value, so that a later format can be told apart. */
+const VERSION = 'v1'
+
+/** A fleet key that cannot be used; the message never contains the key. */
+export class FleetKeyError extends Error {
+  override readonly name = 'FleetKeyError'
+}
+
+/** A sealed value that this fleet key cannot open: another key wrote it, or it was altered or moved. */
+export class FleetKeyMismatchError extends Error {
+  override readonly name = 'FleetKeyMismatchError'
+  constructor (readonly place: string) {
+    super(`the shared state at ${place} cannot be opened: the fleet key differs from the one that wrote this state (or the value was altered or copied from elsewhere); give every replica the same M2M_PROXY_FLEET_KEY`)
+  }
+}
+
+/** A stored value that is not a sealed value of a known format. */
+export class SealedFormatError extends Error {
+  override readonly name = 'SealedFormatError'
+  constructor (readonly place: string) {
+    super(`the shared state at ${place} is not a sealed value this version understands (expected ${VERSION}:...)`)
+  }
+}
+
+/**
+ * Reads a fleet key written as 64 hex digits or as base64 (standard or URL-safe, padding optional)
+ * of exactly 32 bytes. Errors give the length, never the key.
+ */
+export function parseFleetKey (text: string): Buffer {
+  const value = text.trim()
+  const hint = 'generate one with: openssl rand -hex 32'
+  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex')
+  const isHex = /^[0-9a-fA-F]+$/.test(value)
+  const unpadded = value.replace(/={1,2}$/, '').replaceAll('-', '+').replaceAll('_', '/')
+  if (/^[A-Za-z0-9+/]+$/.test(unpadded)) {
+    const bytes = Buffer.from(unpadded, 'base64')
+    if (bytes.toString('base64').replace(/=+$/, '') === unpadded) {
+      if (bytes.length === FLEET_KEY_BYTES) return bytes
+      if (!isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes (its base64 decodes to ${bytes.length}); ${hint}`)
+    }
+  }
+  if (isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes: ${FLEET_KEY_BYTES * 2} hex digits (got ${value.length}); ${hint}`)
+  throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes written as ${FLEET_KEY_BYTES * 2} hex digits or as base64 (got ${value.length} characters that are neither); ${hint}`)
+}
+
+function checkKey (key: Buffer): void {
+  if (key.length !== FLEET_KEY_BYTES) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes (got ${key.length})`)
+}
+
+/**
+ * Encrypts `plaintext` for storage at `place` (the Redis key name, with the hash field when there is
+ * one): `v1:` + base64(IV ‖ tag ‖ ciphertext). `place` is authenticated, so a value copied to
+ * another place does not open.
+ */
+export function seal (key: Buffer, place: string, plaintext: string): string {
+  checkKey(key)
+  const iv = randomBytes(IV_BYTES)
+  const cipher = createCipheriv('aes-256-gcm', key, iv)
+  cipher.setAAD(Buffer.from(place, 'utf8'))
+  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()])
+  return `${VERSION}:${Buffer.concat([iv, cipher.getAuthTag(), ciphertext]).toString('base64')}`
+}
+
+/** Decrypts a value sealed for `place`; throws FleetKeyMismatchError when this key or place does not fit. */
+export function open (key: Buffer, place: string, sealed: string): string {
+  checkKey(key)
+  const prefix = `${VERSION}:`
+  if (!sealed.startsWith(prefix)) throw new SealedFormatError(place)
+  const body = sealed.slice(prefix.length)
+  const bytes = Buffer.from(body, 'base64')
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || bytes.length < IV_BYTES + TAG_BYTES) throw new SealedFormatError(place)
+  const decipher = createDecipheriv('aes-256-gcm', key, bytes.subarray(0, IV_BYTES))
+  decipher.setAAD(Buffer.from(place, 'utf8'))
+  decipher.setAuthTag(bytes.subarray(IV_BYTES, IV_BYTES + TAG_BYTES))
+  try {
+    return Buffer.concat([decipher.update(bytes.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8')
+  } catch {
+    throw new FleetKeyMismatchError(place)
+  }
+}
