@@ -1,0 +1,170 @@
+// The in-memory fleet store: the FleetStore port inside one process (the single-process mode, and unit tests with a fake clock).
+
+import type { Clock } from '../session/clock.js'
+import {
+  FleetStoreClosedError, newLockOwner,
+  type FleetChange, type FleetChangeListener, type FleetStore, type LoginLock, type PasswordGeneration, type SharedOAuthToken, type SharedSession
+} from './store.js'
+
+interface AccountState {
+  session?: SharedSession
+  oauth?: SharedOAuthToken
+  lock?: { owner: string, expiresAt: number }
+  failures: number
+  password?: PasswordGeneration
+  listeners: Set<FleetChangeListener>
+}
+
+/**
+ * What several MemoryFleetStore instances share, as replicas share one Redis: state per key prefix
+ * and account. Expiries (lock, OAuth token) run on `clock`.
+ */
+export class MemoryFleet {
+  private readonly accounts = new Map<string, AccountState>()
+
+  constructor (readonly clock: Clock) {}
+
+  /** The state of one account under one prefix, created empty on first use. */
+  account (keyPrefix: string, username: string): AccountState {
+    const id = `${keyPrefix}\0${username}`
+    let state = this.accounts.get(id)
+    if (state === undefined) {
+      state = { failures: 0, listeners: new Set() }
+      this.accounts.set(id, state)
+    }
+    return state
+  }
+}
+
+export interface MemoryFleetStoreOptions {
+  fleet: MemoryFleet
+  username: string
+  keyPrefix: string
+}
+
+export class MemoryFleetStore implements FleetStore {
+  private readonly state: AccountState
+  private readonly clock: Clock
+  private readonly own = new Set<FleetChangeListener>()
+  private closed = false
+
+  constructor (options: MemoryFleetStoreOptions) {
+    this.state = options.fleet.account(options.keyPrefix, options.username)
+    this.clock = options.fleet.clock
+  }
+
+  get connected (): boolean {
+    return !this.closed
+  }
+
+  async readSession (): Promise<SharedSession | undefined> {
+    this.check()
+    return this.state.session === undefined ? undefined : { ...this.state.session }
+  }
+
+  async writeSession (session: SharedSession): Promise<void> {
+    this.check()
+    this.state.session = { ...session }
+    this.notify({ kind: 'session' })
+  }
+
+  async touchSession (lastUsedAt: number): Promise<void> {
+    this.check()
+    const session = this.state.session
+    if (session !== undefined && lastUsedAt > session.lastUsedAt) session.lastUsedAt = lastUsedAt
+  }
+
+  async clearSession (): Promise<void> {
+    this.check()
+    this.state.session = undefined
+    this.notify({ kind: 'session' })
+  }
+
+  async readOAuthToken (): Promise<SharedOAuthToken | undefined> {
+    this.check()
+    const oauth = this.state.oauth
+    return oauth === undefined || oauth.expiresAt <= this.clock.now() ? undefined : { ...oauth }
+  }
+
+  async writeOAuthToken (token: SharedOAuthToken): Promise<void> {
+    this.check()
+    this.state.oauth = { ...token }
+  }
+
+  async takeLoginLock (ttlMs: number): Promise<LoginLock | undefined> {
+    this.check()
+    const now = this.clock.now()
+    if (this.state.lock !== undefined && this.state.lock.expiresAt > now) return undefined
+    const owner = newLockOwner()
+    this.state.lock = { owner, expiresAt: now + ttlMs }
+    return { owner }
+  }
+
+  async releaseLoginLock (lock: LoginLock): Promise<boolean> {
+    this.check()
+    const held = this.state.lock
+    if (held === undefined || held.owner !== lock.owner || held.expiresAt <= this.clock.now()) return false
+    this.state.lock = undefined
+    return true
+  }
+
+  async countLoginAttempt (): Promise<number> {
+    this.check()
+    return ++this.state.failures
+  }
+
+  async uncountLoginAttempt (): Promise<number> {
+    this.check()
+    this.state.failures = Math.max(0, this.state.failures - 1)
+    return this.state.failures
+  }
+
+  async readLoginFailures (): Promise<number> {
+    this.check()
+    return this.state.failures
+  }
+
+  async resetLoginFailures (): Promise<void> {
+    this.check()
+    this.state.failures = 0
+  }
+
+  async readPassword (): Promise<PasswordGeneration | undefined> {
+    this.check()
+    return this.state.password === undefined ? undefined : { ...this.state.password }
+  }
+
+  async publishPassword (next: PasswordGeneration): Promise<boolean> {
+    this.check()
+    if (next.generation !== (this.state.password?.generation ?? 0) + 1) return false
+    this.state.password = { ...next }
+    this.notify({ kind: 'password', generation: next.generation })
+    return true
+  }
+
+  subscribe (listener: FleetChangeListener): () => void {
+    // A wrapper per call, so that the same function subscribed twice is told twice and unsubscribed once each.
+    const wrapper: FleetChangeListener = (change) => listener(change)
+    this.own.add(wrapper)
+    this.state.listeners.add(wrapper)
+    return () => {
+      this.own.delete(wrapper)
+      this.state.listeners.delete(wrapper)
+    }
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    for (const listener of this.own) this.state.listeners.delete(listener)
+    this.own.clear()
+  }
+
+  private check (): void {
+    if (this.closed) throw new FleetStoreClosedError()
+  }
+
+  /** Told after the writer's call returns, as a Redis message arrives later. */
+  private notify (change: FleetChange): void {
+    for (const listener of [...this.state.listeners]) queueMicrotask(() => listener(change))
+  }
+}

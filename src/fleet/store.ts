@@ -1,0 +1,103 @@
+// The fleet store port: the state that replicas of one account share, and the one lock and count that keep their logins safe. No Redis here.
+//
+// Two adapters: MemoryFleetStore (one process; unit tests with a fake clock) and RedisFleetStore. Single-flight exists at two
+// levels: the session manager's in-process promise joins logins inside one replica; the login lock here joins replicas.
+
+import { randomBytes } from 'node:crypto'
+
+/** The VZ-M2M session the fleet shares. Times are milliseconds of the writers' clock (wall-clock time across a fleet). */
+export interface SharedSession {
+  token: string
+  loggedInAt: number
+  /** Coarse: replicas move it forward at most every few seconds (touchSession). */
+  lastUsedAt: number
+}
+
+export interface SharedOAuthToken {
+  token: string
+  /** When the token stops being valid, on the store's clock; the store forgets it then. */
+  expiresAt: number
+}
+
+/** The password the fleet uses, numbered so that a replica can tell a newer one from its own. */
+export interface PasswordGeneration {
+  /** 1 for the first published password, then +1 per rotation. */
+  generation: number
+  password: string
+  changedAt: number
+}
+
+/** Proof of holding the login lock: `owner` is random per take, so only the taker can release it. */
+export interface LoginLock {
+  readonly owner: string
+}
+
+/** What changed, told to every subscribed replica (the writer's own store included). Never carries a secret. */
+export type FleetChange =
+  | { kind: 'session' }
+  | { kind: 'password', generation: number }
+
+export type FleetChangeListener = (change: FleetChange) => void
+
+/**
+ * Every method rejects when the store cannot be reached (the caller then sends no login); reads of a
+ * secret sealed with another fleet key reject with FleetKeyMismatchError.
+ */
+export interface FleetStore {
+  /** True while commands can reach the shared state and notifications arrive. */
+  readonly connected: boolean
+
+  /** The shared session, or undefined when none was written or it was cleared. */
+  readSession: () => Promise<SharedSession | undefined>
+  /** Replaces the shared session whole (one atomic write), then notifies `{ kind: 'session' }`. */
+  writeSession: (session: SharedSession) => Promise<void>
+  /** Moves lastUsedAt forward (never back), only if a session is stored; no notification. */
+  touchSession: (lastUsedAt: number) => Promise<void>
+  /** Removes the shared session (logout, refusal), then notifies `{ kind: 'session' }`. */
+  clearSession: () => Promise<void>
+
+  /** The shared OAuth token while before its expiresAt, else undefined. */
+  readOAuthToken: () => Promise<SharedOAuthToken | undefined>
+  /** Replaces the shared OAuth token; it disappears at expiresAt. */
+  writeOAuthToken: (token: SharedOAuthToken) => Promise<void>
+
+  /** Takes the login lock for `ttlMs` if nobody holds it: exactly one of concurrent takers gets a lock, the others undefined. */
+  takeLoginLock: (ttlMs: number) => Promise<LoginLock | undefined>
+  /** Releases the lock only if `lock` still holds it (compare-and-delete); true when it did. A stale holder's release is a no-op. */
+  releaseLoginLock: (lock: LoginLock) => Promise<boolean>
+
+  /** Counts a login about to be sent, atomically across the fleet, before it is sent; returns the count including it. */
+  countLoginAttempt: () => Promise<number>
+  /** Takes back one counted attempt that turned out not to count (5xx, no connection); never below 0. Returns the new count. */
+  uncountLoginAttempt: () => Promise<number>
+  /** Consecutive counted attempts since the last reset. No expiry: it lasts until a success or an operator resets it. */
+  readLoginFailures: () => Promise<number>
+  /** Sets the count to 0: after a successful login, or by an operator. */
+  resetLoginFailures: () => Promise<void>
+
+  /** The newest published password, or undefined when none was published. */
+  readPassword: () => Promise<PasswordGeneration | undefined>
+  /**
+   * Publishes `next` only if its generation is exactly one more than the stored one (0 when none): of
+   * two rotations racing, one wins. True when published; then notifies `{ kind: 'password', generation }`.
+   */
+  publishPassword: (next: PasswordGeneration) => Promise<boolean>
+
+  /** Calls `listener` for every change notified after this call, on any replica; returns the unsubscribe function. */
+  subscribe: (listener: FleetChangeListener) => () => void
+
+  /** Stops the connections; the store is unusable afterwards. */
+  close: () => Promise<void>
+}
+
+/** A fresh, unguessable lock owner id. */
+export function newLockOwner (): string {
+  return randomBytes(16).toString('hex')
+}
+
+export class FleetStoreClosedError extends Error {
+  override readonly name = 'FleetStoreClosedError'
+  constructor () {
+    super('the fleet store is closed')
+  }
+}
