@@ -1,0 +1,137 @@
+// The Redis fleet store against the FleetStore contract on a real Redis, plus what only Redis can do: be down, refuse a password, hold state sealed with another key.
+import { randomBytes } from 'node:crypto'
+import t, { type Test } from 'tap'
+import { createClient } from 'redis'
+import { RedisFleetStore, redactor, type RedisFleetStoreOptions } from '../../src/fleet/redis-store.js'
+import { fleetStoreContract } from '../helpers/fleet-store-contract.js'
+import { freePort } from '../helpers/ports.js'
+import { deleteKeys, haveTestRedis, rawValues, startRedisServer, TEST_REDIS_URL, waitUntil } from '../helpers/redis.js'
+
+const FLEET_KEY = randomBytes(32)
+
+function prefix (): string {
+  return `m2m-session-proxy-test:${randomBytes(6).toString('hex')}:`
+}
+
+/** A store on the test Redis (unless `options` says otherwise) whose log lines are kept in `logs`; closed in teardown. */
+function openStore (t: Test, options: Partial<RedisFleetStoreOptions> & { keyPrefix: string }, logs: string[] = []): RedisFleetStore {
+  const store = new RedisFleetStore({
+    url: TEST_REDIS_URL,
+    fleetKey: FLEET_KEY,
+    username: 'fleet-user',
+    reconnectMaxDelayMs: 200,
+    log: (level, message) => logs.push(`${level} ${message}`),
+    ...options
+  })
+  t.teardown(async () => await store.close())
+  return store
+}
+
+if (await haveTestRedis(t)) {
+  fleetStoreContract(t, {
+    open: async (keyPrefix, username) => {
+      const store = new RedisFleetStore({ url: TEST_REDIS_URL, fleetKey: FLEET_KEY, keyPrefix, username })
+      await waitUntil(() => store.connected, 5000, 'the store connects')
+      return store
+    },
+    elapse: async (ms) => await new Promise((resolve) => setTimeout(resolve, ms)),
+    now: () => Date.now(),
+    rawValues: async (keyPrefix) => await rawValues(TEST_REDIS_URL, keyPrefix),
+    cleanup: async (keyPrefix) => await deleteKeys(TEST_REDIS_URL, keyPrefix)
+  })
+
+  t.test('a replica with another fleet key cannot read the state, and says so', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const writer = openStore(t, { keyPrefix })
+    const stranger = openStore(t, { keyPrefix, fleetKey: randomBytes(32) })
+    await waitUntil(() => writer.connected && stranger.connected, 5000, 'both connect')
+    await writer.writeSession({ token: 'tok', loggedInAt: 1, lastUsedAt: 1 })
+    await writer.publishPassword({ generation: 1, password: 'pw', changedAt: 1 })
+    await writer.writeOAuthToken({ token: 'oauth', expiresAt: Date.now() + 60_000 })
+    for (const read of [async () => await stranger.readSession(), async () => await stranger.readPassword(), async () => await stranger.readOAuthToken()] as Array<() => Promise<unknown>>) {
+      await t.rejects(read(), { name: 'FleetKeyMismatchError', message: /the fleet key differs from the one that wrote this state/ })
+    }
+    t.equal((await writer.readSession())?.token, 'tok', 'the right key still reads it')
+  })
+
+  t.test('a sealed value moved to another key does not open there', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix })
+    await waitUntil(() => store.connected, 5000, 'connects')
+    await store.writeSession({ token: 'tok', loggedInAt: 1, lastUsedAt: 1 })
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
+    const sealed = await raw.hGet(sessionKey as string, 'token')
+    await raw.hSet((sessionKey as string).replace(/session$/, 'password'), { generation: '1', password: sealed as string, changedAt: '1' })
+    await t.rejects(store.readPassword(), { name: 'FleetKeyMismatchError' })
+    await raw.hSet(sessionKey as string, 'token', 'not-sealed')
+    await t.rejects(store.readSession(), { name: 'SealedFormatError' })
+  })
+
+  t.test('garbage on the channel and a failing listener do not stop the notifications', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const logs: string[] = []
+    const store = openStore(t, { keyPrefix }, logs)
+    await waitUntil(() => store.connected, 5000, 'connects')
+    const seen: string[] = []
+    store.subscribe(() => { throw new Error('listener bug') })
+    store.subscribe((change) => seen.push(change.kind))
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [channel] = (await raw.pubSubChannels(`${keyPrefix}*`)) as string[]
+    await raw.publish(channel as string, 'not json')
+    await store.clearSession()
+    await waitUntil(() => seen.length === 1, 2000, 'the change arrives')
+    t.same(seen, ['session'])
+    t.match(logs.join('\n'), /a change listener failed: listener bug/)
+  })
+
+  t.test('Redis unreachable: not connected, calls fail with a clear error, no crash; connects once Redis starts', async (t) => {
+    const port = await freePort()
+    const logs: string[] = []
+    const keyPrefix = prefix()
+    const store = openStore(t, { keyPrefix, url: `redis://127.0.0.1:${port}` }, logs)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    t.equal(store.connected, false)
+    await t.rejects(store.countLoginAttempt(), { name: 'FleetStoreUnavailableError', message: /^cannot count a login attempt in Redis: / })
+    await t.rejects(store.takeLoginLock(1000), { name: 'FleetStoreUnavailableError' })
+    t.equal(logs.filter((line) => /ECONNREFUSED/.test(line)).length, 1, 'one line while down, not one per retry')
+    await startRedisServer(t, port)
+    await waitUntil(() => store.connected, 5000, 'the store connects once Redis is up')
+    t.equal(await store.countLoginAttempt(), 1)
+    t.match(logs.join('\n'), /connection restored/)
+  })
+
+  t.test('the Redis URL\'s password is in no error and no log line', async (t) => {
+    const port = await freePort()
+    const password = 's3cr%40t-Pa55' // percent-encoded: s3cr@t-Pa55
+    const decoded = decodeURIComponent(password)
+    await startRedisServer(t, port, ['--requirepass', 'the-right-one'])
+    const logs: string[] = []
+    const errors: string[] = []
+    const wrongPassword = openStore(t, { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${port}` }, logs)
+    const nothingThere = openStore(t, { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${await freePort()}` }, logs)
+    await waitUntil(() => logs.length >= 2, 5000, 'both log their problem')
+    for (const store of [wrongPassword, nothingThere]) {
+      t.equal(store.connected, false)
+      try {
+        await store.readSession()
+        t.fail('must not read')
+      } catch (error) {
+        errors.push(`${String(error)} ${(error as Error).stack ?? ''}`)
+      }
+    }
+    const everything = [...logs, ...errors].join('\n')
+    t.match(everything, /WRONGPASS|invalid username-password/i, 'the refused password is reported')
+    t.match(everything, /ECONNREFUSED/, 'the refused connection is reported')
+    t.notOk(everything.includes(password) || everything.includes(decoded) || everything.includes('s3cr'), 'no form of the password')
+    // The redactor itself, for messages that would quote the URL.
+    t.equal(redactor(`redis://u:${password}@h:1`)(`failed at redis://u:${password}@h:1 with ${decoded}`), 'failed at *** with ***')
+  })
+}
