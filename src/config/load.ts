@@ -4,15 +4,21 @@ import path from 'node:path'
 import { ConfigError } from './errors.js'
 import { SETTINGS, type RawSettings, type SettingKey } from './settings.js'
 import { checkEnvironmentNames } from './env-names.js'
+import { FleetKeyError, parseFleetKey } from '../fleet/crypto.js'
+import { DEFAULT_REDIS_KEY_PREFIX } from '../fleet/store.js'
 
 export const CONFIG_FILE_ENV = 'M2M_PROXY_CONFIG'
+/** Read by the fleet tests only (the Redis they use); known here so that a proxy started from a shell that sets it is not refused. */
+export const TEST_REDIS_URL_ENV = 'M2M_PROXY_TEST_REDIS_URL'
 export const ADMIN_TOKEN_MIN_LENGTH = 24
 
 type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
 
 export type ProxyConfig = {
-  [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile'>]: Required<K>
+  [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>]: Required<K>
 } & {
+  /** Fleet mode through Redis; undefined: single-process mode. Read and checked, not used yet (issue 13). */
+  fleet: FleetConfig | undefined
   /** Absolute path of the credentials JSON file. */
   credentialsFile: string
   /** Absolute path of the directory for state that survives restarts. */
@@ -21,6 +27,16 @@ export type ProxyConfig = {
   adminToken: string | undefined
   /** Corporate egress proxy from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case). */
   egress: EgressProxy
+}
+
+type FleetSettingKey = 'redisUrl' | 'fleetKey' | 'fleetKeyFile' | 'redisKeyPrefix'
+
+export interface FleetConfig {
+  /** May hold a password: never log it. */
+  redisUrl: string
+  /** The 32-byte secret the replicas share; never log it. */
+  fleetKey: Buffer
+  keyPrefix: string
 }
 
 export interface EgressProxy {
@@ -132,8 +148,39 @@ function resolveAdminToken (settings: RawSettings, sources: ConfigSources): stri
   return token
 }
 
-/** Every M2M_PROXY_* variable the proxy reads; any other one is refused (see env-names.ts). */
-export const KNOWN_ENV_NAMES: readonly string[] = [...Object.values(SETTINGS).map((definition) => definition.env), CONFIG_FILE_ENV]
+/** Fleet mode needs the Redis URL and exactly one of the key and the key file; a key without a URL is refused, not ignored. */
+function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConfig | undefined {
+  const { redisUrl, fleetKey, fleetKeyFile, redisKeyPrefix } = settings
+  if (fleetKey !== undefined && fleetKeyFile !== undefined) {
+    throw new ConfigError('M2M_PROXY_FLEET_KEY', 'set either M2M_PROXY_FLEET_KEY or M2M_PROXY_FLEET_KEY_FILE, not both')
+  }
+  const setting = fleetKeyFile !== undefined ? 'M2M_PROXY_FLEET_KEY_FILE' : 'M2M_PROXY_FLEET_KEY'
+  if (redisUrl === undefined) {
+    if (fleetKey === undefined && fleetKeyFile === undefined) return undefined
+    // Replicas believing they share state while each runs alone would each spend the lockout budget.
+    throw new ConfigError(setting, 'is set but M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither for a single process')
+  }
+  let keyText = fleetKey
+  if (fleetKeyFile !== undefined) {
+    try {
+      keyText = sources.readTextFile(path.resolve(sources.cwd, fleetKeyFile))
+    } catch (error) {
+      throw new ConfigError(setting, `${fleetKeyFile} cannot be read (${errorCode(error)})`)
+    }
+  }
+  if (keyText === undefined) {
+    throw new ConfigError('M2M_PROXY_FLEET_KEY', 'is required with M2M_PROXY_REDIS_URL (or M2M_PROXY_FLEET_KEY_FILE): the same 32-byte secret on every replica, 64 hex digits or base64; generate one with: openssl rand -hex 32')
+  }
+  try {
+    return { redisUrl, fleetKey: parseFleetKey(keyText), keyPrefix: redisKeyPrefix ?? DEFAULT_REDIS_KEY_PREFIX }
+  } catch (error) {
+    if (error instanceof FleetKeyError) throw new ConfigError(setting, error.message)
+    throw error
+  }
+}
+
+/** Every M2M_PROXY_* variable the proxy reads (and the tests' Redis URL); any other one is refused (see env-names.ts). */
+export const KNOWN_ENV_NAMES: readonly string[] = [...Object.values(SETTINGS).map((definition) => definition.env), CONFIG_FILE_ENV, TEST_REDIS_URL_ENV]
 
 export function createConfig (sources: ConfigSources): ProxyConfig {
   checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
@@ -142,9 +189,10 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     throw new ConfigError('M2M_PROXY_CREDENTIALS_FILE', NO_CREDENTIALS_HINT)
   }
   const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
-  const { adminTokenFile: _file, adminToken: _token, ...rest } = settings
+  const { adminTokenFile: _file, adminToken: _token, redisUrl: _redisUrl, fleetKey: _fleetKey, fleetKeyFile: _fleetKeyFile, redisKeyPrefix: _prefix, ...rest } = settings
   return {
-    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress'>),
+    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet'>),
+    fleet: resolveFleet(settings, sources),
     credentialsFile,
     stateDir: settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
     adminToken: resolveAdminToken(settings, sources),

@@ -2,6 +2,7 @@
 
 import { ConfigError } from './errors.js'
 import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from '../proxy/paths.js'
+import { DEFAULT_REDIS_KEY_PREFIX } from '../fleet/store.js'
 
 type Parser<T> = (raw: unknown, setting: string) => T
 
@@ -107,6 +108,31 @@ function secretText (raw: unknown, setting: string): string {
   return raw.trim()
 }
 
+/** A redis:// or rediss:// URL; never echoed, as it may hold a password. */
+function redisUrl (raw: unknown, setting: string): string {
+  const value = secretText(raw, setting)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError(setting, 'must be a URL such as redis://redis.internal:6379 or rediss://user:password@redis.internal:6380')
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    throw new ConfigError(setting, `must use redis:// or rediss:// (TLS) (got ${url.protocol})`)
+  }
+  if (url.hostname === '') throw new ConfigError(setting, 'must name a host, such as redis://redis.internal:6379')
+  return value
+}
+
+/** Start of every Redis key the proxy writes: letters, digits and : _ . - only, so that it is safe in a SCAN pattern. */
+function keyPrefix (raw: unknown, setting: string): string {
+  const value = text(raw, setting)
+  if (!/^[A-Za-z0-9:_.-]{1,100}$/.test(value)) {
+    throw new ConfigError(setting, `must be 1 to 100 letters, digits or : _ . - (got ${describe(raw)})`)
+  }
+  return value
+}
+
 interface Setting<T> {
   env: string
   default: T | undefined
@@ -143,7 +169,12 @@ export const SETTINGS = {
   logBufferBytes: setting('M2M_PROXY_LOG_BUFFER_BYTES', 4096, integer(0, 16383)),
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
-  logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean)
+  logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
+  // Fleet mode (issue 13, in progress): read and checked, not used yet.
+  redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
+  fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
+  fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
+  redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix)
 } as const
 
 export type SettingKey = keyof typeof SETTINGS

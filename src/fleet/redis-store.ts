@@ -19,8 +19,6 @@ import {
   type FleetChange, type FleetChangeListener, type FleetStore, type LoginLock, type PasswordGeneration, type SharedOAuthToken, type SharedSession
 } from './store.js'
 
-export const DEFAULT_REDIS_KEY_PREFIX = 'm2m-session-proxy:'
-
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 /** Moves lastUsedAt forward only, and only on a stored session. */

@@ -494,3 +494,76 @@ t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN: one documented set of spellings, the same 
     t.match(error.problem, 'false, no, off, 0')
   }
 })
+
+t.test('fleet mode (not wired yet): off without M2M_PROXY_REDIS_URL; the URL, the key and the key file are read and checked', async (t) => {
+  t.equal(load({ ...CREDS }).fleet, undefined, 'single-process mode by default')
+  const hexKey = 'a1'.repeat(32)
+  const url = 'rediss://proxy:Sup3r%40secret@redis.internal:6380/2'
+  const fleet = load({ ...CREDS, M2M_PROXY_REDIS_URL: url, M2M_PROXY_FLEET_KEY: hexKey }).fleet
+  t.equal(fleet?.redisUrl, url)
+  t.same(fleet?.fleetKey, Buffer.from(hexKey, 'hex'))
+  t.equal(fleet?.keyPrefix, 'm2m-session-proxy:', 'the default prefix')
+  const base64Key = Buffer.alloc(32, 7).toString('base64')
+  const fromFile = load({ ...CREDS, M2M_PROXY_REDIS_URL: 'redis://127.0.0.1:6379', M2M_PROXY_FLEET_KEY_FILE: 'fleet.key', M2M_PROXY_REDIS_KEY_PREFIX: 'fleet-a:' },
+    { [path.join(CWD, 'fleet.key')]: `${base64Key}\n` }).fleet
+  t.same(fromFile?.fleetKey, Buffer.alloc(32, 7), 'base64 from the key file, relative to the working directory')
+  t.equal(fromFile?.keyPrefix, 'fleet-a:')
+  const file = withConfigFile({ redisUrl: 'redis://r:6379', fleetKey: hexKey, redisKeyPrefix: 'p:' })
+  t.same(load(file.env, file.files).fleet, { redisUrl: 'redis://r:6379', fleetKey: Buffer.from(hexKey, 'hex'), keyPrefix: 'p:' }, 'the config file keys')
+})
+
+t.test('a bad Redis URL is refused without echoing it (it may hold a password)', async (t) => {
+  const password = 'Sup3rSecretPw'
+  for (const [bad, expected] of [
+    [`http://u:${password}@redis.internal:6379`, /must use redis:\/\/ or rediss:\/\/ \(TLS\) \(got http:\)/],
+    [`redis//u:${password}@redis.internal`, /must be a URL such as/],
+    [`redis://u:${password}@`, /must be a URL such as|must name a host/],
+    ['   ', /non-empty/]
+  ] as Array<[string, RegExp]>) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_REDIS_URL: bad, M2M_PROXY_FLEET_KEY: 'a1'.repeat(32) }), bad)
+    t.equal(error.setting, 'M2M_PROXY_REDIS_URL')
+    t.match(error.problem, expected, bad.replace(password, '***'))
+    t.notOk(printed(error).includes(password), 'the password is not printed')
+  }
+})
+
+t.test('the fleet key: exactly one of the key and the key file with a Redis URL, never echoed', async (t) => {
+  const url = { ...CREDS, M2M_PROXY_REDIS_URL: 'redis://u:Pw-not-printed@redis.internal:6379' }
+  const key = 'b2'.repeat(32)
+  const missing = configErrorOf(() => load(url))
+  t.equal(missing.setting, 'M2M_PROXY_FLEET_KEY')
+  t.match(missing.problem, /required with M2M_PROXY_REDIS_URL.*openssl rand -hex 32/)
+  const both = configErrorOf(() => load({ ...url, M2M_PROXY_FLEET_KEY: key, M2M_PROXY_FLEET_KEY_FILE: 'k' }))
+  t.match(both.problem, /either M2M_PROXY_FLEET_KEY or M2M_PROXY_FLEET_KEY_FILE, not both/)
+  const unreadable = configErrorOf(() => load({ ...url, M2M_PROXY_FLEET_KEY_FILE: '/run/secrets/fleet' }))
+  t.equal(unreadable.setting, 'M2M_PROXY_FLEET_KEY_FILE')
+  t.match(unreadable.problem, '/run/secrets/fleet cannot be read (ENOENT)')
+  const shortKey = 'c3'.repeat(31)
+  const wrong = configErrorOf(() => load({ ...url, M2M_PROXY_FLEET_KEY: shortKey }))
+  t.equal(wrong.setting, 'M2M_PROXY_FLEET_KEY')
+  t.match(wrong.problem, /64 hex digits \(got 62\)/)
+  t.notOk(printed(wrong).includes(shortKey), 'the key is not printed')
+  t.notOk(printed(wrong).includes('c3c3c3'), 'nor a part of it')
+  const wrongInFile = configErrorOf(() => load({ ...url, M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }, { [path.join(CWD, 'fleet.key')]: 'not-a-key' }))
+  t.equal(wrongInFile.setting, 'M2M_PROXY_FLEET_KEY_FILE')
+  t.notOk(printed(wrongInFile).includes('not-a-key'))
+  for (const error of [missing, both, unreadable, wrong, wrongInFile]) t.notOk(printed(error).includes('Pw-not-printed'), 'the URL\'s password is not printed')
+  for (const alone of [{ M2M_PROXY_FLEET_KEY: key }, { M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }] as Array<Record<string, string>>) {
+    const error = configErrorOf(() => load({ ...CREDS, ...alone }))
+    t.match(error.problem, /M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither/, 'a key without a URL is refused, not ignored')
+    t.notOk(printed(error).includes(key))
+  }
+})
+
+t.test('the Redis key prefix is letters, digits and : _ . - only', async (t) => {
+  for (const bad of ['has space', 'glob*', 'x'.repeat(101)]) {
+    t.equal(configErrorOf(() => load({ ...CREDS, M2M_PROXY_REDIS_KEY_PREFIX: bad })).setting, 'M2M_PROXY_REDIS_KEY_PREFIX', bad.slice(0, 12))
+  }
+})
+
+t.test('the fleet settings and the tests\' Redis URL are known names', async (t) => {
+  for (const name of ['M2M_PROXY_REDIS_URL', 'M2M_PROXY_FLEET_KEY', 'M2M_PROXY_FLEET_KEY_FILE', 'M2M_PROXY_REDIS_KEY_PREFIX', 'M2M_PROXY_TEST_REDIS_URL']) {
+    t.ok(KNOWN_ENV_NAMES.includes(name), name)
+  }
+  t.equal(load({ ...CREDS, M2M_PROXY_TEST_REDIS_URL: 'redis://127.0.0.1:6379' }).fleet, undefined, 'the tests\' URL does not turn fleet mode on')
+})
