@@ -33,6 +33,7 @@ export type UnavailableReason =
   | 'oauth-client-rejected' // app key or secret refused by the token endpoint
   | 'upstream-unavailable' // login or token endpoint failing; backing off
   | 'state-unwritable' // the lockout count cannot be persisted, so no login is risked
+  | 'fleet-store-unreachable' // fleet mode: the fleet's failure count cannot be checked, so no login is sent
 
 /** The proxy cannot obtain tokens right now; clients get 503 with Retry-After. */
 export class AuthUnavailableError extends Error {

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import type { Clock, Timer } from './clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
+import type { FleetStore, LoginLock, SharedSession } from '../fleet/store.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from './errors.js'
 import { OAuthTokenCache } from './oauth-token.js'
@@ -36,10 +37,25 @@ export interface SessionEvents {
   onLogoutFailed?: (detail: { message: string, cause: FailureCause, replaced: boolean }) => void
   /** Not ready because ThingSpace is failing (not a rejection): a login is tried again in `delayMs` without waiting for a client. */
   onBackgroundRetry?: (delayMs: number) => void
+  /** Fleet mode: a session another replica logged in was taken up instead of logging in. */
+  onFleetLoginAvoided?: () => void
+  /** Fleet mode: another replica held the login lock, and this one waited for its outcome. */
+  onFleetLockWait?: () => void
 }
 
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
-export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing'
+export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
+
+/** Fleet mode: the state the replicas share (FleetStore) and how long one replica may hold the login lock. */
+export interface FleetOptions {
+  store: FleetStore
+  /** Longer than a login and its OAuth token fetch can take: a holder that dies frees it after this. */
+  lockTtlMs: number
+  /** A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect). */
+  pollIntervalMs?: number
+}
+
+export const FLEET_POLL_INTERVAL_MS = 250
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -48,6 +64,8 @@ export interface SessionManagerOptions {
   sessionIdleSeconds: number
   clock: Clock
   events?: SessionEvents
+  /** Absent: one process, today's behaviour. Present: logins are shared with the other replicas of the fleet. */
+  fleet?: FleetOptions
 }
 
 interface CachedSession {
@@ -76,6 +94,16 @@ export interface SessionSnapshot {
   oauthFetches: number
   sessionTokenFingerprint: string | null
   oauthTokenFingerprint: string | null
+  /** null in single-process mode. */
+  fleet: FleetSnapshot | null
+}
+
+export interface FleetSnapshot {
+  storeConnected: boolean
+  /** The fleet's consecutive counted logins, as last read (null before any read). */
+  consecutiveLoginFailures: number | null
+  loginsAvoided: number
+  lockWaits: number
 }
 
 /** Stop using a session this long before the platform's idle expiry: the request must arrive in time. */
@@ -122,7 +150,19 @@ export class SessionManager {
   private retryTimer: Timer | undefined
   /** The last login was sent but got no answer: ThingSpace may have counted it as a failed login. */
   private lastLoginOutcomeUnknown = false
+  /** The last login sent was rejected or got no answer: it stays counted (fleet count and local guard alike). */
+  private lastSendCounted = false
   private closed = false
+  /** The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from it. */
+  private lastSession: CachedSession | undefined
+  /** Fleet mode: the fleet's failure count was at its limit at the last attempt. */
+  private fleetGuardEngaged = false
+  private fleetFailuresSeen: number | undefined
+  private loginsAvoided = 0
+  private lockWaits = 0
+  /** Wakes replicas waiting for another's login (a `session` notification). */
+  private readonly sharedChangeWaiters = new Set<() => void>()
+  private readonly unsubscribeFleet: () => void
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
@@ -149,6 +189,9 @@ export class SessionManager {
       }
     )
     this.loginBackoff = new Backoff(options.clock)
+    this.unsubscribeFleet = options.fleet?.store.subscribe((change) => {
+      if (change.kind === 'session') this.sharedSessionChanged()
+    }) ?? (() => {})
   }
 
   /**
@@ -252,6 +295,8 @@ export class SessionManager {
     if (session === undefined) return false
     this.sessions.delete(SESSION_KEY)
     this.pendingRenewal = undefined
+    // The other replicas must not take up a session logged out here.
+    await this.options.fleet?.store.clearSession().catch((error: unknown) => this.events.onWarning?.(`the shared session could not be cleared in the fleet store: ${messageOf(error)}`))
     // Forgotten locally first: even if the logout fails, the token is never sent again.
     try {
       await this.options.api.logout(await this.oauth.get(), session.token)
@@ -267,6 +312,8 @@ export class SessionManager {
     this.closed = true
     this.retryTimer?.cancel()
     this.retryTimer = undefined
+    this.unsubscribeFleet()
+    for (const wake of [...this.sharedChangeWaiters]) wake()
   }
 
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
@@ -286,7 +333,12 @@ export class SessionManager {
   }
 
   get guardEngaged (): boolean {
-    return this.options.guard.engaged
+    return this.options.guard.engaged || (this.fleetGuardEngaged && !this.sessions.has(SESSION_KEY))
+  }
+
+  /** Fleet mode only: whether the fleet store can be reached now; undefined in single-process mode. */
+  get fleetStoreConnected (): boolean | undefined {
+    return this.options.fleet?.store.connected
   }
 
   /** Ready: a session is held, or the last login succeeded. */
@@ -302,6 +354,9 @@ export class SessionManager {
   notReadyReason (): NotReadyReason | undefined {
     if (this.options.guard.engaged) return 'credentials-rejected'
     if (this.sessions.has(SESSION_KEY)) return undefined
+    // Fleet mode: without the store no login is sent, so only a session held serves.
+    if (this.options.fleet !== undefined && !this.options.fleet.store.connected) return 'fleet-store-unreachable'
+    if (this.fleetGuardEngaged) return 'credentials-rejected'
     if (this.oauth.clientRejected) return 'oauth-client-rejected'
     if (this.lastLoginSucceeded) return undefined
     if (this.lastLoginRejected) return 'credentials-rejected'
@@ -316,6 +371,7 @@ export class SessionManager {
     const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
     let state: SessionStatus = 'none'
     if (this.options.guard.engaged) state = 'rejected'
+    else if (this.fleetGuardEngaged && session === undefined) state = 'rejected'
     else if (session !== undefined && remainingMs > 0) state = 'active'
     else if (this.loginInFlight !== undefined) state = 'logging-in'
     else if (this.loginBackoff.remainingMs() > 0) state = 'backing-off'
@@ -332,10 +388,17 @@ export class SessionManager {
       renewals: this.renewals,
       oauthFetches: this.oauth.fetchCount,
       sessionTokenFingerprint: session === undefined ? null : fingerprint(session.token),
-      oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value)
+      oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value),
+      fleet: this.options.fleet === undefined
+        ? null
+        : { storeConnected: this.options.fleet.store.connected, consecutiveLoginFailures: this.fleetFailuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
     }
   }
 
+  /**
+   * Single-flight, level 1 (this process): every caller joins the one login promise under way.
+   * Level 2 (the fleet) is the store's login lock, taken in fleetLogin().
+   */
   private login (): Promise<CachedSession> {
     if (this.loginInFlight === undefined) {
       this.loginInFlight = this.loginOnce().finally(() => { this.loginInFlight = undefined })
@@ -353,7 +416,7 @@ export class SessionManager {
   private retryInBackground (error: unknown): void {
     const setTimer = this.options.clock.setTimer
     if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
-    if (!(error instanceof AuthUnavailableError) || error.reason !== 'upstream-unavailable' || !this.waitingForUpstream()) return
+    if (!(error instanceof AuthUnavailableError) || !BACKGROUND_RETRY_REASONS.has(error.reason) || !this.waitingForUpstream()) return
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLoginOutcomeUnknown) return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
@@ -368,7 +431,7 @@ export class SessionManager {
   /** Not ready, and for no rejection: ThingSpace was unreachable or failing. */
   private waitingForUpstream (): boolean {
     const reason = this.notReadyReason()
-    return reason === 'not-logged-in' || reason === 'login-failing'
+    return reason === 'not-logged-in' || reason === 'login-failing' || reason === 'fleet-store-unreachable'
   }
 
   private async loginOnce (): Promise<CachedSession> {
@@ -389,6 +452,82 @@ export class SessionManager {
         ? new AuthUnavailableError('credentials-rejected', `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`, Math.ceil(waitMs / 1000))
         : new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
     }
+    return this.options.fleet === undefined ? await this.sendLogin() : await this.fleetLogin(this.options.fleet)
+  }
+
+  /**
+   * Single-flight, level 2 (the fleet): one replica at a time holds the login lock. The others wait
+   * for its outcome (a notification, or polling as the backstop) and take up the session it wrote.
+   * Whoever holds the lock re-reads the shared session first: no login while a newer one is there.
+   */
+  private async fleetLogin (fleet: FleetOptions): Promise<CachedSession> {
+    const { store, lockTtlMs } = fleet
+    const pollMs = fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
+    const replacing = this.lastSession
+    // Bounded by polls, not by the clock: the lock expires by then, whatever clock the store runs on.
+    const maxPolls = Math.ceil(lockTtlMs / pollMs) + 1
+    for (let poll = 0; ; poll++) {
+      const lock = await this.fleetCall('take the login lock', async () => await store.takeLoginLock(lockTtlMs))
+      if (lock !== undefined) {
+        try {
+          return await this.loginHoldingLock(store, replacing)
+        } finally {
+          await this.releaseLock(store, lock)
+        }
+      }
+      if (poll === 0) {
+        this.lockWaits += 1
+        this.events.onFleetLockWait?.()
+      }
+      if (poll >= maxPolls) {
+        throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock; waiting for its login', 1)
+      }
+      await this.sharedSessionChange(pollMs)
+      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+      const shared = await this.fleetCall('read the shared session', async () => await store.readSession())
+      // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
+      if (isNewerSession(shared, replacing)) return this.takeUpShared(shared)
+    }
+  }
+
+  /** Holding the lock: take up a newer shared session, or count the attempt (fleet, then local) and log in. */
+  private async loginHoldingLock (store: FleetStore, replacing: CachedSession | undefined): Promise<CachedSession> {
+    const shared = await this.fleetCall('read the shared session', async () => await store.readSession())
+    if (isNewerSession(shared, replacing)) return this.takeUpShared(shared)
+    const maxFailures = this.options.guard.maxFailures
+    const before = await this.fleetCall('read the fleet\'s login failure count', async () => await store.readLoginFailures())
+    this.noteFleetFailures(before)
+    if (this.fleetGuardEngaged) throw this.fleetGuardError(before)
+    const counted = await this.fleetCall('count the login attempt', async () => await store.countLoginAttempt())
+    if (counted > maxFailures) {
+      // Another holder counted meanwhile (a lock that expired under it): never past the limit.
+      await this.uncount(store)
+      this.noteFleetFailures(counted - 1)
+      throw this.fleetGuardError(counted - 1)
+    }
+    let session: CachedSession
+    try {
+      session = await this.sendLogin()
+    } catch (error) {
+      if (this.lastSendCounted) this.noteFleetFailures(counted)
+      else await this.uncount(store)
+      throw error
+    }
+    this.noteFleetFailures(0)
+    try {
+      await store.resetLoginFailures()
+      await store.writeSession({ token: session.token, loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt })
+    } catch (error) {
+      // This replica serves with its session; the others log in on their next expiry (the count stays, conservative).
+      this.events.onWarning?.(`logged in, but the fleet store was not updated: ${messageOf(error)}`)
+    }
+    return session
+  }
+
+  /** The one login sent to ThingSpace, counted in the local guard first. */
+  private async sendLogin (): Promise<CachedSession> {
+    const guard = this.options.guard
+    this.lastSendCounted = false
     let oauthToken = await this.oauth.get()
     // One more try only when the gateway refused our bearer: the login itself was never evaluated.
     for (let attempt = 1; ; attempt++) {
@@ -416,6 +555,96 @@ export class SessionManager {
     }
   }
 
+  /** A session another replica logged in replaces this one's: no login sent. */
+  private takeUpShared (shared: SharedSession): CachedSession {
+    const replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
+    this.pendingRenewal = undefined
+    this.retryTimer?.cancel()
+    this.retryTimer = undefined
+    this.loginBackoff.reset()
+    this.lastLoginRejected = false
+    this.lastLoginOutcomeUnknown = false
+    this.lastLoginSucceeded = true
+    this.fleetGuardEngaged = false
+    this.loginsAvoided += 1
+    this.events.onFleetLoginAvoided?.()
+    const session: CachedSession = { token: shared.token, loggedInAt: shared.loggedInAt, replacedRefusedSession }
+    this.lastUsedAt = this.options.clock.now()
+    this.sessions.set(SESSION_KEY, session)
+    this.lastSession = session
+    return session
+  }
+
+  /**
+   * A `session` notification: wakes the replicas waiting for another's login, and lets one that is
+   * not logging in take up a session newer than its own (read from the store: no secret travels in
+   * the message). The hot path never reads the store; this does, once per notification.
+   */
+  private sharedSessionChanged (): void {
+    for (const wake of [...this.sharedChangeWaiters]) wake()
+    const store = this.options.fleet?.store
+    if (store === undefined || this.loginInFlight !== undefined || this.closed) return
+    store.readSession().then((shared) => {
+      const held = this.sessions.peek(SESSION_KEY)
+      if (this.loginInFlight !== undefined || held === undefined || !isNewerSession(shared, held)) return
+      const session: CachedSession = { token: shared.token, loggedInAt: shared.loggedInAt, replacedRefusedSession: false }
+      this.sessions.set(SESSION_KEY, session)
+      this.lastSession = session
+    }, (error: unknown) => this.events.onWarning?.(`a fleet session notification could not be followed: ${messageOf(error)}`))
+  }
+
+  /** Resolves on the next `session` notification or after `ms`, whichever comes first. */
+  private async sharedSessionChange (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer)
+        this.sharedChangeWaiters.delete(wake)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      this.sharedChangeWaiters.add(wake)
+    })
+  }
+
+  /** A store call the login depends on: if it fails, no login is sent (the fleet's count cannot be checked). */
+  private async fleetCall<T> (what: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call()
+    } catch (error) {
+      throw new AuthUnavailableError('fleet-store-unreachable',
+        `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`, 5)
+    }
+  }
+
+  private async releaseLock (store: FleetStore, lock: LoginLock): Promise<void> {
+    try {
+      await store.releaseLoginLock(lock)
+    } catch (error) {
+      this.events.onWarning?.(`the fleet login lock could not be released (it expires by itself): ${messageOf(error)}`)
+    }
+  }
+
+  /** Takes back a counted attempt that did not count (5xx, no connection, nothing sent). */
+  private async uncount (store: FleetStore): Promise<void> {
+    try {
+      this.noteFleetFailures(await store.uncountLoginAttempt())
+    } catch (error) {
+      // Left counted: conservative, the budget is smaller, never larger.
+      this.events.onWarning?.(`a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}`)
+    }
+  }
+
+  private noteFleetFailures (failures: number): void {
+    this.fleetFailuresSeen = failures
+    this.fleetGuardEngaged = failures >= this.options.guard.maxFailures
+  }
+
+  private fleetGuardError (failures: number): AuthUnavailableError {
+    return new AuthUnavailableError('credentials-rejected',
+      `ThingSpace rejected ${failures} login(s) in a row across the fleet (M2M_PROXY_MAX_LOGIN_FAILURES ${this.options.guard.maxFailures}); logins are paused fleet-wide until one succeeds or the fleet's count is reset`,
+      60)
+  }
+
   private loggedIn (token: string): CachedSession {
     this.retryTimer?.cancel()
     this.retryTimer = undefined
@@ -434,6 +663,7 @@ export class SessionManager {
     const session = { token, loggedInAt: this.options.clock.now(), replacedRefusedSession }
     this.lastUsedAt = session.loggedInAt // the platform's idle clock starts at login
     this.sessions.set(SESSION_KEY, session)
+    this.lastSession = session
     this.events.onLogin?.('success', { consecutiveRejections: 0 })
     return session
   }
@@ -446,6 +676,7 @@ export class SessionManager {
     this.loginBackoff.recordFailure(error.retryAfterSeconds)
     this.lastLoginRejected = error.kind === 'rejected'
     this.lastLoginOutcomeUnknown = error.kind === 'unknown-outcome'
+    this.lastSendCounted = error.kind === 'rejected' || error.kind === 'unknown-outcome'
     if (error.kind === 'rejected') {
       this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
       return new AuthUnavailableError('credentials-rejected',
@@ -456,6 +687,15 @@ export class SessionManager {
     return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
       Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
   }
+}
+
+/** Errors after which a login is tried again in the background while not ready. */
+const BACKGROUND_RETRY_REASONS: ReadonlySet<string> = new Set(['upstream-unavailable', 'fleet-store-unreachable'])
+
+/** A shared session other than the one being replaced, and not older than it. */
+function isNewerSession (shared: SharedSession | undefined, replacing: CachedSession | undefined): shared is SharedSession {
+  if (shared === undefined) return false
+  return replacing === undefined || (shared.token !== replacing.token && shared.loggedInAt >= replacing.loggedInAt)
 }
 
 function messageOf (error: unknown): string {

@@ -1,0 +1,265 @@
+// Unit tests of fleet mode: three session managers sharing one in-memory fleet store, a fake clock and one fake ThingSpace: one login per expiry, one lockout budget, Redis down.
+import { randomBytes } from 'node:crypto'
+import t, { type Test } from 'tap'
+import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-client.js'
+import { AuthUnavailableError, UpstreamAuthError } from '../../src/session/errors.js'
+import { LoginGuard } from '../../src/session/login-guard.js'
+import { SessionManager, type SessionCredentials, type UpstreamTokens } from '../../src/session/session-manager.js'
+import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
+import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
+
+const CREDENTIALS: SessionCredentials = { username: 'fleet-user@example.com', password: 'Pw-fleet-1', clientId: 'app-key', clientSecret: 'app-secret' }
+const PREFIX = 'm2m-session-proxy:'
+const LOCK_TTL_MS = 65_000
+const MAX_FAILURES = 2
+
+class FakeClock {
+  ms = Date.UTC(2026, 0, 1, 12, 0, 0)
+  readonly now = (): number => this.ms
+  advance (ms: number): void { this.ms += ms }
+}
+
+/** One ThingSpace shared by the fleet: records logins; `login` can be held or made to fail. */
+class FakeApi implements ThingSpaceAuthApi {
+  logins = 0
+  oauthFetches = 0
+  readonly issuedSessions: string[] = []
+  /** While set, logins wait for it. */
+  hold: Promise<void> | undefined
+  fail: UpstreamAuthError | undefined
+
+  async fetchOAuthToken (): Promise<OAuthGrant> {
+    this.oauthFetches += 1
+    return { accessToken: `oauth-${this.oauthFetches}-${randomBytes(6).toString('hex')}`, expiresInSeconds: 3600 }
+  }
+
+  async login (): Promise<string> {
+    this.logins += 1
+    if (this.hold !== undefined) await this.hold
+    if (this.fail !== undefined) throw this.fail
+    const token = `session-${this.issuedSessions.length + 1}-${randomBytes(6).toString('hex')}`
+    this.issuedSessions.push(token)
+    return token
+  }
+
+  async logout (): Promise<void> {}
+  async resetPassword (): Promise<string> { return 'unused' }
+}
+
+/** A store that can be taken down: every call fails and `connected` is false, as the Redis adapter's are when Redis is unreachable. */
+function downable (inner: FleetStore): { store: FleetStore, down: { value: boolean }, deaf: { value: boolean } } {
+  const down = { value: false }
+  /** Notifications are lost (pub/sub reconnecting), commands still work. */
+  const deaf = { value: false }
+  const store = new Proxy(inner, {
+    get (target, property) {
+      if (property === 'connected') return !down.value && target.connected
+      if (property === 'subscribe') return (listener: FleetChangeListener) => target.subscribe((change) => { if (!deaf.value) listener(change) })
+      const value: unknown = Reflect.get(target, property, target)
+      if (typeof value !== 'function') return value
+      if (property === 'close') return value.bind(target)
+      return async (...args: unknown[]) => {
+        if (down.value) throw new Error('cannot reach Redis: ECONNREFUSED')
+        return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+      }
+    }
+  })
+  return { store, down, deaf }
+}
+
+interface Replica {
+  manager: SessionManager
+  down: { value: boolean }
+  deaf: { value: boolean }
+  avoided: number
+  lockWaits: number
+  warnings: string[]
+}
+
+function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, dir = t.testdir({})): Replica {
+  const { store, down, deaf } = downable(new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }))
+  const result: Replica = { manager: undefined as unknown as SessionManager, down, deaf, avoided: 0, lockWaits: 0, warnings: [] }
+  result.manager = new SessionManager({
+    api,
+    credentials: CREDENTIALS,
+    guard: LoginGuard.open(dir, MAX_FAILURES, CREDENTIALS),
+    sessionIdleSeconds: 1200,
+    clock,
+    fleet: { store, lockTtlMs: LOCK_TTL_MS, pollIntervalMs: 20 },
+    events: {
+      onFleetLoginAvoided: () => { result.avoided += 1 },
+      onFleetLockWait: () => { result.lockWaits += 1 },
+      onWarning: (message) => result.warnings.push(message)
+    }
+  })
+  t.teardown(() => result.manager.close())
+  return result
+}
+
+function fleetOf (t: Test, size = 3): { fleet: MemoryFleet, api: FakeApi, clock: FakeClock, replicas: Replica[] } {
+  const clock = new FakeClock()
+  const fleet = new MemoryFleet(clock)
+  const api = new FakeApi()
+  const replicas = Array.from({ length: size }, () => replica(t, fleet, api, clock))
+  return { fleet, api, clock, replicas }
+}
+
+async function reason (promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise
+    return 'served'
+  } catch (error) {
+    if (error instanceof AuthUnavailableError) return error.reason
+    throw error
+  }
+}
+
+t.test('start-up: the first replica logs in, the others take up its session', async (t) => {
+  const { api, replicas } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  t.equal(api.logins, 1, 'one login for the fleet')
+  const tokens = await Promise.all(replicas.map(async ({ manager }) => (await manager.acquireTokens()).sessionToken))
+  t.same(tokens, [api.issuedSessions[0], api.issuedSessions[0], api.issuedSessions[0]])
+  t.same(replicas.map((r) => r.avoided), [0, 1, 1])
+  t.same(replicas[1]?.manager.snapshot().fleet, { storeConnected: true, consecutiveLoginFailures: null, loginsAvoided: 1, lockWaits: 0 })
+})
+
+t.test('one session expiry, concurrent renewals on three replicas: exactly one login, all take up the new session', async (t) => {
+  const { api, replicas } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const stale = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+  let release!: () => void
+  api.hold = new Promise<void>((resolve) => { release = resolve })
+  const renewals: Array<Promise<UpstreamTokens | undefined>> = []
+  for (let i = 0; i < 30; i++) {
+    const index = i % 3
+    renewals.push((replicas[index] as Replica).manager.tokensAfterRejection(stale[index] as UpstreamTokens, 'session'))
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100)) // the waiters poll meanwhile
+  t.equal(api.logins, 2, 'one renewal login under way, the others wait for the lock')
+  release()
+  api.hold = undefined
+  const renewed = await Promise.all(renewals)
+  t.equal(api.logins, 2, 'exactly one login for the expiry, fleet-wide')
+  const fresh = api.issuedSessions[1]
+  t.ok(renewed.every((tokens) => tokens?.sessionToken === fresh), 'every request replays with the new session')
+  t.same(replicas.map(({ manager }) => manager.currentTokens()?.sessionToken), [fresh, fresh, fresh])
+  t.equal(replicas.reduce((sum, r) => sum + r.lockWaits, 0), 2, 'the two other replicas waited for the lock')
+  t.equal(replicas.reduce((sum, r) => sum + r.avoided, 0), 2 + 2, 'two avoided at start-up, two at the expiry')
+})
+
+t.test('a replica that missed the notification finds the new session by polling', async (t) => {
+  const { api, replicas } = fleetOf(t, 2)
+  const [first, second] = replicas as [Replica, Replica]
+  await first.manager.startSession()
+  await second.manager.startSession()
+  const stale = await second.manager.acquireTokens()
+  let release!: () => void
+  api.hold = new Promise<void>((resolve) => { release = resolve })
+  const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
+  await new Promise((resolve) => setImmediate(resolve))
+  const waiter = second.manager.tokensAfterRejection(stale, 'session')
+  await new Promise((resolve) => setTimeout(resolve, 30))
+  second.deaf.value = true // no notification any more, only polling
+  release()
+  const [a, b] = await Promise.all([holder, waiter.catch((error: unknown) => error)])
+  t.equal(api.logins, 2)
+  t.equal((b as UpstreamTokens).sessionToken, a?.sessionToken, 'the waiter found the new session')
+})
+
+t.test('a notification brings a newer session to a replica that is not logging in', async (t) => {
+  const { api, replicas } = fleetOf(t, 2)
+  const [first, second] = replicas as [Replica, Replica]
+  await first.manager.startSession()
+  await second.manager.startSession()
+  await second.manager.acquireTokens()
+  await first.manager.restartSession('admin')
+  t.equal(api.logins, 2, 'the held session was the latest: the restart logged in')
+  for (let i = 0; i < 20 && second.manager.currentTokens()?.sessionToken !== api.issuedSessions[1]; i++) await new Promise((resolve) => setImmediate(resolve))
+  t.equal(second.manager.currentTokens()?.sessionToken, api.issuedSessions[1], 'the other replica uses the new session')
+})
+
+t.test('wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES failed logins fleet-wide, also across restarts', async (t) => {
+  const { fleet, api, clock, replicas } = fleetOf(t)
+  api.fail = new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.Authentication.Failed', 400)
+  const reasons: string[] = []
+  for (let round = 0; round < 5; round++) {
+    reasons.push(...await Promise.all(replicas.flatMap(({ manager }) => [reason(manager.acquireTokens()), reason(manager.acquireTokens())])))
+    clock.advance(120_000) // past every backoff
+  }
+  t.equal(api.logins, MAX_FAILURES, 'the fleet sent at most the limit')
+  t.ok(reasons.every((r) => r === 'credentials-rejected'), 'clients are told the credentials were rejected')
+  t.ok(replicas.every(({ manager }) => manager.notReadyReason() === 'credentials-rejected'))
+  t.equal(replicas[0]?.manager.snapshot().fleet?.consecutiveLoginFailures, MAX_FAILURES)
+  // Restarts with empty state directories: only the fleet's count stops them.
+  const restarted = Array.from({ length: 3 }, () => replica(t, fleet, api, clock))
+  for (const { manager } of restarted) t.equal(await reason(manager.startSession()), 'credentials-rejected')
+  t.equal(api.logins, MAX_FAILURES, 'no login after the restarts either')
+  t.equal(restarted[0]?.manager.snapshot().state, 'rejected')
+  t.ok(restarted[0]?.manager.guardEngaged)
+})
+
+t.test('a login that did not count (5xx) is taken back from the fleet count; a success resets it', async (t) => {
+  const { fleet, api, clock, replicas } = fleetOf(t, 1)
+  const manager = (replicas[0] as Replica).manager
+  const count = new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
+  api.fail = new UpstreamAuthError('unavailable', 'session login answered 503', 503)
+  t.equal(await reason(manager.startSession()), 'upstream-unavailable')
+  t.equal(await count.readLoginFailures(), 0, 'taken back')
+  api.fail = new UpstreamAuthError('rejected', 'session login answered 400', 400)
+  clock.advance(120_000)
+  t.equal(await reason(manager.startSession()), 'credentials-rejected')
+  t.equal(await count.readLoginFailures(), 1, 'a rejection stays counted')
+  api.fail = undefined
+  clock.advance(120_000)
+  await manager.startSession()
+  t.equal(await count.readLoginFailures(), 0, 'a success resets the count')
+  t.equal((await count.readSession())?.token, api.issuedSessions[0], 'and shares the session')
+})
+
+t.test('store down: no login, the tokens held keep serving; unready only without a session', async (t) => {
+  const { api, replicas } = fleetOf(t, 2)
+  const [first, second] = replicas as [Replica, Replica]
+  await first.manager.startSession()
+  first.down.value = true
+  second.down.value = true
+  t.ok(first.manager.currentTokens(), 'the held tokens serve')
+  t.equal(first.manager.notReadyReason(), undefined, 'ready while holding a session')
+  t.equal(await reason(second.manager.startSession()), 'fleet-store-unreachable', 'no login without the fleet count')
+  t.equal(second.manager.notReadyReason(), 'fleet-store-unreachable')
+  t.equal(second.manager.snapshot().fleet?.storeConnected, false)
+  const stale = await first.manager.acquireTokens()
+  t.equal(await reason(first.manager.tokensAfterRejection(stale, 'session')), 'fleet-store-unreachable', 'a refused session is not renewed')
+  t.equal(first.manager.notReadyReason(), 'fleet-store-unreachable')
+  t.equal(api.logins, 1, 'no login while the store is down')
+  first.down.value = false
+  second.down.value = false
+  t.equal((await first.manager.tokensAfterRejection(stale, 'session'))?.sessionToken, api.issuedSessions[1])
+  t.equal(api.logins, 2, 'logs in again once the store is back')
+  await second.manager.startSession()
+  t.equal(api.logins, 2, 'the other replica takes up that session')
+  t.equal(second.manager.notReadyReason(), undefined)
+})
+
+t.test('the store failing mid-way: a login already sent still serves; the lock and the count are left to expire', async (t) => {
+  const { api, replicas } = fleetOf(t, 1)
+  const only = replicas[0] as Replica
+  let release!: () => void
+  api.hold = new Promise<void>((resolve) => { release = resolve })
+  const started = only.manager.startSession()
+  await new Promise((resolve) => setImmediate(resolve))
+  only.down.value = true
+  release()
+  await started
+  t.ok(only.manager.currentTokens(), 'the session logged in serves')
+  t.match(only.warnings.join('\n'), /logged in, but the fleet store was not updated/)
+  t.match(only.warnings.join('\n'), /login lock could not be released/)
+})
+
+t.test('endSession clears the shared session so that no replica takes up a logged-out session', async (t) => {
+  const { fleet, replicas } = fleetOf(t, 1)
+  const manager = (replicas[0] as Replica).manager
+  await manager.startSession()
+  t.ok(await manager.endSession())
+  t.equal(await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession(), undefined)
+})
