@@ -23,6 +23,8 @@ import { createUpstreamDispatcher } from './upstream.js'
 import { lazyRequestLogger } from './logging.js'
 import { answerClientError, hardenListener, listenerTimeouts } from './listener/hardening.js'
 import { RequestGuard } from './listener/request-guard.js'
+import type { FleetStore } from './fleet/store.js'
+import { RedisFleetStore } from './fleet/redis-store.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -30,6 +32,8 @@ export interface AppDependencies {
   clock?: Clock
   /** Replaces the HTTP client of the auth calls (tests). */
   authApi?: ThingSpaceAuthApi
+  /** Replaces the Redis fleet store that config.fleet would open (tests). */
+  fleetStore?: FleetStore
 }
 
 export interface ProxyApp {
@@ -38,6 +42,8 @@ export interface ProxyApp {
   session: SessionManager
   operations: CredentialOperations
   metrics: ProxyMetrics
+  /** Fleet mode: the store the replicas share; undefined in single-process mode. */
+  fleetStore: FleetStore | undefined
   readonly shuttingDown: boolean
   /** Graceful stop: readiness 503, no new connections, in-flight requests finish (bounded), session logged out. */
   shutdown: () => Promise<void>
@@ -46,6 +52,13 @@ export interface ProxyApp {
 }
 
 const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+/** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
+const FLEET_LOCK_MARGIN_MS = 5_000
+
+/** The login lock outlives what one login can take (OAuth token fetch, then the login), so that it never expires under a live holder. */
+export function fleetLockTtlMs (upstreamTimeoutMs: number): number {
+  return 2 * upstreamTimeoutMs + FLEET_LOCK_MARGIN_MS
+}
 
 function fastifyOptions (config: ProxyConfig, logger: Logger, listener: string) {
   return {
@@ -66,13 +79,25 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
   const clock = deps.clock ?? systemClock
   // Read only when scraped, by then `session` below exists.
-  const metrics = new ProxyMetrics(() => session)
+  const metrics = new ProxyMetrics(() => session, { fleet: config.fleet !== undefined || deps.fleetStore !== undefined })
+  const fleetLog = logger.child({ component: 'fleet' })
+  // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).
+  const fleetStore = deps.fleetStore ?? (config.fleet === undefined
+    ? undefined
+    : new RedisFleetStore({
+      url: config.fleet.redisUrl,
+      fleetKey: config.fleet.fleetKey,
+      keyPrefix: config.fleet.keyPrefix,
+      username: credentials.username,
+      log: (level, message) => fleetLog[level](message)
+    }))
   const session = new SessionManager({
     api,
     credentials,
     guard: deps.guard,
     sessionIdleSeconds: config.sessionIdleSeconds,
     clock,
+    fleet: fleetStore === undefined ? undefined : { store: fleetStore, lockTtlMs: fleetLockTtlMs(config.upstreamTimeoutMs) },
     events: {
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
       onLogin: (outcome, detail) => {
@@ -91,7 +116,15 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
         metrics.renewals.inc({ reason })
         sessionLog.info({ reason }, 'session renewed')
       },
-      onWarning: (message) => sessionLog.warn(message)
+      onWarning: (message) => sessionLog.warn(message),
+      onFleetLoginAvoided: () => {
+        metrics.fleetLoginsAvoided.inc()
+        sessionLog.info('took up the session another replica logged in: no login sent')
+      },
+      onFleetLockWait: () => {
+        metrics.fleetLockWaits.inc()
+        sessionLog.debug('another replica holds the login lock: waiting for its login')
+      }
     }
   })
 
@@ -209,6 +242,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     proxy.server.closeAllConnections()
     admin.server.closeAllConnections()
     await closed
+    await fleetStore?.close()
     await dispatcher.destroy()
   }
 
@@ -226,7 +260,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       proxy.server.closeAllConnections()
       await drained
     }
-    if (config.logoutOnShutdown) {
+    if (config.logoutOnShutdown && fleetStore !== undefined) {
+      // The other replicas use the same session: logging it out would cost the fleet a login.
+      logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
+    } else if (config.logoutOnShutdown) {
       const outcome = await Promise.race([
         session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
         sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
@@ -237,6 +274,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
     }
     await admin.close()
+    await fleetStore?.close()
     await dispatcher.destroy()
   }
 
@@ -246,6 +284,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     session,
     operations,
     metrics,
+    fleetStore,
     get shuttingDown () { return shuttingDown },
     shutdown,
     close

@@ -46,13 +46,15 @@ export class ProxyMetrics {
   readonly renewals = new Counter({ name: 'm2m_proxy_session_renewals_total', help: 'Sessions replaced, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly replays = new Counter({ name: 'm2m_proxy_replays_total', help: 'Requests replayed after a token rejection', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly oauthFetches = new Counter({ name: 'm2m_proxy_oauth_fetches_total', help: 'OAuth token requests by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
+  readonly fleetLoginsAvoided = new Counter({ name: 'm2m_proxy_fleet_logins_avoided_total', help: 'Fleet mode: logins not sent because another replica had already logged in', registers: [this.registry] })
+  readonly fleetLockWaits = new Counter({ name: 'm2m_proxy_fleet_lock_waits_total', help: 'Fleet mode: logins that waited for another replica holding the login lock', registers: [this.registry] })
 
   /** Counts one answered request (hot path). */
   readonly countRequest: (method: string, statusCode: number) => void
   /** Records one upstream exchange (hot path); statusCode undefined when it failed. */
   readonly observeUpstream: (statusCode: number | undefined, seconds: number) => void
 
-  constructor (session: () => SessionManager | undefined) {
+  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean } = {}) {
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -98,6 +100,14 @@ export class ProxyMetrics {
         reportedDroppedLogLines = dropped
       }
     })
+    if (options.fleet === true) {
+      new Gauge({
+        name: 'm2m_proxy_fleet_store_up',
+        help: 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
+        registers: [this.registry],
+        collect () { this.set(session()?.fleetStoreConnected === true ? 1 : 0) }
+      })
+    }
     new Gauge({
       name: 'm2m_proxy_login_guard_engaged',
       help: '1 while rejected logins have paused logging in',

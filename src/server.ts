@@ -58,6 +58,18 @@ export async function listenOn (app: FastifyInstance, target: ListenTarget): Pro
   }
 }
 
+/** Fleet mode: how long the start-up login waits for the store to connect; after that it fails (fleet-store-unreachable) and is retried in the background. */
+const FLEET_CONNECT_WAIT_MS = 5_000
+
+/** Resolves once the fleet store is connected, after `timeoutMs` at most, at once without one. */
+async function storeConnected (app: ProxyApp, timeoutMs: number): Promise<void> {
+  const store = app.fleetStore
+  const deadline = Date.now() + timeoutMs
+  while (store !== undefined && !store.connected && Date.now() < deadline && !app.shuttingDown) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
 export async function startProxy (config: ProxyConfig, credentials: Credentials, logger: Logger, clock?: Clock): Promise<RunningProxy> {
   // Throws ConfigError when the state directory is unusable: before listening, before any login.
   const guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
@@ -79,6 +91,8 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
     logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')
   }
   // Logging in at once shows bad credentials at start-up instead of at the first client request.
-  const initialLogin = app.session.startSession().catch(() => { /* reported through the session events */ })
+  const initialLogin = storeConnected(app, FLEET_CONNECT_WAIT_MS)
+    .then(async () => await app.session.startSession())
+    .catch(() => { /* reported through the session events */ })
   return Object.assign(app, { proxyUrl, adminUrl, initialLogin }) // keeps the app's getters live
 }

@@ -94,6 +94,8 @@ export interface SessionSnapshot {
   oauthFetches: number
   sessionTokenFingerprint: string | null
   oauthTokenFingerprint: string | null
+  /** Whether replicas share the session through a fleet store (M2M_PROXY_REDIS_URL). */
+  fleetMode: boolean
   /** null in single-process mode. */
   fleet: FleetSnapshot | null
 }
@@ -389,6 +391,7 @@ export class SessionManager {
       oauthFetches: this.oauth.fetchCount,
       sessionTokenFingerprint: session === undefined ? null : fingerprint(session.token),
       oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value),
+      fleetMode: this.options.fleet !== undefined,
       fleet: this.options.fleet === undefined
         ? null
         : { storeConnected: this.options.fleet.store.connected, consecutiveLoginFailures: this.fleetFailuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
