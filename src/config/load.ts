@@ -17,7 +17,7 @@ type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
 export type ProxyConfig = {
   [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>]: Required<K>
 } & {
-  /** Fleet mode through Redis; undefined: single-process mode. Read and checked, not used yet (issue 13). */
+  /** Fleet mode through Redis; undefined: single-process mode. Logins are shared through it (issue 13, in progress). */
   fleet: FleetConfig | undefined
   /** Absolute path of the credentials JSON file. */
   credentialsFile: string

@@ -170,7 +170,7 @@ export const SETTINGS = {
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
-  // Fleet mode (issue 13, in progress): read and checked, not used yet.
+  // Fleet mode (issue 13, in progress): one login per expiry and one lockout budget for the replicas sharing the Redis.
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
