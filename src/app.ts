@@ -14,7 +14,7 @@ import { AuthUnavailableError } from './session/errors.js'
 import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
 import { sendProxyError } from './proxy/errors.js'
-import { notForwardedMessageFor, proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
+import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { ForwardPrefixes } from './proxy/paths.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { auditLine, registerAdminRoutes } from './admin/plugin.js'
@@ -175,8 +175,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     request.log.error({ err: error }, 'unexpected error')
     return sendProxyError(reply, 'internal', 'internal error of the proxy')
   })
-  const notForwardedMessage = notForwardedMessageFor(new ForwardPrefixes(config.forwardPrefixes))
-  proxy.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', notForwardedMessage))
+  const forwardPrefixes = new ForwardPrefixes(config.forwardPrefixes)
+  proxy.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', forwardPrefixes.notForwardedMessage))
   proxy.addHook('onResponse', (request, reply, done) => {
     recordRequest(request, reply)
     // While draining, the keep-alive connection this answer leaves idle is closed (see shutdown).
@@ -189,7 +189,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     bodyLimitBytes: config.bodyLimitBytes,
-    forwardPrefixes: config.forwardPrefixes,
+    forwardPrefixes,
     onReplay: (rejection) => {
       metrics.replays.inc({ reason: rejection.cause })
       sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')

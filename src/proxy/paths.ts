@@ -17,11 +17,17 @@ const QUESTION_MARK = 63
  */
 export class ForwardPrefixes {
   readonly prefixes: readonly string[]
+  /** Fewer than all of /api/: a target that passed isForwardableTarget must still be admitted. */
+  readonly narrowed: boolean
+  /** The 404 message for a target outside the prefixes (also the proxy listener's not-found answer). */
+  readonly notForwardedMessage: string
   /** The prefixes without their trailing slash, `/api` left out: targets admitted as they are. */
   private readonly stems: readonly string[]
 
   constructor (prefixes: readonly string[]) {
     this.prefixes = prefixes
+    this.narrowed = prefixes.length !== 1 || prefixes[0] !== API_ROOT
+    this.notForwardedMessage = `not proxied: only paths under ${prefixes.join(', ')} are forwarded`
     this.stems = prefixes.filter((prefix) => prefix !== API_ROOT).map((prefix) => prefix.slice(0, -1))
   }
 
@@ -31,11 +37,6 @@ export class ForwardPrefixes {
       if (rawUrl.startsWith(stem) && (rawUrl.length === stem.length || rawUrl.charCodeAt(stem.length) === QUESTION_MARK)) return true
     }
     return false
-  }
-
-  /** For messages: `/api/` or `/api/loc/v1/, /api/m2m/`. */
-  toString (): string {
-    return this.prefixes.join(', ')
   }
 }
 

@@ -10,7 +10,7 @@ import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
-import { API_ROOT, ForwardPrefixes, isForwardableTarget, locallyAnsweredEndpoint } from './paths.js'
+import { DEFAULT_FORWARD_RULE, isForwardableTarget, locallyAnsweredEndpoint, type ForwardPrefixes } from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
 import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
@@ -39,7 +39,7 @@ export interface ProxyPluginOptions {
   upstreamTimeoutMs: number
   bodyLimitBytes: number
   /** Path prefixes forwarded, as parsed by the configuration (M2M_PROXY_FORWARD_PREFIXES); default all of /api/. */
-  forwardPrefixes?: readonly string[]
+  forwardPrefixes?: ForwardPrefixes
   onReplay?: (rejection: TokenRejection) => void
   /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
@@ -68,9 +68,8 @@ interface UpstreamResponse {
 
 export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   const { session } = options
-  const forwardPrefixes = new ForwardPrefixes(options.forwardPrefixes ?? [API_ROOT])
-  const narrowed = forwardPrefixes.prefixes.length !== 1 || forwardPrefixes.prefixes[0] !== API_ROOT
-  const notForwardedMessage = notForwardedMessageFor(forwardPrefixes)
+  const forwardPrefixes = options.forwardPrefixes ?? DEFAULT_FORWARD_RULE
+  const { narrowed, notForwardedMessage } = forwardPrefixes
   app.decorateRequest('proxyState', null)
   // Scoped to this plugin, so to the forwarding routes: every failed upstream call logs one warning.
   app.setChildLoggerFactory(lazyRequestLoggerWithWarningsAtDebug(REPLY_FROM_FAILURE_WARNINGS))
@@ -269,11 +268,6 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     preHandler: (request, reply) => { forwardFromHook(request, reply) },
     handler: (request, reply) => handler(request, reply)
   })
-}
-
-/** The 404 message for a target outside the forwarded prefixes (also the proxy listener's not-found answer). */
-export function notForwardedMessageFor (prefixes: ForwardPrefixes): string {
-  return `not proxied: only paths under ${prefixes.toString()} are forwarded`
 }
 
 /**
