@@ -3,13 +3,13 @@
 import type { Clock } from '../session/clock.js'
 import {
   FleetStoreClosedError, newLockOwner,
-  type FleetChange, type FleetChangeListener, type FleetStore, type LoginLock, type PasswordGeneration, type SharedOAuthToken, type SharedSession
+  type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
 } from './store.js'
 
 interface AccountState {
   session?: SharedSession
   oauth?: SharedOAuthToken
-  lock?: { owner: string, expiresAt: number }
+  locks: Map<FleetLockName, { owner: string, expiresAt: number }>
   failures: number
   password?: PasswordGeneration
   listeners: Set<FleetChangeListener>
@@ -29,10 +29,22 @@ export class MemoryFleet {
     const id = `${keyPrefix}\0${username}`
     let state = this.accounts.get(id)
     if (state === undefined) {
-      state = { failures: 0, listeners: new Set() }
+      state = { failures: 0, locks: new Map(), listeners: new Set() }
       this.accounts.set(id, state)
     }
     return state
+  }
+
+  /** Tests: as if the store lost everything (a Redis restarted without persistence) and the replicas reconnected. */
+  flush (): void {
+    for (const state of this.accounts.values()) {
+      state.session = undefined
+      state.oauth = undefined
+      state.locks.clear()
+      state.failures = 0
+      state.password = undefined
+      for (const listener of [...state.listeners]) queueMicrotask(() => listener({ kind: 'connected' }))
+    }
   }
 }
 
@@ -68,10 +80,19 @@ export class MemoryFleetStore implements FleetStore {
     this.notify({ kind: 'session' })
   }
 
-  async touchSession (lastUsedAt: number): Promise<void> {
+  async touchSession (loggedInAt: number, lastUsedAt: number): Promise<boolean> {
     this.check()
     const session = this.state.session
-    if (session !== undefined && lastUsedAt > session.lastUsedAt) session.lastUsedAt = lastUsedAt
+    if (session === undefined || session.loggedInAt !== loggedInAt) return false
+    if (lastUsedAt > session.lastUsedAt) session.lastUsedAt = lastUsedAt
+    return true
+  }
+
+  async seedSession (session: SharedSession): Promise<boolean> {
+    this.check()
+    if (this.state.session !== undefined) return false
+    await this.writeSession(session)
+    return true
   }
 
   async clearSession (): Promise<void> {
@@ -91,20 +112,21 @@ export class MemoryFleetStore implements FleetStore {
     this.state.oauth = { ...token }
   }
 
-  async takeLoginLock (ttlMs: number): Promise<LoginLock | undefined> {
+  async takeLock (name: FleetLockName, ttlMs: number): Promise<FleetLock | undefined> {
     this.check()
     const now = this.clock.now()
-    if (this.state.lock !== undefined && this.state.lock.expiresAt > now) return undefined
+    const held = this.state.locks.get(name)
+    if (held !== undefined && held.expiresAt > now) return undefined
     const owner = newLockOwner()
-    this.state.lock = { owner, expiresAt: now + ttlMs }
-    return { owner }
+    this.state.locks.set(name, { owner, expiresAt: now + ttlMs })
+    return { name, owner }
   }
 
-  async releaseLoginLock (lock: LoginLock): Promise<boolean> {
+  async releaseLock (lock: FleetLock): Promise<boolean> {
     this.check()
-    const held = this.state.lock
+    const held = this.state.locks.get(lock.name)
     if (held === undefined || held.owner !== lock.owner || held.expiresAt <= this.clock.now()) return false
-    this.state.lock = undefined
+    this.state.locks.delete(lock.name)
     return true
   }
 
@@ -139,6 +161,14 @@ export class MemoryFleetStore implements FleetStore {
     if (next.generation !== (this.state.password?.generation ?? 0) + 1) return false
     this.state.password = { ...next }
     this.notify({ kind: 'password', generation: next.generation })
+    return true
+  }
+
+  async seedPassword (held: PasswordGeneration): Promise<boolean> {
+    this.check()
+    if (this.state.password !== undefined && this.state.password.generation >= held.generation) return false
+    this.state.password = { ...held }
+    this.notify({ kind: 'password', generation: held.generation })
     return true
   }
 

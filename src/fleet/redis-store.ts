@@ -3,7 +3,8 @@
 // Keys, all under `${keyPrefix}${sha256(username) first 16 hex}:` (one account's state, so that fleets and accounts share a Redis):
 //   session   hash  token (sealed), loggedInAt, lastUsedAt           no TTL: the readers judge idleness by lastUsedAt
 //   oauth     hash  token (sealed), expiresAt                        PX until expiresAt
-//   lock      string owner id                                         SET NX PX; released by compare-and-delete
+//   lock      string owner id of the login lock                       SET NX PX; released by compare-and-delete
+//   rotation-lock string owner id of the password rotation lock         the same
 //   failures  string consecutive counted logins                       no TTL: lasts until a success or an operator reset
 //   password  hash  generation, password (sealed), changedAt        no TTL
 //   changes   pub/sub channel of FleetChange JSON (never a secret)
@@ -16,26 +17,36 @@ import { systemClock, type Clock } from '../session/clock.js'
 import { open, seal } from './crypto.js'
 import {
   FleetStoreClosedError, newLockOwner,
-  type FleetChange, type FleetChangeListener, type FleetStore, type LoginLock, type PasswordGeneration, type SharedOAuthToken, type SharedSession
+  type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
 } from './store.js'
 
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
-/** Moves lastUsedAt forward only, and only on a stored session. */
-const TOUCH_SESSION = `if redis.call('HEXISTS', KEYS[1], 'token') == 0 then return 0 end
+/** Moves lastUsedAt forward only, and only on the stored session logged in at ARGV[1]; 1 when that session is stored. */
+const TOUCH_SESSION = `if redis.call('HGET', KEYS[1], 'loggedInAt') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'token') == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt')) or 0
-if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[1]) return 1 end
-return 0`
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[2]) end
+return 1`
+/** Writes the session hash only if none is stored, then notifies. */
+const SEED_SESSION = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'loggedInAt', ARGV[2], 'lastUsedAt', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1`
 /** Decrements, never below 0. */
 const UNCOUNT_ATTEMPT = `local current = tonumber(redis.call('GET', KEYS[1])) or 0
 if current <= 0 then redis.call('DEL', KEYS[1]) return 0 end
 return redis.call('DECR', KEYS[1])`
-/** Publishes generation ARGV[1] only if the stored one is ARGV[1] - 1, then notifies. */
+/** Publishes generation ARGV[1] only if the stored one is ARGV[1] - 1 (ARGV[6] 'next'), or older (ARGV[6] 'seed'), then notifies. */
 const PUBLISH_PASSWORD = `local current = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0
-if tonumber(ARGV[1]) ~= current + 1 then return 0 end
+local wanted = tonumber(ARGV[1])
+if ARGV[6] == 'next' and wanted ~= current + 1 then return 0 end
+if ARGV[6] == 'seed' and wanted <= current then return 0 end
 redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'password', ARGV[2], 'changedAt', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
+
+/** Key of each lock; the login lock keeps the name `lock`, which earlier versions used. */
+const LOCK_KEYS = { login: 'lock', rotation: 'rotation-lock' } as const
 
 /** The Redis could not be reached or answered with an error; the message never holds the URL's password. */
 export class FleetStoreUnavailableError extends Error {
@@ -153,9 +164,20 @@ export class RedisFleetStore implements FleetStore {
       .exec())
   }
 
-  async touchSession (lastUsedAt: number): Promise<void> {
+  async touchSession (loggedInAt: number, lastUsedAt: number): Promise<boolean> {
     const key = this.keyOf('session')
-    await this.run('touch the shared session', () => this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(lastUsedAt)] }))
+    const stored = await this.run('touch the shared session', () => this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(loggedInAt), String(lastUsedAt)] }))
+    return stored === 1
+  }
+
+  async seedSession (session: SharedSession): Promise<boolean> {
+    const key = this.keyOf('session')
+    const token = seal(this.key, `${key}#token`, session.token)
+    const written = await this.run('re-seed the shared session', () => this.client.eval(SEED_SESSION, {
+      keys: [key],
+      arguments: [token, String(session.loggedInAt), String(session.lastUsedAt), this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange)]
+    }))
+    return written === 1
   }
 
   async clearSession (): Promise<void> {
@@ -185,16 +207,16 @@ export class RedisFleetStore implements FleetStore {
     })
   }
 
-  async takeLoginLock (ttlMs: number): Promise<LoginLock | undefined> {
+  async takeLock (name: FleetLockName, ttlMs: number): Promise<FleetLock | undefined> {
     const owner = newLockOwner()
-    const key = this.keyOf('lock')
-    const reply = await this.run('take the login lock', () => this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } }))
-    return reply === 'OK' ? { owner } : undefined
+    const key = this.keyOf(LOCK_KEYS[name])
+    const reply = await this.run(`take the ${name} lock`, () => this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } }))
+    return reply === 'OK' ? { name, owner } : undefined
   }
 
-  async releaseLoginLock (lock: LoginLock): Promise<boolean> {
-    const key = this.keyOf('lock')
-    const deleted = await this.run('release the login lock', () => this.client.eval(RELEASE_LOCK, { keys: [key], arguments: [lock.owner] }))
+  async releaseLock (lock: FleetLock): Promise<boolean> {
+    const key = this.keyOf(LOCK_KEYS[lock.name])
+    const deleted = await this.run(`release the ${lock.name} lock`, () => this.client.eval(RELEASE_LOCK, { keys: [key], arguments: [lock.owner] }))
     return deleted === 1
   }
 
@@ -231,14 +253,22 @@ export class RedisFleetStore implements FleetStore {
   }
 
   async publishPassword (next: PasswordGeneration): Promise<boolean> {
+    return await this.storePassword(next, 'next')
+  }
+
+  async seedPassword (held: PasswordGeneration): Promise<boolean> {
+    return await this.storePassword(held, 'seed')
+  }
+
+  private async storePassword (generation: PasswordGeneration, rule: 'next' | 'seed'): Promise<boolean> {
     const key = this.keyOf('password')
-    const sealed = seal(this.key, `${key}#password`, next.password)
-    const change: FleetChange = { kind: 'password', generation: next.generation }
-    const published = await this.run('publish the password generation', () => this.client.eval(PUBLISH_PASSWORD, {
+    const sealed = seal(this.key, `${key}#password`, generation.password)
+    const change: FleetChange = { kind: 'password', generation: generation.generation }
+    const stored = await this.run(rule === 'next' ? 'publish the password generation' : 're-seed the password generation', () => this.client.eval(PUBLISH_PASSWORD, {
       keys: [key],
-      arguments: [String(next.generation), sealed, String(next.changedAt), this.channel, JSON.stringify(change)]
+      arguments: [String(generation.generation), sealed, String(generation.changedAt), this.channel, JSON.stringify(change), rule]
     }))
-    return published === 1
+    return stored === 1
   }
 
   subscribe (listener: FleetChangeListener): () => void {
@@ -257,7 +287,7 @@ export class RedisFleetStore implements FleetStore {
     }
   }
 
-  private keyOf (name: 'session' | 'oauth' | 'lock' | 'failures' | 'password'): string {
+  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'failures' | 'password'): string {
     return `${this.base}${name}`
   }
 
@@ -285,9 +315,13 @@ export class RedisFleetStore implements FleetStore {
       this.log('warn', `fleet store: Redis: ${message}`)
     })
     client.on('ready', () => {
-      if (this.problems.size === 0 || !this.client.isReady || !this.subscriber.isReady) return
-      this.problems.clear()
-      this.log('info', 'fleet store: Redis connection restored')
+      if (this.closed || !this.client.isReady || !this.subscriber.isReady) return
+      if (this.problems.size > 0) {
+        this.problems.clear()
+        this.log('info', 'fleet store: Redis connection restored')
+      }
+      // After an outage the Redis may have lost its state (no persistence): the replicas re-seed it.
+      this.dispatchLocal({ kind: 'connected' })
     })
   }
 
@@ -298,6 +332,10 @@ export class RedisFleetStore implements FleetStore {
     } catch {
       return // not ours: nothing on this channel is worth a crash
     }
+    this.dispatchLocal(change)
+  }
+
+  private dispatchLocal (change: FleetChange): void {
     for (const listener of [...this.listeners]) {
       try {
         listener(change)

@@ -30,15 +30,23 @@ export interface PasswordGeneration {
   changedAt: number
 }
 
-/** Proof of holding the login lock: `owner` is random per take, so only the taker can release it. */
-export interface LoginLock {
+/** The fleet's locks: `login` serialises logins (and the window of a password reset), `rotation` password rotations. */
+export type FleetLockName = 'login' | 'rotation'
+
+/** Proof of holding a lock: `owner` is random per take, so only the taker can release it. */
+export interface FleetLock {
+  readonly name: FleetLockName
   readonly owner: string
 }
 
-/** What changed, told to every subscribed replica (the writer's own store included). Never carries a secret. */
+/**
+ * What changed, told to every subscribed replica (the writer's own store included). Never carries a
+ * secret. `connected` is local: this store's connection came up (first time or after an outage).
+ */
 export type FleetChange =
   | { kind: 'session' }
   | { kind: 'password', generation: number }
+  | { kind: 'connected' }
 
 export type FleetChangeListener = (change: FleetChange) => void
 
@@ -54,8 +62,13 @@ export interface FleetStore {
   readSession: () => Promise<SharedSession | undefined>
   /** Replaces the shared session whole (one atomic write), then notifies `{ kind: 'session' }`. */
   writeSession: (session: SharedSession) => Promise<void>
-  /** Moves lastUsedAt forward (never back), only if a session is stored; no notification. */
-  touchSession: (lastUsedAt: number) => Promise<void>
+  /**
+   * Moves lastUsedAt forward (never back), only if the stored session is the one logged in at
+   * `loggedInAt`; no notification. False when that session is not stored (another replaced it, or the store lost it).
+   */
+  touchSession: (loggedInAt: number, lastUsedAt: number) => Promise<boolean>
+  /** Writes `session` only if none is stored (re-seeding a flushed or restarted store); true when written, then notifies. */
+  seedSession: (session: SharedSession) => Promise<boolean>
   /** Removes the shared session (logout, refusal), then notifies `{ kind: 'session' }`. */
   clearSession: () => Promise<void>
 
@@ -64,10 +77,10 @@ export interface FleetStore {
   /** Replaces the shared OAuth token; it disappears at expiresAt. */
   writeOAuthToken: (token: SharedOAuthToken) => Promise<void>
 
-  /** Takes the login lock for `ttlMs` if nobody holds it: exactly one of concurrent takers gets a lock, the others undefined. */
-  takeLoginLock: (ttlMs: number) => Promise<LoginLock | undefined>
+  /** Takes lock `name` for `ttlMs` if nobody holds it: exactly one of concurrent takers gets a lock, the others undefined. */
+  takeLock: (name: FleetLockName, ttlMs: number) => Promise<FleetLock | undefined>
   /** Releases the lock only if `lock` still holds it (compare-and-delete); true when it did. A stale holder's release is a no-op. */
-  releaseLoginLock: (lock: LoginLock) => Promise<boolean>
+  releaseLock: (lock: FleetLock) => Promise<boolean>
 
   /** Counts a login about to be sent, atomically across the fleet, before it is sent; returns the count including it. */
   countLoginAttempt: () => Promise<number>
@@ -85,6 +98,8 @@ export interface FleetStore {
    * two rotations racing, one wins. True when published; then notifies `{ kind: 'password', generation }`.
    */
   publishPassword: (next: PasswordGeneration) => Promise<boolean>
+  /** Stores `held` only if no password or an older generation is stored (re-seeding a store that lost it); true when stored, then notifies. */
+  seedPassword: (held: PasswordGeneration) => Promise<boolean>
 
   /** Calls `listener` for every change notified after this call, on any replica; returns the unsubscribe function. */
   subscribe: (listener: FleetChangeListener) => () => void

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto'
 import type { Clock, Timer } from './clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
-import type { FleetStore, LoginLock, SharedSession } from '../fleet/store.js'
+import type { FleetStore, FleetLock, SharedSession } from '../fleet/store.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from './errors.js'
 import { OAuthTokenCache } from './oauth-token.js'
@@ -53,6 +53,11 @@ export interface FleetOptions {
   lockTtlMs: number
   /** A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect). */
   pollIntervalMs?: number
+  /**
+   * Called holding the login lock, right before a login is counted and sent: brings the credentials up
+   * to the fleet's newest password generation (useCredentials). If it rejects, no login is sent.
+   */
+  beforeLogin?: () => Promise<void>
 }
 
 export const FLEET_POLL_INTERVAL_MS = 250
@@ -309,6 +314,31 @@ export class SessionManager {
     return true
   }
 
+  /**
+   * Runs `action` holding the fleet's login lock, so that no replica logs in meanwhile (a password
+   * reset: between ThingSpace changing the password and the fleet learning it, a login would fail).
+   * Waits for the lock as a login does. `action` must not log in itself (the lock is not re-entrant).
+   * In single-process mode it just runs `action`.
+   */
+  async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+    const fleet = this.options.fleet
+    if (fleet === undefined) return await action()
+    const pollMs = fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
+    for (let poll = 0; ; poll++) {
+      const lock = await this.fleetCall('take the login lock', async () => await fleet.store.takeLock('login', fleet.lockTtlMs))
+      if (lock !== undefined) {
+        try {
+          return await action()
+        } finally {
+          await this.releaseLock(fleet.store, lock)
+        }
+      }
+      if (poll >= this.maxLockPolls(fleet)) throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock', 1)
+      await this.sharedSessionChange(pollMs)
+      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+    }
+  }
+
   /** Stops the background login retry for good (shutdown, close); requests may still log in. */
   close (): void {
     this.closed = true
@@ -467,10 +497,9 @@ export class SessionManager {
     const { store, lockTtlMs } = fleet
     const pollMs = fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
     const replacing = this.lastSession
-    // Bounded by polls, not by the clock: the lock expires by then, whatever clock the store runs on.
-    const maxPolls = Math.ceil(lockTtlMs / pollMs) + 1
+    const maxPolls = this.maxLockPolls(fleet)
     for (let poll = 0; ; poll++) {
-      const lock = await this.fleetCall('take the login lock', async () => await store.takeLoginLock(lockTtlMs))
+      const lock = await this.fleetCall('take the login lock', async () => await store.takeLock('login', lockTtlMs))
       if (lock !== undefined) {
         try {
           return await this.loginHoldingLock(store, replacing)
@@ -493,10 +522,17 @@ export class SessionManager {
     }
   }
 
-  /** Holding the lock: take up a newer shared session, or count the attempt (fleet, then local) and log in. */
+  /** Bounded by polls, not by the clock: the lock expires by then (a dead holder), whatever clock the store runs on. */
+  private maxLockPolls (fleet: FleetOptions): number {
+    return Math.ceil(fleet.lockTtlMs / (fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS)) + 2
+  }
+
+  /** Holding the lock: take up a newer shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
   private async loginHoldingLock (store: FleetStore, replacing: CachedSession | undefined): Promise<CachedSession> {
     const shared = await this.fleetCall('read the shared session', async () => await store.readSession())
     if (isNewerSession(shared, replacing)) return this.takeUpShared(shared)
+    const beforeLogin = this.options.fleet?.beforeLogin
+    if (beforeLogin !== undefined) await this.fleetCall('read the fleet\'s password generation', beforeLogin)
     const maxFailures = this.options.guard.maxFailures
     const before = await this.fleetCall('read the fleet\'s login failure count', async () => await store.readLoginFailures())
     this.noteFleetFailures(before)
@@ -619,9 +655,9 @@ export class SessionManager {
     }
   }
 
-  private async releaseLock (store: FleetStore, lock: LoginLock): Promise<void> {
+  private async releaseLock (store: FleetStore, lock: FleetLock): Promise<void> {
     try {
-      await store.releaseLoginLock(lock)
+      await store.releaseLock(lock)
     } catch (error) {
       this.events.onWarning?.(`the fleet login lock could not be released (it expires by itself): ${messageOf(error)}`)
     }

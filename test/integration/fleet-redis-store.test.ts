@@ -100,7 +100,7 @@ if (await haveTestRedis(t)) {
     await new Promise((resolve) => setTimeout(resolve, 500))
     t.equal(store.connected, false)
     await t.rejects(store.countLoginAttempt(), { name: 'FleetStoreUnavailableError', message: /^cannot count a login attempt in Redis: / })
-    await t.rejects(store.takeLoginLock(1000), { name: 'FleetStoreUnavailableError' })
+    await t.rejects(store.takeLock('login', 1000), { name: 'FleetStoreUnavailableError' })
     t.equal(logs.filter((line) => /ECONNREFUSED/.test(line)).length, 1, 'one line while down, not one per retry')
     await startRedisServer(t, port)
     await waitUntil(() => store.connected, 5000, 'the store connects once Redis is up')

@@ -15,11 +15,11 @@ fleetStoreContract(t, {
 
 t.test('expiries follow the injected clock, not real time', async (t) => {
   const store = new MemoryFleetStore({ fleet, keyPrefix: 'clock-test:', username: 'u' })
-  t.ok(await store.takeLoginLock(1000))
+  t.ok(await store.takeLock('login', 1000))
   now += 999
-  t.equal(await store.takeLoginLock(1000), undefined, 'held until its TTL has passed')
+  t.equal(await store.takeLock('login', 1000), undefined, 'held until its TTL has passed')
   now += 1
-  t.ok(await store.takeLoginLock(1000), 'free at its TTL')
+  t.ok(await store.takeLock('login', 1000), 'free at its TTL')
   await store.writeOAuthToken({ token: 'tok', expiresAt: now + 10 })
   now += 10
   t.equal(await store.readOAuthToken(), undefined)
