@@ -94,7 +94,8 @@ const isAuthError = (result) => result.status === 401 || result.status === 503 |
 async function storm () {
   say(`## Expiry storm: ${STORM_REQUESTS} concurrent requests across a session expiry (login takes ${LOGIN_DELAY_MS} ms)`)
   const { sim, url } = await startSimulator({ loginDelayMs: LOGIN_DELAY_MS })
-  const proxy = await startProxy(url)
+  // The storm holds STORM_REQUESTS connections at once: above the default cap (M2M_PROXY_MAX_CONNECTIONS, 64), which closes the rest.
+  const proxy = await startProxy(url, { M2M_PROXY_MAX_CONNECTIONS: String(STORM_REQUESTS + 100) })
   await sleep(500)
   const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo`
   const burst = () => Promise.all(Array.from({ length: STORM_REQUESTS }, (_, i) => timedRequest(echo, JSON.stringify({ i }))))
@@ -104,9 +105,11 @@ async function storm () {
   sim.expireSessions()
   const stormed = await burst()
   const failures = stormed.filter((result) => result.status !== 200).length
+  const failed = new Map()
+  for (const result of stormed) if (result.status !== 200) { const key = `${result.status} ${errorCodeOf(result)}`; failed.set(key, (failed.get(key) ?? 0) + 1) }
   const worstBaseline = Math.max(...baseline.map((result) => result.ms))
   const worstStorm = Math.max(...stormed.map((result) => result.ms))
-  say(`logins during the storm: ${sim.stats.logins - loginsBefore} (target 1); failed requests: ${failures} (target 0)`)
+  say(`logins during the storm: ${sim.stats.logins - loginsBefore} (target 1); failed requests: ${failures} (target 0)${failures === 0 ? '' : ` ${JSON.stringify(Object.fromEntries(failed))}`}`)
   say(`latency without expiry: p50 ${percentile(baseline.map((r) => r.ms), 50).toFixed(0)} ms, max ${worstBaseline.toFixed(0)} ms; across the expiry: p50 ${percentile(stormed.map((r) => r.ms), 50).toFixed(0)} ms, max ${worstStorm.toFixed(0)} ms`)
   say(`worst added latency: ${(worstStorm - worstBaseline).toFixed(0)} ms against one login round trip of ${LOGIN_DELAY_MS} ms`)
   proxy.child.kill('SIGKILL')
