@@ -1,6 +1,8 @@
 // `npm run bench`: throughput, latency and RSS of this proxy against the upstream itself, nginx and bare @fastify/http-proxy,
 // all in one run on this machine, GET and POST (1 KiB JSON) in alternating rounds; prints one table and the ratios.
+// Then the same proxy in fleet mode (a Redis, M2M_PROXY_REDIS_URL) against single-process mode, with the Redis commands it sent.
 import { spawn, spawnSync, execFileSync, execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -8,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { deleteKeys, describeCommands, redisProblem, shownUrl, startCommandCount } from './fleet-redis.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
@@ -15,10 +18,18 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_SIDE_BY_SIDE_ROUNDS ?? ROUNDS)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info' // production setting; 'warn' shows what the request lines cost
+// Fleet mode against single-process mode: BENCH_FLEET=off skips it; it is skipped too when no Redis answers at BENCH_REDIS_URL.
+const FLEET = process.env.BENCH_FLEET !== 'off'
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? ROUNDS)
+const FLEET_SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_FLEET_SIDE_BY_SIDE_ROUNDS ?? SIDE_BY_SIDE_ROUNDS)
+/** The keys this run's fleet-mode proxy writes, all under one prefix of its own, removed at the end. */
+const FLEET_KEY_PREFIX = `m2m-bench:${randomBytes(6).toString('hex')}:`
 const PATH = '/api/m2m/v1/devices/actions/list'
 const POST_BODY = JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
 const children = []
+const cleanups = []
 
 function has (command) {
   return spawnSync('sh', ['-c', `command -v ${command}`]).status === 0
@@ -68,21 +79,26 @@ function freePort () {
   })
 }
 
+/** Fleet settings are never inherited from the shell: the bench sets them on the fleet-mode proxy only. */
+const FLEET_ENV_NAMES = ['M2M_PROXY_REDIS_URL', 'M2M_PROXY_FLEET_KEY', 'M2M_PROXY_FLEET_KEY_FILE', 'M2M_PROXY_REDIS_KEY_PREFIX']
+
 /** Starts the proxy as in production: its JSON log lines go to a file, as with a container runtime's log driver. */
-async function startProxy (env) {
-  const logFile = path.join(work, 'proxy.log')
+async function startProxy (env, name = 'proxy') {
+  const logFile = path.join(work, `${name}.log`)
   const log = fs.openSync(logFile, 'w')
   const port = await freePort()
   const adminPort = await freePort()
+  const inherited = { ...process.env }
+  for (const envName of FLEET_ENV_NAMES) delete inherited[envName]
   const child = spawn(...onCpus(TARGET_CPUS, process.execPath, ['dist/main.js']), {
     cwd: ROOT,
-    env: { ...process.env, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
+    env: { ...inherited, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
     stdio: ['ignore', log, 'inherit']
   })
   children.push(child)
   for (let i = 0; i < 200; i++) {
     const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((response) => response.ok, () => false)
-    if (ready) return { child, port, logFile }
+    if (ready) return { child, port, adminPort, logFile }
     await sleep(50)
   }
   throw new Error('the proxy did not start')
@@ -195,11 +211,12 @@ async function main () {
   const upstream = await startChild(['bench/upstream.mjs'], LOAD_CPUS)
   const credentials = path.join(work, 'credentials.json')
   fs.writeFileSync(credentials, JSON.stringify({ username: 'bench', password: 'bench-password', clientId: 'bench-client', clientSecret: 'bench-secret' }), { mode: 0o600 })
-  const proxy = await startProxy({
+  const proxyEnv = {
     M2M_PROXY_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
     M2M_PROXY_CREDENTIALS_FILE: credentials,
     M2M_PROXY_LOG_LEVEL: LOG_LEVEL
-  })
+  }
+  const proxy = await startProxy(proxyEnv)
   const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'], TARGET_CPUS)
   const nginx = startNginx(upstream.port)
   if (nginx !== undefined) await sleep(300)
@@ -290,6 +307,111 @@ async function main () {
     lines.push('', `side by side, this proxy / bare, median of the per-round ratios: throughput GET ${pairedRatio(sideBySide, 'GET', 'rps')}, POST ${pairedRatio(sideBySide, 'POST', 'rps')} (target >= 1.00; rounds at least level: GET ${roundsAhead(sideBySide, 'GET')}, POST ${roundsAhead(sideBySide, 'POST')}); ` +
       `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`)
   }
+
+  // Fleet mode against single-process mode: the same build, settings, upstream and load; only M2M_PROXY_REDIS_URL (with a
+  // fleet key and a key prefix of this run's own) differs. Each replica keeps the tokens in memory and reads Redis on renewal
+  // and notification only, so fleet mode should cost nothing per request. Alternating rounds (the order swapped each round)
+  // and side-by-side rounds compare the two; Redis's own records show which commands the fleet proxy sent during the load.
+  async function fleetComparison () {
+    if (!FLEET) return ['', 'fleet mode: skipped (BENCH_FLEET=off)']
+    const problem = await redisProblem(REDIS_URL)
+    if (problem !== undefined) return ['', `fleet mode: skipped, no Redis answers at ${shownUrl(REDIS_URL)} (${problem}); BENCH_REDIS_URL names another one`]
+    cleanups.push(async () => {
+      const deleted = await deleteKeys(REDIS_URL, FLEET_KEY_PREFIX)
+      process.stderr.write(`bench: removed ${deleted} Redis key(s) under ${FLEET_KEY_PREFIX}\n`)
+    })
+    // Two new processes, started and warmed up alike, so that neither has the other's head start (JIT, heap, log file).
+    const singleProxy = await startProxy(proxyEnv, 'proxy-single')
+    const fleetProxy = await startProxy({
+      ...proxyEnv,
+      M2M_PROXY_REDIS_URL: REDIS_URL,
+      M2M_PROXY_FLEET_KEY: randomBytes(32).toString('hex'),
+      M2M_PROXY_REDIS_KEY_PREFIX: FLEET_KEY_PREFIX
+    }, 'proxy-fleet')
+    // Each process's mode, from its metrics: only fleet mode has m2m_proxy_fleet_store_up, 1 while its Redis answers.
+    const storeUp = async (adminPort) => /^m2m_proxy_fleet_store_up (\S+)/m.exec(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text())?.[1]
+    const [singleUp, fleetUp] = await Promise.all([storeUp(singleProxy.adminPort), storeUp(fleetProxy.adminPort)])
+    if (singleUp !== undefined || fleetUp !== '1') throw new Error(`fleet bench: expected one proxy in single-process mode and one with its fleet store connected, got m2m_proxy_fleet_store_up ${singleUp} and ${fleetUp}`)
+    const modes = [singleProxy, fleetProxy].map((instance, index) => ({
+      key: ['single', 'fleet'][index],
+      row: ['single process', 'fleet mode (Redis)'][index],
+      name: `m2m-session-proxy, ${['single', 'fleet'][index]}`,
+      port: instance.port,
+      pid: instance.child.pid,
+      cpuPids: [instance.child.pid],
+      logFile: instance.logFile
+    }))
+    for (const mode of modes) rss[mode.pid] = []
+    process.stderr.write(`bench: fleet mode against single-process mode, Redis at ${shownUrl(REDIS_URL)}, keys under ${FLEET_KEY_PREFIX}\n`)
+    for (const method of ['GET', 'POST']) for (const mode of modes) await load(mode.port, method) // warm-up
+
+    let count
+    let countProblem
+    try {
+      count = await startCommandCount(REDIS_URL, fleetProxy.child.pid)
+    } catch (error) {
+      countProblem = error instanceof Error ? error.message : String(error)
+    }
+    const oneAfterAnother = { single: { GET: [], POST: [] }, fleet: { GET: [], POST: [] } }
+    for (let round = 0; round < FLEET_ROUNDS; round++) {
+      for (const method of ['GET', 'POST']) {
+        for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) oneAfterAnother[mode.key][method].push(await measured(mode, method, `fleet ${round + 1}`))
+      }
+    }
+    const together = { single: { GET: [], POST: [] }, fleet: { GET: [], POST: [] } }
+    for (let round = 0; round < FLEET_SIDE_BY_SIDE_ROUNDS; round++) {
+      for (const method of ['GET', 'POST']) {
+        const runs = await Promise.all(modes.map((mode) => measured(mode, method, `fleet side by side ${round + 1}`)))
+        modes.forEach((mode, index) => together[mode.key][method].push(runs[index]))
+      }
+    }
+    let commands
+    try {
+      commands = await count?.stop()
+    } catch (error) {
+      countProblem = error instanceof Error ? error.message : String(error)
+    }
+
+    const out = ['', `Fleet mode against single-process mode (the same proxy, upstream and load; fleet mode adds M2M_PROXY_REDIS_URL=${shownUrl(REDIS_URL)}, a fleet key and a key prefix of this run's own):`]
+    const fleetRatios = (runs, method, figure) => {
+      const ratios = runs.fleet[method].map((run, round) => run[figure] / runs.single[method][round][figure])
+      return { median: median(ratios).toFixed(2), atLeast: `${ratios.filter((value) => value >= 1).length}/${ratios.length}` }
+    }
+    const ratioLine = (runs, how) => {
+      const [getRps, postRps] = ['GET', 'POST'].map((method) => fleetRatios(runs, method, 'rps'))
+      const figure = (name) => ['GET', 'POST'].map((method) => `${method} ${fleetRatios(runs, method, name).median}`).join(', ')
+      return `fleet / single ${how}, median of the per-round ratios: throughput GET ${getRps.median}, POST ${postRps.median} (rounds with fleet at least level: GET ${getRps.atLeast}, POST ${postRps.atLeast}); p99 ${figure('p99')}; CPU per request ${figure('cpuPerRequest')}`
+    }
+    if (FLEET_ROUNDS > 0) {
+      out.push('', `One after the other (${FLEET_ROUNDS} rounds, the order swapped each round, medians):`, '', '| mode | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      for (const mode of modes) {
+        const medians = ['GET', 'POST'].map((method) => mediansOf(oneAfterAnother[mode.key][method]))
+        out.push(`| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p50.toFixed(2)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+      }
+      out.push('', ratioLine(oneAfterAnother, 'one after the other'))
+    }
+    if (FLEET_SIDE_BY_SIDE_ROUNDS > 0) {
+      out.push('', `Side by side (both loaded at the same time, ${FLEET_SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| mode | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|')
+      for (const mode of modes) {
+        const medians = ['GET', 'POST'].map((method) => mediansOf(together[mode.key][method]))
+        out.push(`| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+      }
+      out.push('', ratioLine(together, 'side by side'))
+    }
+    const rssOf = (instance) => `median ${median(rss[instance.child.pid]).toFixed(1)} MiB, max ${Math.max(...rss[instance.child.pid]).toFixed(1)} MiB`
+    out.push('', `RSS after each run: single process ${rssOf(singleProxy)}; fleet mode ${rssOf(fleetProxy)}`)
+    const fleetRequests = [oneAfterAnother, together].flatMap((runs) => [...runs.fleet.GET, ...runs.fleet.POST]).reduce((sum, run) => sum + run.requests, 0)
+    if (commands === undefined) {
+      out.push('', `Redis commands during the fleet rounds: not counted (${countProblem ?? 'no count'})`)
+    } else {
+      const proxyTotal = [...commands.proxy.values()].reduce((sum, value) => sum + value, 0)
+      out.push('', `Redis commands during the fleet rounds (${fleetRequests} requests proxied in fleet mode): the fleet-mode proxy's ${commands.proxyConnections} connection(s) to Redis sent ${describeCommands(commands.proxy)}, ` +
+        `${(proxyTotal * 1000 / fleetRequests).toFixed(3)} per 1000 requests (MONITOR, by client connection); the Redis server received ${describeCommands(commands.server)} in all ` +
+        '(INFO commandstats; every client of this Redis, without the bench\'s own INFO)')
+    }
+    return out
+  }
+  lines.push(...await fleetComparison())
   process.stdout.write(lines.join('\n') + '\n')
 }
 
@@ -301,4 +423,8 @@ try {
     else child.kill('SIGKILL')
   }
   fs.rmSync(work, { recursive: true, force: true })
+  if (cleanups.length > 0) await sleep(200) // the killed proxies gone before their keys are removed
+  for (const cleanup of cleanups) {
+    await cleanup().catch((error) => process.stderr.write(`bench: cleanup failed: ${error instanceof Error ? error.message : String(error)}\n`))
+  }
 }
