@@ -19,6 +19,9 @@ export interface OAuthToken {
   refreshFrom: number
 }
 
+/** A grant, perhaps another replica's (fleet mode), which is no fetch of this replica's. */
+export type FetchedGrant = OAuthGrant & { fromFleet?: boolean }
+
 export interface OAuthTokenEvents {
   /** `error`: what the failed fetch threw (to log its cause, never its message). */
   onFetch?: (outcome: 'success' | 'rejected' | 'error', error?: unknown) => void
@@ -32,8 +35,9 @@ export class OAuthTokenCache {
   private rejected = false
   private fetches = 0
 
+  /** `fetchGrant(avoid)`: a token, never one of `avoid` (the token held, one the gateway refused). */
   constructor (
-    private readonly fetchGrant: () => Promise<OAuthGrant>,
+    private readonly fetchGrant: (avoid: readonly string[]) => Promise<FetchedGrant>,
     private readonly clock: Clock,
     private readonly events: OAuthTokenEvents = {}
   ) {
@@ -75,7 +79,7 @@ export class OAuthTokenCache {
   async replace (staleValue: string): Promise<string> {
     if (this.token !== undefined && this.token.value !== staleValue) return await this.get()
     if (this.inFlight === undefined) this.token = undefined
-    return (await this.fetch()).value
+    return (await this.fetch(staleValue)).value
   }
 
   /** Forget the token, e.g. after new app credentials were loaded. */
@@ -85,24 +89,24 @@ export class OAuthTokenCache {
     this.backoff.reset()
   }
 
-  private fetch (): Promise<OAuthToken> {
-    this.inFlight ??= this.fetchOnce().finally(() => { this.inFlight = undefined })
+  private fetch (refused?: string): Promise<OAuthToken> {
+    this.inFlight ??= this.fetchOnce(refused).finally(() => { this.inFlight = undefined })
     return this.inFlight
   }
 
-  private async fetchOnce (): Promise<OAuthToken> {
+  private async fetchOnce (refused: string | undefined): Promise<OAuthToken> {
     const waitMs = this.backoff.remainingMs()
     if (waitMs > 0) {
       throw this.rejected
         ? new AuthUnavailableError('oauth-client-rejected', 'the OAuth token endpoint rejected the client id or secret', Math.ceil(waitMs / 1000))
         : new AuthUnavailableError('upstream-unavailable', 'the OAuth token endpoint is failing; retrying with backoff', Math.ceil(waitMs / 1000))
     }
-    this.fetches += 1
     const previous = this.token
-    let grant: OAuthGrant
+    let grant: FetchedGrant
     try {
-      grant = await this.fetchGrant()
+      grant = await this.fetchGrant([previous?.value, refused].filter((value): value is string => value !== undefined))
     } catch (error) {
+      this.fetches += 1
       this.rejected = error instanceof UpstreamAuthError && error.kind === 'rejected'
       this.backoff.recordFailure(error instanceof UpstreamAuthError ? error.retryAfterSeconds : undefined)
       this.events.onFetch?.(this.rejected ? 'rejected' : 'error', error)
@@ -113,7 +117,10 @@ export class OAuthTokenCache {
     }
     this.rejected = false
     this.backoff.reset()
-    this.events.onFetch?.('success')
+    if (grant.fromFleet !== true) {
+      this.fetches += 1
+      this.events.onFetch?.('success')
+    }
     const receivedAt = this.clock.now()
     const lifetimeMs = Math.max(1, grant.expiresInSeconds) * 1000
     // ThingSpace hands out the same token until its hour is over: asking early again would loop, so a

@@ -5,10 +5,11 @@ import { createHash } from 'node:crypto'
 import type { Clock, Timer } from './clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
-import type { FleetStore, FleetLock, SharedSession } from '../fleet/store.js'
+import type { SharedSession } from '../fleet/store.js'
+import { FleetCoordinator, type CachedSession, type FleetHost, type FleetOptions, type FleetStatus } from './fleet-coordinator.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from './errors.js'
-import { OAuthTokenCache } from './oauth-token.js'
+import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, type FetchedGrant } from './oauth-token.js'
 
 /** Tokens attached to one upstream request. */
 export interface UpstreamTokens {
@@ -46,21 +47,7 @@ export interface SessionEvents {
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
 export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
 
-/** Fleet mode: the state the replicas share (FleetStore) and how long one replica may hold the login lock. */
-export interface FleetOptions {
-  store: FleetStore
-  /** Longer than a login and its OAuth token fetch can take: a holder that dies frees it after this. */
-  lockTtlMs: number
-  /** A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect). */
-  pollIntervalMs?: number
-  /**
-   * Called holding the login lock, right before a login is counted and sent: brings the credentials up
-   * to the fleet's newest password generation (useCredentials). If it rejects, no login is sent.
-   */
-  beforeLogin?: () => Promise<void>
-}
-
-export const FLEET_POLL_INTERVAL_MS = 250
+export { FLEET_POLL_INTERVAL_MS, type FleetOptions } from './fleet-coordinator.js'
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -71,15 +58,6 @@ export interface SessionManagerOptions {
   events?: SessionEvents
   /** Absent: one process, today's behaviour. Present: logins are shared with the other replicas of the fleet. */
   fleet?: FleetOptions
-}
-
-interface CachedSession {
-  token: string
-  loggedInAt: number
-  /** Logged in to replace a session the platform refused (expired or invalid). */
-  replacedRefusedSession: boolean
-  /** A request replayed on it was answered: it worked, so a later refusal is a real expiry, never held. */
-  served?: boolean
 }
 
 export type SessionStatus = 'active' | 'none' | 'logging-in' | 'rejected' | 'backing-off'
@@ -105,17 +83,16 @@ export interface SessionSnapshot {
   fleet: FleetSnapshot | null
 }
 
-export interface FleetSnapshot {
-  storeConnected: boolean
-  /** The fleet's consecutive counted logins, as last read (null before any read). */
-  consecutiveLoginFailures: number | null
-  loginsAvoided: number
-  lockWaits: number
-}
+export type FleetSnapshot = FleetStatus
 
 /** Stop using a session this long before the platform's idle expiry: the request must arrive in time. */
 export function idleMarginMs (sessionIdleSeconds: number): number {
   return Math.min(60_000, sessionIdleSeconds * 100) // 60 s, or 10% of short idle times
+}
+
+/** How long after its last use a session is still used (the platform's idle time less the margin). */
+export function sessionTtlMs (sessionIdleSeconds: number): number {
+  return sessionIdleSeconds * 1000 - idleMarginMs(sessionIdleSeconds)
 }
 
 const SESSION_KEY = 'session'
@@ -162,19 +139,13 @@ export class SessionManager {
   private closed = false
   /** The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from it. */
   private lastSession: CachedSession | undefined
-  /** Fleet mode: the fleet's failure count was at its limit at the last attempt. */
-  private fleetGuardEngaged = false
-  private fleetFailuresSeen: number | undefined
-  private loginsAvoided = 0
-  private lockWaits = 0
-  /** Wakes replicas waiting for another's login (a `session` notification). */
-  private readonly sharedChangeWaiters = new Set<() => void>()
-  private readonly unsubscribeFleet: () => void
+  /** Fleet mode only: logins, the idle clock and the OAuth token shared with the other replicas. */
+  private readonly fleet: FleetCoordinator | undefined
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
     this.events = options.events ?? {}
-    const ttl = options.sessionIdleSeconds * 1000 - idleMarginMs(options.sessionIdleSeconds)
+    const ttl = sessionTtlMs(options.sessionIdleSeconds)
     // lru-cache reads a start time of 0 as "no TTL": count from 1 at construction instead of the clock's origin.
     const epoch = options.clock.now()
     this.sessions = new LRUCache<string, CachedSession>({
@@ -188,7 +159,7 @@ export class SessionManager {
       }
     })
     this.oauth = new OAuthTokenCache(
-      () => options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret),
+      async (avoid) => await this.fetchOAuthGrant(avoid),
       options.clock,
       {
         onFetch: (outcome, error) => this.events.onOAuthFetch?.(outcome, error === undefined ? undefined : failureCause(error)),
@@ -196,9 +167,18 @@ export class SessionManager {
       }
     )
     this.loginBackoff = new Backoff(options.clock)
-    this.unsubscribeFleet = options.fleet?.store.subscribe((change) => {
-      if (change.kind === 'session') this.sharedSessionChanged()
-    }) ?? (() => {})
+    this.fleet = options.fleet === undefined
+      ? undefined
+      : new FleetCoordinator(options.fleet, this.fleetHost(), {
+        clock: options.clock,
+        maxFailures: options.guard.maxFailures,
+        sessionTtlMs: ttl,
+        events: {
+          onLoginAvoided: () => this.events.onFleetLoginAvoided?.(),
+          onLockWait: () => this.events.onFleetLockWait?.(),
+          onWarning: (message) => this.events.onWarning?.(message)
+        }
+      })
   }
 
   /**
@@ -303,7 +283,7 @@ export class SessionManager {
     this.sessions.delete(SESSION_KEY)
     this.pendingRenewal = undefined
     // The other replicas must not take up a session logged out here.
-    await this.options.fleet?.store.clearSession().catch((error: unknown) => this.events.onWarning?.(`the shared session could not be cleared in the fleet store: ${messageOf(error)}`))
+    await this.fleet?.clearSession()
     // Forgotten locally first: even if the logout fails, the token is never sent again.
     try {
       await this.options.api.logout(await this.oauth.get(), session.token)
@@ -321,22 +301,7 @@ export class SessionManager {
    * In single-process mode it just runs `action`.
    */
   async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
-    const fleet = this.options.fleet
-    if (fleet === undefined) return await action()
-    const pollMs = fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
-    for (let poll = 0; ; poll++) {
-      const lock = await this.fleetCall('take the login lock', async () => await fleet.store.takeLock('login', fleet.lockTtlMs))
-      if (lock !== undefined) {
-        try {
-          return await action()
-        } finally {
-          await this.releaseLock(fleet.store, lock)
-        }
-      }
-      if (poll >= this.maxLockPolls(fleet)) throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock', 1)
-      await this.sharedSessionChange(pollMs)
-      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
-    }
+    return this.fleet === undefined ? await action() : await this.fleet.withLoginLock(action)
   }
 
   /** Stops the background login retry for good (shutdown, close); requests may still log in. */
@@ -344,8 +309,7 @@ export class SessionManager {
     this.closed = true
     this.retryTimer?.cancel()
     this.retryTimer = undefined
-    this.unsubscribeFleet()
-    for (const wake of [...this.sharedChangeWaiters]) wake()
+    this.fleet?.close()
   }
 
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
@@ -365,12 +329,12 @@ export class SessionManager {
   }
 
   get guardEngaged (): boolean {
-    return this.options.guard.engaged || (this.fleetGuardEngaged && !this.sessions.has(SESSION_KEY))
+    return this.options.guard.engaged || (this.fleetGuardEngaged() && !this.sessions.has(SESSION_KEY))
   }
 
   /** Fleet mode only: whether the fleet store can be reached now; undefined in single-process mode. */
   get fleetStoreConnected (): boolean | undefined {
-    return this.options.fleet?.store.connected
+    return this.fleet?.connected
   }
 
   /** Ready: a session is held, or the last login succeeded. */
@@ -387,8 +351,8 @@ export class SessionManager {
     if (this.options.guard.engaged) return 'credentials-rejected'
     if (this.sessions.has(SESSION_KEY)) return undefined
     // Fleet mode: without the store no login is sent, so only a session held serves.
-    if (this.options.fleet !== undefined && !this.options.fleet.store.connected) return 'fleet-store-unreachable'
-    if (this.fleetGuardEngaged) return 'credentials-rejected'
+    if (this.fleet !== undefined && !this.fleet.connected) return 'fleet-store-unreachable'
+    if (this.fleetGuardEngaged()) return 'credentials-rejected'
     if (this.oauth.clientRejected) return 'oauth-client-rejected'
     if (this.lastLoginSucceeded) return undefined
     if (this.lastLoginRejected) return 'credentials-rejected'
@@ -403,7 +367,7 @@ export class SessionManager {
     const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
     let state: SessionStatus = 'none'
     if (this.options.guard.engaged) state = 'rejected'
-    else if (this.fleetGuardEngaged && session === undefined) state = 'rejected'
+    else if (this.fleetGuardEngaged() && session === undefined) state = 'rejected'
     else if (session !== undefined && remainingMs > 0) state = 'active'
     else if (this.loginInFlight !== undefined) state = 'logging-in'
     else if (this.loginBackoff.remainingMs() > 0) state = 'backing-off'
@@ -421,10 +385,8 @@ export class SessionManager {
       oauthFetches: this.oauth.fetchCount,
       sessionTokenFingerprint: session === undefined ? null : fingerprint(session.token),
       oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value),
-      fleetMode: this.options.fleet !== undefined,
-      fleet: this.options.fleet === undefined
-        ? null
-        : { storeConnected: this.options.fleet.store.connected, consecutiveLoginFailures: this.fleetFailuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
+      fleetMode: this.fleet !== undefined,
+      fleet: this.fleet?.status() ?? null
     }
   }
 
@@ -485,82 +447,7 @@ export class SessionManager {
         ? new AuthUnavailableError('credentials-rejected', `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`, Math.ceil(waitMs / 1000))
         : new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
     }
-    return this.options.fleet === undefined ? await this.sendLogin() : await this.fleetLogin(this.options.fleet)
-  }
-
-  /**
-   * Single-flight, level 2 (the fleet): one replica at a time holds the login lock. The others wait
-   * for its outcome (a notification, or polling as the backstop) and take up the session it wrote.
-   * Whoever holds the lock re-reads the shared session first: no login while a newer one is there.
-   */
-  private async fleetLogin (fleet: FleetOptions): Promise<CachedSession> {
-    const { store, lockTtlMs } = fleet
-    const pollMs = fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
-    const replacing = this.lastSession
-    const maxPolls = this.maxLockPolls(fleet)
-    for (let poll = 0; ; poll++) {
-      const lock = await this.fleetCall('take the login lock', async () => await store.takeLock('login', lockTtlMs))
-      if (lock !== undefined) {
-        try {
-          return await this.loginHoldingLock(store, replacing)
-        } finally {
-          await this.releaseLock(store, lock)
-        }
-      }
-      if (poll === 0) {
-        this.lockWaits += 1
-        this.events.onFleetLockWait?.()
-      }
-      if (poll >= maxPolls) {
-        throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock; waiting for its login', 1)
-      }
-      await this.sharedSessionChange(pollMs)
-      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
-      const shared = await this.fleetCall('read the shared session', async () => await store.readSession())
-      // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
-      if (isNewerSession(shared, replacing)) return this.takeUpShared(shared)
-    }
-  }
-
-  /** Bounded by polls, not by the clock: the lock expires by then (a dead holder), whatever clock the store runs on. */
-  private maxLockPolls (fleet: FleetOptions): number {
-    return Math.ceil(fleet.lockTtlMs / (fleet.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS)) + 2
-  }
-
-  /** Holding the lock: take up a newer shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
-  private async loginHoldingLock (store: FleetStore, replacing: CachedSession | undefined): Promise<CachedSession> {
-    const shared = await this.fleetCall('read the shared session', async () => await store.readSession())
-    if (isNewerSession(shared, replacing)) return this.takeUpShared(shared)
-    const beforeLogin = this.options.fleet?.beforeLogin
-    if (beforeLogin !== undefined) await this.fleetCall('read the fleet\'s password generation', beforeLogin)
-    const maxFailures = this.options.guard.maxFailures
-    const before = await this.fleetCall('read the fleet\'s login failure count', async () => await store.readLoginFailures())
-    this.noteFleetFailures(before)
-    if (this.fleetGuardEngaged) throw this.fleetGuardError(before)
-    const counted = await this.fleetCall('count the login attempt', async () => await store.countLoginAttempt())
-    if (counted > maxFailures) {
-      // Another holder counted meanwhile (a lock that expired under it): never past the limit.
-      await this.uncount(store)
-      this.noteFleetFailures(counted - 1)
-      throw this.fleetGuardError(counted - 1)
-    }
-    let session: CachedSession
-    try {
-      session = await this.sendLogin()
-    } catch (error) {
-      if (this.lastSendCounted) this.noteFleetFailures(counted)
-      else await this.uncount(store)
-      throw error
-    }
-    this.noteFleetFailures(0)
-    try {
-      await store.resetLoginFailures()
-      await store.writeSession({ token: session.token, loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt })
-    } catch (error) {
-      // This replica serves with its session; the others log in on their next expiry (the count stays, conservative).
-      this.events.onWarning?.(`logged in, but the fleet store was not updated: ${messageOf(error)}`)
-    }
-    return session
+    return this.fleet === undefined ? await this.sendLogin() : await this.fleet.login()
   }
 
   /** The one login sent to ThingSpace, counted in the local guard first. */
@@ -594,94 +481,54 @@ export class SessionManager {
     }
   }
 
-  /** A session another replica logged in replaces this one's: no login sent. */
-  private takeUpShared (shared: SharedSession): CachedSession {
-    const replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
-    this.pendingRenewal = undefined
-    this.retryTimer?.cancel()
-    this.retryTimer = undefined
-    this.loginBackoff.reset()
-    this.lastLoginRejected = false
-    this.lastLoginOutcomeUnknown = false
-    this.lastLoginSucceeded = true
-    this.fleetGuardEngaged = false
-    this.loginsAvoided += 1
-    this.events.onFleetLoginAvoided?.()
-    const session: CachedSession = { token: shared.token, loggedInAt: shared.loggedInAt, replacedRefusedSession }
-    this.lastUsedAt = this.options.clock.now()
-    this.sessions.set(SESSION_KEY, session)
+  private fleetGuardEngaged (): boolean {
+    return this.fleet?.guardIsEngaged ?? false
+  }
+
+  /** What the fleet coordinator reads and does in this replica. */
+  private fleetHost (): FleetHost {
+    return {
+      held: () => this.sessions.peek(SESSION_KEY),
+      replacing: () => this.lastSession,
+      renewingIdle: () => this.pendingRenewal === 'idle',
+      lastUsedAt: () => this.lastUsedAt,
+      sendLogin: async () => await this.sendLogin(),
+      lastSendCounted: () => this.lastSendCounted,
+      takeUp: (shared, ttlMs, renewal) => this.takeUpShared(shared, ttlMs, renewal),
+      closed: () => this.closed
+    }
+  }
+
+  /**
+   * A session the fleet shares replaces this one's, without a login: another replica logged it in, or
+   * kept it in use while this replica was idle. `renewal`: it ends this replica's renewal; otherwise it
+   * follows a notification. Cached for `ttlMs`, what is left of it on the fleet's idle clock.
+   */
+  private takeUpShared (shared: SharedSession, ttlMs: number, renewal: boolean): CachedSession {
+    const session: CachedSession = { token: shared.token, loggedInAt: shared.loggedInAt, replacedRefusedSession: false }
+    if (renewal) {
+      session.replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
+      this.pendingRenewal = undefined
+      this.retryTimer?.cancel()
+      this.retryTimer = undefined
+      this.loginBackoff.reset()
+      this.lastLoginRejected = false
+      this.lastLoginOutcomeUnknown = false
+      this.lastLoginSucceeded = true
+      this.lastUsedAt = this.options.clock.now()
+    }
+    this.sessions.set(SESSION_KEY, session, { ttl: Math.max(1, Math.min(ttlMs, this.sessions.ttl)) })
     this.lastSession = session
     return session
   }
 
-  /**
-   * A `session` notification: wakes the replicas waiting for another's login, and lets one that is
-   * not logging in take up a session newer than its own (read from the store: no secret travels in
-   * the message). The hot path never reads the store; this does, once per notification.
-   */
-  private sharedSessionChanged (): void {
-    for (const wake of [...this.sharedChangeWaiters]) wake()
-    const store = this.options.fleet?.store
-    if (store === undefined || this.loginInFlight !== undefined || this.closed) return
-    store.readSession().then((shared) => {
-      const held = this.sessions.peek(SESSION_KEY)
-      if (this.loginInFlight !== undefined || held === undefined || !isNewerSession(shared, held)) return
-      const session: CachedSession = { token: shared.token, loggedInAt: shared.loggedInAt, replacedRefusedSession: false }
-      this.sessions.set(SESSION_KEY, session)
-      this.lastSession = session
-    }, (error: unknown) => this.events.onWarning?.(`a fleet session notification could not be followed: ${messageOf(error)}`))
-  }
-
-  /** Resolves on the next `session` notification or after `ms`, whichever comes first. */
-  private async sharedSessionChange (ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer)
-        this.sharedChangeWaiters.delete(wake)
-        resolve()
-      }
-      const timer = setTimeout(wake, ms)
-      this.sharedChangeWaiters.add(wake)
-    })
-  }
-
-  /** A store call the login depends on: if it fails, no login is sent (the fleet's count cannot be checked). */
-  private async fleetCall<T> (what: string, call: () => Promise<T>): Promise<T> {
-    try {
-      return await call()
-    } catch (error) {
-      throw new AuthUnavailableError('fleet-store-unreachable',
-        `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`, 5)
-    }
-  }
-
-  private async releaseLock (store: FleetStore, lock: FleetLock): Promise<void> {
-    try {
-      await store.releaseLock(lock)
-    } catch (error) {
-      this.events.onWarning?.(`the fleet login lock could not be released (it expires by itself): ${messageOf(error)}`)
-    }
-  }
-
-  /** Takes back a counted attempt that did not count (5xx, no connection, nothing sent). */
-  private async uncount (store: FleetStore): Promise<void> {
-    try {
-      this.noteFleetFailures(await store.uncountLoginAttempt())
-    } catch (error) {
-      // Left counted: conservative, the budget is smaller, never larger.
-      this.events.onWarning?.(`a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}`)
-    }
-  }
-
-  private noteFleetFailures (failures: number): void {
-    this.fleetFailuresSeen = failures
-    this.fleetGuardEngaged = failures >= this.options.guard.maxFailures
-  }
-
-  private fleetGuardError (failures: number): AuthUnavailableError {
-    return new AuthUnavailableError('credentials-rejected',
-      `ThingSpace rejected ${failures} login(s) in a row across the fleet (M2M_PROXY_MAX_LOGIN_FAILURES ${this.options.guard.maxFailures}); logins are paused fleet-wide until one succeeds or the fleet's count is reset`,
-      60)
+  /** The OAuth token: in fleet mode another replica's when it has one this replica does not hold, else fetched (and shared). */
+  private async fetchOAuthGrant (avoid: readonly string[]): Promise<FetchedGrant> {
+    const shared = await this.fleet?.sharedOAuthGrant(avoid, OAUTH_REFRESH_AHEAD_MS)
+    if (shared !== undefined) return { ...shared, fromFleet: true }
+    const grant = await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
+    this.fleet?.shareOAuthToken(grant, this.options.clock.now())
+    return grant
   }
 
   private loggedIn (token: string): CachedSession {
@@ -730,12 +577,6 @@ export class SessionManager {
 
 /** Errors after which a login is tried again in the background while not ready. */
 const BACKGROUND_RETRY_REASONS: ReadonlySet<string> = new Set(['upstream-unavailable', 'fleet-store-unreachable'])
-
-/** A shared session other than the one being replaced, and not older than it. */
-function isNewerSession (shared: SharedSession | undefined, replacing: CachedSession | undefined): shared is SharedSession {
-  if (shared === undefined) return false
-  return replacing === undefined || (shared.token !== replacing.token && shared.loggedInAt >= replacing.loggedInAt)
-}
 
 function messageOf (error: unknown): string {
   return error instanceof Error ? error.message : String(error)

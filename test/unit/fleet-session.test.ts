@@ -7,6 +7,7 @@ import { LoginGuard } from '../../src/session/login-guard.js'
 import { SessionManager, type SessionCredentials, type UpstreamTokens } from '../../src/session/session-manager.js'
 import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
+import type { Timer } from '../../src/session/clock.js'
 
 const CREDENTIALS: SessionCredentials = { username: 'fleet-user@example.com', password: 'Pw-fleet-1', clientId: 'app-key', clientSecret: 'app-secret' }
 const PREFIX = 'm2m-session-proxy:'
@@ -17,6 +18,33 @@ class FakeClock {
   ms = Date.UTC(2026, 0, 1, 12, 0, 0)
   readonly now = (): number => this.ms
   advance (ms: number): void { this.ms += ms }
+}
+
+/** A fake clock whose timers run as time is moved (the fleet's share-use timer, the background retry). */
+class TimerClock extends FakeClock {
+  private timers: Array<{ at: number, callback: () => void }> = []
+  readonly setTimer = (callback: () => void, ms: number): Timer => {
+    const timer = { at: this.ms + ms, callback }
+    this.timers.push(timer)
+    return { cancel: () => { this.timers = this.timers.filter((candidate) => candidate !== timer) } }
+  }
+
+  /** Moves time in steps of at most `stepMs`, running each timer that falls due and letting its promises settle. */
+  async pass (ms: number, stepMs = 1000): Promise<void> {
+    const end = this.ms + ms
+    while (this.ms < end) {
+      this.ms = Math.min(end, this.ms + stepMs)
+      for (const timer of this.timers.filter((candidate) => candidate.at <= this.ms)) {
+        this.timers = this.timers.filter((candidate) => candidate !== timer)
+        timer.callback()
+      }
+      await settle()
+    }
+  }
+}
+
+async function settle (): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve))
 }
 
 /** One ThingSpace shared by the fleet: records logins; `login` can be held or made to fail. */
@@ -96,8 +124,7 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, d
   return result
 }
 
-function fleetOf (t: Test, size = 3): { fleet: MemoryFleet, api: FakeApi, clock: FakeClock, replicas: Replica[] } {
-  const clock = new FakeClock()
+function fleetOf<C extends FakeClock = FakeClock> (t: Test, size = 3, clock: C = new FakeClock() as C): { fleet: MemoryFleet, api: FakeApi, clock: C, replicas: Replica[] } {
   const fleet = new MemoryFleet(clock)
   const api = new FakeApi()
   const replicas = Array.from({ length: size }, () => replica(t, fleet, api, clock))
@@ -262,4 +289,80 @@ t.test('endSession clears the shared session so that no replica takes up a logge
   await manager.startSession()
   t.ok(await manager.endSession())
   t.equal(await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession(), undefined)
+})
+
+t.test('the idle clock is the fleet\'s: a replica quiet for 19 minutes takes up the session the others kept in use, no login', async (t) => {
+  const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
+  const [busy, quiet] = replicas as [Replica, Replica]
+  await busy.manager.startSession()
+  await quiet.manager.startSession()
+  const session = api.issuedSessions[0]
+  for (let minute = 0; minute < 19; minute++) {
+    await clock.pass(60_000)
+    t.equal(busy.manager.currentTokens()?.sessionToken, session, `minute ${minute + 1}: the busy replica uses the session`)
+  }
+  await clock.pass(30_000)
+  t.equal(quiet.manager.currentTokens(), undefined, 'the quiet replica\'s own copy idled out (19 minutes less the margin)')
+  t.equal((await quiet.manager.acquireTokens()).sessionToken, session, 'it takes up the session the fleet kept alive')
+  t.equal(api.logins, 1, 'no login while the shared session is live')
+  t.equal(quiet.avoided, 2, 'a login avoided at start-up and one at the idle renewal')
+})
+
+t.test('the fleet\'s idle clock lets an unused session go: after 19 minutes without any use a request logs in once', async (t) => {
+  const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
+  for (const { manager } of replicas) await manager.startSession()
+  await clock.pass(19 * 60_000 + 1000, 60_000)
+  const renewed = await Promise.all(replicas.map(async ({ manager }) => (await manager.acquireTokens()).sessionToken))
+  t.equal(api.logins, 2, 'one new login for the fleet')
+  t.same(renewed, [api.issuedSessions[1], api.issuedSessions[1]], 'both use the new session, not the idled-out one')
+})
+
+t.test('a store that lost its state (Redis restarted without persistence) is re-seeded with the session the replicas hold', async (t) => {
+  const { fleet, api, clock, replicas } = fleetOf(t, 3, new TimerClock())
+  for (const { manager } of replicas) await manager.startSession()
+  const reader = new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
+  fleet.flush()
+  await settle()
+  t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back on reconnection')
+  t.ok(replicas.some(({ warnings }) => warnings.some((w) => w.includes('re-seeded'))), 'and said so')
+  // The same, found by the share-use timer when no reconnection was seen (a FLUSHALL).
+  await reader.clearSession()
+  await clock.pass(1000)
+  await replicas[1]?.manager.acquireTokens()
+  await clock.pass(6000)
+  t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back by the replica that used it')
+  // A replica restarted now takes up the session instead of logging in.
+  const restarted = replica(t, fleet, api, clock)
+  await restarted.manager.startSession()
+  t.equal(api.logins, 1, 'one login in all')
+})
+
+t.test('a session logged in while the store could not be written is written back once it answers', async (t) => {
+  const { fleet, api, clock, replicas } = fleetOf(t, 1, new TimerClock())
+  const only = replicas[0] as Replica
+  let release!: () => void
+  api.hold = new Promise<void>((resolve) => { release = resolve })
+  const started = only.manager.startSession()
+  await settle()
+  only.down.value = true
+  release()
+  await started
+  only.down.value = false
+  only.manager.currentTokens()
+  await clock.pass(6000)
+  t.equal((await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession())?.token, api.issuedSessions[0])
+})
+
+t.test('the OAuth token is shared: one fetch for the fleet, and a refused token is replaced once for all replicas', async (t) => {
+  const { api, replicas } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+  t.equal(api.oauthFetches, 1, 'the replicas that took up the session also took up the token')
+  t.equal(new Set(held.map((tokens) => tokens.oauthToken)).size, 1)
+  const first = await (replicas[0] as Replica).manager.tokensAfterRejection(held[0] as UpstreamTokens, 'oauth')
+  t.equal(api.oauthFetches, 2, 'the refused token is replaced by a fetch')
+  const others = await Promise.all(replicas.slice(1).map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i + 1] as UpstreamTokens, 'oauth')))
+  t.equal(api.oauthFetches, 2, 'the others take up the new token instead of fetching')
+  t.ok(others.every((tokens) => tokens?.oauthToken === first?.oauthToken))
+  t.same(replicas.map(({ manager }) => manager.snapshot().oauthFetches), [2, 0, 0], 'a token taken from the fleet is no fetch')
 })

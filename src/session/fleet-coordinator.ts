@@ -1,0 +1,382 @@
+// Fleet mode of the session logic: logins shared by the replicas of one account through the FleetStore (one login lock, one
+// failure count), the fleet's idle clock, the shared OAuth token and re-seeding a store that lost its state. No HTTP framework
+// here, and never on the hot path: the store is read on renewal, on notification and by a timer every few seconds.
+
+import type { OAuthGrant } from './auth-client.js'
+import type { Clock, Timer } from './clock.js'
+import { AuthUnavailableError } from './errors.js'
+import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
+
+/** One VZ-M2M session as a replica holds it. */
+export interface CachedSession {
+  token: string
+  loggedInAt: number
+  /** Logged in to replace a session the platform refused (expired or invalid). */
+  replacedRefusedSession: boolean
+  /** A request replayed on it was answered: it worked, so a later refusal is a real expiry, never held. */
+  served?: boolean
+}
+
+/** Fleet mode: the state the replicas share (FleetStore) and how long one replica may hold the login lock. */
+export interface FleetOptions {
+  store: FleetStore
+  /** Longer than a login and its OAuth token fetch can take: a holder that dies frees it after this. */
+  lockTtlMs: number
+  /** A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect). */
+  pollIntervalMs?: number
+  /** How often this replica shares its last use of the session (the fleet's idle clock); never per request. */
+  shareUseIntervalMs?: number
+  /**
+   * Called holding the login lock, right before a login is counted and sent: brings the credentials up
+   * to the fleet's newest password generation (useCredentials). If it rejects, no login is sent.
+   */
+  beforeLogin?: () => Promise<void>
+}
+
+export const FLEET_POLL_INTERVAL_MS = 250
+export const FLEET_SHARE_USE_INTERVAL_MS = 5000
+
+/** What the coordinator needs from the session manager of its replica. */
+export interface FleetHost {
+  /** The session cached now (not idled out locally). */
+  held: () => CachedSession | undefined
+  /** The last session this replica held, cached or not: the one a renewal replaces. */
+  replacing: () => CachedSession | undefined
+  /** The renewal under way is for local idleness only (not a refusal, not an operator's restart): the fleet may still use the session. */
+  renewingIdle: () => boolean
+  /** This replica's last use of a session. */
+  lastUsedAt: () => number | undefined
+  /** Counts the attempt locally and sends the login; afterwards `lastSendCounted` says whether a failure stays counted. */
+  sendLogin: () => Promise<CachedSession>
+  lastSendCounted: () => boolean
+  /** Caches `shared` for `ttlMs` without a login; `renewal`: it ends a renewal (a login avoided), else it follows a notification. */
+  takeUp: (shared: SharedSession, ttlMs: number, renewal: boolean) => CachedSession
+  closed: () => boolean
+}
+
+export interface FleetEvents {
+  onLoginAvoided?: () => void
+  onLockWait?: () => void
+  onWarning?: (message: string) => void
+}
+
+export interface FleetStatus {
+  storeConnected: boolean
+  /** The fleet's consecutive counted logins, as last read (null before any read). */
+  consecutiveLoginFailures: number | null
+  loginsAvoided: number
+  lockWaits: number
+}
+
+export class FleetCoordinator {
+  private readonly store: FleetStore
+  private readonly pollMs: number
+  private guardEngaged = false
+  private failuresSeen: number | undefined
+  private loginsAvoided = 0
+  private lockWaits = 0
+  /** The last use shared with the fleet, and of which session. */
+  private sharedUse: { loggedInAt: number, lastUsedAt: number } | undefined
+  private shareTimer: Timer | undefined
+  private closed = false
+  /** Wakes replicas waiting for another's login (a `session` notification). */
+  private readonly waiters = new Set<() => void>()
+  private readonly unsubscribe: () => void
+
+  constructor (
+    private readonly options: FleetOptions,
+    private readonly host: FleetHost,
+    private readonly env: { clock: Clock, maxFailures: number, sessionTtlMs: number, events: FleetEvents }
+  ) {
+    this.store = options.store
+    this.pollMs = options.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
+    this.unsubscribe = this.store.subscribe((change) => this.changed(change))
+    this.scheduleShareUse()
+  }
+
+  get connected (): boolean {
+    return this.store.connected
+  }
+
+  /** The fleet's failure count was at its limit at the last attempt. */
+  get guardIsEngaged (): boolean {
+    return this.guardEngaged
+  }
+
+  status (): FleetStatus {
+    return { storeConnected: this.store.connected, consecutiveLoginFailures: this.failuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
+  }
+
+  /**
+   * Single-flight, level 2 (the fleet): a session the fleet keeps alive is taken up; otherwise one
+   * replica at a time holds the login lock, and the others wait for its outcome (a notification, or
+   * polling as the backstop) and take up the session it wrote. The holder re-reads the shared session
+   * first: no login while a usable one is there.
+   */
+  async login (): Promise<CachedSession> {
+    const replacing = this.host.replacing()
+    const current = await this.call('read the shared session', async () => await this.store.readSession())
+    if (this.usable(current, replacing)) return this.takeUp(current)
+    const maxPolls = this.maxLockPolls()
+    for (let poll = 0; ; poll++) {
+      const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
+      if (lock !== undefined) {
+        try {
+          return await this.loginHoldingLock(replacing)
+        } finally {
+          await this.release(lock)
+        }
+      }
+      if (poll === 0) {
+        this.lockWaits += 1
+        this.env.events.onLockWait?.()
+      }
+      if (poll >= maxPolls) {
+        throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock; waiting for its login', 1)
+      }
+      await this.nextChange(this.pollMs)
+      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+      const shared = await this.call('read the shared session', async () => await this.store.readSession())
+      // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
+      if (this.usable(shared, replacing)) return this.takeUp(shared)
+    }
+  }
+
+  /** Runs `action` holding the login lock (see SessionManager.withLoginLock). */
+  async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+    for (let poll = 0; ; poll++) {
+      const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
+      if (lock !== undefined) {
+        try {
+          return await action()
+        } finally {
+          await this.release(lock)
+        }
+      }
+      if (poll >= this.maxLockPolls()) throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock', 1)
+      await this.nextChange(this.pollMs)
+      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+    }
+  }
+
+  /** The session was logged out here: no replica may take it up. */
+  async clearSession (): Promise<void> {
+    await this.store.clearSession().catch((error: unknown) => this.env.events.onWarning?.(`the shared session could not be cleared in the fleet store: ${messageOf(error)}`))
+  }
+
+  /**
+   * The fleet's idle clock: moves the shared session's last use to this replica's, at most every
+   * FLEET_SHARE_USE_INTERVAL_MS, and only when it used the session since. When the store no longer
+   * has this replica's session (flushed, restarted empty, or it never got it), puts it back unless a
+   * newer one is there, which it then takes up. `force`: even without a new use (after a reconnection).
+   */
+  async shareUse (force = false): Promise<void> {
+    const held = this.host.held()
+    if (held === undefined || this.closed) return
+    const lastUsedAt = Math.max(this.host.lastUsedAt() ?? held.loggedInAt, held.loggedInAt)
+    const shared = this.sharedUse
+    if (!force && shared !== undefined && shared.loggedInAt === held.loggedInAt && shared.lastUsedAt >= lastUsedAt) return
+    if (await this.store.touchSession(held.loggedInAt, lastUsedAt)) {
+      this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
+      return
+    }
+    const stored = await this.store.readSession()
+    if (stored !== undefined && stored.loggedInAt >= held.loggedInAt) {
+      if (stored.token !== held.token && this.usable(stored, held)) this.host.takeUp(stored, this.remainingMs(stored), false)
+      return
+    }
+    const session = { token: held.token, loggedInAt: held.loggedInAt, lastUsedAt }
+    const written = stored === undefined ? await this.store.seedSession(session) : (await this.store.writeSession(session), true)
+    if (written) {
+      this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
+      this.env.events.onWarning?.(stored === undefined
+        ? 'the fleet store had no session (a Redis restarted or flushed without persistence?): re-seeded it with the session this replica holds'
+        : 'the fleet store held an older session than this replica: wrote this replica\'s session back')
+    }
+  }
+
+  /** The fleet's OAuth token when another replica fetched one this replica does not hold yet and it has most of its life ahead. */
+  async sharedOAuthGrant (avoid: readonly string[], minLifetimeMs: number): Promise<OAuthGrant | undefined> {
+    let shared
+    try {
+      shared = await this.store.readOAuthToken()
+    } catch {
+      return undefined // the token endpoint has no lockout: fetch one
+    }
+    if (shared === undefined || avoid.includes(shared.token)) return undefined
+    const lifetimeMs = shared.expiresAt - this.env.clock.now()
+    if (lifetimeMs < minLifetimeMs) return undefined
+    return { accessToken: shared.token, expiresInSeconds: lifetimeMs / 1000 }
+  }
+
+  /** Shares a token fetched here with the other replicas; best effort. */
+  shareOAuthToken (grant: OAuthGrant, receivedAt: number): void {
+    this.store.writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
+      .catch((error: unknown) => this.env.events.onWarning?.(`the OAuth token could not be shared in the fleet store: ${messageOf(error)}`))
+  }
+
+  close (): void {
+    this.closed = true
+    this.shareTimer?.cancel()
+    this.shareTimer = undefined
+    this.unsubscribe()
+    for (const wake of [...this.waiters]) wake()
+  }
+
+  /** Holding the lock: take up a usable shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
+  private async loginHoldingLock (replacing: CachedSession | undefined): Promise<CachedSession> {
+    const store = this.store
+    const shared = await this.call('read the shared session', async () => await store.readSession())
+    if (this.usable(shared, replacing)) return this.takeUp(shared)
+    const beforeLogin = this.options.beforeLogin
+    if (beforeLogin !== undefined) await this.call('read the fleet\'s password generation', beforeLogin)
+    const before = await this.call('read the fleet\'s login failure count', async () => await store.readLoginFailures())
+    this.noteFailures(before)
+    if (this.guardEngaged) throw this.guardError(before)
+    const counted = await this.call('count the login attempt', async () => await store.countLoginAttempt())
+    if (counted > this.env.maxFailures) {
+      // Another holder counted meanwhile (a lock that expired under it): never past the limit.
+      await this.uncount()
+      this.noteFailures(counted - 1)
+      throw this.guardError(counted - 1)
+    }
+    let session: CachedSession
+    try {
+      session = await this.host.sendLogin()
+    } catch (error) {
+      if (this.host.lastSendCounted()) this.noteFailures(counted)
+      else await this.uncount()
+      throw error
+    }
+    this.noteFailures(0)
+    try {
+      await store.resetLoginFailures()
+      await store.writeSession({ token: session.token, loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt })
+      this.sharedUse = { loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt }
+    } catch (error) {
+      // This replica serves with its session, and shareUse() writes it back once the store answers.
+      this.env.events.onWarning?.(`logged in, but the fleet store was not updated: ${messageOf(error)}`)
+    }
+    return session
+  }
+
+  /**
+   * Whether `shared` can replace `replacing` without a login: it is alive on the fleet's idle clock,
+   * and either another session not older than the one replaced, or the very same one when this
+   * replica's copy only idled out locally while other replicas kept it in use.
+   */
+  private usable (shared: SharedSession | undefined, replacing: CachedSession | undefined): shared is SharedSession {
+    if (shared === undefined || this.remainingMs(shared) <= 0) return false
+    if (replacing === undefined) return true
+    if (shared.token === replacing.token) return this.host.renewingIdle()
+    return shared.loggedInAt >= replacing.loggedInAt
+  }
+
+  /** Time left before the session idles out on the fleet's clock (with the same margin as a replica's own). */
+  private remainingMs (shared: SharedSession): number {
+    return this.env.sessionTtlMs - (this.env.clock.now() - Math.max(shared.lastUsedAt, shared.loggedInAt))
+  }
+
+  private takeUp (shared: SharedSession): CachedSession {
+    this.guardEngaged = false
+    this.loginsAvoided += 1
+    this.env.events.onLoginAvoided?.()
+    this.sharedUse = { loggedInAt: shared.loggedInAt, lastUsedAt: shared.lastUsedAt }
+    return this.host.takeUp(shared, this.remainingMs(shared), true)
+  }
+
+  private changed (change: FleetChange): void {
+    if (change.kind === 'session') this.sessionChanged()
+    else if (change.kind === 'connected') {
+      // The store may have lost its state (a Redis without persistence): put back what this replica holds.
+      this.shareUse(true).catch((error: unknown) => this.env.events.onWarning?.(`the fleet store could not be re-seeded: ${messageOf(error)}`))
+    }
+  }
+
+  /**
+   * A `session` notification: wakes the replicas waiting for another's login, and lets one that is
+   * not waiting take up a session newer than its own (read from the store: no secret travels in the
+   * message).
+   */
+  private sessionChanged (): void {
+    const waiting = this.waiters.size > 0
+    for (const wake of [...this.waiters]) wake()
+    if (waiting || this.closed) return
+    this.store.readSession().then((shared) => {
+      const held = this.host.held()
+      if (held === undefined || this.waiters.size > 0 || shared === undefined || shared.token === held.token || !this.usable(shared, held)) return
+      this.host.takeUp(shared, this.remainingMs(shared), false)
+    }, (error: unknown) => this.env.events.onWarning?.(`a fleet session notification could not be followed: ${messageOf(error)}`))
+  }
+
+  private scheduleShareUse (): void {
+    const setTimer = this.env.clock.setTimer
+    if (setTimer === undefined || this.closed) return
+    this.shareTimer = setTimer(() => {
+      this.shareTimer = undefined
+      this.shareUse().catch(() => { /* the store logs its own connection problems; the next round tries again */ })
+        .finally(() => this.scheduleShareUse())
+    }, this.options.shareUseIntervalMs ?? FLEET_SHARE_USE_INTERVAL_MS)
+  }
+
+  /** Bounded by polls, not by the clock: the lock expires by then (a dead holder), whatever clock the store runs on. */
+  private maxLockPolls (): number {
+    return Math.ceil(this.options.lockTtlMs / this.pollMs) + 2
+  }
+
+  /** Resolves on the next `session` notification or after `ms`, whichever comes first. */
+  private async nextChange (ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer)
+        this.waiters.delete(wake)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      this.waiters.add(wake)
+    })
+  }
+
+  /** A store call a login depends on: if it fails, no login is sent (the fleet's count cannot be checked). */
+  private async call<T> (what: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await call()
+    } catch (error) {
+      throw new AuthUnavailableError('fleet-store-unreachable',
+        `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`, 5)
+    }
+  }
+
+  private async release (lock: FleetLock): Promise<void> {
+    try {
+      await this.store.releaseLock(lock)
+    } catch (error) {
+      this.env.events.onWarning?.(`the fleet ${lock.name} lock could not be released (it expires by itself): ${messageOf(error)}`)
+    }
+  }
+
+  /** Takes back a counted attempt that did not count (5xx, no connection, nothing sent). */
+  private async uncount (): Promise<void> {
+    try {
+      this.noteFailures(await this.store.uncountLoginAttempt())
+    } catch (error) {
+      // Left counted: conservative, the budget is smaller, never larger.
+      this.env.events.onWarning?.(`a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}`)
+    }
+  }
+
+  private noteFailures (failures: number): void {
+    this.failuresSeen = failures
+    this.guardEngaged = failures >= this.env.maxFailures
+  }
+
+  private guardError (failures: number): AuthUnavailableError {
+    return new AuthUnavailableError('credentials-rejected',
+      `ThingSpace rejected ${failures} login(s) in a row across the fleet (M2M_PROXY_MAX_LOGIN_FAILURES ${this.env.maxFailures}); logins are paused fleet-wide until one succeeds or the fleet's count is reset`,
+      60)
+  }
+}
+
+function messageOf (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
