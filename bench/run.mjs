@@ -371,6 +371,7 @@ async function main () {
     } catch (error) {
       countProblem = error instanceof Error ? error.message : String(error)
     }
+    const fleetUpAfter = await storeUp(fleetProxy.adminPort).catch(() => undefined)
 
     const out = ['', `Fleet mode against single-process mode (the same proxy, upstream and load; fleet mode adds M2M_PROXY_REDIS_URL=${shownUrl(REDIS_URL)}, a fleet key and a key prefix of this run's own):`]
     const fleetRatios = (runs, method, figure) => {
@@ -407,7 +408,7 @@ async function main () {
       const proxyTotal = [...commands.proxy.values()].reduce((sum, value) => sum + value, 0)
       out.push('', `Redis commands during the fleet rounds (${fleetRequests} requests proxied in fleet mode): the fleet-mode proxy's ${commands.proxyConnections} connection(s) to Redis sent ${describeCommands(commands.proxy)}, ` +
         `${(proxyTotal * 1000 / fleetRequests).toFixed(3)} per 1000 requests (MONITOR, by client connection); the Redis server received ${describeCommands(commands.server)} in all ` +
-        '(INFO commandstats; every client of this Redis, without the bench\'s own INFO)')
+        `(INFO commandstats; every client of this Redis, without the bench's own INFO); the fleet store was ${fleetUpAfter === '1' ? 'still' : 'NOT'} connected after the rounds (m2m_proxy_fleet_store_up ${fleetUpAfter})`)
     }
     return out
   }
