@@ -8,6 +8,9 @@ import type { Credentials } from './credentials/credentials.js'
 import { CredentialsFile } from './credentials/credentials-file.js'
 import { CredentialOperations } from './credentials/operations.js'
 import { watchCredentialsFile } from './credentials/watcher.js'
+import { PasswordAge } from './credentials/password-age.js'
+import { DAY_MS, RotationScheduler } from './credentials/rotation-schedule.js'
+import { PasswordSync } from './fleet/password-sync.js'
 import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-client.js'
 import { systemClock, type Clock } from './session/clock.js'
 import { AuthUnavailableError } from './session/errors.js'
@@ -54,6 +57,8 @@ export interface ProxyApp {
 const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
 /** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
 const FLEET_LOCK_MARGIN_MS = 5_000
+/** The rotation lock covers a catch-up, a token fetch, the login lock's wait and hold, and the login that verifies: a few login locks. */
+const ROTATION_LOCK_TTL_FACTOR = 4
 
 /** The login lock outlives what one login can take (OAuth token fetch, then the login), so that it never expires under a live holder. */
 export function fleetLockTtlMs (upstreamTimeoutMs: number): number {
@@ -78,8 +83,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const sessionLog = logger.child({ component: 'session' })
   const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
   const clock = deps.clock ?? systemClock
-  // Read only when scraped, by then `session` below exists.
-  const metrics = new ProxyMetrics(() => session, { fleet: config.fleet !== undefined || deps.fleetStore !== undefined })
+  const credentialsLog = logger.child({ component: 'credentials' })
+  const credentialsFile = new CredentialsFile(config.credentialsFile)
+  const passwordAge = PasswordAge.open(config.stateDir, credentials.password, clock.now(), (message) => credentialsLog.warn(message))
+  // Read only when scraped, by then `session` and `operations` below exist.
+  const metrics = new ProxyMetrics(() => session, {
+    fleet: config.fleet !== undefined || deps.fleetStore !== undefined,
+    passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined
+  })
   const fleetLog = logger.child({ component: 'fleet' })
   // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).
   const fleetStore = deps.fleetStore ?? (config.fleet === undefined
@@ -97,7 +108,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     guard: deps.guard,
     sessionIdleSeconds: config.sessionIdleSeconds,
     clock,
-    fleet: fleetStore === undefined ? undefined : { store: fleetStore, lockTtlMs: fleetLockTtlMs(config.upstreamTimeoutMs) },
+    fleet: fleetStore === undefined
+      ? undefined
+      // No login before this replica holds the fleet's newest password generation.
+      : { store: fleetStore, lockTtlMs: fleetLockTtlMs(config.upstreamTimeoutMs), beforeLogin: async (): Promise<void> => { await passwordSync?.catchUp() } },
     events: {
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
       onLogin: (outcome, detail) => {
@@ -197,12 +211,30 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     onUpstreamResult: metrics.observeUpstream
   })
 
-  const credentialsLog = logger.child({ component: 'credentials' })
+  const passwordSync: PasswordSync | undefined = fleetStore === undefined
+    ? undefined
+    : new PasswordSync({
+      store: fleetStore,
+      session,
+      file: credentialsFile,
+      localChangedAt: () => passwordAge.changedAt,
+      events: {
+        onInfo: (message) => credentialsLog.info(message),
+        onWarning: (message) => credentialsLog.warn(message),
+        onError: (message) => credentialsLog.error(message),
+        onGeneration: (generation) => passwordAge.observe(generation.password, clock.now(), generation.changedAt, 'fleet')
+      }
+    })
   const operations = new CredentialOperations({
     session,
     api,
-    file: new CredentialsFile(config.credentialsFile),
+    file: credentialsFile,
     clock,
+    passwordAge,
+    rotationDays: config.passwordRotationDays,
+    fleet: passwordSync === undefined || fleetStore === undefined
+      ? undefined
+      : { store: fleetStore, sync: passwordSync, rotationLockTtlMs: ROTATION_LOCK_TTL_FACTOR * fleetLockTtlMs(config.upstreamTimeoutMs) },
     events: {
       onWarning: (message) => credentialsLog.warn(message),
       onInfo: (message) => credentialsLog.info(message),
@@ -221,20 +253,40 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   })
   hardenListener(admin, { guard, maxConnections: config.adminMaxConnections, maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS', log: admin.log })
   registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, metrics, isShuttingDown: () => shuttingDown })
+  passwordSync?.start()
+  const rotationSchedule = new RotationScheduler({
+    days: config.passwordRotationDays,
+    clock,
+    operations,
+    events: { onInfo: (message) => credentialsLog.info(message), onWarning: (message) => credentialsLog.warn(message) }
+  })
+  rotationSchedule.start()
+  if (config.passwordRotationDays > 0) {
+    credentialsLog.info({ rotationDays: config.passwordRotationDays, changedAt: new Date(passwordAge.changedAt).toISOString(), changedAtSource: passwordAge.source },
+      `scheduled password rotation every ${config.passwordRotationDays} day(s)${passwordAge.source === 'first-seen' ? '; the password\'s age is counted from when the proxy first saw it' : ''}` +
+      `; next due ${new Date(passwordAge.changedAt + config.passwordRotationDays * DAY_MS).toISOString()}${fleetStore === undefined ? '' : ' (or as the fleet\'s password generation says)'}`)
+  }
 
   const stopWatching = config.credentialsWatchIntervalMs === 0
     ? () => {}
     : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
       if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
+      if (credentialsFile.holdsOwnWrite()) return // a password generation this replica took into use
       operations.reload({ login: false }).catch((error: unknown) => {
         // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
         credentialsLog.warn(`credentials file changed but was not loaded: ${error instanceof Error ? error.message : String(error)}`)
       })
     })
 
+  const stopPasswordTasks = (): void => {
+    rotationSchedule.stop()
+    passwordSync?.stop()
+  }
+
   const close = async (): Promise<void> => {
     shuttingDown = true
     stopWatching()
+    stopPasswordTasks()
     session.close()
     const closed = Promise.allSettled([proxy.close(), admin.close()])
     // Immediate: requests in flight are not waited for. A stalled upload would otherwise hold close()
@@ -249,6 +301,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const shutdown = async (): Promise<void> => {
     shuttingDown = true // readiness answers 503 from now on
     stopWatching()
+    stopPasswordTasks()
     session.close() // no background login any more
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle
     // now. Those busy now would stay open once answered, holding the drain until the grace period

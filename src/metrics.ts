@@ -54,7 +54,11 @@ export class ProxyMetrics {
   /** Records one upstream exchange (hot path); statusCode undefined when it failed. */
   readonly observeUpstream: (statusCode: number | undefined, seconds: number) => void
 
-  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean } = {}) {
+  /**
+   * `passwordAgeSeconds`: the age of the password in force (state directory, or the fleet's generation),
+   * read when scraped; undefined before it is known.
+   */
+  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean, passwordAgeSeconds?: () => number | undefined } = {}) {
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -106,6 +110,15 @@ export class ProxyMetrics {
         help: 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
         registers: [this.registry],
         collect () { this.set(session()?.fleetStoreConnected === true ? 1 : 0) }
+      })
+    }
+    const passwordAgeSeconds = options.passwordAgeSeconds
+    if (passwordAgeSeconds !== undefined) {
+      new Gauge({
+        name: 'm2m_proxy_password_age_seconds',
+        help: 'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
+        registers: [this.registry],
+        collect () { this.set(passwordAgeSeconds() ?? 0) }
       })
     }
     new Gauge({

@@ -23,7 +23,8 @@ const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
   'not-rewritable': 'conflict',
   'unchanged-while-rejected': 'conflict',
   'upstream-failed': 'upstreamUnreachable',
-  'not-saved': 'internal'
+  'not-saved': 'internal',
+  'fleet-unavailable': 'authUnavailable'
 }
 
 function outcomeOf (statusCode: number): string {
@@ -138,7 +139,8 @@ function answerOtherMethods (app: FastifyInstance, allowedMethods: ReadonlyMap<s
 }
 
 function registerOperatorRoutes (app: FastifyInstance, { session, operations }: AdminPluginOptions): void {
-  app.get('/session', async () => session.snapshot())
+  // The session's state, and the password's (generation, age, whether it is saved to the file): never a secret.
+  app.get('/session', async () => ({ ...session.snapshot(), password: operations.passwordStatus() }))
 
   app.post('/session/start', async () => {
     await session.restartSession('admin')

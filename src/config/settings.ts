@@ -32,6 +32,17 @@ function integer (min: number, max: number): Parser<number> {
 
 const port = integer(0, 65535)
 
+/** Days, fractions allowed: 0 (off) or from `min` to `max`. */
+function daysOrOff (min: number, max: number): Parser<number> {
+  return (raw, setting) => {
+    const value = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN
+    if (!Number.isFinite(value) || (value !== 0 && (value < min || value > max))) {
+      throw new ConfigError(setting, `must be 0 (off) or a number of days from ${min} to ${max}, fractions allowed (got ${describe(raw)})`)
+    }
+    return value
+  }
+}
+
 /** The one set of boolean spellings, in the environment and the config file alike (case-insensitive; JSON true/false too). */
 export const BOOLEAN_SPELLINGS = { true: ['true', 'yes', 'on', '1'], false: ['false', 'no', 'off', '0'] } as const
 
@@ -170,6 +181,8 @@ export const SETTINGS = {
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
+  // Scheduled rotation: the password is rotated once older than this (its change time in the state directory, and in Redis in fleet mode); 0: off.
+  passwordRotationDays: setting('M2M_PROXY_PASSWORD_ROTATION_DAYS', 0, daysOrOff(1, 3650)),
   // Fleet mode (issue 13, in progress): one login per expiry and one lockout budget for the replicas sharing the Redis.
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),

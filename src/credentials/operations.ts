@@ -5,10 +5,13 @@ import type { ThingSpaceAuthApi } from '../session/auth-client.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
 import { errorCode } from '../config/load.js'
+import type { FleetLock, FleetStore } from '../fleet/store.js'
+import type { PasswordSync, PublishedPassword } from '../fleet/password-sync.js'
 import type { Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
+import type { PasswordAge, PasswordAgeSource } from './password-age.js'
 
-export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected'
+export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected' | 'fleet-unavailable'
 
 /** An operator action that could not be carried out; the message never holds a secret. */
 export class OperationError extends Error {
@@ -23,6 +26,8 @@ export interface RotationResult {
   at: string
   /** A login with the new password succeeded. */
   verified: boolean
+  /** Fleet mode: the password generation published (undefined in single-process mode). */
+  generation?: number
 }
 
 export interface OperationEvents {
@@ -32,8 +37,39 @@ export interface OperationEvents {
   onResetFailed?: (detail: { message: string, cause: FailureCause }) => void
 }
 
+/** Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation. */
+export interface FleetRotation {
+  store: FleetStore
+  sync: PasswordSync
+  /** How long one rotation may hold the fleet's rotation lock: a holder that dies frees it after this. */
+  rotationLockTtlMs: number
+}
+
+/** What GET /admin/session says about the password (never the password). */
+export interface PasswordStatus {
+  /** Fleet mode: the generation this replica holds (null before it reached the store); null in single-process mode. */
+  generation: number | null
+  /** When the password in force was changed (or first seen, see changedAtSource). */
+  changedAt: string | null
+  changedAtSource: PasswordAgeSource | 'fleet' | null
+  ageSeconds: number | null
+  /** False when the password in force is held in memory only: the credentials file could not be written. */
+  savedToFile: boolean
+  /** Fleet mode: false while the password this replica holds could not be published to the store yet. */
+  published: boolean | null
+  /** M2M_PROXY_PASSWORD_ROTATION_DAYS; 0: off. */
+  rotationDays: number
+  /** When scheduled rotation is due (null when off). */
+  rotationDueAt: string | null
+}
+
+/** Leaves the login lock to renew a refused token outside it (a renewal logs in, which needs that lock). */
+interface RenewOutside { renew: 'session' | 'oauth' }
+
 export class CredentialOperations {
   private busy: string | undefined
+  /** Single-process mode: the password in force could not be written to the credentials file. */
+  private unsaved = false
 
   constructor (private readonly deps: {
     session: SessionManager
@@ -41,6 +77,12 @@ export class CredentialOperations {
     file: CredentialsFile
     clock: Clock
     events?: OperationEvents
+    /** The password's change time in the state directory (single-process mode's age; the fleet's generation 1). */
+    passwordAge?: PasswordAge
+    /** Fleet mode; absent: single-process mode, unchanged. */
+    fleet?: FleetRotation
+    /** M2M_PROXY_PASSWORD_ROTATION_DAYS, for the status (0: off). */
+    rotationDays?: number
   }) {}
 
   get inProgress (): string | undefined {
@@ -50,46 +92,182 @@ export class CredentialOperations {
   /**
    * PUT /session/password/actions/reset with the current password. ThingSpace generates the new one and
    * it is effective at once, so it is written to the credentials file before anything else happens.
+   * Fleet mode: one rotation at a time fleet-wide (`busy` elsewhere), and the new password is published
+   * as the next generation before any replica can log in again.
    */
   async rotatePassword (): Promise<RotationResult> {
-    return await this.exclusive('password rotation', async () => {
-      const { session, file } = this.deps
-      const problem = file.rewriteProblem()
-      if (problem !== undefined) throw new OperationError('not-rewritable', `rotation refused before contacting ThingSpace: ${problem}`)
-      const current = session.currentCredentials
-      const newPassword = await this.resetUpstream(current.password)
-      const rotated: Credentials = { ...current, password: newPassword }
-      try {
-        file.writePassword(newPassword)
-      } catch (error) {
-        // Keep working with the password only this process knows, and say loudly that it is not saved.
-        session.useCredentials(rotated)
-        throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
-          'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again')
-      }
+    return await this.exclusive('password rotation', async () => await this.rotate(undefined) as RotationResult)
+  }
+
+  /**
+   * Scheduled rotation: rotates only if the password is at least `maxAgeMs` old, as read after taking
+   * the rotation lock (fleet mode: the fleet's generation, so that exactly one replica rotates).
+   * Undefined when it was not due.
+   */
+  async rotateIfDue (maxAgeMs: number): Promise<RotationResult | undefined> {
+    return await this.exclusive('password rotation', async () => await this.rotate(maxAgeMs))
+  }
+
+  /** When the password in force was changed: the fleet's generation in fleet mode once known, else the state directory's record. */
+  passwordChangedAt (): number | undefined {
+    return this.deps.fleet?.sync.status().changedAt ?? this.deps.passwordAge?.changedAt
+  }
+
+  passwordStatus (): PasswordStatus {
+    const { fleet, passwordAge, clock } = this.deps
+    const sync = fleet?.sync.status()
+    const changedAt = this.passwordChangedAt()
+    const rotationDays = this.deps.rotationDays ?? 0
+    const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+    return {
+      generation: sync?.generation ?? null,
+      changedAt: iso(changedAt),
+      changedAtSource: sync?.changedAt != null ? 'fleet' : passwordAge?.source ?? null,
+      ageSeconds: changedAt === undefined ? null : Math.max(0, Math.round((clock.now() - changedAt) / 1000)),
+      savedToFile: sync?.savedToFile ?? !this.unsaved,
+      published: sync?.published ?? null,
+      rotationDays,
+      rotationDueAt: rotationDays === 0 || changedAt === undefined ? null : iso(changedAt + rotationDays * DAY_MS)
+    }
+  }
+
+  private async rotate (maxAgeMs: number | undefined): Promise<RotationResult | undefined> {
+    const { session, file } = this.deps
+    const problem = file.rewriteProblem()
+    if (problem !== undefined) throw new OperationError('not-rewritable', `rotation refused before contacting ThingSpace: ${problem}`)
+    if (this.deps.fleet !== undefined) return await this.rotateInFleet(this.deps.fleet, maxAgeMs)
+    if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
+    const current = session.currentCredentials
+    const newPassword = await this.resetUpstream(current.password)
+    const rotated: Credentials = { ...current, password: newPassword }
+    const at = this.deps.clock.now()
+    try {
+      file.writePassword(newPassword)
+    } catch (error) {
+      // Keep working with the password only this process knows, and say loudly that it is not saved.
       session.useCredentials(rotated)
-      let verified = true
-      try {
-        await session.restartSession('rotation')
-      } catch (error) {
-        verified = false
-        this.deps.events?.onWarning?.(`login with the rotated password failed: ${error instanceof Error ? error.message : String(error)}`)
+      this.unsaved = true
+      this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+      throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
+        'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again')
+    }
+    session.useCredentials(rotated)
+    this.unsaved = false
+    this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+    return { rotated: true, at: new Date(at).toISOString(), verified: await this.verify() }
+  }
+
+  /**
+   * Fleet mode: rotation lock → catch up on the newest generation → tokens (outside the login lock) →
+   * holding the login lock (no replica logs in meanwhile): reset, write this replica's file first,
+   * publish the next generation → log in with the new password.
+   */
+  private async rotateInFleet (fleet: FleetRotation, maxAgeMs: number | undefined): Promise<RotationResult | undefined> {
+    const { session, file, clock } = this.deps
+    let lock: FleetLock | undefined
+    try {
+      lock = await fleet.store.takeLock('rotation', fleet.rotationLockTtlMs)
+    } catch (error) {
+      throw new OperationError('fleet-unavailable', `rotation refused before contacting ThingSpace: the fleet store cannot be reached (${messageOf(error)})`)
+    }
+    if (lock === undefined) throw new OperationError('busy', 'a password rotation is in progress on another replica of the fleet; try again when it has finished')
+    try {
+      await this.catchUp(fleet)
+      if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
+      let tokens = await session.acquireTokens() // AuthUnavailableError when it cannot authenticate
+      let outcome: { saveError?: string, published: PublishedPassword } | RenewOutside
+      for (let attempt = 1; ; attempt++) {
+        outcome = await session.withLoginLock(async () => {
+          // Holding the login lock: nobody publishes a login meanwhile; a generation an operator published is taken up now.
+          await this.catchUp(fleet)
+          const current = session.currentCredentials
+          let newPassword: string
+          try {
+            newPassword = await this.deps.api.resetPassword(tokens.oauthToken, tokens.sessionToken, current.password)
+          } catch (error) {
+            const problem = tokenProblemOf(error)
+            if (problem !== undefined && attempt === 1) return { renew: problem }
+            throw this.resetFailed(error)
+          }
+          let saveError: string | undefined
+          try {
+            file.writePassword(newPassword)
+          } catch (error) {
+            saveError = errorCode(error)
+          }
+          session.useCredentials({ ...current, password: newPassword })
+          const at = clock.now()
+          this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+          return { saveError, published: await fleet.sync.publishNew(newPassword, at, current.password, saveError === undefined) }
+        })
+        if (!('renew' in outcome)) break
+        // The old password is still valid: renew the refused token outside the login lock, then ask once more.
+        const renewed = await session.tokensAfterRejection(tokens, outcome.renew)
+        if (renewed === undefined) throw this.resetFailed(new UpstreamAuthError(outcome.renew === 'session' ? 'session-invalid' : 'oauth-invalid', 'the token was refused again right after its renewal'))
+        tokens = renewed
       }
-      return { rotated: true, at: new Date(this.deps.clock.now()).toISOString(), verified }
-    })
+      const { saveError, published } = outcome
+      if (saveError !== undefined) {
+        throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${saveError}); ` +
+          `this replica keeps it in memory${published.published ? `, and it is published to the fleet store as generation ${published.generation}` : ' only, and it could not be published to the fleet store either: do not restart this replica'}; fix the file system`)
+      }
+      return { rotated: true, at: new Date(published.changedAt).toISOString(), verified: await this.verify(), generation: published.generation }
+    } finally {
+      await fleet.store.releaseLock(lock).catch((error: unknown) => {
+        this.deps.events?.onWarning?.(`the fleet's rotation lock could not be released (it expires by itself): ${messageOf(error)}`)
+      })
+    }
+  }
+
+  private async catchUp (fleet: FleetRotation): Promise<void> {
+    try {
+      await fleet.sync.catchUp()
+    } catch (error) {
+      throw new OperationError('fleet-unavailable', `rotation refused before contacting ThingSpace: the fleet's password generation cannot be read (${messageOf(error)})`)
+    }
+  }
+
+  private due (maxAgeMs: number): boolean {
+    const changedAt = this.passwordChangedAt()
+    return changedAt === undefined || this.deps.clock.now() - changedAt >= maxAgeMs
+  }
+
+  /** Logs in with the new password (and logs the old session out); false when that login failed. */
+  private async verify (): Promise<boolean> {
+    try {
+      await this.deps.session.restartSession('rotation')
+      return true
+    } catch (error) {
+      this.deps.events?.onWarning?.(`login with the rotated password failed: ${messageOf(error)}`)
+      return false
+    }
   }
 
   /**
    * Re-reads and validates the credentials file. Explicit reloads (`login: true`) log in afresh; the file
    * watcher logs in only when the new credentials released the lockout guard or no session is held.
+   * Fleet mode: a changed password (an operator changed it in ThingSpace) is published as the fleet's next
+   * generation; a file still holding a password this replica replaced is a stale copy and changes nothing.
    */
   async reload (options: { login: boolean }): Promise<SessionSnapshot> {
     return await this.exclusive('credentials reload', async () => {
-      const { session, file } = this.deps
-      const next = file.read() // ConfigError: the old credentials stay in force
+      const { session, file, fleet } = this.deps
+      let next = file.read() // ConfigError: the old credentials stay in force
       const exposure = file.exposure()
       if (exposure !== undefined) this.deps.events?.onWarning?.(exposure)
-      const changed = !sameCredentials(next, session.currentCredentials)
+      const current = session.currentCredentials
+      if (fleet !== undefined && next.password !== current.password && fleet.sync.isSuperseded(next.password)) {
+        next = { ...next, password: current.password }
+        let rewritten = false
+        try {
+          file.writePassword(current.password)
+          rewritten = true
+        } catch { /* said below */ }
+        fleet.sync.noteSavedToFile(rewritten)
+        this.deps.events?.onWarning?.(`${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
+          (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)'))
+      }
+      const changed = !sameCredentials(next, current)
       if (!changed && session.guardEngaged) {
         throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
       }
@@ -97,6 +275,15 @@ export class CredentialOperations {
       if (changed) {
         session.useCredentials(next)
         this.deps.events?.onInfo?.('credentials reloaded')
+        if (next.password !== current.password) {
+          const at = this.deps.clock.now()
+          this.unsaved = false
+          this.deps.passwordAge?.observe(next.password, at, at, 'changed')
+          if (fleet !== undefined) {
+            const published = await fleet.sync.publishNew(next.password, at, current.password, true)
+            if (published.published) this.deps.events?.onInfo?.(`the changed password is published to the fleet as generation ${published.generation}`)
+          }
+        }
       }
       if (options.login || (changed && (wasEngaged || session.snapshot().state !== 'active'))) {
         await session.restartSession('admin').catch((error: unknown) => {
@@ -114,8 +301,7 @@ export class CredentialOperations {
       try {
         return await api.resetPassword(tokens.oauthToken, tokens.sessionToken, oldPassword)
       } catch (error) {
-        if (!(error instanceof UpstreamAuthError)) throw error
-        const tokenProblem = error.kind === 'session-invalid' ? 'session' : error.kind === 'oauth-invalid' ? 'oauth' : undefined
+        const tokenProblem = tokenProblemOf(error)
         // The old password is still valid: a rejected token is renewed and the reset asked once more
         // (unless the session manager holds off renewing a session refused right after its login).
         const renewed = tokenProblem !== undefined && attempt === 1 ? await session.tokensAfterRejection(tokens, tokenProblem) : undefined
@@ -123,14 +309,20 @@ export class CredentialOperations {
           tokens = renewed
           continue
         }
-        const outcome = error.kind === 'unknown-outcome'
-          ? 'the password may or may not have changed: check the account before retrying'
-          : 'the password is unchanged'
-        const message = `ThingSpace password reset failed (${error.message}); ${outcome}`
-        this.deps.events?.onResetFailed?.({ message, cause: failureCause(error) })
-        throw new OperationError('upstream-failed', message)
+        throw this.resetFailed(error)
       }
     }
+  }
+
+  /** The reset's failure as an operator error (rethrows what is not an upstream answer). */
+  private resetFailed (error: unknown): OperationError {
+    if (!(error instanceof UpstreamAuthError)) throw error
+    const outcome = error.kind === 'unknown-outcome'
+      ? 'the password may or may not have changed: check the account before retrying'
+      : 'the password is unchanged'
+    const message = `ThingSpace password reset failed (${error.message}); ${outcome}`
+    this.deps.events?.onResetFailed?.({ message, cause: failureCause(error) })
+    return new OperationError('upstream-failed', message)
   }
 
   private async exclusive<T> (name: string, action: () => Promise<T>): Promise<T> {
@@ -142,4 +334,16 @@ export class CredentialOperations {
       this.busy = undefined
     }
   }
+}
+
+const DAY_MS = 86_400_000
+
+/** Which token a refused reset calls for renewing, if any. */
+function tokenProblemOf (error: unknown): 'session' | 'oauth' | undefined {
+  if (!(error instanceof UpstreamAuthError)) return undefined
+  return error.kind === 'session-invalid' ? 'session' : error.kind === 'oauth-invalid' ? 'oauth' : undefined
+}
+
+function messageOf (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }

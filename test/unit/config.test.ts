@@ -567,3 +567,16 @@ t.test('the fleet settings and the tests\' Redis URL are known names', async (t)
   }
   t.equal(load({ ...CREDS, M2M_PROXY_TEST_REDIS_URL: 'redis://127.0.0.1:6379' }).fleet, undefined, 'the tests\' URL does not turn fleet mode on')
 })
+
+t.test('M2M_PROXY_PASSWORD_ROTATION_DAYS: 0 (off, the default) or 1 to 3650 days, fractions allowed', async (t) => {
+  t.equal(load({ ...CREDS }).passwordRotationDays, 0, 'off by default')
+  t.equal(load({ ...CREDS, M2M_PROXY_PASSWORD_ROTATION_DAYS: '0' }).passwordRotationDays, 0)
+  t.equal(load({ ...CREDS, M2M_PROXY_PASSWORD_ROTATION_DAYS: '30' }).passwordRotationDays, 30)
+  t.equal(load({ ...CREDS, M2M_PROXY_PASSWORD_ROTATION_DAYS: '1.5' }).passwordRotationDays, 1.5)
+  for (const bad of ['-1', '0.5', '3651', 'monthly', '1e3']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PASSWORD_ROTATION_DAYS: bad }))
+    t.equal(error.setting, 'M2M_PROXY_PASSWORD_ROTATION_DAYS', `value ${bad}`)
+    t.match(error.message, /0 \(off\) or a number of days from 1 to 3650/)
+  }
+  t.ok(KNOWN_ENV_NAMES.includes('M2M_PROXY_PASSWORD_ROTATION_DAYS'), 'a known name')
+})

@@ -1,0 +1,255 @@
+// Fleet mode: which password generation this replica holds, and how it follows the fleet's newest one. No HTTP framework here.
+//
+// The store's password generation is the truth: a replica takes a newer one into use before any login
+// (beforeLogin), on a `password` notification and whenever its store connection comes up; a store that
+// lost its state (a Redis restarted without persistence) is re-seeded with the generation held here.
+// The credentials file is rewritten on each change when it can be; otherwise the password is kept in
+// memory and GET /admin/session says so. No password ever appears in a message.
+
+import { createHmac, randomBytes } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { FleetStore, PasswordGeneration } from './store.js'
+import type { SessionCredentials } from '../session/session-manager.js'
+import { errorCode } from '../config/load.js'
+
+/** What the sync needs of the session manager. */
+export interface PasswordHolder {
+  readonly currentCredentials: SessionCredentials
+  useCredentials: (credentials: SessionCredentials) => void
+}
+
+/** What the sync needs of the credentials file. */
+export interface PasswordFile {
+  readonly path: string
+  writePassword: (password: string) => void
+}
+
+export interface PasswordSyncEvents {
+  onInfo?: (message: string) => void
+  onWarning?: (message: string) => void
+  /** The password could not be published: loud, an operator must know. */
+  onError?: (message: string) => void
+  /** A generation was taken into use or found equal to the password in force (its change time). */
+  onGeneration?: (generation: PasswordGeneration) => void
+}
+
+export interface PasswordSyncOptions {
+  store: FleetStore
+  session: PasswordHolder
+  file: PasswordFile
+  /** When the password in force was changed as far as this replica knows: the changedAt of a generation 1 it publishes. */
+  localChangedAt: () => number
+  events?: PasswordSyncEvents
+  /** Waits between attempts to publish a new password when the store fails; default 100, 300, 1000, 3000 ms. */
+  publishRetryDelaysMs?: readonly number[]
+}
+
+export interface PasswordSyncStatus {
+  /** The generation this replica holds; null before it could reach the store. */
+  generation: number | null
+  changedAt: number | null
+  /** False when the password in force could not be written to this replica's credentials file. */
+  savedToFile: boolean
+  /** False while a password this replica holds still has to reach the store (it is re-seeded when the store is back). */
+  published: boolean
+}
+
+export interface PublishedPassword extends PasswordGeneration {
+  published: boolean
+}
+
+const DEFAULT_PUBLISH_RETRY_DELAYS_MS = [100, 300, 1000, 3000] as const
+/** Compare-and-set races lost in a row before giving up for this call (another replica publishing at the same time). */
+const MAX_LOST_RACES = 5
+
+export class PasswordSync {
+  private held: PasswordGeneration | undefined
+  private savedToFile = true
+  private published = true
+  /** Salted hashes of passwords this replica replaced: a file still holding one is a stale copy, never an operator's change. */
+  private readonly superseded = new Set<string>()
+  private readonly salt = randomBytes(16).toString('hex')
+  private queue: Promise<unknown> = Promise.resolve()
+  private unsubscribe: (() => void) | undefined
+
+  constructor (private readonly options: PasswordSyncOptions) {}
+
+  /** Follows the store's notifications; syncs at once when the store is already connected. */
+  start (): void {
+    if (this.unsubscribe !== undefined) return
+    this.unsubscribe = this.options.store.subscribe((change) => {
+      if (change.kind === 'session') return
+      if (change.kind === 'password' && this.held !== undefined && change.generation <= this.held.generation && this.published) return
+      this.syncInBackground(change.kind === 'connected' ? 'after the fleet store connected' : `after generation ${change.generation} was published`)
+    })
+    if (this.options.store.connected) this.syncInBackground('at start-up')
+  }
+
+  stop (): void {
+    this.unsubscribe?.()
+    this.unsubscribe = undefined
+  }
+
+  /**
+   * Brings this replica to the store's newest generation (or the store to this replica's, when it lost
+   * it). Rejects when the store cannot be reached: the caller then sends no login.
+   */
+  async catchUp (): Promise<void> {
+    await this.serial(async () => await this.reconcile())
+  }
+
+  /**
+   * Publishes `password`, already in use here and saved (`savedToFile`) or not, as the next generation:
+   * a rotation, or an operator's change. Retries with backoff when the store fails; if it never
+   * succeeds, the replica holds it as the next generation and re-seeds the store once it is back.
+   */
+  async publishNew (password: string, changedAt: number, previous: string, savedToFile: boolean): Promise<PublishedPassword> {
+    return await this.serial(async () => {
+      this.savedToFile = savedToFile
+      if (previous !== password) this.superseded.add(this.idOf(previous))
+      const { store } = this.options
+      const delays = this.options.publishRetryDelaysMs ?? DEFAULT_PUBLISH_RETRY_DELAYS_MS
+      let failure = ''
+      let lostRaces = 0
+      for (let attempt = 0; attempt <= delays.length;) {
+        try {
+          const stored = await store.readPassword()
+          if (stored?.password === password) return this.hold(stored, true)
+          const generation = Math.max(stored?.generation ?? 0, this.held?.generation ?? 0) + 1
+          const next: PasswordGeneration = { generation, password, changedAt }
+          // Exactly one more than the store's: publish; further (the store lost generations): seed.
+          const written = generation === (stored?.generation ?? 0) + 1 ? await store.publishPassword(next) : await store.seedPassword(next)
+          if (written) return this.hold(next, true)
+          if (++lostRaces < MAX_LOST_RACES) continue // another replica published meanwhile: go on from its generation
+          failure = 'other replicas kept publishing at the same time'
+        } catch (error) {
+          failure = messageOf(error)
+          this.options.events?.onWarning?.(`publishing the new password to the fleet store failed (attempt ${attempt + 1} of ${delays.length + 1}): ${failure}`)
+        }
+        const delay = delays[attempt]
+        attempt += 1
+        if (delay !== undefined) await sleep(delay)
+      }
+      const pending: PasswordGeneration = { generation: (this.held?.generation ?? 0) + 1, password, changedAt }
+      this.options.events?.onError?.(`THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
+        `This replica holds it as generation ${pending.generation}${savedToFile ? ' and in its credentials file' : ', IN MEMORY ONLY'}, and re-seeds the store as soon as it can; ` +
+        'until then the other replicas cannot log in with it: do not restart this replica')
+      return this.hold(pending, false)
+    })
+  }
+
+  /** Whether `password` is one this replica replaced by a newer generation (a stale copy of the file). */
+  isSuperseded (password: string): boolean {
+    return this.superseded.has(this.idOf(password))
+  }
+
+  /** The credentials file was rewritten (or could not be) with the password in force. */
+  noteSavedToFile (saved: boolean): void {
+    this.savedToFile = saved
+  }
+
+  status (): PasswordSyncStatus {
+    return {
+      generation: this.held?.generation ?? null,
+      changedAt: this.held?.changedAt ?? null,
+      savedToFile: this.savedToFile,
+      published: this.published
+    }
+  }
+
+  private hold (generation: PasswordGeneration, published: boolean): PublishedPassword {
+    this.held = { ...generation }
+    this.published = published
+    this.superseded.delete(this.idOf(generation.password))
+    this.options.events?.onGeneration?.({ ...generation })
+    return { ...generation, published }
+  }
+
+  private syncInBackground (when: string): void {
+    this.serial(async () => await this.reconcile()).catch((error: unknown) => {
+      this.options.events?.onWarning?.(`the fleet's password generation could not be checked ${when} (${messageOf(error)}); it is checked again before the next login`)
+    })
+  }
+
+  /** Runs `action` after the ones queued before it: no two changes of the held generation interleave. Never call serial() from inside. */
+  private async serial<T> (action: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(action, action)
+    this.queue = run.catch(() => undefined)
+    return await run
+  }
+
+  private async reconcile (raced = 0): Promise<void> {
+    const { store, session } = this.options
+    const stored = await store.readPassword()
+    const held = this.held
+    const again = async (): Promise<void> => { if (raced < MAX_LOST_RACES) await this.reconcile(raced + 1) }
+    if (stored === undefined) {
+      if (held !== undefined) {
+        // The store lost it (flushed, restarted without persistence): put back what this replica holds.
+        if (await store.seedPassword(held)) {
+          this.published = true
+          this.options.events?.onInfo?.(`the fleet store had no password generation: re-seeded it with generation ${held.generation}`)
+          return
+        }
+        return await again()
+      }
+      const first: PasswordGeneration = { generation: 1, password: session.currentCredentials.password, changedAt: this.options.localChangedAt() }
+      if (await store.publishPassword(first)) {
+        this.hold(first, true)
+        this.options.events?.onInfo?.('published the password of the credentials file as the fleet\'s password generation 1')
+        return
+      }
+      return await again() // another replica published first: take up its generation
+    }
+    if (held === undefined) {
+      if (stored.password === session.currentCredentials.password) {
+        this.hold(stored, true)
+        return
+      }
+      this.adopt(stored, 'warning', `the fleet store holds password generation ${stored.generation}, which differs from the password in ${this.options.file.path}; ` +
+        'the store wins (the file may be a stale copy, such as an old Secret): taking it into use and rewriting the file')
+      return
+    }
+    if (stored.generation > held.generation) {
+      this.adopt(stored, 'info', `took the fleet's password generation ${stored.generation} into use (held ${held.generation})`)
+    } else if (stored.generation < held.generation) {
+      if (await store.seedPassword(held)) {
+        this.published = true
+        this.options.events?.onInfo?.(`the fleet store held password generation ${stored.generation}, older than this replica's ${held.generation}: re-seeded it`)
+        return
+      }
+      await again()
+    } else if (stored.password !== held.password) {
+      this.adopt(stored, 'warning', `the fleet store holds another password under generation ${stored.generation} than this replica: the store wins`)
+    } else {
+      this.published = true
+    }
+  }
+
+  /** Takes `stored` into use: the session's next login uses it, and this replica's credentials file is rewritten when it can be. */
+  private adopt (stored: PasswordGeneration, level: 'info' | 'warning', message: string): void {
+    const { session, file, events } = this.options
+    const current = session.currentCredentials
+    if (current.password !== stored.password) this.superseded.add(this.idOf(current.password))
+    session.useCredentials({ ...current, password: stored.password })
+    this.hold(stored, true)
+    if (level === 'info') events?.onInfo?.(message)
+    else events?.onWarning?.(message)
+    try {
+      file.writePassword(stored.password)
+      this.savedToFile = true
+    } catch (error) {
+      this.savedToFile = false
+      events?.onWarning?.(`password generation ${stored.generation} is in use but could not be written to ${file.path} (${errorCode(error)}); ` +
+        'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again')
+    }
+  }
+
+  private idOf (password: string): string {
+    return createHmac('sha256', this.salt).update(password).digest('hex')
+  }
+}
+
+function messageOf (error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
