@@ -51,9 +51,10 @@ async function startProxy (upstream, env = {}, { onLogLine } = {}) {
   let output = ''
   const collect = (chunk) => { output += chunk.toString() }
   child.stdout.on('data', collect)
-  for (let i = 0; i < 100 && !output.includes('"msg":"listening"'); i++) await sleep(50)
+  // Up to 15 s: a loaded 2-core machine can take several seconds to start three of them.
+  for (let i = 0; i < 300 && !output.includes('"msg":"listening"') && child.exitCode === null; i++) await sleep(50)
   const line = output.split('\n').find((candidate) => candidate.includes('"msg":"listening"'))
-  if (line === undefined) throw new Error('proxy did not start')
+  if (line === undefined) throw new Error(`proxy did not start (${child.exitCode === null ? 'still running' : `exit code ${child.exitCode}`}); its output:\n${output.slice(-2000)}`)
   child.stdout.off('data', collect)
   if (onLogLine === undefined) {
     child.stdout.resume() // keep draining the production log lines without keeping them
