@@ -72,6 +72,10 @@ t.test('GET /admin/session: state, times, counts and fingerprints, never a token
   for (const key of ['loggedInAt', 'lastUsedAt', 'idleExpiresAt', 'oauthExpiresAt']) t.type(snapshot[key], 'string', key)
   t.match(snapshot.sessionTokenFingerprint, /^[0-9a-f]{8}$/)
   t.match(snapshot.oauthTokenFingerprint, /^[0-9a-f]{8}$/)
+  // The password's state, never the password: single-process mode has no generation; its age counts from first sight.
+  t.match(snapshot.password, { generation: null, published: null, savedToFile: true, changedAtSource: 'first-seen', rotationDays: 0, rotationDueAt: null })
+  t.type((snapshot.password as Record<string, unknown>).changedAt, 'string')
+  t.type((snapshot.password as Record<string, unknown>).ageSeconds, 'number')
   for (const secret of [...stack.sim.activeSessionTokens(), stack.sim.currentOAuthToken() ?? 'none', DEMO_CREDENTIALS.password, ADMIN_TOKEN]) {
     t.notOk(answer.text.includes(secret), 'no secret in the answer')
   }
@@ -124,6 +128,8 @@ t.test('POST /admin/password/rotate: new password saved atomically with mode 060
   t.notOk(stack.logs.text.includes(newPassword), 'not in any log line')
   t.equal(stack.sim.stats.passwordResets, 1)
   t.equal(stack.sim.stats.logins, 2, 'a new session with the new password')
+  const status = (await stack.adminCall('GET', '/admin/session', { headers: AUTH })).json() as { password: Record<string, unknown> }
+  t.match(status.password, { changedAtSource: 'rotated', changedAt: result.at, savedToFile: true })
   t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
 
   await stack.stopProxy()
