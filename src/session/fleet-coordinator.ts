@@ -301,7 +301,8 @@ export class FleetCoordinator {
   private sessionChanged (): void {
     const waiting = this.waiters.size > 0
     for (const wake of [...this.waiters]) wake()
-    if (waiting || this.closed) return
+    // Without a command connection (the notification's came back first), the reconnection re-reads anyway.
+    if (waiting || this.closed || !this.store.connected) return
     this.store.readSession().then((shared) => {
       const held = this.host.held()
       if (held === undefined || this.waiters.size > 0 || shared === undefined || shared.token === held.token || !this.usable(shared, held)) return
