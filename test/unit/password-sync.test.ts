@@ -16,7 +16,8 @@ import { PasswordSync } from '../../src/fleet/password-sync.js'
 import { CredentialsFile } from '../../src/credentials/credentials-file.js'
 import { CredentialOperations, OperationError } from '../../src/credentials/operations.js'
 import { PasswordAge, PASSWORD_AGE_FILE } from '../../src/credentials/password-age.js'
-import { DAY_MS, RotationScheduler } from '../../src/credentials/rotation-schedule.js'
+import { DAY_MS, FIRST_CHECK_DELAY_MS, ROTATION_CHECK_INTERVAL_MS, RotationScheduler } from '../../src/credentials/rotation-schedule.js'
+import type { Clock } from '../../src/session/clock.js'
 import { ProxyMetrics } from '../../src/metrics.js'
 
 const ORIGINAL = 'Pw-original-7c1e'
@@ -479,4 +480,41 @@ t.test('m2m_proxy_password_age_seconds: the age of the password in force, in bot
     t.match(text, /# TYPE m2m_proxy_password_age_seconds gauge/)
     t.match(text, /\nm2m_proxy_password_age_seconds 86405\n/, r.name)
   }
+})
+
+t.test('the schedule: hourly, or at the due time if sooner, never within a minute of start; a failed check waits an hour', async (t) => {
+  const clock = new FakeClock()
+  const api = new FakeThingSpace()
+  const single = replica(t, new MemoryFleet(clock), api, clock, 'single', { single: true, rotationDays: 1 })
+  await single.manager.startSession()
+  const timers: Array<{ run: () => void, ms: number }> = []
+  const timerClock: Clock = { now: clock.now, setTimer: (run, ms) => { timers.push({ run, ms }); return { cancel: () => {} } } }
+  const schedule = new RotationScheduler({ days: 1, clock: timerClock, operations: single.operations, events: { onWarning: (message) => single.messages.push(message) } })
+  t.teardown(() => schedule.stop())
+  /** Runs the last timer and waits for the one its check schedules. */
+  const fire = async (): Promise<number> => {
+    const count = timers.length
+    clock.advance((timers.at(-1) as { ms: number }).ms)
+    timers.at(-1)?.run()
+    for (let i = 0; i < 500 && timers.length === count; i++) await new Promise((resolve) => setImmediate(resolve))
+    return (timers.at(-1) as { ms: number }).ms
+  }
+  schedule.start()
+  t.equal(timers.at(-1)?.ms, ROTATION_CHECK_INTERVAL_MS, 'not due: the first check in an hour')
+  t.equal(await fire(), ROTATION_CHECK_INTERVAL_MS, 'not due: checked again in an hour')
+  clock.advance(DAY_MS - 2 * ROTATION_CHECK_INTERVAL_MS - 60_000)
+  t.equal(await fire(), 60_000, 'due in a minute: checked then, sooner than an hour')
+  t.equal(api.resets, 0)
+  t.equal(await fire(), ROTATION_CHECK_INTERVAL_MS, 'rotated; the next one is a day away: hourly checks')
+  t.equal(api.resets, 1, 'rotated at the due time')
+  clock.advance(DAY_MS)
+  api.refuseResetSession = 5 // every reset refused: the scheduled rotation fails
+  t.equal(await fire(), ROTATION_CHECK_INTERVAL_MS, 'after a failure, an hour, not a loop of resets')
+  t.equal(api.resets, 1)
+  t.match(single.messages.join('\n'), /scheduled password rotation failed/)
+  // Overdue at start (a proxy down past the due time): the first check waits a minute for the start-up login.
+  const late = new RotationScheduler({ days: 1, clock: timerClock, operations: single.operations })
+  t.teardown(() => late.stop())
+  late.start()
+  t.equal(timers.at(-1)?.ms, FIRST_CHECK_DELAY_MS)
 })
