@@ -10,7 +10,7 @@ import { createClient } from 'redis'
 import { accountKeyBase } from '../../src/fleet/redis-store.js'
 import { DEMO_CREDENTIALS, type Simulator } from '../../src/simulator/app.js'
 import { freePort } from '../helpers/ports.js'
-import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { MAIN, startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../helpers/redis.js'
 import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/stack.js'
 
@@ -146,6 +146,27 @@ function haveRedisServer (t: Test): boolean {
   else t.skip(`fleet Redis outage tests skipped: ${message}`, () => {})
   return false
 }
+
+/**
+ * Kills the replicas this test process started that are still running. A replica whose start timed out (no "listening"
+ * line within startProxyProcess's 15 s, as on a very busy machine) was never returned, so no teardown kills it, and its
+ * open stdout pipe would keep this process alive until tap's timeout: a clear failure would become a hang.
+ */
+function killStrayReplicas (): void {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const parentPid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+      if (parentPid !== process.pid) continue
+      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(MAIN)) continue
+      process.kill(Number(entry), 'SIGKILL')
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+}
+if (process.platform === 'linux') t.teardown(killStrayReplicas)
 
 // Two at a time: most of each test is waiting (a lock's TTL, a reconnect backoff), and the file stays well under tap's timeout.
 t.jobs = 2
