@@ -142,6 +142,23 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     }
   })
 
+  const passwordSync: PasswordSync | undefined = fleetStore === undefined
+    ? undefined
+    : new PasswordSync({
+      store: fleetStore,
+      session,
+      file: credentialsFile,
+      localChangedAt: () => passwordAge.changedAt,
+      events: {
+        onInfo: (message) => credentialsLog.info(message),
+        onWarning: (message) => credentialsLog.warn(message),
+        onError: (message) => credentialsLog.error(message),
+        onGeneration: (generation) => passwordAge.observe(generation.password, clock.now(), generation.changedAt, 'fleet')
+      }
+    })
+  // Subscribed before anything awaits: the store's first 'connected' must not be missed.
+  passwordSync?.start()
+
   /** One log line and one count for every request the proxy listener answers. */
   const recordRequest = (request: FastifyRequest, reply: FastifyReply): void => {
     const state = request.proxyState
@@ -211,20 +228,6 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     onUpstreamResult: metrics.observeUpstream
   })
 
-  const passwordSync: PasswordSync | undefined = fleetStore === undefined
-    ? undefined
-    : new PasswordSync({
-      store: fleetStore,
-      session,
-      file: credentialsFile,
-      localChangedAt: () => passwordAge.changedAt,
-      events: {
-        onInfo: (message) => credentialsLog.info(message),
-        onWarning: (message) => credentialsLog.warn(message),
-        onError: (message) => credentialsLog.error(message),
-        onGeneration: (generation) => passwordAge.observe(generation.password, clock.now(), generation.changedAt, 'fleet')
-      }
-    })
   const operations = new CredentialOperations({
     session,
     api,
@@ -253,7 +256,6 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   })
   hardenListener(admin, { guard, maxConnections: config.adminMaxConnections, maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS', log: admin.log })
   registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, metrics, isShuttingDown: () => shuttingDown })
-  passwordSync?.start()
   const rotationSchedule = new RotationScheduler({
     days: config.passwordRotationDays,
     clock,
