@@ -8,7 +8,10 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
-import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
+import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../helpers/redis.js'
+import { freePort } from '../helpers/ports.js'
+import { RedisFleetStore } from '../../src/fleet/redis-store.js'
+import { parseFleetKey } from '../../src/fleet/crypto.js'
 import { ADMIN_TOKEN, ECHO_PATH, startSimulator } from '../helpers/stack.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
@@ -20,7 +23,7 @@ interface Replica {
 }
 
 /** One replica in `dir` (made when not given): its own credentials file and state, the fleet's Redis, prefix and key; killed in teardown. */
-async function startReplica (t: Test, simUrl: string, keyPrefix: string, fleetKey: string, dir?: string): Promise<Replica> {
+async function startReplica (t: Test, simUrl: string, keyPrefix: string, fleetKey: string, dir?: string, redisUrl = TEST_REDIS_URL): Promise<Replica> {
   let home = dir
   if (home === undefined) {
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-rotation-'))
@@ -33,7 +36,7 @@ async function startReplica (t: Test, simUrl: string, keyPrefix: string, fleetKe
     M2M_PROXY_UPSTREAM: simUrl,
     M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
     M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
-    M2M_PROXY_REDIS_URL: TEST_REDIS_URL,
+    M2M_PROXY_REDIS_URL: redisUrl,
     M2M_PROXY_FLEET_KEY: fleetKey,
     M2M_PROXY_REDIS_KEY_PREFIX: keyPrefix,
     M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '200'
@@ -134,5 +137,46 @@ if (await haveTestRedis(t)) {
       t.notOk(text.includes(newPassword), 'the new password is in no log line')
       t.notOk(text.includes(DEMO_CREDENTIALS.password), 'nor the old one')
     }
+  })
+
+  t.test('a Redis restarted without persistence after a rotation is re-seeded with generation 2; a replica started with its old file then logs in with the new password', async (t) => {
+    const port = await freePort()
+    const redisUrl = `redis://127.0.0.1:${port}`
+    let redis = await startRedisServer(t, port)
+    const keyPrefix = 'm2m-session-proxy-test:reseed:'
+    const { sim, simUrl } = await startSimulator(t)
+    const fleetKey = randomBytes(32).toString('hex')
+    const replicas: Replica[] = []
+    for (let i = 0; i < 2; i++) replicas.push(await startReplica(t, simUrl, keyPrefix, fleetKey, undefined, redisUrl))
+    for (const replica of replicas) await waitReady(replica)
+    const [first, second] = replicas as [Replica, Replica]
+    await waitUntil(async () => (await passwordStatus(second)).generation === 1, 'generation 1 published')
+    const rotated = await rotate(first)
+    t.equal(rotated.status, 200, rotated.text)
+    const newPassword = sim.password
+    await waitUntil(() => filePassword(second) === newPassword, 'the other replica has the new password')
+
+    // Redis loses everything (killed, started again without persistence on the same port).
+    redis.kill('SIGKILL')
+    await new Promise((resolve) => redis.once('exit', resolve))
+    redis = await startRedisServer(t, port)
+    const store = new RedisFleetStore({ url: redisUrl, fleetKey: parseFleetKey(fleetKey), keyPrefix, username: DEMO_CREDENTIALS.username })
+    t.teardown(async () => await store.close())
+    await waitUntil(() => store.connected, 10_000, 'the test\'s own store connects')
+    await waitUntil(async () => (await store.readPassword())?.generation === 2, 'the replicas re-seeded the password generation', 20_000)
+    t.equal((await store.readPassword())?.password, newPassword, 'with the rotated password, not a file\'s old one')
+
+    // A replica started now with the old credentials file takes the re-seeded generation.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-rotation-'))
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    fs.writeFileSync(path.join(dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
+    const late = await startReplica(t, simUrl, keyPrefix, fleetKey, dir, redisUrl)
+    await waitReady(late)
+    sim.expireSessions()
+    const answer = await fetch(`${late.process.proxyUrl}${ECHO_PATH}`)
+    await answer.arrayBuffer()
+    t.equal(answer.status, 200)
+    t.equal(sim.stats.failedLogins, 0, 'no failed login: the old password was never sent')
+    t.equal(filePassword(late), newPassword)
   })
 }
