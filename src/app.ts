@@ -125,7 +125,9 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
         else sessionLog.error({ outcome, ...cause }, `OAuth token fetch failed${outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`)
       },
       onLogoutFailed: (detail) => sessionLog.warn({ ...detail.cause, replacedSession: detail.replaced }, detail.message),
-      onBackgroundRetry: (delayMs) => sessionLog.info({ delayMs }, 'not ready while ThingSpace is failing: logging in again in the background'),
+      onBackgroundRetry: (delayMs, cause) => sessionLog.info({ delayMs, cause }, cause === 'fleet-store-unreachable'
+        ? 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
+        : 'not ready while ThingSpace is failing: logging in again in the background'),
       onRenewal: (reason) => {
         metrics.renewals.inc({ reason })
         sessionLog.info({ reason }, 'session renewed')

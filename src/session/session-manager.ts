@@ -36,8 +36,8 @@ export interface SessionEvents {
   onWarning?: (message: string) => void
   /** A logout failed: of the session a new login replaced (`replaced`), or of the session ended on request. */
   onLogoutFailed?: (detail: { message: string, cause: FailureCause, replaced: boolean }) => void
-  /** Not ready because ThingSpace is failing (not a rejection): a login is tried again in `delayMs` without waiting for a client. */
-  onBackgroundRetry?: (delayMs: number) => void
+  /** Not ready because ThingSpace or the fleet store is failing (not a rejection): a login is tried again in `delayMs` without waiting for a client. */
+  onBackgroundRetry?: (delayMs: number, cause: 'upstream-unavailable' | 'fleet-store-unreachable') => void
   /** Fleet mode: a session another replica logged in was taken up instead of logging in. */
   onFleetLoginAvoided?: () => void
   /** Fleet mode: another replica held the login lock, and this one waited for its outcome. */
@@ -415,7 +415,7 @@ export class SessionManager {
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLoginOutcomeUnknown) return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
-    this.events.onBackgroundRetry?.(delayMs)
+    this.events.onBackgroundRetry?.(delayMs, error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable')
     this.retryTimer = setTimer(() => {
       this.retryTimer = undefined
       if (this.closed || !this.waitingForUpstream()) return

@@ -121,8 +121,8 @@ async function echo (replica: ProxyProcess): Promise<EchoResult> {
   return { status: response.status, ownBody, text, retryAfter: response.headers.get('retry-after') }
 }
 
-/** Logged when a login failed while not ready and is tried again in the background (the text predates fleet mode). */
-const isBackgroundRetry = (line: Record<string, unknown>): boolean => line.msg === 'not ready while ThingSpace is failing: logging in again in the background'
+/** Logged when a login failed because the fleet store cannot be reached and is tried again in the background. */
+const isBackgroundRetry = (line: Record<string, unknown>): boolean => line.msg === 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
 
 const served = (result: EchoResult): boolean => result.status === 200 && result.ownBody
 
