@@ -64,6 +64,13 @@ export async function startProxyProcess (env: Record<string, string>, cwd: strin
       })
     }
   }
-  const listening = await waitFor((line) => line.msg === 'listening')
+  let listening: Record<string, unknown>
+  try {
+    listening = await waitFor((line) => line.msg === 'listening')
+  } catch (error) {
+    // Not left running: its open stdout would hold the test process until tap's timeout.
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    throw error
+  }
   return { child, proxyUrl: String(listening.proxyUrl), adminUrl: String(listening.adminUrl), lines, exit, waitFor, get stderr () { return stderr } }
 }
