@@ -162,7 +162,7 @@ if (await haveTestRedis(t)) {
     redis = await startRedisServer(t, port)
     const store = new RedisFleetStore({ url: redisUrl, fleetKey: parseFleetKey(fleetKey), keyPrefix, username: DEMO_CREDENTIALS.username })
     t.teardown(async () => await store.close())
-    await waitUntil(() => store.connected, 10_000, 'the test\'s own store connects')
+    await waitUntil(() => store.connected, 'the test\'s own store connects')
     await waitUntil(async () => (await store.readPassword())?.generation === 2, 'the replicas re-seeded the password generation', 20_000)
     t.equal((await store.readPassword())?.password, newPassword, 'with the rotated password, not a file\'s old one')
 
