@@ -183,7 +183,7 @@ export const SETTINGS = {
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
   // Scheduled rotation: the password is rotated once older than this (its change time in the state directory, and in Redis in fleet mode); 0: off.
   passwordRotationDays: setting('M2M_PROXY_PASSWORD_ROTATION_DAYS', 0, daysOrOff(1, 3650)),
-  // Fleet mode (issue 13, in progress): one login per expiry and one lockout budget for the replicas sharing the Redis.
+  // Fleet mode: replicas of one account share the session, the lockout budget and the password through Redis.
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),

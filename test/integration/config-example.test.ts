@@ -24,4 +24,6 @@ t.test('config/example.json loads, and its values win over the defaults', async 
   t.equal(config.adminToken, 'x'.repeat(32))
   t.equal(config.port, 8181, 'the environment overrides the file')
   t.equal(config.maxLoginFailures, 2)
+  t.equal(config.passwordRotationDays, 0)
+  t.equal(config.fleet, undefined, 'no Redis URL in the file: single-process mode')
 })
