@@ -144,6 +144,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     }
   })
 
+  // Set once the rotation schedule exists (below): a generation's change time moves its next check.
+  let rescheduleRotation = (): void => {}
   const passwordSync: PasswordSync | undefined = fleetStore === undefined
     ? undefined
     : new PasswordSync({
@@ -155,7 +157,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
         onInfo: (message) => credentialsLog.info(message),
         onWarning: (message) => credentialsLog.warn(message),
         onError: (message) => credentialsLog.error(message),
-        onGeneration: (generation) => passwordAge.observe(generation.password, clock.now(), generation.changedAt, 'fleet')
+        onGeneration: (generation) => {
+          passwordAge.observe(generation.password, clock.now(), generation.changedAt, 'fleet')
+          rescheduleRotation()
+        }
       }
     })
   // Subscribed before anything awaits: the store's first 'connected' must not be missed.
@@ -265,6 +270,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     events: { onInfo: (message) => credentialsLog.info(message), onWarning: (message) => credentialsLog.warn(message) }
   })
   rotationSchedule.start()
+  rescheduleRotation = () => rotationSchedule.changeTimeUpdated()
   if (config.passwordRotationDays > 0) {
     credentialsLog.info({ rotationDays: config.passwordRotationDays, changedAt: new Date(passwordAge.changedAt).toISOString(), changedAtSource: passwordAge.source },
       `scheduled password rotation every ${config.passwordRotationDays} day(s)${passwordAge.source === 'first-seen' ? '; the password\'s age is counted from when the proxy first saw it' : ''}` +

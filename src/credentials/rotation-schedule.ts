@@ -27,6 +27,7 @@ export interface RotationScheduleEvents {
 export class RotationScheduler {
   private timer: Timer | undefined
   private stopped = false
+  private startedAt: number | undefined
   private running: Promise<RotationCheck> | undefined
 
   constructor (private readonly options: {
@@ -50,7 +51,18 @@ export class RotationScheduler {
   /** Schedules the checks (nothing when off, or with a clock that cannot schedule). */
   start (): void {
     if (this.options.days === 0) return
+    this.startedAt = this.options.clock.now()
     this.schedule(FIRST_CHECK_DELAY_MS)
+  }
+
+  /**
+   * The password's change time changed (fleet mode: a generation taken into use, often moments after
+   * start-up, when the first check was set an hour away from the file's first sight): the next check
+   * moves to the new due time, still not within a minute of start.
+   */
+  changeTimeUpdated (): void {
+    if (this.options.days === 0 || this.startedAt === undefined || this.stopped || this.running !== undefined) return
+    this.schedule(Math.max(0, this.startedAt + FIRST_CHECK_DELAY_MS - this.options.clock.now()))
   }
 
   stop (): void {

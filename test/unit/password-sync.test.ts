@@ -518,3 +518,27 @@ t.test('the schedule: hourly, or at the due time if sooner, never within a minut
   late.start()
   t.equal(timers.at(-1)?.ms, FIRST_CHECK_DELAY_MS)
 })
+
+t.test('the schedule follows the change time it learns after start-up (a fleet generation older than the file\'s first sight)', async (t) => {
+  const clock = new FakeClock()
+  const api = new FakeThingSpace()
+  const single = replica(t, new MemoryFleet(clock), api, clock, 'single', { single: true, rotationDays: 1 })
+  let changedAt = clock.now() // the file's password, first seen now
+  const operations = { passwordChangedAt: () => changedAt, rotateIfDue: async () => await single.operations.rotateIfDue(DAY_MS) }
+  const timers: number[] = []
+  const timerClock: Clock = { now: clock.now, setTimer: (_run, ms) => { timers.push(ms); return { cancel: () => {} } } }
+  const schedule = new RotationScheduler({ days: 1, clock: timerClock, operations })
+  t.teardown(() => schedule.stop())
+  schedule.changeTimeUpdated()
+  t.same(timers, [], 'nothing before start')
+  schedule.start()
+  t.equal(timers.at(-1), ROTATION_CHECK_INTERVAL_MS, 'not due as far as it knows: an hour')
+  clock.advance(2000)
+  changedAt = clock.now() - 100 * DAY_MS // the fleet's generation arrives: long overdue
+  schedule.changeTimeUpdated()
+  t.equal(timers.at(-1), FIRST_CHECK_DELAY_MS - 2000, 'checked a minute after start, not an hour')
+  clock.advance(FIRST_CHECK_DELAY_MS)
+  changedAt = clock.now() - DAY_MS + 10 * 60_000
+  schedule.changeTimeUpdated()
+  t.equal(timers.at(-1), 10 * 60_000, 'or at its due time when that is later')
+})
