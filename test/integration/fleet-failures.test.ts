@@ -3,14 +3,14 @@
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import type { IncomingMessage } from 'node:http'
-import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { createClient } from 'redis'
 import { accountKeyBase } from '../../src/fleet/redis-store.js'
 import { DEMO_CREDENTIALS, type Simulator } from '../../src/simulator/app.js'
 import { freePort } from '../helpers/ports.js'
-import { MAIN, startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { fleetKeyPrefix as prefix, metricValue, startFleetReplica, until, waitReady } from '../helpers/fleet.js'
+import type { ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../helpers/redis.js'
 import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/stack.js'
 
@@ -19,48 +19,13 @@ const LOGIN_PATH = '/api/m2m/v1/session/login'
 const UPSTREAM_TIMEOUT_MS = 2000
 const LOCK_TTL_MS = 2 * UPSTREAM_TIMEOUT_MS + 5000
 
-function prefix (): string {
-  return `m2m-session-proxy-test:${randomBytes(6).toString('hex')}:`
-}
-
 interface Fleet { simUrl: string, redisUrl: string, keyPrefix: string, fleetKey: string }
 
-/** One replica: its own state directory and credentials file, the fleet's Redis, key prefix and key; killed in teardown. */
-async function startReplica (t: Test, fleet: Fleet): Promise<ProxyProcess> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-failures-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  fs.writeFileSync(path.join(dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
-  const replica = await startProxyProcess({
-    M2M_PROXY_UPSTREAM: fleet.simUrl,
-    M2M_PROXY_CREDENTIALS_FILE: path.join(dir, 'credentials.json'),
-    M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
-    M2M_PROXY_MAX_LOGIN_FAILURES: '2',
-    M2M_PROXY_UPSTREAM_TIMEOUT_MS: String(UPSTREAM_TIMEOUT_MS),
-    M2M_PROXY_REDIS_URL: fleet.redisUrl,
-    M2M_PROXY_FLEET_KEY: fleet.fleetKey,
-    M2M_PROXY_REDIS_KEY_PREFIX: fleet.keyPrefix
-  }, dir)
-  t.teardown(async () => {
-    if (replica.child.exitCode !== null || replica.child.signalCode !== null) return
-    replica.child.kill('SIGKILL')
-    await replica.exit
-  })
-  return replica
-}
-
-/** The replica starts of the whole file, in turn (the tests themselves run two at a time). */
-let startTurn: Promise<unknown> = Promise.resolve()
-
-/**
- * `count` replicas, started one after the other, and never beside another test's: each start is bounded (15 s to its
- * "listening" line), and several node processes starting at once on a busy machine can take longer than that.
- */
+/** `count` replicas of `fleet`, started one after the other. */
 async function startReplicas (t: Test, fleet: Fleet, count: number): Promise<ProxyProcess[]> {
   const replicas: ProxyProcess[] = []
   for (let i = 0; i < count; i++) {
-    const started = startTurn.then(async () => await startReplica(t, fleet))
-    startTurn = started.catch(() => {})
-    replicas.push(await started)
+    replicas.push(await startFleetReplica(t, { ...fleet, env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: String(UPSTREAM_TIMEOUT_MS) } }))
   }
   return replicas
 }
@@ -79,14 +44,6 @@ function countLoginRequests (sim: Simulator, onLogin: () => void = () => {}): nu
   return arrivals
 }
 
-async function until (test: () => Promise<boolean> | boolean, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await test()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, intervalMs))
-  }
-}
-
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
 async function readyz (replica: ProxyProcess): Promise<{ status: number, body: Record<string, unknown> }> {
@@ -94,19 +51,9 @@ async function readyz (replica: ProxyProcess): Promise<{ status: number, body: R
   return { status: response.status, body: await response.json() as Record<string, unknown> }
 }
 
-async function waitReady (replica: ProxyProcess, timeoutMs = 15_000): Promise<void> {
-  await until(async () => (await readyz(replica)).status === 200, timeoutMs, 'replica ready')
-}
-
 async function adminSession (replica: ProxyProcess): Promise<Record<string, unknown> & { fleet: Record<string, unknown> }> {
   const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   return await response.json() as Record<string, unknown> & { fleet: Record<string, unknown> }
-}
-
-async function metricValue (replica: ProxyProcess, name: string): Promise<number> {
-  const text = await (await fetch(`${replica.adminUrl}/metrics`)).text()
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
-  return line === undefined ? NaN : Number(line.split(' ')[1])
 }
 
 interface EchoResult { status: number, ownBody: boolean, text: string, retryAfter: string | null }
@@ -146,27 +93,6 @@ function haveRedisServer (t: Test): boolean {
   else t.skip(`fleet Redis outage tests skipped: ${message}`, () => {})
   return false
 }
-
-/**
- * Kills the replicas this test process started that are still running. A replica whose start timed out (no "listening"
- * line within startProxyProcess's 15 s, as on a very busy machine) was never returned, so no teardown kills it, and its
- * open stdout pipe would keep this process alive until tap's timeout: a clear failure would become a hang.
- */
-function killStrayReplicas (): void {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const parentPid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (parentPid !== process.pid) continue
-      if (!fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').includes(MAIN)) continue
-      process.kill(Number(entry), 'SIGKILL')
-    } catch {
-      // gone meanwhile, or not ours to read
-    }
-  }
-}
-if (process.platform === 'linux') t.teardown(killStrayReplicas)
 
 // Two at a time: most of each test is waiting (a lock's TTL, a reconnect backoff), and the file stays well under tap's timeout.
 t.jobs = 2

@@ -7,7 +7,8 @@ import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { startFleetReplica, stopReplica, until, waitReady as waitReadyProcess } from '../helpers/fleet.js'
+import type { ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../helpers/redis.js'
 import { freePort } from '../helpers/ports.js'
 import { RedisFleetStore } from '../../src/fleet/redis-store.js'
@@ -24,50 +25,16 @@ interface Replica {
 
 /** One replica in `dir` (made when not given): its own credentials file and state, the fleet's Redis, prefix and key; killed in teardown. */
 async function startReplica (t: Test, simUrl: string, keyPrefix: string, fleetKey: string, dir?: string, redisUrl = TEST_REDIS_URL): Promise<Replica> {
-  let home = dir
-  if (home === undefined) {
-    home = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-rotation-'))
-    const made = home
-    t.teardown(() => fs.rmSync(made, { recursive: true, force: true }))
-    fs.writeFileSync(path.join(home, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
-  }
-  const credentialsFile = path.join(home, 'credentials.json')
-  const process = await startProxyProcess({
-    M2M_PROXY_UPSTREAM: simUrl,
-    M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
-    M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
-    M2M_PROXY_REDIS_URL: redisUrl,
-    M2M_PROXY_FLEET_KEY: fleetKey,
-    M2M_PROXY_REDIS_KEY_PREFIX: keyPrefix,
-    M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '200'
-  }, home)
-  t.teardown(async () => await stop(process))
-  return { process, dir: home, credentialsFile }
+  const process = await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, dir, redisUrl, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '200' } })
+  return { process, dir: process.dir, credentialsFile: process.credentialsFile }
 }
 
-async function stop (process: ProxyProcess): Promise<void> {
-  if (process.child.exitCode !== null || process.child.signalCode !== null) return
-  process.child.kill('SIGKILL')
-  await process.exit
-}
-
-async function waitReady (replica: Replica, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const response = await fetch(`${replica.process.adminUrl}/readyz`)
-    await response.arrayBuffer()
-    if (response.status === 200) return
-    if (Date.now() > deadline) throw new Error(`replica not ready: ${response.status}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+async function waitReady (replica: Replica): Promise<void> {
+  await waitReadyProcess(replica.process)
 }
 
 async function waitUntil (test: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!await test()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  await until(test, timeoutMs, what)
 }
 
 function filePassword (replica: Replica): string {
@@ -117,7 +84,7 @@ if (await haveTestRedis(t)) {
     t.equal(sim.stats.failedLogins, 0)
 
     // The third replica goes away and comes back with its old credentials file (a stale copy, such as an old Secret).
-    await stop(third.process)
+    await stopReplica(third.process)
     fs.writeFileSync(third.credentialsFile, JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
     const restarted = await startReplica(t, simUrl, keyPrefix, fleetKey, third.dir)
     await waitReady(restarted)
