@@ -47,8 +47,6 @@ export interface SessionEvents {
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
 export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
 
-export { FLEET_POLL_INTERVAL_MS, type FleetOptions } from './fleet-coordinator.js'
-
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
   credentials: SessionCredentials
@@ -80,10 +78,8 @@ export interface SessionSnapshot {
   /** Whether replicas share the session through a fleet store (M2M_PROXY_REDIS_URL). */
   fleetMode: boolean
   /** null in single-process mode. */
-  fleet: FleetSnapshot | null
+  fleet: FleetStatus | null
 }
-
-export type FleetSnapshot = FleetStatus
 
 /** Stop using a session this long before the platform's idle expiry: the request must arrive in time. */
 export function idleMarginMs (sessionIdleSeconds: number): number {
