@@ -7,37 +7,19 @@ import { LoginGuard } from '../../src/session/login-guard.js'
 import { SessionManager, type SessionCredentials, type UpstreamTokens } from '../../src/session/session-manager.js'
 import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
-import type { Timer } from '../../src/session/clock.js'
+import { FakeClock, TimerClock as HandTimerClock } from '../helpers/fake-clock.js'
 
 const CREDENTIALS: SessionCredentials = { username: 'fleet-user@example.com', password: 'Pw-fleet-1', clientId: 'app-key', clientSecret: 'app-secret' }
 const PREFIX = 'm2m-session-proxy:'
 const LOCK_TTL_MS = 65_000
 const MAX_FAILURES = 2
 
-class FakeClock {
-  ms = Date.UTC(2026, 0, 1, 12, 0, 0)
-  readonly now = (): number => this.ms
-  advance (ms: number): void { this.ms += ms }
-}
-
-/** A fake clock whose timers run as time is moved (the fleet's share-use timer, the background retry). */
-class TimerClock extends FakeClock {
-  private timers: Array<{ at: number, callback: () => void }> = []
-  readonly setTimer = (callback: () => void, ms: number): Timer => {
-    const timer = { at: this.ms + ms, callback }
-    this.timers.push(timer)
-    return { cancel: () => { this.timers = this.timers.filter((candidate) => candidate !== timer) } }
-  }
-
-  /** Moves time in steps of at most `stepMs`, running each timer that falls due and letting its promises settle. */
+/** A timer clock moved in steps, letting the promises of the timers that fell due settle after each (the share-use timer's store calls). */
+class TimerClock extends HandTimerClock {
   async pass (ms: number, stepMs = 1000): Promise<void> {
     const end = this.ms + ms
     while (this.ms < end) {
-      this.ms = Math.min(end, this.ms + stepMs)
-      for (const timer of this.timers.filter((candidate) => candidate.at <= this.ms)) {
-        this.timers = this.timers.filter((candidate) => candidate !== timer)
-        timer.callback()
-      }
+      this.advance(Math.min(stepMs, end - this.ms))
       await settle()
     }
   }

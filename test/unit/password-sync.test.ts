@@ -19,17 +19,12 @@ import { PasswordAge, PASSWORD_AGE_FILE } from '../../src/credentials/password-a
 import { DAY_MS, FIRST_CHECK_DELAY_MS, ROTATION_CHECK_INTERVAL_MS, RotationScheduler } from '../../src/credentials/rotation-schedule.js'
 import type { Clock } from '../../src/session/clock.js'
 import { ProxyMetrics } from '../../src/metrics.js'
+import { FakeClock } from '../helpers/fake-clock.js'
 
 const ORIGINAL = 'Pw-original-7c1e'
 const CREDENTIALS: SessionCredentials = { username: 'rotation-user@example.com', password: ORIGINAL, clientId: 'app-key', clientSecret: 'app-secret' }
 const PREFIX = 'm2m-session-proxy:'
 const LOCK_TTL_MS = 65_000
-
-class FakeClock {
-  ms = Date.UTC(2026, 0, 1, 12, 0, 0)
-  readonly now = (): number => this.ms
-  advance (ms: number): void { this.ms += ms }
-}
 
 /** One ThingSpace account: checks the password at login, generates a new one on reset. */
 class FakeThingSpace implements ThingSpaceAuthApi {

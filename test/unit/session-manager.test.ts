@@ -4,7 +4,6 @@ import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import { LOGIN_PATH, OAUTH_TOKEN_PATH, retryAfterSecondsOf, ThingSpaceAuthClient, type OAuthGrant, type ThingSpaceAuthApi } from '../../src/session/auth-client.js'
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, RETRY_AFTER_MAX_MS } from '../../src/session/backoff.js'
-import type { Timer } from '../../src/session/clock.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause, type UnavailableReason } from '../../src/session/errors.js'
 import { LoginGuard } from '../../src/session/login-guard.js'
 import { OAUTH_EXPIRY_MARGIN_MS, OAuthTokenCache } from '../../src/session/oauth-token.js'
@@ -18,6 +17,7 @@ import {
   type SessionCredentials,
   type UpstreamTokens
 } from '../../src/session/session-manager.js'
+import { FakeClock, TimerClock } from '../helpers/fake-clock.js'
 
 const START_MS = Date.UTC(2025, 0, 1, 12, 0, 0)
 const CREDENTIALS: SessionCredentials = {
@@ -43,37 +43,6 @@ function deferred<T> (): Deferred<T> {
 /** Lets pending promise chains run (no timers involved). */
 async function flush (): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve))
-}
-
-class FakeClock {
-  ms = START_MS
-  readonly now = (): number => this.ms
-  advance (ms: number): void { this.ms += ms }
-}
-
-/** A hand-moved clock with timers: advance() runs those that fall due, in order. */
-class TimerClock extends FakeClock {
-  private timers: Array<{ at: number, callback: () => void }> = []
-  readonly setTimer = (callback: () => void, ms: number): Timer => {
-    const timer = { at: this.ms + ms, callback }
-    this.timers.push(timer)
-    return { cancel: () => { this.timers = this.timers.filter((other) => other !== timer) } }
-  }
-
-  /** Milliseconds until each pending timer. */
-  get pending (): number[] {
-    return this.timers.map((timer) => timer.at - this.ms)
-  }
-
-  override advance (ms: number): void {
-    this.ms += ms
-    for (;;) {
-      const due = this.timers.filter((timer) => timer.at <= this.ms).sort((a, b) => a.at - b.at)[0]
-      if (due === undefined) return
-      this.timers = this.timers.filter((timer) => timer !== due)
-      due.callback()
-    }
-  }
 }
 
 function secretToken (kind: string, n: number): string {
@@ -155,7 +124,7 @@ interface SetupOptions {
 
 function setup (t: Test, options: SetupOptions = {}): Harness {
   const api = options.api ?? new FakeApi()
-  const clock = options.clock ?? new FakeClock()
+  const clock = options.clock ?? new FakeClock(START_MS)
   const dir = options.dir ?? t.testdir({})
   const credentials = options.credentials ?? CREDENTIALS
   const guard = LoginGuard.open(dir, options.maxFailures ?? 2, credentials)
@@ -489,7 +458,7 @@ t.test('rejected logins: at most maxLoginFailures attempts, however many request
 
 t.test('a rejection count survives a restart part way', async (t) => {
   const dir = t.testdir({})
-  const clock = new FakeClock()
+  const clock = new FakeClock(START_MS)
   const rejecting = async (): Promise<string> => { throw new UpstreamAuthError('rejected', 'session login answered 401', 401) }
   const apiA = new FakeApi()
   apiA.loginHandler = rejecting
@@ -742,7 +711,7 @@ t.test('OAuth client rejected: reason oauth-client-rejected, no login attempted,
 
 t.test('OAuthTokenCache on its own', async (t) => {
   t.test('caches until expiry minus the margin, then fetches', async (t) => {
-    const clock = new FakeClock()
+    const clock = new FakeClock(START_MS)
     let n = 0
     const cache = new OAuthTokenCache(async () => ({ accessToken: `tok-${++n}`, expiresInSeconds: 3600 }), clock)
     t.equal(cache.peek(), undefined)
@@ -756,7 +725,7 @@ t.test('OAuthTokenCache on its own', async (t) => {
   })
 
   t.test('a failing fetch backs off and keeps serving nothing stale', async (t) => {
-    const clock = new FakeClock()
+    const clock = new FakeClock(START_MS)
     let fail = true
     let calls = 0
     const cache = new OAuthTokenCache(async () => {
@@ -774,7 +743,7 @@ t.test('OAuthTokenCache on its own', async (t) => {
   })
 
   t.test('a failing background refresh is reported and the token is served until it expires', async (t) => {
-    const clock = new FakeClock()
+    const clock = new FakeClock(START_MS)
     const errors: unknown[] = []
     let calls = 0
     const cache = new OAuthTokenCache(async () => {
@@ -794,7 +763,7 @@ t.test('OAuthTokenCache on its own', async (t) => {
   })
 
   t.test('replace fetches once for a stale token and returns newer tokens without fetching', async (t) => {
-    const clock = new FakeClock()
+    const clock = new FakeClock(START_MS)
     let n = 0
     const cache = new OAuthTokenCache(async () => ({ accessToken: `tok-${++n}`, expiresInSeconds: 3600 }), clock)
     await cache.get()
@@ -808,7 +777,7 @@ t.test('OAuthTokenCache on its own', async (t) => {
 })
 
 t.test('idle expiry works with a clock that starts at 0 (Clock: only differences matter)', async (t) => {
-  const clock = new FakeClock()
+  const clock = new FakeClock(START_MS)
   clock.ms = 0
   const { manager, api } = setup(t, { clock, sessionIdleSeconds: 1200 })
   api.oauthLifetimeSeconds = 1_000_000
@@ -1019,7 +988,7 @@ t.test('a session not logged in for a refusal (start-up, idle, operator) is rene
 })
 
 t.test('background login retry: not ready because ThingSpace is failing, the manager logs in by itself with its backoff, no client request', async (t) => {
-  const clock = new TimerClock()
+  const clock = new TimerClock(START_MS)
   const { manager, api, guard, events } = setup(t, { clock })
   const refused = (): never => { throw new UpstreamAuthError('unavailable', 'OAuth token request failed: ECONNREFUSED', undefined, undefined, undefined, 'ECONNREFUSED') }
   api.oauthHandler = async (call) => call <= 2 ? refused() : api.issueOAuth()
@@ -1057,7 +1026,7 @@ t.test('background login retry: not ready because ThingSpace is failing, the man
 
 t.test('background login retry: a rejected login or app key is never retried, the guard count is unchanged', async (t) => {
   t.test('rejected login', async (t) => {
-    const clock = new TimerClock()
+    const clock = new TimerClock(START_MS)
     const { manager, api, guard, events } = setup(t, { clock, maxFailures: 2 })
     api.loginHandler = async () => { throw new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.INPUT_INVALID.Credentials', 400, 'UnifiedWebService.INPUT_INVALID.Credentials') }
     await manager.startSession().catch(() => undefined)
@@ -1072,7 +1041,7 @@ t.test('background login retry: a rejected login or app key is never retried, th
     t.same(events.backgroundRetries, [])
   })
   t.test('rejected app key', async (t) => {
-    const clock = new TimerClock()
+    const clock = new TimerClock(START_MS)
     const { manager, api, guard } = setup(t, { clock })
     api.oauthHandler = async () => { throw new UpstreamAuthError('rejected', 'OAuth token request answered 401 invalid_client', 401, 'invalid_client') }
     await manager.startSession().catch(() => undefined)
@@ -1086,7 +1055,7 @@ t.test('background login retry: a rejected login or app key is never retried, th
     t.equal(manager.snapshot().notReadyReason, 'oauth-client-rejected')
   })
   t.test('a failing upstream that then rejects: the retry stops at the rejection', async (t) => {
-    const clock = new TimerClock()
+    const clock = new TimerClock(START_MS)
     const { manager, api, guard } = setup(t, { clock, maxFailures: 2 })
     api.loginHandler = async (call) => {
       if (call === 1) throw new UpstreamAuthError('unavailable', 'session login answered 502', 502)
@@ -1105,7 +1074,7 @@ t.test('background login retry: a rejected login or app key is never retried, th
 })
 
 t.test('background login retry: not after a login that was sent and got no answer (it may have counted at ThingSpace)', async (t) => {
-  const clock = new TimerClock()
+  const clock = new TimerClock(START_MS)
   const { manager, api, guard, events } = setup(t, { clock, maxFailures: 2 })
   api.loginHandler = async (call) => {
     if (call === 1) throw new UpstreamAuthError('unknown-outcome', 'session login timed out', undefined, undefined, undefined, 'UND_ERR_HEADERS_TIMEOUT')
@@ -1124,7 +1093,7 @@ t.test('background login retry: not after a login that was sent and got no answe
 })
 
 t.test('background login retry: single flight with a client login, stopped by close()', async (t) => {
-  const clock = new TimerClock()
+  const clock = new TimerClock(START_MS)
   const { manager, api } = setup(t, { clock })
   const pending = deferred<string>()
   api.loginHandler = async (call) => {
@@ -1145,7 +1114,7 @@ t.test('background login retry: single flight with a client login, stopped by cl
   t.same(clock.pending, [])
 
   // close(): the pending retry is cancelled and none is scheduled again.
-  const second = setup(t, { clock: new TimerClock() })
+  const second = setup(t, { clock: new TimerClock(START_MS) })
   second.api.loginHandler = async () => { throw new UpstreamAuthError('unavailable', 'session login answered 500', 500) }
   await second.manager.startSession().catch(() => undefined)
   const secondClock = second.clock as TimerClock
