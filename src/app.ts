@@ -11,6 +11,7 @@ import { watchCredentialsFile } from './credentials/watcher.js'
 import { PasswordAge } from './credentials/password-age.js'
 import { DAY_MS, RotationScheduler } from './credentials/rotation-schedule.js'
 import { PasswordSync } from './fleet/password-sync.js'
+import { FleetLedger } from './fleet/ledger.js'
 import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-client.js'
 import { systemClock, type Clock } from './session/clock.js'
 import { AuthUnavailableError } from './session/errors.js'
@@ -102,6 +103,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       username: credentials.username,
       log: (level, message) => fleetLog[level](message)
     }))
+  // What this replica verified of the fleet, on disk: Redis alone can never set it back.
+  const ledger = fleetStore === undefined ? undefined : FleetLedger.open(config.stateDir, credentials.username)
   const session = new SessionManager({
     api,
     credentials,
@@ -111,7 +114,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     fleet: fleetStore === undefined
       ? undefined
       // No login before this replica holds the fleet's newest password generation.
-      : { store: fleetStore, lockTtlMs: fleetLockTtlMs(config.upstreamTimeoutMs), beforeLogin: async (): Promise<void> => { await passwordSync?.catchUp() } },
+      : { store: fleetStore, ledger, lockTtlMs: fleetLockTtlMs(config.upstreamTimeoutMs), beforeLogin: async (): Promise<void> => { await passwordSync?.catchUp() } },
     events: {
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
       onLogin: (outcome, detail) => {
@@ -146,10 +149,11 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
 
   // Set once the rotation schedule exists (below): a generation's change time moves its next check.
   let rescheduleRotation = (): void => {}
-  const passwordSync: PasswordSync | undefined = fleetStore === undefined
+  const passwordSync: PasswordSync | undefined = fleetStore === undefined || ledger === undefined
     ? undefined
     : new PasswordSync({
       store: fleetStore,
+      ledger,
       session,
       file: credentialsFile,
       localChangedAt: () => passwordAge.changedAt,

@@ -21,6 +21,17 @@ export class FleetKeyMismatchError extends Error {
   }
 }
 
+/**
+ * A record that opened under the fleet key but does not agree with the plain fields stored beside it
+ * (a generation, a login time): someone who can write Redis but has no fleet key changed them. Refused.
+ */
+export class FleetRecordForgedError extends Error {
+  override readonly name = 'FleetRecordForgedError'
+  constructor (readonly place: string, what: string) {
+    super(`the shared state at ${place} was altered outside the fleet (${what}); it is refused and not acted on: check who can write to this Redis`)
+  }
+}
+
 /** A stored value that is not a sealed value of a known format. */
 export class SealedFormatError extends Error {
   override readonly name = 'SealedFormatError'
@@ -84,4 +95,25 @@ export function open (key: Buffer, place: string, sealed: string): string {
   } catch {
     throw new FleetKeyMismatchError(place)
   }
+}
+
+/** Seals a JSON record (several fields in one AEAD payload: none can be changed or swapped alone). */
+export function sealRecord (key: Buffer, place: string, record: object): string {
+  return seal(key, place, JSON.stringify(record))
+}
+
+/**
+ * Opens a record sealed with sealRecord and checks its shape with `valid`; a record that opens but is
+ * not of that shape was written by another version (SealedFormatError).
+ */
+export function openRecord<T> (key: Buffer, place: string, sealed: string, valid: (value: unknown) => value is T): T {
+  let value: unknown
+  try {
+    value = JSON.parse(open(key, place, sealed))
+  } catch (error) {
+    if (error instanceof SyntaxError) throw new SealedFormatError(place)
+    throw error
+  }
+  if (!valid(value)) throw new SealedFormatError(place)
+  return value
 }

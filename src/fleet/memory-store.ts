@@ -98,7 +98,7 @@ export class MemoryFleetStore implements FleetStore {
   async clearSession (): Promise<void> {
     this.check()
     this.state.session = undefined
-    this.notify({ kind: 'session' })
+    this.notify({ kind: 'session', ended: true })
   }
 
   async readOAuthToken (): Promise<SharedOAuthToken | undefined> {
@@ -149,6 +149,12 @@ export class MemoryFleetStore implements FleetStore {
   async resetLoginFailures (): Promise<void> {
     this.check()
     this.state.failures = 0
+  }
+
+  async raiseLoginFailures (atLeast: number): Promise<number> {
+    this.check()
+    this.state.failures = Math.max(this.state.failures, atLeast)
+    return this.state.failures
   }
 
   async readPassword (): Promise<PasswordGeneration | undefined> {

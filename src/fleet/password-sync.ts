@@ -5,10 +5,17 @@
 // lost its state (a Redis restarted without persistence) is re-seeded with the generation held here.
 // The credentials file is rewritten on each change when it can be; otherwise the password is kept in
 // memory and GET /admin/session says so. No password ever appears in a message.
+//
+// The store is not trusted beyond its seal: a generation is taken into use only if it is newer than the
+// highest this replica verified before (its FleetLedger, on disk) and carries no password ThingSpace
+// rejected from this replica. A replayed old record, or one whose plain fields were changed, is refused
+// with a warning that names the key: someone who can write Redis without the fleet key can deny
+// service, never put an old or wrong password into use.
 
 import { createHmac, randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FleetStore, PasswordGeneration } from './store.js'
+import type { FleetLedger } from './ledger.js'
 import type { SessionCredentials } from '../session/session-manager.js'
 import { errorCode } from '../config/load.js'
 
@@ -37,6 +44,8 @@ export interface PasswordSyncOptions {
   store: FleetStore
   session: PasswordHolder
   file: PasswordFile
+  /** What this replica verified before (highest generation, rejected passwords), surviving restarts. */
+  ledger: FleetLedger
   /** When the password in force was changed as far as this replica knows: the changedAt of a generation 1 it publishes. */
   localChangedAt: () => number
   events?: PasswordSyncEvents
@@ -72,7 +81,14 @@ export class PasswordSync {
   private queue: Promise<unknown> = Promise.resolve()
   private unsubscribe: (() => void) | undefined
 
-  constructor (private readonly options: PasswordSyncOptions) {}
+  constructor (private readonly options: PasswordSyncOptions) {
+    // A restarted replica whose file kept the highest generation it verified holds that generation: it can re-seed it.
+    const { ledger, session } = options
+    const highest = ledger.highestGeneration
+    if (highest !== undefined && ledger.isHighestPassword(session.currentCredentials.password)) {
+      this.held = { generation: highest.generation, password: session.currentCredentials.password, changedAt: highest.changedAt }
+    }
+  }
 
   /** Follows the store's notifications; syncs at once when the store is already connected. */
   start (): void {
@@ -115,7 +131,7 @@ export class PasswordSync {
         try {
           const stored = await store.readPassword()
           if (stored?.password === password) return this.hold(stored, true)
-          const generation = Math.max(stored?.generation ?? 0, this.held?.generation ?? 0) + 1
+          const generation = Math.max(stored?.generation ?? 0, this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1
           const next: PasswordGeneration = { generation, password, changedAt }
           // Exactly one more than the store's: publish; further (the store lost generations): seed.
           const written = generation === (stored?.generation ?? 0) + 1 ? await store.publishPassword(next) : await store.seedPassword(next)
@@ -130,7 +146,7 @@ export class PasswordSync {
         attempt += 1
         if (delay !== undefined) await sleep(delay)
       }
-      const pending: PasswordGeneration = { generation: (this.held?.generation ?? 0) + 1, password, changedAt }
+      const pending: PasswordGeneration = { generation: Math.max(this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1, password, changedAt }
       this.options.events?.onError?.(`THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
         `This replica holds it as generation ${pending.generation}${savedToFile ? ' and in its credentials file' : ', IN MEMORY ONLY'}, and re-seeds the store as soon as it can; ` +
         'until then the other replicas cannot log in with it: do not restart this replica')
@@ -157,8 +173,14 @@ export class PasswordSync {
     }
   }
 
+  /** The generation held by this replica: the password of the fleet's newest generation it knows (undefined before it knows one). */
+  get heldPassword (): string | undefined {
+    return this.held?.password
+  }
+
   private hold (generation: PasswordGeneration, published: boolean): PublishedPassword {
-    this.held = { ...generation }
+    this.options.ledger.recordGeneration(generation.generation, generation.password, generation.changedAt)
+    this.held = { generation: generation.generation, password: generation.password, changedAt: generation.changedAt }
     this.published = published
     this.superseded.delete(this.idOf(generation.password))
     this.options.events?.onGeneration?.({ ...generation })
@@ -179,19 +201,28 @@ export class PasswordSync {
   }
 
   private async reconcile (raced = 0): Promise<void> {
-    const { store, session } = this.options
+    const { store, session, ledger } = this.options
     const stored = await store.readPassword()
     const held = this.held
     const again = async (): Promise<void> => { if (raced < MAX_LOST_RACES) await this.reconcile(raced + 1) }
+    const seedHeld = async (why: string): Promise<void> => {
+      if (held === undefined) return
+      if (await store.seedPassword(held)) {
+        this.published = true
+        this.options.events?.onInfo?.(`${why}: re-seeded it with generation ${held.generation}`)
+        return
+      }
+      await again()
+    }
     if (stored === undefined) {
-      if (held !== undefined) {
-        // The store lost it (flushed, restarted without persistence): put back what this replica holds.
-        if (await store.seedPassword(held)) {
-          this.published = true
-          this.options.events?.onInfo?.(`the fleet store had no password generation: re-seeded it with generation ${held.generation}`)
-          return
-        }
-        return await again()
+      // The store lost it (flushed, restarted without persistence): put back what this replica holds.
+      if (held !== undefined) return await seedHeld('the fleet store had no password generation')
+      const highest = ledger.highestGeneration
+      if (highest !== undefined) {
+        // This replica verified a generation before, and its file does not hold it: its file is no proof of anything.
+        this.options.events?.onWarning?.(`the fleet store has no password generation and ${this.options.file.path} does not hold generation ${highest.generation}, ` +
+          'the highest this replica verified: nothing is published until a login with the password in force succeeds')
+        return
       }
       const first: PasswordGeneration = { generation: 1, password: session.currentCredentials.password, changedAt: this.options.localChangedAt() }
       if (await store.publishPassword(first)) {
@@ -201,29 +232,36 @@ export class PasswordSync {
       }
       return await again() // another replica published first: take up its generation
     }
+    const verdict = ledger.judge(stored.generation, stored.password, stored.changedAt)
+    const highest = ledger.highestGeneration?.generation ?? 0
+    if (verdict === 'older') {
+      this.options.events?.onWarning?.(`the fleet store holds password generation ${stored.generation}, older than generation ${highest} which this replica verified before: ` +
+        'refused (a replayed record, or a Redis restored from an old backup); check who can write to this Redis')
+      return await seedHeld(`the fleet store held password generation ${stored.generation}, older than this replica's ${highest}`)
+    }
+    if (verdict === 'conflict') {
+      this.options.events?.onWarning?.(`the fleet store holds another password under generation ${stored.generation} than this replica verified: refused, ` +
+        'the password in force stays; check who can write to this Redis')
+      return
+    }
+    if (ledger.isRejected(stored.password)) {
+      this.options.events?.onWarning?.(`the fleet store's password generation ${stored.generation} holds a password ThingSpace rejected from this replica: refused, it is never sent again`)
+      return
+    }
+    if (verdict === 'same' && held !== undefined && held.generation === stored.generation) {
+      this.published = true
+      return
+    }
+    if (stored.password === session.currentCredentials.password) {
+      this.hold(stored, true)
+      return
+    }
     if (held === undefined) {
-      if (stored.password === session.currentCredentials.password) {
-        this.hold(stored, true)
-        return
-      }
       this.adopt(stored, 'warning', `the fleet store holds password generation ${stored.generation}, which differs from the password in ${this.options.file.path}; ` +
         'the store wins (the file may be a stale copy, such as an old Secret): taking it into use and rewriting the file')
       return
     }
-    if (stored.generation > held.generation) {
-      this.adopt(stored, 'info', `took the fleet's password generation ${stored.generation} into use (held ${held.generation})`)
-    } else if (stored.generation < held.generation) {
-      if (await store.seedPassword(held)) {
-        this.published = true
-        this.options.events?.onInfo?.(`the fleet store held password generation ${stored.generation}, older than this replica's ${held.generation}: re-seeded it`)
-        return
-      }
-      await again()
-    } else if (stored.password !== held.password) {
-      this.adopt(stored, 'warning', `the fleet store holds another password under generation ${stored.generation} than this replica: the store wins`)
-    } else {
-      this.published = true
-    }
+    this.adopt(stored, 'info', `took the fleet's password generation ${stored.generation} into use (held ${held.generation}${stored.publisher === undefined ? '' : `; published by ${stored.publisher}`})`)
   }
 
   /** Takes `stored` into use: the session's next login uses it, and this replica's credentials file is rewritten when it can be. */

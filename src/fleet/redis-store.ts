@@ -1,20 +1,27 @@
-// The Redis fleet store: the FleetStore port on one Redis primary (node-redis). Secrets are stored sealed with the fleet key.
+// The Redis fleet store: the FleetStore port on one Redis primary (node-redis). Every record the replicas act on is sealed with
+// the fleet key (AES-256-GCM, the key name as associated data), so that someone who can write Redis but has no fleet key can at
+// worst deny service: a changed field does not verify, a replayed record is older than what the replicas verified before.
 //
 // Keys, all under `${keyPrefix}${sha256(username) first 16 hex}:` (one account's state, so that fleets and accounts share a Redis):
-//   session   hash  token (sealed), loggedInAt, lastUsedAt           no TTL: the readers judge idleness by lastUsedAt
-//   oauth     hash  token (sealed), expiresAt                        PX until expiresAt
+//   session   hash  record (sealed {token, loggedInAt}), loggedInAt, lastUsedAt (plain copies for the Lua scripts only),
+//                   use (sealed {loggedInAt, lastUsedAt})                no TTL: the readers judge idleness by the sealed use
+//   oauth     hash  record (sealed {token, expiresAt})                  PX until expiresAt
 //   lock      string owner id of the login lock                       SET NX PX; released by compare-and-delete
 //   rotation-lock string owner id of the password rotation lock         the same
-//   failures  string consecutive counted logins                       no TTL: lasts until a success or an operator reset
-//   password  hash  generation, password (sealed), changedAt        no TTL
-//   changes   pub/sub channel of FleetChange JSON (never a secret)
+//   failures  string consecutive counted logins                       no TTL: lasts until a success; each replica also keeps
+//                                                                     the highest count it saw (FleetLedger), so a count set
+//                                                                     back from outside buys no extra attempt
+//   password  hash  generation (plain copy for the Lua script), record (sealed {generation, password, changedAt, publisher})
+//   changes   pub/sub channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read)
+// The plain copies are never trusted: a reader refuses a record whose plain copy disagrees with the sealed one.
 // The account part is a plain hash of the user name, not keyed with the fleet key: a replica given another fleet key must find
 // the same keys and fail loudly (FleetKeyMismatchError), not start a second state and a second lockout budget beside the first.
 
 import { createHash } from 'node:crypto'
+import { hostname } from 'node:os'
 import { createClient } from 'redis'
 import { systemClock, type Clock } from '../session/clock.js'
-import { open, seal } from './crypto.js'
+import { FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import {
   FleetStoreClosedError, newLockOwner,
   type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
@@ -22,28 +29,56 @@ import {
 
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
-/** Moves lastUsedAt forward only, and only on the stored session logged in at ARGV[1]; 1 when that session is stored. */
-const TOUCH_SESSION = `if redis.call('HGET', KEYS[1], 'loggedInAt') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'token') == 0 then return 0 end
+/**
+ * Moves the last use forward only (ARGV[2], sealed in ARGV[3]), and only on the stored session logged in at ARGV[1]; 1 when
+ * that session is stored. The plain fields only order the writes: readers trust the sealed ones.
+ */
+const TOUCH_SESSION = `if redis.call('HGET', KEYS[1], 'loggedInAt') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt')) or 0
-if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[2]) end
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], 'lastUsedAt', ARGV[2], 'use', ARGV[3]) end
 return 1`
 /** Writes the session hash only if none is stored, then notifies. */
-const SEED_SESSION = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'loggedInAt', ARGV[2], 'lastUsedAt', ARGV[3])
+const SEED_SESSION = `if redis.call('HEXISTS', KEYS[1], 'record') == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'loggedInAt', ARGV[2], 'lastUsedAt', ARGV[3], 'use', ARGV[6])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
 /** Decrements, never below 0. */
 const UNCOUNT_ATTEMPT = `local current = tonumber(redis.call('GET', KEYS[1])) or 0
 if current <= 0 then redis.call('DEL', KEYS[1]) return 0 end
 return redis.call('DECR', KEYS[1])`
-/** Publishes generation ARGV[1] only if the stored one is ARGV[1] - 1 (ARGV[6] 'next'), or older (ARGV[6] 'seed'), then notifies. */
-const PUBLISH_PASSWORD = `local current = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0
+/**
+ * Publishes generation ARGV[1] only if the stored one is ARGV[1] - 1 (ARGV[6] 'next'), or older (ARGV[6] 'seed'), then
+ * notifies. A hash without a sealed record (deleted, or an earlier version's format) counts as none. The plain generation
+ * only orders the writes: raised from outside it can block publishing (denial of service), never make a replica act.
+ */
+const PUBLISH_PASSWORD = `local current = 0
+if redis.call('HEXISTS', KEYS[1], 'record') == 1 then current = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0 end
 local wanted = tonumber(ARGV[1])
 if ARGV[6] == 'next' and wanted ~= current + 1 then return 0 end
 if ARGV[6] == 'seed' and wanted <= current then return 0 end
-redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'password', ARGV[2], 'changedAt', ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'record', ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
+/** Raises the count to at least ARGV[1] (a replica that saw a higher count than the store now holds puts it back). */
+const RAISE_FAILURES = `local current = tonumber(redis.call('GET', KEYS[1])) or 0
+local wanted = tonumber(ARGV[1])
+if wanted > current then redis.call('SET', KEYS[1], ARGV[1]) return wanted end
+return current`
+
+interface SessionRecord { token: string, loggedInAt: number }
+interface UseRecord { loggedInAt: number, lastUsedAt: number }
+interface OAuthRecord { token: string, expiresAt: number }
+interface PasswordRecord { generation: number, password: string, changedAt: number, publisher: string }
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null
+const isTime = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value)
+const isSessionRecord = (value: unknown): value is SessionRecord => isObject(value) && typeof value.token === 'string' && isTime(value.loggedInAt)
+const isUseRecord = (value: unknown): value is UseRecord => isObject(value) && isTime(value.loggedInAt) && isTime(value.lastUsedAt)
+const isOAuthRecord = (value: unknown): value is OAuthRecord => isObject(value) && typeof value.token === 'string' && isTime(value.expiresAt)
+const isPasswordRecord = (value: unknown): value is PasswordRecord => isObject(value) && Number.isSafeInteger(value.generation) &&
+  typeof value.password === 'string' && isTime(value.changedAt) && typeof value.publisher === 'string'
 
 /** Key of each lock; the login lock keeps the name `lock`, which earlier versions used. */
 const LOCK_KEYS = { login: 'lock', rotation: 'rotation-lock' } as const
@@ -73,6 +108,8 @@ export interface RedisFleetStoreOptions {
   reconnectMaxDelayMs?: number
   /** A command not answered within this fails (default 2000). */
   commandTimeoutMs?: number
+  /** Who publishes a password generation (host and process), sealed with it; default this host and pid. */
+  replicaId?: string
 }
 
 type Client = ReturnType<typeof createClient>
@@ -105,6 +142,7 @@ export class RedisFleetStore implements FleetStore {
   private readonly channel: string
   private readonly key: Buffer
   private readonly clock: Clock
+  private readonly replicaId: string
   private readonly redact: (text: string) => string
   private readonly log: (level: 'warn' | 'info', message: string) => void
   private readonly listeners = new Set<FleetChangeListener>()
@@ -119,6 +157,7 @@ export class RedisFleetStore implements FleetStore {
     this.channel = `${this.base}changes`
     this.key = options.fleetKey
     this.clock = options.clock ?? systemClock
+    this.replicaId = options.replicaId ?? `${hostname()}/${process.pid}`
     this.redact = redactor(options.url)
     this.log = options.log ?? (() => {})
     const maxDelay = options.reconnectMaxDelayMs ?? 5000
@@ -146,36 +185,41 @@ export class RedisFleetStore implements FleetStore {
   async readSession (): Promise<SharedSession | undefined> {
     const key = this.keyOf('session')
     const fields = await this.run('read the shared session', () => this.client.hGetAll(key))
-    if (fields.token === undefined) return undefined
-    return {
-      token: open(this.key, `${key}#token`, fields.token),
-      loggedInAt: Number(fields.loggedInAt),
-      lastUsedAt: Number(fields.lastUsedAt)
+    if (fields.record === undefined) return undefined
+    const record = openRecord(this.key, `${key}#record`, fields.record, isSessionRecord)
+    if (Number(fields.loggedInAt) !== record.loggedInAt) throw new FleetRecordForgedError(key, 'its plain login time differs from the sealed one')
+    let lastUsedAt = record.loggedInAt
+    if (fields.use !== undefined) {
+      const use = openRecord(this.key, `${key}#use`, fields.use, isUseRecord)
+      if (use.loggedInAt !== record.loggedInAt) throw new FleetRecordForgedError(key, 'its last use belongs to another session')
+      lastUsedAt = Math.max(lastUsedAt, use.lastUsedAt)
     }
+    return { token: record.token, loggedInAt: record.loggedInAt, lastUsedAt }
   }
 
   async writeSession (session: SharedSession): Promise<void> {
     const key = this.keyOf('session')
-    const token = seal(this.key, `${key}#token`, session.token)
+    const fields = this.sessionFields(key, session)
     await this.run('write the shared session', () => this.client.multi()
       .del(key)
-      .hSet(key, { token, loggedInAt: String(session.loggedInAt), lastUsedAt: String(session.lastUsedAt) })
+      .hSet(key, fields)
       .publish(this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange))
       .exec())
   }
 
   async touchSession (loggedInAt: number, lastUsedAt: number): Promise<boolean> {
     const key = this.keyOf('session')
-    const stored = await this.run('touch the shared session', () => this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(loggedInAt), String(lastUsedAt)] }))
+    const use = sealRecord(this.key, `${key}#use`, { loggedInAt, lastUsedAt } satisfies UseRecord)
+    const stored = await this.run('touch the shared session', () => this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(loggedInAt), String(lastUsedAt), use] }))
     return stored === 1
   }
 
   async seedSession (session: SharedSession): Promise<boolean> {
     const key = this.keyOf('session')
-    const token = seal(this.key, `${key}#token`, session.token)
+    const fields = this.sessionFields(key, session)
     const written = await this.run('re-seed the shared session', () => this.client.eval(SEED_SESSION, {
       keys: [key],
-      arguments: [token, String(session.loggedInAt), String(session.lastUsedAt), this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange)]
+      arguments: [fields.record, fields.loggedInAt, fields.lastUsedAt, this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange), fields.use]
     }))
     return written === 1
   }
@@ -184,26 +228,26 @@ export class RedisFleetStore implements FleetStore {
     const key = this.keyOf('session')
     await this.run('clear the shared session', () => this.client.multi()
       .del(key)
-      .publish(this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange))
+      .publish(this.channel, JSON.stringify({ kind: 'session', ended: true } satisfies FleetChange))
       .exec())
   }
 
   async readOAuthToken (): Promise<SharedOAuthToken | undefined> {
     const key = this.keyOf('oauth')
     const fields = await this.run('read the shared OAuth token', () => this.client.hGetAll(key))
-    if (fields.token === undefined) return undefined
-    const expiresAt = Number(fields.expiresAt)
-    if (!(expiresAt > this.clock.now())) return undefined
-    return { token: open(this.key, `${key}#token`, fields.token), expiresAt }
+    if (fields.record === undefined) return undefined
+    const record = openRecord(this.key, `${key}#record`, fields.record, isOAuthRecord)
+    if (!(record.expiresAt > this.clock.now())) return undefined
+    return { token: record.token, expiresAt: record.expiresAt }
   }
 
   async writeOAuthToken (token: SharedOAuthToken): Promise<void> {
     const key = this.keyOf('oauth')
     const ttlMs = Math.ceil(token.expiresAt - this.clock.now())
-    const sealed = seal(this.key, `${key}#token`, token.token)
+    const record = sealRecord(this.key, `${key}#record`, { token: token.token, expiresAt: token.expiresAt } satisfies OAuthRecord)
     await this.run('write the shared OAuth token', async () => {
       if (ttlMs <= 0) await this.client.del(key) // already expired: nothing worth sharing
-      else await this.client.multi().del(key).hSet(key, { token: sealed, expiresAt: String(token.expiresAt) }).pExpire(key, ttlMs).exec()
+      else await this.client.multi().del(key).hSet(key, { record }).pExpire(key, ttlMs).exec()
     })
   }
 
@@ -241,15 +285,20 @@ export class RedisFleetStore implements FleetStore {
     await this.run('reset the login failure count', () => this.client.del(key))
   }
 
+  async raiseLoginFailures (atLeast: number): Promise<number> {
+    const key = this.keyOf('failures')
+    return Number(await this.run('restore the login failure count', () => this.client.eval(RAISE_FAILURES, { keys: [key], arguments: [String(atLeast)] })))
+  }
+
   async readPassword (): Promise<PasswordGeneration | undefined> {
     const key = this.keyOf('password')
     const fields = await this.run('read the password generation', () => this.client.hGetAll(key))
-    if (fields.password === undefined) return undefined
-    return {
-      generation: Number(fields.generation),
-      password: open(this.key, `${key}#password`, fields.password),
-      changedAt: Number(fields.changedAt)
+    if (fields.record === undefined) return undefined
+    const record = openRecord(this.key, `${key}#record`, fields.record, isPasswordRecord)
+    if (Number(fields.generation) !== record.generation) {
+      throw new FleetRecordForgedError(key, `its plain generation ${String(fields.generation)} differs from the sealed generation ${record.generation}`)
     }
+    return { generation: record.generation, password: record.password, changedAt: record.changedAt, publisher: record.publisher }
   }
 
   async publishPassword (next: PasswordGeneration): Promise<boolean> {
@@ -262,7 +311,8 @@ export class RedisFleetStore implements FleetStore {
 
   private async storePassword (generation: PasswordGeneration, rule: 'next' | 'seed'): Promise<boolean> {
     const key = this.keyOf('password')
-    const sealed = seal(this.key, `${key}#password`, generation.password)
+    const record: PasswordRecord = { generation: generation.generation, password: generation.password, changedAt: generation.changedAt, publisher: generation.publisher ?? this.replicaId }
+    const sealed = sealRecord(this.key, `${key}#record`, record)
     const change: FleetChange = { kind: 'password', generation: generation.generation }
     const stored = await this.run(rule === 'next' ? 'publish the password generation' : 're-seed the password generation', () => this.client.eval(PUBLISH_PASSWORD, {
       keys: [key],
@@ -284,6 +334,16 @@ export class RedisFleetStore implements FleetStore {
     // destroy(), not close(): a client still retrying its first connection has nothing to flush, and close() would wait for it.
     for (const client of [this.client, this.subscriber]) {
       if (client.isOpen) client.destroy()
+    }
+  }
+
+  /** The session hash: the sealed record and last use, and the plain copies the Lua scripts compare. */
+  private sessionFields (key: string, session: SharedSession): { record: string, use: string, loggedInAt: string, lastUsedAt: string } {
+    return {
+      record: sealRecord(this.key, `${key}#record`, { token: session.token, loggedInAt: session.loggedInAt } satisfies SessionRecord),
+      use: sealRecord(this.key, `${key}#use`, { loggedInAt: session.loggedInAt, lastUsedAt: session.lastUsedAt } satisfies UseRecord),
+      loggedInAt: String(session.loggedInAt),
+      lastUsedAt: String(session.lastUsedAt)
     }
   }
 
@@ -326,13 +386,16 @@ export class RedisFleetStore implements FleetStore {
   }
 
   private dispatch (message: string): void {
-    let change: FleetChange
+    let parsed: unknown
     try {
-      change = JSON.parse(message) as FleetChange
+      parsed = JSON.parse(message)
     } catch {
       return // not ours: nothing on this channel is worth a crash
     }
-    this.dispatchLocal(change)
+    // Anyone who can write Redis can publish here: only the known shapes pass, and they only make replicas re-read.
+    if (!isObject(parsed)) return
+    if (parsed.kind === 'session') this.dispatchLocal(parsed.ended === true ? { kind: 'session', ended: true } : { kind: 'session' })
+    else if (parsed.kind === 'password' && Number.isSafeInteger(parsed.generation)) this.dispatchLocal({ kind: 'password', generation: parsed.generation as number })
   }
 
   private dispatchLocal (change: FleetChange): void {

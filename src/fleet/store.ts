@@ -28,6 +28,8 @@ export interface PasswordGeneration {
   generation: number
   password: string
   changedAt: number
+  /** Who published it (host and process), when read from the store: for the operator's log lines. */
+  publisher?: string
 }
 
 /** The fleet's locks: `login` serialises logins (and the window of a password reset), `rotation` password rotations. */
@@ -44,7 +46,8 @@ export interface FleetLock {
  * secret. `connected` is local: this store's connection came up (first time or after an outage).
  */
 export type FleetChange =
-  | { kind: 'session' }
+  /** `ended`: a replica ended the session on purpose (logout): every replica drops it; otherwise re-read. */
+  | { kind: 'session', ended?: boolean }
   | { kind: 'password', generation: number }
   | { kind: 'connected' }
 
@@ -52,7 +55,8 @@ export type FleetChangeListener = (change: FleetChange) => void
 
 /**
  * Every method rejects when the store cannot be reached (the caller then sends no login); reads of a
- * secret sealed with another fleet key reject with FleetKeyMismatchError.
+ * record sealed with another fleet key reject with FleetKeyMismatchError, of one altered from outside
+ * with FleetRecordForgedError: neither is ever acted on.
  */
 export interface FleetStore {
   /** True while commands can reach the shared state and notifications arrive. */
@@ -90,6 +94,8 @@ export interface FleetStore {
   readLoginFailures: () => Promise<number>
   /** Sets the count to 0: after a successful login, or by an operator. */
   resetLoginFailures: () => Promise<void>
+  /** Raises the count to `atLeast` when it is lower (set back from outside, or lost); returns the count now stored. */
+  raiseLoginFailures: (atLeast: number) => Promise<number>
 
   /** The newest published password, or undefined when none was published. */
   readPassword: () => Promise<PasswordGeneration | undefined>

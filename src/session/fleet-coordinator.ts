@@ -6,6 +6,8 @@ import type { OAuthGrant } from './auth-client.js'
 import type { Clock, Timer } from './clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
+import type { FleetLedger } from '../fleet/ledger.js'
+import { ACCOUNT_FAILURE_CEILING } from './login-guard.js'
 
 /** One VZ-M2M session as a replica holds it. */
 export interface CachedSession {
@@ -31,7 +33,19 @@ export interface FleetOptions {
    * to the fleet's newest password generation (useCredentials). If it rejects, no login is sent.
    */
   beforeLogin?: () => Promise<void>
+  /**
+   * What this replica verified, on disk: the passwords ThingSpace rejected (never sent again) and the
+   * highest fleet failure count it saw (a count set back in the store buys no extra attempt).
+   */
+  ledger?: FleetLedger
 }
+
+/**
+ * `renew`: a session is needed (a live shared one is taken up instead of logging in); `verify`: new
+ * credentials are proved with a login of their own (never a take-up), allowed while the fleet's count
+ * is below the account's ceiling rather than M2M_PROXY_MAX_LOGIN_FAILURES.
+ */
+export type FleetLoginMode = 'renew' | 'verify'
 
 export const FLEET_POLL_INTERVAL_MS = 250
 export const FLEET_SHARE_USE_INTERVAL_MS = 5000
@@ -49,6 +63,10 @@ export interface FleetHost {
   /** Counts the attempt locally and sends the login; afterwards `lastSendCounted` says whether a failure stays counted. */
   sendLogin: () => Promise<CachedSession>
   lastSendCounted: () => boolean
+  /** The password the next login sends (never logged). */
+  password: () => string
+  /** Forgets the cached session without a logout: another replica ended it. */
+  drop: () => void
   /** Caches `shared` for `ttlMs` without a login; `renewal`: it ends a renewal (a login avoided), else it follows a notification. */
   takeUp: (shared: SharedSession, ttlMs: number, renewal: boolean) => CachedSession
   closed: () => boolean
@@ -113,16 +131,18 @@ export class FleetCoordinator {
    * polling as the backstop) and take up the session it wrote. The holder re-reads the shared session
    * first: no login while a usable one is there.
    */
-  async login (): Promise<CachedSession> {
+  async login (mode: FleetLoginMode = 'renew'): Promise<CachedSession> {
     const replacing = this.host.replacing()
-    const current = await this.call('read the shared session', async () => await this.store.readSession())
-    if (this.usable(current, replacing)) return this.takeUp(current)
+    if (mode === 'renew') {
+      const current = await this.call('read the shared session', async () => await this.store.readSession())
+      if (this.usable(current, replacing)) return this.takeUp(current)
+    }
     const maxPolls = this.maxLockPolls()
     for (let poll = 0; ; poll++) {
       const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
       if (lock !== undefined) {
         try {
-          return await this.loginHoldingLock(replacing)
+          return await this.loginHoldingLock(replacing, mode)
         } finally {
           await this.release(lock)
         }
@@ -136,6 +156,7 @@ export class FleetCoordinator {
       }
       await this.nextChange(this.pollMs)
       if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+      if (mode === 'verify') continue
       const shared = await this.call('read the shared session', async () => await this.store.readSession())
       // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
       if (this.usable(shared, replacing)) return this.takeUp(shared)
@@ -224,17 +245,26 @@ export class FleetCoordinator {
   }
 
   /** Holding the lock: take up a usable shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
-  private async loginHoldingLock (replacing: CachedSession | undefined): Promise<CachedSession> {
+  private async loginHoldingLock (replacing: CachedSession | undefined, mode: FleetLoginMode): Promise<CachedSession> {
     const store = this.store
-    const shared = await this.call('read the shared session', async () => await store.readSession())
-    if (this.usable(shared, replacing)) return this.takeUp(shared)
-    const beforeLogin = this.options.beforeLogin
-    if (beforeLogin !== undefined) await this.call('read the fleet\'s password generation', beforeLogin)
-    const before = await this.call('read the fleet\'s login failure count', async () => await store.readLoginFailures())
+    if (mode === 'renew') {
+      const shared = await this.call('read the shared session', async () => await store.readSession())
+      if (this.usable(shared, replacing)) return this.takeUp(shared)
+      const beforeLogin = this.options.beforeLogin
+      if (beforeLogin !== undefined) await this.call('read the fleet\'s password generation', beforeLogin)
+    }
+    const ledger = this.options.ledger
+    const password = this.host.password()
+    if (ledger?.isRejected(password) === true) {
+      throw new AuthUnavailableError('credentials-rejected',
+        'ThingSpace rejected the password in force from this replica before: it is never sent again; put an accepted password in the credentials file (it is checked with one login)', 60)
+    }
+    const before = await this.failuresBeforeLogin()
     this.noteFailures(before)
-    if (this.guardEngaged) throw this.guardError(before)
+    const limit = mode === 'verify' ? ACCOUNT_FAILURE_CEILING : this.env.maxFailures
+    if (before >= limit) throw this.guardError(before)
     const counted = await this.call('count the login attempt', async () => await store.countLoginAttempt())
-    if (counted > this.env.maxFailures) {
+    if (counted > limit) {
       // Another holder counted meanwhile (a lock that expired under it): never past the limit.
       await this.uncount()
       this.noteFailures(counted - 1)
@@ -244,11 +274,14 @@ export class FleetCoordinator {
     try {
       session = await this.host.sendLogin()
     } catch (error) {
-      if (this.host.lastSendCounted()) this.noteFailures(counted)
-      else await this.uncount()
+      if (this.host.lastSendCounted()) {
+        this.noteFailures(counted)
+        if (error instanceof AuthUnavailableError && error.reason === 'credentials-rejected') ledger?.recordRejected(password)
+      } else await this.uncount()
       throw error
     }
     this.noteFailures(0)
+    ledger?.clearFailures()
     try {
       await store.resetLoginFailures()
       await store.writeSession({ token: session.token, loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt })
@@ -258,6 +291,27 @@ export class FleetCoordinator {
       this.env.events.onWarning?.(`logged in, but the fleet store was not updated: ${messageOf(error)}`)
     }
     return session
+  }
+
+  /**
+   * The fleet's count before a login: the store's, unless this replica saw a higher one with no login
+   * success since (the count was set back from outside, or lost with a Redis restart): then its own,
+   * put back into the store.
+   */
+  private async failuresBeforeLogin (): Promise<number> {
+    const stored = await this.call('read the fleet\'s login failure count', async () => await this.store.readLoginFailures())
+    const ledger = this.options.ledger
+    if (ledger === undefined || stored >= ledger.failuresSeen) return stored
+    // Another replica's success this one did not take up (its session has idled out since) reset the count rightly.
+    const shared = await this.call('read the shared session', async () => await this.store.readSession())
+    if (shared !== undefined && shared.loggedInAt > ledger.failuresSeenAt) {
+      ledger.clearFailures()
+      return stored
+    }
+    const seen = ledger.failuresSeen
+    this.env.events.onWarning?.(`the fleet's login failure count in the store is ${stored}, lower than the ${seen} this replica saw with no login success since ` +
+      '(set back from outside, or lost with the store): this replica keeps counting from its own and puts it back')
+    return await this.call('restore the fleet\'s login failure count', async () => await this.store.raiseLoginFailures(seen))
   }
 
   /**
@@ -279,6 +333,9 @@ export class FleetCoordinator {
 
   private takeUp (shared: SharedSession): CachedSession {
     this.guardEngaged = false
+    // A sealed session logged in after the failures this replica saw proves a success since: ThingSpace's count is 0 again.
+    const ledger = this.options.ledger
+    if (ledger !== undefined && shared.loggedInAt > ledger.failuresSeenAt) ledger.clearFailures()
     this.loginsAvoided += 1
     this.env.events.onLoginAvoided?.()
     this.sharedUse = { loggedInAt: shared.loggedInAt, lastUsedAt: shared.lastUsedAt }
@@ -286,7 +343,7 @@ export class FleetCoordinator {
   }
 
   private changed (change: FleetChange): void {
-    if (change.kind === 'session') this.sessionChanged()
+    if (change.kind === 'session') this.sessionChanged(change.ended === true)
     else if (change.kind === 'connected') {
       // The store may have lost its state (a Redis without persistence): put back what this replica holds.
       this.shareUse(true).catch((error: unknown) => this.env.events.onWarning?.(`the fleet store could not be re-seeded: ${messageOf(error)}`))
@@ -298,13 +355,19 @@ export class FleetCoordinator {
    * not waiting take up a session newer than its own (read from the store: no secret travels in the
    * message).
    */
-  private sessionChanged (): void {
+  private sessionChanged (ended: boolean): void {
     const waiting = this.waiters.size > 0
     for (const wake of [...this.waiters]) wake()
     // Without a command connection (the notification's came back first), the reconnection re-reads anyway.
     if (waiting || this.closed || !this.store.connected) return
     this.store.readSession().then((shared) => {
       const held = this.host.held()
+      // Ended on another replica (and not replaced since): the platform no longer knows it, drop it at once.
+      // A forged notification changes nothing while the store still holds the session.
+      if (ended && shared === undefined && held !== undefined) {
+        this.host.drop()
+        return
+      }
       if (held === undefined || this.waiters.size > 0 || shared === undefined || shared.token === held.token || !this.usable(shared, held)) return
       this.host.takeUp(shared, this.remainingMs(shared), false)
     }, (error: unknown) => this.env.events.onWarning?.(`a fleet session notification could not be followed: ${messageOf(error)}`))
@@ -368,6 +431,7 @@ export class FleetCoordinator {
 
   private noteFailures (failures: number): void {
     this.failuresSeen = failures
+    this.options.ledger?.recordFailures(failures, this.env.clock.now())
     this.guardEngaged = failures >= this.env.maxFailures
   }
 

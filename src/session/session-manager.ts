@@ -490,6 +490,12 @@ export class SessionManager {
       lastUsedAt: () => this.lastUsedAt,
       sendLogin: async () => await this.sendLogin(),
       lastSendCounted: () => this.lastSendCounted,
+      password: () => this.credentials.password,
+      drop: () => {
+        this.sessions.delete(SESSION_KEY)
+        this.pendingRenewal = undefined
+        this.events.onWarning?.('the fleet\'s session was ended on another replica: dropped here too')
+      },
       takeUp: (shared, ttlMs, renewal) => this.takeUpShared(shared, ttlMs, renewal),
       closed: () => this.closed
     }

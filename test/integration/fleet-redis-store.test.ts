@@ -65,11 +65,78 @@ if (await haveTestRedis(t)) {
     await raw.connect()
     t.teardown(() => raw.destroy())
     const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
-    const sealed = await raw.hGet(sessionKey as string, 'token')
-    await raw.hSet((sessionKey as string).replace(/session$/, 'password'), { generation: '1', password: sealed as string, changedAt: '1' })
+    const sealed = await raw.hGet(sessionKey as string, 'record')
+    t.type(sealed, 'string', 'the session is one sealed record')
+    await raw.hSet((sessionKey as string).replace(/session$/, 'password'), { generation: '1', record: sealed as string })
     await t.rejects(store.readPassword(), { name: 'FleetKeyMismatchError' })
-    await raw.hSet(sessionKey as string, 'token', 'not-sealed')
+    await raw.hSet(sessionKey as string, 'record', 'not-sealed')
     await t.rejects(store.readSession(), { name: 'SealedFormatError' })
+  })
+
+  // Someone who can write Redis but has no fleet key (issue 17, items 1 and 2): every field a replica acts on is sealed or
+  // checked against the sealed record, and an old sealed record copied back says its own, older generation.
+  t.test('a Redis writer without the fleet key: changed plain fields and replayed records are refused, never read as valid', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix, replicaId: 'replica-a' })
+    await waitUntil(() => store.connected, 5000, 'connects')
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+
+    await store.publishPassword({ generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
+    const [passwordKey] = await raw.keys(`${keyPrefix}*password`)
+    const generation1 = await raw.hGetAll(passwordKey as string)
+    t.same(Object.keys(generation1).sort(), ['generation', 'record'], 'no plain password, change time or publisher')
+    t.match(await store.readPassword(), { generation: 1, password: 'Pw-gen-1', changedAt: 1000, publisher: 'replica-a' }, 'the publisher is sealed with it')
+    await store.publishPassword({ generation: 2, password: 'Pw-gen-2', changedAt: 2000 })
+
+    // The attack of the issue: the old sealed value under the next generation number.
+    await raw.hSet(passwordKey as string, { generation: '3', record: generation1.record as string })
+    await t.rejects(store.readPassword(), { name: 'FleetRecordForgedError', message: /plain generation 3 differs from the sealed generation 1/ })
+    // Copied back whole, it reads as what it is: generation 1 (the replicas refuse it as older than what they verified).
+    await raw.hSet(passwordKey as string, { generation: '1', record: generation1.record as string })
+    t.match(await store.readPassword(), { generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
+    // A forged change time has nowhere to go: there is no plain changedAt, and a field of that name is ignored.
+    await raw.hSet(passwordKey as string, { changedAt: '0' })
+    t.equal((await store.readPassword())?.changedAt, 1000)
+
+    await store.writeSession({ token: 'session-1', loggedInAt: 5000, lastUsedAt: 5000 })
+    t.equal(await store.touchSession(5000, 7000), true)
+    t.same(await store.readSession(), { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 })
+    const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
+    const session1 = await raw.hGetAll(sessionKey as string)
+    await raw.hSet(sessionKey as string, { lastUsedAt: '9999999999999' })
+    t.same(await store.readSession(), { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 }, 'a plain last use is never read')
+    await raw.hSet(sessionKey as string, { loggedInAt: '6000' })
+    await t.rejects(store.readSession(), { name: 'FleetRecordForgedError', message: /plain login time differs/ })
+    await store.writeSession({ token: 'session-2', loggedInAt: 8000, lastUsedAt: 8000 })
+    await raw.hSet(sessionKey as string, { use: session1.use as string })
+    await t.rejects(store.readSession(), { name: 'FleetRecordForgedError', message: /last use belongs to another session/ })
+
+    await store.writeOAuthToken({ token: 'oauth-1', expiresAt: Date.now() + 60_000 })
+    const [oauthKey] = await raw.keys(`${keyPrefix}*oauth`)
+    t.same(Object.keys(await raw.hGetAll(oauthKey as string)), ['record'], 'the OAuth token and its expiry in one sealed record')
+  })
+
+  t.test('forged notifications: only known shapes pass, and never a local "connected"', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix })
+    await waitUntil(() => store.connected, 5000, 'connects')
+    const seen: unknown[] = []
+    store.subscribe((change) => seen.push(change))
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [channel] = (await raw.pubSubChannels(`${keyPrefix}*`)) as string[]
+    for (const forged of ['{"kind":"connected"}', '{"kind":"password","generation":"99"}', '{"kind":"password"}', '[1]', 'null', '{"kind":"session","ended":"yes","token":"x"}']) {
+      await raw.publish(channel as string, forged)
+    }
+    await store.clearSession()
+    await waitUntil(() => seen.length >= 2, 2000, 'the changes arrive')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.same(seen, [{ kind: 'session' }, { kind: 'session', ended: true }], 'a session change (re-read by the replicas) and the real end; nothing else')
   })
 
   t.test('garbage on the channel and a failing listener do not stop the notifications', async (t) => {

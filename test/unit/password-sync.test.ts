@@ -13,6 +13,7 @@ import { SessionManager, type SessionCredentials } from '../../src/session/sessi
 import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
 import { PasswordSync } from '../../src/fleet/password-sync.js'
+import { FleetLedger } from '../../src/fleet/ledger.js'
 import { CredentialsFile } from '../../src/credentials/credentials-file.js'
 import { CredentialOperations, OperationError } from '../../src/credentials/operations.js'
 import { PasswordAge, PASSWORD_AGE_FILE } from '../../src/credentials/password-age.js'
@@ -108,31 +109,37 @@ interface ReplicaOptions {
   rotationDays?: number
   /** Single-process mode: no fleet store. */
   single?: boolean
+  /** The directory of a replica stopped before (a restart): its credentials file and state as it left them. */
+  dir?: string
 }
 
 function replica (t: Test, fleet: MemoryFleet, api: FakeThingSpace, clock: FakeClock, name: string, options: ReplicaOptions = {}): Replica {
   // One directory per replica (t.testdir is one per test): each has its own credentials file and state.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-password-sync-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const dir = options.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-password-sync-'))
   const credentialsPath = path.join(dir, 'credentials.json')
-  fs.writeFileSync(credentialsPath, JSON.stringify({ ...CREDENTIALS, password: options.password ?? ORIGINAL, comment: name }), { mode: 0o600 })
+  if (options.dir === undefined) {
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+    fs.writeFileSync(credentialsPath, JSON.stringify({ ...CREDENTIALS, password: options.password ?? ORIGINAL, comment: name }), { mode: 0o600 })
+  }
   const file = options.readOnly === true ? new ReadOnlyFile(credentialsPath) : new CredentialsFile(credentialsPath)
   const credentials = file.read()
   const messages: string[] = []
   const log = (message: string): void => { messages.push(message) }
   const { store, deaf } = deafenable(new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }))
   const age = PasswordAge.open(dir, credentials.password, clock.now(), log)
+  const ledger = FleetLedger.open(dir, credentials.username)
   const manager = new SessionManager({
     api,
     credentials,
     guard: LoginGuard.open(dir, 2, credentials),
     sessionIdleSeconds: 1200,
     clock,
-    fleet: options.single === true ? undefined : { store, lockTtlMs: LOCK_TTL_MS, pollIntervalMs: 20, beforeLogin: async () => { await sync.catchUp() } },
+    fleet: options.single === true ? undefined : { store, ledger, lockTtlMs: LOCK_TTL_MS, pollIntervalMs: 20, beforeLogin: async () => { await sync.catchUp() } },
     events: { onWarning: log }
   })
   const sync: PasswordSync = new PasswordSync({
     store,
+    ledger,
     session: manager,
     file,
     localChangedAt: () => age.changedAt,
@@ -536,4 +543,112 @@ t.test('the schedule follows the change time it learns after start-up (a fleet g
   changedAt = clock.now() - DAY_MS + 10 * 60_000
   schedule.changeTimeUpdated()
   t.equal(timers.at(-1), 10 * 60_000, 'or at its due time when that is later')
+})
+
+// Issue 17, items 1 and 2: someone who can write the store but has no fleet key can only replay records that were once valid
+// (the Redis adapter refuses changed fields: fleet-redis-store.test.ts). Here the replays, on the memory store.
+
+/** Puts `record` in the store as a replay would (no compare-and-set) and tells the replicas a new generation is there. */
+function replayPassword (fleet: MemoryFleet, record: { generation: number, password: string, changedAt: number }, announced: number): void {
+  const account = fleet.account(PREFIX, CREDENTIALS.username)
+  account.password = { ...record }
+  for (const listener of [...account.listeners]) listener({ kind: 'password', generation: announced })
+}
+
+t.test('a replayed older generation, or another password under the same number, is refused: the password in force stays, no failed login', async (t) => {
+  const { fleet, api, clock, replicas, raw } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const generation1 = await raw.readPassword()
+  await (replicas[0] as Replica).operations.rotatePassword()
+  await settle()
+  const current = api.password
+  t.same(replicas.map((r) => r.filePassword()), [current, current, current])
+
+  replayPassword(fleet, generation1 as { generation: number, password: string, changedAt: number }, 3)
+  await settle()
+  t.same(replicas.map((r) => r.manager.currentCredentials.password), [current, current, current], 'no replica took the old password')
+  t.same(replicas.map((r) => r.filePassword()), [current, current, current], 'no file lost the working password')
+  t.match(replicas.flatMap((r) => r.messages).join('\n'), /holds password generation 1, older than generation 2 which this replica verified before: refused/)
+  t.match(await raw.readPassword(), { generation: 2, password: current }, 're-seeded with the generation the replicas verified')
+
+  replayPassword(fleet, { generation: 2, password: ORIGINAL, changedAt: 0 }, 3)
+  await settle()
+  t.same(replicas.map((r) => r.manager.currentCredentials.password), [current, current, current])
+  t.match(replicas.flatMap((r) => r.messages).join('\n'), /another password under generation 2 than this replica verified: refused/)
+
+  // A restart keeps what the replica verified (its state directory): the replayed generation 1 is still refused.
+  const [first] = replicas as [Replica]
+  first.manager.close()
+  first.sync.stop()
+  replayPassword(fleet, generation1 as { generation: number, password: string, changedAt: number }, 1)
+  await settle()
+  const restarted = replica(t, fleet, api, clock, 'restarted', { dir: first.dir })
+  await restarted.sync.catchUp()
+  t.equal(restarted.manager.currentCredentials.password, current, 'the restarted replica keeps generation 2 from its file')
+  t.equal(restarted.sync.status().generation, 2)
+  await raw.clearSession()
+  for (const r of [restarted, replicas[1] as Replica, replicas[2] as Replica]) await r.manager.restartSession('admin')
+  t.equal(api.failedLogins, 0, 'no failed login at ThingSpace')
+  assertNoSecretIn(t, [...replicas, restarted], api)
+})
+
+t.test('scheduled rotation reads the change time of a generation it verified: a replayed old one triggers no reset', async (t) => {
+  const { fleet, api, clock, replicas, raw } = fleetOf(t, 2, { rotationDays: 90 })
+  for (const { manager } of replicas) await manager.startSession()
+  const generation1 = await raw.readPassword()
+  await (replicas[0] as Replica).operations.rotatePassword()
+  await settle()
+  t.equal(api.resets, 1)
+  replayPassword(fleet, { ...(generation1 as { generation: number, password: string, changedAt: number }), changedAt: 0 }, 3)
+  await settle()
+  for (const r of replicas) t.equal(await r.operations.rotateIfDue(90 * DAY_MS), undefined, 'not due: the verified generation is a few seconds old')
+  clock.advance(1000)
+  t.equal(api.resets, 1, 'no reset at ThingSpace')
+})
+
+t.test('a password ThingSpace rejected from a replica is never sent again by it, whatever the store says', async (t) => {
+  const { fleet, api, clock, replicas, raw } = fleetOf(t, 1)
+  const [only] = replicas as [Replica]
+  await only.manager.startSession()
+  api.password = 'Pw-changed-outside-the-fleet'
+  await raw.clearSession()
+  await t.rejects(only.manager.restartSession('admin'), { name: 'AuthUnavailableError', message: /ThingSpace rejected the login/ })
+  t.equal(api.failedLogins, 1)
+  // The writer resets the count and the lock, and announces the same generation again.
+  await raw.resetLoginFailures()
+  replayPassword(fleet, { generation: 1, password: ORIGINAL, changedAt: 1 }, 2)
+  await settle()
+  clock.advance(10 * 60_000) // past the local backoff
+  await t.rejects(only.manager.restartSession('admin'), { name: 'AuthUnavailableError', message: /rejected the password in force from this replica before: it is never sent again/ })
+  t.equal(api.failedLogins, 1, 'not sent again')
+})
+
+t.test('the fleet failure count set back from outside buys no attempt: each replica keeps the count it saw', async (t) => {
+  const { api, replicas, raw } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  api.password = 'Pw-changed-outside-the-fleet'
+  await raw.clearSession()
+  for (const r of replicas) await r.manager.restartSession('admin').catch(() => undefined)
+  t.equal(api.failedLogins, 2, 'M2M_PROXY_MAX_LOGIN_FAILURES 2 fleet-wide')
+  t.equal(await raw.readLoginFailures(), 2)
+  for (let round = 0; round < 3; round++) {
+    await raw.resetLoginFailures()
+    await raw.clearSession()
+    for (const r of replicas) await t.rejects(r.manager.restartSession('admin'), { name: 'AuthUnavailableError', message: /rejected/ })
+  }
+  t.equal(api.failedLogins, 2, 'no failed login caused by the resets')
+  t.equal(await raw.readLoginFailures(), 2, 'the count is put back')
+  t.match(replicas.flatMap((r) => r.messages).join('\n'), /login failure count in the store is 0, lower than the 2 this replica saw with no login success since/)
+})
+
+t.test('POST /admin/session/end on one replica: every replica drops the fleet\'s session at once', async (t) => {
+  const { api, replicas } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  t.same(replicas.map((r) => r.manager.snapshot().state), ['active', 'active', 'active'])
+  t.equal(await (replicas[0] as Replica).manager.endSession(), true)
+  await settle()
+  t.same(replicas.map((r) => r.manager.snapshot().state), ['none', 'none', 'none'], 'none still reports the dead session as active')
+  const tokens = await (replicas[2] as Replica).manager.acquireTokens()
+  t.equal(tokens.sessionToken.startsWith('session-2-'), true, 'the next request logs in once')
+  t.equal(api.logins, 2)
 })
