@@ -246,13 +246,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     clock,
     passwordAge,
     rotationDays: config.passwordRotationDays,
-    fleet: passwordSync === undefined || fleetStore === undefined
+    fleet: passwordSync === undefined || fleetStore === undefined || ledger === undefined
       ? undefined
-      : { store: fleetStore, sync: passwordSync, rotationLockTtlMs: ROTATION_LOCK_TTL_FACTOR * fleetLockTtlMs(config.upstreamTimeoutMs) },
+      : { store: fleetStore, sync: passwordSync, ledger, rotationLockTtlMs: ROTATION_LOCK_TTL_FACTOR * fleetLockTtlMs(config.upstreamTimeoutMs) },
     events: {
       onWarning: (message) => credentialsLog.warn(message),
       onInfo: (message) => credentialsLog.info(message),
-      onResetFailed: (detail) => credentialsLog.error(detail.cause, detail.message)
+      onResetFailed: (detail) => credentialsLog.error(detail.cause, detail.message),
+      onError: (message) => credentialsLog.error(message)
     }
   })
   let shuttingDown = false
@@ -285,7 +286,6 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     ? () => {}
     : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
       if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
-      if (credentialsFile.holdsOwnWrite()) return // a password generation this replica took into use
       operations.reload({ login: false }).catch((error: unknown) => {
         // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
         credentialsLog.warn(`credentials file changed but was not loaded: ${error instanceof Error ? error.message : String(error)}`)

@@ -22,6 +22,7 @@ const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
   busy: 'conflict',
   'not-rewritable': 'conflict',
   'unchanged-while-rejected': 'conflict',
+  'credentials-rejected': 'conflict',
   'upstream-failed': 'upstreamUnreachable',
   'not-saved': 'internal',
   'fleet-unavailable': 'authUnavailable'

@@ -2,7 +2,7 @@
 
 import fs from 'node:fs'
 import path from 'node:path'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../config/load.js'
 import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
@@ -23,25 +23,8 @@ export function credentialsExposure (file: string): string | undefined {
   return `the credentials file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds the ThingSpace password and app secret: chmod 600 ${file}`
 }
 
-function digestOf (content: string): string {
-  return createHash('sha256').update(content).digest('hex')
-}
-
 export class CredentialsFile {
-  /** Digest of the content this process last wrote: its own write is not an operator's change. */
-  private lastWritten: string | undefined
-
   constructor (readonly path: string) {}
-
-  /** True when the file holds exactly what this process last wrote to it (the watcher then has nothing to reload). */
-  holdsOwnWrite (): boolean {
-    if (this.lastWritten === undefined) return false
-    try {
-      return digestOf(fs.readFileSync(this.path, 'utf8')) === this.lastWritten
-    } catch {
-      return false
-    }
-  }
 
   /** See credentialsExposure. */
   exposure (): string | undefined {
@@ -89,7 +72,6 @@ export class CredentialsFile {
     const owner = process.getuid?.() === 0 ? { uid: stats.uid, gid: stats.gid } : undefined
     const content = JSON.stringify(document, null, 2) + '\n'
     writeFileAtomicSync(this.path, content, 0o600, owner)
-    this.lastWritten = digestOf(content)
   }
 }
 

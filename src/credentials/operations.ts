@@ -7,11 +7,12 @@ import type { SessionManager, SessionSnapshot } from '../session/session-manager
 import { errorCode } from '../config/load.js'
 import type { FleetLock, FleetStore } from '../fleet/store.js'
 import type { PasswordSync, PublishedPassword } from '../fleet/password-sync.js'
+import type { FleetLedger } from '../fleet/ledger.js'
 import type { Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
 import type { PasswordAge, PasswordAgeSource } from './password-age.js'
 
-export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected' | 'fleet-unavailable'
+export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected' | 'fleet-unavailable' | 'credentials-rejected'
 
 /** An operator action that could not be carried out; the message never holds a secret. */
 export class OperationError extends Error {
@@ -35,12 +36,16 @@ export interface OperationEvents {
   onInfo?: (message: string) => void
   /** ThingSpace's password reset failed: why (status, errorCode, network or TLS error code), never a secret. */
   onResetFailed?: (detail: { message: string, cause: FailureCause }) => void
+  /** An operator's change could not take effect and the fleet needs them (a rejected credentials file). */
+  onError?: (message: string) => void
 }
 
 /** Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation. */
 export interface FleetRotation {
   store: FleetStore
   sync: PasswordSync
+  /** What this replica verified: a password ThingSpace rejected from it is refused at reload. */
+  ledger: FleetLedger
   /** How long one rotation may hold the fleet's rotation lock: a holder that dies frees it after this. */
   rotationLockTtlMs: number
 }
@@ -244,30 +249,21 @@ export class CredentialOperations {
   }
 
   /**
-   * Re-reads and validates the credentials file. Explicit reloads (`login: true`) log in afresh; the file
-   * watcher logs in only when the new credentials released the lockout guard or no session is held.
-   * Fleet mode: a changed password (an operator changed it in ThingSpace) is published as the fleet's next
-   * generation; a file still holding a password this replica replaced is a stale copy and changes nothing.
+   * Re-reads and validates the credentials file, and compares it with what is in force (never with what
+   * this process last wrote): restoring a known-good file always takes effect. Explicit reloads
+   * (`login: true`) log in afresh; the file watcher logs in only when the new credentials released the
+   * lockout guard or no session is held. Fleet mode: see reloadInFleet.
    */
   async reload (options: { login: boolean }): Promise<SessionSnapshot> {
     return await this.exclusive('credentials reload', async () => {
       const { session, file, fleet } = this.deps
-      let next = file.read() // ConfigError: the old credentials stay in force
+      const next = file.read() // ConfigError: the old credentials stay in force
       const exposure = file.exposure()
       if (exposure !== undefined) this.deps.events?.onWarning?.(exposure)
+      if (fleet !== undefined) return await this.reloadInFleet(fleet, next, options)
       const current = session.currentCredentials
-      if (fleet !== undefined && next.password !== current.password && fleet.sync.isSuperseded(next.password)) {
-        next = { ...next, password: current.password }
-        let rewritten = false
-        try {
-          file.writePassword(current.password)
-          rewritten = true
-        } catch { /* said below */ }
-        fleet.sync.noteSavedToFile(rewritten)
-        this.deps.events?.onWarning?.(`${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
-          (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)'))
-      }
       const changed = !sameCredentials(next, current)
+      if (!changed && !options.login) return session.snapshot() // the watcher: this process's own write, or an edit back to what is in force
       if (!changed && session.guardEngaged) {
         throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
       }
@@ -279,10 +275,6 @@ export class CredentialOperations {
           const at = this.deps.clock.now()
           this.unsaved = false
           this.deps.passwordAge?.observe(next.password, at, at, 'changed')
-          if (fleet !== undefined) {
-            const published = await fleet.sync.publishNew(next.password, at, current.password, true)
-            if (published.published) this.deps.events?.onInfo?.(`the changed password is published to the fleet as generation ${published.generation}`)
-          }
         }
       }
       if (options.login || (changed && (wasEngaged || session.snapshot().state !== 'active'))) {
@@ -292,6 +284,89 @@ export class CredentialOperations {
       }
       return session.snapshot()
     })
+  }
+
+  /**
+   * Fleet mode: a password only reaches the fleet once ThingSpace accepted it. A changed file is
+   * - the fleet's own generation (restored after a typo): in force again, nothing to check;
+   * - an older generation's password (a stale copy, such as an old Secret): rewritten with the fleet's;
+   * - a password ThingSpace rejected from this replica before: refused, never sent again;
+   * - anything else: checked with one guarded login (verifyCredentials), then published as the next
+   *   generation; a rejected one stays local: the fleet's password stays in force here, readiness says
+   *   credentials-rejected and no other replica's file changes.
+   * An explicit reload of the fleet's own password while the fleet's guard holds proves it again with
+   * one login: the live way back after failed checks.
+   */
+  private async reloadInFleet (fleet: FleetRotation, next: Credentials, options: { login: boolean }): Promise<SessionSnapshot> {
+    const { session, file, events } = this.deps
+    const current = session.currentCredentials
+    const held = fleet.sync.heldPassword
+    if (next.password !== current.password && next.password !== held && fleet.sync.isSuperseded(next.password)) {
+      let rewritten = false
+      try {
+        file.writePassword(current.password)
+        rewritten = true
+      } catch { /* said below */ }
+      fleet.sync.noteSavedToFile(rewritten)
+      events?.onWarning?.(`${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
+        (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)'))
+      next = { ...next, password: current.password }
+    }
+    if (fleet.ledger.isRejected(next.password) && next.password !== current.password) {
+      session.markCredentialsRejected()
+      const message = `ThingSpace rejected the password in ${file.path} from this replica before: it is not sent again; ` +
+        'this replica keeps the fleet\'s password in force and reports credentials-rejected until the file holds another password'
+      events?.onWarning?.(message)
+      throw new OperationError('unchanged-while-rejected', message)
+    }
+    const changed = !sameCredentials(next, current)
+    if (changed && next.password === held) {
+      // Back to the fleet's own generation after a typo: ThingSpace accepted it before, nothing to check.
+      session.useCredentials(next)
+      events?.onInfo?.(`${file.path} holds the fleet's password generation ${fleet.sync.status().generation ?? '?'} again: it is in force`)
+    } else if (!changed && session.clearCredentialsRejected()) {
+      events?.onInfo?.(`${file.path} holds the password in force again`)
+    }
+    if (!changed || next.password === held) {
+      if (!options.login) return session.snapshot()
+      if (next.password === held) {
+        // An explicit reload proves the fleet's password with one login of its own: after failed checks of other
+        // passwords, that success resets the fleet's count and every replica serves again.
+        await session.verifyCredentials(next).catch((error: unknown) => {
+          if (!(error instanceof AuthUnavailableError)) throw error
+          events?.onWarning?.(`the fleet's password could not be checked: ${error.message}`)
+        })
+        return session.snapshot()
+      }
+      if (session.guardEngaged) {
+        throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
+      }
+      await session.restartSession('admin').catch((error: unknown) => {
+        if (!(error instanceof AuthUnavailableError)) throw error
+      })
+      return session.snapshot()
+    }
+    events?.onInfo?.(`${file.path} changed: checking the new credentials with one login before the fleet uses them`)
+    try {
+      await session.verifyCredentials(next)
+    } catch (error) {
+      if (!(error instanceof AuthUnavailableError)) throw error
+      const rejected = fleet.ledger.isRejected(next.password)
+      const message = rejected
+        ? `ThingSpace rejected the credentials in ${file.path}: they stay local to this replica and are not sent again; the fleet's password stays in force, ` +
+          'this replica reports credentials-rejected until the file holds accepted credentials (no other replica changed)'
+        : `the credentials in ${file.path} could not be checked (${error.message}); the fleet's password stays in force`
+      events?.onError?.(message)
+      throw new OperationError(rejected ? 'credentials-rejected' : 'fleet-unavailable', message)
+    }
+    events?.onInfo?.('credentials reloaded: ThingSpace accepted them')
+    if (next.password !== current.password) {
+      const at = this.deps.clock.now()
+      this.deps.passwordAge?.observe(next.password, at, at, 'changed')
+      const published = await fleet.sync.publishNew(next.password, at, current.password, true)
+      if (published.published) events?.onInfo?.(`the checked password is published to the fleet as generation ${published.generation}`)
+    }
+    return session.snapshot()
   }
 
   private async resetUpstream (oldPassword: string): Promise<string> {

@@ -133,6 +133,8 @@ export class SessionManager {
   /** The last login sent was rejected or got no answer: it stays counted (fleet count and local guard alike). */
   private lastSendCounted = false
   private closed = false
+  /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
+  private candidateRejected = false
   /** The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from it. */
   private lastSession: CachedSession | undefined
   /** Fleet mode only: logins, the idle clock and the OAuth token shared with the other replicas. */
@@ -272,6 +274,54 @@ export class SessionManager {
     }
   }
 
+  /**
+   * Fleet mode: proves `candidate` (an operator's changed credentials file) with one login of its own,
+   * holding the fleet's login lock and counted in the fleet's failure count, before anything is shared:
+   * on success it is in force and its session is the fleet's; on a rejection the credentials in force
+   * stay, ThingSpace's answer is remembered (never sent again) and readiness says credentials-rejected
+   * until new credentials are tried. Also the way back after failed checks: the fleet's own password,
+   * proved again, resets the fleet's count. Throws AuthUnavailableError as a login does.
+   */
+  async verifyCredentials (candidate: SessionCredentials): Promise<void> {
+    if (this.fleet === undefined) throw new Error('verifyCredentials is for fleet mode')
+    const guard = this.options.guard
+    if (guard.atAccountCeiling) {
+      throw new AuthUnavailableError('credentials-rejected',
+        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); nothing is checked: see the account in ThingSpace, then delete ${guard.file} and restart`, 300)
+    }
+    if (this.loginInFlight !== undefined) await this.loginInFlight.catch(() => undefined)
+    const previous = this.credentials
+    this.useCredentials(candidate)
+    this.pendingRenewal = 'admin'
+    const fleet = this.fleet
+    const verification = fleet.login('verify')
+    // Requests that need a session meanwhile join this login; its failure is theirs and this method's, never unhandled.
+    const joined = verification.finally(() => { this.loginInFlight = undefined })
+    joined.catch(() => undefined)
+    this.loginInFlight = joined
+    try {
+      await verification
+      this.candidateRejected = false
+    } catch (error) {
+      if (previous !== candidate) this.useCredentials(previous)
+      // Only a login ThingSpace answered with a rejection, not a guard that sent nothing.
+      if (this.options.fleet?.ledger?.isRejected(candidate.password) === true) this.candidateRejected = true
+      throw error
+    }
+  }
+
+  /** Fleet mode: an operator's file holds a password ThingSpace rejected before: readiness says so until it changes. */
+  markCredentialsRejected (): void {
+    this.candidateRejected = true
+  }
+
+  /** Ends the credentials-rejected state of a rejected check; true when it was on. */
+  clearCredentialsRejected (): boolean {
+    const was = this.candidateRejected
+    this.candidateRejected = false
+    return was
+  }
+
   /** Logs the current session out upstream and forgets it; false when there was none. */
   async endSession (): Promise<boolean> {
     const session = this.sessions.peek(SESSION_KEY)
@@ -310,6 +360,7 @@ export class SessionManager {
 
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
   useCredentials (credentials: SessionCredentials): void {
+    if (!sameSessionCredentials(credentials, this.credentials)) this.candidateRejected = false
     const appChanged = credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
     this.credentials = credentials
     if (this.options.guard.useCredentials(credentials)) {
@@ -344,7 +395,7 @@ export class SessionManager {
    * 'login-failing' mean ThingSpace is failing (unreachable, 5xx, timeouts, throttling).
    */
   notReadyReason (): NotReadyReason | undefined {
-    if (this.options.guard.engaged) return 'credentials-rejected'
+    if (this.options.guard.engaged || this.candidateRejected) return 'credentials-rejected'
     if (this.sessions.has(SESSION_KEY)) return undefined
     // Fleet mode: without the store no login is sent, so only a session held serves.
     if (this.fleet !== undefined && !this.fleet.connected) return 'fleet-store-unreachable'
@@ -575,6 +626,10 @@ export class SessionManager {
     return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
       Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
   }
+}
+
+function sameSessionCredentials (a: SessionCredentials, b: SessionCredentials): boolean {
+  return a.username === b.username && a.password === b.password && a.clientId === b.clientId && a.clientSecret === b.clientSecret
 }
 
 /** Errors after which a login is tried again in the background while not ready. */

@@ -250,6 +250,27 @@ t.test('an edit of the credentials file releases the guard without a call', asyn
   t.ok(stack.logs.lines.some((line) => line.includes('credentials reloaded')))
 })
 
+// Issue 17, item 3: the watcher compared a changed file with the proxy's own last write, so restoring the file the proxy wrote
+// after a rotation was skipped and a typo stayed in force. It now compares with what is in force.
+t.test('after a rotation, a typo in the file and then the good file copied back: the good password is in force again', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50' } })
+  const rotated = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
+  t.equal(rotated.status, 200, rotated.text)
+  const file = path.join(stack.dir, 'credentials.json')
+  const good = fs.readFileSync(file, 'utf8')
+  const reloads = (): number => stack.logs.lines.filter((line) => line.includes('credentials reloaded')).length
+  fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(good) as object, password: 'Pw-typo-in-the-edit' }), { mode: 0o600 })
+  for (let i = 0; i < 100 && stack.proxy.session.currentCredentials.password !== 'Pw-typo-in-the-edit'; i++) await sleep(50)
+  t.equal(reloads(), 1, 'the typo was loaded')
+  fs.writeFileSync(file, good, { mode: 0o600 })
+  for (let i = 0; i < 100 && stack.proxy.session.currentCredentials.password !== stack.sim.password; i++) await sleep(50)
+  t.equal(stack.proxy.session.currentCredentials.password, stack.sim.password, 'the restored file is in force')
+  t.equal(reloads(), 2, 'and said so')
+  stack.sim.expireSessions()
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
+  t.equal(stack.sim.stats.failedLogins, 0, 'the typo was never sent')
+})
+
 t.test('a known admin route with another method: 405 with Allow, only with the token; without it 401', async (t) => {
   const stack = await startStack(t)
   const cases: Array<[string, string, string]> = [

@@ -153,8 +153,8 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeThingSpace, clock: FakeC
     clock,
     passwordAge: age,
     rotationDays: options.rotationDays ?? 0,
-    fleet: options.single === true ? undefined : { store, sync, rotationLockTtlMs: 4 * LOCK_TTL_MS },
-    events: { onWarning: log, onInfo: log, onResetFailed: (detail) => log(detail.message) }
+    fleet: options.single === true ? undefined : { store, sync, ledger, rotationLockTtlMs: 4 * LOCK_TTL_MS },
+    events: { onWarning: log, onInfo: log, onError: log, onResetFailed: (detail) => log(detail.message) }
   })
   const schedule = new RotationScheduler({ days: options.rotationDays ?? 0, clock, operations, events: { onInfo: log, onWarning: log } })
   if (options.single !== true) sync.start()
@@ -250,7 +250,11 @@ t.test('rotation on one replica: one reset, its file first, generation 2 publish
     t.equal(r.manager.currentCredentials.password, api.password, `${r.name} uses the new password`)
     t.equal(r.filePassword(), api.password, `${r.name} rewrote its file`)
     t.same(r.sync.status(), { generation: 2, changedAt: result.at === undefined ? null : Date.parse(result.at), savedToFile: true, published: true }, `${r.name} status`)
-    t.ok(r.file.holdsOwnWrite(), `${r.name}: the watcher sees its own write, not an operator's change`)
+    // The watcher sees the replica's own write: the file holds what is in force, nothing to do.
+    const logins = api.logins
+    await r.operations.reload({ login: false })
+    t.equal(api.logins, logins, `${r.name}: its own write is no change`)
+    t.equal(r.sync.status().generation, 2, `${r.name}: nothing published`)
   }
   t.equal(api.failedLogins, 0)
   assertNoSecretIn(t, replicas, api)
@@ -651,4 +655,70 @@ t.test('POST /admin/session/end on one replica: every replica drops the fleet\'s
   const tokens = await (replicas[2] as Replica).manager.acquireTokens()
   t.equal(tokens.sessionToken.startsWith('session-2-'), true, 'the next request logs in once')
   t.equal(api.logins, 2)
+})
+
+// Issue 17, item 3: an operator's edit in fleet mode. A changed file is checked with one guarded login before it is published.
+
+function writeFile (r: Replica, password: string): void {
+  fs.writeFileSync(path.join(r.dir, 'credentials.json'), JSON.stringify({ ...CREDENTIALS, password }), { mode: 0o600 })
+}
+
+t.test('a typo in one replica\'s file: one checked login, rejected, stays local; restoring the file and one reload bring the whole fleet back', async (t) => {
+  const { api, replicas, raw } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const [edited, second, third] = replicas as [Replica, Replica, Replica]
+
+  writeFile(edited, 'Pw-typo-1')
+  t.equal(await kindOf(edited.operations.reload({ login: false })), 'credentials-rejected', 'the watcher\'s reload checks it')
+  t.equal(api.failedLogins, 1, 'one checked login')
+  t.equal((await raw.readPassword())?.generation, 1, 'nothing published')
+  t.same([second.filePassword(), third.filePassword()], [ORIGINAL, ORIGINAL], 'no other replica\'s file changed')
+  t.equal(edited.manager.currentCredentials.password, ORIGINAL, 'the fleet\'s password stays in force on the edited replica')
+  t.equal(edited.manager.notReadyReason(), 'credentials-rejected', 'its readiness says so')
+  t.match(edited.messages.join('\n'), new RegExp(`ThingSpace rejected the credentials in ${edited.file.path}: they stay local to this replica`))
+  t.equal(second.manager.notReadyReason(), undefined, 'the others serve')
+
+  // The same typo again is never sent; a second one is checked (the fleet's count reaches M2M_PROXY_MAX_LOGIN_FAILURES).
+  t.equal(await kindOf(edited.operations.reload({ login: true })), 'unchanged-while-rejected')
+  t.equal(api.failedLogins, 1, 'a rejected password is not sent again')
+  writeFile(edited, 'Pw-typo-2')
+  t.equal(await kindOf(edited.operations.reload({ login: false })), 'credentials-rejected')
+  t.equal(api.failedLogins, 2)
+  // The session ends: with the fleet's count at 2 no replica may log in any more.
+  await raw.clearSession()
+  for (const r of [second, third]) await t.rejects(r.manager.restartSession('admin'), { name: 'AuthUnavailableError', message: /across the fleet/ })
+  t.equal(api.failedLogins, 2, 'the guard holds fleet-wide')
+
+  // The way back: the known-good password into the edited replica's file (the watcher), then one explicit reload there.
+  writeFile(edited, ORIGINAL)
+  await edited.operations.reload({ login: false })
+  t.match(edited.messages.join('\n'), /holds the password in force again/, 'the edit back ends the rejected state of the check')
+  await edited.operations.reload({ login: true })
+  t.equal(edited.manager.notReadyReason(), undefined, 'ready again')
+  t.equal(await raw.readLoginFailures(), 0, 'one login with the fleet\'s password reset the fleet\'s count')
+  for (const r of [second, third]) {
+    await r.manager.restartSession('admin')
+    t.equal(r.manager.notReadyReason(), undefined, `${r.name} serves again`)
+  }
+  t.equal(api.failedLogins, 2, 'no further failed login')
+  t.same(replicas.map((r) => r.filePassword()), [ORIGINAL, ORIGINAL, ORIGINAL])
+  t.equal((await raw.readPassword())?.generation, 1, 'no typo was ever a generation')
+  assertNoSecretIn(t, replicas, api)
+})
+
+t.test('a changed file ThingSpace accepts is checked once, then published; the others take it up', async (t) => {
+  const { api, replicas, raw } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const [edited, other] = replicas as [Replica, Replica]
+  api.password = 'Pw-changed-in-thingspace-9a'
+  writeFile(edited, api.password)
+  const loginsBefore = api.logins
+  await edited.operations.reload({ login: false })
+  t.equal(api.logins - loginsBefore, 1, 'one checked login, even though a shared session was alive')
+  await settle()
+
+  t.match(await raw.readPassword(), { generation: 2, password: api.password })
+  t.equal(other.filePassword(), api.password)
+  t.match(edited.messages.join('\n'), /checking the new credentials with one login before the fleet uses them/)
+  t.equal(api.failedLogins, 0)
 })
