@@ -82,11 +82,21 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
   }
 
   async login (oauthToken: string, username: string, password: string): Promise<string> {
-    const answer = await this.call('POST', LOGIN_PATH, {
-      authorization: `Bearer ${oauthToken}`,
-      'content-type': 'application/json',
-      accept: 'application/json'
-    }, JSON.stringify({ username, password }), 'session login')
+    let answer: JsonAnswer
+    try {
+      answer = await this.call('POST', LOGIN_PATH, {
+        authorization: `Bearer ${oauthToken}`,
+        'content-type': 'application/json',
+        accept: 'application/json'
+      }, JSON.stringify({ username, password }), 'session login')
+    } catch (error) {
+      // A login sends no session token, so a ".SessionToken." errorCode cannot mean one was refused: whatever its errorCode,
+      // a 4xx other than 408/429 may be a failed login at ThingSpace, and must count toward the lockout.
+      if (error instanceof UpstreamAuthError && error.kind === 'session-invalid') {
+        throw new UpstreamAuthError('rejected', error.message, error.statusCode, error.upstreamCode, error.retryAfterSeconds)
+      }
+      throw error
+    }
     const sessionToken = answer.body?.sessionToken
     if (typeof sessionToken !== 'string' || sessionToken === '') {
       throw new UpstreamAuthError('unavailable', 'session login response lacks sessionToken', answer.statusCode)

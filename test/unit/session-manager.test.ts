@@ -854,6 +854,27 @@ t.test('Retry-After: delay-seconds or an HTTP date, read as seconds from now', a
   t.equal(retryAfterSecondsOf('-5', now), undefined)
 })
 
+// Issue 17, item 4: a login answered 400 with a ".SessionToken." errorCode was read as a refused session token and not counted.
+t.test('every 4xx to a login but 429 and 408 counts toward the guard, whatever its errorCode', async (t) => {
+  for (const answer of [
+    { status: 400, body: { errorCode: 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid', errorMessage: 'x' } },
+    { status: 401, body: { errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired' } },
+    { status: 403, body: { errorCode: 'Something.Else' } },
+    { status: 404, body: {} }
+  ]) {
+    const { manager, clock, guard, http } = setupOverHttp(t)
+    http.answerLogin = () => answer
+    await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected', `${answer.status} ${String(answer.body.errorCode)}: a rejection`)
+    t.equal(guard.consecutiveRejections, 1, 'counted')
+    clock.advance(60_000)
+    await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+    t.equal(guard.engaged, true, 'the guard holds at M2M_PROXY_MAX_LOGIN_FAILURES')
+    clock.advance(60_000)
+    await expectUnavailable(t, manager.acquireTokens(), 'credentials-rejected')
+    t.equal(http.loginCalls, 2, 'no third login')
+  }
+})
+
 t.test('429 and 408 answers to a login are not rejected credentials: many of them never engage the guard, the backoff honours Retry-After', async (t) => {
   const { manager, clock, guard, events, http } = setupOverHttp(t)
   http.answerLogin = () => ({ ...THROTTLED, headers: { 'retry-after': '120' } })
