@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
 import { CredentialsFile } from './credentials/credentials-file.js'
-import { CredentialOperations } from './credentials/operations.js'
+import { CredentialOperations, OperationError } from './credentials/operations.js'
 import { watchCredentialsFile } from './credentials/watcher.js'
 import { PasswordAge } from './credentials/password-age.js'
 import { DAY_MS, RotationScheduler } from './credentials/rotation-schedule.js'
@@ -287,6 +287,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
       if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
       operations.reload({ login: false }).catch((error: unknown) => {
+        if (error instanceof OperationError && error.logged) return
         // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
         credentialsLog.warn(`credentials file changed but was not loaded: ${error instanceof Error ? error.message : String(error)}`)
       })

@@ -17,7 +17,8 @@ export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' |
 /** An operator action that could not be carried out; the message never holds a secret. */
 export class OperationError extends Error {
   override readonly name = 'OperationError'
-  constructor (readonly kind: OperationErrorKind, message: string) {
+  /** `logged`: the operation already logged it (the file watcher then does not log it twice). */
+  constructor (readonly kind: OperationErrorKind, message: string, readonly logged = false) {
     super(message)
   }
 }
@@ -317,7 +318,7 @@ export class CredentialOperations {
       const message = `ThingSpace rejected the password in ${file.path} from this replica before: it is not sent again; ` +
         'this replica keeps the fleet\'s password in force and reports credentials-rejected until the file holds another password'
       events?.onWarning?.(message)
-      throw new OperationError('unchanged-while-rejected', message)
+      throw new OperationError('unchanged-while-rejected', message, true)
     }
     const changed = !sameCredentials(next, current)
     if (changed && next.password === held) {
@@ -357,7 +358,7 @@ export class CredentialOperations {
           'this replica reports credentials-rejected until the file holds accepted credentials (no other replica changed)'
         : `the credentials in ${file.path} could not be checked (${error.message}); the fleet's password stays in force`
       events?.onError?.(message)
-      throw new OperationError(rejected ? 'credentials-rejected' : 'fleet-unavailable', message)
+      throw new OperationError(rejected ? 'credentials-rejected' : 'fleet-unavailable', message, true)
     }
     events?.onInfo?.('credentials reloaded: ThingSpace accepted them')
     if (next.password !== current.password) {

@@ -51,7 +51,8 @@ if (await haveTestRedis(t)) {
     for (const [round, typo] of ['Pw-typo-one', 'Pw-typo-two'].entries()) {
       writePassword(edited, typo)
       await until(() => sim.stats.failedLogins === round + 1, 10_000, `the check of typo ${round + 1}`)
-      await edited.waitFor((line) => typeof line.msg === 'string' && line.msg.includes(`ThingSpace rejected the credentials in ${edited.credentialsFile}`))
+      const rejection = `ThingSpace rejected the credentials in ${edited.credentialsFile}`
+      await until(() => edited.lines.filter((line) => typeof line.msg === 'string' && line.msg.includes(rejection)).length === round + 1, 10_000, `typo ${round + 1} said rejected`)
     }
     const ready = await readyz(edited)
     t.equal(ready.status, 503)
