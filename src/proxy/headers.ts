@@ -39,6 +39,8 @@ function copyWithout<T extends Headers> (headers: T, excluded: Set<string>): T {
   const copy: Headers = {}
   for (const name in headers) {
     if (excluded.has(name) || named?.has(name) === true) continue
+    // `vz_m2m_token`: servers that read `_` as `-` (CGI-style frameworks, nginx's underscores_in_headers) would take it for the real one.
+    if (name.includes('_') && excluded.has(name.replaceAll('_', '-'))) continue
     copy[name] = headers[name]
   }
   return copy as T

@@ -72,42 +72,85 @@ export function parseForwardPrefixes (raw: readonly string[]): string[] {
   return [...new Set(parsed)].filter((prefix, _index, all) => !all.some((other) => other !== prefix && prefix.startsWith(other)))
 }
 
-/** Decodes percent-escapes until stable (bounded), so double-encoded dots are seen for what they become. */
-function decodeRepeatedly (segment: string): string | undefined {
-  let current = segment
-  for (let round = 0; round < MAX_DECODE_ROUNDS; round++) {
-    let decoded: string
-    try {
-      decoded = decodeURIComponent(current)
-    } catch {
-      return undefined
-    }
-    if (decoded === current) return current
+/** Why a target under /api/ is not forwarded: the Proxy.NotFound.* suffix and a message that says the real reason. */
+export interface TargetRefusal {
+  code: 'OutsidePrefixes' | 'EncodedTraversal' | 'MalformedPath' | 'TooManyEncodings'
+  message: string
+}
+
+/** Rounds of percent-decoding looked through; a path still changing after that is refused (no client encodes so deep). */
+const MAX_LOOKED_THROUGH_ROUNDS = 10
+const DOT_SEGMENT = /^\.\.?(;.*)?$/
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
+const WELL_FORMED_ESCAPES = /^(?:[^%]|%[0-9a-fA-F]{2})*$/
+
+/**
+ * The path as received and each decoding of it (lenient: a malformed escape stays as it is), up to
+ * MAX_LOOKED_THROUGH_ROUNDS; undefined when it still changes after that.
+ */
+function decodingsOf (path: string): string[] | undefined {
+  const decodings = [path]
+  let current = path
+  for (let round = 0; current.includes('%'); round++) {
+    const decoded = decodeOnce(current)
+    if (decoded === current) return decodings
+    if (round === MAX_LOOKED_THROUGH_ROUNDS) return undefined
+    decodings.push(decoded)
     current = decoded
   }
-  return current
+  return decodings
+}
+
+/** One round of decoding every well-formed run of escapes, leaving malformed ones as they are: a lenient server may do the same. */
+function decodeOnce (path: string): string {
+  return path.replace(/(?:%[0-9a-fA-F]{2})+/g, (run) => {
+    try {
+      return decodeURIComponent(run)
+    } catch {
+      return run
+    }
+  })
 }
 
 /**
- * True when `rawUrl` (the request target as received) is an origin-form path under one of `prefixes`
- * whose segments, decoded, contain no `.` or `..`, no slash or backslash hidden in an escape, no control
- * characters: so no dot segment can climb out of a prefix, whatever the upstream resolves.
+ * Why `rawUrl` (the request target as received) is not forwarded, or undefined when it is: it must be
+ * an origin-form path under one of `prefixes`, with well-formed escapes and no backslash, fragment or
+ * control character as received, and no decoding of it (escapes decoded 1 to 10 times, `%2F` and
+ * `%5C` read as `/`) may have a dot segment or a control character. Anything else is forwarded byte for
+ * byte: a free-text name such as `Fleet%2050%25` or `EU%2FNorth` is the client's business.
  */
-export function isForwardableTarget (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): boolean {
-  if (!prefixes.admits(rawUrl)) return false // also rejects absolute-form and authority-form targets
+export function targetRefusal (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): TargetRefusal | undefined {
+  if (!prefixes.admits(rawUrl)) return { code: 'OutsidePrefixes', message: prefixes.notForwardedMessage } // also absolute- and authority-form
   const queryStart = rawUrl.indexOf('?')
   const path = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
   // Fast path: with no dot, escape, backslash, fragment or control character there is nothing to decode.
-  if (!NEEDS_SEGMENT_CHECK.test(path)) return true
-  if (path.includes('\\') || path.includes('#')) return false
-  for (const segment of path.split('/')) {
-    const decoded = decodeRepeatedly(segment)
-    if (decoded === undefined) return false
-    // `..;x` too: some servers (Tomcat) strip path parameters before resolving dot segments.
-    if (/^\.\.?(;.*)?$/.test(decoded)) return false
-    if (/[/\\\u0000-\u001f\u007f]/.test(decoded)) return false // eslint-disable-line no-control-regex
+  if (!NEEDS_SEGMENT_CHECK.test(path)) return undefined
+  if (path.includes('\\') || path.includes('#') || CONTROL_CHARACTER.test(path) || !WELL_FORMED_ESCAPES.test(path)) {
+    return { code: 'MalformedPath', message: 'not proxied: the path has a backslash, a fragment, a control character or a malformed % escape' }
   }
-  return true
+  const decodings = decodingsOf(path)
+  if (decodings === undefined) {
+    return { code: 'TooManyEncodings', message: `not proxied: the path is still percent-encoded after ${MAX_LOOKED_THROUGH_ROUNDS} rounds of decoding` }
+  }
+  for (const [round, decoding] of decodings.entries()) {
+    // `..;x` too: some servers (Tomcat) strip path parameters before resolving dot segments.
+    if (decoding.split(/[/\\]/).some((segment) => DOT_SEGMENT.test(segment))) {
+      return {
+        code: 'EncodedTraversal',
+        message: round === 0
+          ? 'not proxied: the path has a dot segment (. or ..), which could climb out of the forwarded prefixes'
+          : `not proxied: the path decoded ${round} time(s) has a dot segment (. or ..), which could climb out of the forwarded prefixes`
+      }
+    }
+    if (round > 0 && CONTROL_CHARACTER.test(decoding)) return { code: 'MalformedPath', message: 'not proxied: the path decodes to a control character' }
+    if (round > 0 && !prefixes.admits(decoding.replaceAll('\\', '/'))) return { code: 'EncodedTraversal', message: prefixes.notForwardedMessage }
+  }
+  return undefined
+}
+
+/** True when `rawUrl` may be forwarded (see targetRefusal). */
+export function isForwardableTarget (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): boolean {
+  return targetRefusal(rawUrl, prefixes) === undefined
 }
 
 export type LocalEndpointName = 'login' | 'logout' | 'passwordReset' | 'oauthToken'
@@ -138,13 +181,7 @@ const MAY_SPELL_LOCAL_ENDPOINT = /session|oauth|%/i
 function decodeLeniently (path: string): string {
   let current = path
   for (let round = 0; round < MAX_DECODE_ROUNDS && current.includes('%'); round++) {
-    const decoded = current.replace(/(?:%[0-9a-fA-F]{2})+/g, (run) => {
-      try {
-        return decodeURIComponent(run)
-      } catch {
-        return run
-      }
-    })
+    const decoded = decodeOnce(current)
     if (decoded === current) break
     current = decoded
   }
@@ -171,6 +208,53 @@ export function normalisedPath (rawUrl: string): string {
   // Upper then lower: folds 'ſ' (long s), 'ı' (dotless i) and the Kelvin sign as Java's equalsIgnoreCase does.
   return '/' + segments.join('/').toUpperCase().toLowerCase()
 }
+
+/** The session controller's namespace and the OAuth token endpoint, as skeleton segments (see skeletonOf). */
+const RESERVED_SKELETONS: ReadonlyArray<readonly string[]> = [['api', 'm2m', 'v1', 'session'], ['api', 'ts', 'v1', 'oauth2', 'token']]
+/** Whatever could spell a reserved path in some decoding or to some lenient server: its words, an escape, a non-ASCII character. */
+const MAY_SPELL_RESERVED = /session|oauth|%|[^\x21-\x7e]/i
+
+/**
+ * A path's segments as the most lenient server could read them: `;params` and a `.suffix` dropped,
+ * dot segments resolved, compatibility forms folded (NFKC, `ſ` → s), then everything but letters and
+ * digits removed (spaces, zero-width characters, `~`, ...) and case folded; empty segments dropped.
+ */
+function skeletonOf (path: string): string[] {
+  const segments: string[] = []
+  for (const raw of path.split(/[/\\]/)) {
+    const segment = (raw.split(';', 1)[0] as string).normalize('NFKC')
+    if (segment === '..') {
+      segments.pop()
+      continue
+    }
+    const word = segment.replace(/^[^\p{L}\p{N}]+/u, '').split('.', 1)[0] as string
+    const skeleton = word.replace(/[^\p{L}\p{N}]/gu, '').toUpperCase().toLowerCase()
+    if (skeleton !== '') segments.push(skeleton)
+  }
+  return segments
+}
+
+/**
+ * True when `rawUrl`, in any decoding (see targetRefusal) and read as leniently as any server could,
+ * lies under /api/m2m/v1/session or is the OAuth token endpoint: such a path is never forwarded
+ * (deny by default), since an upstream that trims or normalises segments would take it for a session
+ * call and act on the shared session, or receive a client's own password unguarded.
+ */
+export function inReservedNamespace (rawUrl: string): boolean {
+  if (!MAY_SPELL_RESERVED.test(rawUrl)) return false // the hot path: one regex, no allocation
+  const queryStart = rawUrl.indexOf('?')
+  const path = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
+  const decodings = decodingsOf(path) ?? [path, decodeOnce(path)]
+  return decodings.some((decoding) => {
+    const skeleton = skeletonOf(decoding)
+    return RESERVED_SKELETONS.some((reserved) => reserved.every((word, index) => skeleton[index] === word))
+  })
+}
+
+/** The message of a reserved path's 404. */
+export const RESERVED_NAMESPACE_MESSAGE = 'not proxied: paths under /api/m2m/v1/session and the OAuth token endpoint are never forwarded; ' +
+  'the proxy answers POST /api/m2m/v1/session/login, POST /api/m2m/v1/session/logout, PUT /api/m2m/v1/session/password/actions/reset ' +
+  'and POST /api/ts/v1/oauth2/token itself'
 
 /** The locally answered endpoint that `rawUrl` (as received) names in any spelling, or undefined. */
 export function locallyAnsweredEndpoint (rawUrl: string): LocalEndpoint | undefined {

@@ -10,7 +10,7 @@ import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
-import { DEFAULT_FORWARD_RULE, isForwardableTarget, locallyAnsweredEndpoint, type ForwardPrefixes } from './paths.js'
+import { DEFAULT_FORWARD_RULE, inReservedNamespace, locallyAnsweredEndpoint, RESERVED_NAMESPACE_MESSAGE, targetRefusal, type ForwardPrefixes } from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
 import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
@@ -154,7 +154,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const bodilessReplyOptions = replyOptions(undefined, undefined)
 
   function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
-    // The path (checked by isForwardableTarget) goes to reply-from, the query as received through
+    // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
     (request.proxyState as ProxyState).upstreamStartedAt = performance.now()
     const queryStart = request.url.indexOf('?')
@@ -215,9 +215,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
    * undefined tells Fastify that reply-from answers; the slow path returns the reply, which Fastify awaits.
    */
   function handler (request: FastifyRequest, reply: FastifyReply): undefined | Promise<FastifyReply> {
-    // Traversal and other malformed targets first, under all of /api/: refused whatever they spell.
-    if (!isForwardableTarget(request.url)) {
-      sendProxyError(reply, 'notFound', notForwardedMessage)
+    // Traversal and other malformed targets first, under all of /api/: refused whatever they spell, saying why.
+    const refusal = targetRefusal(request.url)
+    if (refusal !== undefined) {
+      if (refusal.code === 'OutsidePrefixes') sendProxyError(reply, 'notFound', notForwardedMessage)
+      else sendProxyError(reply, 'notFound', refusal.message, refusal.code)
       return undefined
     }
     // Other spellings of the session and token calls (`logout/`, `logout;x`, `LOGOUT`, `token/`, ...) than
@@ -226,6 +228,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const localEndpoint = locallyAnsweredEndpoint(request.url)
     if (localEndpoint !== undefined) {
       answerLocally(localEndpoint, reply)
+      return undefined
+    }
+    // Deny by default: nothing else in the session controller's namespace or at the token endpoint, in any spelling.
+    if (inReservedNamespace(request.url)) {
+      sendProxyError(reply, 'notFound', RESERVED_NAMESPACE_MESSAGE, 'SessionNamespace')
       return undefined
     }
     if (narrowed && !forwardPrefixes.admits(request.url)) {
@@ -263,7 +270,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     disableRequestLogging: true,
     // Forwarding starts in the route's preHandler, which answers without handing on (Fastify's
     // "respond to a request from a hook"): @fastify/http-proxy's handler would first rebuild and
-    // validate the target with three URL objects, about 4 µs a request, after isForwardableTarget
+    // validate the target with three URL objects, about 4 µs a request, after targetRefusal
     // has checked it. The handler stays as a fallback that forwards the same way.
     preHandler: (request, reply) => { forwardFromHook(request, reply) },
     handler: (request, reply) => handler(request, reply)

@@ -2,10 +2,12 @@
 
 import t from 'tap'
 import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { fingerprint } from '../../src/session/session-manager.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
 import { sha256, startStack, ECHO_PATH, type Echo } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
+import { locallyAnsweredEndpoint } from '../../src/proxy/paths.js'
 
 t.test('both tokens are injected and client values replaced', async (t) => {
   const stack = await startStack(t)
@@ -336,4 +338,97 @@ t.test('a request is never replayed twice for the same cause', async (t) => {
   t.match(answer.json(), { errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired' })
   t.equal(dataCalls, 2, 'sent once, replayed once')
   t.equal(logins, 2, 'one login for the replay')
+})
+
+// Issue 17, item 5: deny by default. Spellings a trimming or normalising upstream (Spring's old trimTokens) would take for a
+// session call, and anything else under the session controller's namespace or at the token endpoint, are never forwarded.
+t.test('the session namespace and the token endpoint in any other spelling: 404 Proxy.NotFound.SessionNamespace, never forwarded', async (t) => {
+  const stack = await startStack(t, { simulator: { lenientPaths: true } })
+  const receivedBefore = stack.sim.stats.requestsReceived
+  const calls: Array<[string, string]> = []
+  for (const [method, word] of [['POST', 'logout'], ['POST', 'login'], ['PUT', 'password/actions/reset']] as const) {
+    const last = word.split('/').at(-1) as string
+    const parent = word.slice(0, word.length - last.length)
+    const escaped = [...last].map((char, i) => i === 1 ? `%${char.charCodeAt(0).toString(16)}` : char).join('')
+    for (const spelling of [
+      `${word}%20`, `${parent}%20${last}`, `${word}/%20`, `${word}%20.json`, `${word}~`, `${word}%E2%80%8B`,
+      `${parent}${escaped.replace('%', '%25252525')}`, `${word}%09`, `${word}%00`, `x`, `${word}/x`, `${word}s`
+    ]) calls.push([method, `/api/m2m/v1/session/${spelling}`])
+    calls.push([method, `/api/m2m/v1/session%20/${word}`], [method, `/api/m2m/v1/%E2%80%8Bsession/${word}`], [method, `/api/m2m/v1/%C5%BFession/${word}`])
+  }
+  calls.push(['GET', '/api/m2m/v1/session'], ['GET', '/api/m2m/v1/session/'], ['POST', '/api/m2m/v1/session%2Flogout'], ['DELETE', '/api/m2m/v1/session/anything/else'])
+  for (const spelling of ['token%20', 'token~', 'token%E2%80%8B', 't%2525256Fken', 'token/x', '%20token', '%EF%BD%94oken']) calls.push(['POST', `/api/ts/v1/oauth2/${spelling}`])
+  calls.push(['POST', '/api/ts/v1/oauth2%20/token'], ['POST', '/api/ts/v1/o%2561uth2/token'])
+  for (const [method, target] of calls) {
+    const answer = await rawCall(stack, method, target, method === 'GET' ? '' : '{"username":"u","password":"client-own-password"}')
+    if (locallyAnsweredEndpoint(target) !== undefined) {
+      // A spelling of a known call that a lenient server would match too: the local answer, as for the canonical path.
+      t.ok([200, 403, 405].includes(answer.status), `${method} ${target}: answered locally (${answer.status})`)
+      continue
+    }
+    t.equal(answer.status, 404, `${method} ${target}: ${answer.status} ${answer.body}`)
+    const error = JSON.parse(answer.body) as { errorCode: string }
+    t.ok(['Proxy.NotFound.SessionNamespace', 'Proxy.NotFound.MalformedPath', 'Proxy.NotFound.EncodedTraversal'].includes(error.errorCode), `${target}: ${error.errorCode}`)
+  }
+  t.equal(stack.sim.stats.requestsReceived, receivedBefore, 'not one request reached the upstream')
+  t.equal(stack.sim.stats.logouts + stack.sim.stats.passwordResets, 0)
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'the shared session still serves')
+  // Names that merely begin like the namespace are other paths.
+  for (const target of ['/api/m2m/v1/sessions', '/api/m2m/v1/sessionlist/x', '/api/ts/v1/oauth2/tokens']) {
+    t.notOk(JSON.parse((await rawCall(stack, 'GET', target)).body).errorCode === 'Proxy.NotFound.SessionNamespace', `${target} is not reserved`)
+  }
+})
+
+t.test('client credentials in any header spelling never reach the upstream', async (t) => {
+  const stack = await startStack(t)
+  const answer = await stack.call('GET', ECHO_PATH, {
+    headers: { 'vz_m2m_token': 'client-session', 'VZ-M2M-TOKEN': 'client-session-2', 'Authorization': 'Bearer client-bearer', 'vz_M2M_Token': 'x', 'authorisation_x': 'kept' }
+  })
+  t.equal(answer.status, 200)
+  const echo = answer.json() as Echo
+  const names = Object.keys(echo.headers)
+  t.notOk(names.some((name) => name.replaceAll('_', '-') === 'vz-m2m-token' && echo.headers[name] !== echo.headers['vz-m2m-token']), 'no second session token')
+  t.notOk(names.includes('vz_m2m_token'), 'the underscore spelling is dropped')
+  t.equal(names.filter((name) => name === 'authorization').length, 1)
+  t.equal(echo.headers['authorisation_x'], 'kept', 'other underscore names pass')
+  t.notOk(JSON.stringify(echo.headers).includes('client-'), 'no client value upstream')
+})
+
+// Issue 17, item 6: free-text path parameters (group, file, trigger names) are forwarded byte for byte.
+t.test('free-text path parameters are forwarded byte for byte; a decoding with a dot segment is refused, saying so', async (t) => {
+  const seen: string[] = []
+  // A plain upstream that records the target as received (the proxy's own token and login calls answered, not recorded).
+  const upstream = http.createServer((request, response) => {
+    response.setHeader('content-type', 'application/json')
+    request.resume()
+    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
+    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    seen.push(request.url ?? '')
+    response.end('{}')
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => upstream.close())
+  const { port } = upstream.address() as AddressInfo
+  const stack = await startStack(t, { upstream: `http://127.0.0.1:${port}` })
+  const forwarded = [
+    '/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%25',
+    '/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%2541',
+    '/api/m2m/v1/groups/0000123456-00001/name/EU%2FNorth',
+    '/api/m2m/v1/groups/0000123456-00001/name/EU%5CNorth',
+    '/api/m2m/v1/groups/0000123456-00001/name/100%25%20done',
+    '/api/m2m/v1/triggers/a%2Bb%26c',
+    '/api/m2m/v1/accounts/%E6%97%A5%E6%9C%AC'
+  ]
+  for (const target of forwarded) {
+    const answer = await rawCall(stack, 'GET', target)
+    t.equal(answer.status, 200, `${target}: ${answer.body}`)
+    t.equal(seen.at(-1), target, `${target}: the upstream received it byte for byte`)
+  }
+  const countBefore = seen.length
+  for (const target of ['/api/m2m/v1/groups/x/name/..%2F..%2F..%2Fts%2Fv1', '/api/m2m/v1/groups/x/name/%252e%252e', '/api/m2m/v1/groups/x/name/a%5C..%5C..']) {
+    const answer = await rawCall(stack, 'GET', target)
+    t.equal(answer.status, 404, target)
+    t.match(JSON.parse(answer.body), { errorCode: 'Proxy.NotFound.EncodedTraversal', errorMessage: /dot segment/ }, `${target}: the real reason`)
+  }
+  t.equal(seen.length, countBefore, 'none of those reached the upstream')
 })

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import t from 'tap'
 import fc from 'fast-check'
-import { DEFAULT_FORWARD_PREFIXES, ForwardPrefixes, isForwardableTarget, LOCALLY_ANSWERED_ENDPOINTS, locallyAnsweredEndpoint, normalisedPath, parseForwardPrefix, parseForwardPrefixes } from '../../src/proxy/paths.js'
+import { DEFAULT_FORWARD_PREFIXES, ForwardPrefixes, inReservedNamespace, isForwardableTarget, LOCALLY_ANSWERED_ENDPOINTS, locallyAnsweredEndpoint, normalisedPath, parseForwardPrefix, parseForwardPrefixes, targetRefusal } from '../../src/proxy/paths.js'
 import { SESSION_TOKEN_HEADER, withoutHopByHop, withUpstreamAuth } from '../../src/proxy/headers.js'
 import { mayBeTokenRejection, tokenRejectionOf } from '../../src/proxy/upstream-errors.js'
 import { classifyUpstreamFailure, PROXY_ERRORS, sendProxyError } from '../../src/proxy/errors.js'
@@ -333,6 +333,37 @@ t.test('locallyAnsweredEndpoint: the cheap pre-check lets no spelling through (p
   for (const endpoint of LOCALLY_ANSWERED_ENDPOINTS) {
     fc.assert(fc.property(spellingOf(endpoint.path), (spelling) => locallyAnsweredEndpoint(spelling)?.name === endpoint.name), { numRuns: 500 })
     t.pass(`${endpoint.name}: 500 spellings recognised`)
+  }
+})
+
+// Issue 17, item 5: deny by default in the session namespace and at the token endpoint.
+t.test('inReservedNamespace: any spelling, junk and depth of encoding under the session namespace or at the token endpoint (property)', async (t) => {
+  const junk = fc.constantFrom('', '%20', ' ', '~', '%E2%80%8B', '%09', '%2520', '%C2%A0', '-', '_')
+  const trailing = fc.constantFrom('', '%20', '~', '%E2%80%8B', '.json', '%2Ejson', '%2520', '-', '_', '%00')
+  for (const path of ['/api/m2m/v1/session/logout', '/api/m2m/v1/session/login', '/api/m2m/v1/session/password/actions/reset', '/api/ts/v1/oauth2/token', '/api/m2m/v1/session/anything']) {
+    fc.assert(fc.property(spellingOf(path), junk, trailing, fc.integer({ min: 0, max: 5 }), (spelling, before, after, depth) => {
+      const segments = spelling.split('/')
+      const last = segments.length - 1 - (spelling.endsWith('/') ? 1 : 0)
+      segments[last] = `${before}${segments[last] ?? ''}${after}`
+      let target = segments.join('/')
+      for (let i = 0; i < depth; i++) target = target.replace(/%/, '%25')
+      return inReservedNamespace(target) || locallyAnsweredEndpoint(target) !== undefined
+    }), { numRuns: 300 })
+    t.pass(`${path}: 300 spellings never forwarded`)
+  }
+  for (const target of ['/api/m2m/v1/sessions', '/api/m2m/v1/devices/actions/list', '/api/m2m/v1/groups/x/name/session', '/api/ts/v1/oauth2/tokens', '/api/m2m/v2/session/login', '/api/ts/v1/oauth2']) {
+    t.notOk(inReservedNamespace(target), `${target}: not reserved`)
+  }
+})
+
+t.test('targetRefusal: the real reason of a refusal', async (t) => {
+  t.match(targetRefusal('/api/m2m/v1/x/..%2F..%2Fts'), { code: 'EncodedTraversal', message: /decoded 1 time\(s\) has a dot segment/ })
+  t.match(targetRefusal('/api/m2m/v1/x/..'), { code: 'EncodedTraversal', message: /^not proxied: the path has a dot segment/ })
+  t.match(targetRefusal('/api/m2m/v1/x/%zz'), { code: 'MalformedPath' })
+  t.match(targetRefusal(`/api/m2m/v1/x/${'%25'.repeat(1)}${'25'.repeat(12)}41`), { code: 'TooManyEncodings' })
+  t.match(targetRefusal('/admin/session'), { code: 'OutsidePrefixes' })
+  for (const target of ['/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%25', '/api/m2m/v1/groups/g/name/EU%2FNorth', '/api/m2m/v1/groups/g/name/EU%5CNorth', '/api/m2m/v1/groups/g/name/Fleet%2050%2541']) {
+    t.equal(targetRefusal(target), undefined, `${target}: forwarded`)
   }
 })
 
