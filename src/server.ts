@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
-import { credentialsExposure } from './credentials/credentials-file.js'
+import { credentialsExposure, secretFileExposure } from './credentials/credentials-file.js'
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
@@ -86,6 +86,10 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   logger.info({ proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null }, 'listening')
   const exposure = credentialsExposure(config.credentialsFile)
   if (exposure !== undefined) logger.warn(exposure)
+  for (const secret of config.secretFiles) {
+    const warning = secretFileExposure(secret.path, secret.holds)
+    if (warning !== undefined) logger.warn({ setting: secret.setting }, warning)
+  }
   logger.flush() // lifecycle lines are not left waiting in the log buffer
   if (guard.engaged) {
     logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')

@@ -17,7 +17,7 @@ type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
 export type ProxyConfig = {
   [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>]: Required<K>
 } & {
-  /** Fleet mode through Redis; undefined: single-process mode. Logins are shared through it (issue 13, in progress). */
+  /** Fleet mode through Redis; undefined: single-process mode. */
   fleet: FleetConfig | undefined
   /** Absolute path of the credentials JSON file. */
   credentialsFile: string
@@ -25,6 +25,8 @@ export type ProxyConfig = {
   stateDir: string
   /** Bearer token of the admin routes; undefined disables them. */
   adminToken: string | undefined
+  /** Absolute paths of the files secrets were read from (admin token, fleet key), for the start-up mode check. */
+  secretFiles: Array<{ path: string, setting: string, holds: string }>
   /** Corporate egress proxy from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case). */
   egress: EgressProxy
 }
@@ -191,11 +193,15 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
   const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
   const { adminTokenFile: _file, adminToken: _token, redisUrl: _redisUrl, fleetKey: _fleetKey, fleetKeyFile: _fleetKeyFile, redisKeyPrefix: _prefix, ...rest } = settings
   return {
-    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet'>),
+    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet' | 'secretFiles'>),
     fleet: resolveFleet(settings, sources),
     credentialsFile,
     stateDir: settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
     adminToken: resolveAdminToken(settings, sources),
+    secretFiles: [
+      ...(settings.adminTokenFile === undefined ? [] : [{ path: path.resolve(sources.cwd, settings.adminTokenFile), setting: 'M2M_PROXY_ADMIN_TOKEN_FILE', holds: 'the admin token' }]),
+      ...(settings.fleetKeyFile === undefined ? [] : [{ path: path.resolve(sources.cwd, settings.fleetKeyFile), setting: 'M2M_PROXY_FLEET_KEY_FILE', holds: 'the fleet key' }])
+    ],
     egress: resolveEgress(sources.env)
   }
 }

@@ -8,10 +8,10 @@ import { errorCode } from '../config/load.js'
 import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
 
 /**
- * A warning when the credentials file can be read or written by its group or by others (it holds the
- * ThingSpace password and app secret), undefined when only its owner has access or it cannot be checked.
+ * A warning when a file holding a secret (`holds`, such as "the admin token") can be read or written by
+ * its group or by others, undefined when only its owner has access or it cannot be checked.
  */
-export function credentialsExposure (file: string): string | undefined {
+export function secretFileExposure (file: string, holds: string): string | undefined {
   let mode: number
   try {
     mode = fs.statSync(file).mode & 0o777
@@ -20,7 +20,12 @@ export function credentialsExposure (file: string): string | undefined {
   }
   if ((mode & 0o077) === 0) return undefined
   const who = [(mode & 0o070) !== 0 ? 'its group' : '', (mode & 0o007) !== 0 ? 'other users' : ''].filter(Boolean).join(' and ')
-  return `the credentials file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds the ThingSpace password and app secret: chmod 600 ${file}`
+  return `the file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds ${holds}: chmod 600 ${file}`
+}
+
+/** See secretFileExposure: the credentials file holds the ThingSpace password and app secret. */
+export function credentialsExposure (file: string): string | undefined {
+  return secretFileExposure(file, 'the ThingSpace password and app secret')?.replace(/^the file /, 'the credentials file ')
 }
 
 export class CredentialsFile {

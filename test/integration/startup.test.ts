@@ -161,3 +161,35 @@ t.test('a credentials file readable by group or others: a warning at start-up na
     t.notMatch(JSON.stringify(proxy.lines), DEMO_CREDENTIALS.password, 'no secret logged')
   }
 })
+
+// Issue 17, item 7: the admin token file and the fleet key file hold secrets too.
+t.test('an admin token file or fleet key file readable by group or others: a warning at start-up naming the file, the setting and chmod 600', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({
+    'credentials.json': JSON.stringify(DEMO_CREDENTIALS),
+    'admin-token': 'a'.repeat(32),
+    'fleet-key': 'ab'.repeat(32)
+  })
+  fs.chmodSync(path.join(dir, 'credentials.json'), 0o600)
+  fs.chmodSync(path.join(dir, 'admin-token'), 0o640)
+  fs.chmodSync(path.join(dir, 'fleet-key'), 0o604)
+  const proxy = await startProxyProcess({
+    M2M_PROXY_UPSTREAM: simUrl,
+    M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+    M2M_PROXY_ADMIN_TOKEN_FILE: 'admin-token',
+    // The key file is read and checked at start-up before the store is used; an unreachable Redis is enough here.
+    M2M_PROXY_REDIS_URL: 'redis://127.0.0.1:1',
+    M2M_PROXY_FLEET_KEY_FILE: 'fleet-key'
+  }, dir)
+  await proxy.waitFor((line) => line.setting === 'M2M_PROXY_FLEET_KEY_FILE')
+  const warnings = proxy.lines.filter((line) => line.level === 40 && /is accessible to/.test(String(line.msg)))
+  proxy.child.kill('SIGKILL')
+  await proxy.exit
+  t.match(warnings.find((line) => line.setting === 'M2M_PROXY_ADMIN_TOKEN_FILE')?.msg,
+    `the file ${path.join(dir, 'admin-token')} is accessible to its group (mode 0640); it holds the admin token: chmod 600 ${path.join(dir, 'admin-token')}`)
+  t.match(warnings.find((line) => line.setting === 'M2M_PROXY_FLEET_KEY_FILE')?.msg,
+    `the file ${path.join(dir, 'fleet-key')} is accessible to other users (mode 0604); it holds the fleet key: chmod 600 ${path.join(dir, 'fleet-key')}`)
+  t.equal(warnings.length, 2, 'not the 0600 credentials file')
+  t.notMatch(JSON.stringify(proxy.lines), 'a'.repeat(32), 'no secret logged')
+  t.notMatch(JSON.stringify(proxy.lines), 'ab'.repeat(32))
+})
