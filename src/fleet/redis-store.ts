@@ -8,6 +8,7 @@
 //   oauth     hash  record (sealed {token, expiresAt})                  PX until expiresAt
 //   lock      string owner id of the login lock                       SET NX PX; released by compare-and-delete
 //   rotation-lock string owner id of the password rotation lock         the same
+//   oauth-lock string owner id of the OAuth token fetch lock           the same
 //   failures  string consecutive counted logins                       no TTL: lasts until a success; each replica also keeps
 //                                                                     the highest count it saw (FleetLedger), so a count set
 //                                                                     back from outside buys no extra attempt
@@ -81,7 +82,7 @@ const isPasswordRecord = (value: unknown): value is PasswordRecord => isObject(v
   typeof value.password === 'string' && isTime(value.changedAt) && typeof value.publisher === 'string'
 
 /** Key of each lock; the login lock keeps the name `lock`, which earlier versions used. */
-const LOCK_KEYS = { login: 'lock', rotation: 'rotation-lock' } as const
+const LOCK_KEYS = { login: 'lock', rotation: 'rotation-lock', oauth: 'oauth-lock' } as const
 
 /** The Redis could not be reached or answered with an error; the message never holds the URL's password. */
 export class FleetStoreUnavailableError extends Error {
@@ -347,7 +348,7 @@ export class RedisFleetStore implements FleetStore {
     }
   }
 
-  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'failures' | 'password'): string {
+  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'oauth-lock' | 'failures' | 'password'): string {
     return `${this.base}${name}`
   }
 

@@ -32,8 +32,11 @@ export interface PasswordGeneration {
   publisher?: string
 }
 
-/** The fleet's locks: `login` serialises logins (and the window of a password reset), `rotation` password rotations. */
-export type FleetLockName = 'login' | 'rotation'
+/**
+ * The fleet's locks: `login` serialises logins (and the window of a password reset), `rotation` password
+ * rotations, `oauth` OAuth token fetches (one fetch per expiry for the fleet).
+ */
+export type FleetLockName = 'login' | 'rotation' | 'oauth'
 
 /** Proof of holding a lock: `owner` is random per take, so only the taker can release it. */
 export interface FleetLock {

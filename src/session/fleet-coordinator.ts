@@ -216,8 +216,46 @@ export class FleetCoordinator {
     }
   }
 
+  /**
+   * The OAuth token for this replica: the fleet's when another replica fetched one this replica does
+   * not hold yet and it has most of its life ahead; otherwise fetched by one replica at a time (the
+   * fleet's oauth lock) while the others wait for its token, so that an expiry costs the fleet one
+   * fetch. The token endpoint has no lockout: a store that cannot be reached means fetching alone.
+   */
+  async oauthGrant (avoid: readonly string[], minLifetimeMs: number, fetch: () => Promise<OAuthGrant>): Promise<OAuthGrant & { fromFleet?: true }> {
+    const shared = await this.sharedOAuthGrant(avoid, minLifetimeMs)
+    if (shared !== undefined) return { ...shared, fromFleet: true }
+    for (let poll = 0; poll <= this.maxLockPolls(); poll++) {
+      let lock: FleetLock | undefined
+      try {
+        lock = await this.store.takeLock('oauth', this.options.lockTtlMs)
+      } catch {
+        break
+      }
+      if (lock !== undefined) {
+        try {
+          // Another replica may have shared one between the read and the lock.
+          const fresh = await this.sharedOAuthGrant(avoid, minLifetimeMs)
+          if (fresh !== undefined) return { ...fresh, fromFleet: true }
+          const grant = await fetch()
+          await this.shareOAuthToken(grant, this.env.clock.now())
+          return grant
+        } finally {
+          await this.release(lock)
+        }
+      }
+      await this.nextChange(this.pollMs)
+      if (this.closed) break
+      const fetched = await this.sharedOAuthGrant(avoid, minLifetimeMs)
+      if (fetched !== undefined) return { ...fetched, fromFleet: true }
+    }
+    const grant = await fetch()
+    await this.shareOAuthToken(grant, this.env.clock.now())
+    return grant
+  }
+
   /** The fleet's OAuth token when another replica fetched one this replica does not hold yet and it has most of its life ahead. */
-  async sharedOAuthGrant (avoid: readonly string[], minLifetimeMs: number): Promise<OAuthGrant | undefined> {
+  private async sharedOAuthGrant (avoid: readonly string[], minLifetimeMs: number): Promise<OAuthGrant | undefined> {
     let shared
     try {
       shared = await this.store.readOAuthToken()
@@ -231,8 +269,8 @@ export class FleetCoordinator {
   }
 
   /** Shares a token fetched here with the other replicas; best effort. */
-  shareOAuthToken (grant: OAuthGrant, receivedAt: number): void {
-    this.store.writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
+  private async shareOAuthToken (grant: OAuthGrant, receivedAt: number): Promise<void> {
+    await this.store.writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
       .catch((error: unknown) => this.env.events.onWarning?.(`the OAuth token could not be shared in the fleet store: ${messageOf(error)}`))
   }
 

@@ -577,12 +577,10 @@ export class SessionManager {
 
   /** The OAuth token: in fleet mode another replica's when it has one this replica does not hold, else fetched (and shared). */
   private async fetchOAuthGrant (avoid: readonly string[]): Promise<FetchedGrant> {
-    const shared = await this.fleet?.sharedOAuthGrant(avoid, OAUTH_REFRESH_AHEAD_MS)
-    if (shared !== undefined) return { ...shared, fromFleet: true }
-    const grant = await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
-    this.fleet?.shareOAuthToken(grant, this.options.clock.now())
-    return grant
+    const fetch = async (): Promise<FetchedGrant> => await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
+    return this.fleet === undefined ? await fetch() : await this.fleet.oauthGrant(avoid, OAUTH_REFRESH_AHEAD_MS, fetch)
   }
+
 
   private loggedIn (token: string): CachedSession {
     this.retryTimer?.cancel()

@@ -38,8 +38,12 @@ class FakeApi implements ThingSpaceAuthApi {
   hold: Promise<void> | undefined
   fail: UpstreamAuthError | undefined
 
+  /** While set, token fetches wait for it. */
+  oauthHold: Promise<void> | undefined
+
   async fetchOAuthToken (): Promise<OAuthGrant> {
     this.oauthFetches += 1
+    if (this.oauthHold !== undefined) await this.oauthHold
     return { accessToken: `oauth-${this.oauthFetches}-${randomBytes(6).toString('hex')}`, expiresInSeconds: 3600 }
   }
 
@@ -347,4 +351,21 @@ t.test('the OAuth token is shared: one fetch for the fleet, and a refused token 
   t.equal(api.oauthFetches, 2, 'the others take up the new token instead of fetching')
   t.ok(others.every((tokens) => tokens?.oauthToken === first?.oauthToken))
   t.same(replicas.map(({ manager }) => manager.snapshot().oauthFetches), [2, 0, 0], 'a token taken from the fleet is no fetch')
+})
+
+// Issue 17, item 7: replicas that need a new token at the same moment fetched one each (2 of 4 trials fetched twice).
+t.test('an OAuth token refused on every replica at once costs the fleet one fetch: the others wait for it', async (t) => {
+  const { api, replicas } = fleetOf(t)
+  for (const { manager } of replicas) await manager.startSession()
+  const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+  t.equal(api.oauthFetches, 1)
+  let release = (): void => {}
+  api.oauthHold = new Promise((resolve) => { release = resolve })
+  const renewing = Promise.all(replicas.map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i] as UpstreamTokens, 'oauth')))
+  await new Promise((resolve) => setTimeout(resolve, 100)) // every replica is in its renewal, one fetching
+  release()
+  const renewed = await renewing
+  t.equal(api.oauthFetches, 2, 'one fetch for the three')
+  t.equal(new Set(renewed.map((tokens) => tokens?.oauthToken)).size, 1, 'every replica uses the one new token')
+  t.not(renewed[0]?.oauthToken, held[0]?.oauthToken)
 })
