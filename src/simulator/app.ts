@@ -63,8 +63,8 @@ export interface SimulatorOptions {
   accounts?: string[]
 }
 
-/** 'status500' is { status: 500 }; { status } answers that status (4xx or 5xx) with an error body. */
-export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject' | { status: number }
+/** 'status500' is { status: 500 }; { status, errorCode? } answers that status (4xx or 5xx) with an error body, of that errorCode when given. */
+export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject' | { status: number, errorCode?: string }
 
 export interface Simulator {
   app: FastifyInstance
@@ -244,7 +244,7 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   function injectLoginFault (mode: ControlLoginFault, request: FastifyRequest, reply: FastifyReply): FastifyReply {
     if (typeof mode === 'object') {
       if (mode.status === 401) return reply.code(401).send(invalidCredentialsFault())
-      const errorCode = mode.status >= 500 ? UWS_ERROR_CODES.internalError : UWS_ERROR_CODES.simulatedFault
+      const errorCode = mode.errorCode ?? (mode.status >= 500 ? UWS_ERROR_CODES.internalError : UWS_ERROR_CODES.simulatedFault)
       return reply.code(mode.status).send(uwsError(errorCode, `Simulated ${mode.status} answer (fault injection)`))
     }
     reply.hijack()

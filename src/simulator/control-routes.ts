@@ -8,7 +8,7 @@ import type { SimulatorStats } from './stats.js'
 export const CONTROL_PREFIX = '/simulator/control'
 export const MAX_INJECTED_LOGIN_FAULTS = 1000
 
-export type ControlLoginFault = 'hang' | 'reset' | 'reject' | { status: number }
+export type ControlLoginFault = 'hang' | 'reset' | 'reject' | { status: number, errorCode?: string }
 
 export interface ControlTarget {
   stats: SimulatorStats
@@ -41,7 +41,11 @@ function parseLoginFault (body: unknown): { fault: ControlLoginFault } | { probl
   if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 599) {
     return { problem: 'status must be a whole number from 400 to 599' }
   }
-  return { fault: { status } }
+  const errorCode = stringField(body, 'errorCode')
+  if (errorCode !== undefined && !/^[A-Za-z0-9._-]{1,100}$/.test(errorCode)) {
+    return { problem: 'errorCode must be 1 to 100 letters, digits, dots, dashes or underscores' }
+  }
+  return { fault: errorCode === undefined ? { status } : { status, errorCode } }
 }
 
 export async function controlRoutes (scope: FastifyInstance, { target }: { target: ControlTarget }): Promise<void> {

@@ -202,7 +202,8 @@ t.test('M2M_PROXY_FORWARD_PREFIXES narrows what is forwarded: other families get
     const answer = await rawExchange(stack.proxy.proxyUrl, [`GET ${target} HTTP/1.1`, 'Host: localhost', 'Connection: close', '', ''].join('\r\n'))
     t.match(answer, /^HTTP\/1\.1 404 /, `${target}: 404`)
     const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { errorCode: string, errorMessage: string }
-    t.equal(body.errorCode, 'Proxy.NotFound', `${target}: the proxy's answer`)
+    // A dot segment says so (issue 17, item 6) rather than naming the prefixes.
+    t.equal(body.errorCode, target.includes('..') ? 'Proxy.NotFound.EncodedTraversal' : 'Proxy.NotFound', `${target}: the proxy's answer`)
     if (target !== '/api/loc/v1/../../fota/v3/campaigns') t.equal(body.errorMessage, 'not proxied: only paths under /api/m2m/, /api/loc/v1/ are forwarded', `${target}: naming the prefixes`)
   }
   t.equal(upstream.received.length, forwarded, 'none of them reached the upstream')
