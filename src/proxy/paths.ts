@@ -128,6 +128,12 @@ export function targetRefusal (rawUrl: string, prefixes: ForwardPrefixes = DEFAU
   if (path.includes('\\') || path.includes('#') || CONTROL_CHARACTER.test(path) || !WELL_FORMED_ESCAPES.test(path)) {
     return { code: 'MalformedPath', message: 'not proxied: the path has a backslash, a fragment, a control character or a malformed % escape' }
   }
+  try {
+    decodeURIComponent(path)
+  } catch {
+    // Not UTF-8 (`%c0%ae`, an overlong dot): a lenient decoder may read it as anything.
+    return { code: 'MalformedPath', message: 'not proxied: the path\'s escapes are not valid UTF-8' }
+  }
   const decodings = decodingsOf(path)
   if (decodings === undefined) {
     return { code: 'TooManyEncodings', message: `not proxied: the path is still percent-encoded after ${MAX_LOOKED_THROUGH_ROUNDS} rounds of decoding` }
@@ -144,6 +150,10 @@ export function targetRefusal (rawUrl: string, prefixes: ForwardPrefixes = DEFAU
     }
     if (round > 0 && CONTROL_CHARACTER.test(decoding)) return { code: 'MalformedPath', message: 'not proxied: the path decodes to a control character' }
     if (round > 0 && !prefixes.admits(decoding.replaceAll('\\', '/'))) return { code: 'EncodedTraversal', message: prefixes.notForwardedMessage }
+  }
+  // Decoding stopped on escapes that are not UTF-8 (`%25c0%25ae` hides an overlong dot one level down).
+  if (/%[89a-fA-F][0-9a-fA-F]/.test(decodings[decodings.length - 1] as string)) {
+    return { code: 'MalformedPath', message: 'not proxied: a decoding of the path has escapes that are not valid UTF-8' }
   }
   return undefined
 }

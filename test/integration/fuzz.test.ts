@@ -9,7 +9,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { startStack } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
-import { isForwardableTarget, locallyAnsweredEndpoint } from '../../src/proxy/paths.js'
+import { inReservedNamespace, isForwardableTarget, locallyAnsweredEndpoint } from '../../src/proxy/paths.js'
 
 const UPSTREAM_OAUTH = 'fuzz-oauth-token-3f9a1c'
 const UPSTREAM_SESSION = 'fuzz-session-token-7b2e4d'
@@ -83,7 +83,7 @@ const MEDIA_TYPE = /^\s*[\w!#$%&'*+.^`|~-]+\/[\w!#$%&'*+.^`|~-]+\s*(;|$)/
  * own rules (src/proxy/paths.ts) and those of the layers below it that refuse a request first.
  */
 function shouldBeForwarded (verb: string, target: string, sentHeaders: Array<[string, string]>): boolean {
-  if (!FORWARDED_METHODS.has(verb) || !isForwardableTarget(target) || locallyAnsweredEndpoint(target) !== undefined) return false
+  if (!FORWARDED_METHODS.has(verb) || !isForwardableTarget(target) || locallyAnsweredEndpoint(target) !== undefined || inReservedNamespace(target)) return false
   // @fastify/reply-from refuses ("source/request contain invalid characters") a decoded path with `..` at either end of a segment.
   const decodedPath = decodeURIComponent(target.split('?', 1)[0] ?? '')
   if (decodedPath.includes('/..') || decodedPath.includes('../')) return false

@@ -360,6 +360,8 @@ t.test('targetRefusal: the real reason of a refusal', async (t) => {
   t.match(targetRefusal('/api/m2m/v1/x/..%2F..%2Fts'), { code: 'EncodedTraversal', message: /decoded 1 time\(s\) has a dot segment/ })
   t.match(targetRefusal('/api/m2m/v1/x/..'), { code: 'EncodedTraversal', message: /^not proxied: the path has a dot segment/ })
   t.match(targetRefusal('/api/m2m/v1/x/%zz'), { code: 'MalformedPath' })
+  t.match(targetRefusal('/api/m2m/%c0%ae'), { code: 'MalformedPath', message: /not valid UTF-8/ }, 'an overlong dot')
+  t.match(targetRefusal('/api/m2m/%25c0%25ae/%25c0%25ae'), { code: 'MalformedPath', message: /not valid UTF-8/ }, 'an overlong dot one level down')
   t.match(targetRefusal(`/api/m2m/v1/x/${'%25'.repeat(1)}${'25'.repeat(12)}41`), { code: 'TooManyEncodings' })
   t.match(targetRefusal('/admin/session'), { code: 'OutsidePrefixes' })
   for (const target of ['/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%25', '/api/m2m/v1/groups/g/name/EU%2FNorth', '/api/m2m/v1/groups/g/name/EU%5CNorth', '/api/m2m/v1/groups/g/name/Fleet%2050%2541']) {
