@@ -8,7 +8,7 @@ import type { Test } from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from './process.js'
 import { TEST_REDIS_URL } from './redis.js'
-import { ADMIN_TOKEN } from './stack.js'
+import { ADMIN_TOKEN, ECHO_PATH } from './stack.js'
 
 /** A key prefix of the test's own, so that tests share the machine's Redis without seeing each other. */
 export function fleetKeyPrefix (): string {
@@ -93,4 +93,22 @@ export async function metricValue (replica: ProxyProcess, name: string): Promise
   const text = await (await fetch(`${replica.adminUrl}/metrics`)).text()
   const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
   return line === undefined ? NaN : Number(line.split(' ')[1])
+}
+
+/** The password in a replica's credentials file now. */
+export function filePassword (replica: FleetReplica): string {
+  return (JSON.parse(fs.readFileSync(replica.credentialsFile, 'utf8')) as { password: string }).password
+}
+
+/** GET /admin/session of a replica. */
+export async function adminSession (replica: ProxyProcess): Promise<{ state: string, password: Record<string, unknown> } & Record<string, unknown>> {
+  const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  return await response.json() as { state: string, password: Record<string, unknown> }
+}
+
+/** The status of one proxied call to the simulator's echo route, its body read. */
+export async function echoStatus (replica: ProxyProcess): Promise<number> {
+  const response = await fetch(`${replica.proxyUrl}${ECHO_PATH}`)
+  await response.arrayBuffer()
+  return response.status
 }

@@ -4,15 +4,9 @@
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { createClient } from 'redis'
-import { fleetKeyPrefix, startFleetReplica, waitReady, type FleetReplica } from '../helpers/fleet.js'
+import { echoStatus, fleetKeyPrefix, startFleetReplica, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ECHO_PATH, startSimulator } from '../helpers/stack.js'
-
-async function echo (replica: FleetReplica): Promise<number> {
-  const response = await fetch(`${replica.proxyUrl}${ECHO_PATH}`)
-  await response.arrayBuffer()
-  return response.status
-}
+import { startSimulator } from '../helpers/stack.js'
 
 if (await haveTestRedis(t)) {
   t.test('logins answered 400 with a .SessionToken. errorCode count: at most M2M_PROXY_MAX_LOGIN_FAILURES for three replicas', async (t) => {
@@ -29,7 +23,7 @@ if (await haveTestRedis(t)) {
     sim.failNextLogins(queued, { status: 400, errorCode: 'UnifiedWebService.INPUT_INVALID.SessionToken.Invalid' })
     sim.expireSessions()
     for (let round = 0; round < 4; round++) {
-      for (const status of await Promise.all(replicas.map(echo))) t.not(status, 200, `round ${round + 1}: no session to be had`)
+      for (const status of await Promise.all(replicas.map(echoStatus))) t.not(status, 200, `round ${round + 1}: no session to be had`)
       await new Promise((resolve) => setTimeout(resolve, 1200)) // past the backoff of a rejected login
     }
     const sent = queued - await pendingFaults()

@@ -5,15 +5,11 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import t from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { fleetKeyPrefix, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
+import { adminSession, echoStatus, filePassword, fleetKeyPrefix, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, ECHO_PATH, startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
-
-function filePassword (replica: FleetReplica): string {
-  return (JSON.parse(fs.readFileSync(replica.credentialsFile, 'utf8')) as { password: string }).password
-}
 
 function writePassword (replica: FleetReplica, password: string): void {
   fs.writeFileSync(replica.credentialsFile, JSON.stringify({ ...DEMO_CREDENTIALS, password }), { mode: 0o600 })
@@ -22,17 +18,6 @@ function writePassword (replica: FleetReplica, password: string): void {
 async function readyz (replica: FleetReplica): Promise<{ status: number, text: string }> {
   const response = await fetch(`${replica.adminUrl}/readyz`)
   return { status: response.status, text: await response.text() }
-}
-
-async function sessionState (replica: FleetReplica): Promise<{ state: string, password: { generation: number } }> {
-  const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: AUTH })
-  return await response.json() as { state: string, password: { generation: number } }
-}
-
-async function echo (replica: FleetReplica): Promise<number> {
-  const response = await fetch(`${replica.proxyUrl}${ECHO_PATH}`)
-  await response.arrayBuffer()
-  return response.status
 }
 
 if (await haveTestRedis(t)) {
@@ -45,7 +30,7 @@ if (await haveTestRedis(t)) {
     for (let i = 0; i < 3; i++) replicas.push(await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '200' } }))
     for (const replica of replicas) await waitReady(replica)
     const [edited, second, third] = replicas as [FleetReplica, FleetReplica, FleetReplica]
-    await until(async () => (await sessionState(third)).password.generation === 1, 10_000, 'generation 1 published')
+    await until(async () => (await adminSession(third)).password.generation === 1, 10_000, 'generation 1 published')
 
     // Two typos in a row in one replica's file, each found by its watcher: each checked with one login, neither published.
     for (const [round, typo] of ['Pw-typo-one', 'Pw-typo-two'].entries()) {
@@ -58,12 +43,12 @@ if (await haveTestRedis(t)) {
     t.equal(ready.status, 503)
     t.match(ready.text, /credentials-rejected/, 'the edited replica says why')
     t.same([filePassword(second), filePassword(third)], [DEMO_CREDENTIALS.password, DEMO_CREDENTIALS.password], 'no other file changed')
-    for (const replica of replicas) t.equal((await sessionState(replica)).password.generation, 1, 'no typo became a generation')
-    t.same(await Promise.all([second, third].map(echo)), [200, 200], 'the others serve')
+    for (const replica of replicas) t.equal((await adminSession(replica)).password.generation, 1, 'no typo became a generation')
+    t.same(await Promise.all([second, third].map(echoStatus)), [200, 200], 'the others serve')
 
     // The session expires: the fleet's count is at M2M_PROXY_MAX_LOGIN_FAILURES, so no replica may log in.
     sim.expireSessions()
-    t.same(await Promise.all([second, third].map(echo)), [503, 503], 'the guard holds fleet-wide')
+    t.same(await Promise.all([second, third].map(echoStatus)), [503, 503], 'the guard holds fleet-wide')
     t.equal(sim.stats.failedLogins, 2)
 
     // The way back: the known-good password in that one file, and one admin call there.
@@ -71,7 +56,7 @@ if (await haveTestRedis(t)) {
     await edited.waitFor((line) => typeof line.msg === 'string' && line.msg.includes('holds the password in force again'))
     const reload = await fetch(`${edited.adminUrl}/admin/credentials/reload`, { method: 'POST', headers: AUTH })
     t.equal(reload.status, 200, await reload.text())
-    t.same(await Promise.all(replicas.map(echo)), [200, 200, 200], 'the whole fleet serves again')
+    t.same(await Promise.all(replicas.map(echoStatus)), [200, 200, 200], 'the whole fleet serves again')
     for (const replica of replicas) t.equal((await readyz(replica)).status, 200)
     t.equal(sim.stats.failedLogins, 2, 'no further failed login')
     t.same(replicas.map(filePassword), [DEMO_CREDENTIALS.password, DEMO_CREDENTIALS.password, DEMO_CREDENTIALS.password])
@@ -79,9 +64,9 @@ if (await haveTestRedis(t)) {
     // POST /admin/session/end on one replica ends the fleet's session: the others drop it at once.
     const ended = await fetch(`${second.adminUrl}/admin/session/end`, { method: 'POST', headers: AUTH })
     t.equal(ended.status, 200, await ended.text())
-    await until(async () => (await Promise.all(replicas.map(sessionState))).every((status) => status.state === 'none'), 2000, 'every replica drops the ended session')
+    await until(async () => (await Promise.all(replicas.map(adminSession))).every((status) => status.state === 'none'), 2000, 'every replica drops the ended session')
     const loginsBefore = sim.stats.logins
-    t.same(await Promise.all(replicas.map(echo)), [200, 200, 200])
+    t.same(await Promise.all(replicas.map(echoStatus)), [200, 200, 200])
     t.equal(sim.stats.logins - loginsBefore, 1, 'one login for the fleet afterwards')
 
     for (const replica of replicas) {

@@ -3,30 +3,14 @@
 // counts, a dead session written back, forged notifications) costs ThingSpace no failed login and no password reset, and
 // no replica's file loses the working password. The worst such a writer gets is refusals that say why.
 import { randomBytes } from 'node:crypto'
-import fs from 'node:fs'
 import t from 'tap'
 import { createClient } from 'redis'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { fleetKeyPrefix, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
+import { adminSession, echoStatus, filePassword, fleetKeyPrefix, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, ECHO_PATH, startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
-
-function filePassword (replica: FleetReplica): string {
-  return (JSON.parse(fs.readFileSync(replica.credentialsFile, 'utf8')) as { password: string }).password
-}
-
-async function passwordStatus (replica: FleetReplica): Promise<Record<string, unknown>> {
-  const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: AUTH })
-  return (await response.json() as { password: Record<string, unknown> }).password
-}
-
-async function echo (replica: FleetReplica): Promise<number> {
-  const response = await fetch(`${replica.proxyUrl}${ECHO_PATH}`)
-  await response.arrayBuffer()
-  return response.status
-}
 
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -42,7 +26,7 @@ if (await haveTestRedis(t)) {
       replicas.push(await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env: { M2M_PROXY_PASSWORD_ROTATION_DAYS: '90', M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '200' } }))
     }
     for (const replica of replicas) await waitReady(replica)
-    await until(async () => (await passwordStatus(replicas[2] as FleetReplica)).generation === 1, 10_000, 'generation 1 published')
+    await until(async () => (await adminSession(replicas[2] as FleetReplica)).password.generation === 1, 10_000, 'generation 1 published')
 
     const raw = createClient({ url: TEST_REDIS_URL })
     await raw.connect()
@@ -72,7 +56,7 @@ if (await haveTestRedis(t)) {
     await raw.publish(channel, JSON.stringify({ kind: 'password', generation: 4 }))
     await sleep(4000)
     t.same(replicas.map(filePassword), [working, working, working], 'no replica\'s file lost the working password')
-    for (const replica of replicas) t.match(await passwordStatus(replica), { generation: 2 }, 'every replica still holds generation 2')
+    for (const replica of replicas) t.match((await adminSession(replica)).password, { generation: 2 }, 'every replica still holds generation 2')
     const warnings = replicas.flatMap((replica) => replica.lines).filter((line) => line.level === 40).map((line) => String(line.msg)).join('\n')
     t.match(warnings, new RegExp(`shared state at ${passwordKey as string} was altered outside the fleet`), 'the forged record is refused, naming the key')
     t.match(warnings, /older than generation 2 which this replica verified before: refused/, 'the replayed record is refused')
@@ -83,7 +67,7 @@ if (await haveTestRedis(t)) {
       await raw.hSet(sessionKey as string, oldSession)
       await raw.publish(channel, JSON.stringify({ kind: 'session' }))
       sim.expireSessions()
-      const statuses = await Promise.all(replicas.map(echo))
+      const statuses = await Promise.all(replicas.map(echoStatus))
       t.same(statuses, [200, 200, 200], `round ${round + 1}: every client request answered`)
     }
     t.equal(sim.stats.failedLogins - failedBefore, 0, 'ThingSpace saw no failed login caused by the writes')

@@ -1,26 +1,16 @@
 // Scheduled rotation in fleet mode with real processes (issue 13, item 5): three `node dist/main.js` replicas with
 // M2M_PROXY_PASSWORD_ROTATION_DAYS, whose fleet password is older than that: exactly one of them rotates it.
 import { randomBytes } from 'node:crypto'
-import fs from 'node:fs'
 import t from 'tap'
 import { parseFleetKey } from '../../src/fleet/crypto.js'
 import { RedisFleetStore } from '../../src/fleet/redis-store.js'
 import { DAY_MS, FIRST_CHECK_DELAY_MS } from '../../src/credentials/rotation-schedule.js'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { fleetKeyPrefix, metricValue, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
+import { adminSession, filePassword, fleetKeyPrefix, metricValue, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
+import { startSimulator } from '../helpers/stack.js'
 
 const ROTATION_DAYS = 90
-
-function filePassword (replica: FleetReplica): string {
-  return (JSON.parse(fs.readFileSync(replica.credentialsFile, 'utf8')) as { password: string }).password
-}
-
-async function passwordStatus (replica: FleetReplica): Promise<Record<string, unknown>> {
-  const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  return (await response.json() as { password: Record<string, unknown> }).password
-}
 
 if (await haveTestRedis(t)) {
   t.test('a fleet password older than M2M_PROXY_PASSWORD_ROTATION_DAYS is rotated once, by one replica, and every replica takes it up', async (t) => {
@@ -56,7 +46,7 @@ if (await haveTestRedis(t)) {
     t.equal(sim.stats.passwordResets, 1, 'exactly one replica rotated')
     t.equal(sim.stats.failedLogins, 0, 'no login with the old password')
     for (const replica of replicas) {
-      t.match(await passwordStatus(replica), { generation: 2, savedToFile: true }, 'every replica holds generation 2')
+      t.match((await adminSession(replica)).password, { generation: 2, savedToFile: true }, 'every replica holds generation 2')
       t.ok(await metricValue(replica, 'm2m_proxy_password_age_seconds') < 600, 'and its age starts again')
     }
     const rotatedBy = replicas.filter((replica) => replica.lines.some((line) => String(line.msg).startsWith('scheduled password rotation done')))
