@@ -7,6 +7,7 @@ import type { Clock, Timer } from './clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
 import type { FleetLedger } from '../fleet/ledger.js'
+import { FleetRecordForgedError, SealedFormatError } from '../fleet/crypto.js'
 import { ACCOUNT_FAILURE_CEILING } from './login-guard.js'
 
 /** One VZ-M2M session as a replica holds it. */
@@ -97,6 +98,8 @@ export class FleetCoordinator {
   private sharedUse: { loggedInAt: number, lastUsedAt: number } | undefined
   private shareTimer: Timer | undefined
   private closed = false
+  /** The last altered session record warned about: one warning, not one per read. */
+  private sessionRecordProblem: string | undefined
   /** Wakes replicas waiting for another's login (a `session` notification). */
   private readonly waiters = new Set<() => void>()
   private readonly unsubscribe: () => void
@@ -134,7 +137,7 @@ export class FleetCoordinator {
   async login (mode: FleetLoginMode = 'renew'): Promise<CachedSession> {
     const replacing = this.host.replacing()
     if (mode === 'renew') {
-      const current = await this.call('read the shared session', async () => await this.store.readSession())
+      const current = await this.call('read the shared session', async () => await this.readSharedSession())
       if (this.usable(current, replacing)) return this.takeUp(current)
     }
     const maxPolls = this.maxLockPolls()
@@ -157,7 +160,7 @@ export class FleetCoordinator {
       await this.nextChange(this.pollMs)
       if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
       if (mode === 'verify') continue
-      const shared = await this.call('read the shared session', async () => await this.store.readSession())
+      const shared = await this.call('read the shared session', async () => await this.readSharedSession())
       // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
       if (this.usable(shared, replacing)) return this.takeUp(shared)
     }
@@ -201,7 +204,7 @@ export class FleetCoordinator {
       this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
       return
     }
-    const stored = await this.store.readSession()
+    const stored = await this.readSharedSession()
     if (stored !== undefined && stored.loggedInAt >= held.loggedInAt) {
       if (stored.token !== held.token && this.usable(stored, held)) this.host.takeUp(stored, this.remainingMs(stored), false)
       return
@@ -286,7 +289,7 @@ export class FleetCoordinator {
   private async loginHoldingLock (replacing: CachedSession | undefined, mode: FleetLoginMode): Promise<CachedSession> {
     const store = this.store
     if (mode === 'renew') {
-      const shared = await this.call('read the shared session', async () => await store.readSession())
+      const shared = await this.call('read the shared session', async () => await this.readSharedSession())
       if (this.usable(shared, replacing)) return this.takeUp(shared)
       const beforeLogin = this.options.beforeLogin
       if (beforeLogin !== undefined) await this.call('read the fleet\'s password generation', beforeLogin)
@@ -341,7 +344,7 @@ export class FleetCoordinator {
     const ledger = this.options.ledger
     if (ledger === undefined || stored >= ledger.failuresSeen) return stored
     // Another replica's success this one did not take up (its session has idled out since) reset the count rightly.
-    const shared = await this.call('read the shared session', async () => await this.store.readSession())
+    const shared = await this.call('read the shared session', async () => await this.readSharedSession())
     if (shared !== undefined && shared.loggedInAt > ledger.failuresSeenAt) {
       ledger.clearFailures()
       return stored
@@ -398,7 +401,7 @@ export class FleetCoordinator {
     for (const wake of [...this.waiters]) wake()
     // Without a command connection (the notification's came back first), the reconnection re-reads anyway.
     if (waiting || this.closed || !this.store.connected) return
-    this.store.readSession().then((shared) => {
+    this.readSharedSession().then((shared) => {
       const held = this.host.held()
       // Ended on another replica (and not replaced since): the platform no longer knows it, drop it at once.
       // A forged notification changes nothing while the store still holds the session.
@@ -419,6 +422,27 @@ export class FleetCoordinator {
       this.shareUse().catch(() => { /* the store logs its own connection problems; the next round tries again */ })
         .finally(() => this.scheduleShareUse())
     }, this.options.shareUseIntervalMs ?? FLEET_SHARE_USE_INTERVAL_MS)
+  }
+
+  /**
+   * The shared session, or undefined when there is none or its record was altered outside the fleet
+   * (warned once per kind of problem): a login then replaces it, at the cost of one login, instead of
+   * every login being refused for as long as the altered record stays. A record sealed with another
+   * fleet key still rejects: this replica must not overwrite the fleet's state.
+   */
+  private async readSharedSession (): Promise<SharedSession | undefined> {
+    try {
+      const shared = await this.store.readSession()
+      this.sessionRecordProblem = undefined
+      return shared
+    } catch (error) {
+      if (!(error instanceof FleetRecordForgedError || error instanceof SealedFormatError)) throw error
+      if (this.sessionRecordProblem !== error.message) {
+        this.sessionRecordProblem = error.message
+        this.env.events.onWarning?.(`${error.message}; the shared session is treated as absent and replaced at the next login`)
+      }
+      return undefined
+    }
   }
 
   /** Bounded by polls, not by the clock: the lock expires by then (a dead holder), whatever clock the store runs on. */

@@ -70,6 +70,11 @@ if (await haveTestRedis(t)) {
       const statuses = await Promise.all(replicas.map(echoStatus))
       t.same(statuses, [200, 200, 200], `round ${round + 1}: every client request answered`)
     }
+    // 4. A changed plain field in the session record: refused, the record is replaced by the next login instead of blocking it.
+    await raw.hSet(sessionKey as string, { loggedInAt: '1' })
+    sim.expireSessions()
+    t.same(await Promise.all(replicas.map(echoStatus)), [200, 200, 200], 'an altered session record costs a login, not the service')
+    await until(() => replicas.some((replica) => replica.lines.some((line) => typeof line.msg === 'string' && line.msg.includes('treated as absent and replaced at the next login'))), 5000, 'the altered session record is named in a warning')
     t.equal(sim.stats.failedLogins - failedBefore, 0, 'ThingSpace saw no failed login caused by the writes')
     t.equal(sim.stats.passwordResets, resetsBefore, 'and no password reset')
     t.equal(sim.password, working)
