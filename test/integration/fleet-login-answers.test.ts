@@ -1,6 +1,7 @@
-// Login answers across a fleet of real processes (issue 17, item 4): a 4xx to a login counts toward the fleet's budget
-// whatever its errorCode. A 400 with a ".SessionToken." errorCode was taken for a refused session and not counted: three
-// replicas sent six such logins with the fleet's count at 0.
+// Login and token answers across a fleet of real processes (issue 17, items 4 and 7): a 4xx to a login counts toward the
+// fleet's budget whatever its errorCode (a 400 with a ".SessionToken." errorCode was taken for a refused session and not
+// counted: three replicas sent six such logins with the fleet's count at 0), and an OAuth token refused on every replica at
+// once costs the fleet one fetch (2 of 4 trials fetched twice).
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import { createClient } from 'redis'
@@ -33,5 +34,22 @@ if (await haveTestRedis(t)) {
     t.teardown(() => raw.destroy())
     const [failuresKey] = await raw.keys(`${keyPrefix}*failures`)
     t.equal(Number(await raw.get(failuresKey as string)), sent, 'the fleet counted every one')
+  })
+
+  t.test('an OAuth token refused on three replicas at once: one token fetch for the fleet, in every trial', async (t) => {
+    const keyPrefix = fleetKeyPrefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const { sim, simUrl } = await startSimulator(t)
+    const fleetKey = randomBytes(32).toString('hex')
+    const replicas: FleetReplica[] = []
+    for (let i = 0; i < 3; i++) replicas.push(await startFleetReplica(t, { simUrl, keyPrefix, fleetKey }))
+    for (const replica of replicas) await waitReady(replica)
+    t.same(await Promise.all(replicas.map(echoStatus)), [200, 200, 200])
+    for (let trial = 1; trial <= 4; trial++) {
+      const before = sim.stats.tokenRequests
+      sim.expireOAuthToken()
+      t.same(await Promise.all(replicas.flatMap((replica) => [replica, replica]).map(echoStatus)), [200, 200, 200, 200, 200, 200], `trial ${trial}: every request answered`)
+      t.equal(sim.stats.tokenRequests - before, 1, `trial ${trial}: one token fetch for the three replicas`)
+    }
   })
 }
