@@ -40,7 +40,7 @@ async function demo (): Promise<void> {
   const env: NodeJS.ProcessEnv = { ...process.env, M2M_PROXY_UPSTREAM: simulatorUrl, M2M_PROXY_CREDENTIALS_FILE: credentialsFile, M2M_PROXY_ADMIN_TOKEN: adminToken }
   delete env.M2M_PROXY_ADMIN_TOKEN_FILE
   const config = createConfig({ env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
-  const running = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: config.logBufferBytes }))
+  const running = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: config.logBufferBytes, maxBufferedBytes: config.logMaxBufferedBytes }))
   await running.initialLogin
 
   process.stdout.write([

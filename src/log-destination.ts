@@ -15,6 +15,11 @@ function countLines (text: string | Buffer): number {
   return count
 }
 
+/** A warning of the destination itself, in pino's JSON line shape (level 40), never waiting for room. */
+function warningLine (message: string): string {
+  return JSON.stringify({ level: 40, time: Date.now(), service: 'm2m-session-proxy', component: 'logging', msg: message }) + '\n'
+}
+
 /** One synchronous line on stderr (rare events only); a broken stderr is no reason to fail either. */
 function tellStderr (message: string): void {
   try {
@@ -33,7 +38,10 @@ function tellStderr (message: string): void {
 export class FdLogDestination {
   readonly #fd: number
   readonly #minLength: number
+  readonly #maxPendingBytes: number
   #pending = ''
+  /** Lines dropped in the current episode of a slow reader (0 while lines are kept). */
+  #droppingSince = 0
   /** Bytes handed to an asynchronous write that has not completed. */
   #writing: Buffer | undefined
   #flushWaiters: Array<(error?: Error) => void> = []
@@ -41,9 +49,15 @@ export class FdLogDestination {
   #droppedLines = 0
   readonly #timer: NodeJS.Timeout | undefined
 
-  constructor (fd: number, options: { minLength: number, periodicFlushMs: number }) {
+  /**
+   * `maxPendingBytes`: lines waiting for a slow reader (a full pipe) are kept up to about this many
+   * bytes (0: no bound); further lines are dropped and counted, with one warning line when dropping
+   * starts and one when it stops, so that a reader falling behind never grows the process's memory.
+   */
+  constructor (fd: number, options: { minLength: number, periodicFlushMs: number, maxPendingBytes?: number }) {
     this.#fd = fd
     this.#minLength = options.minLength
+    this.#maxPendingBytes = options.maxPendingBytes ?? 0
     if (options.periodicFlushMs > 0) this.#timer = setInterval(() => { this.flush() }, options.periodicFlushMs).unref()
     process.on('exit', () => {
       this.flushSync()
@@ -51,7 +65,7 @@ export class FdLogDestination {
     })
   }
 
-  /** Lines written to nobody since the reader went away. */
+  /** Lines written to nobody: since the reader went away, or while it was too slow. */
   get droppedLines (): number { return this.#droppedLines }
 
   /** The error code that stopped the output (EPIPE, EBADF), or undefined while it works. */
@@ -61,6 +75,20 @@ export class FdLogDestination {
     if (this.#failure !== undefined) {
       this.#droppedLines++ // pino writes one line per call
       return true
+    }
+    if (this.#maxPendingBytes > 0 && this.#pending.length + line.length > this.#maxPendingBytes) {
+      // The reader is this far behind: drop rather than hold memory for it. (String length counts
+      // UTF-16 units, about bytes for these mostly-ASCII lines.)
+      if (this.#droppingSince++ === 0) {
+        this.#pending += warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
+          'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)')
+      }
+      this.#droppedLines++
+      return true
+    }
+    if (this.#droppingSince > 0) {
+      this.#pending += warningLine(`stdout caught up: ${this.#droppingSince} log line(s) were dropped while it was not read fast enough`)
+      this.#droppingSince = 0
     }
     this.#pending += line
     if (this.#writing === undefined && this.#pending.length >= this.#minLength) this.#writeNext()

@@ -18,12 +18,17 @@ const REDACTED_PATHS = [
   'credentials.password', 'credentials.clientSecret'
 ]
 
+/** M2M_PROXY_LOG_MAX_BUFFERED_BYTES's default: about 5,000 request lines, a few seconds of load, 1 MiB of memory at most. */
+export const DEFAULT_MAX_BUFFERED_LOG_BYTES = 1024 * 1024
+
 /** Lines wait in the buffer at most this long. */
 export const LOG_FLUSH_INTERVAL_MS = 1000
 
 export interface LogOutput {
   /** Bytes of lines gathered before one write to stdout (0: write as soon as the last write is done). */
   bufferBytes: number
+  /** Bytes of lines kept for a slow stdout reader before further lines are dropped and counted (0: no bound). */
+  maxBufferedBytes?: number
   /** Another stream instead of stdout (tests). */
   destination?: DestinationStream
 }
@@ -44,6 +49,7 @@ export function droppedLogLines (): number {
 export function createLogger (level: LogLevel, output: LogOutput): Logger {
   const destination = output.destination ?? (stdout ??= new FdLogDestination(1, {
     minLength: output.bufferBytes,
+    maxPendingBytes: output.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_LOG_BYTES,
     periodicFlushMs: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
   }))
   return pino({

@@ -22,7 +22,7 @@ async function main (): Promise<void> {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
     throw error
   }
-  const logger = createLogger(config.logLevel, { bufferBytes: config.logBufferBytes })
+  const logger = createLogger(config.logLevel, { bufferBytes: config.logBufferBytes, maxBufferedBytes: config.logMaxBufferedBytes })
   let running
   try {
     running = await startProxy(config, credentials, logger)

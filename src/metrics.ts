@@ -96,7 +96,7 @@ export class ProxyMetrics {
     let reportedDroppedLogLines = 0
     new Counter({
       name: 'm2m_proxy_log_lines_dropped_total',
-      help: 'Log lines dropped because stdout could not be written any more (its reader gone)',
+      help: 'Log lines dropped because stdout could not be written any more (its reader gone) or was too slow (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
       registers: [this.registry],
       collect () {
         const dropped = droppedLogLines()

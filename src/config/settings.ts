@@ -178,6 +178,8 @@ export const SETTINGS = {
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
   // sonic-boom needs it below its 16 KiB write size.
   logBufferBytes: setting('M2M_PROXY_LOG_BUFFER_BYTES', 4096, integer(0, 16383)),
+  // Lines kept for a slow stdout reader; beyond, lines are dropped and counted instead of growing memory.
+  logMaxBufferedBytes: setting('M2M_PROXY_LOG_MAX_BUFFERED_BYTES', 1024 * 1024, integer(16384, 256 * 1024 * 1024)),
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),

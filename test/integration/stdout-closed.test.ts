@@ -69,3 +69,26 @@ t.test('stdout reader gone in the middle of a drain: the exit waits for the drai
   t.not(exit, 'still running', 'exited within 5 s of SIGTERM (the drain takes 2 s, the grace period is 10 s)')
   t.match(exit, { code: 0 })
 })
+
+// Issue 18, item 3: a reader that falls behind (a full pipe) must not grow the process's memory without bound.
+t.test('a slow stdout reader: lines past M2M_PROXY_LOG_MAX_BUFFERED_BYTES are dropped and counted, with one warning when dropping starts and one when it stops', async (t) => {
+  const proxy = await startWithSimulator(t, { M2M_PROXY_LOG_MAX_BUFFERED_BYTES: '16384' })
+  proxy.child.stdout?.pause() // nobody reads: the pipe fills (64 KiB), then the proxy's buffer
+  const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo`
+  let answered = 0
+  for (let round = 0; round < 40; round++) {
+    const statuses = await Promise.all(Array.from({ length: 25 }, async () => (await fetch(echo)).status))
+    answered += statuses.filter((status) => status === 200).length
+  }
+  t.equal(answered, 1000, 'every request answered while the reader is stuck')
+  const dropped = metricValue(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), 'm2m_proxy_log_lines_dropped_total')
+  t.ok(dropped > 0, `${dropped} lines dropped and counted, not held`)
+  proxy.child.stdout?.resume()
+  await sleep(1500) // the pipe drains; the next line is kept
+  t.equal((await fetch(echo)).status, 200)
+  const caughtUp = await proxy.waitFor((line) => typeof line.msg === 'string' && line.msg.startsWith('stdout caught up'))
+  t.match(caughtUp.msg, new RegExp(`^stdout caught up: ${dropped} log line\\(s\\) were dropped`), 'the stop warning gives the count')
+  const started = proxy.lines.filter((line) => typeof line.msg === 'string' && line.msg.startsWith('stdout is not read fast enough'))
+  t.equal(started.length, 1, 'one warning when dropping started')
+  t.equal(started[0]?.level, 40)
+})
