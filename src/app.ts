@@ -56,6 +56,8 @@ export interface ProxyApp {
 }
 
 const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+/** Largest admin request body; every admin route takes a few bytes of JSON at most. */
+const ADMIN_BODY_LIMIT_BYTES = 64 * 1024
 /** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
 const FLEET_LOCK_MARGIN_MS = 5_000
 /** The rotation lock covers a catch-up, a token fetch, the login lock's wait and hold, and the login that verifies: a few login locks. */
@@ -73,7 +75,7 @@ function fastifyOptions (config: ProxyConfig, logger: Logger, listener: string) 
     childLoggerFactory: lazyRequestLogger,
     genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
     requestIdHeader: false as const,
-    ...listenerTimeouts(config.requestTimeoutMs),
+    ...listenerTimeouts(config.requestTimeoutMs, config.idleConnectionTimeoutMs),
     clientErrorHandler: answerClientError
   }
 }
@@ -260,6 +262,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const closeIdleProxyConnections = (): void => { proxy.server.closeIdleConnections() }
   const admin = Fastify({
     ...fastifyOptions(config, logger, 'admin'),
+    // Admin bodies are a few bytes of JSON: connections held by stalled uploads cost little memory.
+    bodyLimit: ADMIN_BODY_LIMIT_BYTES,
     // Fastify runs no hooks for these: answered and audited here.
     frameworkErrors: (error, request, reply) => {
       sendProxyError(reply, 'badRequest', error.message)

@@ -164,9 +164,13 @@ export const SETTINGS = {
   allowedHosts: setting<readonly string[]>('M2M_PROXY_ALLOWED_HOSTS', [], hostNameList),
   forwardPrefixes: setting<readonly string[]>('M2M_PROXY_FORWARD_PREFIXES', DEFAULT_FORWARD_PREFIXES, forwardPrefixList),
   requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
+  // A connection must send a whole request head within this of opening or of its previous answer.
+  idleConnectionTimeoutMs: setting('M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS', 5000, integer(100, 600_000)),
   // Each may hold a body of up to bodyLimitBytes while it arrives: 64 × 1 MiB stays inside the Kubernetes example's 192 MiB.
   maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 64, integer(1, 65536)),
-  adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 32, integer(1, 65536)),
+  // Admin bodies are small JSON (ADMIN_BODY_LIMIT_BYTES): 256 connections hold at most 16 MiB, and 64 held by an
+  // attacker leave room for probes; beyond the cap, connections idle for a second make room for new ones.
+  adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 256, integer(1, 65536)),
   credentialsFile: setting<string>('M2M_PROXY_CREDENTIALS_FILE', undefined, text),
   adminToken: setting<string>('M2M_PROXY_ADMIN_TOKEN', undefined, secretText),
   adminTokenFile: setting<string>('M2M_PROXY_ADMIN_TOKEN_FILE', undefined, text),

@@ -3,7 +3,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { IncomingMessage, ServerOptions } from 'node:http'
+import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http'
 import { rawProxyError, sendProxyError } from '../proxy/errors.js'
 import type { RequestGuard } from './request-guard.js'
 
@@ -13,18 +13,26 @@ const NODE_HEADERS_TIMEOUT_MS = 60_000
 const MAX_TIMEOUT_CHECK_INTERVAL_MS = 1000
 const DROP_WARNING_INTERVAL_MS = 10_000
 
+/** A connection with no request in progress for this long may be closed to make room for a new one. */
+const EVICTABLE_AFTER_MS = 1000
+
 /**
  * Fastify sets `requestTimeout` and `connectionTimeout` to 0 (none) unless told: a client that stalls
  * its body would hold a socket and its buffered bytes for ever. The request timeout covers headers
  * and body; the socket idle timeout stays off, since an answer may take the upstream timeout.
+ * `idleTimeoutMs`: a connection must send a whole request head within this of opening, or of its
+ * previous answer (Node's headers and keep-alive timeouts): one that sends nothing is closed after
+ * seconds, not after the full request timeout.
  */
-export function listenerTimeouts (requestTimeoutMs: number): { requestTimeout: number, http: ServerOptions } {
+export function listenerTimeouts (requestTimeoutMs: number, idleTimeoutMs: number): { requestTimeout: number, keepAliveTimeout: number, http: ServerOptions } {
+  const headersTimeout = Math.min(NODE_HEADERS_TIMEOUT_MS, requestTimeoutMs, idleTimeoutMs)
   return {
     requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: idleTimeoutMs,
     http: {
       requestTimeout: requestTimeoutMs,
-      headersTimeout: Math.min(NODE_HEADERS_TIMEOUT_MS, requestTimeoutMs),
-      connectionsCheckingInterval: Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, requestTimeoutMs)
+      headersTimeout,
+      connectionsCheckingInterval: Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, headersTimeout)
     }
   }
 }
@@ -54,6 +62,73 @@ export interface HardeningOptions {
   onConnectRefused?: () => void
 }
 
+interface ConnectionSlot {
+  /** Requests of this connection not answered yet (pipelining: several). */
+  inProgress: number
+  /** When it last had nothing in progress: opened, or its last answer finished. */
+  idleSince: number
+}
+
+/**
+ * At most `maxConnections` open connections. A new one beyond that closes the oldest connection that
+ * has had no request in progress for a second (an idle keep-alive, or one that never sent a whole
+ * request head) instead of being refused: idle or stalled connections cannot lock probes and clients
+ * out. Only when every connection is busy is the new one closed, with a warning (at most one per 10 s).
+ */
+function limitConnections (server: FastifyInstance['server'], options: HardeningOptions): void {
+  const slots = new Map<Socket, ConnectionSlot>() // in the order they opened: the first evictable is the oldest
+  let refusedSinceWarning = 0
+  let evictedSinceWarning = 0
+  let lastWarningAt = -Infinity
+  const warn = (): void => {
+    const now = performance.now()
+    if (now - lastWarningAt < DROP_WARNING_INTERVAL_MS) return
+    if (refusedSinceWarning > 0) {
+      options.log.warn({ refusedConnections: refusedSinceWarning, maxConnections: options.maxConnections },
+        `connections refused: ${options.maxConnectionsSetting} (${options.maxConnections}) are open, each with a request in progress`)
+    } else {
+      options.log.warn({ closedIdleConnections: evictedSinceWarning, maxConnections: options.maxConnections },
+        `idle connections closed to make room: ${options.maxConnectionsSetting} (${options.maxConnections}) were open`)
+    }
+    refusedSinceWarning = 0
+    evictedSinceWarning = 0
+    lastWarningAt = now
+  }
+  server.on('connection', (socket: Socket) => {
+    const now = performance.now()
+    if (slots.size >= options.maxConnections) {
+      let evicted = false
+      for (const [candidate, slot] of slots) {
+        if (slot.inProgress === 0 && now - slot.idleSince >= EVICTABLE_AFTER_MS) {
+          slots.delete(candidate)
+          candidate.destroy()
+          evicted = true
+          break
+        }
+      }
+      if (evicted) evictedSinceWarning++
+      else {
+        refusedSinceWarning++
+        warn()
+        socket.destroy()
+        return
+      }
+      warn()
+    }
+    slots.set(socket, { inProgress: 0, idleSince: now })
+    socket.once('close', () => { slots.delete(socket) })
+  })
+  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    const slot = slots.get(request.socket)
+    if (slot === undefined) return
+    slot.inProgress++
+    response.once('close', () => {
+      slot.inProgress--
+      if (slot.inProgress === 0) slot.idleSince = performance.now()
+    })
+  })
+}
+
 /** Call before the listener's routes are registered: the guard is an onRequest hook of the root context. */
 export function hardenListener (app: FastifyInstance, options: HardeningOptions): void {
   const { guard } = options
@@ -68,23 +143,11 @@ export function hardenListener (app: FastifyInstance, options: HardeningOptions)
     sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
   })
 
-  const server = app.server
-  server.maxConnections = options.maxConnections
-  let droppedSinceWarning = 0
-  let lastWarningAt = -Infinity
-  server.on('drop', () => {
-    droppedSinceWarning++
-    const now = performance.now()
-    if (now - lastWarningAt < DROP_WARNING_INTERVAL_MS) return
-    options.log.warn({ refusedConnections: droppedSinceWarning, maxConnections: options.maxConnections },
-      `connections refused: ${options.maxConnectionsSetting} (${options.maxConnections}) are open`)
-    droppedSinceWarning = 0
-    lastWarningAt = now
-  })
+  limitConnections(app.server, options)
 
   // A client that takes this server for a forward proxy (axios `proxy`, HTTPS_PROXY) would wait for
   // ever on a connection Node closes without a word: tell it what this is.
-  server.on('connect', (request: IncomingMessage, socket: Duplex) => {
+  app.server.on('connect', (request: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => { /* the client went away: nothing to tell it */ })
     socket.end(rawProxyError('methodNotAllowed', 'CONNECT is not supported: this is a reverse proxy for ThingSpace, not a forward proxy; send requests to it as to ThingSpace (http://<proxy>/api/...)'))
     options.log.info({ method: request.method, status: 405 }, 'CONNECT refused')

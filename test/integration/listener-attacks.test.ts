@@ -245,3 +245,63 @@ t.test('a stalled upload holds neither an immediate close nor a shutdown past it
     t.equal(done, 'done', `shut down after ${Math.round(performance.now() - startedAt)} ms (grace 300 ms, request timeout 30 s)`)
   })
 })
+
+/** Opens `count` connections that send nothing at all. */
+async function openIdleConnections (url: string, count: number): Promise<net.Socket[]> {
+  const { hostname, port } = new URL(url)
+  return await Promise.all(Array.from({ length: count }, async () => await new Promise<net.Socket>((resolve) => {
+    const socket = net.connect(Number(port), hostname, () => resolve(socket))
+    socket.on('error', () => {})
+  })))
+}
+
+// Issue 18, item 4: 32 idle connections to the admin listener (its default cap), reopened as they were closed, made every
+// probe fail: kubelet would restart the container every 30 s. With default settings, each listener held by 64 idle or
+// stalled connections (and reopened ones) still answers its probes.
+t.test('probes are answered while each listener is held by 64 idle or stalled connections, reopened as they close', async (t) => {
+  const stack = await startStack(t)
+  const attackers: net.Socket[] = []
+  let stopped = false
+  const hold = async (url: string): Promise<void> => {
+    const sockets = [...await openIdleConnections(url, 32), ...await openStalledConnections(url, 32)]
+    attackers.push(...sockets)
+    for (const socket of sockets) {
+      // Reopened as soon as the proxy closes it, as an attacker would.
+      socket.once('close', () => { if (!stopped) setTimeout(() => { void hold1(url) }, 50) })
+    }
+  }
+  const hold1 = async (url: string): Promise<void> => {
+    const [socket] = await openIdleConnections(url, 1)
+    if (socket === undefined) return
+    attackers.push(socket)
+    socket.once('close', () => { if (!stopped) setTimeout(() => { void hold1(url) }, 50) })
+  }
+  t.teardown(() => {
+    stopped = true
+    for (const socket of attackers) socket.destroy()
+  })
+  await hold(stack.proxy.adminUrl)
+  await hold(stack.proxy.proxyUrl)
+  await sleep(1200) // the held connections have been idle for over a second
+  for (const path of ['/healthz', '/readyz', '/metrics']) {
+    const startedAt = performance.now()
+    const answer = await rawExchange(stack.proxy.adminUrl, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, 5000)
+    const elapsedMs = Math.round(performance.now() - startedAt)
+    t.equal(statusOf(answer), 200, `${path}: 200 after ${elapsedMs} ms`)
+  }
+  const proxied = await rawExchange(stack.proxy.proxyUrl, 'GET /api/m2m/v1/simulator/echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 5000)
+  t.equal(statusOf(proxied), 200, 'a client of the proxy listener is served too')
+  t.ok(stack.logs.entries().some((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('idle connections closed to make room')), 'said in the log')
+})
+
+t.test('a connection that sends nothing is closed after M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS, not the request timeout', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '500' } })
+  for (const url of [stack.proxy.proxyUrl, stack.proxy.adminUrl]) {
+    const [socket] = await openIdleConnections(url, 1)
+    socket?.resume() // read what the proxy sends (its 408), so that its close is seen
+    const startedAt = performance.now()
+    const closedAfter = await new Promise<number>((resolve) => socket?.once('close', () => resolve(performance.now() - startedAt)))
+    t.ok(closedAfter >= 400 && closedAfter < 5000, `${url}: closed after ${Math.round(closedAfter)} ms (the request timeout is 30 s)`)
+  }
+  t.equal((await stack.adminCall('GET', '/healthz')).status, 200)
+})

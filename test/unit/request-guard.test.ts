@@ -77,12 +77,15 @@ t.test('only origin-form targets', async (t) => {
   for (const target of ['/', '/admin/session', '//admin', '/%61dmin']) t.equal(guard.check(target, { host: 'localhost' }), undefined, target)
 })
 
-t.test('time limits: headers never allowed longer than the whole request; timeouts checked often enough', async (t) => {
+t.test('time limits: headers never allowed longer than the whole request or the idle timeout; timeouts checked often enough', async (t) => {
   for (const requestTimeoutMs of [100, 500, 30_000, 120_000]) {
-    const { requestTimeout, http } = listenerTimeouts(requestTimeoutMs)
-    t.equal(requestTimeout, requestTimeoutMs)
-    t.equal(http.requestTimeout, requestTimeoutMs)
-    t.ok(http.headersTimeout !== undefined && http.headersTimeout <= requestTimeoutMs, `headers ${http.headersTimeout} <= ${requestTimeoutMs}`)
-    t.ok(http.connectionsCheckingInterval !== undefined && http.connectionsCheckingInterval <= Math.min(1000, requestTimeoutMs))
+    for (const idleTimeoutMs of [200, 5000]) {
+      const { requestTimeout, keepAliveTimeout, http } = listenerTimeouts(requestTimeoutMs, idleTimeoutMs)
+      t.equal(requestTimeout, requestTimeoutMs)
+      t.equal(http.requestTimeout, requestTimeoutMs)
+      t.equal(keepAliveTimeout, idleTimeoutMs, 'an idle keep-alive connection is closed after the idle timeout')
+      t.equal(http.headersTimeout, Math.min(requestTimeoutMs, idleTimeoutMs), `headers ${http.headersTimeout}: the shorter of ${requestTimeoutMs} and ${idleTimeoutMs}`)
+      t.ok(http.connectionsCheckingInterval !== undefined && http.connectionsCheckingInterval <= Math.min(1000, requestTimeoutMs, idleTimeoutMs))
+    }
   }
 })
