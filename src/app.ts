@@ -20,6 +20,7 @@ import { SessionManager } from './session/session-manager.js'
 import { sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { ForwardPrefixes } from './proxy/paths.js'
+import { UpstreamGate } from './proxy/upstream-gate.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { auditLine, registerAdminRoutes } from './admin/plugin.js'
 import { ProxyMetrics } from './metrics.js'
@@ -91,6 +92,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   const passwordAge = PasswordAge.open(config.stateDir, credentials.password, clock.now(), (message) => credentialsLog.warn(message))
   // Read only when scraped, by then `session` and `operations` below exist.
   const metrics = new ProxyMetrics(() => session, {
+    upstreamPaused: () => gate.paused,
     fleet: config.fleet !== undefined || deps.fleetStore !== undefined,
     passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined
   })
@@ -227,9 +229,17 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     if (shuttingDown) setImmediate(closeIdleProxyConnections)
     done()
   })
+  const gate = new UpstreamGate({ maxPauseMs: config.throttleMaxPauseMs, ratePerSecond: config.upstreamRateLimit })
   await proxy.register(proxyPlugin, {
     upstream: config.upstream,
     session,
+    gate,
+    throttleMaxWaitMs: config.throttleMaxWaitMs,
+    onThrottled: (outcome) => {
+      metrics.upstreamThrottled.inc({ outcome })
+      proxy.log.debug({ outcome }, 'ThingSpace throttled a request: sending paused')
+    },
+    onOverloaded: () => { metrics.overloaded.inc({ reason: 'upstream-throttled' }) },
     dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     bodyLimitBytes: config.bodyLimitBytes,

@@ -47,6 +47,14 @@ export class ProxyMetrics {
   readonly replays = new Counter({ name: 'm2m_proxy_replays_total', help: 'Requests replayed after a token rejection', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly oauthFetches = new Counter({ name: 'm2m_proxy_oauth_fetches_total', help: 'OAuth token requests by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
   readonly fleetLoginsAvoided = new Counter({ name: 'm2m_proxy_fleet_logins_avoided_total', help: 'Fleet mode: logins not sent because another replica had already logged in', registers: [this.registry] })
+  readonly upstreamThrottled = new Counter({
+    name: 'm2m_proxy_upstream_throttled_total',
+    help: 'Answers of ThingSpace that throttled a request (429, or 503 with Retry-After): sent again after the pause, or passed on past the wait allowed',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly overloaded = new Counter({ name: 'm2m_proxy_overloaded_total', help: 'Requests answered 503 Proxy.Overloaded, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly fleetLockWaits = new Counter({ name: 'm2m_proxy_fleet_lock_waits_total', help: 'Fleet mode: logins that waited for another replica holding the login lock', registers: [this.registry] })
 
   /** Counts one answered request (hot path). */
@@ -58,7 +66,7 @@ export class ProxyMetrics {
    * `passwordAgeSeconds`: the age of the password in force (state directory, or the fleet's generation),
    * read when scraped; undefined before it is known.
    */
-  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean, passwordAgeSeconds?: () => number | undefined } = {}) {
+  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean, passwordAgeSeconds?: () => number | undefined, upstreamPaused?: () => boolean } = {}) {
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -71,6 +79,13 @@ export class ProxyMetrics {
       upstreamDuration.observe(statusCode === undefined ? failedIndex : statusClassIndex(statusCode), seconds)
     }
     collectDefaultMetrics({ register: this.registry })
+    const upstreamPaused = options.upstreamPaused
+    new Gauge({
+      name: 'm2m_proxy_upstream_paused',
+      help: '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
+      registers: [this.registry],
+      collect () { this.set(upstreamPaused?.() === true ? 1 : 0) }
+    })
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
       const snapshot = session()?.snapshot()

@@ -177,6 +177,12 @@ export const SETTINGS = {
   stateDir: setting<string>('M2M_PROXY_STATE_DIR', undefined, text),
   sessionIdleSeconds: setting('M2M_PROXY_SESSION_IDLE_SECONDS', 1200, integer(10, 86400)),
   upstreamTimeoutMs: setting('M2M_PROXY_UPSTREAM_TIMEOUT_MS', 30000, integer(100, 600000)),
+  // ThingSpace's throttling (429, or 503 with Retry-After): every request pauses for Retry-After (capped), the throttled one is
+  // sent again; a request waits at most this long in all before the client gets the 429 (or 503 Proxy.Overloaded).
+  throttleMaxWaitMs: setting('M2M_PROXY_THROTTLE_MAX_WAIT_MS', 30000, integer(0, 600_000)),
+  throttleMaxPauseMs: setting('M2M_PROXY_THROTTLE_MAX_PAUSE_MS', 60000, integer(100, 3_600_000)),
+  // The contracted rate (requests per second sent upstream at most); 0: none.
+  upstreamRateLimit: setting('M2M_PROXY_UPSTREAM_RATE_LIMIT', 0, integer(0, 100_000)),
   bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
   maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),

@@ -22,6 +22,7 @@ export const PROXY_ERRORS = {
   upstreamUnreachable: { status: 502, code: 'Proxy.UpstreamUnreachable' },
   upstreamTimeout: { status: 504, code: 'Proxy.UpstreamTimeout' },
   authUnavailable: { status: 503, code: 'Proxy.AuthenticationUnavailable' },
+  overloaded: { status: 503, code: 'Proxy.Overloaded' },
   internal: { status: 500, code: 'Proxy.InternalError' }
 } as const
 

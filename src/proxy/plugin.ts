@@ -16,6 +16,7 @@ import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
 import { answerLocally, registerSessionControllerStubs } from './session-stubs.js'
 import { REQUEST_ID_HEADER } from './request-id.js'
+import { isThrottledAnswer, type UpstreamGate } from './upstream-gate.js'
 import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
 
 /**
@@ -40,6 +41,14 @@ export interface ProxyPluginOptions {
   bodyLimitBytes: number
   /** Path prefixes forwarded, as parsed by the configuration (M2M_PROXY_FORWARD_PREFIXES); default all of /api/. */
   forwardPrefixes?: ForwardPrefixes
+  /** ThingSpace's throttling: pauses, the contracted rate; absent: requests are sent at once, and a 429 goes on to the client. */
+  gate?: UpstreamGate
+  /** Longest a request waits for throttling pauses and rate slots, from its arrival, before the client gets ThingSpace's 429 or a 503. */
+  throttleMaxWaitMs?: number
+  /** A throttled answer was sent again after the pause (`retried`) or passed on (`passed-on`: the wait would pass the deadline). */
+  onThrottled?: (outcome: 'retried' | 'passed-on') => void
+  /** A request got 503 Proxy.Overloaded: it would have waited past its deadline. */
+  onOverloaded?: () => void
   onReplay?: (rejection: TokenRejection) => void
   /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
@@ -52,6 +61,8 @@ export interface ProxyState {
   replayedFor: TokenRejection['cause'] | 'both' | undefined
   upstreamStatus: number | undefined
   upstreamStartedAt: number
+  /** Until when (the gate's clock) it may wait for throttling pauses and rate slots. */
+  deadline: number
 }
 
 declare module 'fastify' {
@@ -67,7 +78,8 @@ interface UpstreamResponse {
 }
 
 export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
-  const { session } = options
+  const { session, gate } = options
+  const throttleMaxWaitMs = options.throttleMaxWaitMs ?? 0
   const forwardPrefixes = options.forwardPrefixes ?? DEFAULT_FORWARD_RULE
   const { narrowed, notForwardedMessage } = forwardPrefixes
   app.decorateRequest('proxyState', null)
@@ -112,6 +124,19 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     state.upstreamStatus = response.statusCode
     options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
+    if (gate !== undefined && isThrottledAnswer(response.statusCode, response.headers['retry-after'])) {
+      // Not processed (ThingSpace's word for 429): every request pauses, and this one is sent again after the pause
+      // when its deadline allows; its body is buffered, so the same bytes go again.
+      const pauseMs = gate.throttled(response.headers['retry-after'])
+      if (gate.now() + pauseMs < state.deadline) {
+        options.onThrottled?.('retried')
+        response.stream.resume() // the throttled answer is dropped
+        clearHeaders(reply)
+        forward(request, reply)
+        return
+      }
+      options.onThrottled?.('passed-on')
+    }
     if (state.replayedFor !== undefined && response.statusCode < 400) session.replayServed(state.tokens.sessionToken)
     if (state.replayedFor !== 'both' && mayBeTokenRejection(response.statusCode)) {
       inspectAndReplay(request, reply, response).catch((error: unknown) => {
@@ -153,7 +178,23 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
   const bodilessReplyOptions = replyOptions(undefined, undefined)
 
+  /** Sends the request upstream now, or once a throttling pause or the contracted rate allows, or answers 503 past its deadline. */
   function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    if (gate === undefined) return send(request, reply)
+    const waitMs = gate.delayFor((request.proxyState as ProxyState).deadline)
+    if (waitMs === 0) return send(request, reply)
+    if (waitMs < 0) {
+      options.onOverloaded?.()
+      reply.header('retry-after', String(Math.max(1, Math.ceil(gate.pauseLeftMs() / 1000))))
+      return sendProxyError(reply, 'overloaded', `ThingSpace is throttling requests and this one could not be sent within ${throttleMaxWaitMs} ms (M2M_PROXY_THROTTLE_MAX_WAIT_MS)`, 'UpstreamThrottled')
+    }
+    setTimeout(() => {
+      if (!request.raw.destroyed) send(request, reply) // the client may have given up meanwhile
+    }, waitMs)
+    return reply
+  }
+
+  function send (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
     (request.proxyState as ProxyState).upstreamStartedAt = performance.now()
@@ -256,7 +297,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   function startForwarding (request: FastifyRequest, reply: FastifyReply, tokens: UpstreamTokens): FastifyReply {
-    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0 }
+    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0, deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs }
     return forward(request, reply)
   }
 

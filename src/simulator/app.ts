@@ -4,6 +4,7 @@ import compress from '@fastify/compress'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { SimulatedAccount } from './account.js'
 import { type ControlLoginFault, controlRoutes, type ControlTarget } from './control-routes.js'
+import { RequestRateLimit } from './throttle.js'
 import { dataRoutes } from './data-routes.js'
 import { devRoutes } from './dev-routes.js'
 import {
@@ -61,6 +62,8 @@ export interface SimulatorOptions {
   compression?: boolean
   /** The account names that exist; any other answers its family's "unknown account" error. Default [DEMO_ACCOUNT_NAME]. */
   accounts?: string[]
+  /** Requests per second (in any one-second window) above which API requests are answered 429 with Retry-After; default 0 (off). */
+  throttleRate?: number
 }
 
 /** 'status500' is { status: 500 }; { status, errorCode? } answers that status (4xx or 5xx) with an error body, of that errorCode when given. */
@@ -90,6 +93,8 @@ export interface Simulator {
   failNextLogins(count: number, mode: LoginFaultMode): void
   /** Clears the lockout and the consecutive failure count. */
   unlock(): void
+  /** API requests above `rate` per second are answered 429 with Retry-After `retryAfterSeconds` (default 1); 0 turns it off. */
+  throttle(rate: number, retryAfterSeconds?: number): void
 }
 
 export const TOKEN_PATH = '/api/ts/v1/oauth2/token'
@@ -145,6 +150,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const accounts: ReadonlySet<string> = new Set(options.accounts ?? [DEMO_ACCOUNT_NAME])
   const resetProbability = options.resetProbability ?? 0
   const hangingSockets = new Set<Socket>()
+  const rateLimit = new RequestRateLimit(now)
+  if (options.throttleRate !== undefined) rateLimit.set(options.throttleRate)
 
   // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
   // The HTTPS variant has another server type; both expose the same routes, so one type serves the callers.
@@ -281,6 +288,13 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   // Everything below needs a live session token too: checked before the body is read.
   app.register(async (withSession) => {
     withSession.addHook('onRequest', async (request, reply) => {
+      // The gateway throttles first, before any token is looked at; a throttled request was not processed.
+      stats.apiRequestArrivals.push(now())
+      if (!rateLimit.admit()) {
+        stats.throttledRequests++
+        reply.header('retry-after', String(rateLimit.retryAfterSeconds))
+        return reply.code(429).send(uwsError(UWS_ERROR_CODES.tooManyRequests, `Rate limit exceeded (${rateLimit.rate} requests per second); retry after ${rateLimit.retryAfterSeconds} s`))
+      }
       if (resetProbability > 0 && !request.url.startsWith('/api/m2m/v1/session/') && Math.random() < resetProbability) {
         reply.hijack()
         request.raw.socket.destroy()
@@ -340,7 +354,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
       const fault: ControlLoginFault = mode === 'status500' ? { status: 500 } : mode
       for (let i = 0; i < count; i++) pendingLoginFaults.push(fault)
     },
-    unlock: () => account.unlock()
+    unlock: () => account.unlock(),
+    throttle: (rate, retryAfterSeconds) => rateLimit.set(rate, retryAfterSeconds)
   }
   // Outside /api/: no bearer, no session, never forwarded by the proxy. See control-routes.ts.
   const target: ControlTarget = {
@@ -352,7 +367,9 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     expireOAuthToken: () => oauth.revoke(),
     failNextLogins: (count, fault) => simulator.failNextLogins(count, fault),
     pendingLoginFaults: () => pendingLoginFaults.length,
-    unlock: () => account.unlock()
+    unlock: () => account.unlock(),
+    throttle: (rate, retryAfterSeconds) => rateLimit.set(rate, retryAfterSeconds),
+    throttleRate: () => rateLimit.rate
   }
   app.register(controlRoutes, { target })
   return simulator

@@ -1,6 +1,7 @@
 // HTTP control routes under /simulator/control/: what tests do through Simulator's methods, for an operator
 // with curl. Outside /api/, so a proxy (which forwards only /api/ paths) never lets a client reach them.
 // Unauthenticated: the simulator is a local development tool with published demo credentials.
+import { MAX_RETRY_AFTER_SECONDS } from './throttle.js'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { isRecord, stringField } from './request-input.js'
 import type { SimulatorStats } from './stats.js'
@@ -21,6 +22,8 @@ export interface ControlTarget {
   failNextLogins(count: number, fault: ControlLoginFault): void
   pendingLoginFaults(): number
   unlock(): void
+  throttle(rate: number, retryAfterSeconds?: number): void
+  throttleRate(): number
 }
 
 interface ControlError {
@@ -51,6 +54,8 @@ function parseLoginFault (body: unknown): { fault: ControlLoginFault } | { probl
 export async function controlRoutes (scope: FastifyInstance, { target }: { target: ControlTarget }): Promise<void> {
   const counters = (): Record<string, unknown> => ({
     ...target.stats,
+    apiRequestArrivals: undefined, // a log of times, not a counter
+    throttleRate: target.throttleRate(),
     locked: target.locked,
     activeSessions: target.activeSessionTokens().length,
     pendingLoginFaults: target.pendingLoginFaults()
@@ -89,6 +94,18 @@ export async function controlRoutes (scope: FastifyInstance, { target }: { targe
     if ('problem' in parsed) return badRequest(reply, parsed.problem)
     target.failNextLogins(count, parsed.fault)
     return { queued: count, pendingLoginFaults: target.pendingLoginFaults() }
+  })
+
+  scope.post<{ Body: unknown }>(`${CONTROL_PREFIX}/throttle`, async (request, reply) => {
+    const body = request.body ?? {}
+    const rate = isRecord(body) ? body.rate : undefined
+    const retryAfterSeconds = isRecord(body) ? body.retryAfterSeconds ?? 1 : undefined
+    if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 0) return badRequest(reply, 'rate must be a whole number of requests per second (0: off)')
+    if (typeof retryAfterSeconds !== 'number' || !Number.isInteger(retryAfterSeconds) || retryAfterSeconds < 0 || retryAfterSeconds > MAX_RETRY_AFTER_SECONDS) {
+      return badRequest(reply, `retryAfterSeconds must be a whole number from 0 to ${MAX_RETRY_AFTER_SECONDS}`)
+    }
+    target.throttle(rate, retryAfterSeconds)
+    return { rate: target.throttleRate(), retryAfterSeconds }
   })
 
   scope.post(`${CONTROL_PREFIX}/unlock`, async () => {

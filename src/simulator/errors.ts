@@ -29,6 +29,8 @@ export const UWS_ERROR_CODES = {
   requestTooLarge: 'UnifiedWebService.INPUT_INVALID.RequestTooLarge',
   unsupportedMediaType: 'UnifiedWebService.INPUT_INVALID.UnsupportedMediaType',
   internalError: 'UnifiedWebService.INTERNAL_ERROR',
+  /** Not documented by Verizon (limits are per contract): the simulator's name for its 429. */
+  tooManyRequests: 'UnifiedWebService.REQUEST_FAILED.TooManyRequests',
   /** Only for an injected 4xx login answer: the simulator's own code, so nobody mistakes it for a documented one. */
   simulatedFault: 'UnifiedWebService.REQUEST_FAILED.SimulatedFault'
 } as const

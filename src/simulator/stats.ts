@@ -17,6 +17,10 @@ export interface SimulatorStats {
   passwordResets: number
   /** Requests to non-session M2M endpoints (data and /simulator/ routes) that reached the handler. */
   dataRequests: number
+  /** API requests answered 429 by the throttling mode. */
+  throttledRequests: number
+  /** Arrival time (the simulator's clock, ms) of every API request past the bearer check, throttled or not: the last 10,000. */
+  apiRequestArrivals: number[]
 }
 
 export function createStats (): SimulatorStats {
@@ -29,6 +33,21 @@ export function createStats (): SimulatorStats {
     consecutiveFailedLogins: 0,
     logouts: 0,
     passwordResets: 0,
-    dataRequests: 0
+    dataRequests: 0,
+    throttledRequests: 0,
+    apiRequestArrivals: new BoundedLog(10_000)
+  }
+}
+
+/** An array that keeps only its last `limit` entries: the simulator runs for hours in soaks. */
+class BoundedLog extends Array<number> {
+  constructor (private readonly limit: number) {
+    super()
+  }
+
+  override push (...items: number[]): number {
+    const length = super.push(...items)
+    if (length > this.limit) this.splice(0, length - this.limit)
+    return this.length
   }
 }
