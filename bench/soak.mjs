@@ -95,8 +95,8 @@ const isAuthError = (result) => result.status === 401 || result.status === 503 |
 async function storm () {
   say(`## Expiry storm: ${STORM_REQUESTS} concurrent requests across a session expiry (login takes ${LOGIN_DELAY_MS} ms)`)
   const { sim, url } = await startSimulator({ loginDelayMs: LOGIN_DELAY_MS })
-  // The storm holds STORM_REQUESTS connections at once: above the default cap (M2M_PROXY_MAX_CONNECTIONS, 64), which closes the rest.
-  const proxy = await startProxy(url, { M2M_PROXY_MAX_CONNECTIONS: String(STORM_REQUESTS + 100) })
+  // Default settings: the storm's connections wait in the admission queue for a slot (M2M_PROXY_MAX_IN_FLIGHT), none is reset.
+  const proxy = await startProxy(url)
   await sleep(500)
   const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo`
   const burst = () => Promise.all(Array.from({ length: STORM_REQUESTS }, (_, i) => timedRequest(echo, JSON.stringify({ i }))))

@@ -28,6 +28,7 @@ import { createUpstreamDispatcher } from './upstream.js'
 import { lazyRequestLogger } from './logging.js'
 import { answerClientError, hardenListener, listenerTimeouts } from './listener/hardening.js'
 import { RequestGuard } from './listener/request-guard.js'
+import { Admission } from './listener/admission.js'
 import type { FleetStore } from './fleet/store.js'
 import { RedisFleetStore } from './fleet/redis-store.js'
 
@@ -93,6 +94,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   // Read only when scraped, by then `session` and `operations` below exist.
   const metrics = new ProxyMetrics(() => session, {
     upstreamPaused: () => gate.paused,
+    admission: () => admission,
     fleet: config.fleet !== undefined || deps.fleetStore !== undefined,
     passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined
   })
@@ -208,6 +210,36 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
     log: proxy.log,
     onConnectRefused: () => { metrics.countRequest('CONNECT', 405) }
+  })
+  // After the request guard: a request waits here for a slot (and its body's bytes) before its body is read.
+  const admission = new Admission({
+    maxInFlight: config.maxInFlight,
+    maxQueued: config.maxQueued,
+    queueTimeoutMs: config.queueTimeoutMs,
+    bodyBudgetBytes: config.bodyMemoryBytes,
+    maxPipelined: config.maxPipelined
+  })
+  proxy.addHook('onRequest', (request, reply, done) => {
+    const headers = request.raw.headers
+    const length = headers['content-length']
+    const bodyBytes = length !== undefined ? Math.min(Number(length) || 0, config.bodyLimitBytes) : headers['transfer-encoding'] !== undefined ? config.bodyLimitBytes : 0
+    let release: (() => void) | undefined
+    const cancel = admission.admit(request.raw.socket, bodyBytes, (granted) => {
+      release = granted
+      done()
+    }, (reason) => {
+      metrics.overloaded.inc({ reason })
+      reply.header('retry-after', String(admission.retryAfterSeconds()))
+      sendProxyError(reply, 'overloaded', reason === 'queue-full'
+        ? `the proxy has ${config.maxQueued} requests waiting already (M2M_PROXY_MAX_QUEUED); try again shortly`
+        : `no slot was free within ${config.queueTimeoutMs} ms (M2M_PROXY_MAX_IN_FLIGHT ${config.maxInFlight}, M2M_PROXY_BODY_MEMORY_BYTES ${config.bodyMemoryBytes}); try again shortly`,
+      reason === 'queue-full' ? 'QueueFull' : 'QueueTimeout')
+    })
+    // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue given up).
+    reply.raw.once('close', () => {
+      if (release !== undefined) release()
+      else cancel()
+    })
   })
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)

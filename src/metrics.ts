@@ -66,7 +66,12 @@ export class ProxyMetrics {
    * `passwordAgeSeconds`: the age of the password in force (state directory, or the fleet's generation),
    * read when scraped; undefined before it is known.
    */
-  constructor (session: () => SessionManager | undefined, options: { fleet?: boolean, passwordAgeSeconds?: () => number | undefined, upstreamPaused?: () => boolean } = {}) {
+  constructor (session: () => SessionManager | undefined, options: {
+    fleet?: boolean
+    passwordAgeSeconds?: () => number | undefined
+    upstreamPaused?: () => boolean
+    admission?: () => { inFlight: number, queued: number, bodyBytesHeld: number, waited: number } | undefined
+  } = {}) {
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -79,6 +84,36 @@ export class ProxyMetrics {
       upstreamDuration.observe(statusCode === undefined ? failedIndex : statusClassIndex(statusCode), seconds)
     }
     collectDefaultMetrics({ register: this.registry })
+    const admission = options.admission
+    new Gauge({
+      name: 'm2m_proxy_requests_in_flight',
+      help: 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
+      registers: [this.registry],
+      collect () { this.set(admission?.()?.inFlight ?? 0) }
+    })
+    new Gauge({
+      name: 'm2m_proxy_requests_queued',
+      help: 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
+      registers: [this.registry],
+      collect () { this.set(admission?.()?.queued ?? 0) }
+    })
+    new Gauge({
+      name: 'm2m_proxy_request_body_bytes',
+      help: 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
+      registers: [this.registry],
+      collect () { this.set(admission?.()?.bodyBytesHeld ?? 0) }
+    })
+    let reportedWaited = 0
+    new Counter({
+      name: 'm2m_proxy_requests_waited_total',
+      help: 'Requests that waited in the queue for a slot',
+      registers: [this.registry],
+      collect () {
+        const waited = admission?.()?.waited ?? 0
+        if (waited > reportedWaited) this.inc(waited - reportedWaited)
+        reportedWaited = waited
+      }
+    })
     const upstreamPaused = options.upstreamPaused
     new Gauge({
       name: 'm2m_proxy_upstream_paused',

@@ -6,12 +6,13 @@ import type { ProxyConfig } from './config/load.js'
 const KEEP_ALIVE_TIMEOUT_MS = 4_000
 const MAX_CONNECT_TIMEOUT_MS = 10_000
 
-export function createUpstreamDispatcher (config: Pick<ProxyConfig, 'egress' | 'upstreamTimeoutMs'>): Dispatcher {
+export function createUpstreamDispatcher (config: Pick<ProxyConfig, 'egress' | 'upstreamTimeoutMs'> & { upstreamConnections?: number }): Dispatcher {
   // Explicit, because reply-from's default for its own clients is not to verify. Extra CAs: NODE_EXTRA_CA_CERTS.
   const connect = { rejectUnauthorized: true, timeout: Math.min(config.upstreamTimeoutMs, MAX_CONNECT_TIMEOUT_MS) }
   const { httpProxy, httpsProxy, noProxy } = config.egress
   if (httpProxy === undefined && httpsProxy === undefined) {
-    return new Agent({ connect, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS })
+    // At most this many connections to ThingSpace: requests beyond wait in undici's queue for one (pipelined clients included).
+    return new Agent({ connect, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS, connections: config.upstreamConnections })
   }
   // Empty strings, not undefined: the values come from the configuration, never again from process.env.
   return new EnvHttpProxyAgent({
@@ -20,7 +21,8 @@ export function createUpstreamDispatcher (config: Pick<ProxyConfig, 'egress' | '
     noProxy: noProxy ?? '',
     connect,
     requestTls: { rejectUnauthorized: true }, // TLS to ThingSpace inside the CONNECT tunnel
-    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    connections: config.upstreamConnections
   })
 }
 

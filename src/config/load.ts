@@ -191,6 +191,10 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     throw new ConfigError('M2M_PROXY_CREDENTIALS_FILE', NO_CREDENTIALS_HINT)
   }
   const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
+  const { bodyMemoryBytes, bodyLimitBytes } = settings
+  if (bodyMemoryBytes !== undefined && bodyLimitBytes !== undefined && bodyMemoryBytes < bodyLimitBytes) {
+    throw new ConfigError('M2M_PROXY_BODY_MEMORY_BYTES', `is ${bodyMemoryBytes}, less than M2M_PROXY_BODY_LIMIT_BYTES (${bodyLimitBytes}): a body of the largest size allowed could never be admitted`)
+  }
   const { adminTokenFile: _file, adminToken: _token, redisUrl: _redisUrl, fleetKey: _fleetKey, fleetKeyFile: _fleetKeyFile, redisKeyPrefix: _prefix, ...rest } = settings
   return {
     ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet' | 'secretFiles'>),

@@ -166,8 +166,17 @@ export const SETTINGS = {
   requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
   // A connection must send a whole request head within this of opening or of its previous answer.
   idleConnectionTimeoutMs: setting('M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS', 5000, integer(100, 600_000)),
-  // Each may hold a body of up to bodyLimitBytes while it arrives: 64 × 1 MiB stays inside the Kubernetes example's 192 MiB.
-  maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 64, integer(1, 65536)),
+  // Only against descriptor exhaustion: memory is bounded by the admission limits below, not by the connection count.
+  maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 4096, integer(1, 65536)),
+  // Admission on the proxy listener: requests handled at once, waiting at most (and how long), request-body bytes held in
+  // memory across every connection, requests one connection may have in progress; beyond, 503 with Retry-After.
+  maxInFlight: setting('M2M_PROXY_MAX_IN_FLIGHT', 128, integer(1, 65536)),
+  maxQueued: setting('M2M_PROXY_MAX_QUEUED', 4096, integer(0, 1_000_000)),
+  queueTimeoutMs: setting('M2M_PROXY_QUEUE_TIMEOUT_MS', 30000, integer(1, 600_000)),
+  bodyMemoryBytes: setting('M2M_PROXY_BODY_MEMORY_BYTES', 32 * 1024 * 1024, integer(1, 4 * 1024 * 1024 * 1024)),
+  maxPipelined: setting('M2M_PROXY_MAX_PIPELINED', 8, integer(1, 1024)),
+  // Connections to ThingSpace at most; requests beyond wait for one.
+  upstreamConnections: setting('M2M_PROXY_UPSTREAM_CONNECTIONS', 128, integer(1, 65536)),
   // Admin bodies are small JSON (ADMIN_BODY_LIMIT_BYTES): 256 connections hold at most 16 MiB, and 64 held by an
   // attacker leave room for probes; beyond the cap, connections idle for a second make room for new ones.
   adminMaxConnections: setting('M2M_PROXY_ADMIN_MAX_CONNECTIONS', 256, integer(1, 65536)),

@@ -291,7 +291,18 @@ t.test('probes are answered while each listener is held by 64 idle or stalled co
   }
   const proxied = await rawExchange(stack.proxy.proxyUrl, 'GET /api/m2m/v1/simulator/echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 5000)
   t.equal(statusOf(proxied), 200, 'a client of the proxy listener is served too')
-  t.ok(stack.logs.entries().some((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('idle connections closed to make room')), 'said in the log')
+})
+
+t.test('at the connection cap, a new connection closes the oldest one idle for a second instead of being refused; said in the log', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_ADMIN_MAX_CONNECTIONS: '4' } })
+  const idle = await openIdleConnections(stack.proxy.adminUrl, 4)
+  const closed = idle.map((socket) => new Promise<boolean>((resolve) => { socket.resume(); socket.once('close', () => resolve(true)) }))
+  await sleep(1200)
+  const answer = await rawExchange(stack.proxy.adminUrl, 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 3000)
+  t.equal(statusOf(answer), 200, 'the probe is served')
+  t.equal(await Promise.race([closed[0] as Promise<boolean>, sleep(1000, false)]), true, 'the oldest idle connection made room')
+  t.ok(stack.logs.entries().some((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('idle connections closed to make room: M2M_PROXY_ADMIN_MAX_CONNECTIONS (4)')), 'said in the log')
+  for (const socket of idle) socket.destroy()
 })
 
 t.test('a connection that sends nothing is closed after M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS, not the request timeout', async (t) => {

@@ -66,7 +66,8 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.same(config.allowedHosts, [])
   t.same(config.forwardPrefixes, ['/api/'], 'every ThingSpace API family on the upstream host')
   t.equal(config.requestTimeoutMs, 30000)
-  t.equal(config.maxConnections, 64)
+  t.equal(config.maxConnections, 4096)
+  t.same([config.maxInFlight, config.maxQueued, config.queueTimeoutMs, config.bodyMemoryBytes, config.maxPipelined, config.upstreamConnections], [128, 4096, 30000, 32 * 1024 * 1024, 8, 128], 'the admission defaults')
   t.equal(config.adminMaxConnections, 256)
   t.equal(config.idleConnectionTimeoutMs, 5000, 'a connection that sends nothing is closed after seconds')
   t.equal(config.adminToken, undefined)
@@ -580,4 +581,9 @@ t.test('M2M_PROXY_PASSWORD_ROTATION_DAYS: 0 (off, the default) or 1 to 3650 days
     t.match(error.message, /0 \(off\) or a number of days from 1 to 3650/)
   }
   t.ok(KNOWN_ENV_NAMES.includes('M2M_PROXY_PASSWORD_ROTATION_DAYS'), 'a known name')
+})
+
+t.test('M2M_PROXY_BODY_MEMORY_BYTES below M2M_PROXY_BODY_LIMIT_BYTES is refused: the largest body could never be admitted', async (t) => {
+  t.throws(() => createConfig({ env: { M2M_PROXY_CREDENTIALS_FILE: 'c.json', M2M_PROXY_BODY_LIMIT_BYTES: '2000000', M2M_PROXY_BODY_MEMORY_BYTES: '1000000' }, readTextFile: () => '', cwd: '/' }),
+    { name: 'ConfigError', message: /M2M_PROXY_BODY_MEMORY_BYTES.*less than M2M_PROXY_BODY_LIMIT_BYTES/ })
 })
