@@ -223,6 +223,13 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     const headers = request.raw.headers
     const length = headers['content-length']
     const bodyBytes = length !== undefined ? Math.min(Number(length) || 0, config.bodyLimitBytes) : headers['transfer-encoding'] !== undefined ? config.bodyLimitBytes : 0
+    const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
+    if (admitted !== undefined) {
+      // The answer sent, or the client gone: the slot and the body's bytes are free again.
+      reply.raw.once('close', admitted)
+      done()
+      return
+    }
     let release: (() => void) | undefined
     const cancel = admission.admit(request.raw.socket, bodyBytes, (granted) => {
       release = granted

@@ -3,7 +3,7 @@
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { IncomingMessage, ServerOptions, ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerOptions } from 'node:http'
 import { rawProxyError, sendProxyError } from '../proxy/errors.js'
 import type { RequestGuard } from './request-guard.js'
 
@@ -13,7 +13,7 @@ const NODE_HEADERS_TIMEOUT_MS = 60_000
 const MAX_TIMEOUT_CHECK_INTERVAL_MS = 1000
 const DROP_WARNING_INTERVAL_MS = 10_000
 
-/** A connection with no request in progress for this long may be closed to make room for a new one. */
+/** A connection opened this long ago with no answer in progress may be closed to make room for a new one. */
 const EVICTABLE_AFTER_MS = 1000
 
 /**
@@ -62,21 +62,15 @@ export interface HardeningOptions {
   onConnectRefused?: () => void
 }
 
-interface ConnectionSlot {
-  /** Requests of this connection not answered yet (pipelining: several). */
-  inProgress: number
-  /** When it last had nothing in progress: opened, or its last answer finished. */
-  idleSince: number
-}
-
 /**
  * At most `maxConnections` open connections. A new one beyond that closes the oldest connection that
- * has had no request in progress for a second (an idle keep-alive, or one that never sent a whole
- * request head) instead of being refused: idle or stalled connections cannot lock probes and clients
- * out. Only when every connection is busy is the new one closed, with a warning (at most one per 10 s).
+ * has had no answer in progress and was opened over a second ago (an idle keep-alive, or one that never
+ * sent a whole request head) instead of being refused: idle or stalled connections cannot lock probes
+ * and clients out. Only when none is idle is the new one closed, with a warning (at most one per 10 s).
+ * Nothing is done per request: a connection's answer in progress is Node's own `_httpMessage`.
  */
 function limitConnections (server: FastifyInstance['server'], options: HardeningOptions): void {
-  const slots = new Map<Socket, ConnectionSlot>() // in the order they opened: the first evictable is the oldest
+  const openedAt = new Map<Socket, number>() // in the order they opened: the first evictable is the oldest
   let refusedSinceWarning = 0
   let evictedSinceWarning = 0
   let lastWarningAt = -Infinity
@@ -96,11 +90,12 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
   }
   server.on('connection', (socket: Socket) => {
     const now = performance.now()
-    if (slots.size >= options.maxConnections) {
+    if (openedAt.size >= options.maxConnections) {
       let evicted = false
-      for (const [candidate, slot] of slots) {
-        if (slot.inProgress === 0 && now - slot.idleSince >= EVICTABLE_AFTER_MS) {
-          slots.delete(candidate)
+      for (const [candidate, opened] of openedAt) {
+        const answering = (candidate as Socket & { _httpMessage?: unknown })._httpMessage != null
+        if (!answering && now - opened >= EVICTABLE_AFTER_MS) {
+          openedAt.delete(candidate)
           candidate.destroy()
           evicted = true
           break
@@ -115,17 +110,8 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
       }
       warn()
     }
-    slots.set(socket, { inProgress: 0, idleSince: now })
-    socket.once('close', () => { slots.delete(socket) })
-  })
-  server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-    const slot = slots.get(request.socket)
-    if (slot === undefined) return
-    slot.inProgress++
-    response.once('close', () => {
-      slot.inProgress--
-      if (slot.inProgress === 0) slot.idleSince = performance.now()
-    })
+    openedAt.set(socket, now)
+    socket.once('close', () => { openedAt.delete(socket) })
   })
 }
 
