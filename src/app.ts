@@ -21,6 +21,7 @@ import { sendProxyError } from './proxy/errors.js'
 import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { ForwardPrefixes } from './proxy/paths.js'
 import { UpstreamGate } from './proxy/upstream-gate.js'
+import { shareSendingWithFleet } from './fleet/shared-sending.js'
 import { REQUEST_ID_HEADER, requestIdFrom } from './proxy/request-id.js'
 import { auditLine, registerAdminRoutes } from './admin/plugin.js'
 import { ProxyMetrics } from './metrics.js'
@@ -94,6 +95,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   // Read only when scraped, by then `session` and `operations` below exist.
   const metrics = new ProxyMetrics(() => session, {
     upstreamPaused: () => gate.paused,
+    upstreamLearnedRate: () => gate.learnedRate,
     admission: () => admission,
     fleet: config.fleet !== undefined || deps.fleetStore !== undefined,
     passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined
@@ -269,6 +271,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     done()
   })
   const gate = new UpstreamGate({ maxPauseMs: config.throttleMaxPauseMs, ratePerSecond: config.upstreamRateLimit })
+  // Its store's listeners end with the store (close below).
+  if (fleetStore !== undefined) shareSendingWithFleet(gate, fleetStore, { onWarning: (message) => fleetLog.warn(message), onInfo: (message) => fleetLog.info(message) })
   await proxy.register(proxyPlugin, {
     upstream: config.upstream,
     session,

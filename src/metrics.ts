@@ -70,6 +70,8 @@ export class ProxyMetrics {
     fleet?: boolean
     passwordAgeSeconds?: () => number | undefined
     upstreamPaused?: () => boolean
+    /** Requests per second sent since ThingSpace last throttled this replica (0: none learned, full speed). */
+    upstreamLearnedRate?: () => number
     admission?: () => { inFlight: number, queued: number, bodyBytesHeld: number, waited: number } | undefined
   } = {}) {
     const unreported = this.#unreportedRequests
@@ -120,6 +122,13 @@ export class ProxyMetrics {
       help: '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
       registers: [this.registry],
       collect () { this.set(upstreamPaused?.() === true ? 1 : 0) }
+    })
+    const upstreamLearnedRate = options.upstreamLearnedRate
+    new Gauge({
+      name: 'm2m_proxy_upstream_learned_rate',
+      help: 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
+      registers: [this.registry],
+      collect () { this.set(upstreamLearnedRate?.() ?? 0) }
     })
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {

@@ -12,6 +12,9 @@ interface AccountState {
   locks: Map<FleetLockName, { owner: string, expiresAt: number }>
   failures: number
   password?: PasswordGeneration
+  /** When the fleet's sending pause ends, and the next free slot of the contracted rate (clock ms). */
+  pausedUntil: number
+  nextSlotAt: number
   listeners: Set<FleetChangeListener>
 }
 
@@ -29,7 +32,7 @@ export class MemoryFleet {
     const id = `${keyPrefix}\0${username}`
     let state = this.accounts.get(id)
     if (state === undefined) {
-      state = { failures: 0, locks: new Map(), listeners: new Set() }
+      state = { failures: 0, locks: new Map(), listeners: new Set(), pausedUntil: 0, nextSlotAt: 0 }
       this.accounts.set(id, state)
     }
     return state
@@ -43,6 +46,8 @@ export class MemoryFleet {
       state.locks.clear()
       state.failures = 0
       state.password = undefined
+      state.pausedUntil = 0
+      state.nextSlotAt = 0
       for (const listener of [...state.listeners]) queueMicrotask(() => listener({ kind: 'connected' }))
     }
   }
@@ -176,6 +181,26 @@ export class MemoryFleetStore implements FleetStore {
     this.state.password = { ...held }
     this.notify({ kind: 'password', generation: held.generation })
     return true
+  }
+
+  async pauseSending (pauseMs: number): Promise<void> {
+    this.check()
+    this.state.pausedUntil = Math.max(this.state.pausedUntil, this.clock.now() + pauseMs)
+    this.notify({ kind: 'throttle', pauseMs })
+  }
+
+  async readSendingPause (): Promise<number> {
+    this.check()
+    return Math.max(0, this.state.pausedUntil - this.clock.now())
+  }
+
+  async takeSendSlot (intervalMs: number, notBeforeMs: number, maxWaitMs: number): Promise<number> {
+    this.check()
+    const now = this.clock.now()
+    const sendAt = Math.max(this.state.nextSlotAt, now + notBeforeMs)
+    if (sendAt - now > maxWaitMs) return -1
+    this.state.nextSlotAt = sendAt + intervalMs
+    return sendAt - now
   }
 
   subscribe (listener: FleetChangeListener): () => void {

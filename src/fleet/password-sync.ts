@@ -94,7 +94,7 @@ export class PasswordSync {
   start (): void {
     if (this.unsubscribe !== undefined) return
     this.unsubscribe = this.options.store.subscribe((change) => {
-      if (change.kind === 'session') return
+      if (change.kind === 'session' || change.kind === 'throttle') return
       if (change.kind === 'password' && this.held !== undefined && change.generation <= this.held.generation && this.published) return
       this.syncInBackground(change.kind === 'connected' ? 'after the fleet store connected' : `after generation ${change.generation} was published`)
     })

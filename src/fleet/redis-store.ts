@@ -13,7 +13,9 @@
 //                                                                     the highest count it saw (FleetLedger), so a count set
 //                                                                     back from outside buys no extra attempt
 //   password  hash  generation (plain copy for the Lua script), record (sealed {generation, password, changedAt, publisher})
-//   changes   pub/sub channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read)
+//   throttle  string end of the fleet's sending pause (Redis clock, ms)  PX the pause: replicas read only its time to live
+//   send-slots string next free slot of the contracted rate (Redis clock, µs)  PX until idle again
+//   changes   pub/sub channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read, or pause)
 // The plain copies are never trusted: a reader refuses a record whose plain copy disagrees with the sealed one.
 // The account part is a plain hash of the user name, not keyed with the fleet key: a replica given another fleet key must find
 // the same keys and fail loudly (FleetKeyMismatchError), not start a second state and a second lockout budget beside the first.
@@ -67,6 +69,27 @@ const RAISE_FAILURES = `local current = tonumber(redis.call('GET', KEYS[1])) or 
 local wanted = tonumber(ARGV[1])
 if wanted > current then redis.call('SET', KEYS[1], ARGV[1]) return wanted end
 return current`
+
+/** The Redis server's clock in microseconds (TIME), so that the replicas' clocks need not agree. */
+const REDIS_NOW_US = "local time = redis.call('TIME')\nlocal now = tonumber(time[1]) * 1000000 + tonumber(time[2])\n"
+/** Extends (never shortens) the fleet's pause to ARGV[1] ms from now, then notifies. */
+const PAUSE_SENDING = `${REDIS_NOW_US}local pause = tonumber(ARGV[1])
+local ending = math.floor(now / 1000) + pause
+if ending > (tonumber(redis.call('GET', KEYS[1])) or 0) then redis.call('SET', KEYS[1], string.format('%.0f', ending), 'PX', pause) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`
+/**
+ * Takes the next slot of the contracted rate (interval ARGV[1] µs) at least ARGV[2] µs from now: returns the wait in µs, or -1
+ * when it would pass ARGV[3] µs. A next slot further ahead than any taker could have set was written from outside: ignored.
+ */
+const TAKE_SEND_SLOT = `${REDIS_NOW_US}local interval = tonumber(ARGV[1])
+local maxWait = tonumber(ARGV[3])
+local nextAt = tonumber(redis.call('GET', KEYS[1])) or 0
+if nextAt > now + maxWait + interval then nextAt = 0 end
+local sendAt = math.max(nextAt, now + tonumber(ARGV[2]))
+if sendAt - now > maxWait then return -1 end
+redis.call('SET', KEYS[1], string.format('%.0f', sendAt + interval), 'PX', math.ceil((sendAt + interval - now) / 1000) + 1000)
+return math.floor(sendAt - now)`
 
 interface SessionRecord { token: string, loggedInAt: number }
 interface UseRecord { loggedInAt: number, lastUsedAt: number }
@@ -322,6 +345,28 @@ export class RedisFleetStore implements FleetStore {
     return stored === 1
   }
 
+  async pauseSending (pauseMs: number): Promise<void> {
+    const change: FleetChange = { kind: 'throttle', pauseMs: Math.ceil(pauseMs) }
+    await this.run('pause the fleet\'s sending', () => this.client.eval(PAUSE_SENDING, {
+      keys: [this.keyOf('throttle')],
+      arguments: [String(change.pauseMs), this.channel, JSON.stringify(change)]
+    }))
+  }
+
+  async readSendingPause (): Promise<number> {
+    const left = await this.run('read the fleet\'s sending pause', () => this.client.pTTL(this.keyOf('throttle')))
+    return Math.max(0, left) // -2: no pause, -1: a key without expiry (not ours) counts as none
+  }
+
+  async takeSendSlot (intervalMs: number, notBeforeMs: number, maxWaitMs: number): Promise<number> {
+    const us = (ms: number): string => String(Math.max(0, Math.round(ms * 1000)))
+    const waitUs = Number(await this.run('take a send slot of the contracted rate', () => this.client.eval(TAKE_SEND_SLOT, {
+      keys: [this.keyOf('send-slots')],
+      arguments: [us(intervalMs), us(notBeforeMs), us(maxWaitMs)]
+    })))
+    return waitUs < 0 ? -1 : waitUs / 1000
+  }
+
   subscribe (listener: FleetChangeListener): () => void {
     const wrapper: FleetChangeListener = (change) => listener(change)
     this.listeners.add(wrapper)
@@ -348,7 +393,7 @@ export class RedisFleetStore implements FleetStore {
     }
   }
 
-  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'oauth-lock' | 'failures' | 'password'): string {
+  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'oauth-lock' | 'failures' | 'password' | 'throttle' | 'send-slots'): string {
     return `${this.base}${name}`
   }
 
@@ -393,10 +438,12 @@ export class RedisFleetStore implements FleetStore {
     } catch {
       return // not ours: nothing on this channel is worth a crash
     }
-    // Anyone who can write Redis can publish here: only the known shapes pass, and they only make replicas re-read.
+    // Anyone who can write Redis can publish here: only the known shapes pass, and they only make
+    // replicas re-read, or pause their sending for at most M2M_PROXY_THROTTLE_MAX_PAUSE_MS.
     if (!isObject(parsed)) return
     if (parsed.kind === 'session') this.dispatchLocal(parsed.ended === true ? { kind: 'session', ended: true } : { kind: 'session' })
     else if (parsed.kind === 'password' && Number.isSafeInteger(parsed.generation)) this.dispatchLocal({ kind: 'password', generation: parsed.generation as number })
+    else if (parsed.kind === 'throttle' && isTime(parsed.pauseMs) && parsed.pauseMs > 0) this.dispatchLocal({ kind: 'throttle', pauseMs: parsed.pauseMs })
   }
 
   private dispatchLocal (change: FleetChange): void {

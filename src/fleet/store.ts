@@ -52,6 +52,8 @@ export type FleetChange =
   /** `ended`: a replica ended the session on purpose (logout): every replica drops it; otherwise re-read. */
   | { kind: 'session', ended?: boolean }
   | { kind: 'password', generation: number }
+  /** ThingSpace throttled a replica: every replica sends nothing to it for `pauseMs` from receipt. */
+  | { kind: 'throttle', pauseMs: number }
   | { kind: 'connected' }
 
 export type FleetChangeListener = (change: FleetChange) => void
@@ -109,6 +111,20 @@ export interface FleetStore {
   publishPassword: (next: PasswordGeneration) => Promise<boolean>
   /** Stores `held` only if no password or an older generation is stored (re-seeding a store that lost it); true when stored, then notifies. */
   seedPassword: (held: PasswordGeneration) => Promise<boolean>
+
+  /**
+   * ThingSpace throttled this replica: stores the fleet's pause (extended, never shortened) for `pauseMs`
+   * so that a replica connecting meanwhile pauses too, then notifies `{ kind: 'throttle', pauseMs }`.
+   */
+  pauseSending: (pauseMs: number) => Promise<void>
+  /** Milliseconds left of the fleet's sending pause; 0 when there is none. */
+  readSendingPause: () => Promise<number>
+  /**
+   * Takes the next send slot of the fleet's contracted rate (one every `intervalMs`, on the store's
+   * clock), not earlier than `notBeforeMs` from now: the milliseconds to wait before sending, or -1
+   * (nothing taken) when that would be more than `maxWaitMs`.
+   */
+  takeSendSlot: (intervalMs: number, notBeforeMs: number, maxWaitMs: number) => Promise<number>
 
   /** Calls `listener` for every change notified after this call, on any replica; returns the unsubscribe function. */
   subscribe: (listener: FleetChangeListener) => () => void

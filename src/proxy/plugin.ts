@@ -124,18 +124,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     state.upstreamStatus = response.statusCode
     options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
-    if (gate !== undefined && isThrottledAnswer(response.statusCode, response.headers['retry-after'])) {
-      // Not processed (ThingSpace's word for 429): every request pauses, and this one is sent again after the pause
-      // when its deadline allows; its body is buffered, so the same bytes go again.
-      const pauseMs = gate.throttled(response.headers['retry-after'])
-      if (gate.now() + pauseMs < state.deadline) {
-        options.onThrottled?.('retried')
-        response.stream.resume() // the throttled answer is dropped
-        clearHeaders(reply)
-        forward(request, reply)
-        return
-      }
-      options.onThrottled?.('passed-on')
+    if (gate !== undefined) {
+      if (!isThrottledAnswer(response.statusCode, response.headers['retry-after'])) gate.accepted()
+      else if (throttledAgain(request, reply, response)) return
     }
     if (state.replayedFor !== undefined && response.statusCode < 400) session.replayServed(state.tokens.sessionToken)
     if (state.replayedFor !== 'both' && mayBeTokenRejection(response.statusCode)) {
@@ -178,18 +169,58 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
   const bodilessReplyOptions = replyOptions(undefined, undefined)
 
-  /** Sends the request upstream now, or once a throttling pause or the contracted rate allows, or answers 503 past its deadline. */
+  /**
+   * A throttled answer (not processed, in ThingSpace's words): every request pauses, and this one is sent
+   * again after the pause when its deadline allows (true); its body is buffered, so the same bytes go again.
+   */
+  function throttledAgain (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): boolean {
+    const gated = gate as UpstreamGate
+    const pauseMs = gated.throttled(response.headers['retry-after'])
+    if (gated.now() + pauseMs >= (request.proxyState as ProxyState).deadline) {
+      options.onThrottled?.('passed-on')
+      return false
+    }
+    options.onThrottled?.('retried')
+    response.stream.resume() // the throttled answer is dropped
+    clearHeaders(reply)
+    forward(request, reply)
+    return true
+  }
+
+  /**
+   * Sends the request upstream now, or once a throttling pause is over and the rates give it a slot, or
+   * answers 503 when that would pass its deadline. A request that waited for a pause asks for its slot
+   * only then, and one whose slot a new pause overtook asks again: the waiting requests never all go at once.
+   */
   function forward (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     if (gate === undefined) return send(request, reply)
-    const waitMs = gate.delayFor((request.proxyState as ProxyState).deadline)
-    if (waitMs === 0) return send(request, reply)
-    if (waitMs < 0) {
+    const pauseLeftMs = gate.pauseLeftMs()
+    if (pauseLeftMs > 0) return later(request, reply, pauseLeftMs, forward)
+    const delay = gate.delayFor((request.proxyState as ProxyState).deadline)
+    if (delay === 0) return send(request, reply)
+    if (typeof delay === 'number') return later(request, reply, delay, sendUnlessPaused)
+    delay.then((waitMs) => later(request, reply, waitMs, sendUnlessPaused), (error: unknown) => {
+      request.log.error({ err: error }, 'the upstream gate failed')
+      if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to schedule the request')
+    })
+    return reply
+  }
+
+  function sendUnlessPaused (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    return (gate as UpstreamGate).pauseLeftMs() > 0 ? forward(request, reply) : send(request, reply)
+  }
+
+  /** Runs `next` after `waitMs` (-1: refused, 503) unless that passes the request's deadline or the client is gone by then. */
+  function later (request: FastifyRequest, reply: FastifyReply, waitMs: number, next: (request: FastifyRequest, reply: FastifyReply) => FastifyReply): FastifyReply {
+    const gated = gate as UpstreamGate
+    if (waitMs < 0 || gated.now() + waitMs > (request.proxyState as ProxyState).deadline) {
       options.onOverloaded?.()
-      reply.header('retry-after', String(Math.max(1, Math.ceil(gate.pauseLeftMs() / 1000))))
+      reply.header('retry-after', String(Math.max(1, Math.ceil(gated.pauseLeftMs() / 1000))))
       return sendProxyError(reply, 'overloaded', `ThingSpace is throttling requests and this one could not be sent within ${throttleMaxWaitMs} ms (M2M_PROXY_THROTTLE_MAX_WAIT_MS)`, 'UpstreamThrottled')
     }
+    if (waitMs === 0) return next(request, reply)
     setTimeout(() => {
-      if (!request.raw.destroyed) send(request, reply) // the client may have given up meanwhile
+      if (!request.raw.destroyed) next(request, reply)
     }, waitMs)
     return reply
   }

@@ -1,6 +1,7 @@
-// ThingSpace's throttling absorbed: a 429 (or a 503 with Retry-After) pauses sending for the whole process, the throttled request is
-// sent again once the pause ends, and an optional contracted rate spaces requests so that the limit is not passed in the first
-// place. No HTTP framework here.
+// ThingSpace's throttling absorbed: a 429 (or a 503 with Retry-After) pauses sending for the whole process (the fleet, when
+// shared), the throttled request is sent again once the pause ends, and sending resumes at the rate ThingSpace was seen to
+// accept rather than all at once. An optional contracted rate spaces requests so that the limit is not passed in the first
+// place; in fleet mode its slots are taken from the fleet store. No HTTP framework here.
 
 import { retryAfterSecondsOf } from '../session/auth-client.js'
 
@@ -8,6 +9,25 @@ import { retryAfterSecondsOf } from '../session/auth-client.js'
 export const DEFAULT_THROTTLE_PAUSE_MS = 1000
 /** The shortest pause, even for `Retry-After: 0`: the throttled requests must not come back at once. */
 const MIN_THROTTLE_PAUSE_MS = 100
+/** How long the rate learned from a throttled answer is kept after the last one; then the gate sends at full speed again. */
+export const LEARNED_RATE_MEMORY_MS = 60_000
+/**
+ * The share of the seen rate sent at after a pause: timers fire late in bunches, and sending exactly at the limit meets
+ * a 429 (and a pause) every few seconds.
+ */
+const LEARNED_RATE_SHARE = 0.9
+/** The window over which accepted answers are counted to learn ThingSpace's rate (its limits are per second). */
+const RATE_WINDOW_MS = 1000
+/** Accepted answers remembered for learning (a power of two): a limit above this many per second is learned as this many. */
+const ANSWER_RING_SIZE = 4096
+
+/** Where the fleet's pause and contracted-rate slots live (fleet mode); see src/fleet/shared-sending.ts. */
+export interface SharedSending {
+  /** Tells the other replicas to pause too; never rejects (failures are the link's to report). */
+  pause: (pauseMs: number) => void
+  /** A slot of the fleet's contracted rate, as FleetStore.takeSendSlot; rejects when the store cannot be reached. */
+  takeSlot: (intervalMs: number, notBeforeMs: number, maxWaitMs: number) => Promise<number>
+}
 
 export interface UpstreamGateOptions {
   /** Longest one pause, whatever Retry-After says. */
@@ -22,27 +42,59 @@ export function isThrottledAnswer (statusCode: number, retryAfter: string | stri
   return statusCode === 429 || (statusCode === 503 && retryAfter !== undefined)
 }
 
+/** Spaces sends `intervalMs` apart: the next free slot, taken only when within the budget. */
+class LocalSlots {
+  nextAt = 0
+  take (earliest: number, intervalMs: number, latest: number): number | undefined {
+    const sendAt = Math.max(earliest, this.nextAt)
+    if (sendAt > latest) return undefined
+    this.nextAt = sendAt + intervalMs
+    return sendAt
+  }
+}
+
 export class UpstreamGate {
   /** When the pause ordered by the last throttled answer ends (0: not paused). */
   #pausedUntil = 0
-  /** The earliest time the next request may be sent under the contracted rate. */
-  #nextSlotAt = 0
-  readonly #intervalMs: number
+  /** When the current pause started (the first throttled answer of it): the end of the window the rate is learned from. */
+  #pauseStartedAt = 0
+  readonly #contractIntervalMs: number
+  /** The interval of the rate learned from the last throttled answers (0: none), and until when it is kept. */
+  #learnedIntervalMs = 0
+  #learnedUntil = 0
+  /** The interval this process spaces its own sends by: learned, and the contracted one unless the fleet holds it. */
+  #localIntervalMs: number
+  readonly #localSlots = new LocalSlots()
+  /** The contracted rate spaced locally while the fleet store cannot be reached. */
+  readonly #fallbackSlots = new LocalSlots()
+  #shared: SharedSending | undefined
+  /** The fleet's contracted-rate slots: set only when shared and a rate is contracted. */
+  #fleetSlots: SharedSending | undefined
   readonly #maxPauseMs: number
   readonly #now: () => number
-  /** Throttled answers seen, pauses' total length, requests that waited before being sent. */
+  readonly #acceptedAt = new Float64Array(ANSWER_RING_SIZE)
+  #accepted = 0
+  /** Throttled answers seen, requests that waited before being sent. */
   throttledAnswers = 0
   waitedRequests = 0
+
+  constructor (options: UpstreamGateOptions) {
+    this.#contractIntervalMs = options.ratePerSecond > 0 ? 1000 / options.ratePerSecond : 0
+    this.#localIntervalMs = this.#contractIntervalMs
+    this.#maxPauseMs = options.maxPauseMs
+    this.#now = options.now ?? Date.now
+  }
 
   /** The gate's clock (ms), for the deadlines given to delayFor. */
   now (): number {
     return this.#now()
   }
 
-  constructor (options: UpstreamGateOptions) {
-    this.#intervalMs = options.ratePerSecond > 0 ? 1000 / options.ratePerSecond : 0
-    this.#maxPauseMs = options.maxPauseMs
-    this.#now = options.now ?? Date.now
+  /** Fleet mode: pauses are told to the fleet, and the contracted rate's slots are the fleet's. */
+  share (shared: SharedSending): void {
+    this.#shared = shared
+    this.#fleetSlots = this.#contractIntervalMs > 0 ? shared : undefined
+    this.#updateLocalInterval()
   }
 
   /** True while a throttled answer's pause lasts. */
@@ -50,23 +102,37 @@ export class UpstreamGate {
     return this.#pausedUntil !== 0 && this.#now() < this.#pausedUntil
   }
 
+  /** The rate learned from ThingSpace's throttling, requests per second; 0 when none is in force. */
+  get learnedRate (): number {
+    return this.#learnedIntervalMs === 0 ? 0 : Math.round(1000 / this.#learnedIntervalMs)
+  }
+
   /**
-   * Milliseconds a request to be sent now must wait (0: send at once), its slot of the contracted rate
-   * taken; -1 when it would still wait at `deadline` (on this gate's clock; nothing is taken then).
+   * Milliseconds a request to be sent now must wait (0: send at once), its slot of the rates taken; -1
+   * when it would still wait at `deadline` (on this gate's clock). A promise when the slot is the fleet's.
    */
-  delayFor (deadline: number): number {
-    if (this.#pausedUntil === 0 && this.#intervalMs === 0) return 0 // the hot path: neither paused nor rate-limited
+  delayFor (deadline: number): number | Promise<number> {
+    // The hot path: neither paused nor rate-limited.
+    if (this.#pausedUntil === 0 && this.#localIntervalMs === 0 && this.#fleetSlots === undefined) return 0
     const now = this.#now()
-    const budgetMs = deadline - now
-    let sendAt = now
-    if (this.#pausedUntil > now) sendAt = this.#pausedUntil
-    else this.#pausedUntil = 0
-    if (this.#intervalMs > 0) sendAt = Math.max(sendAt, this.#nextSlotAt)
+    if (this.#pausedUntil !== 0 && this.#pausedUntil <= now) this.#pauseEnded()
+    if (this.#learnedUntil !== 0 && this.#learnedUntil <= now) this.#forgetLearnedRate()
+    let sendAt = Math.max(now, this.#pausedUntil)
+    if (this.#localIntervalMs > 0) {
+      const slot = this.#localSlots.take(sendAt, this.#localIntervalMs, deadline)
+      if (slot === undefined) return -1
+      sendAt = slot
+    } else if (sendAt > deadline) return -1
     const waitMs = sendAt - now
-    if (waitMs > budgetMs) return -1
-    if (this.#intervalMs > 0) this.#nextSlotAt = sendAt + this.#intervalMs
-    if (waitMs > 0) this.waitedRequests++
-    return waitMs
+    if (this.#fleetSlots === undefined) return this.#waited(waitMs)
+    return this.#fleetSlots.takeSlot(this.#contractIntervalMs, waitMs, deadline - now).then(
+      (sharedWaitMs) => this.#waited(sharedWaitMs),
+      () => {
+        // The fleet store is down: this process keeps the contracted rate on its own meanwhile.
+        const later = this.#now()
+        const slot = this.#fallbackSlots.take(Math.max(later, now + waitMs), this.#contractIntervalMs, deadline)
+        return this.#waited(slot === undefined ? -1 : slot - later)
+      })
   }
 
   /** Milliseconds until the current pause ends (0 when not paused): the Retry-After of a request that cannot wait for it. */
@@ -74,13 +140,65 @@ export class UpstreamGate {
     return this.#pausedUntil === 0 ? 0 : Math.max(0, this.#pausedUntil - this.#now())
   }
 
-  /** ThingSpace answered a throttled answer: nothing is sent for its Retry-After (capped); returns the pause's length. */
+  /** ThingSpace accepted a request (any answer but a throttled one): counted for learning its rate. */
+  accepted (): void {
+    this.#acceptedAt[this.#accepted++ & (ANSWER_RING_SIZE - 1)] = this.#now()
+  }
+
+  /** ThingSpace answered a throttled answer: nothing is sent for its Retry-After (capped), fleet-wide when shared; returns the pause's length. */
   throttled (retryAfter: string | string[] | undefined): number {
     this.throttledAnswers++
-    const now = this.#now()
-    const seconds = retryAfterSecondsOf(retryAfter, now)
-    const pauseMs = Math.max(MIN_THROTTLE_PAUSE_MS, Math.min(this.#maxPauseMs, seconds === undefined ? DEFAULT_THROTTLE_PAUSE_MS : seconds * 1000))
-    this.#pausedUntil = Math.max(this.#pausedUntil, now + pauseMs)
+    const seconds = retryAfterSecondsOf(retryAfter, this.#now())
+    const pauseMs = this.pauseFor(seconds === undefined ? DEFAULT_THROTTLE_PAUSE_MS : seconds * 1000)
+    this.#shared?.pause(pauseMs)
     return pauseMs
+  }
+
+  /** Pauses sending for `pauseMs` (capped, at least the minimum), never shortening a pause; returns the length applied. */
+  pauseFor (pauseMs: number): number {
+    const now = this.#now()
+    const applied = Math.max(MIN_THROTTLE_PAUSE_MS, Math.min(this.#maxPauseMs, pauseMs))
+    if (!(this.#pausedUntil > now)) {
+      if (this.#pausedUntil !== 0) this.#pauseEnded()
+      this.#pauseStartedAt = now
+    }
+    this.#pausedUntil = Math.max(this.#pausedUntil, now + applied)
+    this.#learnedUntil = this.#pausedUntil + LEARNED_RATE_MEMORY_MS
+    return applied
+  }
+
+  /**
+   * The pause is over: ThingSpace's rate is taken as the answers it accepted in the second before the
+   * pause and during it (those sent before it), so that the waiting requests are not all sent at once.
+   */
+  #pauseEnded (): void {
+    const from = this.#pauseStartedAt - RATE_WINDOW_MS
+    const to = this.#pausedUntil
+    let count = 0
+    const remembered = Math.min(this.#accepted, ANSWER_RING_SIZE)
+    for (let i = 1; i <= remembered; i++) {
+      const at = this.#acceptedAt[(this.#accepted - i) & (ANSWER_RING_SIZE - 1)] as number
+      if (at < from) break // the ring holds answers in arrival order: older ones are all before the window
+      if (at <= to) count++
+    }
+    this.#pausedUntil = 0
+    this.#learnedIntervalMs = 1000 / Math.max(1, Math.floor(count * LEARNED_RATE_SHARE))
+    this.#updateLocalInterval()
+  }
+
+  #forgetLearnedRate (): void {
+    this.#learnedIntervalMs = 0
+    this.#learnedUntil = 0
+    this.#updateLocalInterval()
+  }
+
+  #updateLocalInterval (): void {
+    const contract = this.#fleetSlots === undefined ? this.#contractIntervalMs : 0
+    this.#localIntervalMs = Math.max(contract, this.#learnedIntervalMs)
+  }
+
+  #waited (waitMs: number): number {
+    if (waitMs > 0) this.waitedRequests++
+    return waitMs
   }
 }

@@ -289,9 +289,11 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   app.register(async (withSession) => {
     withSession.addHook('onRequest', async (request, reply) => {
       // The gateway throttles first, before any token is looked at; a throttled request was not processed.
-      stats.apiRequestArrivals.push(now())
+      const arrivedAt = now()
+      stats.apiRequestArrivals.push(arrivedAt)
       if (!rateLimit.admit()) {
         stats.throttledRequests++
+        stats.throttledArrivals.push(arrivedAt)
         reply.header('retry-after', String(rateLimit.retryAfterSeconds))
         return reply.code(429).send(uwsError(UWS_ERROR_CODES.tooManyRequests, `Rate limit exceeded (${rateLimit.rate} requests per second); retry after ${rateLimit.retryAfterSeconds} s`))
       }

@@ -54,7 +54,8 @@ function parseLoginFault (body: unknown): { fault: ControlLoginFault } | { probl
 export async function controlRoutes (scope: FastifyInstance, { target }: { target: ControlTarget }): Promise<void> {
   const counters = (): Record<string, unknown> => ({
     ...target.stats,
-    apiRequestArrivals: undefined, // a log of times, not a counter
+    apiRequestArrivals: undefined, // logs of times, not counters
+    throttledArrivals: undefined,
     throttleRate: target.throttleRate(),
     locked: target.locked,
     activeSessions: target.activeSessionTokens().length,

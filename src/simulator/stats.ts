@@ -21,6 +21,8 @@ export interface SimulatorStats {
   throttledRequests: number
   /** Arrival time (the simulator's clock, ms) of every API request past the bearer check, throttled or not: the last 10,000. */
   apiRequestArrivals: number[]
+  /** Arrival time of every throttled request: the last 10,000. */
+  throttledArrivals: number[]
 }
 
 export function createStats (): SimulatorStats {
@@ -35,7 +37,8 @@ export function createStats (): SimulatorStats {
     passwordResets: 0,
     dataRequests: 0,
     throttledRequests: 0,
-    apiRequestArrivals: new BoundedLog(10_000)
+    apiRequestArrivals: new BoundedLog(10_000),
+    throttledArrivals: new BoundedLog(10_000)
   }
 }
 

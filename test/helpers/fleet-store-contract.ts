@@ -193,6 +193,34 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
     t.same(seenByB.map((change) => change.kind), ['session', 'password', 'session'])
   })
 
+  storeTest('a throttled replica pauses the fleet: every replica is told, one connecting later reads what is left', async (t, open) => {
+    const [a, b] = await Promise.all([open(), open()])
+    const seenByB: FleetChange[] = []
+    b.subscribe((change) => seenByB.push(change))
+    t.equal(await b.readSendingPause(), 0, 'no pause yet')
+    await a.pauseSending(1500)
+    await waitForChange(seenByB, (change) => change.kind === 'throttle' && change.pauseMs === 1500)
+    const c = await open()
+    const left = await c.readSendingPause()
+    t.ok(left > 1000 && left <= 1500, `a replica connecting now pauses for what is left (${left} ms)`)
+    await a.pauseSending(200)
+    t.ok(await c.readSendingPause() > 1000, 'a shorter pause never shortens the fleet\'s')
+    await harness.elapse(1600)
+    t.equal(await c.readSendingPause(), 0, 'over')
+  })
+
+  storeTest('the contracted rate\'s send slots are spaced across replicas; a slot past the budget is not taken', async (t, open) => {
+    const [a, b] = await Promise.all([open(), open()])
+    const waits = [await a.takeSendSlot(100, 0, 10_000), await b.takeSendSlot(100, 0, 10_000), await a.takeSendSlot(100, 0, 10_000)]
+    // On a real clock a few milliseconds pass between the calls: each wait is at most its slot, and not much less.
+    waits.forEach((wait, i) => t.ok(wait <= i * 100 && wait > i * 100 - 50, `slot ${i}: wait ${wait} ms`))
+    t.equal(await b.takeSendSlot(100, 0, 250), -1, 'the next slot (300 ms) is past a 250 ms budget')
+    const next = await b.takeSendSlot(100, 0, 10_000)
+    t.ok(next <= 300 && next > 250, `and was not taken by the refused one (${next} ms)`)
+    const late = await a.takeSendSlot(100, 2000, 10_000)
+    t.ok(late <= 2000 && late > 1950, `not before the given wait (${late} ms)`)
+  })
+
   storeTest('key prefixes and accounts do not see each other', async (t, open, { keyPrefix, username }) => {
     const a = await open()
     const otherPrefix = `${keyPrefix}other:`

@@ -130,13 +130,30 @@ if (await haveTestRedis(t)) {
     await raw.connect()
     t.teardown(() => raw.destroy())
     const [channel] = (await raw.pubSubChannels(`${keyPrefix}*`)) as string[]
-    for (const forged of ['{"kind":"connected"}', '{"kind":"password","generation":"99"}', '{"kind":"password"}', '[1]', 'null', '{"kind":"session","ended":"yes","token":"x"}']) {
+    for (const forged of ['{"kind":"connected"}', '{"kind":"password","generation":"99"}', '{"kind":"password"}', '[1]', 'null', '{"kind":"session","ended":"yes","token":"x"}',
+      '{"kind":"throttle"}', '{"kind":"throttle","pauseMs":"9"}', '{"kind":"throttle","pauseMs":-5}']) {
       await raw.publish(channel as string, forged)
     }
     await store.clearSession()
     await waitUntil(() => seen.length >= 2, 2000, 'the changes arrive')
     await new Promise((resolve) => setTimeout(resolve, 100))
     t.same(seen, [{ kind: 'session' }, { kind: 'session', ended: true }], 'a session change (re-read by the replicas) and the real end; nothing else')
+  })
+
+  t.test('a Redis writer who moves the next send slot far ahead does not stop the fleet\'s sending', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix })
+    await waitUntil(() => store.connected, 5000, 'connects')
+    t.equal(await store.takeSendSlot(100, 0, 5000), 0)
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [slotKey] = await raw.keys(`${keyPrefix}*send-slots`)
+    t.ok(slotKey, 'the slot key')
+    await raw.set(slotKey as string, String((Date.now() + 3_600_000) * 1000))
+    t.equal(await store.takeSendSlot(100, 0, 5000), 0, 'a slot no taker could have set is ignored')
+    t.ok(await store.takeSendSlot(100, 0, 5000) > 50, 'and spacing goes on from now')
   })
 
   t.test('garbage on the channel and a failing listener do not stop the notifications', async (t) => {

@@ -45,6 +45,26 @@ t.test('the simulator throttling at 40 req/s: a burst of 200 requests through th
   t.equal(metricValue(metrics, 'm2m_proxy_upstream_throttled_total', { outcome: 'retried' }), stack.sim.stats.throttledRequests, 'each counted')
 })
 
+t.test('the simulator throttling at 40 req/s, a burst of 500 at once: all 200, and after the first pause ThingSpace sees at most 40 a second (+10%)', async (t) => {
+  const stack = await startStack(t, { simulator: { throttleRate: 40 } })
+  await stack.call('GET', ECHO_PATH) // logged in
+  const arrivalsBefore = stack.sim.stats.apiRequestArrivals.length
+  const statuses = await burst(stack, 500, 500)
+  t.same(countsBy(statuses), { 200: 500 }, 'every client request answered 200')
+  const arrivals = stack.sim.stats.apiRequestArrivals.slice(arrivalsBefore)
+  const firstThrottled = stack.sim.stats.throttledArrivals[0] as number
+  t.ok(firstThrottled !== undefined, 'the burst was throttled')
+  // Before the first 429 the proxy cannot know the limit: the requests already in flight then (at most
+  // M2M_PROXY_MAX_IN_FLIGHT) arrive together. From the end of that first pause on, it sends at the rate it learned.
+  const afterFirstPause = arrivals.filter((at) => at >= firstThrottled + 1000)
+  const peak = peakPerSecond(afterFirstPause)
+  t.ok(peak <= 44, `at most ${peak} arrivals in any second after the first pause (limit 40)`)
+  t.ok(afterFirstPause.length >= 300, `most of the burst was sent at the learned rate (${afterFirstPause.length} arrivals)`)
+  t.ok(stack.sim.stats.throttledRequests <= 128, `${stack.sim.stats.throttledRequests} throttled arrivals in all: the first flight, not a retry storm`)
+  const learned = metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_upstream_learned_rate')
+  t.ok(learned >= 30 && learned <= 40, `the rate learned: ${learned} req/s`)
+})
+
 t.test('with M2M_PROXY_UPSTREAM_RATE_LIMIT under the contract: not one 429 from the simulator, at most the contracted rate', async (t) => {
   const stack = await startStack(t, { simulator: { throttleRate: 40 }, env: { M2M_PROXY_UPSTREAM_RATE_LIMIT: '36' } })
   const arrivalsBefore = stack.sim.stats.apiRequestArrivals.length
