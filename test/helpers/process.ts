@@ -18,8 +18,14 @@ export interface ProxyProcess {
   waitFor: (test: (line: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>>
 }
 
-export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN): Promise<ProxyProcess> {
-  const child = spawn(process.execPath, [script], {
+/**
+ * Starts `script` with `env` in `cwd`. `measured`: without tap's process instrumentation, which tap adds to every child
+ * (NODE_OPTIONS=--import its processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory.
+ */
+export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN, options: { measured?: boolean } = {}): Promise<ProxyProcess> {
+  // `env -u` execs node in its own place: the same pid.
+  const [command, args] = options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
+  const child = spawn(command, args, {
     cwd,
     env: { PATH: process.env.PATH ?? '', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -1,0 +1,115 @@
+// Memory bounded in bytes (issue 18, items 2 and 3), on the built proxy as it runs in production, default settings: its resident
+// memory stays under the README's 160 MiB while one connection pipelines 400 × 1 MB uploads to a slow ThingSpace, and while
+// nobody reads its stdout under load at the default log level.
+import fs from 'node:fs'
+import http from 'node:http'
+import net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import t, { type Test } from 'tap'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { metricValue } from '../helpers/metrics.js'
+import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { startSimulator } from '../helpers/stack.js'
+
+const RSS_TARGET_MIB = 160
+
+/** Resident memory of a process, MiB (Linux). */
+function rssMiB (pid: number): number {
+  const kib = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
+  return kib / 1024
+}
+
+/** Samples the process's RSS every 50 ms until stopped; returns the peak. */
+function watchRss (pid: number): () => number {
+  let peak = rssMiB(pid)
+  const timer = setInterval(() => {
+    try {
+      peak = Math.max(peak, rssMiB(pid))
+    } catch {
+      // exited: the peak so far stands
+    }
+  }, 50)
+  return () => {
+    clearInterval(timer)
+    return peak
+  }
+}
+
+async function startProxy (t: Test, upstream: string): Promise<ProxyProcess> {
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  // MEMORY_TEST_ENV: settings to show that the test fails without a bound (e.g. {"M2M_PROXY_LOG_MAX_BUFFERED_BYTES":"1073741824"}).
+  const extra = JSON.parse(process.env.MEMORY_TEST_ENV ?? '{}') as Record<string, string>
+  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: upstream, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', ...extra }, dir, undefined, { measured: true })
+  t.notMatch(fs.readFileSync(`/proc/${proxy.child.pid as number}/environ`, 'utf8'), /NODE_OPTIONS/, 'the proxy as it runs in production: no test instrumentation')
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  return proxy
+}
+
+/** A ThingSpace that answers the proxy's token and login calls at once and every other request 300 ms after its body arrived. */
+async function slowUpstream (t: Test): Promise<string> {
+  const server = http.createServer((request, response) => {
+    response.setHeader('content-type', 'application/json')
+    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
+    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    request.resume()
+    request.on('end', () => setTimeout(() => response.end('{}'), 300))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+t.test('one connection pipelining 400 × 1 MB POSTs to a ThingSpace answering in 300 ms: all 400 answered, RSS under 160 MiB', async (t) => {
+  const proxy = await startProxy(t, await slowUpstream(t))
+  const pid = proxy.child.pid as number
+  const atRest = rssMiB(pid)
+  const stopWatching = watchRss(pid)
+  const body = Buffer.alloc(1024 * 1024, 'x')
+  const head = Buffer.from(`POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`)
+  const { port } = new URL(proxy.proxyUrl)
+  const socket = net.connect(Number(port), '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  let answers = ''
+  let answered = 0
+  const allAnswered = new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      answers += chunk.toString('latin1')
+      const statusLines = answers.match(/HTTP\/1\.1 \d{3}/g) ?? []
+      answered = statusLines.length
+      if (answered >= 400) resolve()
+    })
+    socket.on('error', reject)
+    socket.on('close', () => reject(new Error(`the connection closed after ${answered} answers`)))
+  })
+  for (let i = 0; i < 400; i++) {
+    // Written as fast as the proxy takes them: the kernel's buffers, then the proxy's reading, hold the rest back.
+    if (!socket.write(head) || !socket.write(body)) await new Promise((resolve) => socket.once('drain', resolve))
+  }
+  await allAnswered
+  const peak = stopWatching()
+  const statuses = answers.match(/HTTP\/1\.1 (\d{3})/g) ?? []
+  t.equal(statuses.filter((line) => line.endsWith('200')).length, 400, 'every request answered 200, in order, on the one connection')
+  t.ok(peak < RSS_TARGET_MIB, `peak RSS ${peak.toFixed(0)} MiB (at rest ${atRest.toFixed(0)} MiB, 400 MB sent)`)
+})
+
+t.test('nobody reading stdout, default log level, 12,000 requests with 6 KB URLs (80 MB of log lines): lines dropped and counted, RSS under 160 MiB', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const proxy = await startProxy(t, simUrl)
+  const pid = proxy.child.pid as number
+  proxy.child.stdout?.pause() // the pipe fills (64 KiB), then the proxy's buffer (M2M_PROXY_LOG_MAX_BUFFERED_BYTES, 1 MiB)
+  const atRest = rssMiB(pid)
+  const stopWatching = watchRss(pid)
+  // Each request's log line holds its URL: long ones make the lines nobody reads add up to more than the target.
+  const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo?${'q'.repeat(6000)}`
+  let answered = 0
+  for (let round = 0; round < 240; round++) {
+    const statuses = await Promise.all(Array.from({ length: 50 }, async () => (await fetch(echo)).status))
+    answered += statuses.filter((status) => status === 200).length
+  }
+  const peak = stopWatching()
+  t.equal(answered, 12_000, 'every request answered while the reader is stuck')
+  const dropped = metricValue(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), 'm2m_proxy_log_lines_dropped_total')
+  t.ok(dropped > 0, `${dropped} lines dropped and counted, not held`)
+  t.ok(peak < RSS_TARGET_MIB, `peak RSS ${peak.toFixed(0)} MiB (at rest ${atRest.toFixed(0)} MiB)`)
+})
