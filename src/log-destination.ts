@@ -1,9 +1,14 @@
-// Where the log lines go in production: stdout, in batches, and never at the cost of the process.
+// Where the log lines go in production: stdout through sonic-boom (pino's own writer), in batches, and never at the cost of
+// the process: lines a slow reader cannot take are dropped and counted, a reader gone stops the writing, and the exit waits
+// for a slow reader one second at most.
 
 import fs from 'node:fs'
+import sonicBoom from 'sonic-boom'
 
-/** The reader is slow (a full pipe): try again after this long. */
-const BUSY_RETRY_MS = 100
+// A CommonJS module whose class is also its `SonicBoom` property: the one spelling both Node's ESM loader and the types accept.
+const { SonicBoom } = sonicBoom
+type SonicBoom = InstanceType<typeof SonicBoom>
+
 /** At exit, a slow reader gets this long for what is still buffered; the rest is dropped. */
 const EXIT_FLUSH_BUDGET_MS = 1000
 /** The reader is gone (EPIPE: pipe or socket closed) or there is no stdout at all (EBADF). */
@@ -15,9 +20,9 @@ function countLines (text: string | Buffer): number {
   return count
 }
 
-/** A warning of the destination itself, in pino's JSON line shape (level 40), never waiting for room. */
-function warningLine (message: string): string {
-  return JSON.stringify({ level: 40, time: Date.now(), service: 'm2m-session-proxy', component: 'logging', msg: message }) + '\n'
+/** A warning of the destination itself, in pino's JSON line shape (level 40). */
+function warningLine (message: string, time = Date.now()): string {
+  return JSON.stringify({ level: 40, time, service: 'm2m-session-proxy', component: 'logging', msg: message }) + '\n'
 }
 
 /** One synchronous line on stderr (rare events only); a broken stderr is no reason to fail either. */
@@ -28,37 +33,47 @@ function tellStderr (message: string): void {
 }
 
 /**
- * A pino destination for a file descriptor (stdout): lines gathered up to `minLength` characters
- * (or `periodicFlushMs`), then written asynchronously; at exit, what is left is written synchronously.
- *
- * Replaces pino.destination (sonic-boom), whose exit-time flushSync retries a failed write every
- * 100 ms for ever, EPIPE included: with the reader of stdout gone the process never exited. Here,
- * once the reader is gone, lines are dropped and counted, and serving goes on.
+ * A pino destination for a file descriptor (stdout): sonic-boom gathers lines up to `minLength`
+ * characters (or `periodicFlushMs`) and writes them asynchronously, keeping at most `maxPendingBytes`
+ * (0: no bound) for a slow reader; this adds the counts, the warnings and the bounded exit.
  */
 export class FdLogDestination {
-  readonly #fd: number
-  readonly #minLength: number
+  readonly #sonic: SonicBoom
   readonly #maxPendingBytes: number
-  #pending = ''
-  /** Lines dropped in the current episode of a slow reader (0 while lines are kept). */
+  /** Lines dropped in the current episode of a slow reader (0 while lines are kept), and since when. */
   #droppingSince = 0
-  /** Bytes handed to an asynchronous write that has not completed. */
-  #writing: Buffer | undefined
-  #flushWaiters: Array<(error?: Error) => void> = []
+  #droppingStartedAt = 0
+  /** True while writing this destination's own warning, whose drop is not a log line's. */
+  #writingWarning = false
   #failure: string | undefined
   #droppedLines = 0
-  readonly #timer: NodeJS.Timeout | undefined
+  /** Set at exit: a slow reader's EAGAIN is retried until then, not for ever. */
+  #exitDeadline = 0
 
   /**
    * `maxPendingBytes`: lines waiting for a slow reader (a full pipe) are kept up to about this many
-   * bytes (0: no bound); further lines are dropped and counted, with one warning line when dropping
-   * starts and one when it stops, so that a reader falling behind never grows the process's memory.
+   * bytes; further lines are dropped and counted, and once the reader catches up two warning lines
+   * say when dropping started and how many lines it cost, so that a reader falling behind never
+   * grows the process's memory.
    */
   constructor (fd: number, options: { minLength: number, periodicFlushMs: number, maxPendingBytes?: number }) {
-    this.#fd = fd
-    this.#minLength = options.minLength
     this.#maxPendingBytes = options.maxPendingBytes ?? 0
-    if (options.periodicFlushMs > 0) this.#timer = setInterval(() => { this.flush() }, options.periodicFlushMs).unref()
+    this.#sonic = new SonicBoom({
+      fd,
+      minLength: options.minLength,
+      maxLength: this.#maxPendingBytes,
+      periodicFlush: options.periodicFlushMs,
+      // A full pipe (EAGAIN) is waited for while serving; at exit only until the deadline.
+      retryEAGAIN: () => this.#exitDeadline === 0 || Date.now() < this.#exitDeadline
+    })
+    this.#sonic.on('drop', (data: string) => {
+      if (this.#writingWarning) return
+      if (this.#droppingSince === 0) this.#droppingStartedAt = Date.now()
+      const lines = countLines(data)
+      this.#droppingSince += lines
+      this.#droppedLines += lines
+    })
+    this.#sonic.on('error', (error: NodeJS.ErrnoException) => { this.#stop(error.code ?? 'write failed') })
     process.on('exit', () => {
       this.flushSync()
       if (this.#failure !== undefined) tellStderr(`${this.#droppedLines} log lines dropped: stdout failed (${this.#failure})`)
@@ -76,91 +91,64 @@ export class FdLogDestination {
       this.#droppedLines++ // pino writes one line per call
       return true
     }
-    if (this.#maxPendingBytes > 0 && this.#pending.length + line.length > this.#maxPendingBytes) {
-      // The reader is this far behind: drop rather than hold memory for it. (String length counts
-      // UTF-16 units, about bytes for these mostly-ASCII lines.)
-      if (this.#droppingSince++ === 0) {
-        this.#pending += warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
-          'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)')
-      }
+    if (this.#droppingSince > 0 && !this.#caughtUp()) {
       this.#droppedLines++
+      this.#droppingSince++
       return true
     }
-    if (this.#droppingSince > 0) {
-      this.#pending += warningLine(`stdout caught up: ${this.#droppingSince} log line(s) were dropped while it was not read fast enough`)
-      this.#droppingSince = 0
-    }
-    this.#pending += line
-    if (this.#writing === undefined && this.#pending.length >= this.#minLength) this.#writeNext()
+    this.#sonic.write(line)
     return true
   }
 
   /** Writes what is buffered now; `callback` once it is written (or dropped). */
   flush (callback?: (error?: Error) => void): void {
-    if (callback !== undefined) this.#flushWaiters.push(callback)
-    if (this.#writing === undefined) this.#writeNext()
-  }
-
-  /** At exit: what is left, synchronously, within EXIT_FLUSH_BUDGET_MS. An asynchronous write in flight is left to complete. */
-  flushSync (): void {
-    if (this.#failure !== undefined || this.#pending === '') return
-    let chunk = Buffer.from(this.#pending)
-    this.#pending = ''
-    const deadline = Date.now() + EXIT_FLUSH_BUDGET_MS
-    while (chunk.length > 0) {
-      try {
-        chunk = chunk.subarray(fs.writeSync(this.#fd, chunk))
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code
-        if ((code === 'EAGAIN' || code === 'EBUSY') && Date.now() < deadline) {
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10) // a short sleep: there is no event loop any more
-          continue
-        }
-        this.#stop(code ?? 'write failed', chunk)
-        return
-      }
-    }
-  }
-
-  #writeNext (): void {
-    if (this.#pending === '') {
-      this.#writing = undefined
-      for (const waiter of this.#flushWaiters.splice(0)) waiter()
+    if (this.#failure !== undefined) {
+      callback?.()
       return
     }
-    const chunk = Buffer.from(this.#pending)
-    this.#pending = ''
-    this.#write(chunk)
+    this.#sonic.flush((error) => { callback?.(error ?? undefined) })
   }
 
-  #write (chunk: Buffer): void {
-    this.#writing = chunk
-    fs.write(this.#fd, chunk, 0, chunk.length, null, (error, written) => {
-      if (error !== null) {
-        if (error.code === 'EAGAIN' || error.code === 'EBUSY') {
-          setTimeout(() => { this.#write(chunk) }, BUSY_RETRY_MS).unref() // logging never holds the process
-          return
-        }
-        this.#stop(error.code ?? 'write failed', chunk)
-        return
-      }
-      if (written < chunk.length) {
-        this.#write(chunk.subarray(written))
-        return
-      }
-      if (this.#pending.length >= this.#minLength || this.#flushWaiters.length > 0) this.#writeNext()
-      else this.#writing = undefined
-    })
+  /** At exit: what is left, synchronously, within EXIT_FLUSH_BUDGET_MS; the rest is dropped. */
+  flushSync (): void {
+    if (this.#failure !== undefined) return
+    this.#exitDeadline = Date.now() + EXIT_FLUSH_BUDGET_MS
+    try {
+      this.#sonic.flushSync()
+    } catch (error) {
+      this.#stop((error as NodeJS.ErrnoException).code ?? 'write failed')
+    }
   }
 
-  /** No more writes: what is buffered is dropped, and so is every line after it. */
-  #stop (code: string, unwritten: Buffer): void {
+  /**
+   * While lines are dropped: the two warnings go first once there is room for them, and the lines
+   * after them are kept again (true); false while the reader is still too far behind.
+   */
+  #caughtUp (): boolean {
+    const warnings = warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
+      'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)', this.#droppingStartedAt) +
+      warningLine(`stdout caught up: ${this.#droppingSince} log line(s) were dropped while it was not read fast enough`)
+    let dropped = false
+    const onDrop = (): void => { dropped = true }
+    this.#sonic.once('drop', onDrop)
+    this.#writingWarning = true
+    try {
+      this.#sonic.write(warnings)
+    } finally {
+      this.#writingWarning = false
+      this.#sonic.off('drop', onDrop)
+    }
+    if (dropped) return false
+    this.#droppingSince = 0
+    return true
+  }
+
+  /** No more writes: what sonic-boom still holds is dropped, and so is every line after it. */
+  #stop (code: string): void {
+    if (this.#failure !== undefined) return
     this.#failure = code
-    this.#droppedLines += countLines(unwritten) + countLines(this.#pending)
-    this.#pending = ''
-    this.#writing = undefined
-    clearInterval(this.#timer)
-    for (const waiter of this.#flushWaiters.splice(0)) waiter()
+    // sonic-boom keeps its buffer and its flush timer; told nothing more, it only retries what it holds at its next flush.
+    this.#sonic.on('error', () => {})
     const reason = READER_GONE.has(code) ? 'its reader is gone' : 'it cannot be written'
     tellStderr(`stdout failed (${code}): ${reason}; log lines are dropped from now on, counted in m2m_proxy_log_lines_dropped_total`)
   }
