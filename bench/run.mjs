@@ -25,6 +25,11 @@ const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? ROUNDS)
 const FLEET_SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_FLEET_SIDE_BY_SIDE_ROUNDS ?? SIDE_BY_SIDE_ROUNDS)
 /** The keys this run's fleet-mode proxy writes, all under one prefix of its own, removed at the end. */
 const FLEET_KEY_PREFIX = `m2m-bench:${randomBytes(6).toString('hex')}:`
+// The queue's cost on the hot path: this proxy side by side with an earlier commit's build (a8bc49c: before admission, the
+// connection cap's eviction, the upstream gate and the byte budgets). BENCH_BASELINE=off skips it; another commit id compares
+// with that one. Built from `git archive` beside this checkout, with this checkout's node_modules (the lock file is the same).
+const BASELINE = process.env.BENCH_BASELINE ?? 'a8bc49c'
+const BASELINE_ROUNDS = Number(process.env.BENCH_BASELINE_ROUNDS ?? Math.max(SIDE_BY_SIDE_ROUNDS, 5))
 const PATH = '/api/m2m/v1/devices/actions/list'
 const POST_BODY = JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
@@ -83,7 +88,7 @@ function freePort () {
 const FLEET_ENV_NAMES = ['M2M_PROXY_REDIS_URL', 'M2M_PROXY_FLEET_KEY', 'M2M_PROXY_FLEET_KEY_FILE', 'M2M_PROXY_REDIS_KEY_PREFIX']
 
 /** Starts the proxy as in production: its JSON log lines go to a file, as with a container runtime's log driver. */
-async function startProxy (env, name = 'proxy') {
+async function startProxy (env, name = 'proxy', root = ROOT) {
   const logFile = path.join(work, `${name}.log`)
   const log = fs.openSync(logFile, 'w')
   const port = await freePort()
@@ -91,7 +96,7 @@ async function startProxy (env, name = 'proxy') {
   const inherited = { ...process.env }
   for (const envName of FLEET_ENV_NAMES) delete inherited[envName]
   const child = spawn(...onCpus(TARGET_CPUS, process.execPath, ['dist/main.js']), {
-    cwd: ROOT,
+    cwd: root,
     env: { ...inherited, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
     stdio: ['ignore', log, 'inherit']
   })
@@ -308,6 +313,54 @@ async function main () {
       `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`)
   }
 
+  /** The baseline commit built in the work folder; a reason string when it cannot be. */
+  function buildBaseline () {
+    if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${BASELINE}^{commit}`]).status !== 0) return `commit ${BASELINE} is not in this clone (a shallow clone?)`
+    if (spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status !== 0) return `its package-lock.json differs from this checkout's`
+    const dir = path.join(work, 'baseline')
+    fs.mkdirSync(dir)
+    const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${BASELINE}" | tar -x -C "${dir}"`], { stdio: 'inherit' })
+    if (archive.status !== 0) return 'git archive failed'
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'))
+    const built = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'inherit' })
+    return built.status === 0 ? { dir } : 'its build failed'
+  }
+
+  // This proxy (default settings: admission, the upstream gate and the byte budgets on the hot path) against the baseline
+  // build, both loaded at the same time in each round so that the shared machine's changes of speed hit both alike.
+  async function baselineComparison () {
+    if (BASELINE === 'off') return ['', 'baseline comparison: skipped (BENCH_BASELINE=off)']
+    const baseline = buildBaseline()
+    if (typeof baseline === 'string') return ['', `baseline comparison: skipped, ${BASELINE} cannot be built here: ${baseline}`]
+    const baselineProxy = await startProxy(proxyEnv, 'proxy-baseline', baseline.dir)
+    const current = targets.find((target) => target.name === proxyName)
+    const pairNow = [
+      { ...current, name: `this proxy (${spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim()})` },
+      { name: `baseline ${BASELINE}`, port: baselineProxy.port, pid: baselineProxy.child.pid, cpuPids: [baselineProxy.child.pid], logFile: baselineProxy.logFile }
+    ]
+    rss[baselineProxy.child.pid] = []
+    for (const method of ['GET', 'POST']) await load(baselineProxy.port, method) // warm-up
+    const runs = pairNow.map(() => ({ GET: [], POST: [] }))
+    for (let round = 0; round < BASELINE_ROUNDS; round++) {
+      for (const method of ['GET', 'POST']) {
+        const results = await Promise.all(pairNow.map((target) => measured(target, method, `baseline side by side ${round + 1}`)))
+        results.forEach((result, index) => runs[index][method].push(result))
+      }
+    }
+    const out = ['', `The queue's cost on the hot path: this proxy against ${BASELINE} (before admission, the upstream gate and the byte budgets), side by side, ${BASELINE_ROUNDS} rounds, medians:`, '',
+      '| build | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+    pairNow.forEach((target, index) => {
+      const medians = ['GET', 'POST'].map((method) => mediansOf(runs[index][method]))
+      out.push(`| ${target.name} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+    })
+    const ratioOf = (method, figure) => median(runs[0][method].map((run, round) => run[figure] / runs[1][method][round][figure])).toFixed(2)
+    out.push('', `this proxy / ${BASELINE}, median of the per-round ratios: CPU per request GET ${ratioOf('GET', 'cpuPerRequest')}, POST ${ratioOf('POST', 'cpuPerRequest')} (target <= 1.05); ` +
+      `throughput GET ${ratioOf('GET', 'rps')}, POST ${ratioOf('POST', 'rps')}; p99 GET ${ratioOf('GET', 'p99')}, POST ${ratioOf('POST', 'p99')}`)
+    out.push(`RSS after each run: this proxy median ${median(rss[proxy.child.pid]).toFixed(1)} MiB; ${BASELINE} median ${median(rss[baselineProxy.child.pid]).toFixed(1)} MiB`)
+    baselineProxy.child.kill('SIGKILL')
+    return out
+  }
+
   // Fleet mode against single-process mode: the same build, settings, upstream and load; only M2M_PROXY_REDIS_URL (with a
   // fleet key and a key prefix of this run's own) differs. Each replica keeps the tokens in memory and reads Redis on renewal
   // and notification only, so fleet mode should cost nothing per request. Alternating rounds (the order swapped each round)
@@ -412,6 +465,7 @@ async function main () {
     }
     return out
   }
+  lines.push(...await baselineComparison())
   lines.push(...await fleetComparison())
   process.stdout.write(lines.join('\n') + '\n')
 }
