@@ -233,8 +233,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       return
     }
     let release: (() => void) | undefined
+    const queuedAt = performance.now()
     const cancel = admission.admit(request.raw.socket, bodyBytes, (granted) => {
       release = granted
+      metrics.waits.observe({ stage: 'queue' }, (performance.now() - queuedAt) / 1000)
       done()
     }, (reason) => {
       metrics.overloaded.inc({ reason })
@@ -283,6 +285,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       proxy.log.debug({ outcome }, 'ThingSpace throttled a request: sending paused')
     },
     onOverloaded: () => { metrics.overloaded.inc({ reason: 'upstream-throttled' }) },
+    onGateWait: (seconds) => { metrics.waits.observe({ stage: 'throttle' }, seconds) },
     dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     bodyLimitBytes: config.bodyLimitBytes,

@@ -1,6 +1,6 @@
 // Prometheus metrics (prom-client): bounded labels only, never a path with identifiers, a token or a user name.
 
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { BucketHistogram } from './bucket-histogram.js'
 import type { SessionManager } from './session/session-manager.js'
 import { droppedLogLines } from './logging.js'
@@ -51,6 +51,15 @@ export class ProxyMetrics {
     name: 'm2m_proxy_upstream_throttled_total',
     help: 'Answers of ThingSpace that throttled a request (429, or 503 with Retry-After): sent again after the pause, or passed on past the wait allowed',
     labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
+  /** Only requests that waited are observed: those admitted or sent at once are not (the hot path). */
+  readonly waits = new Histogram({
+    name: 'm2m_proxy_wait_seconds',
+    help: 'How long requests that had to wait waited: for a slot on the proxy listener (queue), or for a throttling pause or rate slot before being sent to ThingSpace (throttle)',
+    labelNames: ['stage'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60],
     registers: [this.registry]
   })
 

@@ -49,6 +49,8 @@ export interface ProxyPluginOptions {
   onThrottled?: (outcome: 'retried' | 'passed-on') => void
   /** A request got 503 Proxy.Overloaded: it would have waited past its deadline. */
   onOverloaded?: () => void
+  /** A request waited for a throttling pause or a rate slot this long before it was sent. */
+  onGateWait?: (seconds: number) => void
   onReplay?: (rejection: TokenRejection) => void
   /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
@@ -63,6 +65,8 @@ export interface ProxyState {
   upstreamStartedAt: number
   /** Until when (the gate's clock) it may wait for throttling pauses and rate slots. */
   deadline: number
+  /** When it started waiting for the gate (performance.now()); 0 while it has not waited. */
+  gateWaitStartedAt: number
 }
 
 declare module 'fastify' {
@@ -219,6 +223,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return sendProxyError(reply, 'overloaded', `ThingSpace is throttling requests and this one could not be sent within ${throttleMaxWaitMs} ms (M2M_PROXY_THROTTLE_MAX_WAIT_MS)`, 'UpstreamThrottled')
     }
     if (waitMs === 0) return next(request, reply)
+    const state = request.proxyState as ProxyState
+    if (state.gateWaitStartedAt === 0) state.gateWaitStartedAt = performance.now()
     setTimeout(() => {
       if (!request.raw.destroyed) next(request, reply)
     }, waitMs)
@@ -228,7 +234,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   function send (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
-    (request.proxyState as ProxyState).upstreamStartedAt = performance.now()
+    const state = request.proxyState as ProxyState
+    state.upstreamStartedAt = performance.now()
+    if (state.gateWaitStartedAt !== 0) {
+      options.onGateWait?.((state.upstreamStartedAt - state.gateWaitStartedAt) / 1000)
+      state.gateWaitStartedAt = 0
+    }
     const queryStart = request.url.indexOf('?')
     const path = queryStart === -1 ? request.url : request.url.slice(0, queryStart)
     const body = request.body
@@ -328,7 +339,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   function startForwarding (request: FastifyRequest, reply: FastifyReply, tokens: UpstreamTokens): FastifyReply {
-    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0, deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs }
+    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0, deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs, gateWaitStartedAt: 0 }
     return forward(request, reply)
   }
 

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
 import { ECHO_PATH, startStack } from '../helpers/stack.js'
+import { metricValue } from '../helpers/metrics.js'
 
 function statusOf (answer: string): number {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
@@ -78,6 +79,21 @@ t.test('a full queue is answered 503 Proxy.Overloaded.QueueFull, a wait past the
   const metrics = (await stack.adminCall('GET', '/metrics')).text
   t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-full"\} 1/)
   t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-timeout"\} 1/)
+})
+
+t.test('a request that waited for a slot is counted in m2m_proxy_wait_seconds{stage="queue"} with its wait', async (t) => {
+  const upstream = await holdingUpstream(t)
+  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_IN_FLIGHT: '1' } })
+  const first = stack.call('GET', '/api/m2m/v1/devices/1')
+  await sleep(100)
+  const second = stack.call('GET', '/api/m2m/v1/devices/2') // waits for the first's slot
+  await sleep(300)
+  upstream.release()
+  t.same([(await first).status, (await second).status], [200, 200])
+  const metrics = (await stack.adminCall('GET', '/metrics')).text
+  t.equal(metricValue(metrics, 'm2m_proxy_wait_seconds_count', { stage: 'queue' }), 1, 'the one that waited; the one admitted at once is not observed')
+  const waited = metricValue(metrics, 'm2m_proxy_wait_seconds_sum', { stage: 'queue' })
+  t.ok(waited >= 0.25 && waited < 5, `it waited ${waited.toFixed(2)} s`)
 })
 
 t.test('request bodies held are bounded in bytes across connections: an upload beyond the budget waits, then 503, unread', async (t) => {

@@ -73,6 +73,9 @@ t.test('with M2M_PROXY_UPSTREAM_RATE_LIMIT under the contract: not one 429 from 
   t.equal(stack.sim.stats.throttledRequests, 0, 'no 429 at all')
   const peak = peakPerSecond(stack.sim.stats.apiRequestArrivals.slice(arrivalsBefore))
   t.ok(peak <= 40, `at most ${peak} requests reached the simulator in any second (contract 40, limit 36)`)
+  const metrics = (await stack.adminCall('GET', '/metrics')).text
+  const waitedForSlots = metricValue(metrics, 'm2m_proxy_wait_seconds_count', { stage: 'throttle' })
+  t.ok(waitedForSlots >= 100, `${waitedForSlots} requests waited for a rate slot, observed in m2m_proxy_wait_seconds{stage="throttle"}`)
 })
 
 t.test('a pause longer than a request may wait: the throttled request gets ThingSpace\'s 429, later ones 503 Proxy.Overloaded with Retry-After', async (t) => {
