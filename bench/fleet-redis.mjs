@@ -1,7 +1,7 @@
 // Redis helpers for `npm run bench`'s fleet-mode rounds: is a Redis there, which commands did the proxy send it during the
 // measured load, and removal of the keys the run wrote. Plain node-redis clients; nothing here is on the proxy's path.
 import fs from 'node:fs'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 
 /** The URL without its user and password, for messages. */
 export function shownUrl (url) {

@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
 import type { Test } from 'tap'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 
 export const TEST_REDIS_URL = process.env.M2M_PROXY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const HOW_TO_RUN = 'start one with `redis-server --save \'\' --appendonly no` (127.0.0.1:6379) or set M2M_PROXY_TEST_REDIS_URL'

@@ -4,7 +4,7 @@
 // once costs the fleet one fetch (2 of 4 trials fetched twice).
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 import { echoStatus, fleetKeyPrefix, startFleetReplica, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
 import { startSimulator } from '../helpers/stack.js'

@@ -1,7 +1,7 @@
 // The Redis fleet store against the FleetStore contract on a real Redis, plus what only Redis can do: be down, refuse a password, hold state sealed with another key.
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 import { RedisFleetStore, redactor, type RedisFleetStoreOptions } from '../../src/fleet/redis-store.js'
 import { fleetStoreContract } from '../helpers/fleet-store-contract.js'
 import { freePort } from '../helpers/ports.js'

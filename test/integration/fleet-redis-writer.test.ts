@@ -4,7 +4,7 @@
 // no replica's file loses the working password. The worst such a writer gets is refusals that say why.
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { createClient } from 'redis'
+import { createClient } from '@redis/client'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { adminSession, echoStatus, filePassword, fleetKeyPrefix, startFleetReplica, until, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
