@@ -31,7 +31,7 @@ import { answerClientError, hardenListener, listenerTimeouts } from './listener/
 import { RequestGuard } from './listener/request-guard.js'
 import { Admission } from './listener/admission.js'
 import type { FleetStore } from './fleet/store.js'
-import { RedisFleetStore } from './fleet/redis-store.js'
+import { messageOf } from './errors.js'
 
 export interface AppDependencies {
   logger: Logger
@@ -102,9 +102,10 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   })
   const fleetLog = logger.child({ component: 'fleet' })
   // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).
+  // The Redis client is loaded in fleet mode only: in single-process mode it was a third of the start-up.
   const fleetStore = deps.fleetStore ?? (config.fleet === undefined
     ? undefined
-    : new RedisFleetStore({
+    : new (await import('./fleet/redis-store.js')).RedisFleetStore({
       url: config.fleet.redisUrl,
       fleetKey: config.fleet.fleetKey,
       keyPrefix: config.fleet.keyPrefix,
@@ -349,7 +350,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       operations.reload({ login: false }).catch((error: unknown) => {
         if (error instanceof OperationError && error.logged) return
         // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
-        credentialsLog.warn(`credentials file changed but was not loaded: ${error instanceof Error ? error.message : String(error)}`)
+        credentialsLog.warn(`credentials file changed but was not loaded: ${messageOf(error)}`)
       })
     })
 

@@ -6,6 +6,7 @@ import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
 import { ListenError, startProxy } from './server.js'
+import { messageOf } from './errors.js'
 
 function fail (message: string): never {
   process.stderr.write(`m2m-session-proxy: ${message}\n`)
@@ -49,4 +50,4 @@ async function main (): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'))
 }
 
-main().catch((error: unknown) => fail(`failed to start: ${error instanceof Error ? error.message : String(error)}`))
+main().catch((error: unknown) => fail(`failed to start: ${messageOf(error)}`))

@@ -2,6 +2,7 @@
 
 import path from 'node:path'
 import { ConfigError } from './errors.js'
+import { errorCode } from '../errors.js'
 import { SETTINGS, type RawSettings, type SettingKey } from './settings.js'
 import { checkEnvironmentNames } from './env-names.js'
 import { FleetKeyError, parseFleetKey } from '../fleet/crypto.js'
@@ -104,11 +105,6 @@ function readConfigFile (sources: ConfigSources): Record<string, unknown> {
     values[key] = value
   }
   return values
-}
-
-export function errorCode (error: unknown): string {
-  if (error instanceof Error && 'code' in error && typeof error.code === 'string') return error.code
-  return error instanceof Error ? error.message : String(error)
 }
 
 function resolveSettings (sources: ConfigSources): RawSettings {

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
-import { errorCode } from '../config/load.js'
+import { errorCode } from '../errors.js'
 import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
 
 /**

@@ -2,7 +2,7 @@
 
 import fs from 'node:fs'
 import { ConfigError } from '../config/errors.js'
-import { errorCode } from '../config/load.js'
+import { errorCode } from '../errors.js'
 
 export interface Credentials {
   /** UWS user name of the ThingSpace account. */

@@ -4,7 +4,7 @@ import type { Clock } from '../session/clock.js'
 import type { ThingSpaceAuthApi } from '../session/auth-client.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
-import { errorCode } from '../config/load.js'
+import { errorCode, messageOf } from '../errors.js'
 import type { FleetLock, FleetStore } from '../fleet/store.js'
 import type { PasswordSync, PublishedPassword } from '../fleet/password-sync.js'
 import type { FleetLedger } from '../fleet/ledger.js'
@@ -418,8 +418,4 @@ const DAY_MS = 86_400_000
 function tokenProblemOf (error: unknown): 'session' | 'oauth' | undefined {
   if (!(error instanceof UpstreamAuthError)) return undefined
   return error.kind === 'session-invalid' ? 'session' : error.kind === 'oauth-invalid' ? 'oauth' : undefined
-}
-
-function messageOf (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }

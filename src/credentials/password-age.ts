@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
-import { errorCode } from '../config/load.js'
+import { errorCode } from '../errors.js'
 
 export const PASSWORD_AGE_FILE = 'password-age.json'
 

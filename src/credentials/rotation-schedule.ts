@@ -5,6 +5,7 @@
 
 import type { Clock, Timer } from '../session/clock.js'
 import { OperationError, type RotationResult } from './operations.js'
+import { messageOf } from '../errors.js'
 
 export const DAY_MS = 86_400_000
 /** The longest wait between two checks. */
@@ -89,7 +90,7 @@ export class RotationScheduler {
       return 'rotated'
     } catch (error) {
       if (error instanceof OperationError && error.kind === 'busy') return 'busy' // another rotation under way: its new password is young
-      events?.onWarning?.(`scheduled password rotation failed (checked again within the hour): ${error instanceof Error ? error.message : String(error)}`)
+      events?.onWarning?.(`scheduled password rotation failed (checked again within the hour): ${messageOf(error)}`)
       return 'failed'
     }
   }

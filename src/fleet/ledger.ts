@@ -8,7 +8,7 @@ import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { ConfigError } from '../config/errors.js'
-import { errorCode } from '../config/load.js'
+import { errorCode } from '../errors.js'
 
 export const FLEET_LEDGER_FILE = 'fleet-ledger.json'
 /** Rejected passwords remembered; the oldest is forgotten past this (a password rejected 32 changes ago is not coming back). */

@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FleetStore, PasswordGeneration } from './store.js'
 import type { FleetLedger } from './ledger.js'
 import type { SessionCredentials } from '../session/session-manager.js'
-import { errorCode } from '../config/load.js'
+import { errorCode, messageOf } from '../errors.js'
 
 /** What the sync needs of the session manager. */
 export interface PasswordHolder {
@@ -286,8 +286,4 @@ export class PasswordSync {
   private idOf (password: string): string {
     return createHmac('sha256', this.salt).update(password).digest('hex')
   }
-}
-
-function messageOf (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }

@@ -3,6 +3,7 @@
 
 import type { UpstreamGate } from '../proxy/upstream-gate.js'
 import type { FleetStore } from './store.js'
+import { messageOf } from '../errors.js'
 
 export interface SharedSendingEvents {
   onWarning: (message: string) => void
@@ -16,7 +17,7 @@ export function shareSendingWithFleet (gate: UpstreamGate, store: FleetStore, ev
   const failed = (what: string, error: unknown): void => {
     if (failing) return
     failing = true
-    events.onWarning(`${what}: ${error instanceof Error ? error.message : String(error)}; this replica throttles on its own meanwhile`)
+    events.onWarning(`${what}: ${messageOf(error)}; this replica throttles on its own meanwhile`)
   }
   const worked = (): void => {
     if (!failing) return

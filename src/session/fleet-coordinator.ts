@@ -2,6 +2,7 @@
 // failure count), the fleet's idle clock, the shared OAuth token and re-seeding a store that lost its state. No HTTP framework
 // here, and never on the hot path: the store is read on renewal, on notification and by a timer every few seconds.
 
+import { messageOf } from '../errors.js'
 import type { OAuthGrant } from './auth-client.js'
 import type { Clock, Timer } from './clock.js'
 import { AuthUnavailableError } from './errors.js'
@@ -502,8 +503,4 @@ export class FleetCoordinator {
       `ThingSpace rejected ${failures} login(s) in a row across the fleet (M2M_PROXY_MAX_LOGIN_FAILURES ${this.env.maxFailures}); logins are paused fleet-wide until one succeeds or the fleet's count is reset`,
       60)
   }
-}
-
-function messageOf (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }

@@ -5,7 +5,7 @@ import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { ConfigError } from '../config/errors.js'
-import { errorCode } from '../config/load.js'
+import { errorCode } from '../errors.js'
 
 export const LOGIN_GUARD_FILE = 'login-guard.json'
 /** ThingSpace locks an account at 5 consecutive failed logins: whatever the credentials, never send a 5th. */

@@ -4,6 +4,7 @@ import type { Clock } from './clock.js'
 import type { OAuthGrant } from './auth-client.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, UpstreamAuthError } from './errors.js'
+import { messageOf } from '../errors.js'
 
 /** Refresh this long before expiry, so requests never wait for a token fetch in steady state. */
 export const OAUTH_REFRESH_AHEAD_MS = 5 * 60_000
@@ -112,8 +113,8 @@ export class OAuthTokenCache {
       this.events.onFetch?.(this.rejected ? 'rejected' : 'error', error)
       const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
       throw this.rejected
-        ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${describe(error)})`, retryAfterSeconds)
-        : new AuthUnavailableError('upstream-unavailable', `cannot get an OAuth token (${describe(error)})`, retryAfterSeconds)
+        ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${messageOf(error)})`, retryAfterSeconds)
+        : new AuthUnavailableError('upstream-unavailable', `cannot get an OAuth token (${messageOf(error)})`, retryAfterSeconds)
     }
     this.rejected = false
     this.backoff.reset()
@@ -131,8 +132,4 @@ export class OAuthTokenCache {
     this.token = { value: grant.accessToken, receivedAt, usableUntil, refreshFrom }
     return this.token
   }
-}
-
-function describe (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
 }

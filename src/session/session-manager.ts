@@ -1,5 +1,6 @@
 // The two-token lifecycle: OAuth token plus VZ-M2M session, single-flight logins, replay decisions and the lockout guard. No HTTP framework here.
 
+import { messageOf } from '../errors.js'
 import { LRUCache } from 'lru-cache'
 import { createHash } from 'node:crypto'
 import type { Clock, Timer } from './clock.js'
@@ -161,7 +162,7 @@ export class SessionManager {
       options.clock,
       {
         onFetch: (outcome, error) => this.events.onOAuthFetch?.(outcome, error === undefined ? undefined : failureCause(error)),
-        onBackgroundRefreshError: (error) => this.events.onWarning?.(`background OAuth token refresh failed: ${error instanceof Error ? error.message : String(error)}`)
+        onBackgroundRefreshError: (error) => this.events.onWarning?.(`background OAuth token refresh failed: ${messageOf(error)}`)
       }
     )
     this.loginBackoff = new Backoff(options.clock)
@@ -632,7 +633,3 @@ function sameSessionCredentials (a: SessionCredentials, b: SessionCredentials): 
 
 /** Errors after which a login is tried again in the background while not ready. */
 const BACKGROUND_RETRY_REASONS: ReadonlySet<string> = new Set(['upstream-unavailable', 'fleet-store-unreachable'])
-
-function messageOf (error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
-}
