@@ -18,7 +18,10 @@ FROM node:24-bookworm-slim
 # another container (docker compose, docker run -p), set M2M_PROXY_HOST=0.0.0.0 and restrict who can
 # reach it. The admin listener stays on 0.0.0.0 for probes by pod IP and for scraping; its /admin/
 # routes need the admin token. The HEALTHCHECK calls the admin listener through 127.0.0.1.
+# MALLOC_ARENA_MAX: glibc gives each of Node's threads a malloc arena of its own and keeps what they
+# freed; two arenas cut the peak RSS under load by 10 to 15 MiB (npm run bench's memory section).
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     M2M_PROXY_HOST=127.0.0.1 \
     M2M_PROXY_PORT=8080 \
     M2M_PROXY_ADMIN_HOST=0.0.0.0 \

@@ -11,6 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deleteKeys, describeCommands, redisProblem, shownUrl, startCommandCount } from './fleet-redis.mjs'
+import { memorySection } from './memory.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
@@ -467,6 +468,10 @@ async function main () {
   }
   lines.push(...await baselineComparison())
   lines.push(...await fleetComparison())
+  // Last, with every other process of the bench stopped: peaks of RSS are what this section measures.
+  for (const child of children) child.kill('SIGKILL')
+  if (process.env.BENCH_MEMORY !== 'off') lines.push(...await memorySection())
+  else lines.push('', 'memory: skipped (BENCH_MEMORY=off)')
   process.stdout.write(lines.join('\n') + '\n')
 }
 
