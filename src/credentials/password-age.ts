@@ -77,11 +77,6 @@ export class PasswordAge {
     return this.state.source
   }
 
-  /** Whether the record is about `password`. */
-  describes (password: string): boolean {
-    return hashOf(this.state.salt, password) === this.state.passwordId
-  }
-
   /**
    * The password in force is `password`: if the record is about another one, a new record starts,
    * at `changedAt` when known (`source`), else at `now` as `first-seen`. Returns true when it changed.

@@ -22,10 +22,6 @@ export class Backoff {
     return Math.max(0, this.notBefore - this.clock.now())
   }
 
-  get consecutiveFailures (): number {
-    return this.failures
-  }
-
   /** `retryAfterSeconds`, the failed answer's Retry-After, lengthens the wait (up to RETRY_AFTER_MAX_MS), never shortens it. */
   recordFailure (retryAfterSeconds?: number): void {
     this.failures += 1
