@@ -27,7 +27,9 @@ export async function startProxyProcess (env: Record<string, string>, cwd: strin
   const [command, args] = options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
   const child = spawn(command, args, {
     cwd,
-    env: { PATH: process.env.PATH ?? '', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', ...env },
+    // Log lines written at once, not in 4 KiB batches flushed every second: a test waiting for a line waits
+    // for the proxy, not for the buffer. A measured process keeps the production setting.
+    env: { PATH: process.env.PATH ?? '', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', ...(options.measured === true ? {} : { M2M_PROXY_LOG_BUFFER_BYTES: '0' }), ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const lines: Array<Record<string, unknown>> = []

@@ -51,15 +51,9 @@ t.test('Kubernetes example: proxy sidecar with probes, Secrets, a writable per-p
   // The example runs several replicas in fleet mode. One claim for all of them would not do (they would share
   // one login-guard.json and one credentials file, and a ReadWriteOnce claim binds one node), so each pod has
   // its own emptyDir: the lockout count that must outlive a pod and the rotated password are kept in Redis.
-  // Without Redis the state volume must be persistent, as in the single-replica example this one replaced.
-  const fleetMode = (proxy?.env ?? []).some((entry) => entry.name === 'M2M_PROXY_REDIS_URL')
-  t.ok(fleetMode, 'the example is in fleet mode')
-  if (fleetMode) {
-    t.ok(stateVolume?.emptyDir, 'the state volume is per pod (an emptyDir): Redis keeps what must outlive the pod')
-    t.notOk(stateVolume?.persistentVolumeClaim, 'not one claim shared by every replica')
-  } else {
-    t.ok(stateVolume?.persistentVolumeClaim, 'without Redis, the state is persistent (rotation and the lockout count must survive the pod)')
-  }
+  t.ok((proxy?.env ?? []).some((entry) => entry.name === 'M2M_PROXY_REDIS_URL'), 'the example is in fleet mode')
+  t.ok(stateVolume?.emptyDir, 'the state volume is per pod (an emptyDir): Redis keeps what must outlive the pod')
+  t.notOk(stateVolume?.persistentVolumeClaim, 'not one claim shared by every replica')
   const tokenMount = proxy?.volumeMounts?.find((mount) => env.M2M_PROXY_ADMIN_TOKEN_FILE?.startsWith(mount.mountPath + '/'))
   t.equal(tokenMount?.readOnly, true)
   t.ok(pod.volumes.find((volume) => volume.name === tokenMount?.name)?.secret, 'admin token from a Secret')

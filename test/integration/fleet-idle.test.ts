@@ -73,7 +73,7 @@ if (await haveTestRedis(t)) {
     await response.arrayBuffer()
     t.equal(response.status, 200)
     t.equal(sim.stats.logins, 1, 'the replica started after the flush took up the re-seeded session')
-    // Log lines are written in batches, at least every second (LOG_FLUSH_INTERVAL_MS): waited for, not looked up at once.
+    // Log lines reach the test asynchronously (in production in batches, at least every second): waited for, not looked up once.
     const reseedLine = await Promise.any(replicas.map(async (replica) => await replica.waitFor((line) => String(line.msg).includes('re-seeded'), 5000)))
     t.equal(reseedLine.level, 40, 'a replica logged the re-seed, as a warning')
   })
