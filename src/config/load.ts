@@ -3,10 +3,9 @@
 import path from 'node:path'
 import { ConfigError } from './errors.js'
 import { errorCode } from '../errors.js'
-import { SETTINGS, type RawSettings, type SettingKey } from './settings.js'
+import { DEFAULT_REDIS_KEY_PREFIX, SETTINGS, type RawSettings, type SettingKey } from './settings.js'
 import { checkEnvironmentNames } from './env-names.js'
-import { FleetKeyError, parseFleetKey } from '../fleet/crypto.js'
-import { DEFAULT_REDIS_KEY_PREFIX } from '../fleet/store.js'
+import { FleetKeyError, parseFleetKey } from './fleet-key.js'
 
 export const CONFIG_FILE_ENV = 'M2M_PROXY_CONFIG'
 /** Read by the fleet tests only (the Redis they use); known here so that a proxy started from a shell that sets it is not refused. */

@@ -2,9 +2,11 @@
 
 import { ConfigError } from './errors.js'
 import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from '../proxy/paths.js'
-import { DEFAULT_REDIS_KEY_PREFIX } from '../fleet/store.js'
 
 type Parser<T> = (raw: unknown, setting: string) => T
+
+/** Start of every key the fleet stores (M2M_PROXY_REDIS_KEY_PREFIX), so that fleets share a Redis. */
+export const DEFAULT_REDIS_KEY_PREFIX = 'm2m-session-proxy:'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]

@@ -1,17 +1,15 @@
 // Sealing of the secrets a fleet keeps in Redis (tokens, password): AES-256-GCM under the fleet key, bound to where the value lives.
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { FLEET_KEY_BYTES, FleetKeyError } from '../config/fleet-key.js'
 
-export const FLEET_KEY_BYTES = 32
+// Read with the configuration (config/ imports no domain module); here for the modules that seal.
+export { FLEET_KEY_BYTES, FleetKeyError, parseFleetKey } from '../config/fleet-key.js'
+
 const IV_BYTES = 12
 const TAG_BYTES = 16
 /** Format version, first in every sealed value, so that a later format can be told apart. */
 const VERSION = 'v1'
-
-/** A fleet key that cannot be used; the message never contains the key. */
-export class FleetKeyError extends Error {
-  override readonly name = 'FleetKeyError'
-}
 
 /** A sealed value that this fleet key cannot open: another key wrote it, or it was altered or moved. */
 export class FleetKeyMismatchError extends Error {
@@ -38,27 +36,6 @@ export class SealedFormatError extends Error {
   constructor (readonly place: string) {
     super(`the shared state at ${place} is not a sealed value this version understands (expected ${VERSION}:...)`)
   }
-}
-
-/**
- * Reads a fleet key written as 64 hex digits or as base64 (standard or URL-safe, padding optional)
- * of exactly 32 bytes. Errors give the length, never the key.
- */
-export function parseFleetKey (text: string): Buffer {
-  const value = text.trim()
-  const hint = 'generate one with: openssl rand -hex 32'
-  if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex')
-  const isHex = /^[0-9a-fA-F]+$/.test(value)
-  const unpadded = value.replace(/={1,2}$/, '').replaceAll('-', '+').replaceAll('_', '/')
-  if (/^[A-Za-z0-9+/]+$/.test(unpadded)) {
-    const bytes = Buffer.from(unpadded, 'base64')
-    if (bytes.toString('base64').replace(/=+$/, '') === unpadded) {
-      if (bytes.length === FLEET_KEY_BYTES) return bytes
-      if (!isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes (its base64 decodes to ${bytes.length}); ${hint}`)
-    }
-  }
-  if (isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes: ${FLEET_KEY_BYTES * 2} hex digits (got ${value.length}); ${hint}`)
-  throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes written as ${FLEET_KEY_BYTES * 2} hex digits or as base64 (got ${value.length} characters that are neither); ${hint}`)
 }
 
 function checkKey (key: Buffer): void {

@@ -5,8 +5,7 @@
 
 import { randomBytes } from 'node:crypto'
 
-/** Start of every key the fleet stores (M2M_PROXY_REDIS_KEY_PREFIX), so that fleets share a Redis. */
-export const DEFAULT_REDIS_KEY_PREFIX = 'm2m-session-proxy:'
+export { DEFAULT_REDIS_KEY_PREFIX } from '../config/settings.js'
 
 /** The VZ-M2M session the fleet shares. Times are milliseconds of the writers' clock (wall-clock time across a fleet). */
 export interface SharedSession {
