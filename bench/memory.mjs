@@ -85,8 +85,8 @@ async function measure (pid, load) {
 async function pipelining () {
   const upstream = http.createServer((request, response) => {
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
+    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
     request.resume()
     request.on('end', () => setTimeout(() => response.end('{}'), 300))
   })

@@ -120,6 +120,7 @@ export async function devRoutes (scope: FastifyInstance): Promise<void> {
     const socket = request.raw.socket
     socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${count * 2}\r\n\r\n`)
     socket.write(Buffer.alloc(count, 0x61), () => socket.destroy())
+    return reply
   })
 
   scope.get(`${PREFIX}/reset`, (request, reply) => {

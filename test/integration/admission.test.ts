@@ -23,8 +23,8 @@ async function holdingUpstream (t: Test): Promise<{ url: string, held: () => num
   const server = http.createServer((request, response) => {
     request.resume()
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
+    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
     current++
     peak = Math.max(peak, current)
     const answer = (): void => { current--; response.end('{}') }

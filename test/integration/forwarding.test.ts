@@ -320,10 +320,11 @@ t.test('a request is never replayed twice for the same cause', async (t) => {
   const server = http.createServer((request, response) => {
     request.resume()
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"a","token_type":"bearer","expires_in":3600}')
+    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"a","token_type":"bearer","expires_in":3600}'); return }
     if (request.url === '/api/m2m/v1/session/login') {
       logins += 1
-      return response.end(`{"sessionToken":"s${logins}"}`)
+      response.end(`{"sessionToken":"s${logins}"}`)
+      return
     }
     dataCalls += 1
     response.statusCode = 400
@@ -401,8 +402,8 @@ t.test('free-text path parameters are forwarded byte for byte; a decoding with a
   const upstream = http.createServer((request, response) => {
     response.setHeader('content-type', 'application/json')
     request.resume()
-    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
+    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
     seen.push(request.url ?? '')
     response.end('{}')
   })

@@ -61,8 +61,8 @@ async function startProxy (t: Test, upstream: string): Promise<ProxyProcess> {
 async function slowUpstream (t: Test): Promise<string> {
   const server = http.createServer((request, response) => {
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') return response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-    if (request.url === '/api/m2m/v1/session/login') return response.end('{"sessionToken":"session-token"}')
+    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
+    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
     request.resume()
     request.on('end', () => setTimeout(() => response.end('{}'), 300))
   })
