@@ -1,4 +1,4 @@
-// Lint rules: typescript-eslint's recommended set over src, test and bench.
+// Lint rules: typescript-eslint's recommended set over src, test and bench; type-aware promise rules over src.
 import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
@@ -9,6 +9,16 @@ export default tseslint.config(
   {
     files: ['bench/**/*.mjs'],
     languageOptions: { globals: { process: 'readonly', Buffer: 'readonly', console: 'readonly', setTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', URL: 'readonly', fetch: 'readonly', performance: 'readonly' } }
+  },
+  {
+    // Type-aware: a promise nobody awaits or handles, or one passed where a plain callback is expected, is a lost error.
+    // Source only: in the tests tap's t.test() returns a promise that tap itself awaits.
+    files: ['src/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error'
+    }
   },
   {
     rules: {
