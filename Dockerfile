@@ -4,8 +4,9 @@ FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
-# prepare (tsc) runs as part of npm ci
-RUN npm ci --no-audit --no-fund
+# prepare (tsc) runs as part of npm ci. The simulator and the demo are for `npm run demo` on a checkout:
+# the image ships the proxy only.
+RUN npm ci --no-audit --no-fund && rm -rf dist/simulator dist/demo.js dist/demo.js.map
 
 FROM node:24-bookworm-slim AS production-dependencies
 WORKDIR /app

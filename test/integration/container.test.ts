@@ -76,7 +76,11 @@ t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD a
   for (const file of ['package.json', 'package-lock.json']) fs.copyFileSync(path.join(ROOT, file), path.join(app, file))
   execFileSyncQuiet('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], app)
   fs.cpSync(path.join(ROOT, 'dist'), path.join(app, 'dist'), { recursive: true })
-  for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check']) {
+  // What the build stage removes from dist (the simulator and the demo), removed here too: the proxy must run without them.
+  const removed = /rm -rf ((?:dist\/\S+ ?)+)/.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]?.trim().split(' ') ?? []
+  t.ok(removed.includes('dist/simulator') && removed.includes('dist/demo.js'), 'the image leaves the simulator and the demo out')
+  for (const entry of removed) fs.rmSync(path.join(app, entry), { recursive: true, force: true })
+  for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check', '@fastify/compress']) {
     t.notOk(fs.existsSync(path.join(app, 'node_modules', devOnly)), `no ${devOnly} in the image`)
   }
   const before = listTree(app)
