@@ -54,7 +54,9 @@ t.test('stdout reader gone once the shutdown began: the lines left at exit are d
   const exit = await exitWithin(proxy, started, 5000)
   t.not(exit, 'still running', 'exited within 5 s of SIGTERM (nothing in flight)')
   t.match(exit, { code: 0 })
-  t.match(proxy.stderr, /stdout failed \(EPIPE\)/)
+  // The shutdown's last lines either fail at exit (said on stderr) or were still in an asynchronous write when the
+  // process ended (nothing to say): which one depends on timing. Never anything else, never a stack.
+  t.match(proxy.stderr, /^(m2m-session-proxy: (stdout failed \(EPIPE\)|\d+ log lines dropped)[^\n]*\n)*$/, 'nothing on stderr but the EPIPE lines')
 })
 
 t.test('stdout reader gone in the middle of a drain: the exit waits for the drain only', async (t) => {
