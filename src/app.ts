@@ -331,6 +331,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
   registerAdminRoutes(admin, { adminToken: config.adminToken, session, operations, metrics, isShuttingDown: () => shuttingDown })
   const rotationSchedule = new RotationScheduler({
     days: config.passwordRotationDays,
+    firstCheckDelayMs: config.passwordRotationFirstCheckMs,
     clock,
     operations,
     events: { onInfo: (message) => credentialsLog.info(message), onWarning: (message) => credentialsLog.warn(message) }

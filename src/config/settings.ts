@@ -206,6 +206,7 @@ export const SETTINGS = {
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
   // Scheduled rotation: the password is rotated once older than this (its change time in the state directory, and in Redis in fleet mode); 0: off.
   passwordRotationDays: setting('M2M_PROXY_PASSWORD_ROTATION_DAYS', 0, daysOrOff(1, 3650)),
+  passwordRotationFirstCheckMs: setting('M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS', 60_000, integer(1000, 86_400_000)),
   // Fleet mode: replicas of one account share the session, the lockout budget and the password through Redis.
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),

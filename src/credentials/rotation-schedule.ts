@@ -10,7 +10,7 @@ import { messageOf } from '../errors.js'
 export const DAY_MS = 86_400_000
 /** The longest wait between two checks. */
 export const ROTATION_CHECK_INTERVAL_MS = 3_600_000
-/** The first check after start-up waits this long at least: the start-up login goes first. */
+/** The first check after start-up waits this long at least (M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS's default): the start-up login goes first. */
 export const FIRST_CHECK_DELAY_MS = 60_000
 
 export type RotationCheck = 'off' | 'not-due' | 'rotated' | 'busy' | 'failed'
@@ -34,10 +34,16 @@ export class RotationScheduler {
   constructor (private readonly options: {
     /** M2M_PROXY_PASSWORD_ROTATION_DAYS; 0: off. */
     days: number
+    /** M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS; default FIRST_CHECK_DELAY_MS. */
+    firstCheckDelayMs?: number
     clock: Clock
     operations: ScheduledRotations
     events?: RotationScheduleEvents
   }) {}
+
+  private get firstCheckDelayMs (): number {
+    return this.options.firstCheckDelayMs ?? FIRST_CHECK_DELAY_MS
+  }
 
   get maxAgeMs (): number {
     return this.options.days * DAY_MS
@@ -53,7 +59,7 @@ export class RotationScheduler {
   start (): void {
     if (this.options.days === 0) return
     this.startedAt = this.options.clock.now()
-    this.schedule(FIRST_CHECK_DELAY_MS)
+    this.schedule(this.firstCheckDelayMs)
   }
 
   /**
@@ -63,7 +69,7 @@ export class RotationScheduler {
    */
   changeTimeUpdated (): void {
     if (this.options.days === 0 || this.startedAt === undefined || this.stopped || this.running !== undefined) return
-    this.schedule(Math.max(0, this.startedAt + FIRST_CHECK_DELAY_MS - this.options.clock.now()))
+    this.schedule(Math.max(0, this.startedAt + this.firstCheckDelayMs - this.options.clock.now()))
   }
 
   stop (): void {
@@ -107,7 +113,7 @@ export class RotationScheduler {
       if (this.stopped) return
       void this.check().then((outcome) => {
         // After a failure, an hour (not a loop of resets); while another replica rotates, a minute.
-        this.schedule(outcome === 'failed' ? ROTATION_CHECK_INTERVAL_MS : outcome === 'busy' ? FIRST_CHECK_DELAY_MS : 0)
+        this.schedule(outcome === 'failed' ? ROTATION_CHECK_INTERVAL_MS : outcome === 'busy' ? this.firstCheckDelayMs : 0)
       })
     }, delay)
   }
