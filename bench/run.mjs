@@ -28,7 +28,8 @@ const FLEET_SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_FLEET_SIDE_BY_SIDE_RO
 const FLEET_KEY_PREFIX = `m2m-bench:${randomBytes(6).toString('hex')}:`
 // The queue's cost on the hot path: this proxy side by side with an earlier commit's build (a8bc49c: before admission, the
 // connection cap's eviction, the upstream gate and the byte budgets). BENCH_BASELINE=off skips it; another commit id compares
-// with that one. Built from `git archive` beside this checkout, with this checkout's node_modules (the lock file is the same).
+// with that one. Built from `git archive` beside this checkout, with this checkout's node_modules when the lock file is the
+// same, else with its own from npm's cache (npm ci --offline).
 const BASELINE = process.env.BENCH_BASELINE ?? 'a8bc49c'
 const BASELINE_ROUNDS = Number(process.env.BENCH_BASELINE_ROUNDS ?? Math.max(SIDE_BY_SIDE_ROUNDS, 5))
 const PATH = '/api/m2m/v1/devices/actions/list'
@@ -224,19 +225,22 @@ async function main () {
   }
   const proxy = await startProxy(proxyEnv)
   const bare = await startChild(['bench/bare-proxy.mjs', String(upstream.port), '0'], TARGET_CPUS)
+  const raw = await startChild(['bench/raw-proxy.mjs', String(upstream.port), '0'], TARGET_CPUS)
   const nginx = startNginx(upstream.port)
   if (nginx !== undefined) await sleep(300)
 
   const bareName = 'bare @fastify/http-proxy'
+  const rawName = 'raw node:http + undici'
   const proxyName = `m2m-session-proxy (${LOG_LEVEL} logs)`
   const targets = [
     { name: 'upstream direct (the limit)', port: upstream.port, cpuPids: [upstream.child.pid] },
     ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port, cpuPids: withChildren(nginx.child.pid) }]),
+    { name: rawName, port: raw.port, pid: raw.child.pid, cpuPids: [raw.child.pid] },
     { name: bareName, port: bare.port, pid: bare.child.pid, cpuPids: [bare.child.pid] },
     { name: proxyName, port: proxy.port, pid: proxy.child.pid, cpuPids: [proxy.child.pid], logFile: proxy.logFile }
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
-  const rss = { [bare.child.pid]: [], [proxy.child.pid]: [] }
+  const rss = { [bare.child.pid]: [], [raw.child.pid]: [], [proxy.child.pid]: [] }
   const placement = PIN ? `targets pinned to CPU ${TARGET_CPUS}, wrk and the upstream to CPU ${LOAD_CPUS}` : 'not pinned (BENCH_PIN=0, one CPU, autocannon or no taskset)'
   process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${CPU_COUNT} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${placement}\n`)
   for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
@@ -301,6 +305,8 @@ async function main () {
   lines.push(`CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio(oneAfterAnother, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'cpuPerRequest')}`)
   lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
   lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
+  const perRoundAgainst = (other, method) => median(results.get(proxyName)[method].map((run, round) => run.cpuPerRequest / results.get(other)[method][round].cpuPerRequest)).toFixed(2)
+  lines.push(`CPU per request this proxy / raw node:http + undici, median of the per-round ratios: GET ${perRoundAgainst(rawName, 'GET')}, POST ${perRoundAgainst(rawName, 'POST')} (target <= 1.20)`)
   if (SIDE_BY_SIDE_ROUNDS > 0) {
     lines.push('', `Side by side (bare and this proxy loaded at the same time, ${SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| target | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req |', '|---|---:|---:|---:|---:|---:|---:|')
     for (const name of [bareName, proxyName]) {
@@ -314,16 +320,62 @@ async function main () {
       `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`)
   }
 
+  /**
+   * Spawn to ready and RSS at rest, each proxy started BENCH_STARTUP_RUNS times (default 7) on the targets' CPU: this proxy
+   * (ready at its "listening" line, production log settings), raw node:http + undici and bare @fastify/http-proxy (ready at
+   * their port line). RSS is read 1 s after ready.
+   */
+  async function startupAndFootprint () {
+    const runs = Number(process.env.BENCH_STARTUP_RUNS ?? 7)
+    const dir = fs.mkdtempSync(path.join(work, 'startup-'))
+    const kinds = [
+      { name: proxyName, args: ['dist/main.js'], env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }, ready: /"msg":"listening"/ },
+      { name: rawName, args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
+      { name: bareName, args: ['bench/bare-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ }
+    ]
+    const figures = new Map(kinds.map((kind) => [kind.name, { startMs: [], rssMiB: [] }]))
+    for (let run = 0; run < runs; run++) {
+      for (const kind of kinds) {
+        const started = performance.now()
+        const child = spawn(...onCpus(TARGET_CPUS, process.execPath, kind.args.map((arg) => arg.startsWith('dist/') || arg.startsWith('bench/') ? path.join(ROOT, arg) : arg)), {
+          cwd: dir, env: { PATH: process.env.PATH, ...kind.env }, stdio: ['ignore', 'pipe', 'ignore']
+        })
+        await new Promise((resolve, reject) => {
+          let output = ''
+          child.stdout.on('data', (chunk) => { output += chunk.toString(); if (kind.ready.test(output)) resolve() })
+          child.once('exit', (code) => reject(new Error(`${kind.name} exited with ${code} before it was ready`)))
+        })
+        figures.get(kind.name).startMs.push(performance.now() - started)
+        child.stdout.resume()
+        await sleep(1000)
+        figures.get(kind.name).rssMiB.push(rssMiB(child.pid))
+        child.kill('SIGKILL')
+        await new Promise((resolve) => child.once('exit', resolve))
+      }
+    }
+    const out = ['', `Start-up and footprint (${runs} starts each, medians; spawn to ready, RSS 1 s later):`, '', '| process | spawn to ready ms | RSS at rest MiB |', '|---|---:|---:|']
+    for (const kind of kinds) out.push(`| ${kind.name} | ${median(figures.get(kind.name).startMs).toFixed(0)} | ${median(figures.get(kind.name).rssMiB).toFixed(1)} |`)
+    const ours = figures.get(proxyName)
+    const rawFigures = figures.get(rawName)
+    out.push('', `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`)
+    return out
+  }
+
   /** The baseline commit built in the work folder; a reason string when it cannot be. */
   function buildBaseline () {
     if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${BASELINE}^{commit}`]).status !== 0) return `commit ${BASELINE} is not in this clone (a shallow clone?)`
-    if (spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status !== 0) return `its package-lock.json differs from this checkout's`
+    const sameLock = spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status === 0
     const dir = path.join(work, 'baseline')
     fs.mkdirSync(dir)
     const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${BASELINE}" | tar -x -C "${dir}"`], { stdio: 'inherit' })
     if (archive.status !== 0) return 'git archive failed'
-    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'))
-    const built = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'inherit' })
+    if (sameLock) fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'))
+    else {
+      // Its own dependencies, from npm's cache (this machine installed them before; nothing is fetched when they are there).
+      const installed = spawnSync('npm', ['ci', '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: dir, stdio: 'inherit' })
+      if (installed.status !== 0) return 'its package-lock.json differs from this checkout\'s and npm ci --offline could not install it'
+    }
+    const built = spawnSync(process.execPath, [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'inherit' })
     return built.status === 0 ? { dir } : 'its build failed'
   }
 
@@ -333,14 +385,16 @@ async function main () {
     if (BASELINE === 'off') return ['', 'baseline comparison: skipped (BENCH_BASELINE=off)']
     const baseline = buildBaseline()
     if (typeof baseline === 'string') return ['', `baseline comparison: skipped, ${BASELINE} cannot be built here: ${baseline}`]
+    // Two new processes, started and warmed up alike: reusing the proxy of the rounds above for one side gave it a 10%
+    // handicap against a copy of itself (an A/A run, BENCH_BASELINE=HEAD).
+    const currentProxy = await startProxy(proxyEnv, 'proxy-current')
     const baselineProxy = await startProxy(proxyEnv, 'proxy-baseline', baseline.dir)
-    const current = targets.find((target) => target.name === proxyName)
     const pairNow = [
-      { ...current, name: `this proxy (${spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim()})` },
+      { name: `this proxy (${spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim()})`, port: currentProxy.port, pid: currentProxy.child.pid, cpuPids: [currentProxy.child.pid], logFile: currentProxy.logFile },
       { name: `baseline ${BASELINE}`, port: baselineProxy.port, pid: baselineProxy.child.pid, cpuPids: [baselineProxy.child.pid], logFile: baselineProxy.logFile }
     ]
-    rss[baselineProxy.child.pid] = []
-    for (const method of ['GET', 'POST']) await load(baselineProxy.port, method) // warm-up
+    for (const target of pairNow) rss[target.pid] = []
+    for (const method of ['GET', 'POST']) for (const target of pairNow) await load(target.port, method) // warm-up
     const runs = pairNow.map(() => ({ GET: [], POST: [] }))
     for (let round = 0; round < BASELINE_ROUNDS; round++) {
       for (const method of ['GET', 'POST']) {
@@ -357,7 +411,8 @@ async function main () {
     const ratioOf = (method, figure) => median(runs[0][method].map((run, round) => run[figure] / runs[1][method][round][figure])).toFixed(2)
     out.push('', `this proxy / ${BASELINE}, median of the per-round ratios: CPU per request GET ${ratioOf('GET', 'cpuPerRequest')}, POST ${ratioOf('POST', 'cpuPerRequest')} (target <= 1.05); ` +
       `throughput GET ${ratioOf('GET', 'rps')}, POST ${ratioOf('POST', 'rps')}; p99 GET ${ratioOf('GET', 'p99')}, POST ${ratioOf('POST', 'p99')}`)
-    out.push(`RSS after each run: this proxy median ${median(rss[proxy.child.pid]).toFixed(1)} MiB; ${BASELINE} median ${median(rss[baselineProxy.child.pid]).toFixed(1)} MiB`)
+    out.push(`RSS after each run: this proxy median ${median(rss[currentProxy.child.pid]).toFixed(1)} MiB; ${BASELINE} median ${median(rss[baselineProxy.child.pid]).toFixed(1)} MiB`)
+    currentProxy.child.kill('SIGKILL')
     baselineProxy.child.kill('SIGKILL')
     return out
   }
@@ -466,6 +521,7 @@ async function main () {
     }
     return out
   }
+  lines.push(...await startupAndFootprint())
   lines.push(...await baselineComparison())
   lines.push(...await fleetComparison())
   // Last, with every other process of the bench stopped: peaks of RSS are what this section measures.
