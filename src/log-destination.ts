@@ -48,8 +48,8 @@ export class FdLogDestination {
   /** Lines dropped in the current episode of a slow reader (0 while lines are kept), and since when. */
   #droppingSince = 0
   #droppingStartedAt = 0
-  /** True while writing this destination's own warning, whose drop is not a log line's. */
-  #writingWarning = false
+  /** Set by sonic-boom's 'drop', which it emits within the write that did not fit. */
+  #lastWriteDropped = false
   #failure: string | undefined
   #droppedLines = 0
   /** Set at exit: a slow reader's EAGAIN is retried until then, not for ever. */
@@ -71,13 +71,7 @@ export class FdLogDestination {
       // A full pipe (EAGAIN) is waited for while serving; at exit only until the deadline.
       retryEAGAIN: () => this.#exitDeadline === 0 || Date.now() < this.#exitDeadline
     })
-    this.#sonic.on('drop', (data: string) => {
-      if (this.#writingWarning) return
-      if (this.#droppingSince === 0) this.#droppingStartedAt = Date.now()
-      const lines = countLines(data)
-      this.#droppingSince += lines
-      this.#droppedLines += lines
-    })
+    this.#sonic.on('drop', () => { this.#lastWriteDropped = true })
     this.#sonic.on('error', (error: NodeJS.ErrnoException) => { this.#stop(error.code ?? 'write failed') })
     if (options.periodicFlushMs > 0) this.#timer = setInterval(() => { this.#handOver() }, options.periodicFlushMs).unref()
     process.on('exit', () => {
@@ -102,19 +96,25 @@ export class FdLogDestination {
     return true
   }
 
-  /** The gathered lines to sonic-boom, after the warnings of a dropping episode once there is room for them. */
+  /**
+   * The gathered lines to sonic-boom, as one write. While lines are dropped, the two warnings of the
+   * episode go in the same write, so they are written only with the lines that follow them; a write
+   * that does not fit is dropped whole and its lines counted.
+   */
   #handOver (): void {
     if (this.#batch === '' || this.#failure !== undefined) return
     const batch = this.#batch
     this.#batch = ''
-    if (this.#droppingSince > 0) {
-      if (this.#caughtUp(batch)) return
-      const lines = countLines(batch)
-      this.#droppedLines += lines
-      this.#droppingSince += lines
+    this.#lastWriteDropped = false
+    this.#sonic.write(this.#droppingSince > 0 ? this.#droppingWarnings() + batch : batch)
+    if (!this.#lastWriteDropped) {
+      this.#droppingSince = 0
       return
     }
-    this.#sonic.write(batch)
+    if (this.#droppingSince === 0) this.#droppingStartedAt = Date.now()
+    const lines = countLines(batch)
+    this.#droppedLines += lines
+    this.#droppingSince += lines
   }
 
   /** Writes what is buffered now; `callback` once it is written (or dropped). */
@@ -139,27 +139,11 @@ export class FdLogDestination {
     }
   }
 
-  /**
-   * While lines are dropped: the two warnings and `batch` go together once there is room for all of
-   * them (true); false, nothing written, while the reader is still too far behind.
-   */
-  #caughtUp (batch: string): boolean {
-    const warnings = warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
+  /** When the current dropping episode started, and how many lines it cost. */
+  #droppingWarnings (): string {
+    return warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
       'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)', this.#droppingStartedAt) +
       warningLine(`stdout caught up: ${this.#droppingSince} log line(s) were dropped while it was not read fast enough`)
-    let dropped = false
-    const onDrop = (): void => { dropped = true }
-    this.#sonic.once('drop', onDrop)
-    this.#writingWarning = true
-    try {
-      this.#sonic.write(warnings + batch)
-    } finally {
-      this.#writingWarning = false
-      this.#sonic.off('drop', onDrop)
-    }
-    if (dropped) return false
-    this.#droppingSince = 0
-    return true
   }
 
   /** No more writes: what sonic-boom still holds is dropped, and so is every line after it. */
@@ -168,9 +152,7 @@ export class FdLogDestination {
     this.#failure = code
     this.#droppedLines += countLines(this.#batch)
     this.#batch = ''
-    clearInterval(this.#timer)
-    // sonic-boom keeps what it holds; told nothing more, it writes nothing more.
-    this.#sonic.on('error', () => {})
+    clearInterval(this.#timer) // sonic-boom keeps what it holds; handed nothing more, it writes nothing more
     const reason = READER_GONE.has(code) ? 'its reader is gone' : 'it cannot be written'
     tellStderr(`stdout failed (${code}): ${reason}; log lines are dropped from now on, counted in m2m_proxy_log_lines_dropped_total`)
   }
