@@ -95,50 +95,37 @@ export class ProxyMetrics {
       upstreamDuration.observe(statusCode === undefined ? failedIndex : statusClassIndex(statusCode), seconds)
     }
     collectDefaultMetrics({ register: this.registry })
+    const registry = this.registry
+    /** A gauge whose value is read when scraped (nothing to update on the hot path). */
+    const scrapedGauge = (name: string, help: string, value: () => number): void => {
+      new Gauge({ name, help, registers: [registry], collect () { this.set(value()) } })
+    }
+    /** A counter fed, when scraped, from a running total kept elsewhere. */
+    const scrapedCounter = (name: string, help: string, total: () => number): void => {
+      let reported = 0
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect () {
+          const now = total()
+          if (now > reported) this.inc(now - reported)
+          reported = now
+        }
+      })
+    }
     const admission = options.admission
-    new Gauge({
-      name: 'm2m_proxy_requests_in_flight',
-      help: 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
-      registers: [this.registry],
-      collect () { this.set(admission?.()?.inFlight ?? 0) }
-    })
-    new Gauge({
-      name: 'm2m_proxy_requests_queued',
-      help: 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
-      registers: [this.registry],
-      collect () { this.set(admission?.()?.queued ?? 0) }
-    })
-    new Gauge({
-      name: 'm2m_proxy_request_body_bytes',
-      help: 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
-      registers: [this.registry],
-      collect () { this.set(admission?.()?.bodyBytesHeld ?? 0) }
-    })
-    let reportedWaited = 0
-    new Counter({
-      name: 'm2m_proxy_requests_waited_total',
-      help: 'Requests that waited in the queue for a slot',
-      registers: [this.registry],
-      collect () {
-        const waited = admission?.()?.waited ?? 0
-        if (waited > reportedWaited) this.inc(waited - reportedWaited)
-        reportedWaited = waited
-      }
-    })
-    const upstreamPaused = options.upstreamPaused
-    new Gauge({
-      name: 'm2m_proxy_upstream_paused',
-      help: '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
-      registers: [this.registry],
-      collect () { this.set(upstreamPaused?.() === true ? 1 : 0) }
-    })
-    const upstreamLearnedRate = options.upstreamLearnedRate
-    new Gauge({
-      name: 'm2m_proxy_upstream_learned_rate',
-      help: 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
-      registers: [this.registry],
-      collect () { this.set(upstreamLearnedRate?.() ?? 0) }
-    })
+    scrapedGauge('m2m_proxy_requests_in_flight', 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
+      () => admission?.()?.inFlight ?? 0)
+    scrapedGauge('m2m_proxy_requests_queued', 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
+      () => admission?.()?.queued ?? 0)
+    scrapedGauge('m2m_proxy_request_body_bytes', 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
+      () => admission?.()?.bodyBytesHeld ?? 0)
+    scrapedCounter('m2m_proxy_requests_waited_total', 'Requests that waited in the queue for a slot', () => admission?.()?.waited ?? 0)
+    scrapedGauge('m2m_proxy_upstream_paused', '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
+      () => options.upstreamPaused?.() === true ? 1 : 0)
+    scrapedGauge('m2m_proxy_upstream_learned_rate', 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
+      () => options.upstreamLearnedRate?.() ?? 0)
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
       const snapshot = session()?.snapshot()
@@ -149,52 +136,24 @@ export class ProxyMetrics {
         idleSeconds: snapshot.lastUsedAt === null ? 0 : (now - Date.parse(snapshot.lastUsedAt)) / 1000
       }
     }
-    new Gauge({
-      name: 'm2m_proxy_session_age_seconds',
-      help: 'Seconds since the current session logged in (0 without a session)',
-      registers: [this.registry],
-      collect () { this.set(sessionTimes()?.ageSeconds ?? 0) }
-    })
-    new Gauge({
-      name: 'm2m_proxy_session_idle_seconds',
-      help: 'Seconds since the current session was last used (0 without a session)',
-      registers: [this.registry],
-      collect () { this.set(sessionTimes()?.idleSeconds ?? 0) }
-    })
-    let reportedDroppedLogLines = 0
-    new Counter({
-      name: 'm2m_proxy_log_lines_dropped_total',
-      help: 'Log lines dropped because stdout could not be written any more (its reader gone) or was too slow (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
-      registers: [this.registry],
-      collect () {
-        const dropped = droppedLogLines()
-        if (dropped > reportedDroppedLogLines) this.inc(dropped - reportedDroppedLogLines)
-        reportedDroppedLogLines = dropped
-      }
-    })
+    scrapedGauge('m2m_proxy_session_age_seconds', 'Seconds since the current session logged in (0 without a session)',
+      () => sessionTimes()?.ageSeconds ?? 0)
+    scrapedGauge('m2m_proxy_session_idle_seconds', 'Seconds since the current session was last used (0 without a session)',
+      () => sessionTimes()?.idleSeconds ?? 0)
+    scrapedCounter('m2m_proxy_log_lines_dropped_total',
+      'Log lines dropped because stdout could not be written any more (its reader gone) or was too slow (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
+      droppedLogLines)
     if (options.fleet === true) {
-      new Gauge({
-        name: 'm2m_proxy_fleet_store_up',
-        help: 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
-        registers: [this.registry],
-        collect () { this.set(session()?.fleetStoreConnected === true ? 1 : 0) }
-      })
+      scrapedGauge('m2m_proxy_fleet_store_up', 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
+        () => session()?.fleetStoreConnected === true ? 1 : 0)
     }
     const passwordAgeSeconds = options.passwordAgeSeconds
     if (passwordAgeSeconds !== undefined) {
-      new Gauge({
-        name: 'm2m_proxy_password_age_seconds',
-        help: 'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
-        registers: [this.registry],
-        collect () { this.set(passwordAgeSeconds() ?? 0) }
-      })
+      scrapedGauge('m2m_proxy_password_age_seconds', 'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
+        () => passwordAgeSeconds() ?? 0)
     }
-    new Gauge({
-      name: 'm2m_proxy_login_guard_engaged',
-      help: '1 while rejected logins have paused logging in',
-      registers: [this.registry],
-      collect () { this.set(session()?.guardEngaged === true ? 1 : 0) }
-    })
+    scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in',
+      () => session()?.guardEngaged === true ? 1 : 0)
   }
 
   #reportRequests (): void {
