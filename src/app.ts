@@ -228,8 +228,9 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     const bodyBytes = length !== undefined ? Math.min(Number(length) || 0, config.bodyLimitBytes) : headers['transfer-encoding'] !== undefined ? config.bodyLimitBytes : 0
     const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
     if (admitted !== undefined) {
-      // The answer sent, or the client gone: the slot and the body's bytes are free again.
-      reply.raw.once('close', admitted)
+      // The answer sent, or the client gone: the slot and the body's bytes are free again. A response
+      // closes once: `on` spares the wrapper `once` would add to every request.
+      reply.raw.on('close', admitted)
       done()
       return
     }

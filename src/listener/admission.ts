@@ -60,14 +60,6 @@ export class Admission {
   get bodyBytesHeld (): number { return this.#bodyBytesHeld }
 
   /**
-   * Admits a request whose body may take `bodyBytes` (its Content-Length, or the body limit when it is
-   * chunked; 0 without a body): `admitted` at once when a slot and the bytes are free, else after
-   * waiting in the queue (first come, first served), or `refused` when the queue is full or the wait
-   * passes the queue timeout. The connection's further pipelined requests are not read while it has
-   * `maxPipelined` requests in progress. Returns a function that gives up a place still in the queue
-   * (the client went away), doing nothing otherwise.
-   */
-  /**
    * The fast path: admits at once, without any callback, when nobody waits, a slot and the bytes are
    * free and the connection is under its share; undefined otherwise (then call admit).
    */
@@ -83,6 +75,14 @@ export class Admission {
     }
   }
 
+  /**
+   * Admits a request whose body may take `bodyBytes` (its Content-Length, or the body limit when it is
+   * chunked; 0 without a body): `admitted` at once when a slot and the bytes are free, else after
+   * waiting in the queue (first come, first served), or `refused` when the queue is full or the wait
+   * passes the queue timeout. The connection's further pipelined requests are not read while it has
+   * `maxPipelined` requests in progress. Returns a function that gives up a place still in the queue
+   * (the client went away), doing nothing otherwise.
+   */
   admit (socket: Socket, bodyBytes: number, admitted: (release: ReleaseAdmission) => void, refused: (reason: AdmissionRefusal) => void): () => void {
     const connection = connectionOf(socket)
     let cancelled = false
