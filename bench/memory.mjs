@@ -1,7 +1,7 @@
 // `npm run bench:memory` (and the last section of `npm run bench`): the proxy's peak RSS, as the image runs it (default
 // settings, the Dockerfile's MALLOC_ARENA_MAX), in issue 18's two worst cases, against the README's target of 160 MiB:
 //   pipelining  one connection pipelining 400 × 1 MB POSTs to a ThingSpace answering each 300 ms after its body
-//   stuck-log   nobody reads stdout while 12,000 requests with 6 KB URLs each write a log line (80 MB of lines)
+//   stuck-log   nobody reads stdout while 12,000 requests with 6 KB paths each write a log line (75 MB of lines)
 // Each case runs BENCH_MEMORY_RUNS times (default 3), one process at a time, nothing else loaded by the bench meanwhile.
 // The proxy runs in a memory cgroup limited as the Kubernetes example's pod (deploy/kubernetes.yaml, 192Mi), where the bench
 // may create one (root, cgroup v1 or a delegated v2 tree): Node sizes V8's heap from that limit, as in the pod. Without
@@ -16,6 +16,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createMemoryCgroup, podMemoryLimitMiB } from './memory-cgroup.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 3)
@@ -31,37 +32,6 @@ function imageMemoryEnv () {
   return arenas === undefined ? {} : { MALLOC_ARENA_MAX: arenas }
 }
 
-/** The memory limit of the proxy's container in deploy/kubernetes.yaml, in MiB. */
-function podMemoryLimitMiB () {
-  const limit = /limits:\s*\{\s*memory:\s*(\d+)Mi/.exec(fs.readFileSync(path.join(ROOT, 'deploy/kubernetes.yaml'), 'utf8'))?.[1]
-  if (limit === undefined) throw new Error('deploy/kubernetes.yaml states no memory limit in Mi')
-  return Number(limit)
-}
-
-/**
- * A memory cgroup limited to `limitMiB` beside this process's own, for the proxy to run in; undefined where none can be
- * made (not root, no memory controller, a v2 tree not delegated).
- */
-function createMemoryCgroup (limitMiB) {
-  const lines = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n')
-  const v1 = lines.map((line) => /^\d+:([^:]*\bmemory\b[^:]*):(.*)$/.exec(line)).find(Boolean)
-  const v2 = lines.map((line) => /^0::(.*)$/.exec(line)).find(Boolean)
-  const candidates = []
-  if (v1) candidates.push({ dir: path.join('/sys/fs/cgroup/memory', v1[2]), limitFile: 'memory.limit_in_bytes' })
-  if (v2) candidates.push({ dir: path.join('/sys/fs/cgroup', v2[1]), limitFile: 'memory.max' }, { dir: path.join('/sys/fs/cgroup/unified', v2[1]), limitFile: 'memory.max' })
-  for (const { dir, limitFile } of candidates) {
-    const child = path.join(dir, `m2m-bench-memory-${process.pid}`)
-    try {
-      fs.mkdirSync(child)
-      fs.writeFileSync(path.join(child, limitFile), String(limitMiB * 1024 * 1024))
-      return { dir: child, remove: () => { try { fs.rmdirSync(child) } catch { /* a process still in it: left for the system */ } } }
-    } catch {
-      try { fs.rmdirSync(child) } catch { /* never made */ }
-    }
-  }
-  return undefined
-}
-
 function rssMiB (pid) {
   return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
 }
@@ -74,10 +44,7 @@ function median (values) {
 
 /** Starts a child whose stdout announces readiness with a line matching `ready`; resolves with that output so far. */
 function startChild (args, env, ready) {
-  // In a cgroup: a shell moves itself there, then becomes node, so that node starts inside it and sizes its heap by it.
-  const [command, commandArgs] = env.cgroup === undefined
-    ? [NODE, args]
-    : ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', env.cgroup, NODE, ...args]]
+  const [command, commandArgs] = env.cgroup === undefined ? [NODE, args] : env.cgroup.wrap(NODE, args)
   const child = spawn(command, commandArgs, { cwd: env.cwd ?? ROOT, env: { PATH: process.env.PATH, ...env.vars }, stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     let output = ''
@@ -166,7 +133,7 @@ async function stuckLog (cgroup) {
   proxy.child.stdout.pause() // nobody reads: the pipe fills, then the proxy's own buffer
   try {
     return await measure(proxy.child.pid, async () => {
-      const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo?${'q'.repeat(6000)}`
+      const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo/${'q'.repeat(6000)}`
       for (let round = 0; round < 240; round++) {
         await Promise.all(Array.from({ length: 50 }, async () => { await (await fetch(echo)).arrayBuffer() }))
       }
@@ -184,11 +151,11 @@ export async function memorySection () {
   // The target is the pod's: judged in the cgroup where there is one, otherwise (for want of one) without a limit.
   const modes = cgroup === undefined
     ? [{ label: 'none', cgroup: undefined, judged: true }]
-    : [{ label: `${POD_LIMIT_MIB} MiB (cgroup)`, cgroup: cgroup.dir, judged: true }, { label: 'none (for reference)', cgroup: undefined, judged: false }]
+    : [{ label: `${POD_LIMIT_MIB} MiB (cgroup)`, cgroup, judged: true }, { label: 'none (for reference)', cgroup: undefined, judged: false }]
   const lines = ['', `Peak RSS as the image runs the proxy (Node ${nodeVersion}, ${Object.keys(EXTRA_ENV).length === 0 ? 'default settings' : `settings ${JSON.stringify(EXTRA_ENV)}`}, ${Object.entries(imageMemoryEnv()).map(([name, value]) => `${name}=${value}`).join(' ') || 'no memory ENV'}), ${RUNS} runs each, one at a time; target under ${TARGET_MIB} MiB in a pod limited to ${POD_LIMIT_MIB} MiB${POD_LIMIT_MIB > 0 && cgroup === undefined ? ' (no memory cgroup could be made here: run unlimited, where V8 sizes its heap by the host)' : ''}:`, '',
     '| case | memory limit | at rest MiB (median) | peak MiB (median) | peak MiB (max) | target met |', '|---|---|---:|---:|---:|---|']
   try {
-    for (const [name, run] of [['400 × 1 MB pipelined on one connection, upstream 300 ms', pipelining], ['stdout not read, 12,000 requests with 6 KB URLs', stuckLog]]) {
+    for (const [name, run] of [['400 × 1 MB pipelined on one connection, upstream 300 ms', pipelining], ['stdout not read, 12,000 requests with 6 KB paths', stuckLog]]) {
       for (const mode of modes) {
         const results = []
         for (let i = 0; i < RUNS; i++) {

@@ -18,13 +18,17 @@ export interface ProxyProcess {
   waitFor: (test: (line: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>>
 }
 
+/** Another command line that runs the given one in the same process (one that execs it), e.g. inside a cgroup. */
+export type CommandWrapper = (command: string, args: string[]) => [string, string[]]
+
 /**
- * Starts `script` with `env` in `cwd`. `measured`: without tap's process instrumentation, which tap adds to every child
+ * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory cgroup's. `measured`: without tap's process instrumentation, which tap adds to every child
  * (NODE_OPTIONS=--import its processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory.
  */
-export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN, options: { measured?: boolean } = {}): Promise<ProxyProcess> {
+export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN, options: { measured?: boolean, wrap?: CommandWrapper } = {}): Promise<ProxyProcess> {
   // `env -u` execs node in its own place: the same pid.
-  const [command, args] = options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
+  const [plainCommand, plainArgs] = options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
+  const [command, args] = options.wrap === undefined ? [plainCommand, plainArgs] : options.wrap(plainCommand, plainArgs)
   const child = spawn(command, args, {
     cwd,
     // Log lines written at once, not in 4 KiB batches flushed every second: a test waiting for a line waits
