@@ -1,5 +1,5 @@
 // A memory cgroup limited like the Kubernetes example's pod, for the proxy to run in when its memory is measured
-// (npm run bench's memory section, test/integration/memory-bounds.test.ts). Node sizes V8's heap from the container's
+// (npm run bench's memory section, test/process/memory-bounds.test.ts). Node sizes V8's heap from the container's
 // memory limit (uv_get_constrained_memory): on a large host without one, V8 lets garbage pile up far longer than in a pod.
 import fs from 'node:fs'
 import path from 'node:path'
