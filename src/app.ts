@@ -54,11 +54,11 @@ export interface ProxyApp {
   readonly shuttingDown: boolean
   /** Graceful stop: readiness 503, no new connections, in-flight requests finish (bounded), session logged out. */
   shutdown: () => Promise<void>
-  /** Immediate stop (tests, second signal). */
+  /** Immediate stop (tests, a failed start): the same steps, no grace, no logout. */
   close: () => Promise<void>
 }
 
-const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+export const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
 /** Largest admin request body; every admin route takes a few bytes of JSON at most. */
 const ADMIN_BODY_LIMIT_BYTES = 64 * 1024
 /** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
@@ -356,55 +356,49 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
       })
     })
 
-  const stopPasswordTasks = (): void => {
-    rotationSchedule.stop()
-    passwordSync?.stop()
+  /** ThingSpace's session logged out at shutdown (M2M_PROXY_LOGOUT_ON_SHUTDOWN), within LOGOUT_ON_SHUTDOWN_TIMEOUT_MS. */
+  const logOutUpstream = async (): Promise<void> => {
+    if (fleetStore !== undefined) {
+      // The other replicas use the same session: logging it out would cost the fleet a login.
+      logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
+      return
+    }
+    const outcome = await Promise.race([
+      session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
+      sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
+    ])
+    if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
+    else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
+    else if (outcome === 'failed') logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed') // its cause: the session's warning before
+    else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
   }
 
-  const close = async (): Promise<void> => {
-    shuttingDown = true
-    stopWatching()
-    stopPasswordTasks()
-    session.close()
-    const closed = Promise.allSettled([proxy.close(), admin.close()])
-    // Immediate: requests in flight are not waited for. A stalled upload would otherwise hold close()
-    // for ever, since a closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS.
-    proxy.server.closeAllConnections()
-    admin.server.closeAllConnections()
-    await closed
-    await fleetStore?.close()
-    await dispatcher.destroy()
-  }
-
-  const shutdown = async (): Promise<void> => {
+  /**
+   * The one way down, for close() and shutdown() alike: no background task any more, readiness 503, the proxy listener
+   * drained for `graceMs` (0: its connections closed at once), the session logged out when asked, then the rest closed.
+   */
+  const stop = async (graceMs: number, logOut: boolean): Promise<void> => {
     shuttingDown = true // readiness answers 503 from now on
     stopWatching()
-    stopPasswordTasks()
+    rotationSchedule.stop()
+    passwordSync?.stop()
     session.close() // no background login any more
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle
     // now. Those busy now would stay open once answered, holding the drain until the grace period
     // ran out: the onResponse hook closes each as its answer is sent.
     const drained = proxy.close().then(() => true)
-    const inTime = await Promise.race([drained, sleep(config.shutdownGraceMs, false)])
+    const inTime = graceMs > 0 && await Promise.race([drained, sleep(graceMs, false)])
     if (!inTime) {
-      logger.warn({ graceMs: config.shutdownGraceMs }, 'requests still in flight after the grace period: closing their connections')
+      if (graceMs > 0) logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')
+      // A closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS: a stalled upload would hold the close for ever.
       proxy.server.closeAllConnections()
       await drained
     }
-    if (config.logoutOnShutdown && fleetStore !== undefined) {
-      // The other replicas use the same session: logging it out would cost the fleet a login.
-      logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
-    } else if (config.logoutOnShutdown) {
-      const outcome = await Promise.race([
-        session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
-        sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
-      ])
-      if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
-      else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
-      else if (outcome === 'failed') logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed') // its cause: the session's warning before
-      else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
-    }
-    await admin.close()
+    if (logOut) await logOutUpstream()
+    // Probes and scrapes are answered until here; whatever is still open on the admin listener is closed with it.
+    const adminClosed = admin.close()
+    admin.server.closeAllConnections()
+    await adminClosed
     await fleetStore?.close()
     await dispatcher.destroy()
   }
@@ -417,7 +411,7 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     metrics,
     fleetStore,
     get shuttingDown () { return shuttingDown },
-    shutdown,
-    close
+    shutdown: async () => { await stop(config.shutdownGraceMs, config.logoutOnShutdown) },
+    close: async () => { await stop(0, false) }
   }
 }

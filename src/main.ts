@@ -1,12 +1,17 @@
-// Process edge of `npm start`: configuration, listeners, signals. Configuration errors exit 1 with one line.
+// Process edge of `npm start`: configuration, listeners, signals (close-with-grace). Configuration errors exit 1 with one line.
 
 import fs from 'node:fs'
 import { createConfig } from './config/load.js'
 import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
-import { ListenError, startProxy } from './server.js'
+import closeWithGrace from 'close-with-grace'
+import { ListenError, startProxy, type RunningProxy } from './server.js'
+import { LOGOUT_ON_SHUTDOWN_TIMEOUT_MS } from './app.js'
 import { messageOf } from './errors.js'
+
+/** Closing the admin listener, the fleet store and the upstream pool after the drain and the logout. */
+const SHUTDOWN_MARGIN_MS = 5_000
 
 function fail (message: string): never {
   process.stderr.write(`m2m-session-proxy: ${message}\n`)
@@ -24,7 +29,7 @@ async function main (): Promise<void> {
     throw error
   }
   const logger = createLogger(config.logLevel, { bufferBytes: config.logBufferBytes, maxBufferedBytes: config.logMaxBufferedBytes })
-  let running
+  let running: RunningProxy
   try {
     running = await startProxy(config, credentials, logger)
   } catch (error) {
@@ -32,22 +37,27 @@ async function main (): Promise<void> {
     if (error instanceof ListenError) fail(`cannot listen: ${error.message}`)
     throw error
   }
-  let stopping = false
-  const stop = (signal: string): void => {
-    if (stopping) {
-      logger.warn({ signal }, 'second signal: exiting at once')
-      process.exit(1)
-    }
-    stopping = true
-    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
+  // close-with-grace (Fastify's own): the first SIGTERM, SIGINT or SIGHUP, or an error nothing caught, shuts down
+  // gracefully; a second one, or a shutdown past its budget, exits at once with 1. Signals that mean a broken process
+  // (SIGSEGV and the like) or that nothing here sends (SIGUSR2, SIGQUIT) keep Node's own handling.
+  closeWithGrace({
+    delay: config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS,
+    logger: false,
+    skip: ['SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGUSR2', 'beforeExit'],
+    onSecondSignal: (signal) => { logger.warn({ signal }, 'second signal: exiting at once') },
+    onSecondError: (error) => { logger.error({ err: error }, 'another error while shutting down: exiting at once') },
+    onTimeout: (delayMs) => { logger.error({ delayMs }, 'shutdown took too long: exiting') }
+  }, async ({ signal, err }) => {
+    if (err !== undefined) logger.fatal({ err }, 'unexpected error: shutting down')
+    else logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
     logger.flush()
-    running.shutdown().then(() => process.exit(0), (error: unknown) => {
+    try {
+      await running.shutdown()
+    } catch (error) {
       logger.error({ err: error }, 'shutdown failed')
-      process.exit(1)
-    })
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+      throw error
+    }
+  })
 }
 
 main().catch((error: unknown) => fail(`failed to start: ${messageOf(error)}`))

@@ -2,6 +2,8 @@
 
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
+import net from 'node:net'
+import { once } from 'node:events'
 import { Agent, request } from 'undici'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startSimulator, startStack } from '../helpers/stack.js'
@@ -77,6 +79,25 @@ t.test('a second signal exits at once', async (t) => {
   const { code } = await proxy.exit
   t.ok(Date.now() - started < 2000, 'did not wait for the grace period')
   t.equal(code, 1)
+})
+
+t.test('SIGHUP shuts down as gracefully as SIGTERM; a stalled upload to the admin listener does not hold the exit', async (t) => {
+  const { sim, proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '60000', M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN })
+  // An admin request whose body never comes: the admin listener is closed with it, not waited for.
+  const { port } = new URL(proxy.adminUrl)
+  const stalled = net.connect(Number(port), '127.0.0.1')
+  t.teardown(() => stalled.destroy())
+  await once(stalled, 'connect')
+  stalled.write(`POST /admin/session/logout HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{`)
+  await sleep(200)
+  const started = Date.now()
+  proxy.child.kill('SIGHUP')
+  const shuttingDown = await proxy.waitFor((line) => line.msg === 'shutting down')
+  t.equal(shuttingDown.signal, 'SIGHUP')
+  const { code } = await proxy.exit
+  t.equal(code, 0, 'a graceful exit')
+  t.ok(Date.now() - started < 10_000, `stopped after ${Date.now() - started} ms, not after the 60 s grace or a request timeout`)
+  t.equal(sim.stats.logouts, 1, 'the upstream session was logged out')
 })
 
 t.test('a keep-alive client with a request in flight: the drain ends with its answer, not with the grace period', async (t) => {
