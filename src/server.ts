@@ -61,13 +61,22 @@ export async function listenOn (app: FastifyInstance, target: ListenTarget): Pro
 /** Fleet mode: how long the start-up login waits for the store to connect; after that it fails (fleet-store-unreachable) and is retried in the background. */
 const FLEET_CONNECT_WAIT_MS = 5_000
 
-/** Resolves once the fleet store is connected, after `timeoutMs` at most, at once without one. */
+/**
+ * Resolves once the fleet store is connected (its `connected` notification), after `timeoutMs` at most, at once without
+ * one: no polling. The timer is unref'd, so a shutdown meanwhile is not held by it.
+ */
 async function storeConnected (app: ProxyApp, timeoutMs: number): Promise<void> {
   const store = app.fleetStore
-  const deadline = Date.now() + timeoutMs
-  while (store !== undefined && !store.connected && Date.now() < deadline && !app.shuttingDown) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  if (store === undefined || store.connected) return
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      unsubscribe()
+      resolve()
+    }
+    const timer = setTimeout(done, timeoutMs).unref()
+    const unsubscribe = store.subscribe((change) => { if (change.kind === 'connected') done() })
+  })
 }
 
 export async function startProxy (config: ProxyConfig, credentials: Credentials, logger: Logger, clock?: Clock): Promise<RunningProxy> {
