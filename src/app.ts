@@ -13,7 +13,7 @@ import { DAY_MS, RotationScheduler } from './credentials/rotation-schedule.js'
 import { PasswordSync } from './fleet/password-sync.js'
 import { FleetLedger } from './fleet/ledger.js'
 import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-client.js'
-import { systemClock, type Clock } from './session/clock.js'
+import { systemClock, type Clock } from './clock.js'
 import { AuthUnavailableError } from './session/errors.js'
 import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
@@ -98,7 +98,8 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     upstreamLearnedRate: () => gate.learnedRate,
     admission: () => admission,
     fleet: config.fleet !== undefined || deps.fleetStore !== undefined,
-    passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined
+    passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined,
+    clock
   })
   const fleetLog = logger.child({ component: 'fleet' })
   // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).

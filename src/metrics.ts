@@ -4,6 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { BucketHistogram } from './bucket-histogram.js'
 import type { SessionManager } from './session/session-manager.js'
 import { droppedLogLines } from './logging.js'
+import { systemClock, type Clock } from './clock.js'
 
 const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'OTHER'] as const
 const STATUS_CLASS_LABELS = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const
@@ -82,7 +83,10 @@ export class ProxyMetrics {
     /** Requests per second sent since ThingSpace last throttled this replica (0: none learned, full speed). */
     upstreamLearnedRate?: () => number
     admission?: () => { inFlight: number, queued: number, bodyBytesHeld: number, waited: number } | undefined
+    /** The session's clock: the session's times are on it (default the system's). */
+    clock?: Pick<Clock, 'now'>
   } = {}) {
+    const clock = options.clock ?? systemClock
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -130,7 +134,7 @@ export class ProxyMetrics {
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
       const snapshot = session()?.snapshot()
       if (snapshot?.loggedInAt == null || snapshot.state !== 'active') return undefined
-      const now = Date.now()
+      const now = clock.now()
       return {
         ageSeconds: (now - Date.parse(snapshot.loggedInAt)) / 1000,
         idleSeconds: snapshot.lastUsedAt === null ? 0 : (now - Date.parse(snapshot.lastUsedAt)) / 1000

@@ -9,7 +9,7 @@ import { credentialsExposure, secretFileExposure } from './credentials/credentia
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
-import type { Clock } from './session/clock.js'
+import type { Clock } from './clock.js'
 
 export interface RunningProxy extends ProxyApp {
   proxyUrl: string

@@ -1,6 +1,6 @@
 // Operator actions on the credentials, one at a time: password rotation (saved before anything else) and reload.
 
-import type { Clock } from '../session/clock.js'
+import type { Clock } from '../clock.js'
 import type { ThingSpaceAuthApi } from '../session/auth-client.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'

@@ -3,7 +3,7 @@
 // Checked at most hourly, or at the due time when that comes first. In fleet mode every replica checks,
 // but the rotation lock and the change time re-read after taking it mean that exactly one rotates.
 
-import type { Clock, Timer } from '../session/clock.js'
+import type { Clock, Timer } from '../clock.js'
 import { OperationError, type RotationResult } from './operations.js'
 import { messageOf } from '../errors.js'
 

@@ -1,6 +1,6 @@
 // The in-memory fleet store: the FleetStore port inside one process (the single-process mode, and unit tests with a fake clock).
 
-import type { Clock } from '../session/clock.js'
+import type { Clock } from '../clock.js'
 import {
   FleetStoreClosedError, newLockOwner,
   type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession

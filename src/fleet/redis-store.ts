@@ -23,7 +23,7 @@
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { createClient } from '@redis/client'
-import { systemClock, type Clock } from '../session/clock.js'
+import { systemClock, type Clock } from '../clock.js'
 import { FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import {
   FleetStoreClosedError, newLockOwner,

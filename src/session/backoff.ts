@@ -1,6 +1,6 @@
 // Capped exponential backoff between failed attempts, so a failing endpoint sees a bounded number of calls.
 
-import type { Clock } from './clock.js'
+import type { Clock } from '../clock.js'
 
 export const BACKOFF_BASE_MS = 1000
 export const BACKOFF_MAX_MS = 60_000

@@ -4,7 +4,7 @@
 
 import { messageOf } from '../errors.js'
 import type { OAuthGrant } from './auth-client.js'
-import type { Clock, Timer } from './clock.js'
+import type { Clock, Timer } from '../clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
 import type { FleetLedger } from '../fleet/ledger.js'

@@ -1,6 +1,6 @@
 // The ThingSpace API (OAuth) token: cached until expiry, refreshed ahead of it in the background, one fetch at a time.
 
-import type { Clock } from './clock.js'
+import type { Clock } from '../clock.js'
 import type { OAuthGrant } from './auth-client.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, UpstreamAuthError } from './errors.js'

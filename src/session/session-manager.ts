@@ -3,7 +3,7 @@
 import { messageOf } from '../errors.js'
 import { LRUCache } from 'lru-cache'
 import { createHash } from 'node:crypto'
-import type { Clock, Timer } from './clock.js'
+import type { Clock, Timer } from '../clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
 import type { SharedSession } from '../fleet/store.js'

@@ -1,6 +1,6 @@
 // Hand-moved clocks for the session logic's unit tests.
 
-import type { Clock, Timer } from '../../src/session/clock.js'
+import type { Clock, Timer } from '../../src/clock.js'
 
 export class FakeClock implements Clock {
   constructor (public ms = Date.UTC(2026, 0, 1, 12, 0, 0)) {}

@@ -11,7 +11,7 @@ import { createConfig, type ProxyConfig } from '../../src/config/load.js'
 import { loadCredentials, type Credentials } from '../../src/credentials/credentials.js'
 import { createLogger } from '../../src/logging.js'
 import { startProxy, type RunningProxy } from '../../src/server.js'
-import type { Clock } from '../../src/session/clock.js'
+import type { Clock } from '../../src/clock.js'
 import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
 
 export class LogCollector extends Writable {

@@ -4,6 +4,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
+import { FakeClock } from '../helpers/fake-clock.js'
 
 async function scrape (stack: Stack): Promise<string> {
   const answer = await stack.adminCall('GET', '/metrics')
@@ -104,4 +105,14 @@ t.test('labels stay bounded: no path, identifier, token or user name in any seri
   }
   t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'OTHER', status_class: '4xx' }) +
     metricValue(text, 'm2m_proxy_requests_total', { method: 'OTHER', status_class: '2xx' }), 30, 'unusual methods folded into OTHER')
+})
+
+t.test('the session gauges are read on the session\'s clock, not the system\'s', async (t) => {
+  const clock = new FakeClock()
+  const stack = await startStack(t, { clock })
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
+  clock.advance(90_000)
+  const text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_session_age_seconds'), 90, 'logged in 90 s ago on the injected clock')
+  t.equal(metricValue(text, 'm2m_proxy_session_idle_seconds'), 90, 'last used 90 s ago on the injected clock')
 })

@@ -18,7 +18,7 @@ import { CredentialsFile } from '../../src/credentials/credentials-file.js'
 import { CredentialOperations, OperationError } from '../../src/credentials/operations.js'
 import { PasswordAge, PASSWORD_AGE_FILE } from '../../src/credentials/password-age.js'
 import { DAY_MS, FIRST_CHECK_DELAY_MS, ROTATION_CHECK_INTERVAL_MS, RotationScheduler } from '../../src/credentials/rotation-schedule.js'
-import type { Clock } from '../../src/session/clock.js'
+import type { Clock } from '../../src/clock.js'
 import { ProxyMetrics } from '../../src/metrics.js'
 import { FakeClock } from '../helpers/fake-clock.js'
 

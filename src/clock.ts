@@ -1,4 +1,4 @@
-// Time source of the session logic, injectable so that tests can move time by hand.
+// The time source of the proxy (session logic, fleet, credentials), injectable so that tests can move time by hand.
 
 /** A scheduled callback; cancel() is harmless after it ran. */
 export interface Timer {
