@@ -36,8 +36,8 @@ function tellStderr (message: string): void {
  * A pino destination for a file descriptor (stdout): lines are gathered here up to `minLength`
  * characters (or `periodicFlushMs`), then handed to sonic-boom, which writes them asynchronously and
  * keeps at most `maxPendingBytes` (0: no bound) for a slow reader; this adds the counts, the
- * warnings and the bounded exit. Gathered here because sonic-boom's own write costs about 1.2 µs a
- * call (npm run bench: 2% of the CPU per request when called per line); one call per batch does not.
+ * warnings and the bounded exit. Gathered here because sonic-boom's own write is costly per call (one
+ * call per line showed in npm run bench, see the README's Performance section); one call per batch does not.
  */
 export class FdLogDestination {
   readonly #sonic: SonicBoom

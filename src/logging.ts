@@ -5,8 +5,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { LogLevel } from './config/settings.js'
 import { FdLogDestination } from './log-destination.js'
 
-// Exact paths only: wildcard redaction walks every logged object and costs measurable throughput
-// (bench: about 3% of CPU per request line). No log call passes nested secrets; tests check the output.
+// Exact paths only: wildcard redaction walks every logged object on every line (what it cost: the README's Performance
+// table, measured by npm run bench). No log call passes nested secrets; tests check the output.
 const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers["proxy-authorization"]',
@@ -64,7 +64,7 @@ type AnyLogFn = (...args: unknown[]) => void
 /**
  * Fastify makes a child logger bound to the request id for every request, yet most requests never
  * log through it (their one request line is written by the listener's logger). This stand-in makes
- * the child on first use; bench: pino's child() was about 1% of the proxy's time per request.
+ * the child on first use (pino's child() per request: the README's Performance table).
  */
 class LazyChildLogger {
   #child: FastifyBaseLogger | undefined

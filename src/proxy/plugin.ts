@@ -98,7 +98,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const keepBytes = (_request: FastifyRequest, body: Buffer, done: (error: null, body: Buffer) => void): void => { done(null, body) }
   app.addContentTypeParser('*', asRawBytes, keepBytes)
   // The same for JSON, nearly every body here: Fastify remembers the parser found for a Content-Type,
-  // but not when it is the catch-all, which cost a Content-Type parse per request (bench: ~1% of POST).
+  // but not when it is the catch-all, which cost a Content-Type parse per request (README, Performance).
   app.addContentTypeParser('application/json', asRawBytes, keepBytes)
 
   registerSessionControllerStubs(app)
@@ -166,9 +166,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   /**
-   * Written out field by field on purpose: `{ ...shared, body }` over these function-valued fields
-   * took 2.7 µs in V8 (Node 20) and left reply-from's option reads megamorphic; the bench measured
-   * POST throughput 15% lower with the spread.
+   * Written out field by field on purpose: `{ ...shared, body }` over these function-valued fields is
+   * slow in V8 and leaves reply-from's option reads megamorphic (measured: the README's Performance table).
    */
   function replyOptions (body: Buffer | undefined, contentType: string | undefined): FastifyReplyFromHooks & { body: Buffer | undefined, contentType: string | undefined } {
     return { timeout: options.upstreamTimeoutMs, retryDelay, queryString, rewriteHeaders, rewriteRequestHeaders, onResponse, onError, body, contentType }
