@@ -1,6 +1,6 @@
 // The in-memory fleet store against the FleetStore contract, on a hand-moved clock.
 import t from 'tap'
-import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
+import { MemoryFleet, MemoryFleetStore } from '../helpers/memory-store.js'
 import { fleetStoreContract } from '../helpers/fleet-store-contract.js'
 
 let now = Date.now()

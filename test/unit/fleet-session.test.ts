@@ -5,7 +5,7 @@ import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-clien
 import { AuthUnavailableError, UpstreamAuthError } from '../../src/session/errors.js'
 import { LoginGuard } from '../../src/session/login-guard.js'
 import { SessionManager, type SessionCredentials, type UpstreamTokens } from '../../src/session/session-manager.js'
-import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
+import { MemoryFleet, MemoryFleetStore } from '../helpers/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
 import { FakeClock, TimerClock as HandTimerClock } from '../helpers/fake-clock.js'
 

@@ -10,7 +10,7 @@ import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-clien
 import { UpstreamAuthError } from '../../src/session/errors.js'
 import { LoginGuard } from '../../src/session/login-guard.js'
 import { SessionManager, type SessionCredentials } from '../../src/session/session-manager.js'
-import { MemoryFleet, MemoryFleetStore } from '../../src/fleet/memory-store.js'
+import { MemoryFleet, MemoryFleetStore } from '../helpers/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
 import { PasswordSync } from '../../src/fleet/password-sync.js'
 import { FleetLedger } from '../../src/fleet/ledger.js'

@@ -1,10 +1,10 @@
-// The in-memory fleet store: the FleetStore port inside one process (the single-process mode, and unit tests with a fake clock).
+// The in-memory fleet store: the FleetStore port inside one process, for tests (with a fake clock); production has only the Redis adapter.
 
-import type { Clock } from '../clock.js'
+import type { Clock } from '../../src/clock.js'
 import {
   FleetStoreClosedError, newLockOwner,
   type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
-} from './store.js'
+} from '../../src/fleet/store.js'
 
 interface AccountState {
   session?: SharedSession
