@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
 import { ECHO_PATH, startStack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
+import { until } from '../helpers/fleet.js'
 
 function statusOf (answer: string): number {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
@@ -105,7 +106,8 @@ t.test('request bodies held are bounded in bytes across connections: an upload b
   })
   stalled.on('error', () => {})
   t.teardown(() => stalled.destroy())
-  await sleep(200)
+  // Admitted: its 100000 bytes are reserved.
+  await until(async () => metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_request_body_bytes') >= 100_000, 5000, 'the stalled upload to be admitted')
   const second = await rawExchange(stack.proxy.proxyUrl, `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n`, 5000)
   t.equal(statusOf(second), 503, 'a second body of that size does not fit in the budget')
   t.match(second, /"errorCode":"Proxy\.Overloaded\.QueueTimeout"/)

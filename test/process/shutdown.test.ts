@@ -8,6 +8,13 @@ import { Agent, request } from 'undici'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startSimulator, startStack } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
+import { until } from '../helpers/fleet.js'
+import type { SimulatorStats } from '../../src/simulator/app.js'
+
+/** Resolves once the simulator has received a request since `before` (its count then): the request is in flight. */
+async function inFlightAt (sim: { stats: SimulatorStats }, before: number): Promise<void> {
+  await until(() => sim.stats.requestsReceived > before, 5000, 'the request to reach the simulator', 10)
+}
 
 async function startWithSimulator (t: Test, env: Record<string, string> = {}) {
   const { sim, simUrl } = await startSimulator(t)
@@ -20,8 +27,9 @@ async function startWithSimulator (t: Test, env: Record<string, string> = {}) {
 
 t.test('SIGTERM with a request in flight: it completes, readiness turns 503, the session is logged out, exit 0', async (t) => {
   const { sim, proxy } = await startWithSimulator(t)
+  const before = sim.stats.requestsReceived
   const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/1500`)
-  await sleep(200)
+  await inFlightAt(sim, before)
   proxy.child.kill('SIGTERM')
   await proxy.waitFor((line) => line.msg === 'shutting down')
   const readiness = await fetch(`${proxy.adminUrl}/readyz`)
@@ -57,9 +65,10 @@ t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN=false keeps the upstream session', async (t
 })
 
 t.test('the grace period bounds the wait for requests in flight', async (t) => {
-  const { proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' })
+  const { sim, proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' })
+  const before = sim.stats.requestsReceived
   const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/20000`).then(() => 'answered', () => 'cut')
-  await sleep(200)
+  await inFlightAt(sim, before)
   const started = Date.now()
   proxy.child.kill('SIGTERM')
   const { code } = await proxy.exit
@@ -69,9 +78,10 @@ t.test('the grace period bounds the wait for requests in flight', async (t) => {
 })
 
 t.test('a second signal exits at once', async (t) => {
-  const { proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '60000' })
+  const { sim, proxy } = await startWithSimulator(t, { M2M_PROXY_SHUTDOWN_GRACE_MS: '60000' })
+  const before = sim.stats.requestsReceived
   void fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/30000`).catch(() => {})
-  await sleep(200)
+  await inFlightAt(sim, before)
   proxy.child.kill('SIGTERM')
   await proxy.waitFor((line) => line.msg === 'shutting down')
   const started = Date.now()
@@ -104,9 +114,10 @@ t.test('a keep-alive client with a request in flight: the drain ends with its an
   const stack = await startStack(t, { env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '10000' } })
   const client = new Agent({ keepAliveTimeout: 60_000 }) // as nearly every HTTP client: connections are kept for the next request
   t.teardown(() => client.destroy())
+  const before = stack.sim.stats.requestsReceived
   const inFlight = request(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/delay/1500`, { dispatcher: client })
     .then(async (answer) => ({ status: answer.statusCode, body: await answer.body.json(), at: Date.now() }))
-  await sleep(200)
+  await inFlightAt(stack.sim, before)
   const shutdown = stack.proxy.shutdown().then(() => Date.now())
   const answer = await inFlight
   t.equal(answer.status, 200, 'the request in flight completed')

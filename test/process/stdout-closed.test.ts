@@ -7,6 +7,7 @@ import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
+import { until } from '../helpers/fleet.js'
 
 async function startWithSimulator (t: Test, env: Record<string, string> = {}): Promise<ProxyProcess> {
   const { simUrl } = await startSimulator(t)
@@ -62,7 +63,7 @@ t.test('stdout reader gone once the shutdown began: the lines left at exit are d
 t.test('stdout reader gone in the middle of a drain: the exit waits for the drain only', async (t) => {
   const proxy = await startWithSimulator(t)
   const inFlight = fetch(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/2000`)
-  await sleep(200)
+  await until(async () => metricValue(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), 'm2m_proxy_requests_in_flight') >= 1, 5000, 'the request to be in flight')
   const started = Date.now()
   proxy.child.kill('SIGTERM')
   await proxy.waitFor((line) => line.msg === 'shutting down')
