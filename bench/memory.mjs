@@ -11,30 +11,18 @@
 // BENCH_MEMORY_ENV='{"M2M_PROXY_MAX_PIPELINED":"4"}' adds settings (to size them against a pod's limit).
 import { spawn, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
-import http from 'node:http'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createMemoryCgroup, podMemoryLimitMiB } from './memory-cgroup.mjs'
+import { createMemoryCgroup, imageMemoryEnv, podMemoryLimitMiB, rssMiB, RSS_TARGET_MIB as TARGET_MIB, startSlowUpstream, watchRss } from './memory-harness.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? 3)
 const NODE = process.env.BENCH_MEMORY_NODE ?? process.execPath
-const TARGET_MIB = 160
 const EXTRA_ENV = JSON.parse(process.env.BENCH_MEMORY_ENV ?? '{}')
 const POD_LIMIT_MIB = Number(process.env.BENCH_MEMORY_LIMIT_MIB ?? podMemoryLimitMiB())
 const CREDENTIALS = { username: 'demo-user', password: 'demo-password-1', clientId: 'demo-client-id', clientSecret: 'demo-client-secret' }
-
-/** The ENV of the Dockerfile that tunes memory, so that the process runs as in the image. */
-function imageMemoryEnv () {
-  const arenas = /MALLOC_ARENA_MAX=(\d+)/.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
-  return arenas === undefined ? {} : { MALLOC_ARENA_MAX: arenas }
-}
-
-function rssMiB (pid) {
-  return Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
-}
 
 function median (values) {
   const sorted = [...values].sort((a, b) => a - b)
@@ -74,32 +62,19 @@ async function startProxy (upstream, cgroup) {
 /** Samples the process's RSS every 50 ms while `load` runs; its RSS before and the peak. */
 async function measure (pid, load) {
   const rest = rssMiB(pid)
-  let peak = rest
-  const timer = setInterval(() => {
-    try {
-      peak = Math.max(peak, rssMiB(pid))
-    } catch {
-      // exited: the peak so far stands
-    }
-  }, 50)
+  const stopWatching = watchRss(pid)
+  let peak
   try {
     await load()
   } finally {
-    clearInterval(timer)
+    peak = stopWatching()
   }
-  return { rest, peak: Math.max(peak, rssMiB(pid)) }
+  return { rest, peak }
 }
 
 async function pipelining (cgroup) {
-  const upstream = http.createServer((request, response) => {
-    response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
-    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
-    request.resume()
-    request.on('end', () => setTimeout(() => response.end('{}'), 300))
-  })
-  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-  const proxy = await startProxy(`http://127.0.0.1:${upstream.address().port}`, cgroup)
+  const upstream = await startSlowUpstream()
+  const proxy = await startProxy(upstream.url, cgroup)
   try {
     return await measure(proxy.child.pid, async () => {
       const body = Buffer.alloc(1024 * 1024, 'x')
@@ -121,7 +96,6 @@ async function pipelining (cgroup) {
     })
   } finally {
     proxy.stop()
-    upstream.closeAllConnections()
     upstream.close()
   }
 }

@@ -5,19 +5,15 @@
 // one V8 sizes its heap by the host and lets garbage pile up: with other test files running beside, peaks move by tens of
 // MiB, so only a ceiling well above the target and far below the unbounded growth (275 MiB with the bounds lifted) is.
 import fs from 'node:fs'
-import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
-import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { metricValue } from '../helpers/metrics.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { startSimulator } from '../helpers/stack.js'
-import { createMemoryCgroup, podMemoryLimitMiB } from '../../bench/memory-cgroup.mjs'
+import { createMemoryCgroup, imageMemoryEnv, podMemoryLimitMiB, RSS_TARGET_MIB, rssMiB, startSlowUpstream, watchRss } from '../../bench/memory-harness.mjs'
 
-/** The README's target, in a pod limited as the Kubernetes example's. */
-const RSS_TARGET_MIB = 160
 /** Without a limit: far below what the unbounded cases reach (the pipelining one: 275 MiB with the bounds lifted). */
 const RSS_CEILING_UNLIMITED_MIB = 240
 const cgroup = createMemoryCgroup(podMemoryLimitMiB())
@@ -26,35 +22,6 @@ const rssBound = cgroup === undefined
   ? { mib: RSS_CEILING_UNLIMITED_MIB, where: 'no memory limit (no cgroup could be made here): the ceiling, not the target' }
   : { mib: RSS_TARGET_MIB, where: `in a ${cgroup.limitMiB} MiB memory cgroup: the target` }
 const BODY_BUDGET_BYTES = 32 * 1024 * 1024
-
-/** The environment the image gives the process beyond the proxy's settings (ENV lines of the Dockerfile that tune memory). */
-function imageMemoryEnv (): Record<string, string> {
-  const dockerfile = fs.readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8')
-  const arenas = /MALLOC_ARENA_MAX=(\d+)/.exec(dockerfile)?.[1]
-  return arenas === undefined ? {} : { MALLOC_ARENA_MAX: arenas }
-}
-
-/** Resident memory of a process, MiB (Linux). */
-function rssMiB (pid: number): number {
-  const kib = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
-  return kib / 1024
-}
-
-/** Samples the process's RSS every 50 ms until stopped; returns the peak. */
-function watchRss (pid: number): () => number {
-  let peak = rssMiB(pid)
-  const timer = setInterval(() => {
-    try {
-      peak = Math.max(peak, rssMiB(pid))
-    } catch {
-      // exited: the peak so far stands
-    }
-  }, 50)
-  return () => {
-    clearInterval(timer)
-    return peak
-  }
-}
 
 async function startProxy (t: Test, upstream: string): Promise<ProxyProcess> {
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
@@ -70,18 +37,10 @@ async function startProxy (t: Test, upstream: string): Promise<ProxyProcess> {
   return proxy
 }
 
-/** A ThingSpace that answers the proxy's token and login calls at once and every other request 300 ms after its body arrived. */
 async function slowUpstream (t: Test): Promise<string> {
-  const server = http.createServer((request, response) => {
-    response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
-    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
-    request.resume()
-    request.on('end', () => setTimeout(() => response.end('{}'), 300))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const upstream = await startSlowUpstream()
+  t.teardown(upstream.close)
+  return upstream.url
 }
 
 t.test('one connection pipelining 400 × 1 MB POSTs to a ThingSpace answering in 300 ms: all 400 answered, at most the body budget held', async (t) => {

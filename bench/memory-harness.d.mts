@@ -1,3 +1,8 @@
+export const RSS_TARGET_MIB: number
+export function imageMemoryEnv (): Record<string, string>
+export function rssMiB (pid: number): number
+export function watchRss (pid: number): () => number
+export function startSlowUpstream (): Promise<{ url: string, close: () => void }>
 export interface MemoryCgroup {
   dir: string
   limitMiB: number
