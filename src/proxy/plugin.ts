@@ -24,7 +24,7 @@ import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
  */
 const MAX_BUFFERED_ANSWER_BYTES = 64 * 1024
 
-/** The methods forwarded (those of ThingSpace's API, and OPTIONS, HEAD); others get Fastify's 404. */
+/** The methods forwarded (those of ThingSpace's API, and OPTIONS, HEAD); others get the proxy's not-found answer. */
 const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
 /**
