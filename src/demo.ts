@@ -63,7 +63,7 @@ async function demo (): Promise<void> {
 
   stop = (): void => {
     // allSettled never rejects: `void` says nothing is lost.
-    void Promise.allSettled([running.close(), simulator.app.close()])
+    void Promise.allSettled([running.app.close(), simulator.app.close()])
       .finally(() => { process.exit(0) })
   }
 }

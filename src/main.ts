@@ -52,7 +52,7 @@ async function main (): Promise<void> {
     else logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
     logger.flush()
     try {
-      await running.shutdown()
+      await running.app.shutdown()
     } catch (error) {
       logger.error({ err: error }, 'shutdown failed')
       throw error

@@ -3,6 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { BucketHistogram } from './bucket-histogram.js'
 import type { SessionManager } from './session/session-manager.js'
+import type { ProxyEvents } from './events.js'
 import { droppedLogLines } from './logging.js'
 import { systemClock, type Clock } from './clock.js'
 
@@ -17,6 +18,24 @@ function methodIndex (method: string): number {
 
 function statusClassIndex (statusCode: number): number {
   return statusCode >= 100 && statusCode < 600 ? Math.floor(statusCode / 100) - 1 : STATUS_CLASS_LABELS.length - 1
+}
+
+export interface MetricSources {
+  session: Pick<SessionManager, 'snapshot' | 'fleetStoreConnected' | 'guardEngaged'>
+  /** The upstream gate: paused by a throttled answer; the rate (requests per second) learned since ThingSpace throttled. */
+  gate?: { readonly paused: boolean, readonly learnedRate: number }
+  fleet?: boolean
+  /** The age of the password in force (state directory, or the fleet's generation); undefined before it is known. */
+  passwordAgeSeconds?: () => number | undefined
+  /** The session's clock: the session's times are on it (default the system's). */
+  clock?: Pick<Clock, 'now'>
+}
+
+export interface AdmissionCounts {
+  readonly inFlight: number
+  readonly queued: number
+  readonly bodyBytesHeld: number
+  readonly waited: number
 }
 
 export class ProxyMetrics {
@@ -72,21 +91,12 @@ export class ProxyMetrics {
   /** Records one upstream exchange (hot path); statusCode undefined when it failed. */
   readonly observeUpstream: (statusCode: number | undefined, seconds: number) => void
 
-  /**
-   * `passwordAgeSeconds`: the age of the password in force (state directory, or the fleet's generation),
-   * read when scraped; undefined before it is known.
-   */
-  constructor (session: () => SessionManager | undefined, options: {
-    fleet?: boolean
-    passwordAgeSeconds?: () => number | undefined
-    upstreamPaused?: () => boolean
-    /** Requests per second sent since ThingSpace last throttled this replica (0: none learned, full speed). */
-    upstreamLearnedRate?: () => number
-    admission?: () => { inFlight: number, queued: number, bodyBytesHeld: number, waited: number } | undefined
-    /** The session's clock: the session's times are on it (default the system's). */
-    clock?: Pick<Clock, 'now'>
-  } = {}) {
-    const clock = options.clock ?? systemClock
+  readonly #registerGauge: (name: string, help: string, value: () => number) => void
+  readonly #registerCounter: (name: string, help: string, total: () => number) => void
+
+  /** Reads `sources` when scraped; counts the events of the session's channel once `follow` is called. */
+  constructor (sources: MetricSources) {
+    const clock = sources.clock ?? systemClock
     const unreported = this.#unreportedRequests
     this.countRequest = (method, statusCode) => {
       const index = methodIndex(method) * STATUS_CLASS_LABELS.length + statusClassIndex(statusCode)
@@ -118,22 +128,19 @@ export class ProxyMetrics {
         }
       })
     }
-    const admission = options.admission
-    scrapedGauge('m2m_proxy_requests_in_flight', 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
-      () => admission?.()?.inFlight ?? 0)
-    scrapedGauge('m2m_proxy_requests_queued', 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
-      () => admission?.()?.queued ?? 0)
-    scrapedGauge('m2m_proxy_request_body_bytes', 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
-      () => admission?.()?.bodyBytesHeld ?? 0)
-    scrapedCounter('m2m_proxy_requests_waited_total', 'Requests that waited in the queue for a slot', () => admission?.()?.waited ?? 0)
-    scrapedGauge('m2m_proxy_upstream_paused', '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
-      () => options.upstreamPaused?.() === true ? 1 : 0)
-    scrapedGauge('m2m_proxy_upstream_learned_rate', 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
-      () => options.upstreamLearnedRate?.() ?? 0)
+    this.#registerGauge = scrapedGauge
+    this.#registerCounter = scrapedCounter
+    const { session, gate } = sources
+    if (gate !== undefined) {
+      scrapedGauge('m2m_proxy_upstream_paused', '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
+        () => gate.paused ? 1 : 0)
+      scrapedGauge('m2m_proxy_upstream_learned_rate', 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
+        () => gate.learnedRate)
+    }
     // Gauges read the session state when scraped instead of being updated on every request.
     const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
-      const snapshot = session()?.snapshot()
-      if (snapshot?.loggedInAt == null || snapshot.state !== 'active') return undefined
+      const snapshot = session.snapshot()
+      if (snapshot.loggedInAt === null || snapshot.state !== 'active') return undefined
       const now = clock.now()
       return {
         ageSeconds: (now - Date.parse(snapshot.loggedInAt)) / 1000,
@@ -147,17 +154,41 @@ export class ProxyMetrics {
     scrapedCounter('m2m_proxy_log_lines_dropped_total',
       'Log lines dropped because stdout could not be written any more (its reader gone) or was too slow (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
       droppedLogLines)
-    if (options.fleet === true) {
+    if (sources.fleet === true) {
       scrapedGauge('m2m_proxy_fleet_store_up', 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
-        () => session()?.fleetStoreConnected === true ? 1 : 0)
+        () => session.fleetStoreConnected === true ? 1 : 0)
     }
-    const passwordAgeSeconds = options.passwordAgeSeconds
+    const passwordAgeSeconds = sources.passwordAgeSeconds
     if (passwordAgeSeconds !== undefined) {
       scrapedGauge('m2m_proxy_password_age_seconds', 'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
         () => passwordAgeSeconds() ?? 0)
     }
     scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in',
-      () => session()?.guardEngaged === true ? 1 : 0)
+      () => session.guardEngaged ? 1 : 0)
+  }
+
+  /** The proxy listener's admission (src/listener/admission.ts): requests in flight and queued, body bytes held. */
+  trackAdmission (admission: AdmissionCounts): void {
+    this.#registerGauge('m2m_proxy_requests_in_flight', 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
+      () => admission.inFlight)
+    this.#registerGauge('m2m_proxy_requests_queued', 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
+      () => admission.queued)
+    this.#registerGauge('m2m_proxy_request_body_bytes', 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
+      () => admission.bodyBytesHeld)
+    this.#registerCounter('m2m_proxy_requests_waited_total', 'Requests that waited in the queue for a slot', () => admission.waited)
+  }
+
+  /** Counts the session's lifecycle events (logins, OAuth fetches, renewals, the fleet's avoided logins and lock waits). */
+  follow (events: ProxyEvents): void {
+    events.subscribe('session', (event) => {
+      switch (event.type) {
+        case 'login': this.logins.inc({ outcome: event.outcome }); return
+        case 'oauth-fetch': this.oauthFetches.inc({ outcome: event.outcome }); return
+        case 'renewal': this.renewals.inc({ reason: event.reason }); return
+        case 'fleet-login-avoided': this.fleetLoginsAvoided.inc(); return
+        case 'fleet-lock-wait': this.fleetLockWaits.inc()
+      }
+    })
   }
 
   #reportRequests (): void {

@@ -11,11 +11,12 @@ import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
 import type { Clock } from './clock.js'
 
-export interface RunningProxy extends ProxyApp {
-  proxyUrl: string
-  adminUrl: string
+export interface RunningProxy {
+  readonly app: ProxyApp
+  readonly proxyUrl: string
+  readonly adminUrl: string
   /** Settles when the start-up login has finished, whatever its outcome. */
-  initialLogin: Promise<void>
+  readonly initialLogin: Promise<void>
 }
 
 function urlOf (address: AddressInfo | string | null): string {
@@ -107,5 +108,5 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   const initialLogin = storeConnected(app, FLEET_CONNECT_WAIT_MS)
     .then(async () => await app.session.startSession())
     .catch(() => { /* reported through the session events */ })
-  return Object.assign(app, { proxyUrl, adminUrl, initialLogin }) // keeps the app's getters live
+  return { app, proxyUrl, adminUrl, initialLogin }
 }

@@ -2,7 +2,7 @@
 
 import type { Clock } from '../clock.js'
 import type { ThingSpaceAuthApi } from '../session/auth-client.js'
-import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from '../session/errors.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
 import type { FleetLock, FleetStore } from '../fleet/store.js'
@@ -11,6 +11,7 @@ import type { FleetLedger } from '../fleet/ledger.js'
 import type { Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
 import type { PasswordAge, PasswordAgeSource } from './password-age.js'
+import { ignoreCredentialsEvents, type PublishCredentialsEvent } from './events.js'
 
 export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected' | 'fleet-unavailable' | 'credentials-rejected'
 
@@ -30,15 +31,6 @@ export interface RotationResult {
   verified: boolean
   /** Fleet mode: the password generation published (undefined in single-process mode). */
   generation?: number
-}
-
-export interface OperationEvents {
-  onWarning?: (message: string) => void
-  onInfo?: (message: string) => void
-  /** ThingSpace's password reset failed: why (status, errorCode, network or TLS error code), never a secret. */
-  onResetFailed?: (detail: { message: string, cause: FailureCause }) => void
-  /** An operator's change could not take effect and the fleet needs them (a rejected credentials file). */
-  onError?: (message: string) => void
 }
 
 /** Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation. */
@@ -82,7 +74,8 @@ export class CredentialOperations {
     api: ThingSpaceAuthApi
     file: CredentialsFile
     clock: Clock
-    events?: OperationEvents
+    /** Where operations report (src/events.ts binds it to the credentials channel). */
+    publish?: PublishCredentialsEvent
     /** The password's change time in the state directory (single-process mode's age; the fleet's generation 1). */
     passwordAge?: PasswordAge
     /** Fleet mode; absent: single-process mode, unchanged. */
@@ -90,6 +83,10 @@ export class CredentialOperations {
     /** M2M_PROXY_PASSWORD_ROTATION_DAYS, for the status (0: off). */
     rotationDays?: number
   }) {}
+
+  private get publish (): PublishCredentialsEvent {
+    return this.deps.publish ?? ignoreCredentialsEvents
+  }
 
   get inProgress (): string | undefined {
     return this.busy
@@ -220,7 +217,7 @@ export class CredentialOperations {
       return { rotated: true, at: new Date(published.changedAt).toISOString(), verified: await this.verify(), generation: published.generation }
     } finally {
       await fleet.store.releaseLock(lock).catch((error: unknown) => {
-        this.deps.events?.onWarning?.(`the fleet's rotation lock could not be released (it expires by itself): ${messageOf(error)}`)
+        this.publish({ type: 'warning', message: `the fleet's rotation lock could not be released (it expires by itself): ${messageOf(error)}` })
       })
     }
   }
@@ -244,7 +241,7 @@ export class CredentialOperations {
       await this.deps.session.restartSession('rotation')
       return true
     } catch (error) {
-      this.deps.events?.onWarning?.(`login with the rotated password failed: ${messageOf(error)}`)
+      this.publish({ type: 'warning', message: `login with the rotated password failed: ${messageOf(error)}` })
       return false
     }
   }
@@ -260,7 +257,7 @@ export class CredentialOperations {
       const { session, file, fleet } = this.deps
       const next = file.read() // ConfigError: the old credentials stay in force
       const exposure = file.exposure()
-      if (exposure !== undefined) this.deps.events?.onWarning?.(exposure)
+      if (exposure !== undefined) this.publish({ type: 'warning', message: exposure })
       if (fleet !== undefined) return await this.reloadInFleet(fleet, next, options)
       const current = session.currentCredentials
       const changed = !sameCredentials(next, current)
@@ -271,7 +268,7 @@ export class CredentialOperations {
       const wasEngaged = session.guardEngaged
       if (changed) {
         session.useCredentials(next)
-        this.deps.events?.onInfo?.('credentials reloaded')
+        this.publish({ type: 'info', message: 'credentials reloaded' })
         if (next.password !== current.password) {
           const at = this.deps.clock.now()
           this.unsaved = false
@@ -299,7 +296,7 @@ export class CredentialOperations {
    * one login: the live way back after failed checks.
    */
   private async reloadInFleet (fleet: FleetRotation, next: Credentials, options: { login: boolean }): Promise<SessionSnapshot> {
-    const { session, file, events } = this.deps
+    const { session, file } = this.deps
     const current = session.currentCredentials
     const held = fleet.sync.heldPassword
     if (next.password !== current.password && next.password !== held && fleet.sync.isSuperseded(next.password)) {
@@ -309,24 +306,24 @@ export class CredentialOperations {
         rewritten = true
       } catch { /* said below */ }
       fleet.sync.noteSavedToFile(rewritten)
-      events?.onWarning?.(`${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
-        (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)'))
+      this.publish({ type: 'warning', message: `${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
+        (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)') })
       next = { ...next, password: current.password }
     }
     if (fleet.ledger.isRejected(next.password) && next.password !== current.password) {
       session.markCredentialsRejected()
       const message = `ThingSpace rejected the password in ${file.path} from this replica before: it is not sent again; ` +
         'this replica keeps the fleet\'s password in force and reports credentials-rejected until the file holds another password'
-      events?.onWarning?.(message)
+      this.publish({ type: 'warning', message })
       throw new OperationError('unchanged-while-rejected', message, true)
     }
     const changed = !sameCredentials(next, current)
     if (changed && next.password === held) {
       // Back to the fleet's own generation after a typo: ThingSpace accepted it before, nothing to check.
       session.useCredentials(next)
-      events?.onInfo?.(`${file.path} holds the fleet's password generation ${fleet.sync.status().generation ?? '?'} again: it is in force`)
+      this.publish({ type: 'info', message: `${file.path} holds the fleet's password generation ${fleet.sync.status().generation ?? '?'} again: it is in force` })
     } else if (!changed && session.clearCredentialsRejected()) {
-      events?.onInfo?.(`${file.path} holds the password in force again`)
+      this.publish({ type: 'info', message: `${file.path} holds the password in force again` })
     }
     if (!changed || next.password === held) {
       if (!options.login) return session.snapshot()
@@ -335,7 +332,7 @@ export class CredentialOperations {
         // passwords, that success resets the fleet's count and every replica serves again.
         await session.verifyCredentials(next).catch((error: unknown) => {
           if (!(error instanceof AuthUnavailableError)) throw error
-          events?.onWarning?.(`the fleet's password could not be checked: ${error.message}`)
+          this.publish({ type: 'warning', message: `the fleet's password could not be checked: ${error.message}` })
         })
         return session.snapshot()
       }
@@ -347,7 +344,7 @@ export class CredentialOperations {
       })
       return session.snapshot()
     }
-    events?.onInfo?.(`${file.path} changed: checking the new credentials with one login before the fleet uses them`)
+    this.publish({ type: 'info', message: `${file.path} changed: checking the new credentials with one login before the fleet uses them` })
     try {
       await session.verifyCredentials(next)
     } catch (error) {
@@ -357,15 +354,15 @@ export class CredentialOperations {
         ? `ThingSpace rejected the credentials in ${file.path}: they stay local to this replica and are not sent again; the fleet's password stays in force, ` +
           'this replica reports credentials-rejected until the file holds accepted credentials (no other replica changed)'
         : `the credentials in ${file.path} could not be checked (${error.message}); the fleet's password stays in force`
-      events?.onError?.(message)
+      this.publish({ type: 'error', message })
       throw new OperationError(rejected ? 'credentials-rejected' : 'fleet-unavailable', message, true)
     }
-    events?.onInfo?.('credentials reloaded: ThingSpace accepted them')
+    this.publish({ type: 'info', message: 'credentials reloaded: ThingSpace accepted them' })
     if (next.password !== current.password) {
       const at = this.deps.clock.now()
       this.deps.passwordAge?.observe(next.password, at, at, 'changed')
       const published = await fleet.sync.publishNew(next.password, at, current.password, true)
-      if (published.published) events?.onInfo?.(`the checked password is published to the fleet as generation ${published.generation}`)
+      if (published.published) this.publish({ type: 'info', message: `the checked password is published to the fleet as generation ${published.generation}` })
     }
     return session.snapshot()
   }
@@ -397,7 +394,7 @@ export class CredentialOperations {
       ? 'the password may or may not have changed: check the account before retrying'
       : 'the password is unchanged'
     const message = `ThingSpace password reset failed (${error.message}); ${outcome}`
-    this.deps.events?.onResetFailed?.({ message, cause: failureCause(error) })
+    this.publish({ type: 'reset-failed', message, cause: failureCause(error) })
     return new OperationError('upstream-failed', message)
   }
 

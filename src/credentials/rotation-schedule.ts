@@ -6,6 +6,7 @@
 import type { Clock, Timer } from '../clock.js'
 import { OperationError, type RotationResult } from './operations.js'
 import { messageOf } from '../errors.js'
+import { ignoreCredentialsEvents, type PublishCredentialsEvent } from './events.js'
 
 export const DAY_MS = 86_400_000
 /** The longest wait between two checks. */
@@ -18,11 +19,6 @@ export type RotationCheck = 'off' | 'not-due' | 'rotated' | 'busy' | 'failed'
 export interface ScheduledRotations {
   passwordChangedAt: () => number | undefined
   rotateIfDue: (maxAgeMs: number) => Promise<RotationResult | undefined>
-}
-
-export interface RotationScheduleEvents {
-  onInfo?: (message: string) => void
-  onWarning?: (message: string) => void
 }
 
 export class RotationScheduler {
@@ -38,7 +34,7 @@ export class RotationScheduler {
     firstCheckDelayMs?: number
     clock: Clock
     operations: ScheduledRotations
-    events?: RotationScheduleEvents
+    publish?: PublishCredentialsEvent
   }) {}
 
   private get firstCheckDelayMs (): number {
@@ -85,18 +81,19 @@ export class RotationScheduler {
   }
 
   private async checkOnce (): Promise<RotationCheck> {
-    const { days, clock, operations, events } = this.options
+    const { days, clock, operations } = this.options
+    const publish = this.options.publish ?? ignoreCredentialsEvents
     if (days === 0) return 'off'
     const dueAt = this.dueAt()
     if (dueAt !== undefined && clock.now() < dueAt) return 'not-due'
     try {
       const result = await operations.rotateIfDue(this.maxAgeMs)
       if (result === undefined) return 'not-due' // another replica rotated meanwhile
-      events?.onInfo?.(`scheduled password rotation done (M2M_PROXY_PASSWORD_ROTATION_DAYS ${days})${result.verified ? '' : ', but the login with the new password failed'}`)
+      publish({ type: 'info', message: `scheduled password rotation done (M2M_PROXY_PASSWORD_ROTATION_DAYS ${days})${result.verified ? '' : ', but the login with the new password failed'}` })
       return 'rotated'
     } catch (error) {
       if (error instanceof OperationError && error.kind === 'busy') return 'busy' // another rotation under way: its new password is young
-      events?.onWarning?.(`scheduled password rotation failed (checked again within the hour): ${messageOf(error)}`)
+      publish({ type: 'warning', message: `scheduled password rotation failed (checked again within the hour): ${messageOf(error)}` })
       return 'failed'
     }
   }

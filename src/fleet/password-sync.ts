@@ -18,6 +18,7 @@ import type { FleetStore, PasswordGeneration } from './store.js'
 import type { FleetLedger } from './ledger.js'
 import type { SessionCredentials } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
+import { ignoreCredentialsEvents, type PublishCredentialsEvent } from '../credentials/events.js'
 
 /** What the sync needs of the session manager. */
 export interface PasswordHolder {
@@ -31,24 +32,19 @@ export interface PasswordFile {
   writePassword: (password: string) => void
 }
 
-export interface PasswordSyncEvents {
-  onInfo?: (message: string) => void
-  onWarning?: (message: string) => void
-  /** The password could not be published: loud, an operator must know. */
-  onError?: (message: string) => void
-  /** A generation was taken into use or found equal to the password in force (its change time). */
-  onGeneration?: (generation: PasswordGeneration) => void
-}
-
 export interface PasswordSyncOptions {
   store: FleetStore
-  session: PasswordHolder
+  /** The password in force at start (the credentials file's): the generation it is, if this replica verified it before. */
+  password: string
   file: PasswordFile
   /** What this replica verified before (highest generation, rejected passwords), surviving restarts. */
   ledger: FleetLedger
   /** When the password in force was changed as far as this replica knows: the changedAt of a generation 1 it publishes. */
   localChangedAt: () => number
-  events?: PasswordSyncEvents
+  /** Where the change time of the password in force is kept (credentials/password-age.ts): each generation taken into use. */
+  passwordAge?: { observe: (password: string, changedAt: number) => void }
+  /** Where the sync reports (src/events.ts binds it to the credentials channel). */
+  publish?: PublishCredentialsEvent
   /** Waits between attempts to publish a new password when the store fails; default 100, 300, 1000, 3000 ms. */
   publishRetryDelaysMs?: readonly number[]
 }
@@ -80,19 +76,35 @@ export class PasswordSync {
   private readonly salt = randomBytes(16).toString('hex')
   private queue: Promise<unknown> = Promise.resolve()
   private unsubscribe: (() => void) | undefined
+  /** The session whose password this sync keeps the fleet's: given at start, once both exist. */
+  private session: PasswordHolder | undefined
 
   constructor (private readonly options: PasswordSyncOptions) {
     // A restarted replica whose file kept the highest generation it verified holds that generation: it can re-seed it.
-    const { ledger, session } = options
+    const { ledger, password } = options
     const highest = ledger.highestGeneration
-    if (highest !== undefined && ledger.isHighestPassword(session.currentCredentials.password)) {
-      this.held = { generation: highest.generation, password: session.currentCredentials.password, changedAt: highest.changedAt }
+    if (highest !== undefined && ledger.isHighestPassword(password)) {
+      this.held = { generation: highest.generation, password, changedAt: highest.changedAt }
     }
   }
 
-  /** Follows the store's notifications; syncs at once when the store is already connected. */
-  start (): void {
+  private get publish (): PublishCredentialsEvent {
+    return this.options.publish ?? ignoreCredentialsEvents
+  }
+
+  private get holder (): PasswordHolder {
+    if (this.session === undefined) throw new Error('PasswordSync.start(session) must come first')
+    return this.session
+  }
+
+  /**
+   * Keeps `session`'s password the fleet's from now on: follows the store's notifications, and syncs at once
+   * when the store is already connected. The session is given here, not at construction, because its logins
+   * call catchUp() first: the session is built with this sync, then handed to it.
+   */
+  start (session: PasswordHolder): void {
     if (this.unsubscribe !== undefined) return
+    this.session = session
     this.unsubscribe = this.options.store.subscribe((change) => {
       if (change.kind === 'session' || change.kind === 'throttle') return
       if (change.kind === 'password' && this.held !== undefined && change.generation <= this.held.generation && this.published) return
@@ -140,16 +152,16 @@ export class PasswordSync {
           failure = 'other replicas kept publishing at the same time'
         } catch (error) {
           failure = messageOf(error)
-          this.options.events?.onWarning?.(`publishing the new password to the fleet store failed (attempt ${attempt + 1} of ${delays.length + 1}): ${failure}`)
+          this.publish({ type: 'warning', message: `publishing the new password to the fleet store failed (attempt ${attempt + 1} of ${delays.length + 1}): ${failure}` })
         }
         const delay = delays[attempt]
         attempt += 1
         if (delay !== undefined) await sleep(delay)
       }
       const pending: PasswordGeneration = { generation: Math.max(this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1, password, changedAt }
-      this.options.events?.onError?.(`THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
+      this.publish({ type: 'error', message: `THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
         `This replica holds it as generation ${pending.generation}${savedToFile ? ' and in its credentials file' : ', IN MEMORY ONLY'}, and re-seeds the store as soon as it can; ` +
-        'until then the other replicas cannot log in with it: do not restart this replica')
+        'until then the other replicas cannot log in with it: do not restart this replica' })
       return this.hold(pending, false)
     })
   }
@@ -183,13 +195,14 @@ export class PasswordSync {
     this.held = { generation: generation.generation, password: generation.password, changedAt: generation.changedAt }
     this.published = published
     this.superseded.delete(this.idOf(generation.password))
-    this.options.events?.onGeneration?.({ ...generation })
+    this.options.passwordAge?.observe(generation.password, generation.changedAt)
+    this.publish({ type: 'generation', generation: generation.generation, changedAt: generation.changedAt })
     return { ...generation, published }
   }
 
   private syncInBackground (when: string): void {
     this.serial(async () => await this.reconcile()).catch((error: unknown) => {
-      this.options.events?.onWarning?.(`the fleet's password generation could not be checked ${when} (${messageOf(error)}); it is checked again before the next login`)
+      this.publish({ type: 'warning', message: `the fleet's password generation could not be checked ${when} (${messageOf(error)}); it is checked again before the next login` })
     })
   }
 
@@ -201,7 +214,8 @@ export class PasswordSync {
   }
 
   private async reconcile (raced = 0): Promise<void> {
-    const { store, session, ledger } = this.options
+    const { store, ledger } = this.options
+    const session = this.holder
     const stored = await store.readPassword()
     const held = this.held
     const again = async (): Promise<void> => { if (raced < MAX_LOST_RACES) await this.reconcile(raced + 1) }
@@ -209,7 +223,7 @@ export class PasswordSync {
       if (held === undefined) return
       if (await store.seedPassword(held)) {
         this.published = true
-        this.options.events?.onInfo?.(`${why}: re-seeded it with generation ${held.generation}`)
+        this.publish({ type: 'info', message: `${why}: re-seeded it with generation ${held.generation}` })
         return
       }
       await again()
@@ -220,14 +234,14 @@ export class PasswordSync {
       const highest = ledger.highestGeneration
       if (highest !== undefined) {
         // This replica verified a generation before, and its file does not hold it: its file is no proof of anything.
-        this.options.events?.onWarning?.(`the fleet store has no password generation and ${this.options.file.path} does not hold generation ${highest.generation}, ` +
-          'the highest this replica verified: nothing is published until a login with the password in force succeeds')
+        this.publish({ type: 'warning', message: `the fleet store has no password generation and ${this.options.file.path} does not hold generation ${highest.generation}, ` +
+          'the highest this replica verified: nothing is published until a login with the password in force succeeds' })
         return
       }
       const first: PasswordGeneration = { generation: 1, password: session.currentCredentials.password, changedAt: this.options.localChangedAt() }
       if (await store.publishPassword(first)) {
         this.hold(first, true)
-        this.options.events?.onInfo?.('published the password of the credentials file as the fleet\'s password generation 1')
+        this.publish({ type: 'info', message: 'published the password of the credentials file as the fleet\'s password generation 1' })
         return
       }
       return await again() // another replica published first: take up its generation
@@ -235,17 +249,17 @@ export class PasswordSync {
     const verdict = ledger.judge(stored.generation, stored.password, stored.changedAt)
     const highest = ledger.highestGeneration?.generation ?? 0
     if (verdict === 'older') {
-      this.options.events?.onWarning?.(`the fleet store holds password generation ${stored.generation}, older than generation ${highest} which this replica verified before: ` +
-        'refused (a replayed record, or a Redis restored from an old backup); check who can write to this Redis')
+      this.publish({ type: 'warning', message: `the fleet store holds password generation ${stored.generation}, older than generation ${highest} which this replica verified before: ` +
+        'refused (a replayed record, or a Redis restored from an old backup); check who can write to this Redis' })
       return await seedHeld(`the fleet store held password generation ${stored.generation}, older than this replica's ${highest}`)
     }
     if (verdict === 'conflict') {
-      this.options.events?.onWarning?.(`the fleet store holds another password under generation ${stored.generation} than this replica verified: refused, ` +
-        'the password in force stays; check who can write to this Redis')
+      this.publish({ type: 'warning', message: `the fleet store holds another password under generation ${stored.generation} than this replica verified: refused, ` +
+        'the password in force stays; check who can write to this Redis' })
       return
     }
     if (ledger.isRejected(stored.password)) {
-      this.options.events?.onWarning?.(`the fleet store's password generation ${stored.generation} holds a password ThingSpace rejected from this replica: refused, it is never sent again`)
+      this.publish({ type: 'warning', message: `the fleet store's password generation ${stored.generation} holds a password ThingSpace rejected from this replica: refused, it is never sent again` })
       return
     }
     if (verdict === 'same' && held !== undefined && held.generation === stored.generation) {
@@ -266,20 +280,20 @@ export class PasswordSync {
 
   /** Takes `stored` into use: the session's next login uses it, and this replica's credentials file is rewritten when it can be. */
   private adopt (stored: PasswordGeneration, level: 'info' | 'warning', message: string): void {
-    const { session, file, events } = this.options
+    const { file } = this.options
+    const session = this.holder
     const current = session.currentCredentials
     if (current.password !== stored.password) this.superseded.add(this.idOf(current.password))
     session.useCredentials({ ...current, password: stored.password })
     this.hold(stored, true)
-    if (level === 'info') events?.onInfo?.(message)
-    else events?.onWarning?.(message)
+    this.publish({ type: level, message })
     try {
       file.writePassword(stored.password)
       this.savedToFile = true
     } catch (error) {
       this.savedToFile = false
-      events?.onWarning?.(`password generation ${stored.generation} is in use but could not be written to ${file.path} (${errorCode(error)}); ` +
-        'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again')
+      this.publish({ type: 'warning', message: `password generation ${stored.generation} is in use but could not be written to ${file.path} (${errorCode(error)}); ` +
+        'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again' })
     }
   }
 

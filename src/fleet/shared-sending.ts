@@ -4,25 +4,21 @@
 import type { UpstreamGate } from '../proxy/upstream-gate.js'
 import type { FleetStore } from './store.js'
 import { messageOf } from '../errors.js'
-
-export interface SharedSendingEvents {
-  onWarning: (message: string) => void
-  onInfo: (message: string) => void
-}
+import type { PublishFleetEvent } from './events.js'
 
 /** Links `gate` to the fleet through `store`; returns the function that unlinks it (at shutdown). */
-export function shareSendingWithFleet (gate: UpstreamGate, store: FleetStore, events: SharedSendingEvents): () => void {
+export function shareSendingWithFleet (gate: UpstreamGate, store: FleetStore, publish: PublishFleetEvent): () => void {
   // One line when the store starts failing and one when it works again, not one per request.
   let failing = false
   const failed = (what: string, error: unknown): void => {
     if (failing) return
     failing = true
-    events.onWarning(`${what}: ${messageOf(error)}; this replica throttles on its own meanwhile`)
+    publish({ type: 'warning', message: `${what}: ${messageOf(error)}; this replica throttles on its own meanwhile` })
   }
   const worked = (): void => {
     if (!failing) return
     failing = false
-    events.onInfo('the fleet\'s sending pause and rate are shared again')
+    publish({ type: 'info', message: 'the fleet\'s sending pause and rate are shared again' })
   }
   gate.share({
     pause: (pauseMs) => {

@@ -6,6 +6,7 @@ import { messageOf } from '../errors.js'
 import type { OAuthGrant } from './auth-client.js'
 import type { Clock, Timer } from '../clock.js'
 import { AuthUnavailableError } from './errors.js'
+import type { PublishSessionEvent } from './events.js'
 import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
 import type { FleetLedger } from '../fleet/ledger.js'
 import { FleetRecordForgedError, SealedFormatError } from '../fleet/crypto.js'
@@ -74,12 +75,6 @@ export interface FleetHost {
   closed: () => boolean
 }
 
-export interface FleetEvents {
-  onLoginAvoided?: () => void
-  onLockWait?: () => void
-  onWarning?: (message: string) => void
-}
-
 export interface FleetStatus {
   storeConnected: boolean
   /** The fleet's consecutive counted logins, as last read (null before any read). */
@@ -108,7 +103,7 @@ export class FleetCoordinator {
   constructor (
     private readonly options: FleetOptions,
     private readonly host: FleetHost,
-    private readonly env: { clock: Clock, maxFailures: number, sessionTtlMs: number, events: FleetEvents }
+    private readonly env: { clock: Clock, maxFailures: number, sessionTtlMs: number, publish: PublishSessionEvent }
   ) {
     this.store = options.store
     this.pollMs = options.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
@@ -153,7 +148,7 @@ export class FleetCoordinator {
       }
       if (poll === 0) {
         this.lockWaits += 1
-        this.env.events.onLockWait?.()
+        this.env.publish({ type: 'fleet-lock-wait' })
       }
       if (poll >= maxPolls) {
         throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock; waiting for its login', 1)
@@ -186,7 +181,7 @@ export class FleetCoordinator {
 
   /** The session was logged out here: no replica may take it up. */
   async clearSession (): Promise<void> {
-    await this.store.clearSession().catch((error: unknown) => this.env.events.onWarning?.(`the shared session could not be cleared in the fleet store: ${messageOf(error)}`))
+    await this.store.clearSession().catch((error: unknown) => this.env.publish({ type: 'warning', message: `the shared session could not be cleared in the fleet store: ${messageOf(error)}` }))
   }
 
   /**
@@ -214,9 +209,9 @@ export class FleetCoordinator {
     const written = stored === undefined ? await this.store.seedSession(session) : (await this.store.writeSession(session), true)
     if (written) {
       this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
-      this.env.events.onWarning?.(stored === undefined
+      this.env.publish({ type: 'warning', message: stored === undefined
         ? 'the fleet store had no session (a Redis restarted or flushed without persistence?): re-seeded it with the session this replica holds'
-        : 'the fleet store held an older session than this replica: wrote this replica\'s session back')
+        : 'the fleet store held an older session than this replica: wrote this replica\'s session back' })
     }
   }
 
@@ -275,7 +270,7 @@ export class FleetCoordinator {
   /** Shares a token fetched here with the other replicas; best effort. */
   private async shareOAuthToken (grant: OAuthGrant, receivedAt: number): Promise<void> {
     await this.store.writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
-      .catch((error: unknown) => this.env.events.onWarning?.(`the OAuth token could not be shared in the fleet store: ${messageOf(error)}`))
+      .catch((error: unknown) => this.env.publish({ type: 'warning', message: `the OAuth token could not be shared in the fleet store: ${messageOf(error)}` }))
   }
 
   close (): void {
@@ -330,7 +325,7 @@ export class FleetCoordinator {
       this.sharedUse = { loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt }
     } catch (error) {
       // This replica serves with its session, and shareUse() writes it back once the store answers.
-      this.env.events.onWarning?.(`logged in, but the fleet store was not updated: ${messageOf(error)}`)
+      this.env.publish({ type: 'warning', message: `logged in, but the fleet store was not updated: ${messageOf(error)}` })
     }
     return session
   }
@@ -351,8 +346,8 @@ export class FleetCoordinator {
       return stored
     }
     const seen = ledger.failuresSeen
-    this.env.events.onWarning?.(`the fleet's login failure count in the store is ${stored}, lower than the ${seen} this replica saw with no login success since ` +
-      '(set back from outside, or lost with the store): this replica keeps counting from its own and puts it back')
+    this.env.publish({ type: 'warning', message: `the fleet's login failure count in the store is ${stored}, lower than the ${seen} this replica saw with no login success since ` +
+      '(set back from outside, or lost with the store): this replica keeps counting from its own and puts it back' })
     return await this.call('restore the fleet\'s login failure count', async () => await this.store.raiseLoginFailures(seen))
   }
 
@@ -379,7 +374,7 @@ export class FleetCoordinator {
     const ledger = this.options.ledger
     if (ledger !== undefined && shared.loggedInAt > ledger.failuresSeenAt) ledger.clearFailures()
     this.loginsAvoided += 1
-    this.env.events.onLoginAvoided?.()
+    this.env.publish({ type: 'fleet-login-avoided' })
     this.sharedUse = { loggedInAt: shared.loggedInAt, lastUsedAt: shared.lastUsedAt }
     return this.host.takeUp(shared, this.remainingMs(shared), true)
   }
@@ -388,7 +383,7 @@ export class FleetCoordinator {
     if (change.kind === 'session') this.sessionChanged(change.ended === true)
     else if (change.kind === 'connected') {
       // The store may have lost its state (a Redis without persistence): put back what this replica holds.
-      this.shareUse(true).catch((error: unknown) => this.env.events.onWarning?.(`the fleet store could not be re-seeded: ${messageOf(error)}`))
+      this.shareUse(true).catch((error: unknown) => this.env.publish({ type: 'warning', message: `the fleet store could not be re-seeded: ${messageOf(error)}` }))
     }
   }
 
@@ -412,7 +407,7 @@ export class FleetCoordinator {
       }
       if (held === undefined || this.waiters.size > 0 || shared === undefined || shared.token === held.token || !this.usable(shared, held)) return
       this.host.takeUp(shared, this.remainingMs(shared), false)
-    }, (error: unknown) => this.env.events.onWarning?.(`a fleet session notification could not be followed: ${messageOf(error)}`))
+    }, (error: unknown) => this.env.publish({ type: 'warning', message: `a fleet session notification could not be followed: ${messageOf(error)}` }))
   }
 
   private scheduleShareUse (): void {
@@ -440,7 +435,7 @@ export class FleetCoordinator {
       if (!(error instanceof FleetRecordForgedError || error instanceof SealedFormatError)) throw error
       if (this.sessionRecordProblem !== error.message) {
         this.sessionRecordProblem = error.message
-        this.env.events.onWarning?.(`${error.message}; the shared session is treated as absent and replaced at the next login`)
+        this.env.publish({ type: 'warning', message: `${error.message}; the shared session is treated as absent and replaced at the next login` })
       }
       return undefined
     }
@@ -478,7 +473,7 @@ export class FleetCoordinator {
     try {
       await this.store.releaseLock(lock)
     } catch (error) {
-      this.env.events.onWarning?.(`the fleet ${lock.name} lock could not be released (it expires by itself): ${messageOf(error)}`)
+      this.env.publish({ type: 'warning', message: `the fleet ${lock.name} lock could not be released (it expires by itself): ${messageOf(error)}` })
     }
   }
 
@@ -488,7 +483,7 @@ export class FleetCoordinator {
       this.noteFailures(await this.store.uncountLoginAttempt())
     } catch (error) {
       // Left counted: conservative, the budget is smaller, never larger.
-      this.env.events.onWarning?.(`a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}`)
+      this.env.publish({ type: 'warning', message: `a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}` })
     }
   }
 

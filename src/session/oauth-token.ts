@@ -3,7 +3,8 @@
 import type { Clock } from '../clock.js'
 import type { OAuthGrant } from './auth-client.js'
 import { Backoff } from './backoff.js'
-import { AuthUnavailableError, UpstreamAuthError } from './errors.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError } from './errors.js'
+import { ignoreSessionEvents, type PublishSessionEvent } from './events.js'
 import { messageOf } from '../errors.js'
 
 /** Refresh this long before expiry, so requests never wait for a token fetch in steady state. */
@@ -23,12 +24,6 @@ export interface OAuthToken {
 /** A grant, perhaps another replica's (fleet mode), which is no fetch of this replica's. */
 export type FetchedGrant = OAuthGrant & { fromFleet?: boolean }
 
-export interface OAuthTokenEvents {
-  /** `error`: what the failed fetch threw (to log its cause, never its message). */
-  onFetch?: (outcome: 'success' | 'rejected' | 'error', error?: unknown) => void
-  onBackgroundRefreshError?: (error: unknown) => void
-}
-
 export class OAuthTokenCache {
   private token: OAuthToken | undefined
   private inFlight: Promise<OAuthToken> | undefined
@@ -40,7 +35,7 @@ export class OAuthTokenCache {
   constructor (
     private readonly fetchGrant: (avoid: readonly string[]) => Promise<FetchedGrant>,
     private readonly clock: Clock,
-    private readonly events: OAuthTokenEvents = {}
+    private readonly publish: PublishSessionEvent = ignoreSessionEvents
   ) {
     this.backoff = new Backoff(clock)
   }
@@ -65,7 +60,7 @@ export class OAuthTokenCache {
     const now = this.clock.now()
     if (now >= token.usableUntil) return undefined
     if (now >= token.refreshFrom && this.inFlight === undefined && this.backoff.remainingMs() === 0) {
-      this.fetch().catch((error: unknown) => this.events.onBackgroundRefreshError?.(error))
+      this.fetch().catch((error: unknown) => { this.publish({ type: 'warning', message: `background OAuth token refresh failed: ${messageOf(error)}` }) })
     }
     return token.value
   }
@@ -110,7 +105,7 @@ export class OAuthTokenCache {
       this.fetches += 1
       this.rejected = error instanceof UpstreamAuthError && error.kind === 'rejected'
       this.backoff.recordFailure(error instanceof UpstreamAuthError ? error.retryAfterSeconds : undefined)
-      this.events.onFetch?.(this.rejected ? 'rejected' : 'error', error)
+      this.publish({ type: 'oauth-fetch', outcome: this.rejected ? 'rejected' : 'error', cause: failureCause(error) })
       const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
       throw this.rejected
         ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${messageOf(error)})`, retryAfterSeconds)
@@ -120,7 +115,7 @@ export class OAuthTokenCache {
     this.backoff.reset()
     if (grant.fromFleet !== true) {
       this.fetches += 1
-      this.events.onFetch?.('success')
+      this.publish({ type: 'oauth-fetch', outcome: 'success' })
     }
     const receivedAt = this.clock.now()
     const lifetimeMs = Math.max(1, grant.expiresInSeconds) * 1000

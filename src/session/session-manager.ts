@@ -9,8 +9,9 @@ import type { LoginGuard } from './login-guard.js'
 import type { SharedSession } from '../fleet/store.js'
 import { FleetCoordinator, type CachedSession, type FleetHost, type FleetOptions, type FleetStatus } from './fleet-coordinator.js'
 import { Backoff } from './backoff.js'
-import { AuthUnavailableError, failureCause, UpstreamAuthError, type FailureCause } from './errors.js'
+import { AuthUnavailableError, failureCause, UpstreamAuthError } from './errors.js'
 import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, type FetchedGrant } from './oauth-token.js'
+import { ignoreSessionEvents, type PublishSessionEvent, type RenewalReason } from './events.js'
 
 /** Tokens attached to one upstream request. */
 export interface UpstreamTokens {
@@ -25,25 +26,7 @@ export interface SessionCredentials {
   clientSecret: string
 }
 
-export type LoginOutcome = 'success' | 'rejected' | 'error'
-export type RenewalReason = 'idle' | 'expired' | 'invalid' | 'admin' | 'rotation'
-
-/** Hooks for logging and metrics; all optional. Never given a secret. */
-export interface SessionEvents {
-  /** `cause`: on a failure, why (status, errorCode, network or TLS error code). */
-  onLogin?: (outcome: LoginOutcome, detail: { consecutiveRejections: number, message?: string, cause?: FailureCause }) => void
-  onOAuthFetch?: (outcome: 'success' | 'rejected' | 'error', cause?: FailureCause) => void
-  onRenewal?: (reason: RenewalReason) => void
-  onWarning?: (message: string) => void
-  /** A logout failed: of the session a new login replaced (`replaced`), or of the session ended on request. */
-  onLogoutFailed?: (detail: { message: string, cause: FailureCause, replaced: boolean }) => void
-  /** Not ready because ThingSpace or the fleet store is failing (not a rejection): a login is tried again in `delayMs` without waiting for a client. */
-  onBackgroundRetry?: (delayMs: number, cause: 'upstream-unavailable' | 'fleet-store-unreachable') => void
-  /** Fleet mode: a session another replica logged in was taken up instead of logging in. */
-  onFleetLoginAvoided?: () => void
-  /** Fleet mode: another replica held the login lock, and this one waited for its outcome. */
-  onFleetLockWait?: () => void
-}
+export type { LoginOutcome, RenewalReason } from './events.js'
 
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
 export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
@@ -54,7 +37,8 @@ export interface SessionManagerOptions {
   guard: LoginGuard
   sessionIdleSeconds: number
   clock: Clock
-  events?: SessionEvents
+  /** Where the session reports logins, renewals and warnings (src/events.ts binds it to the session channel). */
+  publish?: PublishSessionEvent
   /** Absent: one process, today's behaviour. Present: logins are shared with the other replicas of the fleet. */
   fleet?: FleetOptions
 }
@@ -116,7 +100,7 @@ export class SessionManager {
   private readonly loginBackoff: Backoff
   private loginInFlight: Promise<CachedSession> | undefined
   private credentials: SessionCredentials
-  private readonly events: SessionEvents
+  private readonly publish: PublishSessionEvent
   private lastUsedAt: number | undefined
   private lastLoginSucceeded = false
   private lastLoginRejected = false
@@ -143,7 +127,7 @@ export class SessionManager {
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
-    this.events = options.events ?? {}
+    this.publish = options.publish ?? ignoreSessionEvents
     const ttl = sessionTtlMs(options.sessionIdleSeconds)
     // lru-cache reads a start time of 0 as "no TTL": count from 1 at construction instead of the clock's origin.
     const epoch = options.clock.now()
@@ -160,10 +144,7 @@ export class SessionManager {
     this.oauth = new OAuthTokenCache(
       async (avoid) => await this.fetchOAuthGrant(avoid),
       options.clock,
-      {
-        onFetch: (outcome, error) => this.events.onOAuthFetch?.(outcome, error === undefined ? undefined : failureCause(error)),
-        onBackgroundRefreshError: (error) => this.events.onWarning?.(`background OAuth token refresh failed: ${messageOf(error)}`)
-      }
+      this.publish
     )
     this.loginBackoff = new Backoff(options.clock)
     this.fleet = options.fleet === undefined
@@ -172,11 +153,7 @@ export class SessionManager {
         clock: options.clock,
         maxFailures: options.guard.maxFailures,
         sessionTtlMs: ttl,
-        events: {
-          onLoginAvoided: () => this.events.onFleetLoginAvoided?.(),
-          onLockWait: () => this.events.onFleetLockWait?.(),
-          onWarning: (message) => this.events.onWarning?.(message)
-        }
+        publish: this.publish
       })
   }
 
@@ -244,8 +221,8 @@ export class SessionManager {
     if (!session.replacedRefusedSession || session.served === true || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
     if (this.warnedHeldSession !== session) {
       this.warnedHeldSession = session
-      this.events.onWarning?.(`ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +
-        `it is not renewed again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that login, and clients get ThingSpace's answer meanwhile`)
+      this.publish({ type: 'warning', message: `ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +
+        `it is not renewed again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that login, and clients get ThingSpace's answer meanwhile` })
     }
     return true
   }
@@ -270,7 +247,7 @@ export class SessionManager {
       try {
         await this.options.api.logout(await this.oauth.get(), replaced.token)
       } catch (error) {
-        this.events.onLogoutFailed?.({ message: `logout of the replaced session failed: ${messageOf(error)}`, cause: failureCause(error), replaced: true })
+        this.publish({ type: 'logout-failed', message: `logout of the replaced session failed: ${messageOf(error)}`, cause: failureCause(error), replaced: true })
       }
     }
   }
@@ -335,7 +312,7 @@ export class SessionManager {
     try {
       await this.options.api.logout(await this.oauth.get(), session.token)
     } catch (error) {
-      this.events.onLogoutFailed?.({ message: `logout failed: ${messageOf(error)}`, cause: failureCause(error), replaced: false })
+      this.publish({ type: 'logout-failed', message: `logout failed: ${messageOf(error)}`, cause: failureCause(error), replaced: false })
       throw error
     }
     return true
@@ -463,7 +440,7 @@ export class SessionManager {
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLoginOutcomeUnknown) return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
-    this.events.onBackgroundRetry?.(delayMs, error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable')
+    this.publish({ type: 'background-retry', delayMs, cause: error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable' })
     this.retryTimer = setTimer(() => {
       this.retryTimer = undefined
       if (this.closed || !this.waitingForUpstream()) return
@@ -546,7 +523,7 @@ export class SessionManager {
       drop: () => {
         this.sessions.delete(SESSION_KEY)
         this.pendingRenewal = undefined
-        this.events.onWarning?.('the fleet\'s session was ended on another replica: dropped here too')
+        this.publish({ type: 'warning', message: 'the fleet\'s session was ended on another replica: dropped here too' })
       },
       takeUp: (shared, ttlMs, renewal) => this.takeUpShared(shared, ttlMs, renewal),
       closed: () => this.closed
@@ -595,14 +572,14 @@ export class SessionManager {
     const replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
     if (this.pendingRenewal !== undefined) {
       this.renewals += 1
-      this.events.onRenewal?.(this.pendingRenewal)
+      this.publish({ type: 'renewal', reason: this.pendingRenewal })
       this.pendingRenewal = undefined
     }
     const session = { token, loggedInAt: this.options.clock.now(), replacedRefusedSession }
     this.lastUsedAt = session.loggedInAt // the platform's idle clock starts at login
     this.sessions.set(SESSION_KEY, session)
     this.lastSession = session
-    this.events.onLogin?.('success', { consecutiveRejections: 0 })
+    this.publish({ type: 'login', outcome: 'success', consecutiveRejections: 0 })
     return session
   }
 
@@ -616,12 +593,12 @@ export class SessionManager {
     this.lastLoginOutcomeUnknown = error.kind === 'unknown-outcome'
     this.lastSendCounted = error.kind === 'rejected' || error.kind === 'unknown-outcome'
     if (error.kind === 'rejected') {
-      this.events.onLogin?.('rejected', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
+      this.publish({ type: 'login', outcome: 'rejected', consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
       return new AuthUnavailableError('credentials-rejected',
         `ThingSpace rejected the login (${error.message}); ${guard.engaged ? 'logins are paused until the credentials file changes' : `${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`}`,
         guard.engaged ? 60 : Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
     }
-    this.events.onLogin?.('error', { consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
+    this.publish({ type: 'login', outcome: 'error', consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
     return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
       Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
   }

@@ -119,7 +119,7 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   const stopProxy = async (): Promise<void> => {
     if (stopped) return
     stopped = true
-    await proxy.close()
+    await proxy.app.close()
   }
   t.teardown(stopProxy)
   if (options.waitForLogin !== false) await proxy.initialLogin

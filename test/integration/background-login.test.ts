@@ -46,7 +46,7 @@ t.test('upstream unreachable at start-up: ready by itself within seconds of Thin
   t.equal(sim.stats.logins, 1, 'one login, made by the proxy itself')
   t.equal(sim.stats.dataRequests, 0)
   t.equal(proxiedRequests(stack), 0, 'no client request was needed')
-  t.equal(stack.proxy.session.guardEngaged, false)
+  t.equal(stack.proxy.app.session.guardEngaged, false)
   t.ok(stack.logs.entries().some((entry) => entry.msg === 'not ready while ThingSpace is failing: logging in again in the background'), 'the background retry is logged')
 })
 
@@ -60,7 +60,7 @@ t.test('login endpoint answering 500 at start-up: ready by itself once it recove
   t.equal(sim.stats.logins, 1)
   t.equal(sim.stats.failedLogins, 0)
   t.equal(proxiedRequests(stack), 0)
-  t.equal(stack.proxy.session.snapshot().consecutiveLoginFailures, 0)
+  t.equal(stack.proxy.app.session.snapshot().consecutiveLoginFailures, 0)
 })
 
 t.test('rejected credentials at start-up: no login in the background', async (t) => {
@@ -68,7 +68,7 @@ t.test('rejected credentials at start-up: no login in the background', async (t)
   t.equal(stack.sim.stats.failedLogins, 1)
   await sleep(3500) // past two backoff periods
   t.equal(stack.sim.stats.failedLogins, 1, 'no retry without a client')
-  t.equal(stack.proxy.session.snapshot().consecutiveLoginFailures, 1, 'the guard count is unchanged')
+  t.equal(stack.proxy.app.session.snapshot().consecutiveLoginFailures, 1, 'the guard count is unchanged')
   t.equal((await readiness(stack)).body.reason, 'credentials-rejected')
 })
 
@@ -78,7 +78,7 @@ t.test('shutdown and close stop the background retry', async (t) => {
     const stack = await startStack(t, { upstream: `http://127.0.0.1:${port}` })
     const attempts = (): number => stack.logs.entries().filter((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('OAuth token fetch failed')).length
     t.equal(attempts(), 1, `${stop}: the start-up attempt failed`)
-    await stack.proxy[stop]()
+    await stack.proxy.app[stop]()
     await sleep(2500) // past the first retry (1 s)
     t.equal(attempts(), 1, `${stop}: no attempt after it`)
   }

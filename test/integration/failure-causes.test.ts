@@ -88,7 +88,7 @@ t.test('failed logout and password reset: logged with their cause', async (t) =>
   t.not(ended.status, 200)
   t.match(linesStartingWith(stack, 'logout failed')[0], { level: 40, status: 400, errorCode: /SessionToken/, replacedSession: false })
 
-  await stack.proxy.session.startSession()
+  await stack.proxy.app.session.startSession()
   tokens.push(...stack.sim.activeSessionTokens())
   await stack.sim.app.close()
   const rotated = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })

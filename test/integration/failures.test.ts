@@ -41,12 +41,12 @@ t.test('login endpoint down: backoff bounds the attempts, the guard stays releas
   const stack = await startStack(t, { waitForLogin: false })
   await stack.proxy.initialLogin
   stack.sim.failNextLogins(100, 'status500')
-  await stack.proxy.session.endSession()
+  await stack.proxy.app.session.endSession()
   const loginsTried = (): number => stack.logs.entries().filter((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('login failed')).length
   const answers = await Promise.all(Array.from({ length: 40 }, () => stack.call('GET', ECHO_PATH)))
   t.ok(answers.every((answer) => answer.status === 503), 'all 503')
   t.equal(loginsTried(), 1, 'one attempt for 40 requests')
-  t.equal(stack.proxy.session.guardEngaged, false, 'a 500 is not a rejected credential')
+  t.equal(stack.proxy.app.session.guardEngaged, false, 'a 500 is not a rejected credential')
   t.equal(stack.sim.stats.failedLogins, 0)
 })
 

@@ -241,7 +241,7 @@ t.test('a stalled upload holds neither an immediate close nor a shutdown past it
     t.teardown(() => { socket.destroy() })
     await sleep(100)
     const startedAt = performance.now()
-    const done = await Promise.race([stack.proxy.shutdown().then(() => 'done'), sleep(5000, 'still draining')])
+    const done = await Promise.race([stack.proxy.app.shutdown().then(() => 'done'), sleep(5000, 'still draining')])
     t.equal(done, 'done', `shut down after ${Math.round(performance.now() - startedAt)} ms (grace 300 ms, request timeout 30 s)`)
   })
 })

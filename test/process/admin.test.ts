@@ -188,7 +188,7 @@ t.test('readiness: 503 while the guard is engaged, 200 after a reload with the r
   const stack = await startStack(t, { credentials: { password: 'wrong-password' }, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
   await sleep(1100)
   await stack.call('GET', ECHO_PATH) // the second rejected login engages the guard
-  t.equal(stack.proxy.session.guardEngaged, true)
+  t.equal(stack.proxy.app.session.guardEngaged, true)
   const notReady = await stack.adminCall('GET', '/readyz')
   t.equal(notReady.status, 503)
   t.match(notReady.json(), { ready: false, reason: 'credentials-rejected' })
@@ -241,7 +241,7 @@ t.test('a reload of a credentials file its group or others can read warns, namin
 
 t.test('an edit of the credentials file releases the guard without a call', async (t) => {
   const stack = await startStack(t, { credentials: { password: 'wrong-password' }, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50', M2M_PROXY_MAX_LOGIN_FAILURES: '1' } })
-  t.equal(stack.proxy.session.guardEngaged, true)
+  t.equal(stack.proxy.app.session.guardEngaged, true)
   t.equal((await stack.adminCall('GET', '/readyz')).status, 503)
   fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS))
   for (let i = 0; i < 100 && (await stack.adminCall('GET', '/readyz')).status !== 200; i++) await sleep(50)
@@ -260,11 +260,11 @@ t.test('after a rotation, a typo in the file and then the good file copied back:
   const good = fs.readFileSync(file, 'utf8')
   const reloads = (): number => stack.logs.lines.filter((line) => line.includes('credentials reloaded')).length
   fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(good) as object, password: 'Pw-typo-in-the-edit' }), { mode: 0o600 })
-  for (let i = 0; i < 100 && stack.proxy.session.currentCredentials.password !== 'Pw-typo-in-the-edit'; i++) await sleep(50)
+  for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== 'Pw-typo-in-the-edit'; i++) await sleep(50)
   t.equal(reloads(), 1, 'the typo was loaded')
   fs.writeFileSync(file, good, { mode: 0o600 })
-  for (let i = 0; i < 100 && stack.proxy.session.currentCredentials.password !== stack.sim.password; i++) await sleep(50)
-  t.equal(stack.proxy.session.currentCredentials.password, stack.sim.password, 'the restored file is in force')
+  for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== stack.sim.password; i++) await sleep(50)
+  t.equal(stack.proxy.app.session.currentCredentials.password, stack.sim.password, 'the restored file is in force')
   t.equal(reloads(), 2, 'and said so')
   stack.sim.expireSessions()
   t.equal((await stack.call('GET', ECHO_PATH)).status, 200)

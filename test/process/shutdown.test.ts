@@ -118,7 +118,7 @@ t.test('a keep-alive client with a request in flight: the drain ends with its an
   const inFlight = request(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/delay/1500`, { dispatcher: client })
     .then(async (answer) => ({ status: answer.statusCode, body: await answer.body.json(), at: Date.now() }))
   await inFlightAt(stack.sim, before)
-  const shutdown = stack.proxy.shutdown().then(() => Date.now())
+  const shutdown = stack.proxy.app.shutdown().then(() => Date.now())
   const answer = await inFlight
   t.equal(answer.status, 200, 'the request in flight completed')
   t.same(answer.body, { delayedMs: 1500 })
@@ -132,7 +132,7 @@ t.test('shutdown without an upstream session says so, instead of logging it out'
   const stack = await startStack(t)
   const ended = await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   t.same(ended.json(), { ended: true })
-  await stack.proxy.shutdown()
+  await stack.proxy.app.shutdown()
   const lines = stack.logs.entries()
   t.match(lines.find((line) => line.msg === 'no upstream session to log out'), { loggedOut: false })
   t.notOk(lines.some((line) => line.msg === 'upstream session logged out'), 'no claim of a logout')

@@ -100,10 +100,10 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, d
     sessionIdleSeconds: 1200,
     clock,
     fleet: { store, lockTtlMs: LOCK_TTL_MS, pollIntervalMs: 20 },
-    events: {
-      onFleetLoginAvoided: () => { result.avoided += 1 },
-      onFleetLockWait: () => { result.lockWaits += 1 },
-      onWarning: (message) => result.warnings.push(message)
+    publish: (event) => {
+      if (event.type === 'fleet-login-avoided') result.avoided += 1
+      else if (event.type === 'fleet-lock-wait') result.lockWaits += 1
+      else if (event.type === 'warning') result.warnings.push(event.message)
     }
   })
   t.teardown(() => result.manager.close())

@@ -21,6 +21,8 @@ import { DAY_MS, FIRST_CHECK_DELAY_MS, ROTATION_CHECK_INTERVAL_MS, RotationSched
 import type { Clock } from '../../src/clock.js'
 import { ProxyMetrics } from '../../src/metrics.js'
 import { FakeClock } from '../helpers/fake-clock.js'
+import type { SessionEvent } from '../../src/session/events.js'
+import type { CredentialsEvent } from '../../src/credentials/events.js'
 
 const ORIGINAL = 'Pw-original-7c1e'
 const CREDENTIALS: SessionCredentials = { username: 'rotation-user@example.com', password: ORIGINAL, clientId: 'app-key', clientSecret: 'app-secret' }
@@ -128,6 +130,18 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeThingSpace, clock: FakeC
   const { store, deaf } = deafenable(new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }))
   const age = PasswordAge.open(dir, credentials.password, clock.now(), log)
   const ledger = FleetLedger.open(dir, credentials.username)
+  // What logging would write of the events: their messages.
+  const publish = (event: SessionEvent | CredentialsEvent): void => { if ('message' in event && event.message !== undefined) log(event.message) }
+  const sync = new PasswordSync({
+    store,
+    ledger,
+    password: credentials.password,
+    file,
+    localChangedAt: () => age.changedAt,
+    publishRetryDelaysMs: [5, 5],
+    passwordAge: { observe: (password, changedAt) => { age.observe(password, clock.now(), changedAt, 'fleet') } },
+    publish
+  })
   const manager = new SessionManager({
     api,
     credentials,
@@ -135,16 +149,7 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeThingSpace, clock: FakeC
     sessionIdleSeconds: 1200,
     clock,
     fleet: options.single === true ? undefined : { store, ledger, lockTtlMs: LOCK_TTL_MS, pollIntervalMs: 20, beforeLogin: async () => { await sync.catchUp() } },
-    events: { onWarning: log }
-  })
-  const sync: PasswordSync = new PasswordSync({
-    store,
-    ledger,
-    session: manager,
-    file,
-    localChangedAt: () => age.changedAt,
-    publishRetryDelaysMs: [5, 5],
-    events: { onInfo: log, onWarning: log, onError: log, onGeneration: (generation) => age.observe(generation.password, clock.now(), generation.changedAt, 'fleet') }
+    publish: (event) => { if (event.type === 'warning') log(event.message) }
   })
   const operations = new CredentialOperations({
     session: manager,
@@ -154,10 +159,10 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeThingSpace, clock: FakeC
     passwordAge: age,
     rotationDays: options.rotationDays ?? 0,
     fleet: options.single === true ? undefined : { store, sync, ledger, rotationLockTtlMs: 4 * LOCK_TTL_MS },
-    events: { onWarning: log, onInfo: log, onError: log, onResetFailed: (detail) => log(detail.message) }
+    publish
   })
-  const schedule = new RotationScheduler({ days: options.rotationDays ?? 0, clock, operations, events: { onInfo: log, onWarning: log } })
-  if (options.single !== true) sync.start()
+  const schedule = new RotationScheduler({ days: options.rotationDays ?? 0, clock, operations, publish })
+  if (options.single !== true) sync.start(manager)
   t.teardown(() => {
     manager.close()
     sync.stop()
@@ -481,7 +486,7 @@ t.test('m2m_proxy_password_age_seconds: the age of the password in force, in bot
   const single = replica(t, new MemoryFleet(clock), new FakeThingSpace(), clock, 'single', { single: true })
   clock.advance(DAY_MS + 5_000)
   for (const r of [fleetReplica, single]) {
-    const metrics = new ProxyMetrics(() => r.manager, { passwordAgeSeconds: () => r.operations.passwordStatus().ageSeconds ?? undefined })
+    const metrics = new ProxyMetrics({ session: r.manager, passwordAgeSeconds: () => r.operations.passwordStatus().ageSeconds ?? undefined })
     const text = await metrics.registry.metrics()
     t.match(text, /# TYPE m2m_proxy_password_age_seconds gauge/)
     t.match(text, /\nm2m_proxy_password_age_seconds 86405\n/, r.name)
@@ -495,7 +500,7 @@ t.test('the schedule: hourly, or at the due time if sooner, never within a minut
   await single.manager.startSession()
   const timers: Array<{ run: () => void, ms: number }> = []
   const timerClock: Clock = { now: clock.now, setTimer: (run, ms) => { timers.push({ run, ms }); return { cancel: () => {} } } }
-  const schedule = new RotationScheduler({ days: 1, clock: timerClock, operations: single.operations, events: { onWarning: (message) => single.messages.push(message) } })
+  const schedule = new RotationScheduler({ days: 1, clock: timerClock, operations: single.operations, publish: (event) => { if (event.type === 'warning') single.messages.push(event.message) } })
   t.teardown(() => schedule.stop())
   /** Runs the last timer and waits for the one its check schedules. */
   const fire = async (): Promise<number> => {

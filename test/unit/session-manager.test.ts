@@ -135,16 +135,22 @@ function setup (t: Test, options: SetupOptions = {}): Harness {
     guard,
     sessionIdleSeconds: options.sessionIdleSeconds ?? 1200,
     clock,
-    events: {
-      onLogin: (outcome, detail) => events.logins.push({ outcome, ...detail }),
-      onRenewal: (reason) => events.renewals.push(reason),
-      onOAuthFetch: (outcome, cause) => {
-        events.oauthFetches.push(outcome)
-        if (cause !== undefined) events.oauthCauses.push(cause)
-      },
-      onLogoutFailed: (detail) => events.logoutFailures.push(detail),
-      onBackgroundRetry: (delayMs) => events.backgroundRetries.push(delayMs),
-      onWarning: (message) => events.warnings.push(message)
+    publish: (event) => {
+      switch (event.type) {
+        case 'login': {
+          const { type, ...detail } = event
+          events.logins.push(detail)
+          return
+        }
+        case 'renewal': events.renewals.push(event.reason); return
+        case 'oauth-fetch':
+          events.oauthFetches.push(event.outcome)
+          if (event.cause !== undefined) events.oauthCauses.push(event.cause)
+          return
+        case 'logout-failed': events.logoutFailures.push({ message: event.message, cause: event.cause, replaced: event.replaced }); return
+        case 'background-retry': events.backgroundRetries.push(event.delayMs); return
+        case 'warning': events.warnings.push(event.message)
+      }
     }
   })
   return { manager, api, clock, guard, dir, events }
@@ -744,20 +750,20 @@ t.test('OAuthTokenCache on its own', async (t) => {
 
   t.test('a failing background refresh is reported and the token is served until it expires', async (t) => {
     const clock = new FakeClock(START_MS)
-    const errors: unknown[] = []
+    const errors: string[] = []
     let calls = 0
     const cache = new OAuthTokenCache(async () => {
       calls += 1
       if (calls > 1) throw new UpstreamAuthError('unavailable', 'answered 503', 503)
       return { accessToken: 'tok-1', expiresInSeconds: 3600 }
-    }, clock, { onBackgroundRefreshError: (error) => errors.push(error) })
+    }, clock, (event) => { if (event.type === 'warning') errors.push(event.message) })
     await cache.get()
     clock.advance(3600 * 1000 - OAUTH_EXPIRY_MARGIN_MS - 1000)
     t.equal(cache.peek(), 'tok-1')
     await flush()
     t.equal(calls, 2)
     t.equal(errors.length, 1)
-    t.ok(errors[0] instanceof AuthUnavailableError)
+    t.match(errors[0], /^background OAuth token refresh failed: cannot get an OAuth token \(answered 503\)/)
     t.equal(cache.peek(), 'tok-1', 'still served')
     t.equal(calls, 2, 'no refetch during the backoff')
   })

@@ -1,0 +1,225 @@
+// The proxy without its listeners: the session, the credential operations, the fleet (when configured), the upstream
+// gate, metrics and the lifecycle events, built in dependency order. The listeners (proxy-listener.ts, admin-listener.ts)
+// take what they need from it; app.ts puts the three together and owns the way down.
+
+import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ProxyConfig } from './config/load.js'
+import type { Credentials } from './credentials/credentials.js'
+import { CredentialsFile } from './credentials/credentials-file.js'
+import { CredentialOperations, OperationError } from './credentials/operations.js'
+import { watchCredentialsFile } from './credentials/watcher.js'
+import { PasswordAge } from './credentials/password-age.js'
+import { DAY_MS, RotationScheduler } from './credentials/rotation-schedule.js'
+import { PasswordSync } from './fleet/password-sync.js'
+import { FleetLedger } from './fleet/ledger.js'
+import { shareSendingWithFleet } from './fleet/shared-sending.js'
+import type { FleetStore } from './fleet/store.js'
+import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-client.js'
+import type { LoginGuard } from './session/login-guard.js'
+import { SessionManager } from './session/session-manager.js'
+import { UpstreamGate } from './proxy/upstream-gate.js'
+import { systemClock, type Clock } from './clock.js'
+import { ProxyEvents } from './events.js'
+import { logEvents } from './event-log.js'
+import { ProxyMetrics } from './metrics.js'
+import { createUpstreamDispatcher } from './upstream.js'
+import { messageOf } from './errors.js'
+
+export interface CoreDependencies {
+  logger: Logger
+  guard: LoginGuard
+  clock?: Clock
+  /** Replaces the HTTP client of the auth calls (tests). */
+  authApi?: ThingSpaceAuthApi
+  /** Replaces the Redis fleet store that config.fleet would open (tests). */
+  fleetStore?: FleetStore
+}
+
+export interface Core {
+  readonly config: ProxyConfig
+  readonly logger: Logger
+  readonly events: ProxyEvents
+  /** The connection pool to ThingSpace (or the egress proxy). */
+  readonly dispatcher: Dispatcher
+  readonly session: SessionManager
+  readonly operations: CredentialOperations
+  readonly gate: UpstreamGate
+  readonly metrics: ProxyMetrics
+  /** Fleet mode: the store the replicas share; undefined in single-process mode. */
+  readonly fleetStore: FleetStore | undefined
+  /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
+  stopBackground: () => void
+  /** ThingSpace's session logged out (M2M_PROXY_LOGOUT_ON_SHUTDOWN), within LOGOUT_ON_SHUTDOWN_TIMEOUT_MS; never in fleet mode. */
+  logOutUpstream: () => Promise<void>
+  /** Closes the fleet store, the upstream pool and the event subscriptions: after the listeners. */
+  close: () => Promise<void>
+}
+
+export const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+/** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
+const FLEET_LOCK_MARGIN_MS = 5_000
+/** The rotation lock covers a catch-up, a token fetch, the login lock's wait and hold, and the login that verifies: a few login locks. */
+const ROTATION_LOCK_TTL_FACTOR = 4
+
+/** The login lock outlives what one login can take (OAuth token fetch, then the login), so that it never expires under a live holder. */
+export function fleetLockTtlMs (upstreamTimeoutMs: number): number {
+  return 2 * upstreamTimeoutMs + FLEET_LOCK_MARGIN_MS
+}
+
+interface Fleet {
+  store: FleetStore
+  /** What this replica verified of the fleet, on disk: Redis alone can never set it back. */
+  ledger: FleetLedger
+  sync: PasswordSync
+}
+
+export async function createCore (config: ProxyConfig, credentials: Credentials, deps: CoreDependencies): Promise<Core> {
+  const { logger } = deps
+  const clock = deps.clock ?? systemClock
+  const events = new ProxyEvents()
+  logEvents(events, logger, { maxLoginFailures: config.maxLoginFailures })
+  const publishCredentials = events.publisher('credentials')
+  const publishFleet = events.publisher('fleet')
+  const dispatcher = createUpstreamDispatcher(config)
+  const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
+  const credentialsFile = new CredentialsFile(config.credentialsFile)
+  const passwordAge = PasswordAge.open(config.stateDir, credentials.password, clock.now(), (message) => { publishCredentials({ type: 'warning', message }) })
+
+  // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).
+  // The Redis client is loaded in fleet mode only: in single-process mode it was a third of the start-up.
+  const store = deps.fleetStore ?? (config.fleet === undefined
+    ? undefined
+    : new (await import('./fleet/redis-store.js')).RedisFleetStore({
+      url: config.fleet.redisUrl,
+      fleetKey: config.fleet.fleetKey,
+      keyPrefix: config.fleet.keyPrefix,
+      username: credentials.username,
+      log: (level, message) => { publishFleet({ type: level === 'warn' ? 'warning' : 'info', message }) }
+    }))
+  // From here to sync.start() nothing awaits: the store's first 'connected' notification cannot be missed.
+  const ledger = store === undefined ? undefined : FleetLedger.open(config.stateDir, credentials.username)
+  const fleet: Fleet | undefined = store === undefined || ledger === undefined
+    ? undefined
+    : {
+        store,
+        ledger,
+        sync: new PasswordSync({
+          store,
+          ledger,
+          password: credentials.password,
+          file: credentialsFile,
+          localChangedAt: () => passwordAge.changedAt,
+          passwordAge: { observe: (password, changedAt) => { passwordAge.observe(password, clock.now(), changedAt, 'fleet') } },
+          publish: publishCredentials
+        })
+      }
+  const lockTtlMs = fleetLockTtlMs(config.upstreamTimeoutMs)
+  const session = new SessionManager({
+    api,
+    credentials,
+    guard: deps.guard,
+    sessionIdleSeconds: config.sessionIdleSeconds,
+    clock,
+    publish: events.publisher('session'),
+    fleet: fleet === undefined
+      ? undefined
+      // No login before this replica holds the fleet's newest password generation.
+      : { store: fleet.store, ledger: fleet.ledger, lockTtlMs, beforeLogin: async (): Promise<void> => { await fleet.sync.catchUp() } }
+  })
+  fleet?.sync.start(session)
+
+  const gate = new UpstreamGate({ maxPauseMs: config.throttleMaxPauseMs, ratePerSecond: config.upstreamRateLimit })
+  // Its store's listeners end with the store (close below).
+  if (fleet !== undefined) shareSendingWithFleet(gate, fleet.store, publishFleet)
+
+  const operations = new CredentialOperations({
+    session,
+    api,
+    file: credentialsFile,
+    clock,
+    passwordAge,
+    rotationDays: config.passwordRotationDays,
+    fleet: fleet === undefined ? undefined : { ...fleet, rotationLockTtlMs: ROTATION_LOCK_TTL_FACTOR * lockTtlMs },
+    publish: publishCredentials
+  })
+  const metrics = new ProxyMetrics({
+    session,
+    gate,
+    fleet: fleet !== undefined,
+    passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined,
+    clock
+  })
+  metrics.follow(events)
+
+  const rotationSchedule = new RotationScheduler({
+    days: config.passwordRotationDays,
+    firstCheckDelayMs: config.passwordRotationFirstCheckMs,
+    clock,
+    operations,
+    publish: publishCredentials
+  })
+  // A fleet generation's change time moves the next check.
+  events.subscribe('credentials', (event) => { if (event.type === 'generation') rotationSchedule.changeTimeUpdated() })
+  rotationSchedule.start()
+  if (config.passwordRotationDays > 0) {
+    logger.child({ component: 'credentials' }).info({
+      rotationDays: config.passwordRotationDays,
+      changedAt: new Date(passwordAge.changedAt).toISOString(),
+      changedAtSource: passwordAge.source
+    }, `scheduled password rotation every ${config.passwordRotationDays} day(s)${passwordAge.source === 'first-seen' ? '; the password\'s age is counted from when the proxy first saw it' : ''}` +
+      `; next due ${new Date(passwordAge.changedAt + config.passwordRotationDays * DAY_MS).toISOString()}${fleet === undefined ? '' : ' (or as the fleet\'s password generation says)'}`)
+  }
+
+  const stopWatching = config.credentialsWatchIntervalMs === 0
+    ? () => {}
+    : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
+      if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
+      operations.reload({ login: false }).catch((error: unknown) => {
+        if (error instanceof OperationError && error.logged) return
+        // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
+        publishCredentials({ type: 'warning', message: `credentials file changed but was not loaded: ${messageOf(error)}` })
+      })
+    })
+
+  const logOutUpstream = async (): Promise<void> => {
+    if (fleet !== undefined) {
+      // The other replicas use the same session: logging it out would cost the fleet a login.
+      logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
+      return
+    }
+    const outcome = await Promise.race([
+      session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
+      sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
+    ])
+    if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
+    else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
+    else if (outcome === 'failed') logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed') // its cause: the session's warning before
+    else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
+  }
+
+  return {
+    config,
+    logger,
+    events,
+    dispatcher,
+    session,
+    operations,
+    gate,
+    metrics,
+    fleetStore: store,
+    stopBackground: () => {
+      stopWatching()
+      rotationSchedule.stop()
+      fleet?.sync.stop()
+      session.close() // no background login any more
+    },
+    logOutUpstream,
+    close: async () => {
+      await store?.close()
+      await dispatcher.destroy()
+      events.close()
+    }
+  }
+}

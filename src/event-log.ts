@@ -1,0 +1,74 @@
+// The log lines of the lifecycle events (src/events.ts): one subscriber per channel, one line per event.
+
+import type { Logger } from 'pino'
+import type { ProxyEvents } from './events.js'
+import type { SessionEvent } from './session/events.js'
+import type { CredentialsEvent } from './credentials/events.js'
+
+function logSessionEvent (log: Logger, event: SessionEvent, maxLoginFailures: number): void {
+  switch (event.type) {
+    case 'login':
+      // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
+      if (event.outcome === 'success') log.info('logged in to ThingSpace')
+      else {
+        log.error({ outcome: event.outcome, ...event.cause, consecutiveLoginFailures: event.consecutiveRejections, maxLoginFailures },
+          `login failed: ${event.message ?? event.outcome}`)
+      }
+      return
+    case 'oauth-fetch':
+      if (event.outcome === 'success') log.debug({ outcome: event.outcome }, 'OAuth token fetch')
+      else log.error({ outcome: event.outcome, ...event.cause }, `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`)
+      return
+    case 'renewal':
+      log.info({ reason: event.reason }, 'session renewed')
+      return
+    case 'logout-failed':
+      log.warn({ ...event.cause, replacedSession: event.replaced }, event.message)
+      return
+    case 'background-retry':
+      log.info({ delayMs: event.delayMs, cause: event.cause }, event.cause === 'fleet-store-unreachable'
+        ? 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
+        : 'not ready while ThingSpace is failing: logging in again in the background')
+      return
+    case 'fleet-login-avoided':
+      log.info('took up the session another replica logged in: no login sent')
+      return
+    case 'fleet-lock-wait':
+      log.debug('another replica holds the login lock: waiting for its login')
+      return
+    case 'warning':
+      log.warn(event.message)
+  }
+}
+
+function logCredentialsEvent (log: Logger, event: CredentialsEvent): void {
+  switch (event.type) {
+    case 'info':
+      log.info(event.message)
+      return
+    case 'warning':
+      log.warn(event.message)
+      return
+    case 'error':
+      log.error(event.message)
+      return
+    case 'reset-failed':
+      log.error(event.cause, event.message)
+      return
+    case 'generation':
+      log.debug({ generation: event.generation, changedAt: new Date(event.changedAt).toISOString() }, 'password generation in force')
+  }
+}
+
+/** Logs `events` under the components session, credentials and fleet of `logger`. */
+export function logEvents (events: ProxyEvents, logger: Logger, options: { maxLoginFailures: number }): void {
+  const sessionLog = logger.child({ component: 'session' })
+  const credentialsLog = logger.child({ component: 'credentials' })
+  const fleetLog = logger.child({ component: 'fleet' })
+  events.subscribe('session', (event) => { logSessionEvent(sessionLog, event, options.maxLoginFailures) })
+  events.subscribe('credentials', (event) => { logCredentialsEvent(credentialsLog, event) })
+  events.subscribe('fleet', (event) => {
+    if (event.type === 'info') fleetLog.info(event.message)
+    else fleetLog.warn(event.message)
+  })
+}

@@ -1,0 +1,148 @@
+// The proxy listener: admission (slots, queue, body memory), one log line and one count per request, and the
+// forwarding plugin (proxy/plugin.ts) with the core's session, gate and upstream pool.
+
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Core } from './core.js'
+import { AuthUnavailableError } from './session/errors.js'
+import { sendProxyError } from './proxy/errors.js'
+import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
+import { ForwardPrefixes } from './proxy/paths.js'
+import { hardenListener } from './listener/hardening.js'
+import type { RequestGuard } from './listener/request-guard.js'
+import { Admission } from './listener/admission.js'
+import { listenerOptions } from './listener/fastify-options.js'
+
+/** Holds each request until admitted: a slot, and room for its body's bytes, before its body is read. */
+function admitRequests (proxy: FastifyInstance, core: Core): void {
+  const { config, metrics } = core
+  const admission = new Admission({
+    maxInFlight: config.maxInFlight,
+    maxQueued: config.maxQueued,
+    queueTimeoutMs: config.queueTimeoutMs,
+    bodyBudgetBytes: config.bodyMemoryBytes,
+    maxPipelined: config.maxPipelined
+  })
+  metrics.trackAdmission(admission)
+  proxy.addHook('onRequest', (request, reply, done) => {
+    const headers = request.raw.headers
+    const length = headers['content-length']
+    const bodyBytes = length !== undefined ? Math.min(Number(length) || 0, config.bodyLimitBytes) : headers['transfer-encoding'] !== undefined ? config.bodyLimitBytes : 0
+    const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
+    if (admitted !== undefined) {
+      // The answer sent, or the client gone: the slot and the body's bytes are free again. A response
+      // closes once: `on` spares the wrapper `once` would add to every request.
+      reply.raw.on('close', admitted)
+      done()
+      return
+    }
+    let release: (() => void) | undefined
+    const queuedAt = performance.now()
+    const cancel = admission.admit(request.raw.socket, bodyBytes, (granted) => {
+      release = granted
+      metrics.waits.observe({ stage: 'queue' }, (performance.now() - queuedAt) / 1000)
+      done()
+    }, (reason) => {
+      metrics.overloaded.inc({ reason })
+      reply.header('retry-after', String(admission.retryAfterSeconds()))
+      sendProxyError(reply, 'overloaded', reason === 'queue-full'
+        ? `the proxy has ${config.maxQueued} requests waiting already (M2M_PROXY_MAX_QUEUED); try again shortly`
+        : `no slot was free within ${config.queueTimeoutMs} ms (M2M_PROXY_MAX_IN_FLIGHT ${config.maxInFlight}, M2M_PROXY_BODY_MEMORY_BYTES ${config.bodyMemoryBytes}); try again shortly`,
+      reason === 'queue-full' ? 'QueueFull' : 'QueueTimeout')
+    })
+    // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue given up).
+    reply.raw.once('close', () => {
+      if (release !== undefined) release()
+      else cancel()
+    })
+  })
+}
+
+export async function buildProxyListener (core: Core, guard: RequestGuard): Promise<FastifyInstance> {
+  const { config, metrics } = core
+  const log = core.logger.child({ listener: 'proxy' })
+  /** One log line and one count for every request the proxy listener answers. */
+  const recordRequest = (request: FastifyRequest, reply: FastifyReply): void => {
+    const state = request.proxyState
+    metrics.countRequest(request.method, reply.statusCode)
+    // From the listener's logger: the request's own would be made just for this line.
+    log.info({
+      reqId: request.id,
+      method: request.method,
+      path: request.url.split('?', 1)[0],
+      status: reply.statusCode,
+      upstreamStatus: state?.upstreamStatus ?? null,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      replayed: state?.replayedFor !== undefined
+    }, 'request')
+  }
+  const proxy = Fastify({
+    ...listenerOptions(config, log),
+    bodyLimit: config.bodyLimitBytes,
+    return503OnClosing: true,
+    // Requests refused before routing answer in the same {"errorCode","errorMessage"} shape as the rest.
+    // Fastify runs no hooks for these, so they are logged and counted here.
+    frameworkErrors: (error, request, reply) => {
+      sendProxyError(reply, 'badRequest', error.message)
+      recordRequest(request, reply)
+    }
+  })
+  hardenListener(proxy, {
+    guard,
+    maxConnections: config.maxConnections,
+    maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
+    log: proxy.log,
+    onConnectRefused: () => { metrics.countRequest('CONNECT', 405) }
+  })
+  // After the request guard (hardenListener's onRequest hook).
+  admitRequests(proxy, core)
+  proxy.setErrorHandler<FastifyError>((error, request, reply) => {
+    if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
+    if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return sendProxyError(reply, 'bodyTooLarge', `request body larger than ${config.bodyLimitBytes} bytes (M2M_PROXY_BODY_LIMIT_BYTES)`)
+    }
+    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendProxyError(reply, 'unsupportedMediaType', 'malformed Content-Type header')
+    if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
+      return sendProxyError(reply, 'badRequest', error.message)
+    }
+    request.log.error({ err: error }, 'unexpected error')
+    return sendProxyError(reply, 'internal', 'internal error of the proxy')
+  })
+  const forwardPrefixes = new ForwardPrefixes(config.forwardPrefixes)
+  proxy.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', forwardPrefixes.notForwardedMessage))
+  // While closing, the keep-alive connection each answer leaves idle is closed: Fastify's close() closed the idle
+  // ones when it began, and those busy then would otherwise hold the drain until the grace period ran out.
+  let closing = false
+  proxy.addHook('preClose', (done) => {
+    closing = true
+    done()
+  })
+  const closeIdleConnections = (): void => { proxy.server.closeIdleConnections() }
+  proxy.addHook('onResponse', (request, reply, done) => {
+    recordRequest(request, reply)
+    if (closing) setImmediate(closeIdleConnections)
+    done()
+  })
+  const sessionLog = core.logger.child({ component: 'session' })
+  await proxy.register(proxyPlugin, {
+    upstream: config.upstream,
+    session: core.session,
+    gate: core.gate,
+    throttleMaxWaitMs: config.throttleMaxWaitMs,
+    onThrottled: (outcome) => {
+      metrics.upstreamThrottled.inc({ outcome })
+      proxy.log.debug({ outcome }, 'ThingSpace throttled a request: sending paused')
+    },
+    onOverloaded: () => { metrics.overloaded.inc({ reason: 'upstream-throttled' }) },
+    onGateWait: (seconds) => { metrics.waits.observe({ stage: 'throttle' }, seconds) },
+    dispatcher: core.dispatcher,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    bodyLimitBytes: config.bodyLimitBytes,
+    forwardPrefixes,
+    onReplay: (rejection) => {
+      metrics.replays.inc({ reason: rejection.cause })
+      sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
+    },
+    onUpstreamResult: metrics.observeUpstream
+  })
+  return proxy
+}
