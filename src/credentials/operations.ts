@@ -6,7 +6,7 @@ import { AuthUnavailableError, failureCause, UpstreamAuthError } from '../sessio
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
 import type { FleetLock, FleetStore } from '../fleet/store.js'
-import type { PasswordSync, PublishedPassword } from '../fleet/password-sync.js'
+import type { PasswordSync } from '../fleet/password-sync.js'
 import type { FleetLedger } from '../fleet/ledger.js'
 import type { Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
@@ -60,9 +60,6 @@ export interface PasswordStatus {
   /** When scheduled rotation is due (null when off). */
   rotationDueAt: string | null
 }
-
-/** Leaves the login lock to renew a refused token outside it (a renewal logs in, which needs that lock). */
-interface RenewOutside { renew: 'session' | 'oauth' }
 
 export class CredentialOperations {
   private busy: string | undefined
@@ -140,23 +137,24 @@ export class CredentialOperations {
     if (problem !== undefined) throw new OperationError('not-rewritable', `rotation refused before contacting ThingSpace: ${problem}`)
     if (this.deps.fleet !== undefined) return await this.rotateInFleet(this.deps.fleet, maxAgeMs)
     if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
-    const current = session.currentCredentials
-    const newPassword = await this.resetUpstream(current.password)
-    const rotated: Credentials = { ...current, password: newPassword }
-    const at = this.deps.clock.now()
-    try {
-      file.writePassword(newPassword)
-    } catch (error) {
-      // Keep working with the password only this process knows, and say loudly that it is not saved.
-      session.useCredentials(rotated)
-      this.unsaved = true
-      this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
-      throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
-        'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again')
-    }
+    const { rotated, at } = await this.resetHoldingLoginLock((newPassword, current) => {
+      const rotated: Credentials = { ...current, password: newPassword }
+      const at = this.deps.clock.now()
+      try {
+        file.writePassword(newPassword)
+      } catch (error) {
+        // Keep working with the password only this process knows, and say loudly that it is not saved.
+        session.useCredentials(rotated)
+        this.unsaved = true
+        this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+        throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
+          'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again')
+      }
+      return { rotated, at }
+    })
     session.useCredentials(rotated)
     this.unsaved = false
-    this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+    this.deps.passwordAge?.observe(rotated.password, at, at, 'rotated')
     return { rotated: true, at: new Date(at).toISOString(), verified: await this.verify() }
   }
 
@@ -177,39 +175,19 @@ export class CredentialOperations {
     try {
       await this.catchUp(fleet)
       if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
-      let tokens = await session.acquireTokens() // AuthUnavailableError when it cannot authenticate
-      let outcome: { saveError?: string, published: PublishedPassword } | RenewOutside
-      for (let attempt = 1; ; attempt++) {
-        outcome = await session.withLoginLock(async () => {
-          // Holding the login lock: nobody publishes a login meanwhile; a generation an operator published is taken up now.
-          await this.catchUp(fleet)
-          const current = session.currentCredentials
-          let newPassword: string
-          try {
-            newPassword = await this.deps.api.resetPassword(tokens.oauthToken, tokens.sessionToken, current.password)
-          } catch (error) {
-            const problem = tokenProblemOf(error)
-            if (problem !== undefined && attempt === 1) return { renew: problem }
-            throw this.resetFailed(error)
-          }
-          let saveError: string | undefined
-          try {
-            file.writePassword(newPassword)
-          } catch (error) {
-            saveError = errorCode(error)
-          }
-          session.useCredentials({ ...current, password: newPassword })
-          const at = clock.now()
-          this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
-          return { saveError, published: await fleet.sync.publishNew(newPassword, at, current.password, saveError === undefined) }
-        })
-        if (!('renew' in outcome)) break
-        // The old password is still valid: renew the refused token outside the login lock, then ask once more.
-        const renewed = await session.tokensAfterRejection(tokens, outcome.renew)
-        if (renewed === undefined) throw this.resetFailed(new UpstreamAuthError(outcome.renew === 'session' ? 'session-invalid' : 'oauth-invalid', 'the token was refused again right after its renewal'))
-        tokens = renewed
-      }
-      const { saveError, published } = outcome
+      // Holding the login lock: nobody publishes a login meanwhile; a generation an operator published is taken up first.
+      const { saveError, published } = await this.resetHoldingLoginLock(async (newPassword, current) => {
+        let saveError: string | undefined
+        try {
+          file.writePassword(newPassword)
+        } catch (error) {
+          saveError = errorCode(error)
+        }
+        session.useCredentials({ ...current, password: newPassword })
+        const at = clock.now()
+        this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+        return { saveError, published: await fleet.sync.publishNew(newPassword, at, current.password, saveError === undefined) }
+      }, async () => { await this.catchUp(fleet) })
       if (saveError !== undefined) {
         throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${saveError}); ` +
           `this replica keeps it in memory${published.published ? `, and it is published to the fleet store as generation ${published.generation}` : ' only, and it could not be published to the fleet store either: do not restart this replica'}; fix the file system`)
@@ -367,23 +345,34 @@ export class CredentialOperations {
     return session.snapshot()
   }
 
-  private async resetUpstream (oldPassword: string): Promise<string> {
+  /**
+   * ThingSpace's password reset, holding the login lock (in a fleet no replica logs in meanwhile; alone it just runs),
+   * after `before` (the fleet's catch-up); `apply` takes the new password into use under the same lock. The old
+   * password is still valid after a refused token: the token is renewed outside the lock and the reset asked once
+   * more (unless the session manager holds off renewing a session refused right after its login).
+   */
+  private async resetHoldingLoginLock<R> (apply: (newPassword: string, current: Credentials) => R | Promise<R>, before?: () => Promise<void>): Promise<R> {
     const { session, api } = this.deps
     let tokens = await session.acquireTokens() // AuthUnavailableError when it cannot authenticate
     for (let attempt = 1; ; attempt++) {
-      try {
-        return await api.resetPassword(tokens.oauthToken, tokens.sessionToken, oldPassword)
-      } catch (error) {
-        const tokenProblem = tokenProblemOf(error)
-        // The old password is still valid: a rejected token is renewed and the reset asked once more
-        // (unless the session manager holds off renewing a session refused right after its login).
-        const renewed = tokenProblem !== undefined && attempt === 1 ? await session.tokensAfterRejection(tokens, tokenProblem) : undefined
-        if (renewed !== undefined) {
-          tokens = renewed
-          continue
+      // `renew`: the lock is left to renew the refused token outside it (a renewal logs in, which needs that lock).
+      const outcome = await session.withLoginLock(async (): Promise<{ applied: R } | { renew: 'session' | 'oauth', error: unknown }> => {
+        await before?.()
+        const current = session.currentCredentials
+        let newPassword: string
+        try {
+          newPassword = await api.resetPassword(tokens.oauthToken, tokens.sessionToken, current.password)
+        } catch (error) {
+          const problem = tokenProblemOf(error)
+          if (problem !== undefined && attempt === 1) return { renew: problem, error }
+          throw this.resetFailed(error)
         }
-        throw this.resetFailed(error)
-      }
+        return { applied: await apply(newPassword, current) }
+      })
+      if ('applied' in outcome) return outcome.applied
+      const renewed = await session.tokensAfterRejection(tokens, outcome.renew)
+      if (renewed === undefined) throw this.resetFailed(outcome.error)
+      tokens = renewed
     }
   }
 
