@@ -11,16 +11,7 @@ import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet
 import type { FleetLedger } from '../fleet/ledger.js'
 import { FleetRecordForgedError, SealedFormatError } from '../fleet/crypto.js'
 import { ACCOUNT_FAILURE_CEILING } from './login-guard.js'
-
-/** One VZ-M2M session as a replica holds it. */
-export interface CachedSession {
-  token: string
-  loggedInAt: number
-  /** Logged in to replace a session the platform refused (expired or invalid). */
-  replacedRefusedSession: boolean
-  /** A request replayed on it was answered: it worked, so a later refusal is a real expiry, never held. */
-  served?: boolean
-}
+import type { CachedSession, FleetStatus, LoginAttempt, LoginMode, LoginStrategy } from './login-strategy.js'
 
 /** Fleet mode: the state the replicas share (FleetStore) and how long one replica may hold the login lock. */
 export interface FleetOptions {
@@ -43,13 +34,6 @@ export interface FleetOptions {
   ledger?: FleetLedger
 }
 
-/**
- * `renew`: a session is needed (a live shared one is taken up instead of logging in); `verify`: new
- * credentials are proved with a login of their own (never a take-up), allowed while the fleet's count
- * is below the account's ceiling rather than M2M_PROXY_MAX_LOGIN_FAILURES.
- */
-export type FleetLoginMode = 'renew' | 'verify'
-
 export const FLEET_POLL_INTERVAL_MS = 250
 export const FLEET_SHARE_USE_INTERVAL_MS = 5000
 
@@ -63,9 +47,8 @@ export interface FleetHost {
   renewingIdle: () => boolean
   /** This replica's last use of a session. */
   lastUsedAt: () => number | undefined
-  /** Counts the attempt locally and sends the login; afterwards `lastSendCounted` says whether a failure stays counted. */
-  sendLogin: () => Promise<CachedSession>
-  lastSendCounted: () => boolean
+  /** Counts the attempt locally and sends the login. */
+  sendLogin: () => Promise<LoginAttempt>
   /** The password the next login sends (never logged). */
   password: () => string
   /** Forgets the cached session without a logout: another replica ended it. */
@@ -75,15 +58,9 @@ export interface FleetHost {
   closed: () => boolean
 }
 
-export interface FleetStatus {
-  storeConnected: boolean
-  /** The fleet's consecutive counted logins, as last read (null before any read). */
-  consecutiveLoginFailures: number | null
-  loginsAvoided: number
-  lockWaits: number
-}
-
-export class FleetCoordinator {
+/** A fleet of replicas: sessions shared through the FleetStore. */
+export class FleetCoordinator implements LoginStrategy {
+  readonly shared = true
   private readonly store: FleetStore
   private readonly pollMs: number
   private guardEngaged = false
@@ -120,6 +97,10 @@ export class FleetCoordinator {
     return this.guardEngaged
   }
 
+  rejectedBefore (password: string): boolean {
+    return this.options.ledger?.isRejected(password) === true
+  }
+
   status (): FleetStatus {
     return { storeConnected: this.store.connected, consecutiveLoginFailures: this.failuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
   }
@@ -130,40 +111,38 @@ export class FleetCoordinator {
    * polling as the backstop) and take up the session it wrote. The holder re-reads the shared session
    * first: no login while a usable one is there.
    */
-  async login (mode: FleetLoginMode = 'renew'): Promise<CachedSession> {
+  async login (mode: LoginMode = 'renew'): Promise<CachedSession> {
     const replacing = this.host.replacing()
     if (mode === 'renew') {
       const current = await this.call('read the shared session', async () => await this.readSharedSession())
       if (this.usable(current, replacing)) return this.takeUp(current)
     }
-    const maxPolls = this.maxLockPolls()
-    for (let poll = 0; ; poll++) {
-      const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
-      if (lock !== undefined) {
-        try {
-          return await this.loginHoldingLock(replacing, mode)
-        } finally {
-          await this.release(lock)
+    return await this.holdingLoginLock(async () => await this.loginHoldingLock(replacing, mode), {
+      waiting: 'waiting for its login',
+      countWait: true,
+      // Between polls the holder may have logged in: its session is taken up. Else the lock may be free
+      // again (the holder failed): it is taken, and the fleet's count decides.
+      meanwhile: mode === 'verify'
+        ? undefined
+        : async () => {
+          const shared = await this.call('read the shared session', async () => await this.readSharedSession())
+          return this.usable(shared, replacing) ? this.takeUp(shared) : undefined
         }
-      }
-      if (poll === 0) {
-        this.lockWaits += 1
-        this.env.publish({ type: 'fleet-lock-wait' })
-      }
-      if (poll >= maxPolls) {
-        throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock; waiting for its login', 1)
-      }
-      await this.nextChange(this.pollMs)
-      if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
-      if (mode === 'verify') continue
-      const shared = await this.call('read the shared session', async () => await this.readSharedSession())
-      // Else the lock may be free again (the holder failed): take it and decide on the fleet's count.
-      if (this.usable(shared, replacing)) return this.takeUp(shared)
-    }
+    })
   }
 
   /** Runs `action` holding the login lock (see SessionManager.withLoginLock). */
   async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+    return await this.holdingLoginLock(action, { waiting: 'trying again', countWait: false })
+  }
+
+  /**
+   * Takes the login lock, runs `action`, releases it. While another replica holds it, waits for the next
+   * notification (or a poll), at most until the lock would have expired under a dead holder; `meanwhile`
+   * may end the wait with a result of its own. `countWait`: a login's wait, counted and published.
+   */
+  private async holdingLoginLock<T> (action: () => Promise<T>, options: { waiting: string, countWait: boolean, meanwhile?: () => Promise<T | undefined> }): Promise<T> {
+    const maxPolls = this.maxLockPolls()
     for (let poll = 0; ; poll++) {
       const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
       if (lock !== undefined) {
@@ -173,9 +152,15 @@ export class FleetCoordinator {
           await this.release(lock)
         }
       }
-      if (poll >= this.maxLockPolls()) throw new AuthUnavailableError('upstream-unavailable', 'another replica of the fleet holds the login lock', 1)
+      if (poll === 0 && options.countWait) {
+        this.lockWaits += 1
+        this.env.publish({ type: 'fleet-lock-wait' })
+      }
+      if (poll >= maxPolls) throw new AuthUnavailableError('upstream-unavailable', `another replica of the fleet holds the login lock; ${options.waiting}`, 1)
       await this.nextChange(this.pollMs)
       if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
+      const result = await options.meanwhile?.()
+      if (result !== undefined) return result
     }
   }
 
@@ -282,7 +267,7 @@ export class FleetCoordinator {
   }
 
   /** Holding the lock: take up a usable shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
-  private async loginHoldingLock (replacing: CachedSession | undefined, mode: FleetLoginMode): Promise<CachedSession> {
+  private async loginHoldingLock (replacing: CachedSession | undefined, mode: LoginMode): Promise<CachedSession> {
     const store = this.store
     if (mode === 'renew') {
       const shared = await this.call('read the shared session', async () => await this.readSharedSession())
@@ -307,16 +292,15 @@ export class FleetCoordinator {
       this.noteFailures(counted - 1)
       throw this.guardError(counted - 1)
     }
-    let session: CachedSession
-    try {
-      session = await this.host.sendLogin()
-    } catch (error) {
-      if (this.host.lastSendCounted()) {
+    const attempt = await this.host.sendLogin()
+    if (!attempt.ok) {
+      if (attempt.counted) {
         this.noteFailures(counted)
-        if (error instanceof AuthUnavailableError && error.reason === 'credentials-rejected') ledger?.recordRejected(password)
+        if (attempt.error instanceof AuthUnavailableError && attempt.error.reason === 'credentials-rejected') ledger?.recordRejected(password)
       } else await this.uncount()
-      throw error
+      throw attempt.error
     }
+    const session = attempt.session
     this.noteFailures(0)
     ledger?.clearFailures()
     try {

@@ -7,7 +7,8 @@ import type { Clock, Timer } from '../clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
 import type { SharedSession } from '../fleet/store.js'
-import { FleetCoordinator, type CachedSession, type FleetHost, type FleetOptions, type FleetStatus } from './fleet-coordinator.js'
+import { FleetCoordinator, type FleetHost, type FleetOptions } from './fleet-coordinator.js'
+import { SoloLogin, type CachedSession, type FleetStatus, type LoginAttempt, type LoginStrategy } from './login-strategy.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError } from './errors.js'
 import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, type FetchedGrant } from './oauth-token.js'
@@ -102,8 +103,8 @@ export class SessionManager {
   private credentials: SessionCredentials
   private readonly publish: PublishSessionEvent
   private lastUsedAt: number | undefined
-  private lastLoginSucceeded = false
-  private lastLoginRejected = false
+  /** What the last login (sent or taken up) came to; 'unknown-outcome': sent but unanswered, ThingSpace may have counted it. */
+  private lastLogin: 'none' | 'succeeded' | 'rejected' | 'failed' | 'unknown-outcome' = 'none'
   private lastTokens: UpstreamTokens | undefined
   private logins = 0
   private renewals = 0
@@ -113,17 +114,13 @@ export class SessionManager {
   private warnedHeldSession: CachedSession | undefined
   /** The next login tried without a client, while ThingSpace is failing and the proxy is not ready. */
   private retryTimer: Timer | undefined
-  /** The last login was sent but got no answer: ThingSpace may have counted it as a failed login. */
-  private lastLoginOutcomeUnknown = false
-  /** The last login sent was rejected or got no answer: it stays counted (fleet count and local guard alike). */
-  private lastSendCounted = false
   private closed = false
   /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
   private candidateRejected = false
   /** The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from it. */
   private lastSession: CachedSession | undefined
-  /** Fleet mode only: logins, the idle clock and the OAuth token shared with the other replicas. */
-  private readonly fleet: FleetCoordinator | undefined
+  /** Alone, or shared with a fleet (logins, the idle clock and the OAuth token). */
+  private readonly strategy: LoginStrategy
 
   constructor (private readonly options: SessionManagerOptions) {
     this.credentials = options.credentials
@@ -147,8 +144,8 @@ export class SessionManager {
       this.publish
     )
     this.loginBackoff = new Backoff(options.clock)
-    this.fleet = options.fleet === undefined
-      ? undefined
+    this.strategy = options.fleet === undefined
+      ? new SoloLogin(async () => await this.attemptLogin())
       : new FleetCoordinator(options.fleet, this.fleetHost(), {
         clock: options.clock,
         maxFailures: options.guard.maxFailures,
@@ -261,7 +258,6 @@ export class SessionManager {
    * proved again, resets the fleet's count. Throws AuthUnavailableError as a login does.
    */
   async verifyCredentials (candidate: SessionCredentials): Promise<void> {
-    if (this.fleet === undefined) throw new Error('verifyCredentials is for fleet mode')
     const guard = this.options.guard
     if (guard.atAccountCeiling) {
       throw new AuthUnavailableError('credentials-rejected',
@@ -271,8 +267,7 @@ export class SessionManager {
     const previous = this.credentials
     this.useCredentials(candidate)
     this.pendingRenewal = 'admin'
-    const fleet = this.fleet
-    const verification = fleet.login('verify')
+    const verification = this.strategy.login('verify')
     // Requests that need a session meanwhile join this login; its failure is theirs and this method's, never unhandled.
     const joined = verification.finally(() => { this.loginInFlight = undefined })
     joined.catch(() => undefined)
@@ -283,7 +278,7 @@ export class SessionManager {
     } catch (error) {
       if (previous !== candidate) this.useCredentials(previous)
       // Only a login ThingSpace answered with a rejection, not a guard that sent nothing.
-      if (this.options.fleet?.ledger?.isRejected(candidate.password) === true) this.candidateRejected = true
+      if (this.strategy.rejectedBefore(candidate.password)) this.candidateRejected = true
       throw error
     }
   }
@@ -307,7 +302,7 @@ export class SessionManager {
     this.sessions.delete(SESSION_KEY)
     this.pendingRenewal = undefined
     // The other replicas must not take up a session logged out here.
-    await this.fleet?.clearSession()
+    await this.strategy.clearSession()
     // Forgotten locally first: even if the logout fails, the token is never sent again.
     try {
       await this.options.api.logout(await this.oauth.get(), session.token)
@@ -325,7 +320,7 @@ export class SessionManager {
    * In single-process mode it just runs `action`.
    */
   async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
-    return this.fleet === undefined ? await action() : await this.fleet.withLoginLock(action)
+    return await this.strategy.withLoginLock(action)
   }
 
   /** Stops the background login retry for good (shutdown, close); requests may still log in. */
@@ -333,7 +328,7 @@ export class SessionManager {
     this.closed = true
     this.retryTimer?.cancel()
     this.retryTimer = undefined
-    this.fleet?.close()
+    this.strategy.close()
   }
 
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
@@ -343,7 +338,7 @@ export class SessionManager {
     this.credentials = credentials
     if (this.options.guard.useCredentials(credentials)) {
       this.loginBackoff.reset()
-      this.lastLoginRejected = false
+      if (this.lastLogin === 'rejected') this.lastLogin = 'none' // no verdict on these credentials yet
     }
     if (appChanged) this.oauth.clear()
   }
@@ -354,12 +349,12 @@ export class SessionManager {
   }
 
   get guardEngaged (): boolean {
-    return this.options.guard.engaged || (this.fleetGuardEngaged() && !this.sessions.has(SESSION_KEY))
+    return this.options.guard.engaged || (this.strategy.guardIsEngaged && !this.sessions.has(SESSION_KEY))
   }
 
   /** Fleet mode only: whether the fleet store can be reached now; undefined in single-process mode. */
   get fleetStoreConnected (): boolean | undefined {
-    return this.fleet?.connected
+    return this.strategy.status()?.storeConnected
   }
 
   /** Ready: a session is held, or the last login succeeded. */
@@ -376,11 +371,11 @@ export class SessionManager {
     if (this.options.guard.engaged || this.candidateRejected) return 'credentials-rejected'
     if (this.sessions.has(SESSION_KEY)) return undefined
     // Fleet mode: without the store no login is sent, so only a session held serves.
-    if (this.fleet !== undefined && !this.fleet.connected) return 'fleet-store-unreachable'
-    if (this.fleetGuardEngaged()) return 'credentials-rejected'
+    if (!this.strategy.connected) return 'fleet-store-unreachable'
+    if (this.strategy.guardIsEngaged) return 'credentials-rejected'
     if (this.oauth.clientRejected) return 'oauth-client-rejected'
-    if (this.lastLoginSucceeded) return undefined
-    if (this.lastLoginRejected) return 'credentials-rejected'
+    if (this.lastLogin === 'succeeded') return undefined
+    if (this.lastLogin === 'rejected') return 'credentials-rejected'
     return this.logins === 0 ? 'not-logged-in' : 'login-failing'
   }
 
@@ -392,7 +387,7 @@ export class SessionManager {
     const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
     let state: SessionStatus = 'none'
     if (this.options.guard.engaged) state = 'rejected'
-    else if (this.fleetGuardEngaged() && session === undefined) state = 'rejected'
+    else if (this.strategy.guardIsEngaged && session === undefined) state = 'rejected'
     else if (session !== undefined && remainingMs > 0) state = 'active'
     else if (this.loginInFlight !== undefined) state = 'logging-in'
     else if (this.loginBackoff.remainingMs() > 0) state = 'backing-off'
@@ -410,8 +405,8 @@ export class SessionManager {
       oauthFetches: this.oauth.fetchCount,
       sessionTokenFingerprint: session === undefined ? null : fingerprint(session.token),
       oauthTokenFingerprint: oauth === undefined ? null : fingerprint(oauth.value),
-      fleetMode: this.fleet !== undefined,
-      fleet: this.fleet?.status() ?? null
+      fleetMode: this.strategy.shared,
+      fleet: this.strategy.status()
     }
   }
 
@@ -438,7 +433,7 @@ export class SessionManager {
     if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
     if (!(error instanceof AuthUnavailableError) || !BACKGROUND_RETRY_REASONS.has(error.reason) || !this.waitingForUpstream()) return
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
-    if (this.lastLoginOutcomeUnknown) return
+    if (this.lastLogin === 'unknown-outcome') return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
     this.publish({ type: 'background-retry', delayMs, cause: error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable' })
     this.retryTimer = setTimer(() => {
@@ -468,46 +463,50 @@ export class SessionManager {
     }
     const waitMs = this.loginBackoff.remainingMs()
     if (waitMs > 0) {
-      throw this.lastLoginRejected
+      throw this.lastLogin === 'rejected'
         ? new AuthUnavailableError('credentials-rejected', `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`, Math.ceil(waitMs / 1000))
         : new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
     }
-    return this.fleet === undefined ? await this.sendLogin() : await this.fleet.login()
+    return await this.strategy.login()
   }
 
-  /** The one login sent to ThingSpace, counted in the local guard first. */
-  private async sendLogin (): Promise<CachedSession> {
+  /**
+   * The one login sent to ThingSpace, counted in the local guard first. Never throws: a failure says whether it stays
+   * counted (rejected, or sent without an answer: ThingSpace may have counted it), here and in the fleet alike.
+   */
+  private async attemptLogin (): Promise<LoginAttempt> {
     const guard = this.options.guard
-    this.lastSendCounted = false
-    let oauthToken = await this.oauth.get()
-    // One more try only when the gateway refused our bearer: the login itself was never evaluated.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        guard.beginAttempt()
-      } catch {
-        // Without the count on disk a crash loop could not be stopped: do not log in.
-        throw new AuthUnavailableError('state-unwritable', 'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can', 30)
-      }
-      try {
-        const token = await this.options.api.login(oauthToken, this.credentials.username, this.credentials.password)
-        return this.loggedIn(token)
-      } catch (error) {
-        if (!(error instanceof UpstreamAuthError)) {
-          guard.attemptNotCounted()
-          throw error
+    try {
+      let oauthToken = await this.oauth.get()
+      // One more try only when the gateway refused our bearer: the login itself was never evaluated.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          guard.beginAttempt()
+        } catch {
+          // Without the count on disk a crash loop could not be stopped: do not log in.
+          const error = new AuthUnavailableError('state-unwritable', 'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can', 30)
+          return { ok: false, error, counted: false }
         }
-        if (error.kind === 'oauth-invalid' && attempt === 1) {
-          guard.attemptNotCounted()
-          oauthToken = await this.oauth.replace(oauthToken)
-          continue
+        try {
+          const token = await this.options.api.login(oauthToken, this.credentials.username, this.credentials.password)
+          return { ok: true, session: this.loggedIn(token) }
+        } catch (error) {
+          if (!(error instanceof UpstreamAuthError)) {
+            guard.attemptNotCounted()
+            return { ok: false, error, counted: false }
+          }
+          if (error.kind === 'oauth-invalid' && attempt === 1) {
+            guard.attemptNotCounted()
+            oauthToken = await this.oauth.replace(oauthToken)
+            continue
+          }
+          return { ok: false, error: this.loginFailed(error), counted: error.kind === 'rejected' || error.kind === 'unknown-outcome' }
         }
-        throw this.loginFailed(error)
       }
+    } catch (error) {
+      // No OAuth token: nothing was sent.
+      return { ok: false, error, counted: false }
     }
-  }
-
-  private fleetGuardEngaged (): boolean {
-    return this.fleet?.guardIsEngaged ?? false
   }
 
   /** What the fleet coordinator reads and does in this replica. */
@@ -517,8 +516,7 @@ export class SessionManager {
       replacing: () => this.lastSession,
       renewingIdle: () => this.pendingRenewal === 'idle',
       lastUsedAt: () => this.lastUsedAt,
-      sendLogin: async () => await this.sendLogin(),
-      lastSendCounted: () => this.lastSendCounted,
+      sendLogin: async () => await this.attemptLogin(),
       password: () => this.credentials.password,
       drop: () => {
         this.sessions.delete(SESSION_KEY)
@@ -543,9 +541,7 @@ export class SessionManager {
       this.retryTimer?.cancel()
       this.retryTimer = undefined
       this.loginBackoff.reset()
-      this.lastLoginRejected = false
-      this.lastLoginOutcomeUnknown = false
-      this.lastLoginSucceeded = true
+      this.lastLogin = 'succeeded'
       this.lastUsedAt = this.options.clock.now()
     }
     this.sessions.set(SESSION_KEY, session, { ttl: Math.max(1, Math.min(ttlMs, this.sessions.ttl)) })
@@ -556,19 +552,17 @@ export class SessionManager {
   /** The OAuth token: in fleet mode another replica's when it has one this replica does not hold, else fetched (and shared). */
   private async fetchOAuthGrant (avoid: readonly string[]): Promise<FetchedGrant> {
     const fetch = async (): Promise<FetchedGrant> => await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
-    return this.fleet === undefined ? await fetch() : await this.fleet.oauthGrant(avoid, OAUTH_REFRESH_AHEAD_MS, fetch)
+    return await this.strategy.oauthGrant(avoid, OAUTH_REFRESH_AHEAD_MS, fetch)
   }
 
 
   private loggedIn (token: string): CachedSession {
     this.retryTimer?.cancel()
     this.retryTimer = undefined
-    this.lastLoginRejected = false
-    this.lastLoginOutcomeUnknown = false
     this.options.guard.recordSuccess()
     this.loginBackoff.reset()
     this.logins += 1
-    this.lastLoginSucceeded = true
+    this.lastLogin = 'succeeded'
     const replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
     if (this.pendingRenewal !== undefined) {
       this.renewals += 1
@@ -585,13 +579,10 @@ export class SessionManager {
 
   private loginFailed (error: UpstreamAuthError): AuthUnavailableError {
     const guard = this.options.guard
-    this.lastLoginSucceeded = false
     if (error.kind === 'unavailable' || error.kind === 'oauth-invalid') guard.attemptNotCounted()
     // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
     this.loginBackoff.recordFailure(error.retryAfterSeconds)
-    this.lastLoginRejected = error.kind === 'rejected'
-    this.lastLoginOutcomeUnknown = error.kind === 'unknown-outcome'
-    this.lastSendCounted = error.kind === 'rejected' || error.kind === 'unknown-outcome'
+    this.lastLogin = error.kind === 'rejected' ? 'rejected' : error.kind === 'unknown-outcome' ? 'unknown-outcome' : 'failed'
     if (error.kind === 'rejected') {
       this.publish({ type: 'login', outcome: 'rejected', consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
       return new AuthUnavailableError('credentials-rejected',
