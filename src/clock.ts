@@ -23,3 +23,20 @@ export const systemClock: Clock = {
     return { cancel: () => clearTimeout(timer) }
   }
 }
+
+/**
+ * `clock`'s timers, or real ones for a clock without (a hand-moved test clock): for waits that must end, such as a
+ * poll for another replica's login or the pause between two attempts to publish. Unlike systemClock's, these keep
+ * the process alive while they run.
+ */
+export function waitingTimer (clock: Clock | undefined): (callback: () => void, ms: number) => Timer {
+  return clock?.setTimer ?? ((callback, ms) => {
+    const timer = setTimeout(callback, ms)
+    return { cancel: () => { clearTimeout(timer) } }
+  })
+}
+
+/** Resolves after `ms` on `clock` (see waitingTimer). */
+export async function pause (clock: Clock | undefined, ms: number): Promise<void> {
+  await new Promise<void>((resolve) => { waitingTimer(clock)(resolve, ms) })
+}

@@ -112,7 +112,8 @@ export async function createCore (config: ProxyConfig, credentials: Credentials,
           file: credentialsFile,
           localChangedAt: () => passwordAge.changedAt,
           passwordAge: { observe: (password, changedAt) => { passwordAge.observe(password, clock.now(), changedAt, 'fleet') } },
-          publish: publishCredentials
+          publish: publishCredentials,
+          clock
         })
       }
   const lockTtlMs = fleetLockTtlMs(config.upstreamTimeoutMs)

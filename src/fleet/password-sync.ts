@@ -13,11 +13,11 @@
 // service, never put an old or wrong password into use.
 
 import { createHmac, randomBytes } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { FleetStore, PasswordGeneration } from './store.js'
 import type { FleetLedger } from './ledger.js'
 import type { SessionCredentials } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
+import { pause, type Clock } from '../clock.js'
 import { ignoreCredentialsEvents, type PublishCredentialsEvent } from '../credentials/events.js'
 
 /** What the sync needs of the session manager. */
@@ -45,6 +45,8 @@ export interface PasswordSyncOptions {
   passwordAge?: { observe: (password: string, changedAt: number) => void }
   /** Where the sync reports (src/events.ts binds it to the credentials channel). */
   publish?: PublishCredentialsEvent
+  /** The time the waits between attempts to publish run on (default the system's). */
+  clock?: Clock
   /** Waits between attempts to publish a new password when the store fails; default 100, 300, 1000, 3000 ms. */
   publishRetryDelaysMs?: readonly number[]
 }
@@ -156,7 +158,7 @@ export class PasswordSync {
         }
         const delay = delays[attempt]
         attempt += 1
-        if (delay !== undefined) await sleep(delay)
+        if (delay !== undefined) await pause(this.options.clock, delay)
       }
       const pending: PasswordGeneration = { generation: Math.max(this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1, password, changedAt }
       this.publish({ type: 'error', message: `THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +

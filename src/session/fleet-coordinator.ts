@@ -4,7 +4,7 @@
 
 import { messageOf } from '../errors.js'
 import type { OAuthGrant } from './auth-client.js'
-import type { Clock, Timer } from '../clock.js'
+import { waitingTimer, type Clock, type Timer } from '../clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { PublishSessionEvent } from './events.js'
 import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
@@ -434,11 +434,11 @@ export class FleetCoordinator implements LoginStrategy {
   private async nextChange (ms: number): Promise<void> {
     await new Promise<void>((resolve) => {
       const wake = (): void => {
-        clearTimeout(timer)
+        timer.cancel()
         this.waiters.delete(wake)
         resolve()
       }
-      const timer = setTimeout(wake, ms)
+      const timer = waitingTimer(this.env.clock)(wake, ms)
       this.waiters.add(wake)
     })
   }

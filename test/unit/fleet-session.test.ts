@@ -180,6 +180,31 @@ t.test('a replica that missed the notification finds the new session by polling'
   t.equal((b as UpstreamTokens).sessionToken, a?.sessionToken, 'the waiter found the new session')
 })
 
+t.test('a waiting replica polls on the injected clock: no real-time wait', async (t) => {
+  const { api, clock, replicas } = fleetOf(t, 2, new HandTimerClock())
+  const [first, second] = replicas as [Replica, Replica]
+  await first.manager.startSession()
+  await second.manager.startSession()
+  const stale = await second.manager.acquireTokens()
+  let release!: () => void
+  api.hold = new Promise<void>((resolve) => { release = resolve })
+  const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
+  await new Promise((resolve) => setImmediate(resolve))
+  const waiter = second.manager.tokensAfterRejection(stale, 'session')
+  for (let i = 0; i < 20 && !clock.pending.includes(20); i++) await new Promise((resolve) => setImmediate(resolve))
+  t.ok(clock.pending.includes(20), 'the next poll is a timer of the clock, the poll interval away')
+  second.deaf.value = true // no notification: only the poll finds the new session
+  release()
+  const renewed = await holder
+  let found = false
+  void waiter.then(() => { found = true }, () => {})
+  for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+  t.equal(found, false, 'nothing before the clock moves')
+  clock.advance(20)
+  t.equal((await waiter)?.sessionToken, renewed?.sessionToken, 'the poll found the new session')
+  t.equal(api.logins, 2)
+})
+
 t.test('a notification brings a newer session to a replica that is not logging in', async (t) => {
   const { api, replicas } = fleetOf(t, 2)
   const [first, second] = replicas as [Replica, Replica]

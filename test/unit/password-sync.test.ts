@@ -20,7 +20,7 @@ import { PasswordAge, PASSWORD_AGE_FILE } from '../../src/credentials/password-a
 import { DAY_MS, FIRST_CHECK_DELAY_MS, ROTATION_CHECK_INTERVAL_MS, RotationScheduler } from '../../src/credentials/rotation-schedule.js'
 import type { Clock } from '../../src/clock.js'
 import { ProxyMetrics } from '../../src/metrics.js'
-import { FakeClock } from '../helpers/fake-clock.js'
+import { FakeClock, TimerClock } from '../helpers/fake-clock.js'
 import type { SessionEvent } from '../../src/session/events.js'
 import type { CredentialsEvent } from '../../src/credentials/events.js'
 
@@ -726,4 +726,41 @@ t.test('a changed file ThingSpace accepts is checked once, then published; the o
   t.equal(other.filePassword(), api.password)
   t.match(edited.messages.join('\n'), /checking the new credentials with one login before the fleet uses them/)
   t.equal(api.failedLogins, 0)
+})
+
+t.test('the pauses between attempts to publish run on the injected clock', async (t) => {
+  const clock = new TimerClock()
+  const store = new MemoryFleetStore({ fleet: new MemoryFleet(clock), username: CREDENTIALS.username, keyPrefix: PREFIX })
+  let attempts = 0
+  store.readPassword = async () => {
+    attempts += 1
+    throw new Error('cannot reach Redis: ECONNREFUSED')
+  }
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(CREDENTIALS) })
+  const warnings: string[] = []
+  const sync = new PasswordSync({
+    store,
+    ledger: FleetLedger.open(dir, CREDENTIALS.username),
+    password: ORIGINAL,
+    file: new CredentialsFile(path.join(dir, 'credentials.json')),
+    localChangedAt: () => clock.now(),
+    publishRetryDelaysMs: [60_000, 120_000],
+    clock,
+    publish: (event) => { if (event.type === 'warning') warnings.push(event.message) }
+  })
+  const published = sync.publishNew('Pw-next-1', clock.now(), ORIGINAL, true)
+  await settle()
+  t.equal(attempts, 1, 'the first attempt at once')
+  t.same(clock.pending, [60_000], 'the next one a minute away on the clock')
+  clock.advance(59_999)
+  await settle()
+  t.equal(attempts, 1, 'not before')
+  clock.advance(1)
+  await settle()
+  t.equal(attempts, 2)
+  t.same(clock.pending, [120_000])
+  clock.advance(120_000)
+  t.match(await published, { published: false, generation: 1 }, 'held, unpublished, after the last attempt')
+  t.equal(attempts, 3)
+  t.equal(warnings.length, 3)
 })
