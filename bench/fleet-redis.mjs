@@ -1,5 +1,6 @@
-// Redis helpers for `npm run bench`'s fleet-mode rounds: is a Redis there, which commands did the proxy send it during the
-// measured load, and removal of the keys the run wrote. Plain node-redis clients; nothing here is on the proxy's path.
+// Redis helpers for `npm run bench`'s fleet-mode rounds: is a Redis there, which commands did the proxy send it during
+// the measured load, and removal of the keys the run wrote. Plain node-redis clients; nothing here is on the proxy's
+// path.
 import fs from 'node:fs'
 import { createClient } from '@redis/client'
 
@@ -44,7 +45,10 @@ export async function redisProblem (url) {
   }
 }
 
-/** Local ports of the TCP connections process `pid` holds to remote port `remotePort` (from /proc: its socket inodes, then the TCP tables). */
+/**
+ * Local ports of the TCP connections process `pid` holds to remote port `remotePort` (from /proc: its socket inodes,
+ * then the TCP tables).
+ */
 function localPortsTo (pid, remotePort) {
   const ports = new Set()
   try {
@@ -102,7 +106,7 @@ export async function startCommandCount (url, pid) {
     const port = Number(match[1])
     const command = match[2].toLowerCase()
     let commands = byPort.get(port)
-    if (commands === undefined) byPort.set(port, commands = new Map())
+    if (commands === undefined) byPort.set(port, (commands = new Map()))
     commands.set(command, (commands.get(command) ?? 0) + 1)
   })
   const info = await connected(url)

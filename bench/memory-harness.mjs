@@ -43,30 +43,47 @@ export function watchRss (pid) {
   }
 }
 
-/** A ThingSpace that answers the proxy's token and login calls at once and every other request 300 ms after its body. */
+/**
+ * A ThingSpace that answers the proxy's token and login calls at once and every other request 300 ms after its body.
+ */
 export async function startSlowUpstream () {
   const server = http.createServer((request, response) => {
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
-    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
+    if (request.url === '/api/ts/v1/oauth2/token') {
+      response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
+      return
+    }
+    if (request.url === '/api/m2m/v1/session/login') {
+      response.end('{"sessionToken":"session-token"}')
+      return
+    }
     request.resume()
     request.on('end', () => setTimeout(() => response.end('{}'), 300))
   })
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return { url: `http://127.0.0.1:${server.address().port}`, close: () => { server.closeAllConnections(); server.close() } }
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => {
+      server.closeAllConnections()
+      server.close()
+    }
+  }
 }
 
 /** The memory limit of the proxy's container in deploy/kubernetes.yaml, in MiB. */
 export function podMemoryLimitMiB () {
-  const limit = /limits:\s*\{\s*memory:\s*(\d+)Mi/.exec(fs.readFileSync(path.join(ROOT, 'deploy/kubernetes.yaml'), 'utf8'))?.[1]
+  const limit = /limits:\s*\{\s*memory:\s*(\d+)Mi/.exec(
+    fs.readFileSync(path.join(ROOT, 'deploy/kubernetes.yaml'), 'utf8')
+  )?.[1]
   if (limit === undefined) throw new Error('deploy/kubernetes.yaml states no memory limit in Mi')
   return Number(limit)
 }
 
 /**
- * A memory cgroup limited to `limitMiB` beside this process's own; undefined where none can be made (not root, no memory
- * controller, a v2 tree not delegated). `wrap(command, args)` gives the command line that starts `command` inside it (a
- * shell moves itself there, then becomes the command, so that node starts inside and sizes its heap by the limit);
+ * A memory cgroup limited to `limitMiB` beside this process's own; undefined where none can be made (not root, no
+ * memory controller, a v2 tree not delegated). `wrap(command, args)` gives the command line that starts `command`
+ * inside it (a shell moves itself there, then becomes the command, so that node starts inside and sizes its heap by the
+ * limit);
  * `remove()` once its processes have exited.
  */
 export function createMemoryCgroup (limitMiB) {
@@ -75,7 +92,12 @@ export function createMemoryCgroup (limitMiB) {
   const v2 = lines.map((line) => /^0::(.*)$/.exec(line)).find(Boolean)
   const candidates = []
   if (v1) candidates.push({ dir: path.join('/sys/fs/cgroup/memory', v1[2]), limitFile: 'memory.limit_in_bytes' })
-  if (v2) candidates.push({ dir: path.join('/sys/fs/cgroup', v2[1]), limitFile: 'memory.max' }, { dir: path.join('/sys/fs/cgroup/unified', v2[1]), limitFile: 'memory.max' })
+  if (v2) {
+    candidates.push(
+      { dir: path.join('/sys/fs/cgroup', v2[1]), limitFile: 'memory.max' },
+      { dir: path.join('/sys/fs/cgroup/unified', v2[1]), limitFile: 'memory.max' }
+    )
+  }
   for (const { dir, limitFile } of candidates) {
     const child = path.join(dir, `m2m-memory-${process.pid}-${Math.random().toString(36).slice(2, 8)}`)
     try {
@@ -84,11 +106,24 @@ export function createMemoryCgroup (limitMiB) {
       return {
         dir: child,
         limitMiB,
-        wrap: (command, args) => ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', child, command, ...args]],
-        remove: () => { try { fs.rmdirSync(child) } catch { /* a process still in it: left for the system */ } }
+        wrap: (command, args) => [
+          '/bin/sh',
+          ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', child, command, ...args]
+        ],
+        remove: () => {
+          try {
+            fs.rmdirSync(child)
+          } catch {
+            /* a process still in it: left for the system */
+          }
+        }
       }
     } catch {
-      try { fs.rmdirSync(child) } catch { /* never made */ }
+      try {
+        fs.rmdirSync(child)
+      } catch {
+        /* never made */
+      }
     }
   }
   return undefined

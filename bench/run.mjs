@@ -1,6 +1,8 @@
-// `npm run bench`: throughput, latency and RSS of this proxy against the upstream itself, nginx and bare @fastify/http-proxy,
-// all in one run on this machine, GET and POST (1 KiB JSON) in alternating rounds; prints one table and the ratios.
-// Then the same proxy in fleet mode (a Redis, M2M_PROXY_REDIS_URL) against single-process mode, with the Redis commands it sent.
+// `npm run bench`: throughput, latency and RSS of this proxy against the upstream itself, nginx and bare
+// @fastify/http-proxy, all in one run on this machine, GET and POST (1 KiB JSON) in alternating rounds; prints one
+// table and the ratios.
+// Then the same proxy in fleet mode (a Redis, M2M_PROXY_REDIS_URL) against single-process mode, with the Redis commands
+// it sent.
 import { spawn, spawnSync, execFileSync, execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { promisify } from 'node:util'
@@ -18,18 +20,20 @@ const DURATION_S = Number(process.env.BENCH_DURATION ?? 5)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_SIDE_BY_SIDE_ROUNDS ?? ROUNDS)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
-const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info' // production setting; 'warn' shows what the request lines cost
-// Fleet mode against single-process mode: BENCH_FLEET=off skips it; it is skipped too when no Redis answers at BENCH_REDIS_URL.
+// production setting; 'warn' shows what the request lines cost
+const LOG_LEVEL = process.env.BENCH_PROXY_LOG_LEVEL ?? 'info'
+// Fleet mode against single-process mode: BENCH_FLEET=off skips it; it is skipped too when no Redis answers at
+// BENCH_REDIS_URL.
 const FLEET = process.env.BENCH_FLEET !== 'off'
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const FLEET_ROUNDS = Number(process.env.BENCH_FLEET_ROUNDS ?? ROUNDS)
 const FLEET_SIDE_BY_SIDE_ROUNDS = Number(process.env.BENCH_FLEET_SIDE_BY_SIDE_ROUNDS ?? SIDE_BY_SIDE_ROUNDS)
 /** The keys this run's fleet-mode proxy writes, all under one prefix of its own, removed at the end. */
 const FLEET_KEY_PREFIX = `m2m-bench:${randomBytes(6).toString('hex')}:`
-// The queue's cost on the hot path: this proxy side by side with an earlier commit's build (a8bc49c: before admission, the
-// connection cap's eviction, the upstream gate and the byte budgets). BENCH_BASELINE=off skips it; another commit id compares
-// with that one. Built from `git archive` beside this checkout, with this checkout's node_modules when the lock file is the
-// same, else with its own (npm ci, from npm's cache when it holds them).
+// The queue's cost on the hot path: this proxy side by side with an earlier commit's build (a8bc49c: before admission,
+// the connection cap's eviction, the upstream gate and the byte budgets). BENCH_BASELINE=off skips it; another commit
+// id compares with that one. Built from `git archive` beside this checkout, with this checkout's node_modules when the
+// lock file is the same, else with its own (npm ci, from npm's cache when it holds them).
 const BASELINE = process.env.BENCH_BASELINE ?? 'a8bc49c'
 const BASELINE_ROUNDS = Number(process.env.BENCH_BASELINE_ROUNDS ?? Math.max(SIDE_BY_SIDE_ROUNDS, 5))
 const PATH = '/api/m2m/v1/devices/actions/list'
@@ -87,7 +91,12 @@ function freePort () {
 }
 
 /** Fleet settings are never inherited from the shell: the bench sets them on the fleet-mode proxy only. */
-const FLEET_ENV_NAMES = ['M2M_PROXY_REDIS_URL', 'M2M_PROXY_FLEET_KEY', 'M2M_PROXY_FLEET_KEY_FILE', 'M2M_PROXY_REDIS_KEY_PREFIX']
+const FLEET_ENV_NAMES = [
+  'M2M_PROXY_REDIS_URL',
+  'M2M_PROXY_FLEET_KEY',
+  'M2M_PROXY_FLEET_KEY_FILE',
+  'M2M_PROXY_REDIS_KEY_PREFIX'
+]
 
 /** Starts the proxy as in production: its JSON log lines go to a file, as with a container runtime's log driver. */
 async function startProxy (env, name = 'proxy', root = ROOT) {
@@ -104,7 +113,10 @@ async function startProxy (env, name = 'proxy', root = ROOT) {
   })
   children.push(child)
   for (let i = 0; i < 200; i++) {
-    const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then((response) => response.ok, () => false)
+    const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`).then(
+      (response) => response.ok,
+      () => false
+    )
     if (ready) return { child, port, adminPort, logFile }
     await sleep(50)
   }
@@ -128,7 +140,7 @@ function cpuMicros (pids) {
       const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
       ticks += Number(fields[11]) + Number(fields[12])
     }
-    return ticks * 1e6 / CLOCK_TICKS
+    return (ticks * 1e6) / CLOCK_TICKS
   } catch {
     return NaN
   }
@@ -137,7 +149,10 @@ function cpuMicros (pids) {
 /** nginx's master and its workers. */
 function withChildren (pid) {
   try {
-    return [pid, ...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)]
+    return [
+      pid,
+      ...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+    ]
   } catch {
     return undefined
   }
@@ -147,10 +162,16 @@ async function load (port, method) {
   const url = `http://127.0.0.1:${port}${PATH}`
   if (TOOL === 'wrk') {
     const script = path.join(work, `${method}.lua`)
-    fs.writeFileSync(script, method === 'POST'
-      ? `wrk.method = "POST"\nwrk.body = ${JSON.stringify(POST_BODY)}\nwrk.headers["Content-Type"] = "application/json"\n`
-      : 'wrk.method = "GET"\n')
-    const { stdout: output } = await execFileAsync(...onCpus(LOAD_CPUS, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url]), { encoding: 'utf8' })
+    fs.writeFileSync(
+      script,
+      method === 'POST'
+        ? `wrk.method = "POST"\nwrk.body = ${JSON.stringify(POST_BODY)}\nwrk.headers["Content-Type"] = "application/json"\n`
+        : 'wrk.method = "GET"\n'
+    )
+    const { stdout: output } = await execFileAsync(
+      ...onCpus(LOAD_CPUS, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${DURATION_S}s`, '--latency', '-s', script, url]),
+      { encoding: 'utf8' }
+    )
     const unit = (value, suffix) => Number(value) * ({ us: 0.001, ms: 1, s: 1000 }[suffix] ?? 1)
     const percentile = (p) => {
       const match = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(output)
@@ -163,12 +184,27 @@ async function load (port, method) {
       rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1]),
       p50: percentile(50),
       p99: percentile(99),
-      errors: Number(errors?.[1] ?? 0) + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0))
+      errors:
+        Number(errors?.[1] ?? 0) +
+        (socketErrors === null ? 0 : socketErrors.slice(1).reduce((sum, value) => sum + Number(value), 0))
     }
   }
   const { default: autocannon } = await import('autocannon')
-  const result = await autocannon({ url, method, connections: CONNECTIONS, duration: DURATION_S, body: method === 'POST' ? POST_BODY : undefined, headers: method === 'POST' ? { 'content-type': 'application/json' } : {} })
-  return { requests: result.requests.total, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.non2xx + result.errors }
+  const result = await autocannon({
+    url,
+    method,
+    connections: CONNECTIONS,
+    duration: DURATION_S,
+    body: method === 'POST' ? POST_BODY : undefined,
+    headers: method === 'POST' ? { 'content-type': 'application/json' } : {}
+  })
+  return {
+    requests: result.requests.total,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.non2xx + result.errors
+  }
 }
 
 function startNginx (upstreamPort) {
@@ -177,7 +213,9 @@ function startNginx (upstreamPort) {
   fs.mkdirSync(path.join(prefix, 'logs'), { recursive: true })
   const port = 20000 + Math.floor(Math.random() * 20000)
   const conf = path.join(prefix, 'nginx.conf')
-  fs.writeFileSync(conf, `worker_processes 1;
+  fs.writeFileSync(
+    conf,
+    `worker_processes 1;
 error_log ${prefix}/logs/error.log warn;
 pid ${prefix}/nginx.pid;
 events { worker_connections 4096; }
@@ -197,10 +235,14 @@ http {
     }
   }
 }
-`)
+`
+  )
   const nginx = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx'
   // Its own process group: SIGKILL to the master alone would leave the worker running.
-  const child = spawn(...onCpus(TARGET_CPUS, nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;']), { stdio: 'inherit', detached: true })
+  const child = spawn(...onCpus(TARGET_CPUS, nginx, ['-p', prefix, '-c', conf, '-g', 'daemon off;']), {
+    stdio: 'inherit',
+    detached: true
+  })
   child.processGroup = true
   children.push(child)
   return { child, port }
@@ -217,7 +259,16 @@ async function main () {
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' })
   const upstream = await startChild(['bench/upstream.mjs'], LOAD_CPUS)
   const credentials = path.join(work, 'credentials.json')
-  fs.writeFileSync(credentials, JSON.stringify({ username: 'bench', password: 'bench-password', clientId: 'bench-client', clientSecret: 'bench-secret' }), { mode: 0o600 })
+  fs.writeFileSync(
+    credentials,
+    JSON.stringify({
+      username: 'bench',
+      password: 'bench-password',
+      clientId: 'bench-client',
+      clientSecret: 'bench-secret'
+    }),
+    { mode: 0o600 }
+  )
   const proxyEnv = {
     M2M_PROXY_UPSTREAM: `http://127.0.0.1:${upstream.port}`,
     M2M_PROXY_CREDENTIALS_FILE: credentials,
@@ -234,15 +285,21 @@ async function main () {
   const proxyName = `m2m-session-proxy (${LOG_LEVEL} logs)`
   const targets = [
     { name: 'upstream direct (the limit)', port: upstream.port, cpuPids: [upstream.child.pid] },
-    ...(nginx === undefined ? [] : [{ name: 'nginx, static headers', port: nginx.port, cpuPids: withChildren(nginx.child.pid) }]),
+    ...(nginx === undefined
+      ? []
+      : [{ name: 'nginx, static headers', port: nginx.port, cpuPids: withChildren(nginx.child.pid) }]),
     { name: rawName, port: raw.port, pid: raw.child.pid, cpuPids: [raw.child.pid] },
     { name: bareName, port: bare.port, pid: bare.child.pid, cpuPids: [bare.child.pid] },
     { name: proxyName, port: proxy.port, pid: proxy.child.pid, cpuPids: [proxy.child.pid], logFile: proxy.logFile }
   ]
   const results = new Map(targets.map((target) => [target.name, { GET: [], POST: [] }]))
   const rss = { [bare.child.pid]: [], [raw.child.pid]: [], [proxy.child.pid]: [] }
-  const placement = PIN ? `targets pinned to CPU ${TARGET_CPUS}, wrk and the upstream to CPU ${LOAD_CPUS}` : 'not pinned (BENCH_PIN=0, one CPU, autocannon or no taskset)'
-  process.stderr.write(`bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${CPU_COUNT} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${placement}\n`)
+  const placement = PIN
+    ? `targets pinned to CPU ${TARGET_CPUS}, wrk and the upstream to CPU ${LOAD_CPUS}`
+    : 'not pinned (BENCH_PIN=0, one CPU, autocannon or no taskset)'
+  process.stderr.write(
+    `bench: ${TOOL}, ${CONNECTIONS} connections, ${DURATION_S} s per run, ${ROUNDS} rounds, ${CPU_COUNT} CPUs (${os.cpus()[0]?.model ?? 'unknown'}), ${placement}\n`
+  )
   for (const target of targets) for (const method of ['GET', 'POST']) await load(target.port, method) // warm-up
 
   /** One load run against one target, with the target's CPU time per request and RSS. */
@@ -254,7 +311,9 @@ async function main () {
     result.cpuPerRequest = (cpuMicros(target.cpuPids) - cpuBefore) / result.requests
     if (target.pid !== undefined) rss[target.pid].push(rssMiB(target.pid))
     if (target.logFile !== undefined) fs.truncateSync(target.logFile) // keep the disk free; the writes still happen
-    process.stderr.write(`  ${label} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  CPU ${Number.isFinite(result.cpuPerRequest) ? `${result.cpuPerRequest.toFixed(0)} µs/req` : 'n/a'}${result.errors ? `  errors ${result.errors}` : ''}\n`)
+    process.stderr.write(
+      `  ${label} ${method.padEnd(4)} ${target.name.padEnd(32)} ${result.rps.toFixed(0).padStart(7)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  CPU ${Number.isFinite(result.cpuPerRequest) ? `${result.cpuPerRequest.toFixed(0)} µs/req` : 'n/a'}${result.errors ? `  errors ${result.errors}` : ''}\n`
+    )
     return result
   }
 
@@ -262,7 +321,9 @@ async function main () {
     for (const method of ['GET', 'POST']) {
       // Rotate the order each round so that no target always runs on a cooler or hotter machine.
       const ordered = targets.map((_, index) => targets[(index + round) % targets.length])
-      for (const target of ordered) results.get(target.name)[method].push(await measured(target, method, `round ${round + 1}`))
+      for (const target of ordered) {
+        results.get(target.name)[method].push(await measured(target, method, `round ${round + 1}`))
+      }
     }
   }
 
@@ -277,38 +338,82 @@ async function main () {
     }
   }
 
-  const mediansOf = (runs) => ({ rps: median(runs.map((run) => run.rps)), p50: median(runs.map((run) => run.p50)), p99: median(runs.map((run) => run.p99)), cpu: median(runs.map((run) => run.cpuPerRequest)), errors: runs.reduce((sum, run) => sum + run.errors, 0) })
+  const mediansOf = (runs) => ({
+    rps: median(runs.map((run) => run.rps)),
+    p50: median(runs.map((run) => run.p50)),
+    p99: median(runs.map((run) => run.p99)),
+    cpu: median(runs.map((run) => run.cpuPerRequest)),
+    errors: runs.reduce((sum, run) => sum + run.errors, 0)
+  })
   const summary = targets.map((target) => {
     const row = { name: target.name }
     for (const method of ['GET', 'POST']) row[method] = mediansOf(results.get(target.name)[method])
     return row
   })
-  const cpu = (value) => Number.isFinite(value) ? value.toFixed(0) : 'n/a'
-  const lines = ['', `${placement}:`, '', '| target | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  const cpu = (value) => (Number.isFinite(value) ? value.toFixed(0) : 'n/a')
+  const lines = [
+    '',
+    `${placement}:`,
+    '',
+    '| target | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+  ]
   for (const row of summary) {
-    const cells = ['GET', 'POST'].map((method) => `${row[method].rps.toFixed(0)} | ${row[method].p50.toFixed(2)} | ${row[method].p99.toFixed(2)} | ${cpu(row[method].cpu)}`)
+    const cells = ['GET', 'POST'].map(
+      (method) =>
+        `${row[method].rps.toFixed(0)} | ${row[method].p50.toFixed(2)} | ${row[method].p99.toFixed(2)} | ${cpu(row[method].cpu)}`
+    )
     lines.push(`| ${row.name} | ${cells.join(' | ')} | ${row.GET.errors + row.POST.errors} |`)
   }
   const ours = summary.at(-1)
   const byName = (prefix) => summary.find((row) => row.name.startsWith(prefix))
-  const ratio = (other, method) => other === undefined ? 'n/a' : (ours[method].rps / other[method].rps).toFixed(2)
+  const ratio = (other, method) => (other === undefined ? 'n/a' : (ours[method].rps / other[method].rps).toFixed(2))
   const ourRss = rss[proxy.child.pid]
   const bareRss = rss[bare.child.pid]
-  lines.push('', `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB, max ${Math.max(...bareRss).toFixed(1)} MiB`)
-  lines.push(`throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`)
+  lines.push(
+    '',
+    `m2m-session-proxy RSS after each run: median ${median(ourRss).toFixed(1)} MiB, max ${Math.max(...ourRss).toFixed(1)} MiB (target < 150 MiB); bare @fastify/http-proxy: median ${median(bareRss).toFixed(1)} MiB, max ${Math.max(...bareRss).toFixed(1)} MiB`
+  )
+  lines.push(
+    `throughput ratio this proxy / bare @fastify/http-proxy: GET ${ratio(byName('bare'), 'GET')}, POST ${ratio(byName('bare'), 'POST')} (target >= 1.00)`
+  )
   // Each round's own ratio, then their median: a slow spell of this shared machine then hits both sides of a ratio.
-  const perRound = (runs, method, figure) => runs[proxyName][method].map((run, round) => run[figure] / runs[bareName][method][round][figure])
+  const perRound = (runs, method, figure) =>
+    runs[proxyName][method].map((run, round) => run[figure] / runs[bareName][method][round][figure])
   const pairedRatio = (runs, method, figure) => median(perRound(runs, method, figure)).toFixed(2)
-  const roundsAhead = (runs, method) => { const ratios = perRound(runs, method, 'rps'); return `${ratios.filter((value) => value >= 1).length}/${ratios.length}` }
+  const roundsAhead = (runs, method) => {
+    const ratios = perRound(runs, method, 'rps')
+    return `${ratios.filter((value) => value >= 1).length}/${ratios.length}`
+  }
   const oneAfterAnother = Object.fromEntries([bareName, proxyName].map((name) => [name, results.get(name)]))
-  lines.push(`median of the per-round ratios this proxy / bare: GET ${pairedRatio(oneAfterAnother, 'GET', 'rps')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'rps')}; rounds in which this proxy served at least as many: GET ${roundsAhead(oneAfterAnother, 'GET')}, POST ${roundsAhead(oneAfterAnother, 'POST')}`)
-  lines.push(`CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio(oneAfterAnother, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'cpuPerRequest')}`)
-  lines.push(`p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`)
-  lines.push(`throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`)
-  const perRoundAgainst = (other, method) => median(results.get(proxyName)[method].map((run, round) => run.cpuPerRequest / results.get(other)[method][round].cpuPerRequest)).toFixed(2)
-  lines.push(`CPU per request this proxy / raw node:http + undici, median of the per-round ratios: GET ${perRoundAgainst(rawName, 'GET')}, POST ${perRoundAgainst(rawName, 'POST')} (target <= 1.20)`)
+  lines.push(
+    `median of the per-round ratios this proxy / bare: GET ${pairedRatio(oneAfterAnother, 'GET', 'rps')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'rps')}; rounds in which this proxy served at least as many: GET ${roundsAhead(oneAfterAnother, 'GET')}, POST ${roundsAhead(oneAfterAnother, 'POST')}`
+  )
+  lines.push(
+    `CPU per request this proxy / bare, median of the per-round ratios: GET ${pairedRatio(oneAfterAnother, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(oneAfterAnother, 'POST', 'cpuPerRequest')}`
+  )
+  lines.push(
+    `p99 ratio this proxy / bare: GET ${(ours.GET.p99 / byName('bare').GET.p99).toFixed(2)}, POST ${(ours.POST.p99 / byName('bare').POST.p99).toFixed(2)} (target <= 1.00)`
+  )
+  lines.push(
+    `throughput ratio this proxy / nginx: GET ${ratio(byName('nginx'), 'GET')}, POST ${ratio(byName('nginx'), 'POST')}`
+  )
+  const perRoundAgainst = (other, method) => {
+    const ours = results.get(proxyName)[method]
+    const theirs = results.get(other)[method]
+    return median(ours.map((run, round) => run.cpuPerRequest / theirs[round].cpuPerRequest)).toFixed(2)
+  }
+  lines.push(
+    `CPU per request this proxy / raw node:http + undici, median of the per-round ratios: GET ${perRoundAgainst(rawName, 'GET')}, POST ${perRoundAgainst(rawName, 'POST')} (target <= 1.20)`
+  )
   if (SIDE_BY_SIDE_ROUNDS > 0) {
-    lines.push('', `Side by side (bare and this proxy loaded at the same time, ${SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| target | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req |', '|---|---:|---:|---:|---:|---:|---:|')
+    lines.push(
+      '',
+      `Side by side (bare and this proxy loaded at the same time, ${SIDE_BY_SIDE_ROUNDS} rounds, medians):`,
+      '',
+      '| target | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req |',
+      '|---|---:|---:|---:|---:|---:|---:|'
+    )
     for (const name of [bareName, proxyName]) {
       const cells = ['GET', 'POST'].map((method) => {
         const medians = mediansOf(sideBySide[name][method])
@@ -316,20 +421,28 @@ async function main () {
       })
       lines.push(`| ${name} | ${cells.join(' | ')} |`)
     }
-    lines.push('', `side by side, this proxy / bare, median of the per-round ratios: throughput GET ${pairedRatio(sideBySide, 'GET', 'rps')}, POST ${pairedRatio(sideBySide, 'POST', 'rps')} (target >= 1.00; rounds at least level: GET ${roundsAhead(sideBySide, 'GET')}, POST ${roundsAhead(sideBySide, 'POST')}); ` +
-      `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`)
+    lines.push(
+      '',
+      `side by side, this proxy / bare, median of the per-round ratios: throughput GET ${pairedRatio(sideBySide, 'GET', 'rps')}, POST ${pairedRatio(sideBySide, 'POST', 'rps')} (target >= 1.00; rounds at least level: GET ${roundsAhead(sideBySide, 'GET')}, POST ${roundsAhead(sideBySide, 'POST')}); ` +
+        `p99 GET ${pairedRatio(sideBySide, 'GET', 'p99')}, POST ${pairedRatio(sideBySide, 'POST', 'p99')} (target <= 1.00); CPU per request GET ${pairedRatio(sideBySide, 'GET', 'cpuPerRequest')}, POST ${pairedRatio(sideBySide, 'POST', 'cpuPerRequest')}`
+    )
   }
 
   /**
-   * Spawn to ready and RSS at rest, each proxy started BENCH_STARTUP_RUNS times (default 7) on the targets' CPU: this proxy
-   * (ready at its "listening" line, production log settings), raw node:http + undici and bare @fastify/http-proxy (ready at
-   * their port line). RSS is read 1 s after ready.
+   * Spawn to ready and RSS at rest, each proxy started BENCH_STARTUP_RUNS times (default 7) on the targets' CPU: this
+   * proxy (ready at its "listening" line, production log settings), raw node:http + undici and bare @fastify/http-proxy
+   * (ready at their port line). RSS is read 1 s after ready.
    */
   async function startupAndFootprint () {
     const runs = Number(process.env.BENCH_STARTUP_RUNS ?? 7)
     const dir = fs.mkdtempSync(path.join(work, 'startup-'))
     const kinds = [
-      { name: proxyName, args: ['dist/main.js'], env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }, ready: /"msg":"listening"/ },
+      {
+        name: proxyName,
+        args: ['dist/main.js'],
+        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' },
+        ready: /"msg":"listening"/
+      },
       { name: rawName, args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
       { name: bareName, args: ['bench/bare-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ }
     ]
@@ -337,12 +450,24 @@ async function main () {
     for (let run = 0; run < runs; run++) {
       for (const kind of kinds) {
         const started = performance.now()
-        const child = spawn(...onCpus(TARGET_CPUS, process.execPath, kind.args.map((arg) => arg.startsWith('dist/') || arg.startsWith('bench/') ? path.join(ROOT, arg) : arg)), {
-          cwd: dir, env: { PATH: process.env.PATH, ...kind.env }, stdio: ['ignore', 'pipe', 'ignore']
-        })
+        const child = spawn(
+          ...onCpus(
+            TARGET_CPUS,
+            process.execPath,
+            kind.args.map((arg) => (arg.startsWith('dist/') || arg.startsWith('bench/') ? path.join(ROOT, arg) : arg))
+          ),
+          {
+            cwd: dir,
+            env: { PATH: process.env.PATH, ...kind.env },
+            stdio: ['ignore', 'pipe', 'ignore']
+          }
+        )
         await new Promise((resolve, reject) => {
           let output = ''
-          child.stdout.on('data', (chunk) => { output += chunk.toString(); if (kind.ready.test(output)) resolve() })
+          child.stdout.on('data', (chunk) => {
+            output += chunk.toString()
+            if (kind.ready.test(output)) resolve()
+          })
           child.once('exit', (code) => reject(new Error(`${kind.name} exited with ${code} before it was ready`)))
         })
         figures.get(kind.name).startMs.push(performance.now() - started)
@@ -353,95 +478,165 @@ async function main () {
         await new Promise((resolve) => child.once('exit', resolve))
       }
     }
-    const out = ['', `Start-up and footprint (${runs} starts each, medians; spawn to ready, RSS 1 s later):`, '', '| process | spawn to ready ms | RSS at rest MiB |', '|---|---:|---:|']
-    for (const kind of kinds) out.push(`| ${kind.name} | ${median(figures.get(kind.name).startMs).toFixed(0)} | ${median(figures.get(kind.name).rssMiB).toFixed(1)} |`)
+    const out = [
+      '',
+      `Start-up and footprint (${runs} starts each, medians; spawn to ready, RSS 1 s later):`,
+      '',
+      '| process | spawn to ready ms | RSS at rest MiB |',
+      '|---|---:|---:|'
+    ]
+    for (const kind of kinds) {
+      out.push(
+        `| ${kind.name} | ${median(figures.get(kind.name).startMs).toFixed(0)} | ${median(figures.get(kind.name).rssMiB).toFixed(1)} |`
+      )
+    }
     const ours = figures.get(proxyName)
     const rawFigures = figures.get(rawName)
-    out.push('', `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`)
+    out.push(
+      '',
+      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`
+    )
     return out
   }
 
   /** The baseline commit built in the work folder; a reason string when it cannot be. */
   function buildBaseline () {
-    if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${BASELINE}^{commit}`]).status !== 0) return `commit ${BASELINE} is not in this clone (a shallow clone?)`
-    const sameLock = spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status === 0
+    if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${BASELINE}^{commit}`]).status !== 0) {
+      return `commit ${BASELINE} is not in this clone (a shallow clone?)`
+    }
+    const sameLock =
+      spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status === 0
     const dir = path.join(work, 'baseline')
     fs.mkdirSync(dir)
-    const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${BASELINE}" | tar -x -C "${dir}"`], { stdio: 'inherit' })
+    const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${BASELINE}" | tar -x -C "${dir}"`], {
+      stdio: 'inherit'
+    })
     if (archive.status !== 0) return 'git archive failed'
     if (sameLock) fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'))
     else {
       // Its own dependencies, from npm's cache where they are all there, else what is missing from the registry (a new
       // machine); the bench, unlike the tests, may fetch.
-      const install = (mode) => spawnSync('npm', ['ci', mode, '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: dir, stdio: 'inherit' }).status === 0
-      if (!install('--offline') && !install('--prefer-offline')) return 'its package-lock.json differs from this checkout\'s and npm ci could not install it'
+      const install = (mode) =>
+        spawnSync('npm', ['ci', mode, '--ignore-scripts', '--no-audit', '--no-fund'], { cwd: dir, stdio: 'inherit' })
+          .status === 0
+      if (!install('--offline') && !install('--prefer-offline')) {
+        return "its package-lock.json differs from this checkout's and npm ci could not install it"
+      }
     }
-    const built = spawnSync(process.execPath, [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: dir, stdio: 'inherit' })
+    const built = spawnSync(
+      process.execPath,
+      [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+      { cwd: dir, stdio: 'inherit' }
+    )
     return built.status === 0 ? { dir } : 'its build failed'
   }
 
-  // This proxy (default settings: admission, the upstream gate and the byte budgets on the hot path) against the baseline
-  // build, both loaded at the same time in each round so that the shared machine's changes of speed hit both alike.
+  // This proxy (default settings: admission, the upstream gate and the byte budgets on the hot path) against the
+  // baseline build, both loaded at the same time in each round so that the shared machine's changes of speed hit both
+  // alike.
   async function baselineComparison () {
     if (BASELINE === 'off') return ['', 'baseline comparison: skipped (BENCH_BASELINE=off)']
     const baseline = buildBaseline()
-    if (typeof baseline === 'string') return ['', `baseline comparison: skipped, ${BASELINE} cannot be built here: ${baseline}`]
+    if (typeof baseline === 'string') {
+      return ['', `baseline comparison: skipped, ${BASELINE} cannot be built here: ${baseline}`]
+    }
     // Two new processes, started and warmed up alike: reusing the proxy of the rounds above for one side gave it a 10%
     // handicap against a copy of itself (an A/A run, BENCH_BASELINE=HEAD).
     const currentProxy = await startProxy(proxyEnv, 'proxy-current')
     const baselineProxy = await startProxy(proxyEnv, 'proxy-baseline', baseline.dir)
     const pairNow = [
-      { name: `this proxy (${spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim()})`, port: currentProxy.port, pid: currentProxy.child.pid, cpuPids: [currentProxy.child.pid], logFile: currentProxy.logFile },
-      { name: `baseline ${BASELINE}`, port: baselineProxy.port, pid: baselineProxy.child.pid, cpuPids: [baselineProxy.child.pid], logFile: baselineProxy.logFile }
+      {
+        name: `this proxy (${spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim()})`,
+        port: currentProxy.port,
+        pid: currentProxy.child.pid,
+        cpuPids: [currentProxy.child.pid],
+        logFile: currentProxy.logFile
+      },
+      {
+        name: `baseline ${BASELINE}`,
+        port: baselineProxy.port,
+        pid: baselineProxy.child.pid,
+        cpuPids: [baselineProxy.child.pid],
+        logFile: baselineProxy.logFile
+      }
     ]
     for (const target of pairNow) rss[target.pid] = []
     for (const method of ['GET', 'POST']) for (const target of pairNow) await load(target.port, method) // warm-up
     const runs = pairNow.map(() => ({ GET: [], POST: [] }))
     for (let round = 0; round < BASELINE_ROUNDS; round++) {
       for (const method of ['GET', 'POST']) {
-        const results = await Promise.all(pairNow.map((target) => measured(target, method, `baseline side by side ${round + 1}`)))
+        const results = await Promise.all(
+          pairNow.map((target) => measured(target, method, `baseline side by side ${round + 1}`))
+        )
         results.forEach((result, index) => runs[index][method].push(result))
       }
     }
-    const out = ['', `The queue's cost on the hot path: this proxy against ${BASELINE} (before admission, the upstream gate and the byte budgets), side by side, ${BASELINE_ROUNDS} rounds, medians:`, '',
-      '| build | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+    const out = [
+      '',
+      `The queue's cost on the hot path: this proxy against ${BASELINE} (before admission, the upstream gate and the byte budgets), side by side, ${BASELINE_ROUNDS} rounds, medians:`,
+      '',
+      '| build | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|'
+    ]
     pairNow.forEach((target, index) => {
       const medians = ['GET', 'POST'].map((method) => mediansOf(runs[index][method]))
-      out.push(`| ${target.name} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+      out.push(
+        `| ${target.name} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`
+      )
     })
-    const ratioOf = (method, figure) => median(runs[0][method].map((run, round) => run[figure] / runs[1][method][round][figure])).toFixed(2)
-    out.push('', `this proxy / ${BASELINE}, median of the per-round ratios: CPU per request GET ${ratioOf('GET', 'cpuPerRequest')}, POST ${ratioOf('POST', 'cpuPerRequest')} (target <= 1.05); ` +
-      `throughput GET ${ratioOf('GET', 'rps')}, POST ${ratioOf('POST', 'rps')}; p99 GET ${ratioOf('GET', 'p99')}, POST ${ratioOf('POST', 'p99')}`)
-    out.push(`RSS after each run: this proxy median ${median(rss[currentProxy.child.pid]).toFixed(1)} MiB; ${BASELINE} median ${median(rss[baselineProxy.child.pid]).toFixed(1)} MiB`)
+    const ratioOf = (method, figure) =>
+      median(runs[0][method].map((run, round) => run[figure] / runs[1][method][round][figure])).toFixed(2)
+    out.push(
+      '',
+      `this proxy / ${BASELINE}, median of the per-round ratios: CPU per request GET ${ratioOf('GET', 'cpuPerRequest')}, POST ${ratioOf('POST', 'cpuPerRequest')} (target <= 1.05); ` +
+        `throughput GET ${ratioOf('GET', 'rps')}, POST ${ratioOf('POST', 'rps')}; p99 GET ${ratioOf('GET', 'p99')}, POST ${ratioOf('POST', 'p99')}`
+    )
+    out.push(
+      `RSS after each run: this proxy median ${median(rss[currentProxy.child.pid]).toFixed(1)} MiB; ${BASELINE} median ${median(rss[baselineProxy.child.pid]).toFixed(1)} MiB`
+    )
     currentProxy.child.kill('SIGKILL')
     baselineProxy.child.kill('SIGKILL')
     return out
   }
 
-  // Fleet mode against single-process mode: the same build, settings, upstream and load; only M2M_PROXY_REDIS_URL (with a
-  // fleet key and a key prefix of this run's own) differs. Each replica keeps the tokens in memory and reads Redis on renewal
-  // and notification only, so fleet mode should cost nothing per request. Alternating rounds (the order swapped each round)
-  // and side-by-side rounds compare the two; Redis's own records show which commands the fleet proxy sent during the load.
+  // Fleet mode against single-process mode: the same build, settings, upstream and load; only M2M_PROXY_REDIS_URL (with
+  // a fleet key and a key prefix of this run's own) differs. Each replica keeps the tokens in memory and reads Redis on
+  // renewal and notification only, so fleet mode should cost nothing per request. Alternating rounds (the order swapped
+  // each round) and side-by-side rounds compare the two; Redis's own records show which commands the fleet proxy sent
+  // during the load.
   async function fleetComparison () {
     if (!FLEET) return ['', 'fleet mode: skipped (BENCH_FLEET=off)']
     const problem = await redisProblem(REDIS_URL)
-    if (problem !== undefined) return ['', `fleet mode: skipped, no Redis answers at ${shownUrl(REDIS_URL)} (${problem}); BENCH_REDIS_URL names another one`]
+    if (problem !== undefined) {
+      return [
+        '',
+        `fleet mode: skipped, no Redis answers at ${shownUrl(REDIS_URL)} (${problem}); BENCH_REDIS_URL names another one`
+      ]
+    }
     cleanups.push(async () => {
       const deleted = await deleteKeys(REDIS_URL, FLEET_KEY_PREFIX)
       process.stderr.write(`bench: removed ${deleted} Redis key(s) under ${FLEET_KEY_PREFIX}\n`)
     })
     // Two new processes, started and warmed up alike, so that neither has the other's head start (JIT, heap, log file).
     const singleProxy = await startProxy(proxyEnv, 'proxy-single')
-    const fleetProxy = await startProxy({
-      ...proxyEnv,
-      M2M_PROXY_REDIS_URL: REDIS_URL,
-      M2M_PROXY_FLEET_KEY: randomBytes(32).toString('hex'),
-      M2M_PROXY_REDIS_KEY_PREFIX: FLEET_KEY_PREFIX
-    }, 'proxy-fleet')
+    const fleetProxy = await startProxy(
+      {
+        ...proxyEnv,
+        M2M_PROXY_REDIS_URL: REDIS_URL,
+        M2M_PROXY_FLEET_KEY: randomBytes(32).toString('hex'),
+        M2M_PROXY_REDIS_KEY_PREFIX: FLEET_KEY_PREFIX
+      },
+      'proxy-fleet'
+    )
     // Each process's mode, from its metrics: only fleet mode has m2m_proxy_fleet_store_up, 1 while its Redis answers.
-    const storeUp = async (adminPort) => /^m2m_proxy_fleet_store_up (\S+)/m.exec(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text())?.[1]
+    const storeUp = async (adminPort) =>
+      /^m2m_proxy_fleet_store_up (\S+)/m.exec(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text())?.[1]
     const [singleUp, fleetUp] = await Promise.all([storeUp(singleProxy.adminPort), storeUp(fleetProxy.adminPort)])
-    if (singleUp !== undefined || fleetUp !== '1') throw new Error(`fleet bench: expected one proxy in single-process mode and one with its fleet store connected, got m2m_proxy_fleet_store_up ${singleUp} and ${fleetUp}`)
+    if (singleUp !== undefined || fleetUp !== '1') {
+      throw new Error(
+        `fleet bench: expected one proxy in single-process mode and one with its fleet store connected, got m2m_proxy_fleet_store_up ${singleUp} and ${fleetUp}`
+      )
+    }
     const modes = [singleProxy, fleetProxy].map((instance, index) => ({
       key: ['single', 'fleet'][index],
       row: ['single process', 'fleet mode (Redis)'][index],
@@ -452,7 +647,9 @@ async function main () {
       logFile: instance.logFile
     }))
     for (const mode of modes) rss[mode.pid] = []
-    process.stderr.write(`bench: fleet mode against single-process mode, Redis at ${shownUrl(REDIS_URL)}, keys under ${FLEET_KEY_PREFIX}\n`)
+    process.stderr.write(
+      `bench: fleet mode against single-process mode, Redis at ${shownUrl(REDIS_URL)}, keys under ${FLEET_KEY_PREFIX}\n`
+    )
     for (const method of ['GET', 'POST']) for (const mode of modes) await load(mode.port, method) // warm-up
 
     let count
@@ -465,7 +662,9 @@ async function main () {
     const oneAfterAnother = { single: { GET: [], POST: [] }, fleet: { GET: [], POST: [] } }
     for (let round = 0; round < FLEET_ROUNDS; round++) {
       for (const method of ['GET', 'POST']) {
-        for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) oneAfterAnother[mode.key][method].push(await measured(mode, method, `fleet ${round + 1}`))
+        for (const mode of round % 2 === 0 ? modes : [...modes].reverse()) {
+          oneAfterAnother[mode.key][method].push(await measured(mode, method, `fleet ${round + 1}`))
+        }
       }
     }
     const together = { single: { GET: [], POST: [] }, fleet: { GET: [], POST: [] } }
@@ -483,51 +682,80 @@ async function main () {
     }
     const fleetUpAfter = await storeUp(fleetProxy.adminPort).catch(() => undefined)
 
-    const out = ['', `Fleet mode against single-process mode (the same proxy, upstream and load; fleet mode adds M2M_PROXY_REDIS_URL=${shownUrl(REDIS_URL)}, a fleet key and a key prefix of this run's own):`]
+    const out = [
+      '',
+      `Fleet mode against single-process mode (the same proxy, upstream and load; fleet mode adds M2M_PROXY_REDIS_URL=${shownUrl(REDIS_URL)}, a fleet key and a key prefix of this run's own):`
+    ]
     const fleetRatios = (runs, method, figure) => {
       const ratios = runs.fleet[method].map((run, round) => run[figure] / runs.single[method][round][figure])
-      return { median: median(ratios).toFixed(2), atLeast: `${ratios.filter((value) => value >= 1).length}/${ratios.length}` }
+      return {
+        median: median(ratios).toFixed(2),
+        atLeast: `${ratios.filter((value) => value >= 1).length}/${ratios.length}`
+      }
     }
     const ratioLine = (runs, how) => {
       const [getRps, postRps] = ['GET', 'POST'].map((method) => fleetRatios(runs, method, 'rps'))
-      const figure = (name) => ['GET', 'POST'].map((method) => `${method} ${fleetRatios(runs, method, name).median}`).join(', ')
+      const figure = (name) =>
+        ['GET', 'POST'].map((method) => `${method} ${fleetRatios(runs, method, name).median}`).join(', ')
       return `fleet / single ${how}, median of the per-round ratios: throughput GET ${getRps.median}, POST ${postRps.median} (rounds with fleet at least level: GET ${getRps.atLeast}, POST ${postRps.atLeast}); p99 ${figure('p99')}; CPU per request ${figure('cpuPerRequest')}`
     }
     if (FLEET_ROUNDS > 0) {
-      out.push('', `One after the other (${FLEET_ROUNDS} rounds, the order swapped each round, medians):`, '', '| mode | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+      out.push(
+        '',
+        `One after the other (${FLEET_ROUNDS} rounds, the order swapped each round, medians):`,
+        '',
+        '| mode | GET req/s | GET p50 ms | GET p99 ms | GET CPU µs/req | POST req/s | POST p50 ms | POST p99 ms | POST CPU µs/req | errors |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+      )
       for (const mode of modes) {
         const medians = ['GET', 'POST'].map((method) => mediansOf(oneAfterAnother[mode.key][method]))
-        out.push(`| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p50.toFixed(2)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+        out.push(
+          `| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p50.toFixed(2)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`
+        )
       }
       out.push('', ratioLine(oneAfterAnother, 'one after the other'))
     }
     if (FLEET_SIDE_BY_SIDE_ROUNDS > 0) {
-      out.push('', `Side by side (both loaded at the same time, ${FLEET_SIDE_BY_SIDE_ROUNDS} rounds, medians):`, '', '| mode | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |', '|---|---:|---:|---:|---:|---:|---:|---:|')
+      out.push(
+        '',
+        `Side by side (both loaded at the same time, ${FLEET_SIDE_BY_SIDE_ROUNDS} rounds, medians):`,
+        '',
+        '| mode | GET req/s | GET p99 ms | GET CPU µs/req | POST req/s | POST p99 ms | POST CPU µs/req | errors |',
+        '|---|---:|---:|---:|---:|---:|---:|---:|'
+      )
       for (const mode of modes) {
         const medians = ['GET', 'POST'].map((method) => mediansOf(together[mode.key][method]))
-        out.push(`| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`)
+        out.push(
+          `| ${mode.row} | ${medians.map((row) => `${row.rps.toFixed(0)} | ${row.p99.toFixed(2)} | ${cpu(row.cpu)}`).join(' | ')} | ${medians[0].errors + medians[1].errors} |`
+        )
       }
       out.push('', ratioLine(together, 'side by side'))
     }
-    const rssOf = (instance) => `median ${median(rss[instance.child.pid]).toFixed(1)} MiB, max ${Math.max(...rss[instance.child.pid]).toFixed(1)} MiB`
+    const rssOf = (instance) =>
+      `median ${median(rss[instance.child.pid]).toFixed(1)} MiB, max ${Math.max(...rss[instance.child.pid]).toFixed(1)} MiB`
     out.push('', `RSS after each run: single process ${rssOf(singleProxy)}; fleet mode ${rssOf(fleetProxy)}`)
-    const fleetRequests = [oneAfterAnother, together].flatMap((runs) => [...runs.fleet.GET, ...runs.fleet.POST]).reduce((sum, run) => sum + run.requests, 0)
+    const fleetRequests = [oneAfterAnother, together]
+      .flatMap((runs) => [...runs.fleet.GET, ...runs.fleet.POST])
+      .reduce((sum, run) => sum + run.requests, 0)
     if (commands === undefined) {
       out.push('', `Redis commands during the fleet rounds: not counted (${countProblem ?? 'no count'})`)
     } else {
       const proxyTotal = [...commands.proxy.values()].reduce((sum, value) => sum + value, 0)
-      out.push('', `Redis commands during the fleet rounds (${fleetRequests} requests proxied in fleet mode): the fleet-mode proxy's ${commands.proxyConnections} connection(s) to Redis sent ${describeCommands(commands.proxy)}, ` +
-        `${(proxyTotal * 1000 / fleetRequests).toFixed(3)} per 1000 requests (MONITOR, by client connection); the Redis server received ${describeCommands(commands.server)} in all ` +
-        `(INFO commandstats; every client of this Redis, without the bench's own INFO); the fleet store was ${fleetUpAfter === '1' ? 'still' : 'NOT'} connected after the rounds (m2m_proxy_fleet_store_up ${fleetUpAfter})`)
+      out.push(
+        '',
+        `Redis commands during the fleet rounds (${fleetRequests} requests proxied in fleet mode): the fleet-mode proxy's ${commands.proxyConnections} connection(s) to Redis sent ${describeCommands(commands.proxy)}, ` +
+          `${((proxyTotal * 1000) / fleetRequests).toFixed(3)} per 1000 requests (MONITOR, by client connection); the Redis server received ${describeCommands(commands.server)} in all ` +
+          `(INFO commandstats; every client of this Redis, without the bench's own INFO); the fleet store was ${fleetUpAfter === '1' ? 'still' : 'NOT'} connected after the rounds (m2m_proxy_fleet_store_up ${fleetUpAfter})`
+      )
     }
     return out
   }
-  lines.push(...await startupAndFootprint())
-  lines.push(...await baselineComparison())
-  lines.push(...await fleetComparison())
+  lines.push(...(await startupAndFootprint()))
+  lines.push(...(await baselineComparison()))
+  lines.push(...(await fleetComparison()))
   // Last, with every other process of the bench stopped: peaks of RSS are what this section measures.
   for (const child of children) child.kill('SIGKILL')
-  if (process.env.BENCH_MEMORY !== 'off') lines.push(...await memorySection())
+  if (process.env.BENCH_MEMORY !== 'off') lines.push(...(await memorySection()))
   else lines.push('', 'memory: skipped (BENCH_MEMORY=off)')
   process.stdout.write(lines.join('\n') + '\n')
 }
@@ -542,6 +770,8 @@ try {
   fs.rmSync(work, { recursive: true, force: true })
   if (cleanups.length > 0) await sleep(200) // the killed proxies gone before their keys are removed
   for (const cleanup of cleanups) {
-    await cleanup().catch((error) => process.stderr.write(`bench: cleanup failed: ${error instanceof Error ? error.message : String(error)}\n`))
+    await cleanup().catch((error) =>
+      process.stderr.write(`bench: cleanup failed: ${error instanceof Error ? error.message : String(error)}\n`)
+    )
   }
 }

@@ -1,4 +1,5 @@
-// The admin listener: probes, metrics and the operator's routes (admin/plugin.ts) over the core's session and operations.
+// The admin listener: probes, metrics and the operator's routes (admin/plugin.ts) over the core's session and
+// operations.
 
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Core } from './core.js'
@@ -24,7 +25,18 @@ export function buildAdminListener (core: Core, guard: RequestGuard, isShuttingD
       auditLine(request, reply)
     }
   })
-  hardenListener(admin, { guard, maxConnections: config.adminMaxConnections, maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS', log: admin.log })
-  registerAdminRoutes(admin, { adminToken: config.adminToken, session: core.session, operations: core.operations, metrics: core.metrics, isShuttingDown })
+  hardenListener(admin, {
+    guard,
+    maxConnections: config.adminMaxConnections,
+    maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS',
+    log: admin.log
+  })
+  registerAdminRoutes(admin, {
+    adminToken: config.adminToken,
+    session: core.session,
+    operations: core.operations,
+    metrics: core.metrics,
+    isShuttingDown
+  })
   return admin
 }

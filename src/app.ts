@@ -31,7 +31,11 @@ export interface ProxyApp {
   close: () => Promise<void>
 }
 
-export async function buildApp (config: ProxyConfig, credentials: Credentials, deps: AppDependencies): Promise<ProxyApp> {
+export async function buildApp (
+  config: ProxyConfig,
+  credentials: Credentials,
+  deps: AppDependencies
+): Promise<ProxyApp> {
   const core = await createCore(config, credentials, deps)
   let shuttingDown = false
   // Both listeners: a Host from the allow-list, no cross-site browser requests, origin-form targets only.
@@ -51,7 +55,9 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     core.stopBackground()
     done()
   })
-  admin.addHook('onClose', async () => { await core.close() })
+  admin.addHook('onClose', async () => {
+    await core.close()
+  })
 
   /**
    * For close() and shutdown() alike: the proxy listener drained for `graceMs` (0: its connections closed at once),
@@ -61,10 +67,13 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle now
     // (and those answered from now on: proxy-listener.ts).
     const drained = proxy.close().then(() => true)
-    const inTime = graceMs > 0 && await Promise.race([drained, sleep(graceMs, false)])
+    const inTime = graceMs > 0 && (await Promise.race([drained, sleep(graceMs, false)]))
     if (!inTime) {
-      if (graceMs > 0) core.logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')
-      // A closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS: a stalled upload would hold the close for ever.
+      if (graceMs > 0) {
+        core.logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')
+      }
+      // A closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS: a stalled upload would hold the close for
+      // ever.
       proxy.server.closeAllConnections()
       await drained
     }
@@ -82,8 +91,14 @@ export async function buildApp (config: ProxyConfig, credentials: Credentials, d
     operations: core.operations,
     metrics: core.metrics,
     fleetStore: core.fleetStore,
-    get shuttingDown () { return shuttingDown },
-    shutdown: async () => { await stop(config.shutdownGraceMs, config.logoutOnShutdown) },
-    close: async () => { await stop(0, false) }
+    get shuttingDown () {
+      return shuttingDown
+    },
+    shutdown: async () => {
+      await stop(config.shutdownGraceMs, config.logoutOnShutdown)
+    },
+    close: async () => {
+      await stop(0, false)
+    }
   }
 }

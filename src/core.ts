@@ -1,6 +1,6 @@
 // The proxy without its listeners: the session, the credential operations, the fleet (when configured), the upstream
-// gate, metrics and the lifecycle events, built in dependency order. The listeners (proxy-listener.ts, admin-listener.ts)
-// take what they need from it; app.ts puts the three together and owns the way down.
+// gate, metrics and the lifecycle events, built in dependency order. The listeners (proxy-listener.ts,
+// admin-listener.ts) take what they need from it; app.ts puts the three together and owns the way down.
 
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
@@ -51,19 +51,31 @@ export interface Core {
   readonly fleetStore: FleetStore | undefined
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
   stopBackground: () => void
-  /** ThingSpace's session logged out (M2M_PROXY_LOGOUT_ON_SHUTDOWN), within LOGOUT_ON_SHUTDOWN_TIMEOUT_MS; never in fleet mode. */
+  /**
+   * ThingSpace's session logged out (M2M_PROXY_LOGOUT_ON_SHUTDOWN), within LOGOUT_ON_SHUTDOWN_TIMEOUT_MS; never in
+   * fleet mode.
+   */
   logOutUpstream: () => Promise<void>
   /** Closes the fleet store, the upstream pool and the event subscriptions: after the listeners. */
   close: () => Promise<void>
 }
 
 export const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
-/** Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by M2M_PROXY_UPSTREAM_TIMEOUT_MS. */
+/**
+ * Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by
+ * M2M_PROXY_UPSTREAM_TIMEOUT_MS.
+ */
 const FLEET_LOCK_MARGIN_MS = 5_000
-/** The rotation lock covers a catch-up, a token fetch, the login lock's wait and hold, and the login that verifies: a few login locks. */
+/**
+ * The rotation lock covers a catch-up, a token fetch, the login lock's wait and hold, and the login that verifies: a
+ * few login locks.
+ */
 const ROTATION_LOCK_TTL_FACTOR = 4
 
-/** The login lock outlives what one login can take (OAuth token fetch, then the login), so that it never expires under a live holder. */
+/**
+ * The login lock outlives what one login can take (OAuth token fetch, then the login), so that it never expires under a
+ * live holder.
+ */
 export function fleetLockTtlMs (upstreamTimeoutMs: number): number {
   return 2 * upstreamTimeoutMs + FLEET_LOCK_MARGIN_MS
 }
@@ -75,7 +87,11 @@ interface Fleet {
   sync: PasswordSync
 }
 
-export async function createCore (config: ProxyConfig, credentials: Credentials, deps: CoreDependencies): Promise<Core> {
+export async function createCore (
+  config: ProxyConfig,
+  credentials: Credentials,
+  deps: CoreDependencies
+): Promise<Core> {
   const { logger } = deps
   const clock = deps.clock ?? systemClock
   const events = new ProxyEvents()
@@ -85,37 +101,48 @@ export async function createCore (config: ProxyConfig, credentials: Credentials,
   const dispatcher = createUpstreamDispatcher(config)
   const api = deps.authApi ?? new ThingSpaceAuthClient(config.upstream, dispatcher, config.upstreamTimeoutMs)
   const credentialsFile = new CredentialsFile(config.credentialsFile)
-  const passwordAge = PasswordAge.open(config.stateDir, credentials.password, clock.now(), (message) => { publishCredentials({ type: 'warning', message }) })
+  const passwordAge = PasswordAge.open(config.stateDir, credentials.password, clock.now(), (message) => {
+    publishCredentials({ type: 'warning', message })
+  })
 
-  // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little (server.ts).
-  // The Redis client is loaded in fleet mode only: in single-process mode it was a third of the start-up.
-  const store = deps.fleetStore ?? (config.fleet === undefined
-    ? undefined
-    : new (await import('./fleet/redis-store.js')).RedisFleetStore({
-      url: config.fleet.redisUrl,
-      fleetKey: config.fleet.fleetKey,
-      keyPrefix: config.fleet.keyPrefix,
-      username: credentials.username,
-      log: (level, message) => { publishFleet({ type: level === 'warn' ? 'warning' : 'info', message }) }
-    }))
+  // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little
+  // (server.ts). The Redis client is loaded in fleet mode only: in single-process mode it was a third of the start-up.
+  const store =
+    deps.fleetStore ??
+    (config.fleet === undefined
+      ? undefined
+      : new (await import('./fleet/redis-store.js')).RedisFleetStore({
+        url: config.fleet.redisUrl,
+        fleetKey: config.fleet.fleetKey,
+        keyPrefix: config.fleet.keyPrefix,
+        username: credentials.username,
+        log: (level, message) => {
+          publishFleet({ type: level === 'warn' ? 'warning' : 'info', message })
+        }
+      }))
   // From here to sync.start() nothing awaits: the store's first 'connected' notification cannot be missed.
   const ledger = store === undefined ? undefined : FleetLedger.open(config.stateDir, credentials.username)
-  const fleet: Fleet | undefined = store === undefined || ledger === undefined
-    ? undefined
-    : {
-        store,
-        ledger,
-        sync: new PasswordSync({
+  const fleet: Fleet | undefined =
+    store === undefined || ledger === undefined
+      ? undefined
+      : {
           store,
           ledger,
-          password: credentials.password,
-          file: credentialsFile,
-          localChangedAt: () => passwordAge.changedAt,
-          passwordAge: { observe: (password, changedAt) => { passwordAge.observe(password, clock.now(), changedAt, 'fleet') } },
-          publish: publishCredentials,
-          clock
-        })
-      }
+          sync: new PasswordSync({
+            store,
+            ledger,
+            password: credentials.password,
+            file: credentialsFile,
+            localChangedAt: () => passwordAge.changedAt,
+            passwordAge: {
+              observe: (password, changedAt) => {
+                passwordAge.observe(password, clock.now(), changedAt, 'fleet')
+              }
+            },
+            publish: publishCredentials,
+            clock
+          })
+        }
   const lockTtlMs = fleetLockTtlMs(config.upstreamTimeoutMs)
   const session = new SessionManager({
     api,
@@ -124,10 +151,18 @@ export async function createCore (config: ProxyConfig, credentials: Credentials,
     sessionIdleSeconds: config.sessionIdleSeconds,
     clock,
     publish: events.publisher('session'),
-    fleet: fleet === undefined
-      ? undefined
-      // No login before this replica holds the fleet's newest password generation.
-      : { store: fleet.store, ledger: fleet.ledger, lockTtlMs, beforeLogin: async (): Promise<void> => { await fleet.sync.catchUp() } }
+    // No login before this replica holds the fleet's newest password generation.
+    fleet:
+      fleet === undefined
+        ? undefined
+        : {
+            store: fleet.store,
+            ledger: fleet.ledger,
+            lockTtlMs,
+            beforeLogin: async (): Promise<void> => {
+              await fleet.sync.catchUp()
+            }
+          }
   })
   fleet?.sync.start(session)
 
@@ -162,27 +197,36 @@ export async function createCore (config: ProxyConfig, credentials: Credentials,
     publish: publishCredentials
   })
   // A fleet generation's change time moves the next check.
-  events.subscribe('credentials', (event) => { if (event.type === 'generation') rotationSchedule.changeTimeUpdated() })
+  events.subscribe('credentials', (event) => {
+    if (event.type === 'generation') rotationSchedule.changeTimeUpdated()
+  })
   rotationSchedule.start()
   if (config.passwordRotationDays > 0) {
-    logger.child({ component: 'credentials' }).info({
-      rotationDays: config.passwordRotationDays,
-      changedAt: new Date(passwordAge.changedAt).toISOString(),
-      changedAtSource: passwordAge.source
-    }, `scheduled password rotation every ${config.passwordRotationDays} day(s)${passwordAge.source === 'first-seen' ? '; the password\'s age is counted from when the proxy first saw it' : ''}` +
-      `; next due ${new Date(passwordAge.changedAt + config.passwordRotationDays * DAY_MS).toISOString()}${fleet === undefined ? '' : ' (or as the fleet\'s password generation says)'}`)
+    logger.child({ component: 'credentials' }).info(
+      {
+        rotationDays: config.passwordRotationDays,
+        changedAt: new Date(passwordAge.changedAt).toISOString(),
+        changedAtSource: passwordAge.source
+      },
+      `scheduled password rotation every ${config.passwordRotationDays} day(s)${passwordAge.source === 'first-seen' ? "; the password's age is counted from when the proxy first saw it" : ''}` +
+        `; next due ${new Date(passwordAge.changedAt + config.passwordRotationDays * DAY_MS).toISOString()}${fleet === undefined ? '' : " (or as the fleet's password generation says)"}`
+    )
   }
 
-  const stopWatching = config.credentialsWatchIntervalMs === 0
-    ? () => {}
-    : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
-      if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
-      operations.reload({ login: false }).catch((error: unknown) => {
-        if (error instanceof OperationError && error.logged) return
-        // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
-        publishCredentials({ type: 'warning', message: `credentials file changed but was not loaded: ${messageOf(error)}` })
+  const stopWatching =
+    config.credentialsWatchIntervalMs === 0
+      ? () => {}
+      : watchCredentialsFile(config.credentialsFile, config.credentialsWatchIntervalMs, () => {
+        if (operations.inProgress !== undefined) return // its own write, or an operator action that re-reads anyway
+        operations.reload({ login: false }).catch((error: unknown) => {
+          if (error instanceof OperationError && error.logged) return
+          // Half-written or invalid files are common mid-edit: keep the old credentials, say why.
+          publishCredentials({
+            type: 'warning',
+            message: `credentials file changed but was not loaded: ${messageOf(error)}`
+          })
+        })
       })
-    })
 
   const logOutUpstream = async (): Promise<void> => {
     if (fleet !== undefined) {
@@ -191,13 +235,23 @@ export async function createCore (config: ProxyConfig, credentials: Credentials,
       return
     }
     const outcome = await Promise.race([
-      session.endSession().then((ended) => ended ? 'loggedOut' as const : 'noSession' as const, () => 'failed' as const),
+      session.endSession().then(
+        (ended) => (ended ? ('loggedOut' as const) : ('noSession' as const)),
+        () => 'failed' as const
+      ),
       sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
     ])
     if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
     else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
-    else if (outcome === 'failed') logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed') // its cause: the session's warning before
-    else logger.warn({ loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS }, 'upstream session not logged out: ThingSpace did not answer in time')
+    else if (outcome === 'failed') {
+      // Its cause: the session's warning before.
+      logger.warn({ loggedOut: false }, 'upstream session not logged out: the logout failed')
+    } else {
+      logger.warn(
+        { loggedOut: false, timeoutMs: LOGOUT_ON_SHUTDOWN_TIMEOUT_MS },
+        'upstream session not logged out: ThingSpace did not answer in time'
+      )
+    }
   }
 
   return {

@@ -11,13 +11,25 @@ function logSessionEvent (log: Logger, event: SessionEvent, maxLoginFailures: nu
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
       if (event.outcome === 'success') log.info('logged in to ThingSpace')
       else {
-        log.error({ outcome: event.outcome, ...event.cause, consecutiveLoginFailures: event.consecutiveRejections, maxLoginFailures },
-          `login failed: ${event.message ?? event.outcome}`)
+        log.error(
+          {
+            outcome: event.outcome,
+            ...event.cause,
+            consecutiveLoginFailures: event.consecutiveRejections,
+            maxLoginFailures
+          },
+          `login failed: ${event.message ?? event.outcome}`
+        )
       }
       return
     case 'oauth-fetch':
       if (event.outcome === 'success') log.debug({ outcome: event.outcome }, 'OAuth token fetch')
-      else log.error({ outcome: event.outcome, ...event.cause }, `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`)
+      else {
+        log.error(
+          { outcome: event.outcome, ...event.cause },
+          `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`
+        )
+      }
       return
     case 'renewal':
       log.info({ reason: event.reason }, 'session renewed')
@@ -26,9 +38,12 @@ function logSessionEvent (log: Logger, event: SessionEvent, maxLoginFailures: nu
       log.warn({ ...event.cause, replacedSession: event.replaced }, event.message)
       return
     case 'background-retry':
-      log.info({ delayMs: event.delayMs, cause: event.cause }, event.cause === 'fleet-store-unreachable'
-        ? 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
-        : 'not ready while ThingSpace is failing: logging in again in the background')
+      log.info(
+        { delayMs: event.delayMs, cause: event.cause },
+        event.cause === 'fleet-store-unreachable'
+          ? 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
+          : 'not ready while ThingSpace is failing: logging in again in the background'
+      )
       return
     case 'fleet-login-avoided':
       log.info('took up the session another replica logged in: no login sent')
@@ -56,7 +71,10 @@ function logCredentialsEvent (log: Logger, event: CredentialsEvent): void {
       log.error(event.cause, event.message)
       return
     case 'generation':
-      log.debug({ generation: event.generation, changedAt: new Date(event.changedAt).toISOString() }, 'password generation in force')
+      log.debug(
+        { generation: event.generation, changedAt: new Date(event.changedAt).toISOString() },
+        'password generation in force'
+      )
   }
 }
 
@@ -65,8 +83,12 @@ export function logEvents (events: ProxyEvents, logger: Logger, options: { maxLo
   const sessionLog = logger.child({ component: 'session' })
   const credentialsLog = logger.child({ component: 'credentials' })
   const fleetLog = logger.child({ component: 'fleet' })
-  events.subscribe('session', (event) => { logSessionEvent(sessionLog, event, options.maxLoginFailures) })
-  events.subscribe('credentials', (event) => { logCredentialsEvent(credentialsLog, event) })
+  events.subscribe('session', (event) => {
+    logSessionEvent(sessionLog, event, options.maxLoginFailures)
+  })
+  events.subscribe('credentials', (event) => {
+    logCredentialsEvent(credentialsLog, event)
+  })
   events.subscribe('fleet', (event) => {
     if (event.type === 'info') fleetLog.info(event.message)
     else fleetLog.warn(event.message)

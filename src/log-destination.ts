@@ -1,13 +1,14 @@
-// Where the log lines go in production: stdout through sonic-boom (pino's own writer), in batches, and never at the cost of
-// the process: lines a slow reader cannot take are dropped and counted, a reader gone stops the writing, and the exit waits
-// for a slow reader one second at most.
+// Where the log lines go in production: stdout through sonic-boom (pino's own writer), in batches, and never at the
+// cost of the process: lines a slow reader cannot take are dropped and counted, a reader gone stops the writing, and
+// the exit waits for a slow reader one second at most.
 
 import fs from 'node:fs'
 import sonicBoom from 'sonic-boom'
 
-// A CommonJS module whose class is also its `SonicBoom` property: the one spelling both Node's ESM loader and the types accept.
+// A CommonJS module whose class is also its `SonicBoom` property: the one spelling both Node's ESM loader and the types
+// accept.
 const { SonicBoom } = sonicBoom
-type SonicBoom = InstanceType<typeof SonicBoom>
+type SonicBoomStream = InstanceType<typeof SonicBoom>
 
 /** At exit, a slow reader gets this long for what is still buffered; the rest is dropped. */
 const EXIT_FLUSH_BUDGET_MS = 1000
@@ -29,7 +30,9 @@ function warningLine (message: string, time = Date.now()): string {
 function tellStderr (message: string): void {
   try {
     fs.writeSync(2, `m2m-session-proxy: ${message}\n`)
-  } catch { /* nobody to tell */ }
+  } catch {
+    /* nobody to tell */
+  }
 }
 
 /**
@@ -40,7 +43,7 @@ function tellStderr (message: string): void {
  * call per line showed in npm run bench, see the README's Performance section); one call per batch does not.
  */
 export class FdLogDestination {
-  readonly #sonic: SonicBoom
+  readonly #sonic: SonicBoomStream
   readonly #minLength: number
   readonly #maxPendingBytes: number
   /** Lines gathered and not yet handed to sonic-boom. */
@@ -62,7 +65,7 @@ export class FdLogDestination {
    * say when dropping started and how many lines it cost, so that a reader falling behind never
    * grows the process's memory.
    */
-  constructor (fd: number, options: { minLength: number, periodicFlushMs: number, maxPendingBytes?: number }) {
+  constructor (fd: number, options: { minLength: number; periodicFlushMs: number; maxPendingBytes?: number }) {
     this.#minLength = options.minLength
     this.#maxPendingBytes = options.maxPendingBytes ?? 0
     this.#sonic = new SonicBoom({
@@ -71,20 +74,34 @@ export class FdLogDestination {
       // A full pipe (EAGAIN) is waited for while serving; at exit only until the deadline.
       retryEAGAIN: () => this.#exitDeadline === 0 || Date.now() < this.#exitDeadline
     })
-    this.#sonic.on('drop', () => { this.#lastWriteDropped = true })
-    this.#sonic.on('error', (error: NodeJS.ErrnoException) => { this.#stop(error.code ?? 'write failed') })
-    if (options.periodicFlushMs > 0) this.#timer = setInterval(() => { this.#handOver() }, options.periodicFlushMs).unref()
+    this.#sonic.on('drop', () => {
+      this.#lastWriteDropped = true
+    })
+    this.#sonic.on('error', (error: NodeJS.ErrnoException) => {
+      this.#stop(error.code ?? 'write failed')
+    })
+    if (options.periodicFlushMs > 0) {
+      this.#timer = setInterval(() => {
+        this.#handOver()
+      }, options.periodicFlushMs).unref()
+    }
     process.on('exit', () => {
       this.flushSync()
-      if (this.#failure !== undefined) tellStderr(`${this.#droppedLines} log lines dropped: stdout failed (${this.#failure})`)
+      if (this.#failure !== undefined) {
+        tellStderr(`${this.#droppedLines} log lines dropped: stdout failed (${this.#failure})`)
+      }
     })
   }
 
   /** Lines written to nobody: since the reader went away, or while it was too slow. */
-  get droppedLines (): number { return this.#droppedLines }
+  get droppedLines (): number {
+    return this.#droppedLines
+  }
 
   /** The error code that stopped the output (EPIPE, EBADF), or undefined while it works. */
-  get failure (): string | undefined { return this.#failure }
+  get failure (): string | undefined {
+    return this.#failure
+  }
 
   write (line: string): boolean {
     if (this.#failure !== undefined) {
@@ -124,7 +141,9 @@ export class FdLogDestination {
       callback?.()
       return
     }
-    this.#sonic.flush((error) => { callback?.(error ?? undefined) })
+    this.#sonic.flush((error) => {
+      callback?.(error ?? undefined)
+    })
   }
 
   /** At exit: what is left, synchronously, within EXIT_FLUSH_BUDGET_MS; the rest is dropped. */
@@ -141,9 +160,14 @@ export class FdLogDestination {
 
   /** When the current dropping episode started, and how many lines it cost. */
   #droppingWarnings (): string {
-    return warningLine(`stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
-      'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)', this.#droppingStartedAt) +
+    return (
+      warningLine(
+        `stdout is not read fast enough: more than ${this.#maxPendingBytes} bytes of log lines wait; ` +
+          'further lines are dropped and counted in m2m_proxy_log_lines_dropped_total until it catches up (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
+        this.#droppingStartedAt
+      ) +
       warningLine(`stdout caught up: ${this.#droppingSince} log line(s) were dropped while it was not read fast enough`)
+    )
   }
 
   /** No more writes: what sonic-boom still holds is dropped, and so is every line after it. */
@@ -154,6 +178,8 @@ export class FdLogDestination {
     this.#batch = ''
     clearInterval(this.#timer) // sonic-boom keeps what it holds; handed nothing more, it writes nothing more
     const reason = READER_GONE.has(code) ? 'its reader is gone' : 'it cannot be written'
-    tellStderr(`stdout failed (${code}): ${reason}; log lines are dropped from now on, counted in m2m_proxy_log_lines_dropped_total`)
+    tellStderr(
+      `stdout failed (${code}): ${reason}; log lines are dropped from now on, counted in m2m_proxy_log_lines_dropped_total`
+    )
   }
 }

@@ -14,11 +14,21 @@ const REDACTED_PATHS = [
   'headers.authorization',
   'headers["proxy-authorization"]',
   'headers["vz-m2m-token"]',
-  'password', 'oldPassword', 'newPassword', 'clientSecret', 'sessionToken', 'access_token', 'adminToken',
-  'credentials.password', 'credentials.clientSecret'
+  'password',
+  'oldPassword',
+  'newPassword',
+  'clientSecret',
+  'sessionToken',
+  'access_token',
+  'adminToken',
+  'credentials.password',
+  'credentials.clientSecret'
 ]
 
-/** M2M_PROXY_LOG_MAX_BUFFERED_BYTES's default: about 5,000 request lines, a few seconds of load, 1 MiB of memory at most. */
+/**
+ * M2M_PROXY_LOG_MAX_BUFFERED_BYTES's default: about 5,000 request lines, a few seconds of load, 1 MiB of memory at
+ * most.
+ */
 export const DEFAULT_MAX_BUFFERED_LOG_BYTES = 1024 * 1024
 
 /** Lines wait in the buffer at most this long. */
@@ -47,16 +57,21 @@ export function droppedLogLines (): number {
  * when the process exits. Once stdout fails (EPIPE: its reader is gone), lines are dropped and counted.
  */
 export function createLogger (level: LogLevel, output: LogOutput): Logger {
-  const destination = output.destination ?? (stdout ??= new FdLogDestination(1, {
-    minLength: output.bufferBytes,
-    maxPendingBytes: output.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_LOG_BYTES,
-    periodicFlushMs: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
-  }))
-  return pino({
-    level,
-    base: { service: 'm2m-session-proxy' },
-    redact: { paths: REDACTED_PATHS, censor: '[redacted]' }
-  }, destination)
+  const destination =
+    output.destination ??
+    (stdout ??= new FdLogDestination(1, {
+      minLength: output.bufferBytes,
+      maxPendingBytes: output.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_LOG_BYTES,
+      periodicFlushMs: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
+    }))
+  return pino(
+    {
+      level,
+      base: { service: 'm2m-session-proxy' },
+      redact: { paths: REDACTED_PATHS, censor: '[redacted]' }
+    },
+    destination
+  )
 }
 
 type AnyLogFn = (...args: unknown[]) => void
@@ -73,7 +88,12 @@ class LazyChildLogger {
   readonly #options: ChildLoggerOptions
   readonly #warningsAtDebug: ReadonlySet<string> | undefined
 
-  constructor (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions, warningsAtDebug?: ReadonlySet<string>) {
+  constructor (
+    parent: FastifyBaseLogger,
+    bindings: Bindings,
+    options: ChildLoggerOptions,
+    warningsAtDebug?: ReadonlySet<string>
+  ) {
     this.#parent = parent
     this.#bindings = bindings
     this.#options = options
@@ -85,25 +105,53 @@ class LazyChildLogger {
     return this.#child
   }
 
-  get level (): string { return this.#child?.level ?? this.#options.level ?? this.#parent.level }
-  set level (level: string) { this.#logger.level = level }
-  fatal (...args: unknown[]): void { (this.#logger.fatal as AnyLogFn)(...args) }
-  error (...args: unknown[]): void { (this.#logger.error as AnyLogFn)(...args) }
+  get level (): string {
+    return this.#child?.level ?? this.#options.level ?? this.#parent.level
+  }
+
+  set level (level: string) {
+    this.#logger.level = level
+  }
+
+  fatal (...args: unknown[]): void {
+    ;(this.#logger.fatal as AnyLogFn)(...args)
+  }
+
+  error (...args: unknown[]): void {
+    ;(this.#logger.error as AnyLogFn)(...args)
+  }
+
   warn (...args: unknown[]): void {
     // log.warn(obj, msg) or log.warn(msg)
     const message = typeof args[0] === 'string' ? args[0] : args[1]
     if (this.#warningsAtDebug?.has(message as string) === true) (this.#logger.debug as AnyLogFn)(...args)
     else (this.#logger.warn as AnyLogFn)(...args)
   }
-  info (...args: unknown[]): void { (this.#logger.info as AnyLogFn)(...args) }
-  debug (...args: unknown[]): void { (this.#logger.debug as AnyLogFn)(...args) }
-  trace (...args: unknown[]): void { (this.#logger.trace as AnyLogFn)(...args) }
+
+  info (...args: unknown[]): void {
+    ;(this.#logger.info as AnyLogFn)(...args)
+  }
+
+  debug (...args: unknown[]): void {
+    ;(this.#logger.debug as AnyLogFn)(...args)
+  }
+
+  trace (...args: unknown[]): void {
+    ;(this.#logger.trace as AnyLogFn)(...args)
+  }
+
   silent (): void {}
-  child (bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger { return this.#logger.child(bindings, options) }
+  child (bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.#logger.child(bindings, options)
+  }
 }
 
 /** Fastify's childLoggerFactory: request loggers are made on first use. */
-export function lazyRequestLogger (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+export function lazyRequestLogger (
+  parent: FastifyBaseLogger,
+  bindings: Bindings,
+  options: ChildLoggerOptions
+): FastifyBaseLogger {
   return new LazyChildLogger(parent, bindings, options) as unknown as FastifyBaseLogger
 }
 
@@ -111,6 +159,9 @@ export function lazyRequestLogger (parent: FastifyBaseLogger, bindings: Bindings
  * The same, except that warnings with one of these messages are written at debug: for a library's
  * own warning about something the caller logs itself.
  */
-export function lazyRequestLoggerWithWarningsAtDebug (messages: ReadonlySet<string>): (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) => FastifyBaseLogger {
-  return (parent, bindings, options) => new LazyChildLogger(parent, bindings, options, messages) as unknown as FastifyBaseLogger
+export function lazyRequestLoggerWithWarningsAtDebug (
+  messages: ReadonlySet<string>
+): (parent: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions) => FastifyBaseLogger {
+  return (parent, bindings, options) =>
+    new LazyChildLogger(parent, bindings, options, messages) as unknown as FastifyBaseLogger
 }

@@ -1,4 +1,5 @@
-// Process edge of `npm start`: configuration, listeners, signals (close-with-grace). Configuration errors exit 1 with one line.
+// Process edge of `npm start`: configuration, listeners, signals (close-with-grace). Configuration errors exit 1 with
+// one line.
 
 import fs from 'node:fs'
 import { createConfig } from './config/load.js'
@@ -22,13 +23,20 @@ async function main (): Promise<void> {
   let config
   let credentials
   try {
-    config = createConfig({ env: process.env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
+    config = createConfig({
+      env: process.env,
+      readTextFile: (file) => fs.readFileSync(file, 'utf8'),
+      cwd: process.cwd()
+    })
     credentials = loadCredentials(config.credentialsFile)
   } catch (error) {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
     throw error
   }
-  const logger = createLogger(config.logLevel, { bufferBytes: config.logBufferBytes, maxBufferedBytes: config.logMaxBufferedBytes })
+  const logger = createLogger(config.logLevel, {
+    bufferBytes: config.logBufferBytes,
+    maxBufferedBytes: config.logMaxBufferedBytes
+  })
   let running: RunningProxy
   try {
     running = await startProxy(config, credentials, logger)
@@ -40,24 +48,33 @@ async function main (): Promise<void> {
   // close-with-grace (Fastify's own): the first SIGTERM, SIGINT or SIGHUP, or an error nothing caught, shuts down
   // gracefully; a second one, or a shutdown past its budget, exits at once with 1. Signals that mean a broken process
   // (SIGSEGV and the like) or that nothing here sends (SIGUSR2, SIGQUIT) keep Node's own handling.
-  closeWithGrace({
-    delay: config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS,
-    logger: false,
-    skip: ['SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGUSR2', 'beforeExit'],
-    onSecondSignal: (signal) => { logger.warn({ signal }, 'second signal: exiting at once') },
-    onSecondError: (error) => { logger.error({ err: error }, 'another error while shutting down: exiting at once') },
-    onTimeout: (delayMs) => { logger.error({ delayMs }, 'shutdown took too long: exiting') }
-  }, async ({ signal, err }) => {
-    if (err !== undefined) logger.fatal({ err }, 'unexpected error: shutting down')
-    else logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
-    logger.flush()
-    try {
-      await running.app.shutdown()
-    } catch (error) {
-      logger.error({ err: error }, 'shutdown failed')
-      throw error
+  closeWithGrace(
+    {
+      delay: config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS,
+      logger: false,
+      skip: ['SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGUSR2', 'beforeExit'],
+      onSecondSignal: (signal) => {
+        logger.warn({ signal }, 'second signal: exiting at once')
+      },
+      onSecondError: (error) => {
+        logger.error({ err: error }, 'another error while shutting down: exiting at once')
+      },
+      onTimeout: (delayMs) => {
+        logger.error({ delayMs }, 'shutdown took too long: exiting')
+      }
+    },
+    async ({ signal, err }) => {
+      if (err !== undefined) logger.fatal({ err }, 'unexpected error: shutting down')
+      else logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
+      logger.flush()
+      try {
+        await running.app.shutdown()
+      } catch (error) {
+        logger.error({ err: error }, 'shutdown failed')
+        throw error
+      }
     }
-  })
+  )
 }
 
 main().catch((error: unknown) => fail(`failed to start: ${messageOf(error)}`))

@@ -22,8 +22,10 @@ function statusClassIndex (statusCode: number): number {
 
 export interface MetricSources {
   session: Pick<SessionManager, 'snapshot' | 'fleetStoreConnected' | 'guardEngaged'>
-  /** The upstream gate: paused by a throttled answer; the rate (requests per second) learned since ThingSpace throttled. */
-  gate?: { readonly paused: boolean, readonly learnedRate: number }
+  /**
+   * The upstream gate: paused by a throttled answer; the rate (requests per second) learned since ThingSpace throttled.
+   */
+  gate?: { readonly paused: boolean; readonly learnedRate: number }
   fleet?: boolean
   /** The age of the password in force (state directory, or the fleet's generation); undefined before it is known. */
   passwordAgeSeconds?: () => number | undefined
@@ -50,7 +52,9 @@ export class ProxyMetrics {
     help: 'Requests answered on the proxy listener',
     labelNames: ['method', 'status_class'] as const,
     registers: [this.registry],
-    collect: () => { this.#reportRequests() }
+    collect: () => {
+      this.#reportRequests()
+    }
   })
 
   /** Upstream exchanges by status class, 'error' last for those that got no answer. */
@@ -62,11 +66,40 @@ export class ProxyMetrics {
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
   )
 
-  readonly logins = new Counter({ name: 'm2m_proxy_logins_total', help: 'Session logins by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
-  readonly renewals = new Counter({ name: 'm2m_proxy_session_renewals_total', help: 'Sessions replaced, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
-  readonly replays = new Counter({ name: 'm2m_proxy_replays_total', help: 'Requests replayed after a token rejection', labelNames: ['reason'] as const, registers: [this.registry] })
-  readonly oauthFetches = new Counter({ name: 'm2m_proxy_oauth_fetches_total', help: 'OAuth token requests by outcome', labelNames: ['outcome'] as const, registers: [this.registry] })
-  readonly fleetLoginsAvoided = new Counter({ name: 'm2m_proxy_fleet_logins_avoided_total', help: 'Fleet mode: logins not sent because another replica had already logged in', registers: [this.registry] })
+  readonly logins = new Counter({
+    name: 'm2m_proxy_logins_total',
+    help: 'Session logins by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly renewals = new Counter({
+    name: 'm2m_proxy_session_renewals_total',
+    help: 'Sessions replaced, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly replays = new Counter({
+    name: 'm2m_proxy_replays_total',
+    help: 'Requests replayed after a token rejection',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly oauthFetches = new Counter({
+    name: 'm2m_proxy_oauth_fetches_total',
+    help: 'OAuth token requests by outcome',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry]
+  })
+
+  readonly fleetLoginsAvoided = new Counter({
+    name: 'm2m_proxy_fleet_logins_avoided_total',
+    help: 'Fleet mode: logins not sent because another replica had already logged in',
+    registers: [this.registry]
+  })
+
   readonly upstreamThrottled = new Counter({
     name: 'm2m_proxy_upstream_throttled_total',
     help: 'Answers of ThingSpace that throttled a request (429, or 503 with Retry-After): sent again after the pause, or passed on past the wait allowed',
@@ -83,8 +116,18 @@ export class ProxyMetrics {
     registers: [this.registry]
   })
 
-  readonly overloaded = new Counter({ name: 'm2m_proxy_overloaded_total', help: 'Requests answered 503 Proxy.Overloaded, by reason', labelNames: ['reason'] as const, registers: [this.registry] })
-  readonly fleetLockWaits = new Counter({ name: 'm2m_proxy_fleet_lock_waits_total', help: 'Fleet mode: logins that waited for another replica holding the login lock', registers: [this.registry] })
+  readonly overloaded = new Counter({
+    name: 'm2m_proxy_overloaded_total',
+    help: 'Requests answered 503 Proxy.Overloaded, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  readonly fleetLockWaits = new Counter({
+    name: 'm2m_proxy_fleet_lock_waits_total',
+    help: 'Fleet mode: logins that waited for another replica holding the login lock',
+    registers: [this.registry]
+  })
 
   /** Counts one answered request (hot path). */
   readonly countRequest: (method: string, statusCode: number) => void
@@ -112,11 +155,20 @@ export class ProxyMetrics {
     const registry = this.registry
     /** A gauge whose value is read when scraped (nothing to update on the hot path). */
     const scrapedGauge = (name: string, help: string, value: () => number): void => {
-      new Gauge({ name, help, registers: [registry], collect () { this.set(value()) } })
+      // eslint-disable-next-line no-new -- prom-client registers a metric with its registry as it is made
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect () {
+          this.set(value())
+        }
+      })
     }
     /** A counter fed, when scraped, from a running total kept elsewhere. */
     const scrapedCounter = (name: string, help: string, total: () => number): void => {
       let reported = 0
+      // eslint-disable-next-line no-new -- prom-client registers a metric with its registry as it is made
       new Counter({
         name,
         help,
@@ -132,13 +184,19 @@ export class ProxyMetrics {
     this.#registerCounter = scrapedCounter
     const { session, gate } = sources
     if (gate !== undefined) {
-      scrapedGauge('m2m_proxy_upstream_paused', '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
-        () => gate.paused ? 1 : 0)
-      scrapedGauge('m2m_proxy_upstream_learned_rate', 'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
-        () => gate.learnedRate)
+      scrapedGauge(
+        'm2m_proxy_upstream_paused',
+        '1 while sending is paused because ThingSpace throttled a request (its Retry-After), else 0',
+        () => (gate.paused ? 1 : 0)
+      )
+      scrapedGauge(
+        'm2m_proxy_upstream_learned_rate',
+        'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
+        () => gate.learnedRate
+      )
     }
     // Gauges read the session state when scraped instead of being updated on every request.
-    const sessionTimes = (): { ageSeconds: number, idleSeconds: number } | undefined => {
+    const sessionTimes = (): { ageSeconds: number; idleSeconds: number } | undefined => {
       const snapshot = session.snapshot()
       if (snapshot.loggedInAt === null || snapshot.state !== 'active') return undefined
       const now = clock.now()
@@ -147,46 +205,85 @@ export class ProxyMetrics {
         idleSeconds: snapshot.lastUsedAt === null ? 0 : (now - Date.parse(snapshot.lastUsedAt)) / 1000
       }
     }
-    scrapedGauge('m2m_proxy_session_age_seconds', 'Seconds since the current session logged in (0 without a session)',
-      () => sessionTimes()?.ageSeconds ?? 0)
-    scrapedGauge('m2m_proxy_session_idle_seconds', 'Seconds since the current session was last used (0 without a session)',
-      () => sessionTimes()?.idleSeconds ?? 0)
-    scrapedCounter('m2m_proxy_log_lines_dropped_total',
+    scrapedGauge(
+      'm2m_proxy_session_age_seconds',
+      'Seconds since the current session logged in (0 without a session)',
+      () => sessionTimes()?.ageSeconds ?? 0
+    )
+    scrapedGauge(
+      'm2m_proxy_session_idle_seconds',
+      'Seconds since the current session was last used (0 without a session)',
+      () => sessionTimes()?.idleSeconds ?? 0
+    )
+    scrapedCounter(
+      'm2m_proxy_log_lines_dropped_total',
       'Log lines dropped because stdout could not be written any more (its reader gone) or was too slow (M2M_PROXY_LOG_MAX_BUFFERED_BYTES)',
-      droppedLogLines)
+      droppedLogLines
+    )
     if (sources.fleet === true) {
-      scrapedGauge('m2m_proxy_fleet_store_up', 'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
-        () => session.fleetStoreConnected === true ? 1 : 0)
+      scrapedGauge(
+        'm2m_proxy_fleet_store_up',
+        'Fleet mode: 1 while the fleet store (Redis) answers and its notifications arrive',
+        () => (session.fleetStoreConnected === true ? 1 : 0)
+      )
     }
     const passwordAgeSeconds = sources.passwordAgeSeconds
     if (passwordAgeSeconds !== undefined) {
-      scrapedGauge('m2m_proxy_password_age_seconds', 'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
-        () => passwordAgeSeconds() ?? 0)
+      scrapedGauge(
+        'm2m_proxy_password_age_seconds',
+        'Seconds since the ThingSpace password in force was changed (or first seen by the proxy); for alerts before it expires',
+        () => passwordAgeSeconds() ?? 0
+      )
     }
-    scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in',
-      () => session.guardEngaged ? 1 : 0)
+    scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in', () =>
+      session.guardEngaged ? 1 : 0
+    )
   }
 
   /** The proxy listener's admission (src/listener/admission.ts): requests in flight and queued, body bytes held. */
   trackAdmission (admission: AdmissionCounts): void {
-    this.#registerGauge('m2m_proxy_requests_in_flight', 'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
-      () => admission.inFlight)
-    this.#registerGauge('m2m_proxy_requests_queued', 'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
-      () => admission.queued)
-    this.#registerGauge('m2m_proxy_request_body_bytes', 'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
-      () => admission.bodyBytesHeld)
-    this.#registerCounter('m2m_proxy_requests_waited_total', 'Requests that waited in the queue for a slot', () => admission.waited)
+    this.#registerGauge(
+      'm2m_proxy_requests_in_flight',
+      'Requests on the proxy listener being handled now (M2M_PROXY_MAX_IN_FLIGHT at most)',
+      () => admission.inFlight
+    )
+    this.#registerGauge(
+      'm2m_proxy_requests_queued',
+      'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
+      () => admission.queued
+    )
+    this.#registerGauge(
+      'm2m_proxy_request_body_bytes',
+      'Bytes of request bodies held (arriving or kept for a replay), as reserved at admission (M2M_PROXY_BODY_MEMORY_BYTES at most)',
+      () => admission.bodyBytesHeld
+    )
+    this.#registerCounter(
+      'm2m_proxy_requests_waited_total',
+      'Requests that waited in the queue for a slot',
+      () => admission.waited
+    )
   }
 
-  /** Counts the session's lifecycle events (logins, OAuth fetches, renewals, the fleet's avoided logins and lock waits). */
+  /**
+   * Counts the session's lifecycle events (logins, OAuth fetches, renewals, the fleet's avoided logins and lock waits).
+   */
   follow (events: ProxyEvents): void {
     events.subscribe('session', (event) => {
       switch (event.type) {
-        case 'login': this.logins.inc({ outcome: event.outcome }); return
-        case 'oauth-fetch': this.oauthFetches.inc({ outcome: event.outcome }); return
-        case 'renewal': this.renewals.inc({ reason: event.reason }); return
-        case 'fleet-login-avoided': this.fleetLoginsAvoided.inc(); return
-        case 'fleet-lock-wait': this.fleetLockWaits.inc()
+        case 'login':
+          this.logins.inc({ outcome: event.outcome })
+          return
+        case 'oauth-fetch':
+          this.oauthFetches.inc({ outcome: event.outcome })
+          return
+        case 'renewal':
+          this.renewals.inc({ reason: event.reason })
+          return
+        case 'fleet-login-avoided':
+          this.fleetLoginsAvoided.inc()
+          return
+        case 'fleet-lock-wait':
+          this.fleetLockWaits.inc()
       }
     })
   }

@@ -26,7 +26,12 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
   proxy.addHook('onRequest', (request, reply, done) => {
     const headers = request.raw.headers
     const length = headers['content-length']
-    const bodyBytes = length !== undefined ? Math.min(Number(length) || 0, config.bodyLimitBytes) : headers['transfer-encoding'] !== undefined ? config.bodyLimitBytes : 0
+    const bodyBytes =
+      length !== undefined
+        ? Math.min(Number(length) || 0, config.bodyLimitBytes)
+        : headers['transfer-encoding'] !== undefined
+          ? config.bodyLimitBytes
+          : 0
     const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
     if (admitted !== undefined) {
       // The answer sent, or the client gone: the slot and the body's bytes are free again. A response
@@ -37,19 +42,29 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
     }
     let release: (() => void) | undefined
     const queuedAt = performance.now()
-    const cancel = admission.admit(request.raw.socket, bodyBytes, (granted) => {
-      release = granted
-      metrics.waits.observe({ stage: 'queue' }, (performance.now() - queuedAt) / 1000)
-      done()
-    }, (reason) => {
-      metrics.overloaded.inc({ reason })
-      reply.header('retry-after', String(admission.retryAfterSeconds()))
-      sendProxyError(reply, 'overloaded', reason === 'queue-full'
-        ? `the proxy has ${config.maxQueued} requests waiting already (M2M_PROXY_MAX_QUEUED); try again shortly`
-        : `no slot was free within ${config.queueTimeoutMs} ms (M2M_PROXY_MAX_IN_FLIGHT ${config.maxInFlight}, M2M_PROXY_BODY_MEMORY_BYTES ${config.bodyMemoryBytes}); try again shortly`,
-      reason === 'queue-full' ? 'QueueFull' : 'QueueTimeout')
-    })
-    // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue given up).
+    const cancel = admission.admit(
+      request.raw.socket,
+      bodyBytes,
+      (granted) => {
+        release = granted
+        metrics.waits.observe({ stage: 'queue' }, (performance.now() - queuedAt) / 1000)
+        done()
+      },
+      (reason) => {
+        metrics.overloaded.inc({ reason })
+        reply.header('retry-after', String(admission.retryAfterSeconds()))
+        sendProxyError(
+          reply,
+          'overloaded',
+          reason === 'queue-full'
+            ? `the proxy has ${config.maxQueued} requests waiting already (M2M_PROXY_MAX_QUEUED); try again shortly`
+            : `no slot was free within ${config.queueTimeoutMs} ms (M2M_PROXY_MAX_IN_FLIGHT ${config.maxInFlight}, M2M_PROXY_BODY_MEMORY_BYTES ${config.bodyMemoryBytes}); try again shortly`,
+          reason === 'queue-full' ? 'QueueFull' : 'QueueTimeout'
+        )
+      }
+    )
+    // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue
+    // given up).
     reply.raw.once('close', () => {
       if (release !== undefined) release()
       else cancel()
@@ -65,15 +80,18 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     const state = request.proxyState
     metrics.countRequest(request.method, reply.statusCode)
     // From the listener's logger: the request's own would be made just for this line.
-    log.info({
-      reqId: request.id,
-      method: request.method,
-      path: request.url.split('?', 1)[0],
-      status: reply.statusCode,
-      upstreamStatus: state?.upstreamStatus ?? null,
-      durationMs: Math.round(reply.elapsedTime * 10) / 10,
-      replayed: state?.replayedFor !== undefined
-    }, 'request')
+    log.info(
+      {
+        reqId: request.id,
+        method: request.method,
+        path: request.url.split('?', 1)[0],
+        status: reply.statusCode,
+        upstreamStatus: state?.upstreamStatus ?? null,
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+        replayed: state?.replayedFor !== undefined
+      },
+      'request'
+    )
   }
   const proxy = Fastify({
     ...listenerOptions(config, log),
@@ -91,16 +109,24 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     maxConnections: config.maxConnections,
     maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
     log: proxy.log,
-    onConnectRefused: () => { metrics.countRequest('CONNECT', 405) }
+    onConnectRefused: () => {
+      metrics.countRequest('CONNECT', 405)
+    }
   })
   // After the request guard (hardenListener's onRequest hook).
   admitRequests(proxy, core)
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return sendProxyError(reply, 'bodyTooLarge', `request body larger than ${config.bodyLimitBytes} bytes (M2M_PROXY_BODY_LIMIT_BYTES)`)
+      return sendProxyError(
+        reply,
+        'bodyTooLarge',
+        `request body larger than ${config.bodyLimitBytes} bytes (M2M_PROXY_BODY_LIMIT_BYTES)`
+      )
     }
-    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sendProxyError(reply, 'unsupportedMediaType', 'malformed Content-Type header')
+    if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      return sendProxyError(reply, 'unsupportedMediaType', 'malformed Content-Type header')
+    }
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)
     }
@@ -116,7 +142,9 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     closing = true
     done()
   })
-  const closeIdleConnections = (): void => { proxy.server.closeIdleConnections() }
+  const closeIdleConnections = (): void => {
+    proxy.server.closeIdleConnections()
+  }
   proxy.addHook('onResponse', (request, reply, done) => {
     recordRequest(request, reply)
     if (closing) setImmediate(closeIdleConnections)
@@ -132,15 +160,22 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
       metrics.upstreamThrottled.inc({ outcome })
       proxy.log.debug({ outcome }, 'ThingSpace throttled a request: sending paused')
     },
-    onOverloaded: () => { metrics.overloaded.inc({ reason: 'upstream-throttled' }) },
-    onGateWait: (seconds) => { metrics.waits.observe({ stage: 'throttle' }, seconds) },
+    onOverloaded: () => {
+      metrics.overloaded.inc({ reason: 'upstream-throttled' })
+    },
+    onGateWait: (seconds) => {
+      metrics.waits.observe({ stage: 'throttle' }, seconds)
+    },
     dispatcher: core.dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     bodyLimitBytes: config.bodyLimitBytes,
     forwardPrefixes,
     onReplay: (rejection) => {
       metrics.replays.inc({ reason: rejection.cause })
-      sessionLog.debug({ cause: rejection.cause, reason: rejection.reason }, 'replaying a request after a token rejection')
+      sessionLog.debug(
+        { cause: rejection.cause, reason: rejection.reason },
+        'replaying a request after a token rejection'
+      )
     },
     onUpstreamResult: metrics.observeUpstream
   })

@@ -28,7 +28,10 @@ function urlOf (address: AddressInfo | string | null): string {
 /** A listener that could not bind; the message names the setting, the value and the listener, without a stack. */
 export class ListenError extends Error {
   override readonly name = 'ListenError'
-  constructor (readonly code: string, message: string) {
+  constructor (
+    readonly code: string,
+    message: string
+  ) {
     super(message)
   }
 }
@@ -51,15 +54,35 @@ export async function listenOn (app: FastifyInstance, target: ListenTarget): Pro
     const { host, port, listener, portSetting } = target
     const hostSetting = target.hostSetting ?? 'the host'
     const where = `(the ${listener} listener, on ${host})`
-    if (code === 'EADDRINUSE') throw new ListenError(code, `${portSetting} ${port} is in use ${where}: stop the other process or set ${portSetting} to a free port`)
-    if (code === 'EACCES') throw new ListenError(code, `${portSetting} ${port} cannot be bound by this user ${where}, EACCES: use a port above 1023`)
-    if (code === 'EADDRNOTAVAIL') throw new ListenError(code, `${hostSetting} ${host} is not an address of this machine (the ${listener} listener, EADDRNOTAVAIL)`)
-    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new ListenError(code, `${hostSetting} ${host} cannot be resolved (the ${listener} listener, ${code})`)
+    if (code === 'EADDRINUSE') {
+      throw new ListenError(
+        code,
+        `${portSetting} ${port} is in use ${where}: stop the other process or set ${portSetting} to a free port`
+      )
+    }
+    if (code === 'EACCES') {
+      throw new ListenError(
+        code,
+        `${portSetting} ${port} cannot be bound by this user ${where}, EACCES: use a port above 1023`
+      )
+    }
+    if (code === 'EADDRNOTAVAIL') {
+      throw new ListenError(
+        code,
+        `${hostSetting} ${host} is not an address of this machine (the ${listener} listener, EADDRNOTAVAIL)`
+      )
+    }
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+      throw new ListenError(code, `${hostSetting} ${host} cannot be resolved (the ${listener} listener, ${code})`)
+    }
     throw error
   }
 }
 
-/** Fleet mode: how long the start-up login waits for the store to connect; after that it fails (fleet-store-unreachable) and is retried in the background. */
+/**
+ * Fleet mode: how long the start-up login waits for the store to connect; after that it fails (fleet-store-unreachable)
+ * and is retried in the background.
+ */
 const FLEET_CONNECT_WAIT_MS = 5_000
 
 /**
@@ -76,24 +99,46 @@ async function storeConnected (app: ProxyApp, timeoutMs: number): Promise<void> 
       resolve()
     }
     const timer = setTimeout(done, timeoutMs).unref()
-    const unsubscribe = store.subscribe((change) => { if (change.kind === 'connected') done() })
+    const unsubscribe = store.subscribe((change) => {
+      if (change.kind === 'connected') done()
+    })
   })
 }
 
-export async function startProxy (config: ProxyConfig, credentials: Credentials, logger: Logger, clock?: Clock): Promise<RunningProxy> {
+export async function startProxy (
+  config: ProxyConfig,
+  credentials: Credentials,
+  logger: Logger,
+  clock?: Clock
+): Promise<RunningProxy> {
   // Throws ConfigError when the state directory is unusable: before listening, before any login.
   const guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
   const app = await buildApp(config, credentials, { logger, guard, clock })
   try {
-    await listenOn(app.proxy, { host: config.host, port: config.port, listener: 'proxy', portSetting: 'M2M_PROXY_PORT', hostSetting: 'M2M_PROXY_HOST' })
-    await listenOn(app.admin, { host: config.adminHost, port: config.adminPort, listener: 'admin', portSetting: 'M2M_PROXY_ADMIN_PORT', hostSetting: 'M2M_PROXY_ADMIN_HOST' })
+    await listenOn(app.proxy, {
+      host: config.host,
+      port: config.port,
+      listener: 'proxy',
+      portSetting: 'M2M_PROXY_PORT',
+      hostSetting: 'M2M_PROXY_HOST'
+    })
+    await listenOn(app.admin, {
+      host: config.adminHost,
+      port: config.adminPort,
+      listener: 'admin',
+      portSetting: 'M2M_PROXY_ADMIN_PORT',
+      hostSetting: 'M2M_PROXY_ADMIN_HOST'
+    })
   } catch (error) {
     await app.close()
     throw error
   }
   const proxyUrl = urlOf(app.proxy.server.address())
   const adminUrl = urlOf(app.admin.server.address())
-  logger.info({ proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null }, 'listening')
+  logger.info(
+    { proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null },
+    'listening'
+  )
   const exposure = credentialsExposure(config.credentialsFile)
   if (exposure !== undefined) logger.warn(exposure)
   for (const secret of config.secretFiles) {
@@ -102,11 +147,16 @@ export async function startProxy (config: ProxyConfig, credentials: Credentials,
   }
   logger.flush() // lifecycle lines are not left waiting in the log buffer
   if (guard.engaged) {
-    logger.error({ consecutiveLoginFailures: guard.consecutiveRejections }, 'logins are paused: the credentials were rejected before; fix the credentials file')
+    logger.error(
+      { consecutiveLoginFailures: guard.consecutiveRejections },
+      'logins are paused: the credentials were rejected before; fix the credentials file'
+    )
   }
   // Logging in at once shows bad credentials at start-up instead of at the first client request.
   const initialLogin = storeConnected(app, FLEET_CONNECT_WAIT_MS)
     .then(async () => await app.session.startSession())
-    .catch(() => { /* reported through the session events */ })
+    .catch(() => {
+      /* reported through the session events */
+    })
   return { app, proxyUrl, adminUrl, initialLogin }
 }

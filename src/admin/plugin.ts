@@ -30,7 +30,11 @@ const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
 
 function outcomeOf (statusCode: number): string {
   if (statusCode < 400) return 'ok'
-  return { 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 405: 'method-not-allowed', 409: 'conflict' }[statusCode] ?? (statusCode < 500 ? 'rejected' : 'failed')
+  return (
+    { 401: 'unauthorized', 403: 'forbidden', 404: 'not-found', 405: 'method-not-allowed', 409: 'conflict' }[
+      statusCode
+    ] ?? (statusCode < 500 ? 'rejected' : 'failed')
+  )
 }
 
 /** Probes and metrics answer without a token and are not audited, unless refused before their route (Host check). */
@@ -42,7 +46,10 @@ declare module 'fastify' {
   }
 }
 
-/** Configures the admin listener itself (not an encapsulated plugin): its parsers, error handler and audit hook are the server's. */
+/**
+ * Configures the admin listener itself (not an encapsulated plugin): its parsers, error handler and audit hook are the
+ * server's.
+ */
 export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginOptions): void {
   const { session } = options
 
@@ -70,9 +77,11 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
   })
   app.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
 
-  // Every call is audited, refused or not, whatever route it matched: only probes that reached their route are left out.
+  // Every call is audited, refused or not, whatever route it matched: only probes that reached their route are left
+  // out.
   app.addHook('onResponse', (request, reply, done) => {
-    const probeAnswered = request.routeOptions.config.probe === true && (reply.statusCode === 200 || reply.statusCode === 503)
+    const probeAnswered =
+      request.routeOptions.config.probe === true && (reply.statusCode === 200 || reply.statusCode === 503)
     if (!probeAnswered) auditLine(request, reply)
     done()
   })
@@ -93,29 +102,32 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
 
   // Encapsulated: its onRequest hook guards every route registered inside, and its 404 answers, as
   // matched by the router (decoded path): no spelling of a path can reach a handler without the token.
-  void app.register(async (operatorRoutes) => {
-    operatorRoutes.addHook('onRequest', (request, reply, done) => {
-      const refusal = adminAuthorizationRefusal(request.headers.authorization, options.adminToken)
-      if (refusal === undefined) {
-        done()
-        return
+  void app.register(
+    async (operatorRoutes) => {
+      operatorRoutes.addHook('onRequest', (request, reply, done) => {
+        const refusal = adminAuthorizationRefusal(request.headers.authorization, options.adminToken)
+        if (refusal === undefined) {
+          done()
+          return
+        }
+        if (refusal.challenge !== undefined) reply.header('www-authenticate', refusal.challenge)
+        reply.header('connection', 'close') // a refused caller's body is not read
+        sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
+      })
+      operatorRoutes.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
+      const allowedMethods = new Map<string, Set<string>>()
+      const collectMethods = (route: RouteOptions & { routePath: string }): void => {
+        const methods = allowedMethods.get(route.routePath) ?? new Set<string>()
+        for (const method of [route.method].flat()) methods.add(method)
+        if (methods.has('GET')) methods.add('HEAD') // Fastify adds a HEAD route to each GET route
+        allowedMethods.set(route.routePath, methods)
       }
-      if (refusal.challenge !== undefined) reply.header('www-authenticate', refusal.challenge)
-      reply.header('connection', 'close') // a refused caller's body is not read
-      sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
-    })
-    operatorRoutes.setNotFoundHandler((_request, reply) => sendProxyError(reply, 'notFound', 'no such admin route'))
-    const allowedMethods = new Map<string, Set<string>>()
-    const collectMethods = (route: RouteOptions & { routePath: string }): void => {
-      const methods = allowedMethods.get(route.routePath) ?? new Set<string>()
-      for (const method of [route.method].flat()) methods.add(method)
-      if (methods.has('GET')) methods.add('HEAD') // Fastify adds a HEAD route to each GET route
-      allowedMethods.set(route.routePath, methods)
-    }
-    operatorRoutes.addHook('onRoute', collectMethods)
-    registerOperatorRoutes(operatorRoutes, options)
-    answerOtherMethods(operatorRoutes, new Map(allowedMethods))
-  }, { prefix: '/admin' })
+      operatorRoutes.addHook('onRoute', collectMethods)
+      registerOperatorRoutes(operatorRoutes, options)
+      answerOtherMethods(operatorRoutes, new Map(allowedMethods))
+    },
+    { prefix: '/admin' }
+  )
 }
 
 /**
@@ -157,15 +169,18 @@ function registerOperatorRoutes (app: FastifyInstance, { session, operations }: 
 
 /** One line per admin call, `audit: true`, for the operator's log search. */
 export function auditLine (request: FastifyRequest, reply: FastifyReply): void {
-  request.log.info({
-    audit: true,
-    method: request.method,
-    // The target as received (path only): a refused spelling is worth seeing as it was sent.
-    route: (request.raw.url ?? '').split('?', 1)[0],
-    caller: request.ip,
-    status: reply.statusCode,
-    outcome: outcomeOf(reply.statusCode)
-  }, 'admin action')
+  request.log.info(
+    {
+      audit: true,
+      method: request.method,
+      // The target as received (path only): a refused spelling is worth seeing as it was sent.
+      route: (request.raw.url ?? '').split('?', 1)[0],
+      caller: request.ip,
+      status: reply.statusCode,
+      outcome: outcomeOf(reply.statusCode)
+    },
+    'admin action'
+  )
 }
 
 interface AuthorizationRefusal {
@@ -175,11 +190,18 @@ interface AuthorizationRefusal {
   challenge?: string
 }
 
-function adminAuthorizationRefusal (header: string | undefined, adminToken: string | undefined): AuthorizationRefusal | undefined {
+function adminAuthorizationRefusal (
+  header: string | undefined,
+  adminToken: string | undefined
+): AuthorizationRefusal | undefined {
   const result = checkAdminAuthorization(header, adminToken)
   if (result === 'ok') return undefined
   if (result === 'disabled') {
-    return { kind: 'forbidden', message: 'admin API disabled: set M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE', codeSuffix: 'AdminDisabled' }
+    return {
+      kind: 'forbidden',
+      message: 'admin API disabled: set M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE',
+      codeSuffix: 'AdminDisabled'
+    }
   }
   return result === 'wrong'
     ? { kind: 'unauthorized', message: 'wrong admin token', challenge: 'Bearer error="invalid_token"' }

@@ -36,14 +36,18 @@ function serviceName (prefix: string): string {
 
 /** Edit distance (insertions, deletions, substitutions, adjacent transpositions). */
 export function editDistance (a: string, b: string): number {
-  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)))
+  const rows = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0))
+  )
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1
       const row = rows[i] as number[]
       const previous = rows[i - 1] as number[]
       let best = Math.min((previous[j] as number) + 1, (row[j - 1] as number) + 1, (previous[j - 1] as number) + cost)
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, ((rows[i - 2] as number[])[j - 2] as number) + 1)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, ((rows[i - 2] as number[])[j - 2] as number) + 1)
+      }
       row[j] = best
     }
   }
@@ -75,10 +79,15 @@ export function checkEnvironmentNames (env: NodeJS.ProcessEnv, known: readonly s
     if (value === undefined || !LINK_URL.test(value.trim())) continue
     const service = services.find((prefix) => `${prefix}_PORT` === name)
     if (service === undefined) continue // not a service link: the setting's own parser says what is wrong
-    const injected = Object.keys(env).filter((candidate) => isLinkName(candidate, service, env)).sort()
-    throw new ConfigError(name, `is ${JSON.stringify(value.trim())}, injected by Kubernetes for the Service "${serviceName(service)}" in this namespace ` +
-      `(service links: ${injected.join(', ')}), not a port number for this proxy. Fix: set enableServiceLinks: false in the pod spec ` +
-      `(as deploy/kubernetes.yaml does), or rename that Service to a name that does not start with ${serviceName(PREFIX)}`)
+    const injected = Object.keys(env)
+      .filter((candidate) => isLinkName(candidate, service, env))
+      .sort()
+    throw new ConfigError(
+      name,
+      `is ${JSON.stringify(value.trim())}, injected by Kubernetes for the Service "${serviceName(service)}" in this namespace ` +
+        `(service links: ${injected.join(', ')}), not a port number for this proxy. Fix: set enableServiceLinks: false in the pod spec ` +
+        `(as deploy/kubernetes.yaml does), or rename that Service to a name that does not start with ${serviceName(PREFIX)}`
+    )
   }
   const knownSet = new Set(known)
   const unknown = Object.keys(env)
@@ -87,6 +96,12 @@ export function checkEnvironmentNames (env: NodeJS.ProcessEnv, known: readonly s
     .sort()
   if (unknown.length === 0) return
   const hints = unknown.map((name) => `did you mean ${closestName(name, known)}?`)
-  const described = unknown.length === 1 ? `unknown variable, ${hints[0] ?? ''}` : `unknown variables (${unknown.map((name, i) => `${name}: ${hints[i] ?? ''}`).join('; ')}).`
-  throw new ConfigError(unknown.join(', '), `${described} ${PREFIX}_* variables that no setting reads are refused, so that a misspelling is not ignored; the settings are listed in the README`)
+  const described =
+    unknown.length === 1
+      ? `unknown variable, ${hints[0] ?? ''}`
+      : `unknown variables (${unknown.map((name, i) => `${name}: ${hints[i] ?? ''}`).join('; ')}).`
+  throw new ConfigError(
+    unknown.join(', '),
+    `${described} ${PREFIX}_* variables that no setting reads are refused, so that a misspelling is not ignored; the settings are listed in the README`
+  )
 }

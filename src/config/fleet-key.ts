@@ -1,4 +1,5 @@
-// The fleet key as a setting (M2M_PROXY_FLEET_KEY or _FILE): its size and spellings. The sealing with it is fleet/crypto.ts.
+// The fleet key as a setting (M2M_PROXY_FLEET_KEY or _FILE): its size and spellings. The sealing with it is
+// fleet/crypto.ts.
 
 export const FLEET_KEY_BYTES = 32
 
@@ -16,14 +17,25 @@ export function parseFleetKey (text: string): Buffer {
   const hint = 'generate one with: openssl rand -hex 32'
   if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex')
   const isHex = /^[0-9a-fA-F]+$/.test(value)
-  const unpadded = value.replace(/={1,2}$/, '').replaceAll('-', '+').replaceAll('_', '/')
+  const unpadded = value
+    .replace(/={1,2}$/, '')
+    .replaceAll('-', '+')
+    .replaceAll('_', '/')
   if (/^[A-Za-z0-9+/]+$/.test(unpadded)) {
     const bytes = Buffer.from(unpadded, 'base64')
     if (bytes.toString('base64').replace(/=+$/, '') === unpadded) {
       if (bytes.length === FLEET_KEY_BYTES) return bytes
-      if (!isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes (its base64 decodes to ${bytes.length}); ${hint}`)
+      if (!isHex) {
+        throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes (its base64 decodes to ${bytes.length}); ${hint}`)
+      }
     }
   }
-  if (isHex) throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes: ${FLEET_KEY_BYTES * 2} hex digits (got ${value.length}); ${hint}`)
-  throw new FleetKeyError(`must be ${FLEET_KEY_BYTES} bytes written as ${FLEET_KEY_BYTES * 2} hex digits or as base64 (got ${value.length} characters that are neither); ${hint}`)
+  if (isHex) {
+    throw new FleetKeyError(
+      `must be ${FLEET_KEY_BYTES} bytes: ${FLEET_KEY_BYTES * 2} hex digits (got ${value.length}); ${hint}`
+    )
+  }
+  throw new FleetKeyError(
+    `must be ${FLEET_KEY_BYTES} bytes written as ${FLEET_KEY_BYTES * 2} hex digits or as base64 (got ${value.length} characters that are neither); ${hint}`
+  )
 }

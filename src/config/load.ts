@@ -1,4 +1,5 @@
-// Builds the proxy configuration: built-in defaults < JSON file named by M2M_PROXY_CONFIG < environment. Pure apart from the injected file reader.
+// Builds the proxy configuration: built-in defaults < JSON file named by M2M_PROXY_CONFIG < environment. Pure apart
+// from the injected file reader.
 
 import path from 'node:path'
 import { ConfigError } from './errors.js'
@@ -8,14 +9,19 @@ import { checkEnvironmentNames } from './env-names.js'
 import { FleetKeyError, parseFleetKey } from './fleet-key.js'
 
 export const CONFIG_FILE_ENV = 'M2M_PROXY_CONFIG'
-/** Read by the fleet tests only (the Redis they use); known here so that a proxy started from a shell that sets it is not refused. */
+/**
+ * Read by the fleet tests only (the Redis they use); known here so that a proxy started from a shell that sets it is
+ * not refused.
+ */
 export const TEST_REDIS_URL_ENV = 'M2M_PROXY_TEST_REDIS_URL'
 export const ADMIN_TOKEN_MIN_LENGTH = 24
 
 type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
 
 export type ProxyConfig = {
-  [K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>]: Required<K>
+  [
+  K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>
+  ]: Required<K>
 } & {
   /** Fleet mode through Redis; undefined: single-process mode. */
   fleet: FleetConfig | undefined
@@ -26,7 +32,7 @@ export type ProxyConfig = {
   /** Bearer token of the admin routes; undefined disables them. */
   adminToken: string | undefined
   /** Absolute paths of the files secrets were read from (admin token, fleet key), for the start-up mode check. */
-  secretFiles: Array<{ path: string, setting: string, holds: string }>
+  secretFiles: Array<{ path: string; setting: string; holds: string }>
   /** Corporate egress proxy from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case). */
   egress: EgressProxy
 }
@@ -54,9 +60,12 @@ function proxyUrl (env: NodeJS.ProcessEnv, name: string): string | undefined {
   try {
     url = new URL(value.trim())
   } catch {
-    throw new ConfigError(name, 'must be a URL such as http://proxy.example.com:3128') // not echoed: may hold a password
+    // not echoed: may hold a password
+    throw new ConfigError(name, 'must be a URL such as http://proxy.example.com:3128')
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(name, `must use http:// or https:// (got ${url.protocol})`)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ConfigError(name, `must use http:// or https:// (got ${url.protocol})`)
+  }
   return url.href
 }
 
@@ -99,7 +108,10 @@ function readConfigFile (sources: ConfigSources): Record<string, unknown> {
   for (const [key, value] of Object.entries(parsed)) {
     if (key.startsWith('//')) continue // comment keys, as in config/example.json
     if (!(key in SETTINGS)) {
-      throw new ConfigError(CONFIG_FILE_ENV, `${file} has unknown key "${key}"; known keys: ${Object.keys(SETTINGS).join(', ')}`)
+      throw new ConfigError(
+        CONFIG_FILE_ENV,
+        `${file} has unknown key "${key}"; known keys: ${Object.keys(SETTINGS).join(', ')}`
+      )
     }
     values[key] = value
   }
@@ -114,7 +126,10 @@ function resolveSettings (sources: ConfigSources): RawSettings {
     if (envValue !== undefined && envValue !== '') {
       resolved[key] = definition.parse(envValue, definition.env)
     } else if (key in fromFile) {
-      resolved[key] = definition.parse(fromFile[key], `${definition.env} (key "${key}" in ${sources.env[CONFIG_FILE_ENV]})`)
+      resolved[key] = definition.parse(
+        fromFile[key],
+        `${definition.env} (key "${key}" in ${sources.env[CONFIG_FILE_ENV]})`
+      )
     } else {
       resolved[key] = definition.default
     }
@@ -125,7 +140,10 @@ function resolveSettings (sources: ConfigSources): RawSettings {
 function resolveAdminToken (settings: RawSettings, sources: ConfigSources): string | undefined {
   const { adminToken, adminTokenFile } = settings
   if (adminToken !== undefined && adminTokenFile !== undefined) {
-    throw new ConfigError('M2M_PROXY_ADMIN_TOKEN', 'set either M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE, not both')
+    throw new ConfigError(
+      'M2M_PROXY_ADMIN_TOKEN',
+      'set either M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE, not both'
+    )
   }
   let token = adminToken
   let setting = 'M2M_PROXY_ADMIN_TOKEN'
@@ -140,12 +158,18 @@ function resolveAdminToken (settings: RawSettings, sources: ConfigSources): stri
   if (token === undefined) return undefined
   if (token.length < ADMIN_TOKEN_MIN_LENGTH || /\s/.test(token)) {
     // The length is safe to print; the token itself is not.
-    throw new ConfigError(setting, `the admin token must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters without spaces (got ${token.length}); generate one with: openssl rand -hex 24`)
+    throw new ConfigError(
+      setting,
+      `the admin token must be at least ${ADMIN_TOKEN_MIN_LENGTH} characters without spaces (got ${token.length}); generate one with: openssl rand -hex 24`
+    )
   }
   return token
 }
 
-/** Fleet mode needs the Redis URL and exactly one of the key and the key file; a key without a URL is refused, not ignored. */
+/**
+ * Fleet mode needs the Redis URL and exactly one of the key and the key file; a key without a URL is refused, not
+ * ignored.
+ */
 function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConfig | undefined {
   const { redisUrl, fleetKey, fleetKeyFile, redisKeyPrefix } = settings
   if (fleetKey !== undefined && fleetKeyFile !== undefined) {
@@ -155,7 +179,10 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
   if (redisUrl === undefined) {
     if (fleetKey === undefined && fleetKeyFile === undefined) return undefined
     // Replicas believing they share state while each runs alone would each spend the lockout budget.
-    throw new ConfigError(setting, 'is set but M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither for a single process')
+    throw new ConfigError(
+      setting,
+      'is set but M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither for a single process'
+    )
   }
   let keyText = fleetKey
   if (fleetKeyFile !== undefined) {
@@ -166,7 +193,10 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
     }
   }
   if (keyText === undefined) {
-    throw new ConfigError('M2M_PROXY_FLEET_KEY', 'is required with M2M_PROXY_REDIS_URL (or M2M_PROXY_FLEET_KEY_FILE): the same 32-byte secret on every replica, 64 hex digits or base64; generate one with: openssl rand -hex 32')
+    throw new ConfigError(
+      'M2M_PROXY_FLEET_KEY',
+      'is required with M2M_PROXY_REDIS_URL (or M2M_PROXY_FLEET_KEY_FILE): the same 32-byte secret on every replica, 64 hex digits or base64; generate one with: openssl rand -hex 32'
+    )
   }
   try {
     return { redisUrl, fleetKey: parseFleetKey(keyText), keyPrefix: redisKeyPrefix ?? DEFAULT_REDIS_KEY_PREFIX }
@@ -176,8 +206,14 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
   }
 }
 
-/** Every M2M_PROXY_* variable the proxy reads (and the tests' Redis URL); any other one is refused (see env-names.ts). */
-export const KNOWN_ENV_NAMES: readonly string[] = [...Object.values(SETTINGS).map((definition) => definition.env), CONFIG_FILE_ENV, TEST_REDIS_URL_ENV]
+/**
+ * Every M2M_PROXY_* variable the proxy reads (and the tests' Redis URL); any other one is refused (see env-names.ts).
+ */
+export const KNOWN_ENV_NAMES: readonly string[] = [
+  ...Object.values(SETTINGS).map((definition) => definition.env),
+  CONFIG_FILE_ENV,
+  TEST_REDIS_URL_ENV
+]
 
 export function createConfig (sources: ConfigSources): ProxyConfig {
   checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
@@ -188,18 +224,46 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
   const credentialsFile = path.resolve(sources.cwd, settings.credentialsFile)
   const { bodyMemoryBytes, bodyLimitBytes } = settings
   if (bodyMemoryBytes !== undefined && bodyLimitBytes !== undefined && bodyMemoryBytes < bodyLimitBytes) {
-    throw new ConfigError('M2M_PROXY_BODY_MEMORY_BYTES', `is ${bodyMemoryBytes}, less than M2M_PROXY_BODY_LIMIT_BYTES (${bodyLimitBytes}): a body of the largest size allowed could never be admitted`)
+    throw new ConfigError(
+      'M2M_PROXY_BODY_MEMORY_BYTES',
+      `is ${bodyMemoryBytes}, less than M2M_PROXY_BODY_LIMIT_BYTES (${bodyLimitBytes}): a body of the largest size allowed could never be admitted`
+    )
   }
-  const { adminTokenFile: _file, adminToken: _token, redisUrl: _redisUrl, fleetKey: _fleetKey, fleetKeyFile: _fleetKeyFile, redisKeyPrefix: _prefix, ...rest } = settings
+  const {
+    adminTokenFile: _file,
+    adminToken: _token,
+    redisUrl: _redisUrl,
+    fleetKey: _fleetKey,
+    fleetKeyFile: _fleetKeyFile,
+    redisKeyPrefix: _prefix,
+    ...rest
+  } = settings
   return {
     ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet' | 'secretFiles'>),
     fleet: resolveFleet(settings, sources),
     credentialsFile,
-    stateDir: settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
+    stateDir:
+      settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),
     adminToken: resolveAdminToken(settings, sources),
     secretFiles: [
-      ...(settings.adminTokenFile === undefined ? [] : [{ path: path.resolve(sources.cwd, settings.adminTokenFile), setting: 'M2M_PROXY_ADMIN_TOKEN_FILE', holds: 'the admin token' }]),
-      ...(settings.fleetKeyFile === undefined ? [] : [{ path: path.resolve(sources.cwd, settings.fleetKeyFile), setting: 'M2M_PROXY_FLEET_KEY_FILE', holds: 'the fleet key' }])
+      ...(settings.adminTokenFile === undefined
+        ? []
+        : [
+            {
+              path: path.resolve(sources.cwd, settings.adminTokenFile),
+              setting: 'M2M_PROXY_ADMIN_TOKEN_FILE',
+              holds: 'the admin token'
+            }
+          ]),
+      ...(settings.fleetKeyFile === undefined
+        ? []
+        : [
+            {
+              path: path.resolve(sources.cwd, settings.fleetKeyFile),
+              setting: 'M2M_PROXY_FLEET_KEY_FILE',
+              holds: 'the fleet key'
+            }
+          ])
     ],
     egress: resolveEgress(sources.env)
   }

@@ -24,7 +24,8 @@ function text (raw: unknown, setting: string): string {
 
 function integer (min: number, max: number): Parser<number> {
   return (raw, setting) => {
-    const value = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN
+    const value =
+      typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN
     if (!Number.isInteger(value) || value < min || value > max) {
       throw new ConfigError(setting, `must be an integer from ${min} to ${max} (got ${describe(raw)})`)
     }
@@ -37,15 +38,22 @@ const port = integer(0, 65535)
 /** Days, fractions allowed: 0 (off) or from `min` to `max`. */
 function daysOrOff (min: number, max: number): Parser<number> {
   return (raw, setting) => {
-    const value = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN
+    const value =
+      typeof raw === 'number' ? raw : typeof raw === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(raw) ? Number(raw) : NaN
     if (!Number.isFinite(value) || (value !== 0 && (value < min || value > max))) {
-      throw new ConfigError(setting, `must be 0 (off) or a number of days from ${min} to ${max}, fractions allowed (got ${describe(raw)})`)
+      throw new ConfigError(
+        setting,
+        `must be 0 (off) or a number of days from ${min} to ${max}, fractions allowed (got ${describe(raw)})`
+      )
     }
     return value
   }
 }
 
-/** The one set of boolean spellings, in the environment and the config file alike (case-insensitive; JSON true/false too). */
+/**
+ * The one set of boolean spellings, in the environment and the config file alike (case-insensitive; JSON true/false
+ * too).
+ */
 export const BOOLEAN_SPELLINGS = { true: ['true', 'yes', 'on', '1'], false: ['false', 'no', 'off', '0'] } as const
 
 function boolean (raw: unknown, setting: string): boolean {
@@ -53,7 +61,10 @@ function boolean (raw: unknown, setting: string): boolean {
   const value = typeof raw === 'string' ? raw.trim().toLowerCase() : typeof raw === 'number' ? String(raw) : ''
   if ((BOOLEAN_SPELLINGS.true as readonly string[]).includes(value)) return true
   if ((BOOLEAN_SPELLINGS.false as readonly string[]).includes(value)) return false
-  throw new ConfigError(setting, `must be ${BOOLEAN_SPELLINGS.true.join(', ')} (enabled) or ${BOOLEAN_SPELLINGS.false.join(', ')} (disabled), any case (got ${describe(raw)})`)
+  throw new ConfigError(
+    setting,
+    `must be ${BOOLEAN_SPELLINGS.true.join(', ')} (enabled) or ${BOOLEAN_SPELLINGS.false.join(', ')} (disabled), any case (got ${describe(raw)})`
+  )
 }
 
 function upstreamOrigin (raw: unknown, setting: string): string {
@@ -81,27 +92,51 @@ function upstreamOrigin (raw: unknown, setting: string): string {
 /** Host names a client may send in the Host header (besides the defaults; see src/listener/request-guard.ts). */
 function hostNameList (raw: unknown, setting: string): readonly string[] {
   const entries = (typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : [raw]).map((entry) =>
-    typeof entry === 'string' ? entry.trim().toLowerCase().replace(/\.$/, '') : entry)
+    typeof entry === 'string' ? entry.trim().toLowerCase().replace(/\.$/, '') : entry
+  )
   const names = entries.filter((entry) => entry !== '')
   for (const name of names) {
-    if (typeof name !== 'string' || name.length > 253 || !/^[a-z0-9_][a-z0-9_-]*(\.[a-z0-9_][a-z0-9_-]*)*$/.test(name)) {
-      throw new ConfigError(setting, `must be a comma-separated list of host names without port or scheme, such as m2m-session-proxy,proxy.internal (got ${describe(name)})`)
+    if (
+      typeof name !== 'string' ||
+      name.length > 253 ||
+      !/^[a-z0-9_][a-z0-9_-]*(\.[a-z0-9_][a-z0-9_-]*)*$/.test(name)
+    ) {
+      throw new ConfigError(
+        setting,
+        `must be a comma-separated list of host names without port or scheme, such as m2m-session-proxy,proxy.internal (got ${describe(name)})`
+      )
     }
   }
   return names
 }
 
-/** Path prefixes under /api/ to forward (see src/proxy/paths.ts), comma-separated or a JSON array; checked and put in one spelling here, at start-up. */
+/**
+ * Path prefixes under /api/ to forward (see src/proxy/paths.ts), comma-separated or a JSON array; checked and put in
+ * one spelling here, at start-up.
+ */
 function forwardPrefixList (raw: unknown, setting: string): readonly string[] {
   const entries = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : [raw]
   const prefixes = entries.filter((entry) => typeof entry !== 'string' || entry.trim() !== '')
-  if (prefixes.length === 0) throw new ConfigError(setting, `must name at least one path prefix under /api/, such as /api/m2m/,/api/loc/v1/ (got ${describe(raw)})`)
+  if (prefixes.length === 0) {
+    throw new ConfigError(
+      setting,
+      `must name at least one path prefix under /api/, such as /api/m2m/,/api/loc/v1/ (got ${describe(raw)})`
+    )
+  }
   const invalid = prefixes.find((entry) => typeof entry !== 'string')
-  if (invalid !== undefined) throw new ConfigError(setting, `must be a comma-separated list of path prefixes under /api/ (got ${describe(invalid)})`)
+  if (invalid !== undefined) {
+    throw new ConfigError(
+      setting,
+      `must be a comma-separated list of path prefixes under /api/ (got ${describe(invalid)})`
+    )
+  }
   try {
     return parseForwardPrefixes(prefixes as string[])
   } catch (error) {
-    throw new ConfigError(setting, `must be a comma-separated list of path prefixes under /api/, such as /api/m2m/,/api/loc/v1/: ${(error as Error).message}`)
+    throw new ConfigError(
+      setting,
+      `must be a comma-separated list of path prefixes under /api/, such as /api/m2m/,/api/loc/v1/: ${(error as Error).message}`
+    )
   }
 }
 
@@ -128,7 +163,10 @@ function redisUrl (raw: unknown, setting: string): string {
   try {
     url = new URL(value)
   } catch {
-    throw new ConfigError(setting, 'must be a URL such as redis://redis.internal:6379 or rediss://user:password@redis.internal:6380')
+    throw new ConfigError(
+      setting,
+      'must be a URL such as redis://redis.internal:6379 or rediss://user:password@redis.internal:6380'
+    )
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     throw new ConfigError(setting, `must use redis:// or rediss:// (TLS) (got ${url.protocol})`)
@@ -137,7 +175,9 @@ function redisUrl (raw: unknown, setting: string): string {
   return value
 }
 
-/** Start of every Redis key the proxy writes: letters, digits and : _ . - only, so that it is safe in a SCAN pattern. */
+/**
+ * Start of every Redis key the proxy writes: letters, digits and : _ . - only, so that it is safe in a SCAN pattern.
+ */
 function keyPrefix (raw: unknown, setting: string): string {
   const value = text(raw, setting)
   if (!/^[A-Za-z0-9:_.-]{1,100}$/.test(value)) {
@@ -164,14 +204,18 @@ export const SETTINGS = {
   adminHost: setting('M2M_PROXY_ADMIN_HOST', '127.0.0.1', text),
   adminPort: setting('M2M_PROXY_ADMIN_PORT', 9090, port),
   allowedHosts: setting<readonly string[]>('M2M_PROXY_ALLOWED_HOSTS', [], hostNameList),
-  forwardPrefixes: setting<readonly string[]>('M2M_PROXY_FORWARD_PREFIXES', DEFAULT_FORWARD_PREFIXES, forwardPrefixList),
+  forwardPrefixes: setting<readonly string[]>(
+    'M2M_PROXY_FORWARD_PREFIXES',
+    DEFAULT_FORWARD_PREFIXES,
+    forwardPrefixList
+  ),
   requestTimeoutMs: setting('M2M_PROXY_REQUEST_TIMEOUT_MS', 30000, integer(100, 3_600_000)),
   // A connection must send a whole request head within this of opening or of its previous answer.
   idleConnectionTimeoutMs: setting('M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS', 5000, integer(100, 600_000)),
   // Only against descriptor exhaustion: memory is bounded by the admission limits below, not by the connection count.
   maxConnections: setting('M2M_PROXY_MAX_CONNECTIONS', 4096, integer(1, 65536)),
-  // Admission on the proxy listener: requests handled at once, waiting at most (and how long), request-body bytes held in
-  // memory across every connection, requests one connection may have in progress; beyond, 503 with Retry-After.
+  // Admission on the proxy listener: requests handled at once, waiting at most (and how long), request-body bytes held
+  // in memory across every connection, requests one connection may have in progress; beyond, 503 with Retry-After.
   maxInFlight: setting('M2M_PROXY_MAX_IN_FLIGHT', 128, integer(1, 65536)),
   maxQueued: setting('M2M_PROXY_MAX_QUEUED', 4096, integer(0, 1_000_000)),
   queueTimeoutMs: setting('M2M_PROXY_QUEUE_TIMEOUT_MS', 30000, integer(1, 600_000)),
@@ -188,8 +232,9 @@ export const SETTINGS = {
   stateDir: setting<string>('M2M_PROXY_STATE_DIR', undefined, text),
   sessionIdleSeconds: setting('M2M_PROXY_SESSION_IDLE_SECONDS', 1200, integer(10, 86400)),
   upstreamTimeoutMs: setting('M2M_PROXY_UPSTREAM_TIMEOUT_MS', 30000, integer(100, 600000)),
-  // ThingSpace's throttling (429, or 503 with Retry-After): every request pauses for Retry-After (capped), the throttled one is
-  // sent again; a request waits at most this long in all before the client gets the 429 (or 503 Proxy.Overloaded).
+  // ThingSpace's throttling (429, or 503 with Retry-After): every request pauses for Retry-After (capped), the
+  // throttled one is sent again; a request waits at most this long in all before the client gets the 429 (or 503
+  // Proxy.Overloaded).
   throttleMaxWaitMs: setting('M2M_PROXY_THROTTLE_MAX_WAIT_MS', 30000, integer(0, 600_000)),
   throttleMaxPauseMs: setting('M2M_PROXY_THROTTLE_MAX_PAUSE_MS', 60000, integer(100, 3_600_000)),
   // The contracted rate (requests per second sent upstream at most); 0: none.
@@ -204,9 +249,14 @@ export const SETTINGS = {
   credentialsWatchIntervalMs: setting('M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS', 2000, integer(0, 3_600_000)),
   shutdownGraceMs: setting('M2M_PROXY_SHUTDOWN_GRACE_MS', 10000, integer(0, 600_000)),
   logoutOnShutdown: setting('M2M_PROXY_LOGOUT_ON_SHUTDOWN', true, boolean),
-  // Scheduled rotation: the password is rotated once older than this (its change time in the state directory, and in Redis in fleet mode); 0: off.
+  // Scheduled rotation: the password is rotated once older than this (its change time in the state directory, and in
+  // Redis in fleet mode); 0: off.
   passwordRotationDays: setting('M2M_PROXY_PASSWORD_ROTATION_DAYS', 0, daysOrOff(1, 3650)),
-  passwordRotationFirstCheckMs: setting('M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS', 60_000, integer(1000, 86_400_000)),
+  passwordRotationFirstCheckMs: setting(
+    'M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS',
+    60_000,
+    integer(1000, 86_400_000)
+  ),
   // Fleet mode: replicas of one account share the session, the lockout budget and the password through Redis.
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),

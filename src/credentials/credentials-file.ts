@@ -1,4 +1,5 @@
-// The credentials file as a place that can be rewritten: pre-flight checks and the atomic password update used by rotation.
+// The credentials file as a place that can be rewritten: pre-flight checks and the atomic password update used by
+// rotation.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -19,13 +20,18 @@ export function secretFileExposure (file: string, holds: string): string | undef
     return undefined // reading it reports the problem
   }
   if ((mode & 0o077) === 0) return undefined
-  const who = [(mode & 0o070) !== 0 ? 'its group' : '', (mode & 0o007) !== 0 ? 'other users' : ''].filter(Boolean).join(' and ')
+  const who = [(mode & 0o070) !== 0 ? 'its group' : '', (mode & 0o007) !== 0 ? 'other users' : '']
+    .filter(Boolean)
+    .join(' and ')
   return `the file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds ${holds}: chmod 600 ${file}`
 }
 
 /** See secretFileExposure: the credentials file holds the ThingSpace password and app secret. */
 export function credentialsExposure (file: string): string | undefined {
-  return secretFileExposure(file, 'the ThingSpace password and app secret')?.replace(/^the file /, 'the credentials file ')
+  return secretFileExposure(file, 'the ThingSpace password and app secret')?.replace(
+    /^the file /,
+    'the credentials file '
+  )
 }
 
 export class CredentialsFile {
@@ -81,5 +87,10 @@ export class CredentialsFile {
 }
 
 export function sameCredentials (a: Credentials, b: Credentials): boolean {
-  return a.username === b.username && a.password === b.password && a.clientId === b.clientId && a.clientSecret === b.clientSecret
+  return (
+    a.username === b.username &&
+    a.password === b.password &&
+    a.clientId === b.clientId &&
+    a.clientSecret === b.clientSecret
+  )
 }

@@ -4,13 +4,19 @@
 import type { FailureCause } from '../session/errors.js'
 
 export type CredentialsEvent =
-  | { type: 'info' | 'warning', message: string }
-  /** An operator's change could not take effect and the fleet needs them (a rejected credentials file, an unpublished password). */
-  | { type: 'error', message: string }
+  | { type: 'info' | 'warning'; message: string }
+  /**
+   * An operator's change could not take effect and the fleet needs them (a rejected credentials file, an unpublished
+   * password).
+   */
+  | { type: 'error'; message: string }
   /** ThingSpace's password reset failed: why (status, errorCode, network or TLS error code). */
-  | { type: 'reset-failed', message: string, cause: FailureCause }
-  /** Fleet mode: a password generation was taken into use or found equal to the password in force, changed at `changedAt`. */
-  | { type: 'generation', generation: number, changedAt: number }
+  | { type: 'reset-failed'; message: string; cause: FailureCause }
+  /**
+   * Fleet mode: a password generation was taken into use or found equal to the password in force, changed at
+   * `changedAt`.
+   */
+  | { type: 'generation'; generation: number; changedAt: number }
 
 export type PublishCredentialsEvent = (event: CredentialsEvent) => void
 

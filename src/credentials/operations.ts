@@ -13,13 +13,24 @@ import { sameCredentials, type CredentialsFile } from './credentials-file.js'
 import type { PasswordAge, PasswordAgeSource } from './password-age.js'
 import { ignoreCredentialsEvents, type PublishCredentialsEvent } from './events.js'
 
-export type OperationErrorKind = 'busy' | 'not-rewritable' | 'upstream-failed' | 'not-saved' | 'unchanged-while-rejected' | 'fleet-unavailable' | 'credentials-rejected'
+export type OperationErrorKind =
+  | 'busy'
+  | 'not-rewritable'
+  | 'upstream-failed'
+  | 'not-saved'
+  | 'unchanged-while-rejected'
+  | 'fleet-unavailable'
+  | 'credentials-rejected'
 
 /** An operator action that could not be carried out; the message never holds a secret. */
 export class OperationError extends Error {
   override readonly name = 'OperationError'
   /** `logged`: the operation already logged it (the file watcher then does not log it twice). */
-  constructor (readonly kind: OperationErrorKind, message: string, readonly logged = false) {
+  constructor (
+    readonly kind: OperationErrorKind,
+    message: string,
+    readonly logged = false
+  ) {
     super(message)
   }
 }
@@ -33,7 +44,9 @@ export interface RotationResult {
   generation?: number
 }
 
-/** Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation. */
+/**
+ * Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation.
+ */
 export interface FleetRotation {
   store: FleetStore
   sync: PasswordSync
@@ -66,20 +79,22 @@ export class CredentialOperations {
   /** Single-process mode: the password in force could not be written to the credentials file. */
   private unsaved = false
 
-  constructor (private readonly deps: {
-    session: SessionManager
-    api: ThingSpaceAuthApi
-    file: CredentialsFile
-    clock: Clock
-    /** Where operations report (src/events.ts binds it to the credentials channel). */
-    publish?: PublishCredentialsEvent
-    /** The password's change time in the state directory (single-process mode's age; the fleet's generation 1). */
-    passwordAge?: PasswordAge
-    /** Fleet mode; absent: single-process mode, unchanged. */
-    fleet?: FleetRotation
-    /** M2M_PROXY_PASSWORD_ROTATION_DAYS, for the status (0: off). */
-    rotationDays?: number
-  }) {}
+  constructor (
+    private readonly deps: {
+      session: SessionManager
+      api: ThingSpaceAuthApi
+      file: CredentialsFile
+      clock: Clock
+      /** Where operations report (src/events.ts binds it to the credentials channel). */
+      publish?: PublishCredentialsEvent
+      /** The password's change time in the state directory (single-process mode's age; the fleet's generation 1). */
+      passwordAge?: PasswordAge
+      /** Fleet mode; absent: single-process mode, unchanged. */
+      fleet?: FleetRotation
+      /** M2M_PROXY_PASSWORD_ROTATION_DAYS, for the status (0: off). */
+      rotationDays?: number
+    }
+  ) {}
 
   private get publish (): PublishCredentialsEvent {
     return this.deps.publish ?? ignoreCredentialsEvents
@@ -96,7 +111,7 @@ export class CredentialOperations {
    * as the next generation before any replica can log in again.
    */
   async rotatePassword (): Promise<RotationResult> {
-    return await this.exclusive('password rotation', async () => await this.rotate(undefined) as RotationResult)
+    return await this.exclusive('password rotation', async () => (await this.rotate(undefined)) as RotationResult)
   }
 
   /**
@@ -108,7 +123,10 @@ export class CredentialOperations {
     return await this.exclusive('password rotation', async () => await this.rotate(maxAgeMs))
   }
 
-  /** When the password in force was changed: the fleet's generation in fleet mode once known, else the state directory's record. */
+  /**
+   * When the password in force was changed: the fleet's generation in fleet mode once known, else the state directory's
+   * record.
+   */
   passwordChangedAt (): number | undefined {
     return this.deps.fleet?.sync.status().changedAt ?? this.deps.passwordAge?.changedAt
   }
@@ -118,11 +136,11 @@ export class CredentialOperations {
     const sync = fleet?.sync.status()
     const changedAt = this.passwordChangedAt()
     const rotationDays = this.deps.rotationDays ?? 0
-    const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+    const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString())
     return {
       generation: sync?.generation ?? null,
       changedAt: iso(changedAt),
-      changedAtSource: sync?.changedAt != null ? 'fleet' : passwordAge?.source ?? null,
+      changedAtSource: sync?.changedAt != null ? 'fleet' : (passwordAge?.source ?? null),
       ageSeconds: changedAt === undefined ? null : Math.max(0, Math.round((clock.now() - changedAt) / 1000)),
       savedToFile: sync?.savedToFile ?? !this.unsaved,
       published: sync?.published ?? null,
@@ -134,7 +152,9 @@ export class CredentialOperations {
   private async rotate (maxAgeMs: number | undefined): Promise<RotationResult | undefined> {
     const { session, file } = this.deps
     const problem = file.rewriteProblem()
-    if (problem !== undefined) throw new OperationError('not-rewritable', `rotation refused before contacting ThingSpace: ${problem}`)
+    if (problem !== undefined) {
+      throw new OperationError('not-rewritable', `rotation refused before contacting ThingSpace: ${problem}`)
+    }
     if (this.deps.fleet !== undefined) return await this.rotateInFleet(this.deps.fleet, maxAgeMs)
     if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
     const { rotated, at } = await this.resetHoldingLoginLock((newPassword, current) => {
@@ -147,8 +167,11 @@ export class CredentialOperations {
         session.useCredentials(rotated)
         this.unsaved = true
         this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
-        throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
-          'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again')
+        throw new OperationError(
+          'not-saved',
+          `ThingSpace changed the password but writing ${file.path} failed (${errorCode(error)}); ` +
+            'the proxy keeps the new password in memory only: do not restart it, fix the file system and rotate again'
+        )
       }
       return { rotated, at }
     })
@@ -163,39 +186,70 @@ export class CredentialOperations {
    * holding the login lock (no replica logs in meanwhile): reset, write this replica's file first,
    * publish the next generation → log in with the new password.
    */
-  private async rotateInFleet (fleet: FleetRotation, maxAgeMs: number | undefined): Promise<RotationResult | undefined> {
+  private async rotateInFleet (
+    fleet: FleetRotation,
+    maxAgeMs: number | undefined
+  ): Promise<RotationResult | undefined> {
     const { session, file, clock } = this.deps
     let lock: FleetLock | undefined
     try {
       lock = await fleet.store.takeLock('rotation', fleet.rotationLockTtlMs)
     } catch (error) {
-      throw new OperationError('fleet-unavailable', `rotation refused before contacting ThingSpace: the fleet store cannot be reached (${messageOf(error)})`)
+      throw new OperationError(
+        'fleet-unavailable',
+        `rotation refused before contacting ThingSpace: the fleet store cannot be reached (${messageOf(error)})`
+      )
     }
-    if (lock === undefined) throw new OperationError('busy', 'a password rotation is in progress on another replica of the fleet; try again when it has finished')
+    if (lock === undefined) {
+      throw new OperationError(
+        'busy',
+        'a password rotation is in progress on another replica of the fleet; try again when it has finished'
+      )
+    }
     try {
       await this.catchUp(fleet)
       if (maxAgeMs !== undefined && !this.due(maxAgeMs)) return undefined
-      // Holding the login lock: nobody publishes a login meanwhile; a generation an operator published is taken up first.
-      const { saveError, published } = await this.resetHoldingLoginLock(async (newPassword, current) => {
-        let saveError: string | undefined
-        try {
-          file.writePassword(newPassword)
-        } catch (error) {
-          saveError = errorCode(error)
+      // Holding the login lock: nobody publishes a login meanwhile; a generation an operator published is taken up
+      // first.
+      const { saveError, published } = await this.resetHoldingLoginLock(
+        async (newPassword, current) => {
+          let saveError: string | undefined
+          try {
+            file.writePassword(newPassword)
+          } catch (error) {
+            saveError = errorCode(error)
+          }
+          session.useCredentials({ ...current, password: newPassword })
+          const at = clock.now()
+          this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
+          return {
+            saveError,
+            published: await fleet.sync.publishNew(newPassword, at, current.password, saveError === undefined)
+          }
+        },
+        async () => {
+          await this.catchUp(fleet)
         }
-        session.useCredentials({ ...current, password: newPassword })
-        const at = clock.now()
-        this.deps.passwordAge?.observe(newPassword, at, at, 'rotated')
-        return { saveError, published: await fleet.sync.publishNew(newPassword, at, current.password, saveError === undefined) }
-      }, async () => { await this.catchUp(fleet) })
+      )
       if (saveError !== undefined) {
-        throw new OperationError('not-saved', `ThingSpace changed the password but writing ${file.path} failed (${saveError}); ` +
-          `this replica keeps it in memory${published.published ? `, and it is published to the fleet store as generation ${published.generation}` : ' only, and it could not be published to the fleet store either: do not restart this replica'}; fix the file system`)
+        throw new OperationError(
+          'not-saved',
+          `ThingSpace changed the password but writing ${file.path} failed (${saveError}); ` +
+            `this replica keeps it in memory${published.published ? `, and it is published to the fleet store as generation ${published.generation}` : ' only, and it could not be published to the fleet store either: do not restart this replica'}; fix the file system`
+        )
       }
-      return { rotated: true, at: new Date(published.changedAt).toISOString(), verified: await this.verify(), generation: published.generation }
+      return {
+        rotated: true,
+        at: new Date(published.changedAt).toISOString(),
+        verified: await this.verify(),
+        generation: published.generation
+      }
     } finally {
       await fleet.store.releaseLock(lock).catch((error: unknown) => {
-        this.publish({ type: 'warning', message: `the fleet's rotation lock could not be released (it expires by itself): ${messageOf(error)}` })
+        this.publish({
+          type: 'warning',
+          message: `the fleet's rotation lock could not be released (it expires by itself): ${messageOf(error)}`
+        })
       })
     }
   }
@@ -204,7 +258,10 @@ export class CredentialOperations {
     try {
       await fleet.sync.catchUp()
     } catch (error) {
-      throw new OperationError('fleet-unavailable', `rotation refused before contacting ThingSpace: the fleet's password generation cannot be read (${messageOf(error)})`)
+      throw new OperationError(
+        'fleet-unavailable',
+        `rotation refused before contacting ThingSpace: the fleet's password generation cannot be read (${messageOf(error)})`
+      )
     }
   }
 
@@ -239,9 +296,13 @@ export class CredentialOperations {
       if (fleet !== undefined) return await this.reloadInFleet(fleet, next, options)
       const current = session.currentCredentials
       const changed = !sameCredentials(next, current)
-      if (!changed && !options.login) return session.snapshot() // the watcher: this process's own write, or an edit back to what is in force
+      // the watcher: this process's own write, or an edit back to what is in force
+      if (!changed && !options.login) return session.snapshot()
       if (!changed && session.guardEngaged) {
-        throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
+        throw new OperationError(
+          'unchanged-while-rejected',
+          `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`
+        )
       }
       const wasEngaged = session.guardEngaged
       if (changed) {
@@ -273,7 +334,11 @@ export class CredentialOperations {
    * An explicit reload of the fleet's own password while the fleet's guard holds proves it again with
    * one login: the live way back after failed checks.
    */
-  private async reloadInFleet (fleet: FleetRotation, next: Credentials, options: { login: boolean }): Promise<SessionSnapshot> {
+  private async reloadInFleet (
+    fleet: FleetRotation,
+    next: Credentials,
+    options: { login: boolean }
+  ): Promise<SessionSnapshot> {
     const { session, file } = this.deps
     const current = session.currentCredentials
     const held = fleet.sync.heldPassword
@@ -282,16 +347,23 @@ export class CredentialOperations {
       try {
         file.writePassword(current.password)
         rewritten = true
-      } catch { /* said below */ }
+      } catch {
+        /* said below */
+      }
       fleet.sync.noteSavedToFile(rewritten)
-      this.publish({ type: 'warning', message: `${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
-        (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)') })
+      this.publish({
+        type: 'warning',
+        message:
+          `${file.path} holds a password older than the fleet's newest generation (a stale copy): the fleet's password stays in force` +
+          (rewritten ? ' and the file was rewritten with it' : ' (the file cannot be rewritten: kept in memory)')
+      })
       next = { ...next, password: current.password }
     }
     if (fleet.ledger.isRejected(next.password) && next.password !== current.password) {
       session.markCredentialsRejected()
-      const message = `ThingSpace rejected the password in ${file.path} from this replica before: it is not sent again; ` +
-        'this replica keeps the fleet\'s password in force and reports credentials-rejected until the file holds another password'
+      const message =
+        `ThingSpace rejected the password in ${file.path} from this replica before: it is not sent again; ` +
+        "this replica keeps the fleet's password in force and reports credentials-rejected until the file holds another password"
       this.publish({ type: 'warning', message })
       throw new OperationError('unchanged-while-rejected', message, true)
     }
@@ -299,7 +371,10 @@ export class CredentialOperations {
     if (changed && next.password === held) {
       // Back to the fleet's own generation after a typo: ThingSpace accepted it before, nothing to check.
       session.useCredentials(next)
-      this.publish({ type: 'info', message: `${file.path} holds the fleet's password generation ${fleet.sync.status().generation ?? '?'} again: it is in force` })
+      this.publish({
+        type: 'info',
+        message: `${file.path} holds the fleet's password generation ${fleet.sync.status().generation ?? '?'} again: it is in force`
+      })
     } else if (!changed && session.clearCredentialsRejected()) {
       this.publish({ type: 'info', message: `${file.path} holds the password in force again` })
     }
@@ -315,14 +390,20 @@ export class CredentialOperations {
         return session.snapshot()
       }
       if (session.guardEngaged) {
-        throw new OperationError('unchanged-while-rejected', `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`)
+        throw new OperationError(
+          'unchanged-while-rejected',
+          `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`
+        )
       }
       await session.restartSession('admin').catch((error: unknown) => {
         if (!(error instanceof AuthUnavailableError)) throw error
       })
       return session.snapshot()
     }
-    this.publish({ type: 'info', message: `${file.path} changed: checking the new credentials with one login before the fleet uses them` })
+    this.publish({
+      type: 'info',
+      message: `${file.path} changed: checking the new credentials with one login before the fleet uses them`
+    })
     try {
       await session.verifyCredentials(next)
     } catch (error) {
@@ -340,7 +421,12 @@ export class CredentialOperations {
       const at = this.deps.clock.now()
       this.deps.passwordAge?.observe(next.password, at, at, 'changed')
       const published = await fleet.sync.publishNew(next.password, at, current.password, true)
-      if (published.published) this.publish({ type: 'info', message: `the checked password is published to the fleet as generation ${published.generation}` })
+      if (published.published) {
+        this.publish({
+          type: 'info',
+          message: `the checked password is published to the fleet as generation ${published.generation}`
+        })
+      }
     }
     return session.snapshot()
   }
@@ -351,24 +437,29 @@ export class CredentialOperations {
    * password is still valid after a refused token: the token is renewed outside the lock and the reset asked once
    * more (unless the session manager holds off renewing a session refused right after its login).
    */
-  private async resetHoldingLoginLock<R> (apply: (newPassword: string, current: Credentials) => R | Promise<R>, before?: () => Promise<void>): Promise<R> {
+  private async resetHoldingLoginLock<R>(
+    apply: (newPassword: string, current: Credentials) => R | Promise<R>,
+    before?: () => Promise<void>
+  ): Promise<R> {
     const { session, api } = this.deps
     let tokens = await session.acquireTokens() // AuthUnavailableError when it cannot authenticate
     for (let attempt = 1; ; attempt++) {
       // `renew`: the lock is left to renew the refused token outside it (a renewal logs in, which needs that lock).
-      const outcome = await session.withLoginLock(async (): Promise<{ applied: R } | { renew: 'session' | 'oauth', error: unknown }> => {
-        await before?.()
-        const current = session.currentCredentials
-        let newPassword: string
-        try {
-          newPassword = await api.resetPassword(tokens.oauthToken, tokens.sessionToken, current.password)
-        } catch (error) {
-          const problem = tokenProblemOf(error)
-          if (problem !== undefined && attempt === 1) return { renew: problem, error }
-          throw this.resetFailed(error)
+      const outcome = await session.withLoginLock(
+        async (): Promise<{ applied: R } | { renew: 'session' | 'oauth'; error: unknown }> => {
+          await before?.()
+          const current = session.currentCredentials
+          let newPassword: string
+          try {
+            newPassword = await api.resetPassword(tokens.oauthToken, tokens.sessionToken, current.password)
+          } catch (error) {
+            const problem = tokenProblemOf(error)
+            if (problem !== undefined && attempt === 1) return { renew: problem, error }
+            throw this.resetFailed(error)
+          }
+          return { applied: await apply(newPassword, current) }
         }
-        return { applied: await apply(newPassword, current) }
-      })
+      )
       if ('applied' in outcome) return outcome.applied
       const renewed = await session.tokensAfterRejection(tokens, outcome.renew)
       if (renewed === undefined) throw this.resetFailed(outcome.error)
@@ -379,16 +470,19 @@ export class CredentialOperations {
   /** The reset's failure as an operator error (rethrows what is not an upstream answer). */
   private resetFailed (error: unknown): OperationError {
     if (!(error instanceof UpstreamAuthError)) throw error
-    const outcome = error.kind === 'unknown-outcome'
-      ? 'the password may or may not have changed: check the account before retrying'
-      : 'the password is unchanged'
+    const outcome =
+      error.kind === 'unknown-outcome'
+        ? 'the password may or may not have changed: check the account before retrying'
+        : 'the password is unchanged'
     const message = `ThingSpace password reset failed (${error.message}); ${outcome}`
     this.publish({ type: 'reset-failed', message, cause: failureCause(error) })
     return new OperationError('upstream-failed', message)
   }
 
-  private async exclusive<T> (name: string, action: () => Promise<T>): Promise<T> {
-    if (this.busy !== undefined) throw new OperationError('busy', `a ${this.busy} is in progress; try again when it has finished`)
+  private async exclusive<T>(name: string, action: () => Promise<T>): Promise<T> {
+    if (this.busy !== undefined) {
+      throw new OperationError('busy', `a ${this.busy} is in progress; try again when it has finished`)
+    }
     this.busy = name
     try {
       return await action()

@@ -1,4 +1,5 @@
-// When the password in force was changed, kept in the state directory: the age that scheduled rotation and the age gauge read.
+// When the password in force was changed, kept in the state directory: the age that scheduled rotation and the age
+// gauge read.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -31,8 +32,14 @@ function hashOf (salt: string, password: string): string {
 function parse (json: string): AgeState | undefined {
   try {
     const state = JSON.parse(json) as Partial<AgeState>
-    if (state.version !== 1 || typeof state.salt !== 'string' || typeof state.passwordId !== 'string' ||
-      typeof state.changedAt !== 'number' || !Number.isFinite(state.changedAt) || typeof state.source !== 'string') return undefined
+    if (
+      state.version !== 1 ||
+      typeof state.salt !== 'string' ||
+      typeof state.passwordId !== 'string' ||
+      typeof state.changedAt !== 'number' ||
+      !Number.isFinite(state.changedAt) ||
+      typeof state.source !== 'string'
+    ) { return undefined }
     return state as AgeState
   } catch {
     return undefined
@@ -55,7 +62,12 @@ export class PasswordAge {
    * replaced by one counted from `now` (`first-seen`). A write failure is a warning, not a stop: the
    * age is then counted from this start.
    */
-  static open (stateDir: string, password: string, now: number, onWarning: (message: string) => void = () => {}): PasswordAge {
+  static open (
+    stateDir: string,
+    password: string,
+    now: number,
+    onWarning: (message: string) => void = () => {}
+  ): PasswordAge {
     const file = path.join(stateDir, PASSWORD_AGE_FILE)
     let stored: AgeState | undefined
     try {
@@ -64,7 +76,11 @@ export class PasswordAge {
       stored = undefined
     }
     const salt = stored?.salt ?? randomBytes(16).toString('hex')
-    const age = new PasswordAge(file, stored ?? { version: 1, salt, passwordId: '', changedAt: now, source: 'first-seen' }, onWarning)
+    const age = new PasswordAge(
+      file,
+      stored ?? { version: 1, salt, passwordId: '', changedAt: now, source: 'first-seen' },
+      onWarning
+    )
     age.observe(password, now)
     return age
   }
@@ -87,9 +103,10 @@ export class PasswordAge {
       // The same password: a more precise time from the fleet (older than first sight) is taken.
       if (changedAt === undefined || changedAt === this.state.changedAt || source !== 'fleet') return false
     }
-    this.state = changedAt === undefined
-      ? { ...this.state, passwordId, changedAt: now, source: 'first-seen' }
-      : { ...this.state, passwordId, changedAt, source }
+    this.state =
+      changedAt === undefined
+        ? { ...this.state, passwordId, changedAt: now, source: 'first-seen' }
+        : { ...this.state, passwordId, changedAt, source }
     this.persist()
     return true
   }
@@ -98,7 +115,9 @@ export class PasswordAge {
     try {
       writeFileAtomicSync(this.file, JSON.stringify(this.state) + '\n')
     } catch (error) {
-      this.onWarning(`the password change time cannot be written to ${this.file} (${errorCode(error)}); the password age restarts from now at the next start`)
+      this.onWarning(
+        `the password change time cannot be written to ${this.file} (${errorCode(error)}); the password age restarts from now at the next start`
+      )
     }
   }
 }

@@ -11,7 +11,10 @@ import { ignoreCredentialsEvents, type PublishCredentialsEvent } from './events.
 export const DAY_MS = 86_400_000
 /** The longest wait between two checks. */
 export const ROTATION_CHECK_INTERVAL_MS = 3_600_000
-/** The first check after start-up waits this long at least (M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS's default): the start-up login goes first. */
+/**
+ * The first check after start-up waits this long at least (M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS's default): the
+ * start-up login goes first.
+ */
 export const FIRST_CHECK_DELAY_MS = 60_000
 
 export type RotationCheck = 'off' | 'not-due' | 'rotated' | 'busy' | 'failed'
@@ -27,15 +30,17 @@ export class RotationScheduler {
   private startedAt: number | undefined
   private running: Promise<RotationCheck> | undefined
 
-  constructor (private readonly options: {
-    /** M2M_PROXY_PASSWORD_ROTATION_DAYS; 0: off. */
-    days: number
-    /** M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS; default FIRST_CHECK_DELAY_MS. */
-    firstCheckDelayMs?: number
-    clock: Clock
-    operations: ScheduledRotations
-    publish?: PublishCredentialsEvent
-  }) {}
+  constructor (
+    private readonly options: {
+      /** M2M_PROXY_PASSWORD_ROTATION_DAYS; 0: off. */
+      days: number
+      /** M2M_PROXY_PASSWORD_ROTATION_FIRST_CHECK_MS; default FIRST_CHECK_DELAY_MS. */
+      firstCheckDelayMs?: number
+      clock: Clock
+      operations: ScheduledRotations
+      publish?: PublishCredentialsEvent
+    }
+  ) {}
 
   private get firstCheckDelayMs (): number {
     return this.options.firstCheckDelayMs ?? FIRST_CHECK_DELAY_MS
@@ -76,7 +81,9 @@ export class RotationScheduler {
 
   /** Rotates when due; one check at a time. */
   async check (): Promise<RotationCheck> {
-    this.running ??= this.checkOnce().finally(() => { this.running = undefined })
+    this.running ??= this.checkOnce().finally(() => {
+      this.running = undefined
+    })
     return await this.running
   }
 
@@ -89,11 +96,18 @@ export class RotationScheduler {
     try {
       const result = await operations.rotateIfDue(this.maxAgeMs)
       if (result === undefined) return 'not-due' // another replica rotated meanwhile
-      publish({ type: 'info', message: `scheduled password rotation done (M2M_PROXY_PASSWORD_ROTATION_DAYS ${days})${result.verified ? '' : ', but the login with the new password failed'}` })
+      publish({
+        type: 'info',
+        message: `scheduled password rotation done (M2M_PROXY_PASSWORD_ROTATION_DAYS ${days})${result.verified ? '' : ', but the login with the new password failed'}`
+      })
       return 'rotated'
     } catch (error) {
-      if (error instanceof OperationError && error.kind === 'busy') return 'busy' // another rotation under way: its new password is young
-      publish({ type: 'warning', message: `scheduled password rotation failed (checked again within the hour): ${messageOf(error)}` })
+      // another rotation under way: its new password is young
+      if (error instanceof OperationError && error.kind === 'busy') return 'busy'
+      publish({
+        type: 'warning',
+        message: `scheduled password rotation failed (checked again within the hour): ${messageOf(error)}`
+      })
       return 'failed'
     }
   }
@@ -110,7 +124,9 @@ export class RotationScheduler {
       if (this.stopped) return
       void this.check().then((outcome) => {
         // After a failure, an hour (not a loop of resets); while another replica rotates, a minute.
-        this.schedule(outcome === 'failed' ? ROTATION_CHECK_INTERVAL_MS : outcome === 'busy' ? this.firstCheckDelayMs : 0)
+        this.schedule(
+          outcome === 'failed' ? ROTATION_CHECK_INTERVAL_MS : outcome === 'busy' ? this.firstCheckDelayMs : 0
+        )
       })
     }, delay)
   }

@@ -8,7 +8,9 @@ import fs from 'node:fs'
  */
 export function watchCredentialsFile (file: string, intervalMs: number, onChange: () => void): () => void {
   const listener = (current: fs.Stats, previous: fs.Stats): void => {
-    if (current.mtimeMs !== previous.mtimeMs || current.ino !== previous.ino || current.size !== previous.size) onChange()
+    if (current.mtimeMs !== previous.mtimeMs || current.ino !== previous.ino || current.size !== previous.size) {
+      onChange()
+    }
   }
   fs.watchFile(file, { interval: intervalMs, persistent: false }, listener)
   return () => fs.unwatchFile(file, listener)

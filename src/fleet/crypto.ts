@@ -1,4 +1,5 @@
-// Sealing of the secrets a fleet keeps in Redis (tokens, password): AES-256-GCM under the fleet key, bound to where the value lives.
+// Sealing of the secrets a fleet keeps in Redis (tokens, password): AES-256-GCM under the fleet key, bound to where the
+// value lives.
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { FLEET_KEY_BYTES, FleetKeyError } from '../config/fleet-key.js'
@@ -15,7 +16,9 @@ const VERSION = 'v1'
 export class FleetKeyMismatchError extends Error {
   override readonly name = 'FleetKeyMismatchError'
   constructor (readonly place: string) {
-    super(`the shared state at ${place} cannot be opened: the fleet key differs from the one that wrote this state (or the value was altered or copied from elsewhere); give every replica the same M2M_PROXY_FLEET_KEY`)
+    super(
+      `the shared state at ${place} cannot be opened: the fleet key differs from the one that wrote this state (or the value was altered or copied from elsewhere); give every replica the same M2M_PROXY_FLEET_KEY`
+    )
   }
 }
 
@@ -25,8 +28,13 @@ export class FleetKeyMismatchError extends Error {
  */
 export class FleetRecordForgedError extends Error {
   override readonly name = 'FleetRecordForgedError'
-  constructor (readonly place: string, what: string) {
-    super(`the shared state at ${place} was altered outside the fleet (${what}); it is refused and not acted on: check who can write to this Redis`)
+  constructor (
+    readonly place: string,
+    what: string
+  ) {
+    super(
+      `the shared state at ${place} was altered outside the fleet (${what}); it is refused and not acted on: check who can write to this Redis`
+    )
   }
 }
 

@@ -1,4 +1,5 @@
-// What the fleet's shared sending reports: published on the 'm2m-session-proxy:fleet' diagnostics channel (src/events.ts).
+// What the fleet's shared sending reports: published on the 'm2m-session-proxy:fleet' diagnostics channel
+// (src/events.ts).
 
 export interface FleetEvent {
   type: 'info' | 'warning'

@@ -1,7 +1,8 @@
-// What one replica has verified of its fleet, on disk in its state directory: the highest password generation it opened under
-// the fleet key, the passwords ThingSpace rejected from it, and the highest fleet failure count it saw. None of it can be set
-// back by writing to Redis, so someone who can write Redis but has no fleet key cannot replay an old password generation into
-// use, make a replica send a password ThingSpace already rejected, or reset the fleet's failure count into extra attempts.
+// What one replica has verified of its fleet, on disk in its state directory: the highest password generation it opened
+// under the fleet key, the passwords ThingSpace rejected from it, and the highest fleet failure count it saw. None of
+// it can be set back by writing to Redis, so someone who can write Redis but has no fleet key cannot replay an old
+// password generation into use, make a replica send a password ThingSpace already rejected, or reset the fleet's
+// failure count into extra attempts.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -11,7 +12,10 @@ import { ConfigError } from '../config/errors.js'
 import { errorCode } from '../errors.js'
 
 export const FLEET_LEDGER_FILE = 'fleet-ledger.json'
-/** Rejected passwords remembered; the oldest is forgotten past this (a password rejected 32 changes ago is not coming back). */
+/**
+ * Rejected passwords remembered; the oldest is forgotten past this (a password rejected 32 changes ago is not coming
+ * back).
+ */
 const MAX_REJECTED = 32
 
 export interface VerifiedGeneration {
@@ -35,7 +39,11 @@ interface LedgerState {
 }
 
 export class FleetLedger {
-  private constructor (readonly file: string, private readonly username: string, private state: LedgerState) {}
+  private constructor (
+    readonly file: string,
+    private readonly username: string,
+    private state: LedgerState
+  ) {}
 
   /** Reads the ledger of `stateDir` (made empty when missing). ConfigError when it is corrupt or cannot be written. */
   static open (stateDir: string, username: string): FleetLedger {
@@ -45,15 +53,29 @@ export class FleetLedger {
       state = parseState(fs.readFileSync(file, 'utf8'), file)
     } catch (error) {
       if (error instanceof ConfigError) throw error
-      if (errorCode(error) !== 'ENOENT') throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} cannot be read (${errorCode(error)})`)
+      if (errorCode(error) !== 'ENOENT') {
+        throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} cannot be read (${errorCode(error)})`)
+      }
     }
-    const ledger = new FleetLedger(file, username, state ?? {
-      version: 1, salt: randomBytes(16).toString('hex'), generation: null, rejected: [], failuresSeen: 0, failuresSeenAt: 0
-    })
+    const ledger = new FleetLedger(
+      file,
+      username,
+      state ?? {
+        version: 1,
+        salt: randomBytes(16).toString('hex'),
+        generation: null,
+        rejected: [],
+        failuresSeen: 0,
+        failuresSeenAt: 0
+      }
+    )
     try {
       ledger.persist()
     } catch (error) {
-      throw new ConfigError('M2M_PROXY_STATE_DIR', `${stateDir} is not writable (${errorCode(error)}); the fleet ledger must survive restarts`)
+      throw new ConfigError(
+        'M2M_PROXY_STATE_DIR',
+        `${stateDir} is not writable (${errorCode(error)}); the fleet ledger must survive restarts`
+      )
     }
     return ledger
   }
@@ -64,7 +86,10 @@ export class FleetLedger {
     return held === null ? undefined : { generation: held.generation, changedAt: held.changedAt }
   }
 
-  /** Whether `password` is the one of the highest generation verified (a restarted replica whose file kept it holds that generation). */
+  /**
+   * Whether `password` is the one of the highest generation verified (a restarted replica whose file kept it holds that
+   * generation).
+   */
   isHighestPassword (password: string): boolean {
     return this.state.generation !== null && this.state.generation.passwordId === this.idOf(password)
   }
@@ -109,7 +134,10 @@ export class FleetLedger {
    */
   recordFailures (count: number, at: number): void {
     if (count === this.state.failuresSeen) return
-    this.update({ failuresSeen: count, failuresSeenAt: count > this.state.failuresSeen ? at : this.state.failuresSeenAt })
+    this.update({
+      failuresSeen: count,
+      failuresSeenAt: count > this.state.failuresSeen ? at : this.state.failuresSeenAt
+    })
   }
 
   /** A login success this replica sent or verified (a sealed session logged in after the failures were seen). */
@@ -118,7 +146,12 @@ export class FleetLedger {
   }
 
   private idOf (password: string): string {
-    return createHmac('sha256', this.state.salt).update(this.username).update('\0').update(password).digest('hex').slice(0, 32)
+    return createHmac('sha256', this.state.salt)
+      .update(this.username)
+      .update('\0')
+      .update(password)
+      .digest('hex')
+      .slice(0, 32)
   }
 
   private update (change: Partial<LedgerState>): void {
@@ -142,11 +175,26 @@ function parseState (json: string, file: string): LedgerState {
   }
   const state = parsed as Partial<LedgerState> | undefined
   const generation = state?.generation
-  const generationValid = generation === null ||
-    (typeof generation === 'object' && generation !== undefined && isCount(generation.generation) && Number.isFinite(generation.changedAt) && typeof generation.passwordId === 'string')
-  if (state?.version !== 1 || typeof state.salt !== 'string' || !generationValid || !Array.isArray(state.rejected) ||
-    !state.rejected.every((id) => typeof id === 'string') || !isCount(state.failuresSeen) || !Number.isFinite(state.failuresSeenAt)) {
-    throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} is corrupt; check in ThingSpace that the account is not locked, then delete the file (the replica takes the fleet's newest password generation again)`)
+  const generationValid =
+    generation === null ||
+    (typeof generation === 'object' &&
+      generation !== undefined &&
+      isCount(generation.generation) &&
+      Number.isFinite(generation.changedAt) &&
+      typeof generation.passwordId === 'string')
+  if (
+    state?.version !== 1 ||
+    typeof state.salt !== 'string' ||
+    !generationValid ||
+    !Array.isArray(state.rejected) ||
+    !state.rejected.every((id) => typeof id === 'string') ||
+    !isCount(state.failuresSeen) ||
+    !Number.isFinite(state.failuresSeenAt)
+  ) {
+    throw new ConfigError(
+      'M2M_PROXY_STATE_DIR',
+      `${file} is corrupt; check in ThingSpace that the account is not locked, then delete the file (the replica takes the fleet's newest password generation again)`
+    )
   }
   return state as LedgerState
 }

@@ -1,4 +1,5 @@
-// Fleet mode: which password generation this replica holds, and how it follows the fleet's newest one. No HTTP framework here.
+// Fleet mode: which password generation this replica holds, and how it follows the fleet's newest one. No HTTP
+// framework here.
 //
 // The store's password generation is the truth: a replica takes a newer one into use before any login
 // (beforeLogin), on a `password` notification and whenever its store connection comes up; a store that
@@ -34,14 +35,21 @@ export interface PasswordFile {
 
 export interface PasswordSyncOptions {
   store: FleetStore
-  /** The password in force at start (the credentials file's): the generation it is, if this replica verified it before. */
+  /**
+   * The password in force at start (the credentials file's): the generation it is, if this replica verified it before.
+   */
   password: string
   file: PasswordFile
   /** What this replica verified before (highest generation, rejected passwords), surviving restarts. */
   ledger: FleetLedger
-  /** When the password in force was changed as far as this replica knows: the changedAt of a generation 1 it publishes. */
+  /**
+   * When the password in force was changed as far as this replica knows: the changedAt of a generation 1 it publishes.
+   */
   localChangedAt: () => number
-  /** Where the change time of the password in force is kept (credentials/password-age.ts): each generation taken into use. */
+  /**
+   * Where the change time of the password in force is kept (credentials/password-age.ts): each generation taken into
+   * use.
+   */
   passwordAge?: { observe: (password: string, changedAt: number) => void }
   /** Where the sync reports (src/events.ts binds it to the credentials channel). */
   publish?: PublishCredentialsEvent
@@ -57,7 +65,9 @@ export interface PasswordSyncStatus {
   changedAt: number | null
   /** False when the password in force could not be written to this replica's credentials file. */
   savedToFile: boolean
-  /** False while a password this replica holds still has to reach the store (it is re-seeded when the store is back). */
+  /**
+   * False while a password this replica holds still has to reach the store (it is re-seeded when the store is back).
+   */
   published: boolean
 }
 
@@ -73,7 +83,10 @@ export class PasswordSync {
   private held: PasswordGeneration | undefined
   private savedToFile = true
   private published = true
-  /** Salted hashes of passwords this replica replaced: a file still holding one is a stale copy, never an operator's change. */
+  /**
+   * Salted hashes of passwords this replica replaced: a file still holding one is a stale copy, never an operator's
+   * change.
+   */
   private readonly superseded = new Set<string>()
   private readonly salt = randomBytes(16).toString('hex')
   private queue: Promise<unknown> = Promise.resolve()
@@ -109,8 +122,17 @@ export class PasswordSync {
     this.session = session
     this.unsubscribe = this.options.store.subscribe((change) => {
       if (change.kind === 'session' || change.kind === 'throttle') return
-      if (change.kind === 'password' && this.held !== undefined && change.generation <= this.held.generation && this.published) return
-      this.syncInBackground(change.kind === 'connected' ? 'after the fleet store connected' : `after generation ${change.generation} was published`)
+      if (
+        change.kind === 'password' &&
+        this.held !== undefined &&
+        change.generation <= this.held.generation &&
+        this.published
+      ) { return }
+      this.syncInBackground(
+        change.kind === 'connected'
+          ? 'after the fleet store connected'
+          : `after generation ${change.generation} was published`
+      )
     })
     if (this.options.store.connected) this.syncInBackground('at start-up')
   }
@@ -133,7 +155,12 @@ export class PasswordSync {
    * a rotation, or an operator's change. Retries with backoff when the store fails; if it never
    * succeeds, the replica holds it as the next generation and re-seeds the store once it is back.
    */
-  async publishNew (password: string, changedAt: number, previous: string, savedToFile: boolean): Promise<PublishedPassword> {
+  async publishNew (
+    password: string,
+    changedAt: number,
+    previous: string,
+    savedToFile: boolean
+  ): Promise<PublishedPassword> {
     return await this.serial(async () => {
       this.savedToFile = savedToFile
       if (previous !== password) this.superseded.add(this.idOf(previous))
@@ -145,25 +172,44 @@ export class PasswordSync {
         try {
           const stored = await store.readPassword()
           if (stored?.password === password) return this.hold(stored, true)
-          const generation = Math.max(stored?.generation ?? 0, this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1
+          const generation =
+            Math.max(
+              stored?.generation ?? 0,
+              this.held?.generation ?? 0,
+              this.options.ledger.highestGeneration?.generation ?? 0
+            ) + 1
           const next: PasswordGeneration = { generation, password, changedAt }
           // Exactly one more than the store's: publish; further (the store lost generations): seed.
-          const written = generation === (stored?.generation ?? 0) + 1 ? await store.publishPassword(next) : await store.seedPassword(next)
+          const written =
+            generation === (stored?.generation ?? 0) + 1
+              ? await store.publishPassword(next)
+              : await store.seedPassword(next)
           if (written) return this.hold(next, true)
           if (++lostRaces < MAX_LOST_RACES) continue // another replica published meanwhile: go on from its generation
           failure = 'other replicas kept publishing at the same time'
         } catch (error) {
           failure = messageOf(error)
-          this.publish({ type: 'warning', message: `publishing the new password to the fleet store failed (attempt ${attempt + 1} of ${delays.length + 1}): ${failure}` })
+          this.publish({
+            type: 'warning',
+            message: `publishing the new password to the fleet store failed (attempt ${attempt + 1} of ${delays.length + 1}): ${failure}`
+          })
         }
         const delay = delays[attempt]
         attempt += 1
         if (delay !== undefined) await pause(this.options.clock, delay)
       }
-      const pending: PasswordGeneration = { generation: Math.max(this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1, password, changedAt }
-      this.publish({ type: 'error', message: `THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
-        `This replica holds it as generation ${pending.generation}${savedToFile ? ' and in its credentials file' : ', IN MEMORY ONLY'}, and re-seeds the store as soon as it can; ` +
-        'until then the other replicas cannot log in with it: do not restart this replica' })
+      const pending: PasswordGeneration = {
+        generation: Math.max(this.held?.generation ?? 0, this.options.ledger.highestGeneration?.generation ?? 0) + 1,
+        password,
+        changedAt
+      }
+      this.publish({
+        type: 'error',
+        message:
+          `THE NEW PASSWORD IS NOT IN THE FLEET STORE: publishing it failed ${delays.length + 1} times (${failure}). ` +
+          `This replica holds it as generation ${pending.generation}${savedToFile ? ' and in its credentials file' : ', IN MEMORY ONLY'}, and re-seeds the store as soon as it can; ` +
+          'until then the other replicas cannot log in with it: do not restart this replica'
+      })
       return this.hold(pending, false)
     })
   }
@@ -187,7 +233,10 @@ export class PasswordSync {
     }
   }
 
-  /** The generation held by this replica: the password of the fleet's newest generation it knows (undefined before it knows one). */
+  /**
+   * The generation held by this replica: the password of the fleet's newest generation it knows (undefined before it
+   * knows one).
+   */
   get heldPassword (): string | undefined {
     return this.held?.password
   }
@@ -204,12 +253,18 @@ export class PasswordSync {
 
   private syncInBackground (when: string): void {
     this.serial(async () => await this.reconcile()).catch((error: unknown) => {
-      this.publish({ type: 'warning', message: `the fleet's password generation could not be checked ${when} (${messageOf(error)}); it is checked again before the next login` })
+      this.publish({
+        type: 'warning',
+        message: `the fleet's password generation could not be checked ${when} (${messageOf(error)}); it is checked again before the next login`
+      })
     })
   }
 
-  /** Runs `action` after the ones queued before it: no two changes of the held generation interleave. Never call serial() from inside. */
-  private async serial<T> (action: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `action` after the ones queued before it: no two changes of the held generation interleave. Never call
+   * serial() from inside.
+   */
+  private async serial<T>(action: () => Promise<T>): Promise<T> {
     const run = this.queue.then(action, action)
     this.queue = run.catch(() => undefined)
     return await run
@@ -220,7 +275,9 @@ export class PasswordSync {
     const session = this.holder
     const stored = await store.readPassword()
     const held = this.held
-    const again = async (): Promise<void> => { if (raced < MAX_LOST_RACES) await this.reconcile(raced + 1) }
+    const again = async (): Promise<void> => {
+      if (raced < MAX_LOST_RACES) await this.reconcile(raced + 1)
+    }
     const seedHeld = async (why: string): Promise<void> => {
       if (held === undefined) return
       if (await store.seedPassword(held)) {
@@ -236,14 +293,25 @@ export class PasswordSync {
       const highest = ledger.highestGeneration
       if (highest !== undefined) {
         // This replica verified a generation before, and its file does not hold it: its file is no proof of anything.
-        this.publish({ type: 'warning', message: `the fleet store has no password generation and ${this.options.file.path} does not hold generation ${highest.generation}, ` +
-          'the highest this replica verified: nothing is published until a login with the password in force succeeds' })
+        this.publish({
+          type: 'warning',
+          message:
+            `the fleet store has no password generation and ${this.options.file.path} does not hold generation ${highest.generation}, ` +
+            'the highest this replica verified: nothing is published until a login with the password in force succeeds'
+        })
         return
       }
-      const first: PasswordGeneration = { generation: 1, password: session.currentCredentials.password, changedAt: this.options.localChangedAt() }
+      const first: PasswordGeneration = {
+        generation: 1,
+        password: session.currentCredentials.password,
+        changedAt: this.options.localChangedAt()
+      }
       if (await store.publishPassword(first)) {
         this.hold(first, true)
-        this.publish({ type: 'info', message: 'published the password of the credentials file as the fleet\'s password generation 1' })
+        this.publish({
+          type: 'info',
+          message: "published the password of the credentials file as the fleet's password generation 1"
+        })
         return
       }
       return await again() // another replica published first: take up its generation
@@ -251,17 +319,30 @@ export class PasswordSync {
     const verdict = ledger.judge(stored.generation, stored.password, stored.changedAt)
     const highest = ledger.highestGeneration?.generation ?? 0
     if (verdict === 'older') {
-      this.publish({ type: 'warning', message: `the fleet store holds password generation ${stored.generation}, older than generation ${highest} which this replica verified before: ` +
-        'refused (a replayed record, or a Redis restored from an old backup); check who can write to this Redis' })
-      return await seedHeld(`the fleet store held password generation ${stored.generation}, older than this replica's ${highest}`)
+      this.publish({
+        type: 'warning',
+        message:
+          `the fleet store holds password generation ${stored.generation}, older than generation ${highest} which this replica verified before: ` +
+          'refused (a replayed record, or a Redis restored from an old backup); check who can write to this Redis'
+      })
+      return await seedHeld(
+        `the fleet store held password generation ${stored.generation}, older than this replica's ${highest}`
+      )
     }
     if (verdict === 'conflict') {
-      this.publish({ type: 'warning', message: `the fleet store holds another password under generation ${stored.generation} than this replica verified: refused, ` +
-        'the password in force stays; check who can write to this Redis' })
+      this.publish({
+        type: 'warning',
+        message:
+          `the fleet store holds another password under generation ${stored.generation} than this replica verified: refused, ` +
+          'the password in force stays; check who can write to this Redis'
+      })
       return
     }
     if (ledger.isRejected(stored.password)) {
-      this.publish({ type: 'warning', message: `the fleet store's password generation ${stored.generation} holds a password ThingSpace rejected from this replica: refused, it is never sent again` })
+      this.publish({
+        type: 'warning',
+        message: `the fleet store's password generation ${stored.generation} holds a password ThingSpace rejected from this replica: refused, it is never sent again`
+      })
       return
     }
     if (verdict === 'same' && held !== undefined && held.generation === stored.generation) {
@@ -273,14 +354,25 @@ export class PasswordSync {
       return
     }
     if (held === undefined) {
-      this.adopt(stored, 'warning', `the fleet store holds password generation ${stored.generation}, which differs from the password in ${this.options.file.path}; ` +
-        'the store wins (the file may be a stale copy, such as an old Secret): taking it into use and rewriting the file')
+      this.adopt(
+        stored,
+        'warning',
+        `the fleet store holds password generation ${stored.generation}, which differs from the password in ${this.options.file.path}; ` +
+          'the store wins (the file may be a stale copy, such as an old Secret): taking it into use and rewriting the file'
+      )
       return
     }
-    this.adopt(stored, 'info', `took the fleet's password generation ${stored.generation} into use (held ${held.generation}${stored.publisher === undefined ? '' : `; published by ${stored.publisher}`})`)
+    this.adopt(
+      stored,
+      'info',
+      `took the fleet's password generation ${stored.generation} into use (held ${held.generation}${stored.publisher === undefined ? '' : `; published by ${stored.publisher}`})`
+    )
   }
 
-  /** Takes `stored` into use: the session's next login uses it, and this replica's credentials file is rewritten when it can be. */
+  /**
+   * Takes `stored` into use: the session's next login uses it, and this replica's credentials file is rewritten when it
+   * can be.
+   */
   private adopt (stored: PasswordGeneration, level: 'info' | 'warning', message: string): void {
     const { file } = this.options
     const session = this.holder
@@ -294,8 +386,12 @@ export class PasswordSync {
       this.savedToFile = true
     } catch (error) {
       this.savedToFile = false
-      this.publish({ type: 'warning', message: `password generation ${stored.generation} is in use but could not be written to ${file.path} (${errorCode(error)}); ` +
-        'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again' })
+      this.publish({
+        type: 'warning',
+        message:
+          `password generation ${stored.generation} is in use but could not be written to ${file.path} (${errorCode(error)}); ` +
+          'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again'
+      })
     }
   }
 

@@ -1,24 +1,23 @@
-// The Redis fleet store: the FleetStore port on one Redis primary (node-redis). Every record the replicas act on is sealed with
-// the fleet key (AES-256-GCM, the key name as associated data), so that someone who can write Redis but has no fleet key can at
-// worst deny service: a changed field does not verify, a replayed record is older than what the replicas verified before.
+// The Redis fleet store: the FleetStore port on one Redis primary (node-redis). Every record the replicas act on is
+// sealed with the fleet key (AES-256-GCM, the key name as associated data), so that someone who can write Redis but has
+// no fleet key can at worst deny service: a changed field does not verify, a replayed record is older than what the
+// replicas verified before.
 //
-// Keys, all under `${keyPrefix}${sha256(username) first 16 hex}:` (one account's state, so that fleets and accounts share a Redis):
-//   session   hash  record (sealed {token, loggedInAt}), loggedInAt, lastUsedAt (plain copies for the Lua scripts only),
-//                   use (sealed {loggedInAt, lastUsedAt})                no TTL: the readers judge idleness by the sealed use
-//   oauth     hash  record (sealed {token, expiresAt})                  PX until expiresAt
-//   lock      string owner id of the login lock                       SET NX PX; released by compare-and-delete
-//   rotation-lock string owner id of the password rotation lock         the same
-//   oauth-lock string owner id of the OAuth token fetch lock           the same
-//   failures  string consecutive counted logins                       no TTL: lasts until a success; each replica also keeps
-//                                                                     the highest count it saw (FleetLedger), so a count set
-//                                                                     back from outside buys no extra attempt
-//   password  hash  generation (plain copy for the Lua script), record (sealed {generation, password, changedAt, publisher})
-//   throttle  string end of the fleet's sending pause (Redis clock, ms)  PX the pause: replicas read only its time to live
-//   send-slots string next free slot of the contracted rate (Redis clock, µs)  PX until idle again
-//   changes   pub/sub channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read, or pause)
-// The plain copies are never trusted: a reader refuses a record whose plain copy disagrees with the sealed one.
-// The account part is a plain hash of the user name, not keyed with the fleet key: a replica given another fleet key must find
-// the same keys and fail loudly (FleetKeyMismatchError), not start a second state and a second lockout budget beside the first.
+// Keys, all under `${keyPrefix}${sha256(username) first 16 hex}:` (one account's state, so that fleets and accounts
+// share a Redis): session   hash  record (sealed {token, loggedInAt}), loggedInAt, lastUsedAt (plain copies for the Lua
+// scripts only), use (sealed {loggedInAt, lastUsedAt})                no TTL: the readers judge idleness by the sealed
+// use oauth     hash  record (sealed {token, expiresAt})                  PX until expiresAt lock      string owner id
+// of the login lock                       SET NX PX; released by compare-and-delete rotation-lock string owner id of
+// the password rotation lock         the same oauth-lock string owner id of the OAuth token fetch lock           the
+// same failures  string consecutive counted logins                       no TTL: lasts until a success; each replica
+// also keeps the highest count it saw (FleetLedger), so a count set back from outside buys no extra attempt password
+// hash  generation (plain copy for the Lua script), record (sealed {generation, password, changedAt, publisher})
+// throttle  string end of the fleet's sending pause (Redis clock, ms)  PX the pause: replicas read only its time to
+// live send-slots string next free slot of the contracted rate (Redis clock, µs)  PX until idle again changes   pub/sub
+// channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read, or pause) The plain copies are
+// never trusted: a reader refuses a record whose plain copy disagrees with the sealed one. The account part is a plain
+// hash of the user name, not keyed with the fleet key: a replica given another fleet key must find the same keys and
+// fail loudly (FleetKeyMismatchError), not start a second state and a second lockout budget beside the first.
 
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
@@ -26,15 +25,23 @@ import { createClient } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
 import { FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import {
-  FleetStoreClosedError, newLockOwner,
-  type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
+  FleetStoreClosedError,
+  newLockOwner,
+  type FleetChange,
+  type FleetChangeListener,
+  type FleetLock,
+  type FleetLockName,
+  type FleetStore,
+  type PasswordGeneration,
+  type SharedOAuthToken,
+  type SharedSession
 } from './store.js'
 
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 /**
- * Moves the last use forward only (ARGV[2], sealed in ARGV[3]), and only on the stored session logged in at ARGV[1]; 1 when
- * that session is stored. The plain fields only order the writes: readers trust the sealed ones.
+ * Moves the last use forward only (ARGV[2], sealed in ARGV[3]), and only on the stored session logged in at ARGV[1]; 1
+ * when that session is stored. The plain fields only order the writes: readers trust the sealed ones.
  */
 const TOUCH_SESSION = `if redis.call('HGET', KEYS[1], 'loggedInAt') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'record') == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'lastUsedAt')) or 0
@@ -52,8 +59,9 @@ if current <= 0 then redis.call('DEL', KEYS[1]) return 0 end
 return redis.call('DECR', KEYS[1])`
 /**
  * Publishes generation ARGV[1] only if the stored one is ARGV[1] - 1 (ARGV[6] 'next'), or older (ARGV[6] 'seed'), then
- * notifies. A hash without a sealed record (deleted, or an earlier version's format) counts as none. The plain generation
- * only orders the writes: raised from outside it can block publishing (denial of service), never make a replica act.
+ * notifies. A hash without a sealed record (deleted, or an earlier version's format) counts as none. The plain
+ * generation only orders the writes: raised from outside it can block publishing (denial of service), never make a
+ * replica act.
  */
 const PUBLISH_PASSWORD = `local current = 0
 if redis.call('HEXISTS', KEYS[1], 'record') == 1 then current = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0 end
@@ -79,8 +87,9 @@ if ending > (tonumber(redis.call('GET', KEYS[1])) or 0) then redis.call('SET', K
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`
 /**
- * Takes the next slot of the contracted rate (interval ARGV[1] µs) at least ARGV[2] µs from now: returns the wait in µs, or -1
- * when it would pass ARGV[3] µs. A next slot further ahead than any taker could have set was written from outside: ignored.
+ * Takes the next slot of the contracted rate (interval ARGV[1] µs) at least ARGV[2] µs from now: returns the wait in
+ * µs, or -1 when it would pass ARGV[3] µs. A next slot further ahead than any taker could have set was written from
+ * outside: ignored.
  */
 const TAKE_SEND_SLOT = `${REDIS_NOW_US}local interval = tonumber(ARGV[1])
 local maxWait = tonumber(ARGV[3])
@@ -91,18 +100,39 @@ if sendAt - now > maxWait then return -1 end
 redis.call('SET', KEYS[1], string.format('%.0f', sendAt + interval), 'PX', math.ceil((sendAt + interval - now) / 1000) + 1000)
 return math.floor(sendAt - now)`
 
-interface SessionRecord { token: string, loggedInAt: number }
-interface UseRecord { loggedInAt: number, lastUsedAt: number }
-interface OAuthRecord { token: string, expiresAt: number }
-interface PasswordRecord { generation: number, password: string, changedAt: number, publisher: string }
+interface SessionRecord {
+  token: string
+  loggedInAt: number
+}
+interface UseRecord {
+  loggedInAt: number
+  lastUsedAt: number
+}
+interface OAuthRecord {
+  token: string
+  expiresAt: number
+}
+interface PasswordRecord {
+  generation: number
+  password: string
+  changedAt: number
+  publisher: string
+}
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null
 const isTime = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value)
-const isSessionRecord = (value: unknown): value is SessionRecord => isObject(value) && typeof value.token === 'string' && isTime(value.loggedInAt)
-const isUseRecord = (value: unknown): value is UseRecord => isObject(value) && isTime(value.loggedInAt) && isTime(value.lastUsedAt)
-const isOAuthRecord = (value: unknown): value is OAuthRecord => isObject(value) && typeof value.token === 'string' && isTime(value.expiresAt)
-const isPasswordRecord = (value: unknown): value is PasswordRecord => isObject(value) && Number.isSafeInteger(value.generation) &&
-  typeof value.password === 'string' && isTime(value.changedAt) && typeof value.publisher === 'string'
+const isSessionRecord = (value: unknown): value is SessionRecord =>
+  isObject(value) && typeof value.token === 'string' && isTime(value.loggedInAt)
+const isUseRecord = (value: unknown): value is UseRecord =>
+  isObject(value) && isTime(value.loggedInAt) && isTime(value.lastUsedAt)
+const isOAuthRecord = (value: unknown): value is OAuthRecord =>
+  isObject(value) && typeof value.token === 'string' && isTime(value.expiresAt)
+const isPasswordRecord = (value: unknown): value is PasswordRecord =>
+  isObject(value) &&
+  Number.isSafeInteger(value.generation) &&
+  typeof value.password === 'string' &&
+  isTime(value.changedAt) &&
+  typeof value.publisher === 'string'
 
 /** Key of each lock; the login lock keeps the name `lock`, which earlier versions used. */
 const LOCK_KEYS = { login: 'lock', rotation: 'rotation-lock', oauth: 'oauth-lock' } as const
@@ -172,10 +202,15 @@ export class RedisFleetStore implements FleetStore {
   private readonly listeners = new Set<FleetChangeListener>()
   private subscribed = false
   private closed = false
-  /** Problems logged since the connections were last both up: a Redis down for an hour is a line or two, not one per retry. */
+  /**
+   * Problems logged since the connections were last both up: a Redis down for an hour is a line or two, not one per
+   * retry.
+   */
   private readonly problems = new Set<string>()
 
-  /** Starts connecting in the background (reconnecting with backoff) and returns at once; `connected` tells when ready. */
+  /**
+   * Starts connecting in the background (reconnecting with backoff) and returns at once; `connected` tells when ready.
+   */
   constructor (options: RedisFleetStoreOptions) {
     this.base = accountKeyBase(options.keyPrefix, options.username)
     this.channel = `${this.base}changes`
@@ -192,14 +227,22 @@ export class RedisFleetStore implements FleetStore {
       commandOptions: { timeout: options.commandTimeoutMs ?? 2000 },
       socket: { reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 16), maxDelay) }
     })
-    // Pub/sub needs a connection of its own; its SUBSCRIBE waits in its queue until it connects, and node-redis resubscribes after a reconnect.
+    // Pub/sub needs a connection of its own; its SUBSCRIBE waits in its queue until it connects, and node-redis
+    // resubscribes after a reconnect.
     this.subscriber = this.client.duplicate({ disableOfflineQueue: false })
     this.watch(this.client)
     this.watch(this.subscriber)
-    this.client.connect().catch(() => {}) // errors arrive through the 'error' listener; a closed store ends the attempts
+    // errors arrive through the 'error' listener; a closed store ends the attempts
+    this.client.connect().catch(() => {})
     this.subscriber.connect().catch(() => {})
-    this.subscriber.subscribe(this.channel, (message) => this.dispatch(message))
-      .then(() => { this.subscribed = true }, () => {})
+    this.subscriber
+      .subscribe(this.channel, (message) => this.dispatch(message))
+      .then(
+        () => {
+          this.subscribed = true
+        },
+        () => {}
+      )
   }
 
   get connected (): boolean {
@@ -211,11 +254,15 @@ export class RedisFleetStore implements FleetStore {
     const fields = await this.run('read the shared session', () => this.client.hGetAll(key))
     if (fields.record === undefined) return undefined
     const record = openRecord(this.key, `${key}#record`, fields.record, isSessionRecord)
-    if (Number(fields.loggedInAt) !== record.loggedInAt) throw new FleetRecordForgedError(key, 'its plain login time differs from the sealed one')
+    if (Number(fields.loggedInAt) !== record.loggedInAt) {
+      throw new FleetRecordForgedError(key, 'its plain login time differs from the sealed one')
+    }
     let lastUsedAt = record.loggedInAt
     if (fields.use !== undefined) {
       const use = openRecord(this.key, `${key}#use`, fields.use, isUseRecord)
-      if (use.loggedInAt !== record.loggedInAt) throw new FleetRecordForgedError(key, 'its last use belongs to another session')
+      if (use.loggedInAt !== record.loggedInAt) {
+        throw new FleetRecordForgedError(key, 'its last use belongs to another session')
+      }
       lastUsedAt = Math.max(lastUsedAt, use.lastUsedAt)
     }
     return { token: record.token, loggedInAt: record.loggedInAt, lastUsedAt }
@@ -224,36 +271,53 @@ export class RedisFleetStore implements FleetStore {
   async writeSession (session: SharedSession): Promise<void> {
     const key = this.keyOf('session')
     const fields = this.sessionFields(key, session)
-    await this.run('write the shared session', () => this.client.multi()
-      .del(key)
-      .hSet(key, fields)
-      .publish(this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange))
-      .exec())
+    await this.run('write the shared session', () =>
+      this.client
+        .multi()
+        .del(key)
+        .hSet(key, fields)
+        .publish(this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange))
+        .exec()
+    )
   }
 
   async touchSession (loggedInAt: number, lastUsedAt: number): Promise<boolean> {
     const key = this.keyOf('session')
     const use = sealRecord(this.key, `${key}#use`, { loggedInAt, lastUsedAt } satisfies UseRecord)
-    const stored = await this.run('touch the shared session', () => this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(loggedInAt), String(lastUsedAt), use] }))
+    const stored = await this.run('touch the shared session', () =>
+      this.client.eval(TOUCH_SESSION, { keys: [key], arguments: [String(loggedInAt), String(lastUsedAt), use] })
+    )
     return stored === 1
   }
 
   async seedSession (session: SharedSession): Promise<boolean> {
     const key = this.keyOf('session')
     const fields = this.sessionFields(key, session)
-    const written = await this.run('re-seed the shared session', () => this.client.eval(SEED_SESSION, {
-      keys: [key],
-      arguments: [fields.record, fields.loggedInAt, fields.lastUsedAt, this.channel, JSON.stringify({ kind: 'session' } satisfies FleetChange), fields.use]
-    }))
+    const written = await this.run('re-seed the shared session', () =>
+      this.client.eval(SEED_SESSION, {
+        keys: [key],
+        arguments: [
+          fields.record,
+          fields.loggedInAt,
+          fields.lastUsedAt,
+          this.channel,
+          JSON.stringify({ kind: 'session' } satisfies FleetChange),
+          fields.use
+        ]
+      })
+    )
     return written === 1
   }
 
   async clearSession (): Promise<void> {
     const key = this.keyOf('session')
-    await this.run('clear the shared session', () => this.client.multi()
-      .del(key)
-      .publish(this.channel, JSON.stringify({ kind: 'session', ended: true } satisfies FleetChange))
-      .exec())
+    await this.run('clear the shared session', () =>
+      this.client
+        .multi()
+        .del(key)
+        .publish(this.channel, JSON.stringify({ kind: 'session', ended: true } satisfies FleetChange))
+        .exec()
+    )
   }
 
   async readOAuthToken (): Promise<SharedOAuthToken | undefined> {
@@ -268,7 +332,10 @@ export class RedisFleetStore implements FleetStore {
   async writeOAuthToken (token: SharedOAuthToken): Promise<void> {
     const key = this.keyOf('oauth')
     const ttlMs = Math.ceil(token.expiresAt - this.clock.now())
-    const record = sealRecord(this.key, `${key}#record`, { token: token.token, expiresAt: token.expiresAt } satisfies OAuthRecord)
+    const record = sealRecord(this.key, `${key}#record`, {
+      token: token.token,
+      expiresAt: token.expiresAt
+    } satisfies OAuthRecord)
     await this.run('write the shared OAuth token', async () => {
       if (ttlMs <= 0) await this.client.del(key) // already expired: nothing worth sharing
       else await this.client.multi().del(key).hSet(key, { record }).pExpire(key, ttlMs).exec()
@@ -278,13 +345,17 @@ export class RedisFleetStore implements FleetStore {
   async takeLock (name: FleetLockName, ttlMs: number): Promise<FleetLock | undefined> {
     const owner = newLockOwner()
     const key = this.keyOf(LOCK_KEYS[name])
-    const reply = await this.run(`take the ${name} lock`, () => this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } }))
+    const reply = await this.run(`take the ${name} lock`, () =>
+      this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } })
+    )
     return reply === 'OK' ? { name, owner } : undefined
   }
 
   async releaseLock (lock: FleetLock): Promise<boolean> {
     const key = this.keyOf(LOCK_KEYS[lock.name])
-    const deleted = await this.run(`release the ${lock.name} lock`, () => this.client.eval(RELEASE_LOCK, { keys: [key], arguments: [lock.owner] }))
+    const deleted = await this.run(`release the ${lock.name} lock`, () =>
+      this.client.eval(RELEASE_LOCK, { keys: [key], arguments: [lock.owner] })
+    )
     return deleted === 1
   }
 
@@ -311,7 +382,11 @@ export class RedisFleetStore implements FleetStore {
 
   async raiseLoginFailures (atLeast: number): Promise<number> {
     const key = this.keyOf('failures')
-    return Number(await this.run('restore the login failure count', () => this.client.eval(RAISE_FAILURES, { keys: [key], arguments: [String(atLeast)] })))
+    return Number(
+      await this.run('restore the login failure count', () =>
+        this.client.eval(RAISE_FAILURES, { keys: [key], arguments: [String(atLeast)] })
+      )
+    )
   }
 
   async readPassword (): Promise<PasswordGeneration | undefined> {
@@ -320,9 +395,17 @@ export class RedisFleetStore implements FleetStore {
     if (fields.record === undefined) return undefined
     const record = openRecord(this.key, `${key}#record`, fields.record, isPasswordRecord)
     if (Number(fields.generation) !== record.generation) {
-      throw new FleetRecordForgedError(key, `its plain generation ${String(fields.generation)} differs from the sealed generation ${record.generation}`)
+      throw new FleetRecordForgedError(
+        key,
+        `its plain generation ${String(fields.generation)} differs from the sealed generation ${record.generation}`
+      )
     }
-    return { generation: record.generation, password: record.password, changedAt: record.changedAt, publisher: record.publisher }
+    return {
+      generation: record.generation,
+      password: record.password,
+      changedAt: record.changedAt,
+      publisher: record.publisher
+    }
   }
 
   async publishPassword (next: PasswordGeneration): Promise<boolean> {
@@ -335,70 +418,118 @@ export class RedisFleetStore implements FleetStore {
 
   private async storePassword (generation: PasswordGeneration, rule: 'next' | 'seed'): Promise<boolean> {
     const key = this.keyOf('password')
-    const record: PasswordRecord = { generation: generation.generation, password: generation.password, changedAt: generation.changedAt, publisher: generation.publisher ?? this.replicaId }
+    const record: PasswordRecord = {
+      generation: generation.generation,
+      password: generation.password,
+      changedAt: generation.changedAt,
+      publisher: generation.publisher ?? this.replicaId
+    }
     const sealed = sealRecord(this.key, `${key}#record`, record)
     const change: FleetChange = { kind: 'password', generation: generation.generation }
-    const stored = await this.run(rule === 'next' ? 'publish the password generation' : 're-seed the password generation', () => this.client.eval(PUBLISH_PASSWORD, {
-      keys: [key],
-      arguments: [String(generation.generation), sealed, String(generation.changedAt), this.channel, JSON.stringify(change), rule]
-    }))
+    const stored = await this.run(
+      rule === 'next' ? 'publish the password generation' : 're-seed the password generation',
+      () =>
+        this.client.eval(PUBLISH_PASSWORD, {
+          keys: [key],
+          arguments: [
+            String(generation.generation),
+            sealed,
+            String(generation.changedAt),
+            this.channel,
+            JSON.stringify(change),
+            rule
+          ]
+        })
+    )
     return stored === 1
   }
 
   async pauseSending (pauseMs: number): Promise<void> {
     const change: FleetChange = { kind: 'throttle', pauseMs: Math.ceil(pauseMs) }
-    await this.run('pause the fleet\'s sending', () => this.client.eval(PAUSE_SENDING, {
-      keys: [this.keyOf('throttle')],
-      arguments: [String(change.pauseMs), this.channel, JSON.stringify(change)]
-    }))
+    await this.run("pause the fleet's sending", () =>
+      this.client.eval(PAUSE_SENDING, {
+        keys: [this.keyOf('throttle')],
+        arguments: [String(change.pauseMs), this.channel, JSON.stringify(change)]
+      })
+    )
   }
 
   async readSendingPause (): Promise<number> {
-    const left = await this.run('read the fleet\'s sending pause', () => this.client.pTTL(this.keyOf('throttle')))
+    const left = await this.run("read the fleet's sending pause", () => this.client.pTTL(this.keyOf('throttle')))
     return Math.max(0, left) // -2: no pause, -1: a key without expiry (not ours) counts as none
   }
 
   async takeSendSlot (intervalMs: number, notBeforeMs: number, maxWaitMs: number): Promise<number> {
     const us = (ms: number): string => String(Math.max(0, Math.round(ms * 1000)))
-    const waitUs = Number(await this.run('take a send slot of the contracted rate', () => this.client.eval(TAKE_SEND_SLOT, {
-      keys: [this.keyOf('send-slots')],
-      arguments: [us(intervalMs), us(notBeforeMs), us(maxWaitMs)]
-    })))
+    const waitUs = Number(
+      await this.run('take a send slot of the contracted rate', () =>
+        this.client.eval(TAKE_SEND_SLOT, {
+          keys: [this.keyOf('send-slots')],
+          arguments: [us(intervalMs), us(notBeforeMs), us(maxWaitMs)]
+        })
+      )
+    )
     return waitUs < 0 ? -1 : waitUs / 1000
   }
 
   subscribe (listener: FleetChangeListener): () => void {
     const wrapper: FleetChangeListener = (change) => listener(change)
     this.listeners.add(wrapper)
-    return () => { this.listeners.delete(wrapper) }
+    return () => {
+      this.listeners.delete(wrapper)
+    }
   }
 
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.listeners.clear()
-    // destroy(), not close(): a client still retrying its first connection has nothing to flush, and close() would wait for it.
+    // destroy(), not close(): a client still retrying its first connection has nothing to flush, and close() would wait
+    // for it.
     for (const client of [this.client, this.subscriber]) {
       if (client.isOpen) client.destroy()
     }
   }
 
   /** The session hash: the sealed record and last use, and the plain copies the Lua scripts compare. */
-  private sessionFields (key: string, session: SharedSession): { record: string, use: string, loggedInAt: string, lastUsedAt: string } {
+  private sessionFields (
+    key: string,
+    session: SharedSession
+  ): { record: string; use: string; loggedInAt: string; lastUsedAt: string } {
     return {
-      record: sealRecord(this.key, `${key}#record`, { token: session.token, loggedInAt: session.loggedInAt } satisfies SessionRecord),
-      use: sealRecord(this.key, `${key}#use`, { loggedInAt: session.loggedInAt, lastUsedAt: session.lastUsedAt } satisfies UseRecord),
+      record: sealRecord(this.key, `${key}#record`, {
+        token: session.token,
+        loggedInAt: session.loggedInAt
+      } satisfies SessionRecord),
+      use: sealRecord(this.key, `${key}#use`, {
+        loggedInAt: session.loggedInAt,
+        lastUsedAt: session.lastUsedAt
+      } satisfies UseRecord),
       loggedInAt: String(session.loggedInAt),
       lastUsedAt: String(session.lastUsedAt)
     }
   }
 
-  private keyOf (name: 'session' | 'oauth' | 'lock' | 'rotation-lock' | 'oauth-lock' | 'failures' | 'password' | 'throttle' | 'send-slots'): string {
+  private keyOf (
+    name:
+      | 'session'
+      | 'oauth'
+      | 'lock'
+      | 'rotation-lock'
+      | 'oauth-lock'
+      | 'failures'
+      | 'password'
+      | 'throttle'
+      | 'send-slots'
+  ): string {
     return `${this.base}${name}`
   }
 
-  /** Runs one command; any failure becomes a FleetStoreUnavailableError naming what failed, without the URL or its password. */
-  private async run<T> (what: string, command: () => Promise<T>): Promise<T> {
+  /**
+   * Runs one command; any failure becomes a FleetStoreUnavailableError naming what failed, without the URL or its
+   * password.
+   */
+  private async run<T>(what: string, command: () => Promise<T>): Promise<T> {
     if (this.closed) throw new FleetStoreClosedError()
     try {
       return await command()
@@ -408,7 +539,8 @@ export class RedisFleetStore implements FleetStore {
   }
 
   private describe (error: unknown): string {
-    const text = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error)
+    const text =
+      error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error)
     return this.redact(text === '' ? 'unknown error' : text)
   }
 
@@ -441,9 +573,9 @@ export class RedisFleetStore implements FleetStore {
     // Anyone who can write Redis can publish here: only the known shapes pass, and they only make
     // replicas re-read, or pause their sending for at most M2M_PROXY_THROTTLE_MAX_PAUSE_MS.
     if (!isObject(parsed)) return
-    if (parsed.kind === 'session') this.dispatchLocal(parsed.ended === true ? { kind: 'session', ended: true } : { kind: 'session' })
-    else if (parsed.kind === 'password' && Number.isSafeInteger(parsed.generation)) this.dispatchLocal({ kind: 'password', generation: parsed.generation as number })
-    else if (parsed.kind === 'throttle' && isTime(parsed.pauseMs) && parsed.pauseMs > 0) this.dispatchLocal({ kind: 'throttle', pauseMs: parsed.pauseMs })
+    if (parsed.kind === 'session') { this.dispatchLocal(parsed.ended === true ? { kind: 'session', ended: true } : { kind: 'session' }) } else if (parsed.kind === 'password' && Number.isSafeInteger(parsed.generation)) { this.dispatchLocal({ kind: 'password', generation: parsed.generation as number }) } else if (parsed.kind === 'throttle' && isTime(parsed.pauseMs) && parsed.pauseMs > 0) {
+      this.dispatchLocal({ kind: 'throttle', pauseMs: parsed.pauseMs })
+    }
   }
 
   private dispatchLocal (change: FleetChange): void {

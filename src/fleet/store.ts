@@ -1,13 +1,17 @@
-// The fleet store port: the state that replicas of one account share, and the one lock and count that keep their logins safe. No Redis here.
+// The fleet store port: the state that replicas of one account share, and the one lock and count that keep their logins
+// safe. No Redis here.
 //
-// Two adapters: MemoryFleetStore (one process; unit tests with a fake clock) and RedisFleetStore. Single-flight exists at two
-// levels: the session manager's in-process promise joins logins inside one replica; the login lock here joins replicas.
+// Two adapters: MemoryFleetStore (one process; unit tests with a fake clock) and RedisFleetStore. Single-flight exists
+// at two levels: the session manager's in-process promise joins logins inside one replica; the login lock here joins
+// replicas.
 
 import { randomBytes } from 'node:crypto'
 
 export { DEFAULT_REDIS_KEY_PREFIX } from '../config/settings.js'
 
-/** The VZ-M2M session the fleet shares. Times are milliseconds of the writers' clock (wall-clock time across a fleet). */
+/**
+ * The VZ-M2M session the fleet shares. Times are milliseconds of the writers' clock (wall-clock time across a fleet).
+ */
 export interface SharedSession {
   token: string
   loggedInAt: number
@@ -49,10 +53,10 @@ export interface FleetLock {
  */
 export type FleetChange =
   /** `ended`: a replica ended the session on purpose (logout): every replica drops it; otherwise re-read. */
-  | { kind: 'session', ended?: boolean }
-  | { kind: 'password', generation: number }
+  | { kind: 'session'; ended?: boolean }
+  | { kind: 'password'; generation: number }
   /** ThingSpace throttled a replica: every replica sends nothing to it for `pauseMs` from receipt. */
-  | { kind: 'throttle', pauseMs: number }
+  | { kind: 'throttle'; pauseMs: number }
   | { kind: 'connected' }
 
 export type FleetChangeListener = (change: FleetChange) => void
@@ -75,7 +79,10 @@ export interface FleetStore {
    * `loggedInAt`; no notification. False when that session is not stored (another replaced it, or the store lost it).
    */
   touchSession: (loggedInAt: number, lastUsedAt: number) => Promise<boolean>
-  /** Writes `session` only if none is stored (re-seeding a flushed or restarted store); true when written, then notifies. */
+  /**
+   * Writes `session` only if none is stored (re-seeding a flushed or restarted store); true when written, then
+   * notifies.
+   */
   seedSession: (session: SharedSession) => Promise<boolean>
   /** Removes the shared session (logout, refusal), then notifies `{ kind: 'session' }`. */
   clearSession: () => Promise<void>
@@ -85,16 +92,29 @@ export interface FleetStore {
   /** Replaces the shared OAuth token; it disappears at expiresAt. */
   writeOAuthToken: (token: SharedOAuthToken) => Promise<void>
 
-  /** Takes lock `name` for `ttlMs` if nobody holds it: exactly one of concurrent takers gets a lock, the others undefined. */
+  /**
+   * Takes lock `name` for `ttlMs` if nobody holds it: exactly one of concurrent takers gets a lock, the others
+   * undefined.
+   */
   takeLock: (name: FleetLockName, ttlMs: number) => Promise<FleetLock | undefined>
-  /** Releases the lock only if `lock` still holds it (compare-and-delete); true when it did. A stale holder's release is a no-op. */
+  /**
+   * Releases the lock only if `lock` still holds it (compare-and-delete); true when it did. A stale holder's release is
+   * a no-op.
+   */
   releaseLock: (lock: FleetLock) => Promise<boolean>
 
-  /** Counts a login about to be sent, atomically across the fleet, before it is sent; returns the count including it. */
+  /**
+   * Counts a login about to be sent, atomically across the fleet, before it is sent; returns the count including it.
+   */
   countLoginAttempt: () => Promise<number>
-  /** Takes back one counted attempt that turned out not to count (5xx, no connection); never below 0. Returns the new count. */
+  /**
+   * Takes back one counted attempt that turned out not to count (5xx, no connection); never below 0. Returns the new
+   * count.
+   */
   uncountLoginAttempt: () => Promise<number>
-  /** Consecutive counted attempts since the last reset. No expiry: it lasts until a success or an operator resets it. */
+  /**
+   * Consecutive counted attempts since the last reset. No expiry: it lasts until a success or an operator resets it.
+   */
   readLoginFailures: () => Promise<number>
   /** Sets the count to 0: after a successful login, or by an operator. */
   resetLoginFailures: () => Promise<void>
@@ -108,7 +128,10 @@ export interface FleetStore {
    * two rotations racing, one wins. True when published; then notifies `{ kind: 'password', generation }`.
    */
   publishPassword: (next: PasswordGeneration) => Promise<boolean>
-  /** Stores `held` only if no password or an older generation is stored (re-seeding a store that lost it); true when stored, then notifies. */
+  /**
+   * Stores `held` only if no password or an older generation is stored (re-seeding a store that lost it); true when
+   * stored, then notifies.
+   */
   seedPassword: (held: PasswordGeneration) => Promise<boolean>
 
   /**

@@ -8,7 +8,12 @@ import { randomBytes } from 'node:crypto'
  * After a crash at any point the target holds either the old or the new content, never a mix
  * or an empty file: rename(2) within one directory is atomic, and the fsyncs order the writes.
  */
-export function writeFileAtomicSync (file: string, content: string, mode = 0o600, owner?: { uid: number, gid: number }): void {
+export function writeFileAtomicSync (
+  file: string,
+  content: string,
+  mode = 0o600,
+  owner?: { uid: number; gid: number }
+): void {
   const directory = path.dirname(file)
   const temporary = path.join(directory, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
   const fd = fs.openSync(temporary, 'wx', mode)

@@ -1,6 +1,6 @@
-// Admission on the proxy listener: how many requests are handled at once, how many wait for a slot and for how long, how many
-// bytes of request bodies may be held in memory across every connection, and how many requests one connection may pipeline.
-// A client over a limit is answered 503 with Retry-After, never reset. No HTTP framework here.
+// Admission on the proxy listener: how many requests are handled at once, how many wait for a slot and for how long,
+// how many bytes of request bodies may be held in memory across every connection, and how many requests one connection
+// may pipeline. A client over a limit is answered 503 with Retry-After, never reset. No HTTP framework here.
 
 import type { Socket } from 'node:net'
 
@@ -13,7 +13,9 @@ export interface AdmissionOptions {
   queueTimeoutMs: number
   /** Bytes of request bodies held at once, arriving or buffered for a replay (M2M_PROXY_BODY_MEMORY_BYTES). */
   bodyBudgetBytes: number
-  /** Requests of one connection handled at once (M2M_PROXY_MAX_PIPELINED); its further requests are not read meanwhile. */
+  /**
+   * Requests of one connection handled at once (M2M_PROXY_MAX_PIPELINED); its further requests are not read meanwhile.
+   */
   maxPipelined: number
 }
 
@@ -55,9 +57,17 @@ export class Admission {
 
   constructor (readonly options: AdmissionOptions) {}
 
-  get inFlight (): number { return this.#inFlight }
-  get queued (): number { return this.#queue.length }
-  get bodyBytesHeld (): number { return this.#bodyBytesHeld }
+  get inFlight (): number {
+    return this.#inFlight
+  }
+
+  get queued (): number {
+    return this.#queue.length
+  }
+
+  get bodyBytesHeld (): number {
+    return this.#bodyBytesHeld
+  }
 
   /**
    * The fast path: admits at once, without any callback, when nobody waits, a slot and the bytes are
@@ -83,21 +93,30 @@ export class Admission {
    * `maxPipelined` requests in progress. Returns a function that gives up a place still in the queue
    * (the client went away), doing nothing otherwise.
    */
-  admit (socket: Socket, bodyBytes: number, admitted: (release: ReleaseAdmission) => void, refused: (reason: AdmissionRefusal) => void): () => void {
+  admit (
+    socket: Socket,
+    bodyBytes: number,
+    admitted: (release: ReleaseAdmission) => void,
+    refused: (reason: AdmissionRefusal) => void
+  ): () => void {
     const connection = connectionOf(socket)
     let cancelled = false
     let cancelGlobal: (() => void) | undefined
     const start = (): void => {
       connection.active++
-      cancelGlobal = this.#admitGlobally(bodyBytes, (release) => {
-        admitted(() => {
-          release()
+      cancelGlobal = this.#admitGlobally(
+        bodyBytes,
+        (release) => {
+          admitted(() => {
+            release()
+            this.#connectionDone(socket, connection)
+          })
+        },
+        (reason) => {
           this.#connectionDone(socket, connection)
-        })
-      }, (reason) => {
-        this.#connectionDone(socket, connection)
-        refused(reason)
-      })
+          refused(reason)
+        }
+      )
     }
     // Pipelined requests beyond the connection's share wait for its earlier ones, and the socket is not read meanwhile.
     if (connection.active >= this.options.maxPipelined) {
@@ -111,7 +130,9 @@ export class Admission {
       }
     }
     start()
-    return () => { if (!cancelled) cancelGlobal?.() }
+    return () => {
+      if (!cancelled) cancelGlobal?.()
+    }
   }
 
   /** One of the connection's requests is done: its next pipelined request may go, and its socket be read again. */
@@ -123,7 +144,11 @@ export class Admission {
     else if (socket.isPaused() && !socket.destroyed) socket.resume()
   }
 
-  #admitGlobally (bodyBytes: number, admitted: (release: ReleaseAdmission) => void, refused: (reason: AdmissionRefusal) => void): () => void {
+  #admitGlobally (
+    bodyBytes: number,
+    admitted: (release: ReleaseAdmission) => void,
+    refused: (reason: AdmissionRefusal) => void
+  ): () => void {
     const nothingToCancel = (): void => {}
     if (this.#queue.length === 0 && this.#fits(bodyBytes)) {
       admitted(this.#take(bodyBytes))

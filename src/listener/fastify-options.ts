@@ -13,7 +13,8 @@ export function listenerOptions (config: ProxyConfig, log: Logger) {
     loggerInstance: log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // the proxy writes one line per request itself
     childLoggerFactory: lazyRequestLogger,
-    genReqId: (request: { headers: Record<string, string | string[] | undefined> }) => requestIdFrom(request.headers[REQUEST_ID_HEADER]),
+    genReqId: (request: { headers: Record<string, string | string[] | undefined> }) =>
+      requestIdFrom(request.headers[REQUEST_ID_HEADER]),
     requestIdHeader: false as const,
     ...listenerTimeouts(config.requestTimeoutMs, config.idleConnectionTimeoutMs),
     clientErrorHandler: answerClientError

@@ -1,4 +1,5 @@
-// What both listeners share against hostile or broken clients: time limits, a connection cap, the request guard, raw answers for what never becomes a request.
+// What both listeners share against hostile or broken clients: time limits, a connection cap, the request guard, raw
+// answers for what never becomes a request.
 
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Socket } from 'node:net'
@@ -24,7 +25,10 @@ const EVICTABLE_AFTER_MS = 1000
  * previous answer (Node's headers and keep-alive timeouts): one that sends nothing is closed after
  * seconds, not after the full request timeout.
  */
-export function listenerTimeouts (requestTimeoutMs: number, idleTimeoutMs: number): { requestTimeout: number, keepAliveTimeout: number, http: ServerOptions } {
+export function listenerTimeouts (
+  requestTimeoutMs: number,
+  idleTimeoutMs: number
+): { requestTimeout: number; keepAliveTimeout: number; http: ServerOptions } {
   const headersTimeout = Math.min(NODE_HEADERS_TIMEOUT_MS, requestTimeoutMs, idleTimeoutMs)
   return {
     requestTimeout: requestTimeoutMs,
@@ -45,9 +49,13 @@ export function answerClientError (error: Error & { code?: string }, socket: Soc
     socket.destroy()
     return
   }
-  const answer = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-    ? rawProxyError('requestTimeout', 'the request (headers and body) was not received in time (M2M_PROXY_REQUEST_TIMEOUT_MS)')
-    : rawProxyError('badRequest', `malformed HTTP request (${error.code ?? 'parse error'})`)
+  const answer =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? rawProxyError(
+        'requestTimeout',
+        'the request (headers and body) was not received in time (M2M_PROXY_REQUEST_TIMEOUT_MS)'
+      )
+      : rawProxyError('badRequest', `malformed HTTP request (${error.code ?? 'parse error'})`)
   // Destroyed once written: a stalled client would otherwise keep its half of the connection open.
   socket.end(answer, () => socket.destroy())
 }
@@ -78,11 +86,15 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
     const now = performance.now()
     if (now - lastWarningAt < DROP_WARNING_INTERVAL_MS) return
     if (refusedSinceWarning > 0) {
-      options.log.warn({ refusedConnections: refusedSinceWarning, maxConnections: options.maxConnections },
-        `connections refused: ${options.maxConnectionsSetting} (${options.maxConnections}) are open, each with a request in progress`)
+      options.log.warn(
+        { refusedConnections: refusedSinceWarning, maxConnections: options.maxConnections },
+        `connections refused: ${options.maxConnectionsSetting} (${options.maxConnections}) are open, each with a request in progress`
+      )
     } else {
-      options.log.warn({ closedIdleConnections: evictedSinceWarning, maxConnections: options.maxConnections },
-        `idle connections closed to make room: ${options.maxConnectionsSetting} (${options.maxConnections}) were open`)
+      options.log.warn(
+        { closedIdleConnections: evictedSinceWarning, maxConnections: options.maxConnections },
+        `idle connections closed to make room: ${options.maxConnectionsSetting} (${options.maxConnections}) were open`
+      )
     }
     refusedSinceWarning = 0
     evictedSinceWarning = 0
@@ -111,7 +123,9 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
       warn()
     }
     openedAt.set(socket, now)
-    socket.once('close', () => { openedAt.delete(socket) })
+    socket.once('close', () => {
+      openedAt.delete(socket)
+    })
   })
 }
 
@@ -134,8 +148,15 @@ export function hardenListener (app: FastifyInstance, options: HardeningOptions)
   // A client that takes this server for a forward proxy (axios `proxy`, HTTPS_PROXY) would wait for
   // ever on a connection Node closes without a word: tell it what this is.
   app.server.on('connect', (request: IncomingMessage, socket: Duplex) => {
-    socket.on('error', () => { /* the client went away: nothing to tell it */ })
-    socket.end(rawProxyError('methodNotAllowed', 'CONNECT is not supported: this is a reverse proxy for ThingSpace, not a forward proxy; send requests to it as to ThingSpace (http://<proxy>/api/...)'))
+    socket.on('error', () => {
+      /* the client went away: nothing to tell it */
+    })
+    socket.end(
+      rawProxyError(
+        'methodNotAllowed',
+        'CONNECT is not supported: this is a reverse proxy for ThingSpace, not a forward proxy; send requests to it as to ThingSpace (http://<proxy>/api/...)'
+      )
+    )
     options.log.info({ method: request.method, status: 405 }, 'CONNECT refused')
     options.onConnectRefused?.()
   })

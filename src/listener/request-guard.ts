@@ -1,4 +1,5 @@
-// Checks every request on both listeners before its route runs: an origin-form target, an allowed Host, and no browser request from another site (DNS rebinding, cross-site requests).
+// Checks every request on both listeners before its route runs: an origin-form target, an allowed Host, and no browser
+// request from another site (DNS rebinding, cross-site requests).
 
 import net from 'node:net'
 import type { IncomingHttpHeaders } from 'node:http'
@@ -16,7 +17,10 @@ const MAX_ECHOED_LENGTH = 100
 
 const PORT_SUFFIX = /^:\d{1,5}$/
 
-/** The host name of a Host header value (`name`, `name:port`, `[v6]:port`), lower case, without a trailing dot; undefined when malformed. */
+/**
+ * The host name of a Host header value (`name`, `name:port`, `[v6]:port`), lower case, without a trailing dot;
+ * undefined when malformed.
+ */
 export function hostNameOf (hostHeader: string): string | undefined {
   let name = hostHeader
   let port = ''
@@ -47,9 +51,15 @@ export class RequestGuard {
   /** Nearly every client sends the same Host on every request: remembering the last accepted one skips the parse. */
   #lastAcceptedHost: string | undefined
 
-  /** `hostNames`: the listener's configured host and M2M_PROXY_ALLOWED_HOSTS; `localhost` and every IP literal are always accepted. */
+  /**
+   * `hostNames`: the listener's configured host and M2M_PROXY_ALLOWED_HOSTS; `localhost` and every IP literal are
+   * always accepted.
+   */
   constructor (hostNames: Iterable<string>) {
-    this.#allowedNames = new Set([...DEFAULT_HOST_NAMES, ...[...hostNames].map((name) => name.toLowerCase().replace(/\.$/, ''))])
+    this.#allowedNames = new Set([
+      ...DEFAULT_HOST_NAMES,
+      ...[...hostNames].map((name) => name.toLowerCase().replace(/\.$/, ''))
+    ])
   }
 
   isAllowedHostName (name: string): boolean {
@@ -61,25 +71,41 @@ export class RequestGuard {
     // Absolute-form (http://host/path) and asterisk-form targets: Fastify's router would strip or
     // reinterpret them, so a check on the path could disagree with the route that runs.
     if (rawUrl.charCodeAt(0) !== 47 /* / */) {
-      return { kind: 'badRequest', message: 'the request target must be a path such as /api/m2m/v1/devices/actions/list (origin-form); absolute-form and other targets are refused' }
+      return {
+        kind: 'badRequest',
+        message:
+          'the request target must be a path such as /api/m2m/v1/devices/actions/list (origin-form); absolute-form and other targets are refused'
+      }
     }
     const host = headers.host
     // Node refuses HTTP/1.1 requests without Host; an HTTP/1.0 client without one is no browser.
     if (host !== undefined && host !== this.#lastAcceptedHost) {
       const name = hostNameOf(host)
       if (name === undefined || !this.isAllowedHostName(name)) {
-        return { kind: 'forbidden', codeSuffix: 'HostNotAllowed', message: `Host ${quoted(host)} is not allowed: only localhost, IP addresses, the listener's host and the names in M2M_PROXY_ALLOWED_HOSTS are (protection against DNS rebinding)` }
+        return {
+          kind: 'forbidden',
+          codeSuffix: 'HostNotAllowed',
+          message: `Host ${quoted(host)} is not allowed: only localhost, IP addresses, the listener's host and the names in M2M_PROXY_ALLOWED_HOSTS are (protection against DNS rebinding)`
+        }
       }
       this.#lastAcceptedHost = host
     }
     // Browsers mark requests from another site; legacy clients send neither header.
     const fetchSite = headers['sec-fetch-site']
     if (fetchSite !== undefined && fetchSite.toLowerCase() === 'cross-site') {
-      return { kind: 'forbidden', codeSuffix: 'CrossSiteRequest', message: 'cross-site browser requests are refused (Sec-Fetch-Site: cross-site)' }
+      return {
+        kind: 'forbidden',
+        codeSuffix: 'CrossSiteRequest',
+        message: 'cross-site browser requests are refused (Sec-Fetch-Site: cross-site)'
+      }
     }
     const origin = headers.origin
     if (origin !== undefined && !this.#isAllowedOrigin(origin)) {
-      return { kind: 'forbidden', codeSuffix: 'CrossSiteRequest', message: `requests from the web origin ${quoted(origin)} are refused: its host is not allowed (M2M_PROXY_ALLOWED_HOSTS)` }
+      return {
+        kind: 'forbidden',
+        codeSuffix: 'CrossSiteRequest',
+        message: `requests from the web origin ${quoted(origin)} are refused: its host is not allowed (M2M_PROXY_ALLOWED_HOSTS)`
+      }
     }
     return undefined
   }

@@ -28,9 +28,7 @@ const DECODERS: ReadonlyMap<string, Decoder> = new Map([
   ['br', brotliDecompress]
 ])
 
-export type DecodedBody =
-  | { decoded: true, body: Buffer }
-  | { decoded: false, reason: string }
+export type DecodedBody = { decoded: true; body: Buffer } | { decoded: false; reason: string }
 
 /**
  * The body with every coding of `contentEncoding` undone (they were applied in the order listed, so
@@ -38,7 +36,11 @@ export type DecodedBody =
  * may expand to gigabytes. Not decoded: an unknown coding, a corrupt body, or one that expands past
  * `maxBytes`. Never throws.
  */
-export async function decodeContent (body: Buffer, contentEncoding: string | string[] | undefined, maxBytes: number): Promise<DecodedBody> {
+export async function decodeContent (
+  body: Buffer,
+  contentEncoding: string | string[] | undefined,
+  maxBytes: number
+): Promise<DecodedBody> {
   const codings = codingsOf(contentEncoding)
   let decoded = body
   for (let index = codings.length - 1; index >= 0; index -= 1) {

@@ -1,4 +1,5 @@
-// The catalogue of errors the proxy answers itself, in ThingSpace's {"errorCode","errorMessage"} shape under a Proxy. prefix.
+// The catalogue of errors the proxy answers itself, in ThingSpace's {"errorCode","errorMessage"} shape under a Proxy.
+// prefix.
 
 import type { FastifyReply } from 'fastify'
 import { STATUS_CODES } from 'node:http'
@@ -38,16 +39,37 @@ export function rawProxyError (kind: ProxyErrorKind, message: string): string {
   return `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
 }
 
-export function sendProxyError (reply: FastifyReply, kind: ProxyErrorKind, message: string, codeSuffix?: string): FastifyReply {
+export function sendProxyError (
+  reply: FastifyReply,
+  kind: ProxyErrorKind,
+  message: string,
+  codeSuffix?: string
+): FastifyReply {
   const { status, code } = PROXY_ERRORS[kind]
-  const body: ProxyErrorBody = { errorCode: codeSuffix === undefined ? code : `${code}.${codeSuffix}`, errorMessage: message }
-  return reply.code(status).header('content-type', 'application/json; charset=utf-8').header(REQUEST_ID_HEADER, reply.request.id).send(body)
+  const body: ProxyErrorBody = {
+    errorCode: codeSuffix === undefined ? code : `${code}.${codeSuffix}`,
+    errorMessage: message
+  }
+  return reply
+    .code(status)
+    .header('content-type', 'application/json; charset=utf-8')
+    .header(REQUEST_ID_HEADER, reply.request.id)
+    .send(body)
 }
 
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ETIMEDOUT',
+  'FST_REPLY_FROM_GATEWAY_TIMEOUT'
+])
 
 /** Maps an error of the upstream call (reply-from wraps undici's in `cause`) to 504 or 502. */
-export function classifyUpstreamFailure (error: unknown): { kind: 'upstreamTimeout' | 'upstreamUnreachable', detail: string } {
+export function classifyUpstreamFailure (error: unknown): {
+  kind: 'upstreamTimeout' | 'upstreamUnreachable'
+  detail: string
+} {
   const codes: string[] = []
   let current: unknown = error
   for (let depth = 0; depth < 4 && current instanceof Error; depth++) {

@@ -1,4 +1,5 @@
-// Header rules for forwarded requests and answers: hop-by-hop headers stay on their hop, the proxy's tokens replace the client's.
+// Header rules for forwarded requests and answers: hop-by-hop headers stay on their hop, the proxy's tokens replace the
+// client's.
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { UpstreamTokens } from '../session/session-manager.js'
@@ -6,7 +7,15 @@ import type { UpstreamTokens } from '../session/session-manager.js'
 export const SESSION_TOKEN_HEADER = 'vz-m2m-token'
 
 // RFC 9110 §7.6.1: these describe one connection, never the next one. (proxy-connection: legacy clients.)
-const HOP_BY_HOP_HEADERS = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']
+const HOP_BY_HOP_HEADERS = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade'
+]
 
 // Client credentials for the proxy itself or upstream are never passed on. `expect` is answered by
 // this server (100-continue) and the buffered body is sent whole, so it must not travel on either.
@@ -39,7 +48,8 @@ function copyWithout<T extends Headers> (headers: T, excluded: Set<string>): T {
   const copy: Headers = {}
   for (const name in headers) {
     if (excluded.has(name) || named?.has(name) === true) continue
-    // `vz_m2m_token`: servers that read `_` as `-` (CGI-style frameworks, nginx's underscores_in_headers) would take it for the real one.
+    // `vz_m2m_token`: servers that read `_` as `-` (CGI-style frameworks, nginx's underscores_in_headers) would take it
+    // for the real one.
     if (name.includes('_') && excluded.has(name.replaceAll('_', '-'))) continue
     copy[name] = headers[name]
   }

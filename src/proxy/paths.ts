@@ -1,8 +1,15 @@
-// Which request targets may be forwarded: origin-form paths under the configured prefixes (default: all of /api/), with no way to climb out of them.
+// Which request targets may be forwarded: origin-form paths under the configured prefixes (default: all of /api/), with
+// no way to climb out of them.
 
-/** The forwarding root: every prefix lies under it, and by default all of it is forwarded (the OAuth token endpoint is answered locally). */
+/**
+ * The forwarding root: every prefix lies under it, and by default all of it is forwarded (the OAuth token endpoint is
+ * answered locally).
+ */
 export const API_ROOT = '/api/'
-/** Every ThingSpace API family on the upstream host (Connectivity Management, Device Location, Software Management, ...): see the README. */
+/**
+ * Every ThingSpace API family on the upstream host (Connectivity Management, Device Location, Software Management,
+ * ...): see the README.
+ */
 export const DEFAULT_FORWARD_PREFIXES: readonly string[] = [API_ROOT]
 const MAX_DECODE_ROUNDS = 3
 const NEEDS_SEGMENT_CHECK = /[%.\\#\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
@@ -34,7 +41,10 @@ export class ForwardPrefixes {
   admits (rawUrl: string): boolean {
     for (const prefix of this.prefixes) if (rawUrl.startsWith(prefix)) return true
     for (const stem of this.stems) {
-      if (rawUrl.startsWith(stem) && (rawUrl.length === stem.length || rawUrl.charCodeAt(stem.length) === QUESTION_MARK)) return true
+      if (
+        rawUrl.startsWith(stem) &&
+        (rawUrl.length === stem.length || rawUrl.charCodeAt(stem.length) === QUESTION_MARK)
+      ) { return true }
     }
     return false
   }
@@ -50,26 +60,34 @@ export const DEFAULT_FORWARD_RULE = new ForwardPrefixes(DEFAULT_FORWARD_PREFIXES
 export function parseForwardPrefix (raw: string): string {
   const prefix = raw.trim()
   if (prefix === '/api' || prefix === API_ROOT) return API_ROOT
-  if (!prefix.startsWith(API_ROOT)) throw new Error(`${JSON.stringify(prefix)} is not under ${API_ROOT}: only ThingSpace API paths are forwarded`)
+  if (!prefix.startsWith(API_ROOT)) {
+    throw new Error(`${JSON.stringify(prefix)} is not under ${API_ROOT}: only ThingSpace API paths are forwarded`)
+  }
   if (prefix.includes('..')) throw new Error(`${JSON.stringify(prefix)} contains ".."`)
   if (prefix.includes('%')) throw new Error(`${JSON.stringify(prefix)} contains a % escape: write the path as it is`)
   if (prefix.includes('//')) throw new Error(`${JSON.stringify(prefix)} contains an empty segment ("//")`)
   const segments = (prefix.endsWith('/') ? prefix.slice(API_ROOT.length, -1) : prefix.slice(API_ROOT.length)).split('/')
   for (const segment of segments) {
     if (segment === '.' || !PREFIX_SEGMENT.test(segment)) {
-      throw new Error(`${JSON.stringify(prefix)} has the segment ${JSON.stringify(segment)}: segments are made of letters, digits and - . _ ~ only (no query, ; or \\)`)
+      throw new Error(
+        `${JSON.stringify(prefix)} has the segment ${JSON.stringify(segment)}: segments are made of letters, digits and - . _ ~ only (no query, ; or \\)`
+      )
     }
   }
   const normalised = `${API_ROOT}${segments.join('/')}/`
   const local = LOCALLY_ANSWERED_ENDPOINTS.find((endpoint) => `${endpoint.path}/` === normalised)
-  if (local !== undefined) throw new Error(`${JSON.stringify(prefix)} is ${local.path}, which the proxy answers itself and never forwards`)
+  if (local !== undefined) {
+    throw new Error(`${JSON.stringify(prefix)} is ${local.path}, which the proxy answers itself and never forwards`)
+  }
   return normalised
 }
 
 /** Configured prefixes, each checked by parseForwardPrefix; duplicates and prefixes inside another dropped. */
 export function parseForwardPrefixes (raw: readonly string[]): string[] {
   const parsed = raw.map(parseForwardPrefix)
-  return [...new Set(parsed)].filter((prefix, _index, all) => !all.some((other) => other !== prefix && prefix.startsWith(other)))
+  return [...new Set(parsed)].filter(
+    (prefix, _index, all) => !all.some((other) => other !== prefix && prefix.startsWith(other))
+  )
 }
 
 /** Why a target under /api/ is not forwarded: the Proxy.NotFound.* suffix and a message that says the real reason. */
@@ -78,7 +96,9 @@ export interface TargetRefusal {
   message: string
 }
 
-/** Rounds of percent-decoding looked through; a path still changing after that is refused (no client encodes so deep). */
+/**
+ * Rounds of percent-decoding looked through; a path still changing after that is refused (no client encodes so deep).
+ */
 const MAX_LOOKED_THROUGH_ROUNDS = 10
 const DOT_SEGMENT = /^\.\.?(;.*)?$/
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
@@ -101,7 +121,10 @@ function decodingsOf (path: string): string[] | undefined {
   return decodings
 }
 
-/** One round of decoding every well-formed run of escapes, leaving malformed ones as they are: a lenient server may do the same. */
+/**
+ * One round of decoding every well-formed run of escapes, leaving malformed ones as they are: a lenient server may do
+ * the same.
+ */
 function decodeOnce (path: string): string {
   return path.replace(/(?:%[0-9a-fA-F]{2})+/g, (run) => {
     try {
@@ -119,41 +142,59 @@ function decodeOnce (path: string): string {
  * `%5C` read as `/`) may have a dot segment or a control character. Anything else is forwarded byte for
  * byte: a free-text name such as `Fleet%2050%25` or `EU%2FNorth` is the client's business.
  */
-export function targetRefusal (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): TargetRefusal | undefined {
-  if (!prefixes.admits(rawUrl)) return { code: 'OutsidePrefixes', message: prefixes.notForwardedMessage } // also absolute- and authority-form
+export function targetRefusal (
+  rawUrl: string,
+  prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE
+): TargetRefusal | undefined {
+  // also absolute- and authority-form
+  if (!prefixes.admits(rawUrl)) return { code: 'OutsidePrefixes', message: prefixes.notForwardedMessage }
   const queryStart = rawUrl.indexOf('?')
   const path = queryStart === -1 ? rawUrl : rawUrl.slice(0, queryStart)
   // Fast path: with no dot, escape, backslash, fragment or control character there is nothing to decode.
   if (!NEEDS_SEGMENT_CHECK.test(path)) return undefined
   if (path.includes('\\') || path.includes('#') || CONTROL_CHARACTER.test(path) || !WELL_FORMED_ESCAPES.test(path)) {
-    return { code: 'MalformedPath', message: 'not proxied: the path has a backslash, a fragment, a control character or a malformed % escape' }
+    return {
+      code: 'MalformedPath',
+      message: 'not proxied: the path has a backslash, a fragment, a control character or a malformed % escape'
+    }
   }
   try {
     decodeURIComponent(path)
   } catch {
     // Not UTF-8 (`%c0%ae`, an overlong dot): a lenient decoder may read it as anything.
-    return { code: 'MalformedPath', message: 'not proxied: the path\'s escapes are not valid UTF-8' }
+    return { code: 'MalformedPath', message: "not proxied: the path's escapes are not valid UTF-8" }
   }
   const decodings = decodingsOf(path)
   if (decodings === undefined) {
-    return { code: 'TooManyEncodings', message: `not proxied: the path is still percent-encoded after ${MAX_LOOKED_THROUGH_ROUNDS} rounds of decoding` }
+    return {
+      code: 'TooManyEncodings',
+      message: `not proxied: the path is still percent-encoded after ${MAX_LOOKED_THROUGH_ROUNDS} rounds of decoding`
+    }
   }
   for (const [round, decoding] of decodings.entries()) {
     // `..;x` too: some servers (Tomcat) strip path parameters before resolving dot segments.
     if (decoding.split(/[/\\]/).some((segment) => DOT_SEGMENT.test(segment))) {
       return {
         code: 'EncodedTraversal',
-        message: round === 0
-          ? 'not proxied: the path has a dot segment (. or ..), which could climb out of the forwarded prefixes'
-          : `not proxied: the path decoded ${round} time(s) has a dot segment (. or ..), which could climb out of the forwarded prefixes`
+        message:
+          round === 0
+            ? 'not proxied: the path has a dot segment (. or ..), which could climb out of the forwarded prefixes'
+            : `not proxied: the path decoded ${round} time(s) has a dot segment (. or ..), which could climb out of the forwarded prefixes`
       }
     }
-    if (round > 0 && CONTROL_CHARACTER.test(decoding)) return { code: 'MalformedPath', message: 'not proxied: the path decodes to a control character' }
-    if (round > 0 && !prefixes.admits(decoding.replaceAll('\\', '/'))) return { code: 'EncodedTraversal', message: prefixes.notForwardedMessage }
+    if (round > 0 && CONTROL_CHARACTER.test(decoding)) {
+      return { code: 'MalformedPath', message: 'not proxied: the path decodes to a control character' }
+    }
+    if (round > 0 && !prefixes.admits(decoding.replaceAll('\\', '/'))) {
+      return { code: 'EncodedTraversal', message: prefixes.notForwardedMessage }
+    }
   }
   // Decoding stopped on escapes that are not UTF-8 (`%25c0%25ae` hides an overlong dot one level down).
   if (/%[89a-fA-F][0-9a-fA-F]/.test(decodings[decodings.length - 1] as string)) {
-    return { code: 'MalformedPath', message: 'not proxied: a decoding of the path has escapes that are not valid UTF-8' }
+    return {
+      code: 'MalformedPath',
+      message: 'not proxied: a decoding of the path has escapes that are not valid UTF-8'
+    }
   }
   return undefined
 }
@@ -220,8 +261,14 @@ export function normalisedPath (rawUrl: string): string {
 }
 
 /** The session controller's namespace and the OAuth token endpoint, as skeleton segments (see skeletonOf). */
-const RESERVED_SKELETONS: ReadonlyArray<readonly string[]> = [['api', 'm2m', 'v1', 'session'], ['api', 'ts', 'v1', 'oauth2', 'token']]
-/** Whatever could spell a reserved path in some decoding or to some lenient server: its words, an escape, a non-ASCII character. */
+const RESERVED_SKELETONS: ReadonlyArray<readonly string[]> = [
+  ['api', 'm2m', 'v1', 'session'],
+  ['api', 'ts', 'v1', 'oauth2', 'token']
+]
+/**
+ * Whatever could spell a reserved path in some decoding or to some lenient server: its words, an escape, a non-ASCII
+ * character.
+ */
 const MAY_SPELL_RESERVED = /session|oauth|%|[^\x21-\x7e]/i
 
 /**
@@ -238,7 +285,10 @@ function skeletonOf (path: string): string[] {
       continue
     }
     const word = segment.replace(/^[^\p{L}\p{N}]+/u, '').split('.', 1)[0] as string
-    const skeleton = word.replace(/[^\p{L}\p{N}]/gu, '').toUpperCase().toLowerCase()
+    const skeleton = word
+      .replace(/[^\p{L}\p{N}]/gu, '')
+      .toUpperCase()
+      .toLowerCase()
     if (skeleton !== '') segments.push(skeleton)
   }
   return segments
@@ -262,7 +312,8 @@ export function inReservedNamespace (rawUrl: string): boolean {
 }
 
 /** The message of a reserved path's 404. */
-export const RESERVED_NAMESPACE_MESSAGE = 'not proxied: paths under /api/m2m/v1/session and the OAuth token endpoint are never forwarded; ' +
+export const RESERVED_NAMESPACE_MESSAGE =
+  'not proxied: paths under /api/m2m/v1/session and the OAuth token endpoint are never forwarded; ' +
   'the proxy answers POST /api/m2m/v1/session/login, POST /api/m2m/v1/session/logout, PUT /api/m2m/v1/session/password/actions/reset ' +
   'and POST /api/ts/v1/oauth2/token itself'
 

@@ -1,4 +1,5 @@
-// Forwarding under /api/ (or the configured prefixes): tokens attached, expired tokens renewed and the request replayed (once per token), errors in ThingSpace's shape.
+// Forwarding under /api/ (or the configured prefixes): tokens attached, expired tokens renewed and the request replayed
+// (once per token), errors in ThingSpace's shape.
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
@@ -9,7 +10,14 @@ import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
-import { DEFAULT_FORWARD_RULE, inReservedNamespace, locallyAnsweredEndpoint, RESERVED_NAMESPACE_MESSAGE, targetRefusal, type ForwardPrefixes } from './paths.js'
+import {
+  DEFAULT_FORWARD_RULE,
+  inReservedNamespace,
+  locallyAnsweredEndpoint,
+  RESERVED_NAMESPACE_MESSAGE,
+  targetRefusal,
+  type ForwardPrefixes
+} from './paths.js'
 import { peekBody, peekBodyAsync } from './response-body.js'
 import { decodeContent } from './content-decoding.js'
 import { mayBeTokenRejection, tokenRejectionOf, type TokenRejection } from './upstream-errors.js'
@@ -33,7 +41,10 @@ const FORWARDED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPT
  */
 const REPLY_FROM_FAILURE_WARNINGS: ReadonlySet<string> = new Set(['response errored'])
 
-export type TokenProvider = Pick<SessionManager, 'currentTokens' | 'acquireTokens' | 'tokensAfterRejection' | 'replayServed'>
+export type TokenProvider = Pick<
+  SessionManager,
+  'currentTokens' | 'acquireTokens' | 'tokensAfterRejection' | 'replayServed'
+>
 
 export interface ProxyPluginOptions {
   upstream: string
@@ -43,11 +54,20 @@ export interface ProxyPluginOptions {
   bodyLimitBytes: number
   /** Path prefixes forwarded, as parsed by the configuration (M2M_PROXY_FORWARD_PREFIXES); default all of /api/. */
   forwardPrefixes?: ForwardPrefixes
-  /** ThingSpace's throttling: pauses, the contracted rate; absent: requests are sent at once, and a 429 goes on to the client. */
+  /**
+   * ThingSpace's throttling: pauses, the contracted rate; absent: requests are sent at once, and a 429 goes on to the
+   * client.
+   */
   gate?: UpstreamGate
-  /** Longest a request waits for throttling pauses and rate slots, from its arrival, before the client gets ThingSpace's 429 or a 503. */
+  /**
+   * Longest a request waits for throttling pauses and rate slots, from its arrival, before the client gets ThingSpace's
+   * 429 or a 503.
+   */
   throttleMaxWaitMs?: number
-  /** A throttled answer was sent again after the pause (`retried`) or passed on (`passed-on`: the wait would pass the deadline). */
+  /**
+   * A throttled answer was sent again after the pause (`retried`) or passed on (`passed-on`: the wait would pass the
+   * deadline).
+   */
   onThrottled?: (outcome: 'retried' | 'passed-on') => void
   /** A request got 503 Proxy.Overloaded: it would have waited past its deadline. */
   onOverloaded?: () => void
@@ -95,7 +115,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   // Bodies are kept as raw bytes (never parsed and re-serialised) so that a replay is byte-identical.
   app.removeAllContentTypeParsers()
   const asRawBytes = { parseAs: 'buffer', bodyLimit: options.bodyLimitBytes } as const
-  const keepBytes = (_request: FastifyRequest, body: Buffer, done: (error: null, body: Buffer) => void): void => { done(null, body) }
+  const keepBytes = (_request: FastifyRequest, body: Buffer, done: (error: null, body: Buffer) => void): void => {
+    done(null, body)
+  }
   app.addContentTypeParser('*', asRawBytes, keepBytes)
   // The same for JSON, nearly every body here: Fastify remembers the parser found for a Content-Type,
   // but not when it is the catch-all, which cost a Content-Type parse per request (README, Performance).
@@ -119,7 +141,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const forwarded = withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
     forwarded[REQUEST_ID_HEADER] = request.id
     // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length (undici skips undefined).
-    if (!Buffer.isBuffer(request.body) && forwarded['content-length'] !== undefined) forwarded['content-length'] = undefined
+    if (!Buffer.isBuffer(request.body) && forwarded['content-length'] !== undefined) {
+      forwarded['content-length'] = undefined
+    }
     return forwarded
   }
   const onResponse: NonNullable<FastifyReplyFromHooks['onResponse']> = (anyRequest, anyReply, raw) => {
@@ -143,9 +167,16 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     if (isSmallWholeAnswer(request, response)) {
-      peekBody(response.stream, MAX_BUFFERED_ANSWER_BYTES,
-        (peeked) => { reply.send(peeked.complete ? peeked.body : peeked.stream) },
-        (error) => { sendBrokenAnswer(reply, error) })
+      peekBody(
+        response.stream,
+        MAX_BUFFERED_ANSWER_BYTES,
+        (peeked) => {
+          reply.send(peeked.complete ? peeked.body : peeked.stream)
+        },
+        (error) => {
+          sendBrokenAnswer(reply, error)
+        }
+      )
       return
     }
     reply.send(response.stream)
@@ -157,11 +188,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const failure = classifyUpstreamFailure(error)
     // A timeout, reset or refused connection is expected on a network: its code says it all, no stack.
     // Anything without a code of its own is not, and keeps its stack.
-    if (failure.detail === 'unknown error' || failure.detail.startsWith('FST_')) reply.request.log.warn({ upstreamError: failure.detail, err: error }, 'upstream request failed')
-    else reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
-    const message = failure.kind === 'upstreamTimeout'
-      ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
-      : `ThingSpace could not be reached (${failure.detail})`
+    if (failure.detail === 'unknown error' || failure.detail.startsWith('FST_')) { reply.request.log.warn({ upstreamError: failure.detail, err: error }, 'upstream request failed') } else reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
+    const message =
+      failure.kind === 'upstreamTimeout'
+        ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
+        : `ThingSpace could not be reached (${failure.detail})`
     sendProxyError(reply, failure.kind, message)
   }
 
@@ -169,8 +200,21 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
    * Written out field by field on purpose: `{ ...shared, body }` over these function-valued fields is
    * slow in V8 and leaves reply-from's option reads megamorphic (measured: the README's Performance table).
    */
-  function replyOptions (body: Buffer | undefined, contentType: string | undefined): FastifyReplyFromHooks & { body: Buffer | undefined, contentType: string | undefined } {
-    return { timeout: options.upstreamTimeoutMs, retryDelay, queryString, rewriteHeaders, rewriteRequestHeaders, onResponse, onError, body, contentType }
+  function replyOptions (
+    body: Buffer | undefined,
+    contentType: string | undefined
+  ): FastifyReplyFromHooks & { body: Buffer | undefined; contentType: string | undefined } {
+    return {
+      timeout: options.upstreamTimeoutMs,
+      retryDelay,
+      queryString,
+      rewriteHeaders,
+      rewriteRequestHeaders,
+      onResponse,
+      onError,
+      body,
+      contentType
+    }
   }
   const bodilessReplyOptions = replyOptions(undefined, undefined)
 
@@ -204,10 +248,13 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const delay = gate.delayFor((request.proxyState as ProxyState).deadline)
     if (delay === 0) return send(request, reply)
     if (typeof delay === 'number') return later(request, reply, delay, sendUnlessPaused)
-    delay.then((waitMs) => later(request, reply, waitMs, sendUnlessPaused), (error: unknown) => {
-      request.log.error({ err: error }, 'the upstream gate failed')
-      if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to schedule the request')
-    })
+    delay.then(
+      (waitMs) => later(request, reply, waitMs, sendUnlessPaused),
+      (error: unknown) => {
+        request.log.error({ err: error }, 'the upstream gate failed')
+        if (!reply.sent) sendProxyError(reply, 'internal', 'the proxy failed to schedule the request')
+      }
+    )
     return reply
   }
 
@@ -215,13 +262,26 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     return (gate as UpstreamGate).pauseLeftMs() > 0 ? forward(request, reply) : send(request, reply)
   }
 
-  /** Runs `next` after `waitMs` (-1: refused, 503) unless that passes the request's deadline or the client is gone by then. */
-  function later (request: FastifyRequest, reply: FastifyReply, waitMs: number, next: (request: FastifyRequest, reply: FastifyReply) => FastifyReply): FastifyReply {
+  /**
+   * Runs `next` after `waitMs` (-1: refused, 503) unless that passes the request's deadline or the client is gone by
+   * then.
+   */
+  function later (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    waitMs: number,
+    next: (request: FastifyRequest, reply: FastifyReply) => FastifyReply
+  ): FastifyReply {
     const gated = gate as UpstreamGate
     if (waitMs < 0 || gated.now() + waitMs > (request.proxyState as ProxyState).deadline) {
       options.onOverloaded?.()
       reply.header('retry-after', String(Math.max(1, Math.ceil(gated.pauseLeftMs() / 1000))))
-      return sendProxyError(reply, 'overloaded', `ThingSpace is throttling requests and this one could not be sent within ${throttleMaxWaitMs} ms (M2M_PROXY_THROTTLE_MAX_WAIT_MS)`, 'UpstreamThrottled')
+      return sendProxyError(
+        reply,
+        'overloaded',
+        `ThingSpace is throttling requests and this one could not be sent within ${throttleMaxWaitMs} ms (M2M_PROXY_THROTTLE_MAX_WAIT_MS)`,
+        'UpstreamThrottled'
+      )
     }
     if (waitMs === 0) return next(request, reply)
     const state = request.proxyState as ProxyState
@@ -245,11 +305,17 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const path = queryStart === -1 ? request.url : request.url.slice(0, queryStart)
     const body = request.body
     // Always given explicitly, even empty: left to reply-from, a Buffer would be re-encoded as JSON.
-    if (Buffer.isBuffer(body)) return reply.from(path, replyOptions(body, request.headers['content-type'] ?? 'application/octet-stream'))
+    if (Buffer.isBuffer(body)) {
+      return reply.from(path, replyOptions(body, request.headers['content-type'] ?? 'application/octet-stream'))
+    }
     return reply.from(path, bodilessReplyOptions)
   }
 
-  async function inspectAndReplay (request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): Promise<void> {
+  async function inspectAndReplay (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    response: UpstreamResponse
+  ): Promise<void> {
     let peeked
     try {
       peeked = await peekBodyAsync(response.stream, MAX_BUFFERED_ANSWER_BYTES)
@@ -264,9 +330,10 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     // A compressed answer is read decoded and, unless it is a refusal, sent on as it came (peeked.body).
     const contentEncoding = response.headers['content-encoding']
-    const readable = contentEncoding === undefined || peeked.body.length === 0
-      ? peeked.body
-      : await decodedForInspection(request, contentEncoding, peeked.body)
+    const readable =
+      contentEncoding === undefined || peeked.body.length === 0
+        ? peeked.body
+        : await decodedForInspection(request, contentEncoding, peeked.body)
     const rejection = readable === undefined ? undefined : tokenRejectionOf(response.statusCode, readable)
     // A gateway refusal of the bearer hides the state of the session: when both expired together, the
     // replay after the OAuth renewal meets the expired session and may be replayed once more for it.
@@ -284,7 +351,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     if (renewed === undefined) {
-      reply.send(peeked.body) // the session was refused right after its login: not renewed again so soon, ThingSpace's answer goes on
+      // the session was refused right after its login: not renewed again so soon, ThingSpace's answer goes on
+      reply.send(peeked.body)
       return
     }
     state.tokens = renewed
@@ -335,13 +403,21 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   function startForwarding (request: FastifyRequest, reply: FastifyReply, tokens: UpstreamTokens): FastifyReply {
-    request.proxyState = { tokens, replayedFor: undefined, upstreamStatus: undefined, upstreamStartedAt: 0, deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs, gateWaitStartedAt: 0 }
+    request.proxyState = {
+      tokens,
+      replayedFor: undefined,
+      upstreamStatus: undefined,
+      upstreamStartedAt: 0,
+      deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs,
+      gateWaitStartedAt: 0
+    }
     return forward(request, reply)
   }
 
   // reply-from, the engine of @fastify/http-proxy, under routes of our own: the handler has checked the target
-  // (targetRefusal) before anything is sent; @fastify/http-proxy's route would resolve it again with three URL objects and
-  // parse its query on every request, which cost 9 to 10% more CPU per request (npm run bench, README "Performance").
+  // (targetRefusal) before anything is sent; @fastify/http-proxy's route would resolve it again with three URL
+  // objects and parse its query on every request, which cost 9 to 10% more CPU per request (npm run bench, README
+  // "Performance").
   await app.register(replyFrom, {
     base: options.upstream,
     undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on
@@ -359,7 +435,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
  */
 function isSmallWholeAnswer (request: FastifyRequest, response: UpstreamResponse): boolean {
   const length = Number(response.headers['content-length'])
-  return request.method !== 'HEAD' && length > 0 && length <= MAX_BUFFERED_ANSWER_BYTES && response.headers['content-type'] !== undefined
+  return (
+    request.method !== 'HEAD' &&
+    length > 0 &&
+    length <= MAX_BUFFERED_ANSWER_BYTES &&
+    response.headers['content-type'] !== undefined
+  )
 }
 
 /**
@@ -367,10 +448,17 @@ function isSmallWholeAnswer (request: FastifyRequest, response: UpstreamResponse
  * gzip can expand to gigabytes); undefined when it cannot be (unknown coding such as `compress`,
  * corrupt, or too large): then it is not a refusal the proxy can see, and goes on untouched.
  */
-async function decodedForInspection (request: FastifyRequest, contentEncoding: string | string[], body: Buffer): Promise<Buffer | undefined> {
+async function decodedForInspection (
+  request: FastifyRequest,
+  contentEncoding: string | string[],
+  body: Buffer
+): Promise<Buffer | undefined> {
   const result = await decodeContent(body, contentEncoding, MAX_BUFFERED_ANSWER_BYTES)
   if (result.decoded) return result.body
-  request.log.warn({ contentEncoding, reason: result.reason }, 'compressed error answer not decoded: passed on without looking for a token refusal')
+  request.log.warn(
+    { contentEncoding, reason: result.reason },
+    'compressed error answer not decoded: passed on without looking for a token refusal'
+  )
   return undefined
 }
 
@@ -389,9 +477,17 @@ function clearHeaders (reply: FastifyReply): void {
 
 export function sendAuthUnavailable (reply: FastifyReply, error: AuthUnavailableError): FastifyReply {
   reply.header('retry-after', String(Math.max(1, error.retryAfterSeconds)))
-  return sendProxyError(reply, 'authUnavailable', `the proxy cannot authenticate to ThingSpace: ${error.message}`, reasonCode(error.reason))
+  return sendProxyError(
+    reply,
+    'authUnavailable',
+    `the proxy cannot authenticate to ThingSpace: ${error.message}`,
+    reasonCode(error.reason)
+  )
 }
 
 function reasonCode (reason: AuthUnavailableError['reason']): string {
-  return reason.split('-').map((word) => word.charAt(0).toUpperCase() + word.slice(1)).join('')
+  return reason
+    .split('-')
+    .map((word) => word.charAt(0).toUpperCase() + word.slice(1))
+    .join('')
 }

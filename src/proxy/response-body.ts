@@ -2,15 +2,18 @@
 
 import { PassThrough, type Readable } from 'node:stream'
 
-export type PeekedBody =
-  | { complete: true, body: Buffer }
-  | { complete: false, stream: Readable }
+export type PeekedBody = { complete: true; body: Buffer } | { complete: false; stream: Readable }
 
 /**
  * Buffers up to `maxBytes`; past that, hands on a stream that replays what was read, then the rest.
  * Callbacks, not a promise: this runs for nearly every answer, and a promise costs a microtask more.
  */
-export function peekBody (source: Readable, maxBytes: number, resolve: (peeked: PeekedBody) => void, reject: (error: Error) => void): void {
+export function peekBody (
+  source: Readable,
+  maxBytes: number,
+  resolve: (peeked: PeekedBody) => void,
+  reject: (error: Error) => void
+): void {
   const chunks: Buffer[] = []
   let size = 0
   const cleanup = (): void => {
@@ -45,5 +48,7 @@ export function peekBody (source: Readable, maxBytes: number, resolve: (peeked: 
 
 /** peekBody for the paths that await anyway. */
 export function peekBodyAsync (source: Readable, maxBytes: number): Promise<PeekedBody> {
-  return new Promise((resolve, reject) => { peekBody(source, maxBytes, resolve, reject) })
+  return new Promise((resolve, reject) => {
+    peekBody(source, maxBytes, resolve, reject)
+  })
 }

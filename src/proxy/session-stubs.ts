@@ -20,14 +20,19 @@ const LOCAL_ANSWERS: Record<LocalEndpointName, (reply: FastifyReply) => FastifyR
   // The shared session stays up: other requests still use it.
   logout: (reply) => sendJson(reply, { sessionToken: PLACEHOLDER_SESSION_TOKEN }),
   passwordReset: (reply) =>
-    sendProxyError(reply, 'forbidden', 'password rotation is an admin operation of the proxy (admin listener), not available to clients'),
+    sendProxyError(
+      reply,
+      'forbidden',
+      'password rotation is an admin operation of the proxy (admin listener), not available to clients'
+    ),
   // Clients that fetch their own OAuth token get a placeholder too; the proxy attaches the real one.
-  oauthToken: (reply) => sendJson(reply, {
-    access_token: PLACEHOLDER_OAUTH_TOKEN,
-    token_type: 'bearer',
-    expires_in: 3600,
-    scope: 'm2m-session-proxy'
-  })
+  oauthToken: (reply) =>
+    sendJson(reply, {
+      access_token: PLACEHOLDER_OAUTH_TOKEN,
+      token_type: 'bearer',
+      expires_in: 3600,
+      scope: 'm2m-session-proxy'
+    })
 }
 
 function sendJson (reply: FastifyReply, body: object): FastifyReply {
@@ -38,12 +43,21 @@ function sendJson (reply: FastifyReply, body: object): FastifyReply {
 export function answerLocally (endpoint: LocalEndpoint, reply: FastifyReply): FastifyReply {
   if (reply.request.method === endpoint.method) return LOCAL_ANSWERS[endpoint.name](reply)
   reply.header('allow', endpoint.method)
-  return sendProxyError(reply, 'methodNotAllowed', `${endpoint.path} accepts ${endpoint.method} only; the proxy answers it and never forwards it`)
+  return sendProxyError(
+    reply,
+    'methodNotAllowed',
+    `${endpoint.path} accepts ${endpoint.method} only; the proxy answers it and never forwards it`
+  )
 }
 
 /** Routes for the exact paths; other spellings reach the forwarding handler, which asks answerLocally too. */
 export function registerSessionControllerStubs (app: FastifyInstance): void {
   for (const endpoint of LOCALLY_ANSWERED_ENDPOINTS) {
-    app.route({ method: ROUTED_METHODS, url: endpoint.path, exposeHeadRoute: false, handler: async (_request, reply) => answerLocally(endpoint, reply) })
+    app.route({
+      method: ROUTED_METHODS,
+      url: endpoint.path,
+      exposeHeadRoute: false,
+      handler: async (_request, reply) => answerLocally(endpoint, reply)
+    })
   }
 }

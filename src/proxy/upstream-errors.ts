@@ -44,16 +44,30 @@ export function tokenRejectionOf (statusCode: number, body: Buffer): TokenReject
     return undefined
   }
   if (typeof parsed !== 'object' || parsed === null) return undefined
-  const record = parsed as { errorCode?: unknown, errorMessage?: unknown, error?: unknown, error_description?: unknown, fault?: { code?: unknown } }
+  const record = parsed as {
+    errorCode?: unknown
+    errorMessage?: unknown
+    error?: unknown
+    error_description?: unknown
+    fault?: { code?: unknown }
+  }
   if (typeof record.errorCode === 'string') {
     if (record.errorCode.includes('.SessionToken.')) {
       return { cause: 'session', reason: record.errorCode.includes('.SessionToken.Expired') ? 'expired' : 'invalid' }
     }
-    if (record.errorCode === 'INVALID_PARAMETER' && typeof record.errorMessage === 'string' && LOCATION_SESSION_EXPIRED.test(record.errorMessage)) {
+    if (
+      record.errorCode === 'INVALID_PARAMETER' &&
+      typeof record.errorMessage === 'string' &&
+      LOCATION_SESSION_EXPIRED.test(record.errorMessage)
+    ) {
       return { cause: 'session', reason: 'expired' }
     }
   }
-  if (record.error === 'unauthorized' && typeof record.error_description === 'string' && CLOUD_CONNECTOR_SESSION_REFUSED.test(record.error_description)) {
+  if (
+    record.error === 'unauthorized' &&
+    typeof record.error_description === 'string' &&
+    CLOUD_CONNECTOR_SESSION_REFUSED.test(record.error_description)
+  ) {
     return { cause: 'session', reason: 'invalid' }
   }
   if (statusCode === 401 && String(record.fault?.code) === '900901') {
@@ -64,5 +78,8 @@ export function tokenRejectionOf (statusCode: number, body: Buffer): TokenReject
 
 /** Device Location's expired session; its "UWS verification failure (Could not find account ...)" is not one. */
 const LOCATION_SESSION_EXPIRED = /^UWS verification failure \(The Session has expired\.?\)/i
-/** Cloud Connector's refused session: UWS answered 400, its session-token status (its documented [401] is a malformed bearer, under another error). */
+/**
+ * Cloud Connector's refused session: UWS answered 400, its session-token status (its documented [401] is a malformed
+ * bearer, under another error).
+ */
 const CLOUD_CONNECTOR_SESSION_REFUSED = /^Failure response received for UWS V1 REST accounts: \[400\]/

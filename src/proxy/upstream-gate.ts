@@ -1,7 +1,7 @@
-// ThingSpace's throttling absorbed: a 429 (or a 503 with Retry-After) pauses sending for the whole process (the fleet, when
-// shared), the throttled request is sent again once the pause ends, and sending resumes at the rate ThingSpace was seen to
-// accept rather than all at once. An optional contracted rate spaces requests so that the limit is not passed in the first
-// place; in fleet mode its slots are taken from the fleet store. No HTTP framework here.
+// ThingSpace's throttling absorbed: a 429 (or a 503 with Retry-After) pauses sending for the whole process (the fleet,
+// when shared), the throttled request is sent again once the pause ends, and sending resumes at the rate ThingSpace was
+// seen to accept rather than all at once. An optional contracted rate spaces requests so that the limit is not passed
+// in the first place; in fleet mode its slots are taken from the fleet store. No HTTP framework here.
 
 import { retryAfterSecondsOf } from '../session/auth-client.js'
 
@@ -9,7 +9,10 @@ import { retryAfterSecondsOf } from '../session/auth-client.js'
 export const DEFAULT_THROTTLE_PAUSE_MS = 1000
 /** The shortest pause, even for `Retry-After: 0`: the throttled requests must not come back at once. */
 const MIN_THROTTLE_PAUSE_MS = 100
-/** How long the rate learned from a throttled answer is kept after the last one; then the gate sends at full speed again. */
+/**
+ * How long the rate learned from a throttled answer is kept after the last one; then the gate sends at full speed
+ * again.
+ */
 export const LEARNED_RATE_MEMORY_MS = 60_000
 /**
  * The share of the seen rate sent at after a pause: timers fire late in bunches, and sending exactly at the limit meets
@@ -18,7 +21,10 @@ export const LEARNED_RATE_MEMORY_MS = 60_000
 const LEARNED_RATE_SHARE = 0.9
 /** The window over which accepted answers are counted to learn ThingSpace's rate (its limits are per second). */
 const RATE_WINDOW_MS = 1000
-/** Accepted answers remembered for learning (a power of two): a limit above this many per second is learned as this many. */
+/**
+ * Accepted answers remembered for learning (a power of two): a limit above this many per second is learned as this
+ * many.
+ */
 const ANSWER_RING_SIZE = 4096
 
 /** Where the fleet's pause and contracted-rate slots live (fleet mode); see src/fleet/shared-sending.ts. */
@@ -56,7 +62,9 @@ class LocalSlots {
 export class UpstreamGate {
   /** When the pause ordered by the last throttled answer ends (0: not paused). */
   #pausedUntil = 0
-  /** When the current pause started (the first throttled answer of it): the end of the window the rate is learned from. */
+  /**
+   * When the current pause started (the first throttled answer of it): the end of the window the rate is learned from.
+   */
   #pauseStartedAt = 0
   readonly #contractIntervalMs: number
   /** The interval of the rate learned from the last throttled answers (0: none), and until when it is kept. */
@@ -132,10 +140,14 @@ export class UpstreamGate {
         const later = this.#now()
         const slot = this.#fallbackSlots.take(Math.max(later, now + waitMs), this.#contractIntervalMs, deadline)
         return this.#waited(slot === undefined ? -1 : slot - later)
-      })
+      }
+    )
   }
 
-  /** Milliseconds until the current pause ends (0 when not paused): the Retry-After of a request that cannot wait for it. */
+  /**
+   * Milliseconds until the current pause ends (0 when not paused): the Retry-After of a request that cannot wait for
+   * it.
+   */
   pauseLeftMs (): number {
     return this.#pausedUntil === 0 ? 0 : Math.max(0, this.#pausedUntil - this.#now())
   }
@@ -145,7 +157,10 @@ export class UpstreamGate {
     this.#acceptedAt[this.#accepted++ & (ANSWER_RING_SIZE - 1)] = this.#now()
   }
 
-  /** ThingSpace answered a throttled answer: nothing is sent for its Retry-After (capped), fleet-wide when shared; returns the pause's length. */
+  /**
+   * ThingSpace answered a throttled answer: nothing is sent for its Retry-After (capped), fleet-wide when shared;
+   * returns the pause's length.
+   */
   throttled (retryAfter: string | string[] | undefined): number {
     this.throttledAnswers++
     const seconds = retryAfterSecondsOf(retryAfter, this.#now())
@@ -154,7 +169,9 @@ export class UpstreamGate {
     return pauseMs
   }
 
-  /** Pauses sending for `pauseMs` (capped, at least the minimum), never shortening a pause; returns the length applied. */
+  /**
+   * Pauses sending for `pauseMs` (capped, at least the minimum), never shortening a pause; returns the length applied.
+   */
   pauseFor (pauseMs: number): number {
     const now = this.#now()
     const applied = Math.max(MIN_THROTTLE_PAUSE_MS, Math.min(this.#maxPauseMs, pauseMs))

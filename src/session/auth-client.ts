@@ -24,7 +24,19 @@ export interface ThingSpaceAuthApi {
 }
 
 // Failures before any byte reached the server: the platform cannot have counted them.
-const NOT_SENT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'CERT_HAS_EXPIRED', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'ERR_TLS_CERT_ALTNAME_INVALID'])
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID'
+])
 
 interface JsonAnswer {
   statusCode: number
@@ -34,7 +46,9 @@ interface JsonAnswer {
 /** Answers that say nothing of the credentials: the platform did not evaluate the call. */
 const NOT_EVALUATED_STATUSES = new Set([408, 429]) // request timeout, throttled
 
-/** Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), or undefined when absent or unreadable. */
+/**
+ * Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), or undefined when absent or unreadable.
+ */
 export function retryAfterSecondsOf (header: string | string[] | undefined, nowMs: number): number | undefined {
   const value = (Array.isArray(header) ? header[0] : header)?.trim()
   if (value === undefined || value === '') return undefined
@@ -68,15 +82,25 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
 
   async fetchOAuthToken (clientId: string, clientSecret: string): Promise<OAuthGrant> {
     const basic = Buffer.from(`${clientId}:${clientSecret}`).toString('base64')
-    const answer = await this.call('POST', OAUTH_TOKEN_PATH, {
-      authorization: `Basic ${basic}`,
-      'content-type': 'application/x-www-form-urlencoded',
-      accept: 'application/json'
-    }, 'grant_type=client_credentials', 'OAuth token request')
+    const answer = await this.call(
+      'POST',
+      OAUTH_TOKEN_PATH,
+      {
+        authorization: `Basic ${basic}`,
+        'content-type': 'application/x-www-form-urlencoded',
+        accept: 'application/json'
+      },
+      'grant_type=client_credentials',
+      'OAuth token request'
+    )
     const accessToken = answer.body?.access_token
     const expiresIn = Number(answer.body?.expires_in)
     if (typeof accessToken !== 'string' || accessToken === '' || !Number.isFinite(expiresIn)) {
-      throw new UpstreamAuthError('unavailable', 'OAuth token response lacks access_token or expires_in', answer.statusCode)
+      throw new UpstreamAuthError(
+        'unavailable',
+        'OAuth token response lacks access_token or expires_in',
+        answer.statusCode
+      )
     }
     return { accessToken, expiresInSeconds: expiresIn }
   }
@@ -84,16 +108,28 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
   async login (oauthToken: string, username: string, password: string): Promise<string> {
     let answer: JsonAnswer
     try {
-      answer = await this.call('POST', LOGIN_PATH, {
-        authorization: `Bearer ${oauthToken}`,
-        'content-type': 'application/json',
-        accept: 'application/json'
-      }, JSON.stringify({ username, password }), 'session login')
+      answer = await this.call(
+        'POST',
+        LOGIN_PATH,
+        {
+          authorization: `Bearer ${oauthToken}`,
+          'content-type': 'application/json',
+          accept: 'application/json'
+        },
+        JSON.stringify({ username, password }),
+        'session login'
+      )
     } catch (error) {
-      // A login sends no session token, so a ".SessionToken." errorCode cannot mean one was refused: whatever its errorCode,
-      // a 4xx other than 408/429 may be a failed login at ThingSpace, and must count toward the lockout.
+      // A login sends no session token, so a ".SessionToken." errorCode cannot mean one was refused: whatever its
+      // errorCode, a 4xx other than 408/429 may be a failed login at ThingSpace, and must count toward the lockout.
       if (error instanceof UpstreamAuthError && error.kind === 'session-invalid') {
-        throw new UpstreamAuthError('rejected', error.message, error.statusCode, error.upstreamCode, error.retryAfterSeconds)
+        throw new UpstreamAuthError(
+          'rejected',
+          error.message,
+          error.statusCode,
+          error.upstreamCode,
+          error.retryAfterSeconds
+        )
       }
       throw error
     }
@@ -105,20 +141,32 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
   }
 
   async logout (oauthToken: string, sessionToken: string): Promise<void> {
-    await this.call('POST', LOGOUT_PATH, {
-      authorization: `Bearer ${oauthToken}`,
-      'vz-m2m-token': sessionToken,
-      accept: 'application/json'
-    }, undefined, 'session logout')
+    await this.call(
+      'POST',
+      LOGOUT_PATH,
+      {
+        authorization: `Bearer ${oauthToken}`,
+        'vz-m2m-token': sessionToken,
+        accept: 'application/json'
+      },
+      undefined,
+      'session logout'
+    )
   }
 
   async resetPassword (oauthToken: string, sessionToken: string, oldPassword: string): Promise<string> {
-    const answer = await this.call('PUT', PASSWORD_RESET_PATH, {
-      authorization: `Bearer ${oauthToken}`,
-      'vz-m2m-token': sessionToken,
-      'content-type': 'application/json',
-      accept: 'application/json'
-    }, JSON.stringify({ oldPassword }), 'password reset')
+    const answer = await this.call(
+      'PUT',
+      PASSWORD_RESET_PATH,
+      {
+        authorization: `Bearer ${oauthToken}`,
+        'vz-m2m-token': sessionToken,
+        'content-type': 'application/json',
+        accept: 'application/json'
+      },
+      JSON.stringify({ oldPassword }),
+      'password reset'
+    )
     const newPassword = answer.body?.newPassword
     if (typeof newPassword !== 'string' || newPassword === '') {
       // The reset may have happened: say so, the operator must check the account.
@@ -127,7 +175,13 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     return newPassword
   }
 
-  private async call (method: 'POST' | 'PUT', path: string, headers: Record<string, string>, body: string | undefined, what: string): Promise<JsonAnswer> {
+  private async call (
+    method: 'POST' | 'PUT',
+    path: string,
+    headers: Record<string, string>,
+    body: string | undefined,
+    what: string
+  ): Promise<JsonAnswer> {
     let response: Dispatcher.ResponseData
     try {
       response = await this.dispatcher.request({
@@ -142,14 +196,28 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
       const kind = NOT_SENT_CODES.has(code) ? 'unavailable' : 'unknown-outcome'
-      throw new UpstreamAuthError(kind, `${what} failed: ${code}`, undefined, undefined, undefined, networkCodeOf(error))
+      throw new UpstreamAuthError(
+        kind,
+        `${what} failed: ${code}`,
+        undefined,
+        undefined,
+        undefined,
+        networkCodeOf(error)
+      )
     }
     let answerBody: Record<string, unknown> | undefined
     try {
       answerBody = await readJsonBody(response.body)
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
-      throw new UpstreamAuthError('unknown-outcome', `${what} answer was cut off: ${code}`, response.statusCode, undefined, undefined, networkCodeOf(error))
+      throw new UpstreamAuthError(
+        'unknown-outcome',
+        `${what} answer was cut off: ${code}`,
+        response.statusCode,
+        undefined,
+        undefined,
+        networkCodeOf(error)
+      )
     }
     const answer = { statusCode: response.statusCode, body: answerBody }
     if (answer.statusCode >= 200 && answer.statusCode < 300) return answer
@@ -187,7 +255,9 @@ async function readJsonBody (body: Dispatcher.ResponseData['body']): Promise<Rec
   }
   try {
     const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined
   } catch {
     return undefined
   }

@@ -22,7 +22,10 @@ export class Backoff {
     return Math.max(0, this.notBefore - this.clock.now())
   }
 
-  /** `retryAfterSeconds`, the failed answer's Retry-After, lengthens the wait (up to RETRY_AFTER_MAX_MS), never shortens it. */
+  /**
+   * `retryAfterSeconds`, the failed answer's Retry-After, lengthens the wait (up to RETRY_AFTER_MAX_MS), never shortens
+   * it.
+   */
   recordFailure (retryAfterSeconds?: number): void {
     this.failures += 1
     const exponentialMs = Math.min(this.maxMs, this.baseMs * 2 ** (this.failures - 1))

@@ -1,4 +1,5 @@
-// Errors of the session lifecycle: what went wrong talking to the auth endpoints, and why the proxy cannot authenticate now.
+// Errors of the session lifecycle: what went wrong talking to the auth endpoints, and why the proxy cannot authenticate
+// now.
 
 /**
  * How an auth call to ThingSpace failed. The distinction drives the lockout guard:

@@ -1,6 +1,7 @@
-// Fleet mode of the session logic: logins shared by the replicas of one account through the FleetStore (one login lock, one
-// failure count), the fleet's idle clock, the shared OAuth token and re-seeding a store that lost its state. No HTTP framework
-// here, and never on the hot path: the store is read on renewal, on notification and by a timer every few seconds.
+// Fleet mode of the session logic: logins shared by the replicas of one account through the FleetStore (one login lock,
+// one failure count), the fleet's idle clock, the shared OAuth token and re-seeding a store that lost its state. No
+// HTTP framework here, and never on the hot path: the store is read on renewal, on notification and by a timer every
+// few seconds.
 
 import { messageOf } from '../errors.js'
 import type { OAuthGrant } from './auth-client.js'
@@ -18,7 +19,9 @@ export interface FleetOptions {
   store: FleetStore
   /** Longer than a login and its OAuth token fetch can take: a holder that dies frees it after this. */
   lockTtlMs: number
-  /** A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect). */
+  /**
+   * A waiter re-reads the shared session this often when no notification came (pub/sub drops messages on reconnect).
+   */
   pollIntervalMs?: number
   /** How often this replica shares its last use of the session (the fleet's idle clock); never per request. */
   shareUseIntervalMs?: number
@@ -43,7 +46,10 @@ export interface FleetHost {
   held: () => CachedSession | undefined
   /** The last session this replica held, cached or not: the one a renewal replaces. */
   replacing: () => CachedSession | undefined
-  /** The renewal under way is for local idleness only (not a refusal, not an operator's restart): the fleet may still use the session. */
+  /**
+   * The renewal under way is for local idleness only (not a refusal, not an operator's restart): the fleet may still
+   * use the session.
+   */
   renewingIdle: () => boolean
   /** This replica's last use of a session. */
   lastUsedAt: () => number | undefined
@@ -53,7 +59,10 @@ export interface FleetHost {
   password: () => string
   /** Forgets the cached session without a logout: another replica ended it. */
   drop: () => void
-  /** Caches `shared` for `ttlMs` without a login; `renewal`: it ends a renewal (a login avoided), else it follows a notification. */
+  /**
+   * Caches `shared` for `ttlMs` without a login; `renewal`: it ends a renewal (a login avoided), else it follows a
+   * notification.
+   */
   takeUp: (shared: SharedSession, ttlMs: number, renewal: boolean) => CachedSession
   closed: () => boolean
 }
@@ -68,7 +77,7 @@ export class FleetCoordinator implements LoginStrategy {
   private loginsAvoided = 0
   private lockWaits = 0
   /** The last use shared with the fleet, and of which session. */
-  private sharedUse: { loggedInAt: number, lastUsedAt: number } | undefined
+  private sharedUse: { loggedInAt: number; lastUsedAt: number } | undefined
   private shareTimer: Timer | undefined
   private closed = false
   /** The last altered session record warned about: one warning, not one per read. */
@@ -80,7 +89,7 @@ export class FleetCoordinator implements LoginStrategy {
   constructor (
     private readonly options: FleetOptions,
     private readonly host: FleetHost,
-    private readonly env: { clock: Clock, maxFailures: number, sessionTtlMs: number, publish: PublishSessionEvent }
+    private readonly env: { clock: Clock; maxFailures: number; sessionTtlMs: number; publish: PublishSessionEvent }
   ) {
     this.store = options.store
     this.pollMs = options.pollIntervalMs ?? FLEET_POLL_INTERVAL_MS
@@ -102,7 +111,12 @@ export class FleetCoordinator implements LoginStrategy {
   }
 
   status (): FleetStatus {
-    return { storeConnected: this.store.connected, consecutiveLoginFailures: this.failuresSeen ?? null, loginsAvoided: this.loginsAvoided, lockWaits: this.lockWaits }
+    return {
+      storeConnected: this.store.connected,
+      consecutiveLoginFailures: this.failuresSeen ?? null,
+      loginsAvoided: this.loginsAvoided,
+      lockWaits: this.lockWaits
+    }
   }
 
   /**
@@ -122,17 +136,18 @@ export class FleetCoordinator implements LoginStrategy {
       countWait: true,
       // Between polls the holder may have logged in: its session is taken up. Else the lock may be free
       // again (the holder failed): it is taken, and the fleet's count decides.
-      meanwhile: mode === 'verify'
-        ? undefined
-        : async () => {
-          const shared = await this.call('read the shared session', async () => await this.readSharedSession())
-          return this.usable(shared, replacing) ? this.takeUp(shared) : undefined
-        }
+      meanwhile:
+        mode === 'verify'
+          ? undefined
+          : async () => {
+            const shared = await this.call('read the shared session', async () => await this.readSharedSession())
+            return this.usable(shared, replacing) ? this.takeUp(shared) : undefined
+          }
     })
   }
 
   /** Runs `action` holding the login lock (see SessionManager.withLoginLock). */
-  async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+  async withLoginLock<T>(action: () => Promise<T>): Promise<T> {
     return await this.holdingLoginLock(action, { waiting: 'trying again', countWait: false })
   }
 
@@ -141,10 +156,16 @@ export class FleetCoordinator implements LoginStrategy {
    * notification (or a poll), at most until the lock would have expired under a dead holder; `meanwhile`
    * may end the wait with a result of its own. `countWait`: a login's wait, counted and published.
    */
-  private async holdingLoginLock<T> (action: () => Promise<T>, options: { waiting: string, countWait: boolean, meanwhile?: () => Promise<T | undefined> }): Promise<T> {
+  private async holdingLoginLock<T>(
+    action: () => Promise<T>,
+    options: { waiting: string; countWait: boolean; meanwhile?: () => Promise<T | undefined> }
+  ): Promise<T> {
     const maxPolls = this.maxLockPolls()
     for (let poll = 0; ; poll++) {
-      const lock = await this.call('take the login lock', async () => await this.store.takeLock('login', this.options.lockTtlMs))
+      const lock = await this.call(
+        'take the login lock',
+        async () => await this.store.takeLock('login', this.options.lockTtlMs)
+      )
       if (lock !== undefined) {
         try {
           return await action()
@@ -156,7 +177,13 @@ export class FleetCoordinator implements LoginStrategy {
         this.lockWaits += 1
         this.env.publish({ type: 'fleet-lock-wait' })
       }
-      if (poll >= maxPolls) throw new AuthUnavailableError('upstream-unavailable', `another replica of the fleet holds the login lock; ${options.waiting}`, 1)
+      if (poll >= maxPolls) {
+        throw new AuthUnavailableError(
+          'upstream-unavailable',
+          `another replica of the fleet holds the login lock; ${options.waiting}`,
+          1
+        )
+      }
       await this.nextChange(this.pollMs)
       if (this.closed) throw new AuthUnavailableError('upstream-unavailable', 'the proxy is closing', 1)
       const result = await options.meanwhile?.()
@@ -166,7 +193,14 @@ export class FleetCoordinator implements LoginStrategy {
 
   /** The session was logged out here: no replica may take it up. */
   async clearSession (): Promise<void> {
-    await this.store.clearSession().catch((error: unknown) => this.env.publish({ type: 'warning', message: `the shared session could not be cleared in the fleet store: ${messageOf(error)}` }))
+    await this.store
+      .clearSession()
+      .catch((error: unknown) =>
+        this.env.publish({
+          type: 'warning',
+          message: `the shared session could not be cleared in the fleet store: ${messageOf(error)}`
+        })
+      )
   }
 
   /**
@@ -180,23 +214,32 @@ export class FleetCoordinator implements LoginStrategy {
     if (held === undefined || this.closed) return
     const lastUsedAt = Math.max(this.host.lastUsedAt() ?? held.loggedInAt, held.loggedInAt)
     const shared = this.sharedUse
-    if (!force && shared !== undefined && shared.loggedInAt === held.loggedInAt && shared.lastUsedAt >= lastUsedAt) return
+    if (!force && shared !== undefined && shared.loggedInAt === held.loggedInAt && shared.lastUsedAt >= lastUsedAt) {
+      return
+    }
     if (await this.store.touchSession(held.loggedInAt, lastUsedAt)) {
       this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
       return
     }
     const stored = await this.readSharedSession()
     if (stored !== undefined && stored.loggedInAt >= held.loggedInAt) {
-      if (stored.token !== held.token && this.usable(stored, held)) this.host.takeUp(stored, this.remainingMs(stored), false)
+      if (stored.token !== held.token && this.usable(stored, held)) {
+        this.host.takeUp(stored, this.remainingMs(stored), false)
+      }
       return
     }
     const session = { token: held.token, loggedInAt: held.loggedInAt, lastUsedAt }
-    const written = stored === undefined ? await this.store.seedSession(session) : (await this.store.writeSession(session), true)
+    const written =
+      stored === undefined ? await this.store.seedSession(session) : (await this.store.writeSession(session), true)
     if (written) {
       this.sharedUse = { loggedInAt: held.loggedInAt, lastUsedAt }
-      this.env.publish({ type: 'warning', message: stored === undefined
-        ? 'the fleet store had no session (a Redis restarted or flushed without persistence?): re-seeded it with the session this replica holds'
-        : 'the fleet store held an older session than this replica: wrote this replica\'s session back' })
+      this.env.publish({
+        type: 'warning',
+        message:
+          stored === undefined
+            ? 'the fleet store had no session (a Redis restarted or flushed without persistence?): re-seeded it with the session this replica holds'
+            : "the fleet store held an older session than this replica: wrote this replica's session back"
+      })
     }
   }
 
@@ -206,7 +249,11 @@ export class FleetCoordinator implements LoginStrategy {
    * fleet's oauth lock) while the others wait for its token, so that an expiry costs the fleet one
    * fetch. The token endpoint has no lockout: a store that cannot be reached means fetching alone.
    */
-  async oauthGrant (avoid: readonly string[], minLifetimeMs: number, fetch: () => Promise<OAuthGrant>): Promise<OAuthGrant & { fromFleet?: true }> {
+  async oauthGrant (
+    avoid: readonly string[],
+    minLifetimeMs: number,
+    fetch: () => Promise<OAuthGrant>
+  ): Promise<OAuthGrant & { fromFleet?: true }> {
     const shared = await this.sharedOAuthGrant(avoid, minLifetimeMs)
     if (shared !== undefined) return { ...shared, fromFleet: true }
     for (let poll = 0; poll <= this.maxLockPolls(); poll++) {
@@ -238,7 +285,10 @@ export class FleetCoordinator implements LoginStrategy {
     return grant
   }
 
-  /** The fleet's OAuth token when another replica fetched one this replica does not hold yet and it has most of its life ahead. */
+  /**
+   * The fleet's OAuth token when another replica fetched one this replica does not hold yet and it has most of its life
+   * ahead.
+   */
   private async sharedOAuthGrant (avoid: readonly string[], minLifetimeMs: number): Promise<OAuthGrant | undefined> {
     let shared
     try {
@@ -254,8 +304,14 @@ export class FleetCoordinator implements LoginStrategy {
 
   /** Shares a token fetched here with the other replicas; best effort. */
   private async shareOAuthToken (grant: OAuthGrant, receivedAt: number): Promise<void> {
-    await this.store.writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
-      .catch((error: unknown) => this.env.publish({ type: 'warning', message: `the OAuth token could not be shared in the fleet store: ${messageOf(error)}` }))
+    await this.store
+      .writeOAuthToken({ token: grant.accessToken, expiresAt: receivedAt + grant.expiresInSeconds * 1000 })
+      .catch((error: unknown) =>
+        this.env.publish({
+          type: 'warning',
+          message: `the OAuth token could not be shared in the fleet store: ${messageOf(error)}`
+        })
+      )
   }
 
   close (): void {
@@ -266,20 +322,26 @@ export class FleetCoordinator implements LoginStrategy {
     for (const wake of [...this.waiters]) wake()
   }
 
-  /** Holding the lock: take up a usable shared session, or catch up on the password, count the attempt (fleet, then local) and log in. */
+  /**
+   * Holding the lock: take up a usable shared session, or catch up on the password, count the attempt (fleet, then
+   * local) and log in.
+   */
   private async loginHoldingLock (replacing: CachedSession | undefined, mode: LoginMode): Promise<CachedSession> {
     const store = this.store
     if (mode === 'renew') {
       const shared = await this.call('read the shared session', async () => await this.readSharedSession())
       if (this.usable(shared, replacing)) return this.takeUp(shared)
       const beforeLogin = this.options.beforeLogin
-      if (beforeLogin !== undefined) await this.call('read the fleet\'s password generation', beforeLogin)
+      if (beforeLogin !== undefined) await this.call("read the fleet's password generation", beforeLogin)
     }
     const ledger = this.options.ledger
     const password = this.host.password()
     if (ledger?.isRejected(password) === true) {
-      throw new AuthUnavailableError('credentials-rejected',
-        'ThingSpace rejected the password in force from this replica before: it is never sent again; put an accepted password in the credentials file (it is checked with one login)', 60)
+      throw new AuthUnavailableError(
+        'credentials-rejected',
+        'ThingSpace rejected the password in force from this replica before: it is never sent again; put an accepted password in the credentials file (it is checked with one login)',
+        60
+      )
     }
     const before = await this.failuresBeforeLogin()
     this.noteFailures(before)
@@ -296,7 +358,9 @@ export class FleetCoordinator implements LoginStrategy {
     if (!attempt.ok) {
       if (attempt.counted) {
         this.noteFailures(counted)
-        if (attempt.error instanceof AuthUnavailableError && attempt.error.reason === 'credentials-rejected') ledger?.recordRejected(password)
+        if (attempt.error instanceof AuthUnavailableError && attempt.error.reason === 'credentials-rejected') {
+          ledger?.recordRejected(password)
+        }
       } else await this.uncount()
       throw attempt.error
     }
@@ -309,7 +373,10 @@ export class FleetCoordinator implements LoginStrategy {
       this.sharedUse = { loggedInAt: session.loggedInAt, lastUsedAt: session.loggedInAt }
     } catch (error) {
       // This replica serves with its session, and shareUse() writes it back once the store answers.
-      this.env.publish({ type: 'warning', message: `logged in, but the fleet store was not updated: ${messageOf(error)}` })
+      this.env.publish({
+        type: 'warning',
+        message: `logged in, but the fleet store was not updated: ${messageOf(error)}`
+      })
     }
     return session
   }
@@ -320,7 +387,10 @@ export class FleetCoordinator implements LoginStrategy {
    * put back into the store.
    */
   private async failuresBeforeLogin (): Promise<number> {
-    const stored = await this.call('read the fleet\'s login failure count', async () => await this.store.readLoginFailures())
+    const stored = await this.call(
+      "read the fleet's login failure count",
+      async () => await this.store.readLoginFailures()
+    )
     const ledger = this.options.ledger
     if (ledger === undefined || stored >= ledger.failuresSeen) return stored
     // Another replica's success this one did not take up (its session has idled out since) reset the count rightly.
@@ -330,9 +400,16 @@ export class FleetCoordinator implements LoginStrategy {
       return stored
     }
     const seen = ledger.failuresSeen
-    this.env.publish({ type: 'warning', message: `the fleet's login failure count in the store is ${stored}, lower than the ${seen} this replica saw with no login success since ` +
-      '(set back from outside, or lost with the store): this replica keeps counting from its own and puts it back' })
-    return await this.call('restore the fleet\'s login failure count', async () => await this.store.raiseLoginFailures(seen))
+    this.env.publish({
+      type: 'warning',
+      message:
+        `the fleet's login failure count in the store is ${stored}, lower than the ${seen} this replica saw with no login success since ` +
+        '(set back from outside, or lost with the store): this replica keeps counting from its own and puts it back'
+    })
+    return await this.call(
+      "restore the fleet's login failure count",
+      async () => await this.store.raiseLoginFailures(seen)
+    )
   }
 
   /**
@@ -354,7 +431,8 @@ export class FleetCoordinator implements LoginStrategy {
 
   private takeUp (shared: SharedSession): CachedSession {
     this.guardEngaged = false
-    // A sealed session logged in after the failures this replica saw proves a success since: ThingSpace's count is 0 again.
+    // A sealed session logged in after the failures this replica saw proves a success since: ThingSpace's count is 0
+    // again.
     const ledger = this.options.ledger
     if (ledger !== undefined && shared.loggedInAt > ledger.failuresSeenAt) ledger.clearFailures()
     this.loginsAvoided += 1
@@ -367,7 +445,9 @@ export class FleetCoordinator implements LoginStrategy {
     if (change.kind === 'session') this.sessionChanged(change.ended === true)
     else if (change.kind === 'connected') {
       // The store may have lost its state (a Redis without persistence): put back what this replica holds.
-      this.shareUse(true).catch((error: unknown) => this.env.publish({ type: 'warning', message: `the fleet store could not be re-seeded: ${messageOf(error)}` }))
+      this.shareUse(true).catch((error: unknown) =>
+        this.env.publish({ type: 'warning', message: `the fleet store could not be re-seeded: ${messageOf(error)}` })
+      )
     }
   }
 
@@ -381,17 +461,30 @@ export class FleetCoordinator implements LoginStrategy {
     for (const wake of [...this.waiters]) wake()
     // Without a command connection (the notification's came back first), the reconnection re-reads anyway.
     if (waiting || this.closed || !this.store.connected) return
-    this.readSharedSession().then((shared) => {
-      const held = this.host.held()
-      // Ended on another replica (and not replaced since): the platform no longer knows it, drop it at once.
-      // A forged notification changes nothing while the store still holds the session.
-      if (ended && shared === undefined && held !== undefined) {
-        this.host.drop()
-        return
-      }
-      if (held === undefined || this.waiters.size > 0 || shared === undefined || shared.token === held.token || !this.usable(shared, held)) return
-      this.host.takeUp(shared, this.remainingMs(shared), false)
-    }, (error: unknown) => this.env.publish({ type: 'warning', message: `a fleet session notification could not be followed: ${messageOf(error)}` }))
+    this.readSharedSession().then(
+      (shared) => {
+        const held = this.host.held()
+        // Ended on another replica (and not replaced since): the platform no longer knows it, drop it at once.
+        // A forged notification changes nothing while the store still holds the session.
+        if (ended && shared === undefined && held !== undefined) {
+          this.host.drop()
+          return
+        }
+        if (
+          held === undefined ||
+          this.waiters.size > 0 ||
+          shared === undefined ||
+          shared.token === held.token ||
+          !this.usable(shared, held)
+        ) { return }
+        this.host.takeUp(shared, this.remainingMs(shared), false)
+      },
+      (error: unknown) =>
+        this.env.publish({
+          type: 'warning',
+          message: `a fleet session notification could not be followed: ${messageOf(error)}`
+        })
+    )
   }
 
   private scheduleShareUse (): void {
@@ -399,7 +492,10 @@ export class FleetCoordinator implements LoginStrategy {
     if (setTimer === undefined || this.closed) return
     this.shareTimer = setTimer(() => {
       this.shareTimer = undefined
-      this.shareUse().catch(() => { /* the store logs its own connection problems; the next round tries again */ })
+      this.shareUse()
+        .catch(() => {
+          /* the store logs its own connection problems; the next round tries again */
+        })
         .finally(() => this.scheduleShareUse())
     }, this.options.shareUseIntervalMs ?? FLEET_SHARE_USE_INTERVAL_MS)
   }
@@ -419,7 +515,10 @@ export class FleetCoordinator implements LoginStrategy {
       if (!(error instanceof FleetRecordForgedError || error instanceof SealedFormatError)) throw error
       if (this.sessionRecordProblem !== error.message) {
         this.sessionRecordProblem = error.message
-        this.env.publish({ type: 'warning', message: `${error.message}; the shared session is treated as absent and replaced at the next login` })
+        this.env.publish({
+          type: 'warning',
+          message: `${error.message}; the shared session is treated as absent and replaced at the next login`
+        })
       }
       return undefined
     }
@@ -444,12 +543,15 @@ export class FleetCoordinator implements LoginStrategy {
   }
 
   /** A store call a login depends on: if it fails, no login is sent (the fleet's count cannot be checked). */
-  private async call<T> (what: string, call: () => Promise<T>): Promise<T> {
+  private async call<T>(what: string, call: () => Promise<T>): Promise<T> {
     try {
       return await call()
     } catch (error) {
-      throw new AuthUnavailableError('fleet-store-unreachable',
-        `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`, 5)
+      throw new AuthUnavailableError(
+        'fleet-store-unreachable',
+        `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`,
+        5
+      )
     }
   }
 
@@ -457,7 +559,10 @@ export class FleetCoordinator implements LoginStrategy {
     try {
       await this.store.releaseLock(lock)
     } catch (error) {
-      this.env.publish({ type: 'warning', message: `the fleet ${lock.name} lock could not be released (it expires by itself): ${messageOf(error)}` })
+      this.env.publish({
+        type: 'warning',
+        message: `the fleet ${lock.name} lock could not be released (it expires by itself): ${messageOf(error)}`
+      })
     }
   }
 
@@ -467,7 +572,10 @@ export class FleetCoordinator implements LoginStrategy {
       this.noteFailures(await this.store.uncountLoginAttempt())
     } catch (error) {
       // Left counted: conservative, the budget is smaller, never larger.
-      this.env.publish({ type: 'warning', message: `a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}` })
+      this.env.publish({
+        type: 'warning',
+        message: `a login attempt that did not count could not be taken back in the fleet store: ${messageOf(error)}`
+      })
     }
   }
 
@@ -478,8 +586,10 @@ export class FleetCoordinator implements LoginStrategy {
   }
 
   private guardError (failures: number): AuthUnavailableError {
-    return new AuthUnavailableError('credentials-rejected',
+    return new AuthUnavailableError(
+      'credentials-rejected',
       `ThingSpace rejected ${failures} login(s) in a row across the fleet (M2M_PROXY_MAX_LOGIN_FAILURES ${this.env.maxFailures}); logins are paused fleet-wide until one succeeds or the fleet's count is reset`,
-      60)
+      60
+    )
   }
 }

@@ -1,4 +1,5 @@
-// Lockout guard: counts consecutive logins that may have been rejected, on disk, so restarts cannot walk the account into ThingSpace's 5-failure lockout.
+// Lockout guard: counts consecutive logins that may have been rejected, on disk, so restarts cannot walk the account
+// into ThingSpace's 5-failure lockout.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -64,21 +65,28 @@ export class LoginGuard {
       }
     }
     const salt = state?.salt ?? randomBytes(16).toString('hex')
-    const guard = new LoginGuard(file, maxFailures, state ?? {
-      version: 1,
-      salt,
-      credentialsId: hashOf(salt, identity.username, identity.password),
-      accountId: hashOf(salt, identity.username),
-      consecutiveRejections: 0,
-      accountConsecutiveRejections: 0,
-      updatedAt: new Date().toISOString()
-    })
+    const guard = new LoginGuard(
+      file,
+      maxFailures,
+      state ?? {
+        version: 1,
+        salt,
+        credentialsId: hashOf(salt, identity.username, identity.password),
+        accountId: hashOf(salt, identity.username),
+        consecutiveRejections: 0,
+        accountConsecutiveRejections: 0,
+        updatedAt: new Date().toISOString()
+      }
+    )
     try {
       guard.useCredentials(identity)
       guard.persist()
     } catch (error) {
       // Without a writable state directory the count would not survive a restart: refuse to run.
-      throw new ConfigError('M2M_PROXY_STATE_DIR', `${stateDir} is not writable (${errorCode(error)}); the login failure count must survive restarts`)
+      throw new ConfigError(
+        'M2M_PROXY_STATE_DIR',
+        `${stateDir} is not writable (${errorCode(error)}); the login failure count must survive restarts`
+      )
     }
     return guard
   }
@@ -91,7 +99,10 @@ export class LoginGuard {
     return this.state.accountConsecutiveRejections
   }
 
-  /** True once a limit is reached: no login may be sent until the credentials change (or, at the ceiling, an operator resets the count). */
+  /**
+   * True once a limit is reached: no login may be sent until the credentials change (or, at the ceiling, an operator
+   * resets the count).
+   */
   get engaged (): boolean {
     return this.state.consecutiveRejections >= this.maxFailures || this.atAccountCeiling
   }
@@ -108,7 +119,10 @@ export class LoginGuard {
 
   /** The platform answered in a way that did not count a failure (5xx, no connection). */
   attemptNotCounted (): void {
-    this.update(Math.max(0, this.state.consecutiveRejections - 1), Math.max(0, this.state.accountConsecutiveRejections - 1))
+    this.update(
+      Math.max(0, this.state.consecutiveRejections - 1),
+      Math.max(0, this.state.accountConsecutiveRejections - 1)
+    )
   }
 
   recordSuccess (): void {
@@ -133,7 +147,12 @@ export class LoginGuard {
   }
 
   private update (consecutiveRejections: number, accountConsecutiveRejections: number): void {
-    this.state = { ...this.state, consecutiveRejections, accountConsecutiveRejections, updatedAt: new Date().toISOString() }
+    this.state = {
+      ...this.state,
+      consecutiveRejections,
+      accountConsecutiveRejections,
+      updatedAt: new Date().toISOString()
+    }
     this.persist()
   }
 
@@ -154,9 +173,18 @@ function parseState (json: string, file: string): GuardState {
     parsed = undefined
   }
   const state = parsed as Partial<GuardState> | undefined
-  if (state?.version !== 1 || typeof state.credentialsId !== 'string' || typeof state.accountId !== 'string' ||
-    typeof state.salt !== 'string' || !isCount(state.consecutiveRejections) || !isCount(state.accountConsecutiveRejections)) {
-    throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} is corrupt; check in ThingSpace that the account is not locked, then delete the file`)
+  if (
+    state?.version !== 1 ||
+    typeof state.credentialsId !== 'string' ||
+    typeof state.accountId !== 'string' ||
+    typeof state.salt !== 'string' ||
+    !isCount(state.consecutiveRejections) ||
+    !isCount(state.accountConsecutiveRejections)
+  ) {
+    throw new ConfigError(
+      'M2M_PROXY_STATE_DIR',
+      `${file} is corrupt; check in ThingSpace that the account is not locked, then delete the file`
+    )
   }
   return state as GuardState
 }

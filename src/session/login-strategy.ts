@@ -13,10 +13,11 @@ export interface CachedSession {
   served?: boolean
 }
 
-/** One login sent to ThingSpace: its session, or why not and whether the failure stays counted (the platform may have counted it). */
-export type LoginAttempt =
-  | { ok: true, session: CachedSession }
-  | { ok: false, error: unknown, counted: boolean }
+/**
+ * One login sent to ThingSpace: its session, or why not and whether the failure stays counted (the platform may have
+ * counted it).
+ */
+export type LoginAttempt = { ok: true; session: CachedSession } | { ok: false; error: unknown; counted: boolean }
 
 /**
  * `renew`: a session is needed (in a fleet, a live shared one is taken up instead of logging in); `verify`: new
@@ -43,8 +44,14 @@ export interface LoginStrategy {
   /** The fleet's side of GET /admin/session; null alone. */
   status: () => FleetStatus | null
   login: (mode?: LoginMode) => Promise<CachedSession>
-  /** The OAuth token to use: in a fleet another replica's when it has one not in `avoid`, else `fetch`ed (and shared). */
-  oauthGrant: (avoid: readonly string[], minLifetimeMs: number, fetch: () => Promise<OAuthGrant>) => Promise<OAuthGrant & { fromFleet?: true }>
+  /**
+   * The OAuth token to use: in a fleet another replica's when it has one not in `avoid`, else `fetch`ed (and shared).
+   */
+  oauthGrant: (
+    avoid: readonly string[],
+    minLifetimeMs: number,
+    fetch: () => Promise<OAuthGrant>
+  ) => Promise<OAuthGrant & { fromFleet?: true }>
   /** Runs `action` while no other replica can log in. */
   withLoginLock: <T>(action: () => Promise<T>) => Promise<T>
   /** The session was logged out here: no replica may take it up. */
@@ -72,11 +79,15 @@ export class SoloLogin implements LoginStrategy {
     throw attempt.error
   }
 
-  async oauthGrant (_avoid: readonly string[], _minLifetimeMs: number, fetch: () => Promise<OAuthGrant>): Promise<OAuthGrant> {
+  async oauthGrant (
+    _avoid: readonly string[],
+    _minLifetimeMs: number,
+    fetch: () => Promise<OAuthGrant>
+  ): Promise<OAuthGrant> {
     return await fetch()
   }
 
-  async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+  async withLoginLock<T>(action: () => Promise<T>): Promise<T> {
     return await action()
   }
 

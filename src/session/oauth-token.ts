@@ -60,7 +60,9 @@ export class OAuthTokenCache {
     const now = this.clock.now()
     if (now >= token.usableUntil) return undefined
     if (now >= token.refreshFrom && this.inFlight === undefined && this.backoff.remainingMs() === 0) {
-      this.fetch().catch((error: unknown) => { this.publish({ type: 'warning', message: `background OAuth token refresh failed: ${messageOf(error)}` }) })
+      this.fetch().catch((error: unknown) => {
+        this.publish({ type: 'warning', message: `background OAuth token refresh failed: ${messageOf(error)}` })
+      })
     }
     return token.value
   }
@@ -86,7 +88,9 @@ export class OAuthTokenCache {
   }
 
   private fetch (refused?: string): Promise<OAuthToken> {
-    this.inFlight ??= this.fetchOnce(refused).finally(() => { this.inFlight = undefined })
+    this.inFlight ??= this.fetchOnce(refused).finally(() => {
+      this.inFlight = undefined
+    })
     return this.inFlight
   }
 
@@ -94,8 +98,16 @@ export class OAuthTokenCache {
     const waitMs = this.backoff.remainingMs()
     if (waitMs > 0) {
       throw this.rejected
-        ? new AuthUnavailableError('oauth-client-rejected', 'the OAuth token endpoint rejected the client id or secret', Math.ceil(waitMs / 1000))
-        : new AuthUnavailableError('upstream-unavailable', 'the OAuth token endpoint is failing; retrying with backoff', Math.ceil(waitMs / 1000))
+        ? new AuthUnavailableError(
+          'oauth-client-rejected',
+          'the OAuth token endpoint rejected the client id or secret',
+          Math.ceil(waitMs / 1000)
+        )
+        : new AuthUnavailableError(
+          'upstream-unavailable',
+          'the OAuth token endpoint is failing; retrying with backoff',
+          Math.ceil(waitMs / 1000)
+        )
     }
     const previous = this.token
     let grant: FetchedGrant
@@ -108,8 +120,16 @@ export class OAuthTokenCache {
       this.publish({ type: 'oauth-fetch', outcome: this.rejected ? 'rejected' : 'error', cause: failureCause(error) })
       const retryAfterSeconds = Math.ceil(this.backoff.remainingMs() / 1000)
       throw this.rejected
-        ? new AuthUnavailableError('oauth-client-rejected', `the OAuth token endpoint rejected the client id or secret (${messageOf(error)})`, retryAfterSeconds)
-        : new AuthUnavailableError('upstream-unavailable', `cannot get an OAuth token (${messageOf(error)})`, retryAfterSeconds)
+        ? new AuthUnavailableError(
+          'oauth-client-rejected',
+            `the OAuth token endpoint rejected the client id or secret (${messageOf(error)})`,
+            retryAfterSeconds
+        )
+        : new AuthUnavailableError(
+          'upstream-unavailable',
+            `cannot get an OAuth token (${messageOf(error)})`,
+            retryAfterSeconds
+        )
     }
     this.rejected = false
     this.backoff.reset()
@@ -122,8 +142,11 @@ export class OAuthTokenCache {
     // ThingSpace hands out the same token until its hour is over: asking early again would loop, so a
     // reissued token is used to its very end, and a new one fetched only then (a late 401 is replayed).
     const reissued = previous !== undefined && previous.value === grant.accessToken
-    const usableUntil = receivedAt + (reissued ? lifetimeMs : Math.max(lifetimeMs - OAUTH_EXPIRY_MARGIN_MS, lifetimeMs / 2))
-    const refreshFrom = reissued ? usableUntil : receivedAt + lifetimeMs - Math.min(OAUTH_REFRESH_AHEAD_MS, lifetimeMs / 4)
+    const usableUntil =
+      receivedAt + (reissued ? lifetimeMs : Math.max(lifetimeMs - OAUTH_EXPIRY_MARGIN_MS, lifetimeMs / 2))
+    const refreshFrom = reissued
+      ? usableUntil
+      : receivedAt + lifetimeMs - Math.min(OAUTH_REFRESH_AHEAD_MS, lifetimeMs / 4)
     this.token = { value: grant.accessToken, receivedAt, usableUntil, refreshFrom }
     return this.token
   }

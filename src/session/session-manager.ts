@@ -1,4 +1,5 @@
-// The two-token lifecycle: OAuth token plus VZ-M2M session, single-flight logins, replay decisions and the lockout guard. No HTTP framework here.
+// The two-token lifecycle: OAuth token plus VZ-M2M session, single-flight logins, replay decisions and the lockout
+// guard. No HTTP framework here.
 
 import { messageOf } from '../errors.js'
 import { LRUCache } from 'lru-cache'
@@ -8,7 +9,13 @@ import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
 import type { SharedSession } from '../fleet/store.js'
 import { FleetCoordinator, type FleetHost, type FleetOptions } from './fleet-coordinator.js'
-import { SoloLogin, type CachedSession, type FleetStatus, type LoginAttempt, type LoginStrategy } from './login-strategy.js'
+import {
+  SoloLogin,
+  type CachedSession,
+  type FleetStatus,
+  type LoginAttempt,
+  type LoginStrategy
+} from './login-strategy.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError } from './errors.js'
 import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, type FetchedGrant } from './oauth-token.js'
@@ -30,7 +37,8 @@ export interface SessionCredentials {
 export type { LoginOutcome, RenewalReason } from './events.js'
 
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
-export type NotReadyReason = 'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
+export type NotReadyReason =
+  'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -103,7 +111,10 @@ export class SessionManager {
   private credentials: SessionCredentials
   private readonly publish: PublishSessionEvent
   private lastUsedAt: number | undefined
-  /** What the last login (sent or taken up) came to; 'unknown-outcome': sent but unanswered, ThingSpace may have counted it. */
+  /**
+   * What the last login (sent or taken up) came to; 'unknown-outcome': sent but unanswered, ThingSpace may have counted
+   * it.
+   */
   private lastLogin: 'none' | 'succeeded' | 'rejected' | 'failed' | 'unknown-outcome' = 'none'
   private lastTokens: UpstreamTokens | undefined
   private logins = 0
@@ -117,7 +128,10 @@ export class SessionManager {
   private closed = false
   /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
   private candidateRejected = false
-  /** The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from it. */
+  /**
+   * The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from
+   * it.
+   */
   private lastSession: CachedSession | undefined
   /** Alone, or shared with a fleet (logins, the idle clock and the OAuth token). */
   private readonly strategy: LoginStrategy
@@ -138,20 +152,17 @@ export class SessionManager {
         if (reason === 'expire' || reason === 'evict') this.pendingRenewal ??= 'idle'
       }
     })
-    this.oauth = new OAuthTokenCache(
-      async (avoid) => await this.fetchOAuthGrant(avoid),
-      options.clock,
-      this.publish
-    )
+    this.oauth = new OAuthTokenCache(async (avoid) => await this.fetchOAuthGrant(avoid), options.clock, this.publish)
     this.loginBackoff = new Backoff(options.clock)
-    this.strategy = options.fleet === undefined
-      ? new SoloLogin(async () => await this.attemptLogin())
-      : new FleetCoordinator(options.fleet, this.fleetHost(), {
-        clock: options.clock,
-        maxFailures: options.guard.maxFailures,
-        sessionTtlMs: ttl,
-        publish: this.publish
-      })
+    this.strategy =
+      options.fleet === undefined
+        ? new SoloLogin(async () => await this.attemptLogin())
+        : new FleetCoordinator(options.fleet, this.fleetHost(), {
+          clock: options.clock,
+          maxFailures: options.guard.maxFailures,
+          sessionTtlMs: ttl,
+          publish: this.publish
+        })
   }
 
   /**
@@ -174,7 +185,7 @@ export class SessionManager {
   async acquireTokens (): Promise<UpstreamTokens> {
     const cached = this.currentTokens()
     if (cached !== undefined) return cached
-    const session = this.sessions.get(SESSION_KEY) ?? await this.login()
+    const session = this.sessions.get(SESSION_KEY) ?? (await this.login())
     const oauthToken = await this.oauth.get()
     this.lastUsedAt = this.options.clock.now()
     return { oauthToken, sessionToken: session.token }
@@ -187,10 +198,14 @@ export class SessionManager {
    * logged in to replace a refused one (see REFUSED_RENEWAL_HOLD_MS): it is not renewed again so
    * soon, and the caller passes the platform's answer on.
    */
-  async tokensAfterRejection (stale: UpstreamTokens, cause: 'session' | 'oauth', reason: RenewalReason = 'expired'): Promise<UpstreamTokens | undefined> {
+  async tokensAfterRejection (
+    stale: UpstreamTokens,
+    cause: 'session' | 'oauth',
+    reason: RenewalReason = 'expired'
+  ): Promise<UpstreamTokens | undefined> {
     if (cause === 'oauth') {
       const oauthToken = await this.oauth.replace(stale.oauthToken)
-      const session = this.sessions.get(SESSION_KEY) ?? await this.login()
+      const session = this.sessions.get(SESSION_KEY) ?? (await this.login())
       return { oauthToken, sessionToken: session.token }
     }
     const session = this.sessions.peek(SESSION_KEY)
@@ -212,14 +227,21 @@ export class SessionManager {
     if (session !== undefined && session.token === sessionToken) session.served = true
   }
 
-  /** True when `session` replaced a refused one moments ago and is refused in turn: renewing it at once would likely loop. */
+  /**
+   * True when `session` replaced a refused one moments ago and is refused in turn: renewing it at once would likely
+   * loop.
+   */
   private holdsRenewalOf (session: CachedSession, reason: RenewalReason): boolean {
     const ageMs = this.options.clock.now() - session.loggedInAt
     if (!session.replacedRefusedSession || session.served === true || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
     if (this.warnedHeldSession !== session) {
       this.warnedHeldSession = session
-      this.publish({ type: 'warning', message: `ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +
-        `it is not renewed again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that login, and clients get ThingSpace's answer meanwhile` })
+      this.publish({
+        type: 'warning',
+        message:
+          `ThingSpace refused the session (${reason}) ${Math.round(ageMs / 1000)} s after the login that replaced a refused one; ` +
+          `it is not renewed again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that login, and clients get ThingSpace's answer meanwhile`
+      })
     }
     return true
   }
@@ -244,7 +266,12 @@ export class SessionManager {
       try {
         await this.options.api.logout(await this.oauth.get(), replaced.token)
       } catch (error) {
-        this.publish({ type: 'logout-failed', message: `logout of the replaced session failed: ${messageOf(error)}`, cause: failureCause(error), replaced: true })
+        this.publish({
+          type: 'logout-failed',
+          message: `logout of the replaced session failed: ${messageOf(error)}`,
+          cause: failureCause(error),
+          replaced: true
+        })
       }
     }
   }
@@ -260,8 +287,11 @@ export class SessionManager {
   async verifyCredentials (candidate: SessionCredentials): Promise<void> {
     const guard = this.options.guard
     if (guard.atAccountCeiling) {
-      throw new AuthUnavailableError('credentials-rejected',
-        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); nothing is checked: see the account in ThingSpace, then delete ${guard.file} and restart`, 300)
+      throw new AuthUnavailableError(
+        'credentials-rejected',
+        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); nothing is checked: see the account in ThingSpace, then delete ${guard.file} and restart`,
+        300
+      )
     }
     if (this.loginInFlight !== undefined) await this.loginInFlight.catch(() => undefined)
     const previous = this.credentials
@@ -269,7 +299,9 @@ export class SessionManager {
     this.pendingRenewal = 'admin'
     const verification = this.strategy.login('verify')
     // Requests that need a session meanwhile join this login; its failure is theirs and this method's, never unhandled.
-    const joined = verification.finally(() => { this.loginInFlight = undefined })
+    const joined = verification.finally(() => {
+      this.loginInFlight = undefined
+    })
     joined.catch(() => undefined)
     this.loginInFlight = joined
     try {
@@ -307,7 +339,12 @@ export class SessionManager {
     try {
       await this.options.api.logout(await this.oauth.get(), session.token)
     } catch (error) {
-      this.publish({ type: 'logout-failed', message: `logout failed: ${messageOf(error)}`, cause: failureCause(error), replaced: false })
+      this.publish({
+        type: 'logout-failed',
+        message: `logout failed: ${messageOf(error)}`,
+        cause: failureCause(error),
+        replaced: false
+      })
       throw error
     }
     return true
@@ -319,7 +356,7 @@ export class SessionManager {
    * Waits for the lock as a login does. `action` must not log in itself (the lock is not re-entrant).
    * In single-process mode it just runs `action`.
    */
-  async withLoginLock<T> (action: () => Promise<T>): Promise<T> {
+  async withLoginLock<T>(action: () => Promise<T>): Promise<T> {
     return await this.strategy.withLoginLock(action)
   }
 
@@ -334,7 +371,8 @@ export class SessionManager {
   /** New credentials (reload or rotation): the guard is released if they differ, caches start afresh. */
   useCredentials (credentials: SessionCredentials): void {
     if (!sameSessionCredentials(credentials, this.credentials)) this.candidateRejected = false
-    const appChanged = credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
+    const appChanged =
+      credentials.clientId !== this.credentials.clientId || credentials.clientSecret !== this.credentials.clientSecret
     this.credentials = credentials
     if (this.options.guard.useCredentials(credentials)) {
       this.loginBackoff.reset()
@@ -384,7 +422,7 @@ export class SessionManager {
     const session = this.sessions.peek(SESSION_KEY)
     const remainingMs = this.sessions.getRemainingTTL(SESSION_KEY)
     const oauth = this.oauth.current
-    const iso = (ms: number | undefined): string | null => ms === undefined ? null : new Date(ms).toISOString()
+    const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString())
     let state: SessionStatus = 'none'
     if (this.options.guard.engaged) state = 'rejected'
     else if (this.strategy.guardIsEngaged && session === undefined) state = 'rejected'
@@ -416,7 +454,9 @@ export class SessionManager {
    */
   private login (): Promise<CachedSession> {
     if (this.loginInFlight === undefined) {
-      this.loginInFlight = this.loginOnce().finally(() => { this.loginInFlight = undefined })
+      this.loginInFlight = this.loginOnce().finally(() => {
+        this.loginInFlight = undefined
+      })
       this.loginInFlight.catch((error: unknown) => this.retryInBackground(error))
     }
     return this.loginInFlight
@@ -431,15 +471,25 @@ export class SessionManager {
   private retryInBackground (error: unknown): void {
     const setTimer = this.options.clock.setTimer
     if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
-    if (!(error instanceof AuthUnavailableError) || !BACKGROUND_RETRY_REASONS.has(error.reason) || !this.waitingForUpstream()) return
+    if (
+      !(error instanceof AuthUnavailableError) ||
+      !BACKGROUND_RETRY_REASONS.has(error.reason) ||
+      !this.waitingForUpstream()
+    ) { return }
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLogin === 'unknown-outcome') return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
-    this.publish({ type: 'background-retry', delayMs, cause: error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable' })
+    this.publish({
+      type: 'background-retry',
+      delayMs,
+      cause: error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable'
+    })
     this.retryTimer = setTimer(() => {
       this.retryTimer = undefined
       if (this.closed || !this.waitingForUpstream()) return
-      this.login().catch(() => { /* reported through the events; a failure schedules the next retry */ })
+      this.login().catch(() => {
+        /* reported through the events; a failure schedules the next retry */
+      })
     }, delayMs)
   }
 
@@ -452,20 +502,32 @@ export class SessionManager {
   private async loginOnce (): Promise<CachedSession> {
     const guard = this.options.guard
     if (guard.atAccountCeiling) {
-      throw new AuthUnavailableError('credentials-rejected',
+      throw new AuthUnavailableError(
+        'credentials-rejected',
         `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); logins stay paused whatever the credentials: check the account in ThingSpace, then delete ${guard.file} and restart`,
-        300)
+        300
+      )
     }
     if (guard.engaged) {
-      throw new AuthUnavailableError('credentials-rejected',
+      throw new AuthUnavailableError(
+        'credentials-rejected',
         `ThingSpace rejected the credentials ${guard.consecutiveRejections} times in a row; logins are paused to avoid the account lockout until the credentials file changes`,
-        60)
+        60
+      )
     }
     const waitMs = this.loginBackoff.remainingMs()
     if (waitMs > 0) {
       throw this.lastLogin === 'rejected'
-        ? new AuthUnavailableError('credentials-rejected', `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`, Math.ceil(waitMs / 1000))
-        : new AuthUnavailableError('upstream-unavailable', 'ThingSpace session login is failing; retrying with backoff', Math.ceil(waitMs / 1000))
+        ? new AuthUnavailableError(
+          'credentials-rejected',
+            `ThingSpace rejected the last login; ${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`,
+            Math.ceil(waitMs / 1000)
+        )
+        : new AuthUnavailableError(
+          'upstream-unavailable',
+          'ThingSpace session login is failing; retrying with backoff',
+          Math.ceil(waitMs / 1000)
+        )
     }
     return await this.strategy.login()
   }
@@ -484,7 +546,11 @@ export class SessionManager {
           guard.beginAttempt()
         } catch {
           // Without the count on disk a crash loop could not be stopped: do not log in.
-          const error = new AuthUnavailableError('state-unwritable', 'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can', 30)
+          const error = new AuthUnavailableError(
+            'state-unwritable',
+            'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can',
+            30
+          )
           return { ok: false, error, counted: false }
         }
         try {
@@ -500,7 +566,11 @@ export class SessionManager {
             oauthToken = await this.oauth.replace(oauthToken)
             continue
           }
-          return { ok: false, error: this.loginFailed(error), counted: error.kind === 'rejected' || error.kind === 'unknown-outcome' }
+          return {
+            ok: false,
+            error: this.loginFailed(error),
+            counted: error.kind === 'rejected' || error.kind === 'unknown-outcome'
+          }
         }
       }
     } catch (error) {
@@ -521,7 +591,7 @@ export class SessionManager {
       drop: () => {
         this.sessions.delete(SESSION_KEY)
         this.pendingRenewal = undefined
-        this.publish({ type: 'warning', message: 'the fleet\'s session was ended on another replica: dropped here too' })
+        this.publish({ type: 'warning', message: "the fleet's session was ended on another replica: dropped here too" })
       },
       takeUp: (shared, ttlMs, renewal) => this.takeUpShared(shared, ttlMs, renewal),
       closed: () => this.closed
@@ -549,12 +619,15 @@ export class SessionManager {
     return session
   }
 
-  /** The OAuth token: in fleet mode another replica's when it has one this replica does not hold, else fetched (and shared). */
+  /**
+   * The OAuth token: in fleet mode another replica's when it has one this replica does not hold, else fetched (and
+   * shared).
+   */
   private async fetchOAuthGrant (avoid: readonly string[]): Promise<FetchedGrant> {
-    const fetch = async (): Promise<FetchedGrant> => await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
+    const fetch = async (): Promise<FetchedGrant> =>
+      await this.options.api.fetchOAuthToken(this.credentials.clientId, this.credentials.clientSecret)
     return await this.strategy.oauthGrant(avoid, OAUTH_REFRESH_AHEAD_MS, fetch)
   }
-
 
   private loggedIn (token: string): CachedSession {
     this.retryTimer?.cancel()
@@ -582,21 +655,44 @@ export class SessionManager {
     if (error.kind === 'unavailable' || error.kind === 'oauth-invalid') guard.attemptNotCounted()
     // 'rejected' and 'unknown-outcome' stay counted: the platform may have counted them too.
     this.loginBackoff.recordFailure(error.retryAfterSeconds)
-    this.lastLogin = error.kind === 'rejected' ? 'rejected' : error.kind === 'unknown-outcome' ? 'unknown-outcome' : 'failed'
+    this.lastLogin =
+      error.kind === 'rejected' ? 'rejected' : error.kind === 'unknown-outcome' ? 'unknown-outcome' : 'failed'
     if (error.kind === 'rejected') {
-      this.publish({ type: 'login', outcome: 'rejected', consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
-      return new AuthUnavailableError('credentials-rejected',
+      this.publish({
+        type: 'login',
+        outcome: 'rejected',
+        consecutiveRejections: guard.consecutiveRejections,
+        message: error.message,
+        cause: failureCause(error)
+      })
+      return new AuthUnavailableError(
+        'credentials-rejected',
         `ThingSpace rejected the login (${error.message}); ${guard.engaged ? 'logins are paused until the credentials file changes' : `${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`}`,
-        guard.engaged ? 60 : Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
+        guard.engaged ? 60 : Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000))
+      )
     }
-    this.publish({ type: 'login', outcome: 'error', consecutiveRejections: guard.consecutiveRejections, message: error.message, cause: failureCause(error) })
-    return new AuthUnavailableError('upstream-unavailable', `ThingSpace session login failed (${error.message}); retrying with backoff`,
-      Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000)))
+    this.publish({
+      type: 'login',
+      outcome: 'error',
+      consecutiveRejections: guard.consecutiveRejections,
+      message: error.message,
+      cause: failureCause(error)
+    })
+    return new AuthUnavailableError(
+      'upstream-unavailable',
+      `ThingSpace session login failed (${error.message}); retrying with backoff`,
+      Math.max(1, Math.ceil(this.loginBackoff.remainingMs() / 1000))
+    )
   }
 }
 
 function sameSessionCredentials (a: SessionCredentials, b: SessionCredentials): boolean {
-  return a.username === b.username && a.password === b.password && a.clientId === b.clientId && a.clientSecret === b.clientSecret
+  return (
+    a.username === b.username &&
+    a.password === b.password &&
+    a.clientId === b.clientId &&
+    a.clientSecret === b.clientSecret
+  )
 }
 
 /** Errors after which a login is tried again in the background while not ready. */

@@ -47,27 +47,38 @@ export interface SimulatorOptions {
   /** Share of data requests whose connection is reset instead of answered (soak tests); default 0. */
   resetProbability?: number
   /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
-  https?: { key: string, cert: string }
+  https?: { key: string; cert: string }
   /**
    * Match paths as lenient servers do (servlet containers, older Spring): any case, trailing and
    * repeated slashes ignored, `;params` cut off; default false (strict, as Fastify).
    */
   lenientPaths?: boolean
-  /** Every session token answers SessionToken.Expired, fresh ones too, as an upstream (or a middlebox) refusing every session would; default false. */
+  /**
+   * Every session token answers SessionToken.Expired, fresh ones too, as an upstream (or a middlebox) refusing every
+   * session would; default false.
+   */
   refuseEverySession?: boolean
   /**
    * Compress answers (br, gzip or deflate, as the request's Accept-Encoding asks), error answers
    * included, as ThingSpace's gateway does; default true.
    */
   compression?: boolean
-  /** The account names that exist; any other answers its family's "unknown account" error. Default [DEMO_ACCOUNT_NAME]. */
+  /**
+   * The account names that exist; any other answers its family's "unknown account" error. Default [DEMO_ACCOUNT_NAME].
+   */
   accounts?: string[]
-  /** Requests per second (in any one-second window) above which API requests are answered 429 with Retry-After; default 0 (off). */
+  /**
+   * Requests per second (in any one-second window) above which API requests are answered 429 with Retry-After; default
+   * 0 (off).
+   */
   throttleRate?: number
 }
 
-/** 'status500' is { status: 500 }; { status, errorCode? } answers that status (4xx or 5xx) with an error body, of that errorCode when given. */
-export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject' | { status: number, errorCode?: string }
+/**
+ * 'status500' is { status: 500 }; { status, errorCode? } answers that status (4xx or 5xx) with an error body, of that
+ * errorCode when given.
+ */
+export type LoginFaultMode = 'status500' | 'hang' | 'reset' | 'reject' | { status: number; errorCode?: string }
 
 export interface Simulator {
   app: FastifyInstance
@@ -86,14 +97,17 @@ export interface Simulator {
   expireOAuthToken(): void
   /**
    * The next `count` logins (after the bearer check, before any credential check) fail this way:
-   * 'status500' answers 500, { status } answers that status, 'hang' never answers until the server closes, 'reset' destroys the socket,
-   * 'reject' refuses the credentials as a wrong password would (and counts toward the lockout).
+   * 'status500' answers 500, { status } answers that status, 'hang' never answers until the server closes, 'reset'
+   * destroys the socket, 'reject' refuses the credentials as a wrong password would (and counts toward the lockout).
    * Calls queue up in order; injected failures are not counted as failed logins.
    */
   failNextLogins(count: number, mode: LoginFaultMode): void
   /** Clears the lockout and the consecutive failure count. */
   unlock(): void
-  /** API requests above `rate` per second are answered 429 with Retry-After `retryAfterSeconds` (default 1); 0 turns it off. */
+  /**
+   * API requests above `rate` per second are answered 429 with Retry-After `retryAfterSeconds` (default 1); 0 turns it
+   * off.
+   */
   throttle(rate: number, retryAfterSeconds?: number): void
 }
 
@@ -142,8 +156,14 @@ function parseFormBody (body: string): Record<string, string> {
 export function buildSimulator (options: SimulatorOptions): Simulator {
   const now = options.now ?? Date.now
   const stats = createStats()
-  const oauth = new OAuthTokenIssuer(positiveOption('oauthLifetimeSeconds', options.oauthLifetimeSeconds, DEFAULT_OAUTH_LIFETIME_SECONDS), now)
-  const sessions = new SessionStore(positiveOption('sessionIdleSeconds', options.sessionIdleSeconds, DEFAULT_SESSION_IDLE_SECONDS), now)
+  const oauth = new OAuthTokenIssuer(
+    positiveOption('oauthLifetimeSeconds', options.oauthLifetimeSeconds, DEFAULT_OAUTH_LIFETIME_SECONDS),
+    now
+  )
+  const sessions = new SessionStore(
+    positiveOption('sessionIdleSeconds', options.sessionIdleSeconds, DEFAULT_SESSION_IDLE_SECONDS),
+    now
+  )
   const lockoutThreshold = positiveOption('lockoutThreshold', options.lockoutThreshold, DEFAULT_LOCKOUT_THRESHOLD)
   const account = new SimulatedAccount(options.username, options.password, lockoutThreshold, stats)
   const pendingLoginFaults: ControlLoginFault[] = []
@@ -155,17 +175,29 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
 
   // forceCloseConnections: close() also ends keep-alive and in-flight requests (hung logins, long delays, streams).
   // The HTTPS variant has another server type; both expose the same routes, so one type serves the callers.
-  const routerOptions = options.lenientPaths === true
-    ? { caseSensitive: false, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, useSemicolonDelimiter: true }
-    : {}
+  const routerOptions =
+    options.lenientPaths === true
+      ? { caseSensitive: false, ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, useSemicolonDelimiter: true }
+      : {}
   const app = (options.https === undefined
     ? Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions })
-    : Fastify({ logger: options.logger ?? false, forceCloseConnections: true, routerOptions, https: options.https })) as unknown as FastifyInstance
+    : Fastify({
+      logger: options.logger ?? false,
+      forceCloseConnections: true,
+      routerOptions,
+      https: options.https
+    })) as unknown as FastifyInstance
 
   // First, so that every route after it, and every error it answers, is compressed when the client accepts it.
   // Request bodies are left as sent (the echo route digests them raw).
   if (options.compression !== false) {
-    app.register(compress, { global: true, globalDecompression: false, threshold: 1, encodings: ['br', 'gzip', 'deflate'], customTypes: COMPRESSIBLE_TYPES })
+    app.register(compress, {
+      global: true,
+      globalDecompression: false,
+      threshold: 1,
+      encodings: ['br', 'gzip', 'deflate'],
+      customTypes: COMPRESSIBLE_TYPES
+    })
   }
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_request, body, done) => {
@@ -189,13 +221,17 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   })
 
   const notFound = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> =>
-    reply.code(404).send(uwsError(UWS_ERROR_CODES.notFound, `No resource for ${request.method} ${request.url.split('?')[0] ?? ''}`))
+    reply
+      .code(404)
+      .send(uwsError(UWS_ERROR_CODES.notFound, `No resource for ${request.method} ${request.url.split('?')[0] ?? ''}`))
   app.setNotFoundHandler(notFound)
   // A catch-all route rather than only the not-found handler, so that unknown paths' answers (and the
   // gateway's refusals on them) go through the compression hook too. Bodies are not read there.
   app.register(async (catchAll) => {
     catchAll.removeAllContentTypeParsers()
-    catchAll.addContentTypeParser('*', (_request, _payload, done) => { done(null, undefined) })
+    catchAll.addContentTypeParser('*', (_request, _payload, done) => {
+      done(null, undefined)
+    })
     catchAll.all('*', notFound)
   })
 
@@ -209,9 +245,12 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
       const body: OAuthError = { error: 'invalid_request', error_description: error.message }
       return reply.code(400).send(body)
     }
-    const errorCode = statusCode === 413
-      ? UWS_ERROR_CODES.requestTooLarge
-      : statusCode === 415 ? UWS_ERROR_CODES.unsupportedMediaType : UWS_ERROR_CODES.badRequest
+    const errorCode =
+      statusCode === 413
+        ? UWS_ERROR_CODES.requestTooLarge
+        : statusCode === 415
+          ? UWS_ERROR_CODES.unsupportedMediaType
+          : UWS_ERROR_CODES.badRequest
     return reply.code(statusCode).send(uwsError(errorCode, error.message))
   })
 
@@ -226,32 +265,45 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     return idMatches && secretMatches
   }
 
-  app.post<{ Body: unknown }>(TOKEN_PATH, {
-    onRequest: async () => { stats.tokenRequests++ }
-  }, async (request, reply) => {
-    if (!clientAuthenticated(request.headers.authorization)) {
-      const body: OAuthError = { error: 'invalid_client', error_description: 'Client authentication failed: send Authorization: Basic base64(clientId:clientSecret)' }
-      return reply.code(401).header('www-authenticate', 'Basic realm="ThingSpace"').send(body)
+  app.post<{ Body: unknown }>(
+    TOKEN_PATH,
+    {
+      onRequest: async () => {
+        stats.tokenRequests++
+      }
+    },
+    async (request, reply) => {
+      if (!clientAuthenticated(request.headers.authorization)) {
+        const body: OAuthError = {
+          error: 'invalid_client',
+          error_description: 'Client authentication failed: send Authorization: Basic base64(clientId:clientSecret)'
+        }
+        return reply.code(401).header('www-authenticate', 'Basic realm="ThingSpace"').send(body)
+      }
+      const grantType = isRecord(request.body) ? request.body.grant_type : undefined
+      if (grantType !== 'client_credentials') {
+        const body: OAuthError = {
+          error: 'unsupported_grant_type',
+          error_description: 'Only grant_type=client_credentials is supported'
+        }
+        return reply.code(400).send(body)
+      }
+      const issued = oauth.issue()
+      if (issued.minted) stats.oauthTokensIssued++
+      return reply.header('cache-control', 'no-store').send({
+        access_token: issued.accessToken,
+        token_type: 'bearer',
+        expires_in: issued.expiresInSeconds,
+        scope: OAUTH_SCOPE
+      })
     }
-    const grantType = isRecord(request.body) ? request.body.grant_type : undefined
-    if (grantType !== 'client_credentials') {
-      const body: OAuthError = { error: 'unsupported_grant_type', error_description: 'Only grant_type=client_credentials is supported' }
-      return reply.code(400).send(body)
-    }
-    const issued = oauth.issue()
-    if (issued.minted) stats.oauthTokensIssued++
-    return reply.header('cache-control', 'no-store').send({
-      access_token: issued.accessToken,
-      token_type: 'bearer',
-      expires_in: issued.expiresInSeconds,
-      scope: OAUTH_SCOPE
-    })
-  })
+  )
 
   function injectLoginFault (mode: ControlLoginFault, request: FastifyRequest, reply: FastifyReply): FastifyReply {
     if (typeof mode === 'object') {
       if (mode.status === 401) return reply.code(401).send(invalidCredentialsFault())
-      const errorCode = mode.errorCode ?? (mode.status >= 500 ? UWS_ERROR_CODES.internalError : UWS_ERROR_CODES.simulatedFault)
+      const errorCode =
+        mode.errorCode ?? (mode.status >= 500 ? UWS_ERROR_CODES.internalError : UWS_ERROR_CODES.simulatedFault)
       return reply.code(mode.status).send(uwsError(errorCode, `Simulated ${mode.status} answer (fault injection)`))
     }
     reply.hijack()
@@ -273,11 +325,17 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     // An injected rejection goes through the account like a wrong password, so it counts toward the lockout.
     const password = fault === 'reject' ? '\u0000injected-wrong-password' : stringField(request.body, 'password')
     if (username === undefined || password === undefined) {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"username","password"} with string values'))
+      return reply
+        .code(400)
+        .send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"username","password"} with string values'))
     }
     const outcome = account.login(username, password)
     if (outcome === 'locked') {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.accountLocked, 'The account is locked after too many failed logins; contact support'))
+      return reply
+        .code(400)
+        .send(
+          uwsError(UWS_ERROR_CODES.accountLocked, 'The account is locked after too many failed logins; contact support')
+        )
     }
     if (outcome === 'wrong-credentials') {
       return reply.code(400).send(uwsError(UWS_ERROR_CODES.invalidCredentials, 'Invalid username or password'))
@@ -295,7 +353,14 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
         stats.throttledRequests++
         stats.throttledArrivals.push(arrivedAt)
         reply.header('retry-after', String(rateLimit.retryAfterSeconds))
-        return reply.code(429).send(uwsError(UWS_ERROR_CODES.tooManyRequests, `Rate limit exceeded (${rateLimit.rate} requests per second); retry after ${rateLimit.retryAfterSeconds} s`))
+        return reply
+          .code(429)
+          .send(
+            uwsError(
+              UWS_ERROR_CODES.tooManyRequests,
+              `Rate limit exceeded (${rateLimit.rate} requests per second); retry after ${rateLimit.retryAfterSeconds} s`
+            )
+          )
       }
       if (resetProbability > 0 && !request.url.startsWith('/api/m2m/v1/session/') && Math.random() < resetProbability) {
         reply.hijack()
@@ -321,17 +386,23 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     withSession.put<{ Body: unknown }>('/api/m2m/v1/session/password/actions/reset', async (request, reply) => {
       const oldPassword = stringField(request.body, 'oldPassword')
       if (oldPassword === undefined) {
-        return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"oldPassword"} with a string value'))
+        return reply
+          .code(400)
+          .send(uwsError(UWS_ERROR_CODES.badRequest, 'Body must be JSON {"oldPassword"} with a string value'))
       }
       const newPassword = account.resetPassword(oldPassword)
       if (newPassword === undefined) {
-        return reply.code(400).send(uwsError(UWS_ERROR_CODES.invalidPassword, 'oldPassword does not match the current password'))
+        return reply
+          .code(400)
+          .send(uwsError(UWS_ERROR_CODES.invalidPassword, 'oldPassword does not match the current password'))
       }
       return { newPassword }
     })
 
     withSession.register(async (dataScope) => {
-      dataScope.addHook('preHandler', async () => { stats.dataRequests++ })
+      dataScope.addHook('preHandler', async () => {
+        stats.dataRequests++
+      })
       await dataScope.register(dataRoutes, { accounts })
       await dataScope.register(familyRoutes, { accounts })
       await dataScope.register(devRoutes)
@@ -341,15 +412,21 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   const simulator: Simulator = {
     app,
     stats,
-    get locked () { return account.locked },
-    get password () { return account.password },
+    get locked () {
+      return account.locked
+    },
+    get password () {
+      return account.password
+    },
     currentOAuthToken: () => oauth.currentToken(),
     activeSessionTokens: () => sessions.activeTokens(),
     expireSessions: () => sessions.expireAll(),
     invalidateSession: (token) => sessions.invalidate(token),
     expireOAuthToken: () => oauth.revoke(),
     failNextLogins (count: number, mode: LoginFaultMode): void {
-      if (!Number.isInteger(count) || count < 0) throw new RangeError(`failNextLogins: count must be a whole number >= 0, got ${count}`)
+      if (!Number.isInteger(count) || count < 0) {
+        throw new RangeError(`failNextLogins: count must be a whole number >= 0, got ${count}`)
+      }
       if (typeof mode === 'object' && (!Number.isInteger(mode.status) || mode.status < 400 || mode.status > 599)) {
         throw new RangeError(`failNextLogins: status must be a whole number from 400 to 599, got ${mode.status}`)
       }
@@ -362,7 +439,9 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   // Outside /api/: no bearer, no session, never forwarded by the proxy. See control-routes.ts.
   const target: ControlTarget = {
     stats,
-    get locked () { return account.locked },
+    get locked () {
+      return account.locked
+    },
     activeSessionTokens: () => sessions.activeTokens(),
     expireSessions: () => sessions.expireAll(),
     invalidateSession: (token) => sessions.invalidate(token),
@@ -376,4 +455,3 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
   app.register(controlRoutes, { target })
   return simulator
 }
-

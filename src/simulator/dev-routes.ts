@@ -23,7 +23,9 @@ const PATTERN = Buffer.from(Array.from({ length: STREAM_CHUNK_BYTES + PATTERN_MO
 export interface EchoAnswer {
   method: string
   url: string
-  /** As received, except that the credential in Authorization and the VZ-M2M-Token are fingerprints (`fingerprint()`). */
+  /**
+   * As received, except that the credential in Authorization and the VZ-M2M-Token are fingerprints (`fingerprint()`).
+   */
   headers: Record<string, string | string[] | undefined>
   bodyLength: number
   bodySha256: string
@@ -51,14 +53,17 @@ export function patternStream (totalBytes: number): Readable {
  * (`Bearer 1a2b3c4d`): tests can still tell which token came, and a demo screen or a pasted
  * log never shows one.
  */
-function withTokensFingerprinted (headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+function withTokensFingerprinted (
+  headers: Record<string, string | string[] | undefined>
+): Record<string, string | string[] | undefined> {
   const shown = { ...headers }
   const { authorization } = headers
   if (typeof authorization === 'string') {
     const schemeEnd = authorization.indexOf(' ')
-    shown.authorization = schemeEnd === -1
-      ? fingerprint(authorization)
-      : `${authorization.slice(0, schemeEnd)} ${fingerprint(authorization.slice(schemeEnd + 1))}`
+    shown.authorization =
+      schemeEnd === -1
+        ? fingerprint(authorization)
+        : `${authorization.slice(0, schemeEnd)} ${fingerprint(authorization.slice(schemeEnd + 1))}`
   }
   const sessionToken = headers[SESSION_TOKEN_HEADER]
   if (typeof sessionToken === 'string') shown[SESSION_TOKEN_HEADER] = fingerprint(sessionToken)
@@ -96,7 +101,11 @@ export async function devRoutes (scope: FastifyInstance): Promise<void> {
   scope.get<{ Params: { count: string } }>(`${PREFIX}/bytes/:count`, async (request, reply) => {
     const count = boundedWholeNumber(request.params.count, MAX_STREAM_BYTES)
     if (count === undefined) {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`))
+      return reply
+        .code(400)
+        .send(
+          uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`)
+        )
     }
     return reply
       .header('content-type', 'application/octet-stream')
@@ -107,7 +116,11 @@ export async function devRoutes (scope: FastifyInstance): Promise<void> {
   scope.get<{ Params: { ms: string } }>(`${PREFIX}/delay/:ms`, async (request, reply) => {
     const delayedMs = boundedWholeNumber(request.params.ms, MAX_DELAY_MS)
     if (delayedMs === undefined) {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `ms must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS}`))
+      return reply
+        .code(400)
+        .send(
+          uwsError(UWS_ERROR_CODES.badRequest, `ms must be a whole number of milliseconds from 0 to ${MAX_DELAY_MS}`)
+        )
     }
     await sleep(delayedMs, undefined, { signal: closing.signal })
     return { delayedMs }
@@ -117,7 +130,11 @@ export async function devRoutes (scope: FastifyInstance): Promise<void> {
   scope.get<{ Params: { count: string } }>(`${PREFIX}/truncated/:count`, (request, reply) => {
     const count = boundedWholeNumber(request.params.count, MAX_STREAM_BYTES)
     if (count === undefined) {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`))
+      return reply
+        .code(400)
+        .send(
+          uwsError(UWS_ERROR_CODES.badRequest, `count must be a whole number of bytes from 0 to ${MAX_STREAM_BYTES}`)
+        )
     }
     reply.hijack()
     const socket = request.raw.socket

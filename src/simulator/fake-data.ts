@@ -28,7 +28,13 @@ export interface SimulatedAccountInfo {
   carriers: string[]
   features: string[]
   iPPools: { poolName: string; poolType: string; isDefaultPool: boolean }[]
-  servicePlans: { name: string; code: string; sizeKb: number; carrierServicePlanCode: string; extendedAttributes: KeyValue[] }[]
+  servicePlans: {
+    name: string
+    code: string
+    sizeKb: number
+    carrierServicePlanCode: string
+    extendedAttributes: KeyValue[]
+  }[]
 }
 
 export interface KeyValue {
@@ -102,7 +108,10 @@ function luhnCheckDigit (payload: string): string {
 const EASTERN_OFFSET = new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York', timeZoneName: 'longOffset' })
 const MS_PER_MINUTE = 60_000
 
-/** As Verizon's examples write dates: local time in US Eastern with its offset, whole seconds ("2020-05-09T20:00:00-04:00"). */
+/**
+ * As Verizon's examples write dates: local time in US Eastern with its offset, whole seconds
+ * ("2020-05-09T20:00:00-04:00").
+ */
 export function verizonDate (ms: number): string {
   const zone = EASTERN_OFFSET.formatToParts(ms).find((part) => part.type === 'timeZoneName')?.value ?? 'GMT'
   const match = /^GMT([+-])(\d{2}):(\d{2})$/.exec(zone)
@@ -126,7 +135,15 @@ export function accountInfo (accountName: string): SimulatedAccountInfo {
     carriers: ['Verizon Wireless'],
     features: ['ThingSpace Connectivity Management'],
     iPPools: [{ poolName: 'VZWINTERNET', poolType: 'Dynamic', isDefaultPool: true }],
-    servicePlans: [{ name: 'M2M 5GB Shared', code: 'M2M5GB', sizeKb: 5 * 1024 * 1024, carrierServicePlanCode: '84777', extendedAttributes: [] }]
+    servicePlans: [
+      {
+        name: 'M2M 5GB Shared',
+        code: 'M2M5GB',
+        sizeKb: 5 * 1024 * 1024,
+        carrierServicePlanCode: '84777',
+        extendedAttributes: []
+      }
+    ]
   }
 }
 
@@ -193,7 +210,10 @@ export function usageHistory (deviceId: DeviceId, earliestMs: number, latestMs: 
     const mobileOriginated = seedNumber(`mo:${seed}`) % (smsUsed + 1)
     records.push({
       bytesUsed: seedNumber(seed) % MAX_DAILY_BYTES,
-      extendedAttributes: [{ key: 'MoSms', value: String(mobileOriginated) }, { key: 'MtSms', value: String(smsUsed - mobileOriginated) }],
+      extendedAttributes: [
+        { key: 'MoSms', value: String(mobileOriginated) },
+        { key: 'MtSms', value: String(smsUsed - mobileOriginated) }
+      ],
       smsUsed,
       source: 'Raw Usage',
       timestamp

@@ -2,13 +2,7 @@
 // shapes of Verizon's SDK models and each family's own error body. The caller has checked both tokens.
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply } from 'fastify'
-import {
-  type CloudConnectorError,
-  type HyperPreciseError,
-  UWS_ERROR_CODES,
-  type UwsError,
-  uwsError
-} from './errors.js'
+import { type CloudConnectorError, type HyperPreciseError, UWS_ERROR_CODES, type UwsError, uwsError } from './errors.js'
 import { accountInfo, devicePage, verizonDate } from './fake-data.js'
 import { isRecord, stringField } from './request-input.js'
 
@@ -35,7 +29,10 @@ const MAX_REMEMBERED_REQUESTS = 10_000
 const SUBSCRIBED_AT_MS = Date.UTC(2024, 2, 1, 14, 5, 9)
 const UPDATED_AT_MS = Date.UTC(2025, 4, 20, 9, 41, 17)
 
-/** The `errorCode`/`errorMessage` body that Device Location, Subscription Server, Software Management and Diagnostics share. */
+/**
+ * The `errorCode`/`errorMessage` body that Device Location, Subscription Server, Software Management and Diagnostics
+ * share.
+ */
 function familyError (errorCode: string, errorMessage: string): UwsError {
   return { errorCode, errorMessage }
 }
@@ -65,8 +62,12 @@ async function thingspaceRoutes (scope: FastifyInstance, { accounts }: FamilyRou
       isProvisioningAllowed: account.isProvisioningAllowed,
       carriers: account.carriers.map((carriers) => ({ carriers })),
       features: account.features.map((features) => ({ features })),
-      servicePlans: account.servicePlans.map(({ name, code, sizeKb, carrierServicePlanCode }) =>
-        ({ name, code, sizeKb: String(sizeKb), carrierServicePlanCode }))
+      servicePlans: account.servicePlans.map(({ name, code, sizeKb, carrierServicePlanCode }) => ({
+        name,
+        code,
+        sizeKb: String(sizeKb),
+        carrierServicePlanCode
+      }))
     }
   }
   for (const path of ['/api/v1/accounts/:accountName', '/api/v1/plans/:accountName']) {
@@ -79,7 +80,9 @@ async function thingspaceRoutes (scope: FastifyInstance, { accounts }: FamilyRou
   // The global device list answers a request id at once and reports by callback; its status can be read.
   scope.post<{ Body: unknown }>('/api/m2m/v2/devices/actions/list', async (request, reply) => {
     const accountName = stringField(request.body, 'accountName')
-    if (accountName === undefined) return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'accountName (a string) is required'))
+    if (accountName === undefined) {
+      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, 'accountName (a string) is required'))
+    }
     if (!accounts.has(accountName)) return unknownAccount(reply, accountName)
     if (requests.size >= MAX_REMEMBERED_REQUESTS) requests.clear()
     const requestId = randomUUID()
@@ -87,29 +90,41 @@ async function thingspaceRoutes (scope: FastifyInstance, { accounts }: FamilyRou
     return { requestId }
   })
 
-  scope.get<{ Params: { accountName: string, requestId: string } }>('/api/m2m/v2/accounts/:accountName/requests/:requestId/status', async (request, reply) => {
-    const { accountName, requestId } = request.params
-    if (!accounts.has(accountName)) return unknownAccount(reply, accountName)
-    if (!requests.has(`${accountName}/${requestId}`)) {
-      return reply.code(400).send(uwsError(UWS_ERROR_CODES.badRequest, `No request ${requestId} for account ${accountName}`))
+  scope.get<{ Params: { accountName: string; requestId: string } }>(
+    '/api/m2m/v2/accounts/:accountName/requests/:requestId/status',
+    async (request, reply) => {
+      const { accountName, requestId } = request.params
+      if (!accounts.has(accountName)) return unknownAccount(reply, accountName)
+      if (!requests.has(`${accountName}/${requestId}`)) {
+        return reply
+          .code(400)
+          .send(uwsError(UWS_ERROR_CODES.badRequest, `No request ${requestId} for account ${accountName}`))
+      }
+      return {
+        requestId,
+        status: 'Success',
+        subrequests: imeisOf(accountName, 2).map((id) => ({ ids: { kind: 'imei', id }, status: 'Success' }))
+      }
     }
-    return {
-      requestId,
-      status: 'Success',
-      subrequests: imeisOf(accountName, 2).map((id) => ({ ids: { kind: 'imei', id }, status: 'Success' }))
-    }
-  })
+  )
 }
 
 async function deviceLocationRoutes (scope: FastifyInstance, { accounts }: FamilyRouteOptions): Promise<void> {
   const prefix = '/api/loc/v1'
   const invalidAccount = (reply: FastifyReply, accountName: string): FastifyReply =>
-    reply.code(400).send(familyError('INVALID_ACCOUNT', `Account ${accountName} is not registered for location services`))
+    reply
+      .code(400)
+      .send(familyError('INVALID_ACCOUNT', `Account ${accountName} is not registered for location services`))
 
   scope.get<{ Params: { accountName: string } }>(`${prefix}/subscriptions/:accountName`, async (request, reply) => {
     const { accountName } = request.params
     if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
-    return { accountName, locType: 'TS-LOC-COARSE-CellID-5K', maxAllowance: '5000', purchaseTime: '2024-03-01 14:05:09.171 +0000 UTC' }
+    return {
+      accountName,
+      locType: 'TS-LOC-COARSE-CellID-5K',
+      maxAllowance: '5000',
+      purchaseTime: '2024-03-01 14:05:09.171 +0000 UTC'
+    }
   })
 
   scope.post<{ Body: unknown }>(`${prefix}/locations`, async (request, reply) => {
@@ -149,11 +164,14 @@ async function subscriptionServerRoutes (scope: FastifyInstance, { accounts }: F
   const invalidAccount = (reply: FastifyReply, accountName: string): FastifyReply =>
     reply.code(400).send(familyError('INVALID_ACCOUNT', `Account ${accountName} was not found`))
 
-  scope.get<{ Params: { accountName: string, serviceName: string } }>(`${prefix}/managedaccounts/:accountName/service/:serviceName`, async (request, reply) => {
-    const { accountName } = request.params
-    if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
-    return { accountName, ManagedAccAddedList: [], managedAccProvisionedList: [] }
-  })
+  scope.get<{ Params: { accountName: string; serviceName: string } }>(
+    `${prefix}/managedaccounts/:accountName/service/:serviceName`,
+    async (request, reply) => {
+      const { accountName } = request.params
+      if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
+      return { accountName, ManagedAccAddedList: [], managedAccProvisionedList: [] }
+    }
+  )
 
   scope.post<{ Body: unknown }>(`${prefix}/usage/triggers`, async (request, reply) => {
     const body = request.body
@@ -161,7 +179,9 @@ async function subscriptionServerRoutes (scope: FastifyInstance, { accounts }: F
     const triggerName = stringField(body, 'triggerName')
     const thresholdValue = stringField(body, 'thresholdValue')
     if (accountName === undefined || triggerName === undefined || thresholdValue === undefined) {
-      return reply.code(400).send(familyError('INVALID_REQUEST', 'accountName, triggerName and thresholdValue (strings) are required'))
+      return reply
+        .code(400)
+        .send(familyError('INVALID_REQUEST', 'accountName, triggerName and thresholdValue (strings) are required'))
     }
     if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
     const record = isRecord(body) ? body : {}
@@ -186,60 +206,77 @@ async function subscriptionServerRoutes (scope: FastifyInstance, { accounts }: F
 async function softwareManagementRoutes (scope: FastifyInstance, { accounts }: FamilyRouteOptions): Promise<void> {
   const invalidAccount = (reply: FastifyReply, account: string): FastifyReply =>
     reply.code(400).send(familyError('INVALID_ACCOUNT', `Account ${account} has no software management subscription`))
-  const subscription = (accountName: string, updateTime: string): Record<string, unknown> =>
-    ({ accountName, purchaseType: 'TS-HFOTA-EVNT,TS-HFOTA-MRC', licenseCount: 500, licenseUsedCount: 25, updateTime })
+  const subscription = (accountName: string, updateTime: string): Record<string, unknown> => ({
+    accountName,
+    purchaseType: 'TS-HFOTA-EVNT,TS-HFOTA-MRC',
+    licenseCount: 500,
+    licenseUsedCount: 25,
+    updateTime
+  })
 
   for (const version of ['v1', 'v2', 'v3'] as const) {
-    scope.get<{ Params: { account: string } }>(`/api/fota/${version}/subscriptions/:account`, async (request, reply) => {
-      const { account } = request.params
-      if (!accounts.has(account)) return invalidAccount(reply, account)
-      // v2 writes its times as Go does, v1 and v3 as ISO instants (the SDK's examples).
-      return subscription(account, version === 'v2' ? '2025-05-20 09:41:17.079 +0000 UTC' : new Date(UPDATED_AT_MS).toISOString())
-    })
+    scope.get<{ Params: { account: string } }>(
+      `/api/fota/${version}/subscriptions/:account`,
+      async (request, reply) => {
+        const { account } = request.params
+        if (!accounts.has(account)) return invalidAccount(reply, account)
+        // v2 writes its times as Go does, v1 and v3 as ISO instants (the SDK's examples).
+        return subscription(
+          account,
+          version === 'v2' ? '2025-05-20 09:41:17.079 +0000 UTC' : new Date(UPDATED_AT_MS).toISOString()
+        )
+      }
+    )
   }
 
   scope.get<{ Params: { account: string } }>('/api/fota/v1/firmware/:account', async (request, reply) => {
     const { account } = request.params
     if (!accounts.has(account)) return invalidAccount(reply, account)
-    return [{
-      firmwareName: 'FOTA_Simulated_Model-A_01To02_HF',
-      participantName: account,
-      launchDate: new Date(SUBSCRIBED_AT_MS).toISOString(),
-      releaseNote: '',
-      model: 'Model-A',
-      make: 'Simulated',
-      fromVersion: 'SimulatedFirmwareVersion-01',
-      toVersion: 'SimulatedFirmwareVersion-02'
-    }]
+    return [
+      {
+        firmwareName: 'FOTA_Simulated_Model-A_01To02_HF',
+        participantName: account,
+        launchDate: new Date(SUBSCRIBED_AT_MS).toISOString(),
+        releaseNote: '',
+        model: 'Model-A',
+        make: 'Simulated',
+        fromVersion: 'SimulatedFirmwareVersion-01',
+        toVersion: 'SimulatedFirmwareVersion-02'
+      }
+    ]
   })
 
   scope.get<{ Params: { account: string } }>('/api/fota/v2/software/:account', async (request, reply) => {
     const { account } = request.params
     if (!accounts.has(account)) return invalidAccount(reply, account)
-    return [{
-      softwareName: 'FOTA_Simulated_Model-A_02To03_HF',
-      launchDate: '2025-03-01',
-      releaseNote: '',
-      model: 'Model-A',
-      make: 'Simulated',
-      distributionType: 'HTTP',
-      devicePlatformId: 'IoT'
-    }]
+    return [
+      {
+        softwareName: 'FOTA_Simulated_Model-A_02To03_HF',
+        launchDate: '2025-03-01',
+        releaseNote: '',
+        model: 'Model-A',
+        make: 'Simulated',
+        distributionType: 'HTTP',
+        devicePlatformId: 'IoT'
+      }
+    ]
   })
 
   scope.get<{ Params: { acc: string } }>('/api/fota/v3/firmware/:acc', async (request, reply) => {
     const { acc } = request.params
     if (!accounts.has(acc)) return invalidAccount(reply, acc)
-    return [{
-      firmwareName: 'Simulated_Model-B_SIM01A01_SIM01A02',
-      firmwareFrom: 'SIM01A01',
-      firmwareTo: 'SIM01A02',
-      launchDate: new Date(SUBSCRIBED_AT_MS).toISOString(),
-      releaseNote: '',
-      model: 'Model-B',
-      make: 'Simulated',
-      protocol: 'LWM2M'
-    }]
+    return [
+      {
+        firmwareName: 'Simulated_Model-B_SIM01A01_SIM01A02',
+        firmwareFrom: 'SIM01A01',
+        firmwareTo: 'SIM01A02',
+        launchDate: new Date(SUBSCRIBED_AT_MS).toISOString(),
+        releaseNote: '',
+        model: 'Model-B',
+        make: 'Simulated',
+        protocol: 'LWM2M'
+      }
+    ]
   })
 }
 
@@ -248,7 +285,16 @@ async function diagnosticsRoutes (scope: FastifyInstance, { accounts }: FamilyRo
   const accountOf = (query: unknown, reply: FastifyReply): string | undefined => {
     const accountName = stringField(query, 'accountName')
     if (accountName === undefined || !accounts.has(accountName)) {
-      reply.code(400).send(familyError('INVALID_PARAMETER', accountName === undefined ? 'The accountName query parameter is required' : `Unknown accountName ${accountName}`))
+      reply
+        .code(400)
+        .send(
+          familyError(
+            'INVALID_PARAMETER',
+            accountName === undefined
+              ? 'The accountName query parameter is required'
+              : `Unknown accountName ${accountName}`
+          )
+        )
       return undefined
     }
     return accountName
@@ -270,27 +316,38 @@ async function diagnosticsRoutes (scope: FastifyInstance, { accounts }: FamilyRo
   scope.get(`${prefix}/callbacks`, async (request, reply) => {
     const accountName = accountOf(request.query, reply)
     if (accountName === undefined) return reply
-    return [{
-      accountName,
-      serviceName: 'Diagnostics',
-      endpoint: 'https://callbacks.example.com/diagnostics',
-      createdOn: new Date(SUBSCRIBED_AT_MS).toISOString()
-    }]
+    return [
+      {
+        accountName,
+        serviceName: 'Diagnostics',
+        endpoint: 'https://callbacks.example.com/diagnostics',
+        createdOn: new Date(SUBSCRIBED_AT_MS).toISOString()
+      }
+    ]
   })
 }
 
 async function cloudConnectorRoutes (scope: FastifyInstance, { accounts }: FamilyRouteOptions): Promise<void> {
   const prefix = '/api/cc/v1'
-  const ccError = (reply: FastifyReply, status: number, body: CloudConnectorError): FastifyReply => reply.code(status).send(body)
+  const ccError = (reply: FastifyReply, status: number, body: CloudConnectorError): FastifyReply =>
+    reply.code(status).send(body)
   const billingAccountOf = (body: unknown, reply: FastifyReply): string | undefined => {
     const identifier = isRecord(body) ? body.accountidentifier : undefined
     const billingAccountId = stringField(identifier, 'billingaccountid')
     if (billingAccountId === undefined) {
-      ccError(reply, 400, { error: 'bad_request', error_description: 'Billing Account ID is required in resource body', cause: 'Request is missing required body content' })
+      ccError(reply, 400, {
+        error: 'bad_request',
+        error_description: 'Billing Account ID is required in resource body',
+        cause: 'Request is missing required body content'
+      })
       return undefined
     }
     if (!accounts.has(billingAccountId)) {
-      ccError(reply, 404, { error: 'not_found', error_description: `Resource(Account) ${billingAccountId} is not found`, cause: 'Requested service not found' })
+      ccError(reply, 404, {
+        error: 'not_found',
+        error_description: `Resource(Account) ${billingAccountId} is not found`,
+        cause: 'Requested service not found'
+      })
       return undefined
     }
     return billingAccountId
@@ -299,43 +356,47 @@ async function cloudConnectorRoutes (scope: FastifyInstance, { accounts }: Famil
   scope.post<{ Body: unknown }>(`${prefix}/subscriptions/actions/query`, async (request, reply) => {
     const account = billingAccountOf(request.body, reply)
     if (account === undefined) return reply
-    return [{
-      configurationfailures: 0,
-      createdon: new Date(SUBSCRIBED_AT_MS).toISOString(),
-      delegateid: '00000000-0000-0000-0000-000000000000',
-      id: seededId(`cc-subscription:${account}`),
-      kind: 'ts.subscription',
-      laststreamingstatus: '',
-      laststreamingtime: '0001-01-01T00:00:00Z',
-      lastupdated: new Date(UPDATED_AT_MS).toISOString(),
-      name: 'Simulated subscription',
-      networkfailures: 0,
-      streamfailures: 0,
-      streamkind: 'ts.event',
-      targetid: seededId(`cc-target:${account}`),
-      version: '1.0',
-      versionid: seededId(`cc-subscription-version:${account}`),
-      description: 'All device events to the simulated target',
-      disabled: false
-    }]
+    return [
+      {
+        configurationfailures: 0,
+        createdon: new Date(SUBSCRIBED_AT_MS).toISOString(),
+        delegateid: '00000000-0000-0000-0000-000000000000',
+        id: seededId(`cc-subscription:${account}`),
+        kind: 'ts.subscription',
+        laststreamingstatus: '',
+        laststreamingtime: '0001-01-01T00:00:00Z',
+        lastupdated: new Date(UPDATED_AT_MS).toISOString(),
+        name: 'Simulated subscription',
+        networkfailures: 0,
+        streamfailures: 0,
+        streamkind: 'ts.event',
+        targetid: seededId(`cc-target:${account}`),
+        version: '1.0',
+        versionid: seededId(`cc-subscription-version:${account}`),
+        description: 'All device events to the simulated target',
+        disabled: false
+      }
+    ]
   })
 
   scope.post<{ Body: unknown }>(`${prefix}/targets/actions/query`, async (request, reply) => {
     const account = billingAccountOf(request.body, reply)
     if (account === undefined) return reply
-    return [{
-      address: 'https://targets.example.com/events',
-      addressscheme: 'streamrest',
-      billingaccountid: account,
-      createdon: new Date(SUBSCRIBED_AT_MS).toISOString(),
-      id: seededId(`cc-target:${account}`),
-      kind: 'ts.target',
-      lastupdated: new Date(UPDATED_AT_MS).toISOString(),
-      name: 'Simulated target',
-      region: 'us-east-1',
-      version: '1.0',
-      versionid: seededId(`cc-target-version:${account}`)
-    }]
+    return [
+      {
+        address: 'https://targets.example.com/events',
+        addressscheme: 'streamrest',
+        billingaccountid: account,
+        createdon: new Date(SUBSCRIBED_AT_MS).toISOString(),
+        id: seededId(`cc-target:${account}`),
+        kind: 'ts.target',
+        lastupdated: new Date(UPDATED_AT_MS).toISOString(),
+        name: 'Simulated target',
+        region: 'us-east-1',
+        version: '1.0',
+        versionid: seededId(`cc-target-version:${account}`)
+      }
+    ]
   })
 }
 
@@ -346,7 +407,10 @@ async function hyperPreciseRoutes (scope: FastifyInstance, { accounts }: FamilyR
     if (accountNumber === undefined || !accounts.has(accountNumber)) {
       const body: HyperPreciseError = {
         responseCode: 'INVALID_PARAMETER',
-        message: accountNumber === undefined ? 'The accountNumber query parameter is required' : `Unknown accountNumber ${accountNumber}`
+        message:
+          accountNumber === undefined
+            ? 'The accountNumber query parameter is required'
+            : `Unknown accountNumber ${accountNumber}`
       }
       reply.code(400).send(body)
       return undefined
@@ -376,7 +440,15 @@ async function hyperPreciseRoutes (scope: FastifyInstance, { accounts }: FamilyR
 
 /** Every family's routes; mounted where both tokens have been checked. */
 export async function familyRoutes (scope: FastifyInstance, options: FamilyRouteOptions): Promise<void> {
-  for (const routes of [thingspaceRoutes, deviceLocationRoutes, subscriptionServerRoutes, softwareManagementRoutes, diagnosticsRoutes, cloudConnectorRoutes, hyperPreciseRoutes]) {
+  for (const routes of [
+    thingspaceRoutes,
+    deviceLocationRoutes,
+    subscriptionServerRoutes,
+    softwareManagementRoutes,
+    diagnosticsRoutes,
+    cloudConnectorRoutes,
+    hyperPreciseRoutes
+  ]) {
     await scope.register(routes, { accounts: options.accounts })
   }
 }

@@ -1,4 +1,5 @@
-// Small validators for JSON request bodies and path parameters: each returns the value or a problem a client can act on.
+// Small validators for JSON request bodies and path parameters: each returns the value or a problem a client can act
+// on.
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string }
 

@@ -15,7 +15,9 @@ function randomCharFrom (alphabet: string): string {
   return alphabet.charAt(randomInt(alphabet.length))
 }
 
-/** A new password like ThingSpace's ("Wh0a1545a84d"): letters and digits, at least one of each kind, never `previous`. */
+/**
+ * A new password like ThingSpace's ("Wh0a1545a84d"): letters and digits, at least one of each kind, never `previous`.
+ */
 export function generatePassword (previous: string): string {
   for (;;) {
     const chars = PASSWORD_ALPHABETS.map(randomCharFrom)

@@ -19,7 +19,10 @@ export interface SimulatorStats {
   dataRequests: number
   /** API requests answered 429 by the throttling mode. */
   throttledRequests: number
-  /** Arrival time (the simulator's clock, ms) of every API request past the bearer check, throttled or not: the last 10,000. */
+  /**
+   * Arrival time (the simulator's clock, ms) of every API request past the bearer check, throttled or not: the last
+   * 10,000.
+   */
   apiRequestArrivals: number[]
   /** Arrival time of every throttled request: the last 10,000. */
   throttledArrivals: number[]

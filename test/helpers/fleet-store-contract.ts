@@ -1,4 +1,5 @@
-// The FleetStore contract, run against both adapters (test/unit/fleet-memory-store.test.ts, test/integration/fleet-redis-store.test.ts).
+// The FleetStore contract, run against both adapters (test/unit/fleet-memory-store.test.ts,
+// test/integration/fleet-redis-store.test.ts).
 
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
@@ -11,7 +12,10 @@ export interface FleetStoreHarness {
   elapse: (ms: number) => Promise<void>
   /** The stores' clock. */
   now: () => number
-  /** Every value stored under `keyPrefix`, as the backing store holds it; absent for an adapter that keeps nothing outside the process. */
+  /**
+   * Every value stored under `keyPrefix`, as the backing store holds it; absent for an adapter that keeps nothing
+   * outside the process.
+   */
   rawValues?: (keyPrefix: string) => Promise<string[]>
   /** Removes what the test stored under `keyPrefix`. */
   cleanup: (keyPrefix: string) => Promise<void>
@@ -25,8 +29,7 @@ function waitForChange (changes: FleetChange[], test: (change: FleetChange) => b
   return new Promise((resolve, reject) => {
     const poll = (): void => {
       if (changes.some(test)) resolve()
-      else if (Date.now() - started > DELIVERY_MS) reject(new Error(`no such change within ${DELIVERY_MS} ms (got ${JSON.stringify(changes)})`))
-      else setTimeout(poll, 5)
+      else if (Date.now() - started > DELIVERY_MS) { reject(new Error(`no such change within ${DELIVERY_MS} ms (got ${JSON.stringify(changes)})`)) } else setTimeout(poll, 5)
     }
     poll()
   })
@@ -34,7 +37,10 @@ function waitForChange (changes: FleetChange[], test: (change: FleetChange) => b
 
 export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
   /** A test with its own key prefix and account, its stores closed and its keys removed at the end. */
-  function storeTest (name: string, body: (t: Test, open: () => Promise<FleetStore>, context: { keyPrefix: string, username: string }) => Promise<void>): void {
+  function storeTest (
+    name: string,
+    body: (t: Test, open: () => Promise<FleetStore>, context: { keyPrefix: string; username: string }) => Promise<void>
+  ): void {
     t.test(name, async (t) => {
       const keyPrefix = `m2m-session-proxy-test:${randomBytes(6).toString('hex')}:`
       const username = `user-${randomBytes(4).toString('hex')}`
@@ -43,17 +49,23 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
         await Promise.all(stores.map(async (store) => await store.close()))
         await harness.cleanup(keyPrefix)
       })
-      await body(t, async () => {
-        const store = await harness.open(keyPrefix, username)
-        stores.push(store)
-        return store
-      }, { keyPrefix, username })
+      await body(
+        t,
+        async () => {
+          const store = await harness.open(keyPrefix, username)
+          stores.push(store)
+          return store
+        },
+        { keyPrefix, username }
+      )
     })
   }
 
   storeTest('only one of many concurrent takers gets the login lock', async (t, open) => {
     const stores = await Promise.all([open(), open(), open()])
-    const takes = await Promise.all(Array.from({ length: 12 }, async (_, i) => await (stores[i % 3] as FleetStore).takeLock('login', 5000)))
+    const takes = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => await (stores[i % 3] as FleetStore).takeLock('login', 5000))
+    )
     const winners = takes.filter((lock) => lock !== undefined)
     t.equal(winners.length, 1, 'exactly one lock')
     t.match(winners[0]?.owner, /^[0-9a-f]{32}$/, 'a random owner id')
@@ -64,7 +76,11 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
     const lock = await a.takeLock('login', 5000)
     if (lock === undefined) throw new Error('the first take must succeed')
     t.equal(await b.releaseLock({ name: 'login', owner: 'someone-else' }), false, 'another owner id releases nothing')
-    t.equal(await b.releaseLock({ name: 'rotation', owner: lock.owner }), false, 'the same owner id releases nothing under another lock name')
+    t.equal(
+      await b.releaseLock({ name: 'rotation', owner: lock.owner }),
+      false,
+      'the same owner id releases nothing under another lock name'
+    )
     t.equal(await b.takeLock('login', 5000), undefined, 'still held')
     t.equal(await a.releaseLock(lock), true, 'the owner releases it')
     t.equal(await a.releaseLock(lock), false, 'twice is a no-op')
@@ -73,7 +89,11 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
     await harness.elapse(300)
     const third = await a.takeLock('login', 5000)
     t.ok(third, 'expiry frees a lock whose holder never released it')
-    t.equal(await b.releaseLock(next as NonNullable<typeof next>), false, 'the expired holder cannot release the new holder\'s lock')
+    t.equal(
+      await b.releaseLock(next as NonNullable<typeof next>),
+      false,
+      "the expired holder cannot release the new holder's lock"
+    )
     t.equal(await b.takeLock('login', 5000), undefined, 'the new holder still holds it')
   })
 
@@ -90,55 +110,106 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
 
   storeTest('login attempts are counted atomically by several replicas at once', async (t, open) => {
     const stores = await Promise.all([open(), open(), open()])
-    const counts = await Promise.all(stores.flatMap((store) => Array.from({ length: 20 }, async () => await store.countLoginAttempt())))
-    t.same([...counts].sort((x, y) => x - y), Array.from({ length: 60 }, (_, i) => i + 1), 'each attempt saw its own count, 1 to 60')
+    const counts = await Promise.all(
+      stores.flatMap((store) => Array.from({ length: 20 }, async () => await store.countLoginAttempt()))
+    )
+    t.same(
+      [...counts].sort((x, y) => x - y),
+      Array.from({ length: 60 }, (_, i) => i + 1),
+      'each attempt saw its own count, 1 to 60'
+    )
     t.equal(await (stores[0] as FleetStore).readLoginFailures(), 60)
     t.equal(await (stores[1] as FleetStore).readLoginFailures(), 60)
   })
 
-  storeTest('a success resets the count; an attempt that did not count is taken back, never below 0', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    t.equal(await a.readLoginFailures(), 0, 'none at first')
-    t.equal(await a.countLoginAttempt(), 1)
-    t.equal(await b.countLoginAttempt(), 2)
-    t.equal(await b.uncountLoginAttempt(), 1)
-    await a.resetLoginFailures()
-    t.equal(await b.readLoginFailures(), 0, 'reset for every replica')
-    t.equal(await b.uncountLoginAttempt(), 0, 'never below 0')
-    t.equal(await a.countLoginAttempt(), 1, 'counting starts again from 0')
-    await harness.elapse(300)
-    t.equal(await b.readLoginFailures(), 1, 'the count does not expire')
-  })
+  storeTest(
+    'a success resets the count; an attempt that did not count is taken back, never below 0',
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      t.equal(await a.readLoginFailures(), 0, 'none at first')
+      t.equal(await a.countLoginAttempt(), 1)
+      t.equal(await b.countLoginAttempt(), 2)
+      t.equal(await b.uncountLoginAttempt(), 1)
+      await a.resetLoginFailures()
+      t.equal(await b.readLoginFailures(), 0, 'reset for every replica')
+      t.equal(await b.uncountLoginAttempt(), 0, 'never below 0')
+      t.equal(await a.countLoginAttempt(), 1, 'counting starts again from 0')
+      await harness.elapse(300)
+      t.equal(await b.readLoginFailures(), 1, 'the count does not expire')
+    }
+  )
 
-  storeTest('the shared session is written whole, read by another replica, touched forward only, cleared', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    t.equal(await b.readSession(), undefined, 'none at first')
-    t.equal(await b.touchSession(1000, 5000), false, 'no session to touch')
-    t.equal(await b.readSession(), undefined, 'touching no session creates none')
-    await a.writeSession({ token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 1000 })
-    t.same(await b.readSession(), { token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 1000 })
-    t.equal(await b.touchSession(1000, 4000), true)
-    t.equal(await a.touchSession(1000, 3000), true, 'an older use still finds the session')
-    t.same(await a.readSession(), { token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 4000 }, 'lastUsedAt only moves forward')
-    await b.writeSession({ token: 'second-token', loggedInAt: 5000, lastUsedAt: 5000 })
-    t.same(await a.readSession(), { token: 'second-token', loggedInAt: 5000, lastUsedAt: 5000 }, 'a new session replaces the old one whole')
-    t.equal(await a.touchSession(1000, 9000), false, 'a replica still on the replaced session does not keep the new one alive')
-    t.equal((await a.readSession())?.lastUsedAt, 5000)
-    await a.clearSession()
-    t.equal(await b.readSession(), undefined, 'cleared for every replica')
-  })
+  storeTest(
+    'the shared session is written whole, read by another replica, touched forward only, cleared',
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      t.equal(await b.readSession(), undefined, 'none at first')
+      t.equal(await b.touchSession(1000, 5000), false, 'no session to touch')
+      t.equal(await b.readSession(), undefined, 'touching no session creates none')
+      await a.writeSession({ token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 1000 })
+      t.same(await b.readSession(), { token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 1000 })
+      t.equal(await b.touchSession(1000, 4000), true)
+      t.equal(await a.touchSession(1000, 3000), true, 'an older use still finds the session')
+      t.same(
+        await a.readSession(),
+        { token: 'bcce3ea6-session-token', loggedInAt: 1000, lastUsedAt: 4000 },
+        'lastUsedAt only moves forward'
+      )
+      await b.writeSession({ token: 'second-token', loggedInAt: 5000, lastUsedAt: 5000 })
+      t.same(
+        await a.readSession(),
+        { token: 'second-token', loggedInAt: 5000, lastUsedAt: 5000 },
+        'a new session replaces the old one whole'
+      )
+      t.equal(
+        await a.touchSession(1000, 9000),
+        false,
+        'a replica still on the replaced session does not keep the new one alive'
+      )
+      t.equal((await a.readSession())?.lastUsedAt, 5000)
+      await a.clearSession()
+      t.equal(await b.readSession(), undefined, 'cleared for every replica')
+    }
+  )
 
-  storeTest('re-seeding writes a session or a password only where the store has none or an older one', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    t.equal(await a.seedSession({ token: 'held-by-a', loggedInAt: 100, lastUsedAt: 150 }), true, 'an empty store takes the held session')
-    t.equal(await b.seedSession({ token: 'held-by-b', loggedInAt: 90, lastUsedAt: 160 }), false, 'never over a stored session')
-    t.same(await b.readSession(), { token: 'held-by-a', loggedInAt: 100, lastUsedAt: 150 })
-    t.equal(await a.seedPassword({ generation: 3, password: 'Held-gen-3', changedAt: 30 }), true, 'an empty store takes the held generation')
-    t.equal(await b.seedPassword({ generation: 2, password: 'Held-gen-2', changedAt: 20 }), false, 'never an older generation')
-    t.equal(await b.seedPassword({ generation: 3, password: 'Other-gen-3', changedAt: 31 }), false, 'nor the same one again')
-    t.match(await a.readPassword(), { generation: 3, password: 'Held-gen-3', changedAt: 30 })
-    t.equal(await a.publishPassword({ generation: 4, password: 'Rotated-gen-4', changedAt: 40 }), true, 'rotation goes on from the seeded generation')
-  })
+  storeTest(
+    're-seeding writes a session or a password only where the store has none or an older one',
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      t.equal(
+        await a.seedSession({ token: 'held-by-a', loggedInAt: 100, lastUsedAt: 150 }),
+        true,
+        'an empty store takes the held session'
+      )
+      t.equal(
+        await b.seedSession({ token: 'held-by-b', loggedInAt: 90, lastUsedAt: 160 }),
+        false,
+        'never over a stored session'
+      )
+      t.same(await b.readSession(), { token: 'held-by-a', loggedInAt: 100, lastUsedAt: 150 })
+      t.equal(
+        await a.seedPassword({ generation: 3, password: 'Held-gen-3', changedAt: 30 }),
+        true,
+        'an empty store takes the held generation'
+      )
+      t.equal(
+        await b.seedPassword({ generation: 2, password: 'Held-gen-2', changedAt: 20 }),
+        false,
+        'never an older generation'
+      )
+      t.equal(
+        await b.seedPassword({ generation: 3, password: 'Other-gen-3', changedAt: 31 }),
+        false,
+        'nor the same one again'
+      )
+      t.match(await a.readPassword(), { generation: 3, password: 'Held-gen-3', changedAt: 30 })
+      t.equal(
+        await a.publishPassword({ generation: 4, password: 'Rotated-gen-4', changedAt: 40 }),
+        true,
+        'rotation goes on from the seeded generation'
+      )
+    }
+  )
 
   storeTest('the shared OAuth token is read until its expiry', async (t, open) => {
     const [a, b] = await Promise.all([open(), open()])
@@ -165,61 +236,80 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
     t.same([...race].sort(), [false, true], 'of two rotations racing, one wins')
     const stored = await a.readPassword()
     t.equal(stored?.generation, 2)
-    t.equal(stored?.password, race[0] === true ? 'Rotated-by-a' : 'Rotated-by-b', 'the winner\'s password')
+    t.equal(stored?.password, race[0] === true ? 'Rotated-by-a' : 'Rotated-by-b', "the winner's password")
     t.equal(await b.publishPassword({ generation: 1, password: 'Old', changedAt: 30 }), false, 'never back')
   })
 
-  storeTest('changes are told to every subscribed replica, the writer included, until unsubscribed', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    const seenByA: FleetChange[] = []
-    const seenByB: FleetChange[] = []
-    const stillSeenByA: FleetChange[] = []
-    const unsubscribeA = a.subscribe((change) => seenByA.push(change))
-    a.subscribe((change) => stillSeenByA.push(change))
-    b.subscribe((change) => seenByB.push(change))
-    await b.writeSession({ token: 'notified-token', loggedInAt: 1, lastUsedAt: 1 })
-    await waitForChange(seenByA, (change) => change.kind === 'session')
-    await waitForChange(seenByB, (change) => change.kind === 'session')
-    await b.publishPassword({ generation: 1, password: 'Notified-pw', changedAt: 2 })
-    await waitForChange(seenByA, (change) => change.kind === 'password' && change.generation === 1)
-    t.notMatch(JSON.stringify(seenByA), /notified-token|Notified-pw/, 'a notification carries no secret')
-    unsubscribeA()
-    const before = seenByA.length
-    await b.clearSession()
-    await waitForChange(stillSeenByA, (change) => change.kind === 'session' && stillSeenByA.filter((c) => c.kind === 'session').length === 2)
-    t.equal(seenByA.length, before, 'nothing after unsubscribe')
-    // B's subscription is another connection: its copy of the last notification may arrive a little after A's.
-    await waitForChange(seenByB, () => seenByB.filter((c) => c.kind === 'session').length === 2)
-    t.same(seenByB.map((change) => change.kind), ['session', 'password', 'session'])
-  })
+  storeTest(
+    'changes are told to every subscribed replica, the writer included, until unsubscribed',
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      const seenByA: FleetChange[] = []
+      const seenByB: FleetChange[] = []
+      const stillSeenByA: FleetChange[] = []
+      const unsubscribeA = a.subscribe((change) => seenByA.push(change))
+      a.subscribe((change) => stillSeenByA.push(change))
+      b.subscribe((change) => seenByB.push(change))
+      await b.writeSession({ token: 'notified-token', loggedInAt: 1, lastUsedAt: 1 })
+      await waitForChange(seenByA, (change) => change.kind === 'session')
+      await waitForChange(seenByB, (change) => change.kind === 'session')
+      await b.publishPassword({ generation: 1, password: 'Notified-pw', changedAt: 2 })
+      await waitForChange(seenByA, (change) => change.kind === 'password' && change.generation === 1)
+      t.notMatch(JSON.stringify(seenByA), /notified-token|Notified-pw/, 'a notification carries no secret')
+      unsubscribeA()
+      const before = seenByA.length
+      await b.clearSession()
+      await waitForChange(
+        stillSeenByA,
+        (change) => change.kind === 'session' && stillSeenByA.filter((c) => c.kind === 'session').length === 2
+      )
+      t.equal(seenByA.length, before, 'nothing after unsubscribe')
+      // B's subscription is another connection: its copy of the last notification may arrive a little after A's.
+      await waitForChange(seenByB, () => seenByB.filter((c) => c.kind === 'session').length === 2)
+      t.same(
+        seenByB.map((change) => change.kind),
+        ['session', 'password', 'session']
+      )
+    }
+  )
 
-  storeTest('a throttled replica pauses the fleet: every replica is told, one connecting later reads what is left', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    const seenByB: FleetChange[] = []
-    b.subscribe((change) => seenByB.push(change))
-    t.equal(await b.readSendingPause(), 0, 'no pause yet')
-    await a.pauseSending(1500)
-    await waitForChange(seenByB, (change) => change.kind === 'throttle' && change.pauseMs === 1500)
-    const c = await open()
-    const left = await c.readSendingPause()
-    t.ok(left > 1000 && left <= 1500, `a replica connecting now pauses for what is left (${left} ms)`)
-    await a.pauseSending(200)
-    t.ok(await c.readSendingPause() > 1000, 'a shorter pause never shortens the fleet\'s')
-    await harness.elapse(1600)
-    t.equal(await c.readSendingPause(), 0, 'over')
-  })
+  storeTest(
+    'a throttled replica pauses the fleet: every replica is told, one connecting later reads what is left',
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      const seenByB: FleetChange[] = []
+      b.subscribe((change) => seenByB.push(change))
+      t.equal(await b.readSendingPause(), 0, 'no pause yet')
+      await a.pauseSending(1500)
+      await waitForChange(seenByB, (change) => change.kind === 'throttle' && change.pauseMs === 1500)
+      const c = await open()
+      const left = await c.readSendingPause()
+      t.ok(left > 1000 && left <= 1500, `a replica connecting now pauses for what is left (${left} ms)`)
+      await a.pauseSending(200)
+      t.ok((await c.readSendingPause()) > 1000, "a shorter pause never shortens the fleet's")
+      await harness.elapse(1600)
+      t.equal(await c.readSendingPause(), 0, 'over')
+    }
+  )
 
-  storeTest('the contracted rate\'s send slots are spaced across replicas; a slot past the budget is not taken', async (t, open) => {
-    const [a, b] = await Promise.all([open(), open()])
-    const waits = [await a.takeSendSlot(100, 0, 10_000), await b.takeSendSlot(100, 0, 10_000), await a.takeSendSlot(100, 0, 10_000)]
-    // On a real clock a few milliseconds pass between the calls: each wait is at most its slot, and not much less.
-    waits.forEach((wait, i) => t.ok(wait <= i * 100 && wait > i * 100 - 50, `slot ${i}: wait ${wait} ms`))
-    t.equal(await b.takeSendSlot(100, 0, 250), -1, 'the next slot (300 ms) is past a 250 ms budget')
-    const next = await b.takeSendSlot(100, 0, 10_000)
-    t.ok(next <= 300 && next > 250, `and was not taken by the refused one (${next} ms)`)
-    const late = await a.takeSendSlot(100, 2000, 10_000)
-    t.ok(late <= 2000 && late > 1950, `not before the given wait (${late} ms)`)
-  })
+  storeTest(
+    "the contracted rate's send slots are spaced across replicas; a slot past the budget is not taken",
+    async (t, open) => {
+      const [a, b] = await Promise.all([open(), open()])
+      const waits = [
+        await a.takeSendSlot(100, 0, 10_000),
+        await b.takeSendSlot(100, 0, 10_000),
+        await a.takeSendSlot(100, 0, 10_000)
+      ]
+      // On a real clock a few milliseconds pass between the calls: each wait is at most its slot, and not much less.
+      waits.forEach((wait, i) => t.ok(wait <= i * 100 && wait > i * 100 - 50, `slot ${i}: wait ${wait} ms`))
+      t.equal(await b.takeSendSlot(100, 0, 250), -1, 'the next slot (300 ms) is past a 250 ms budget')
+      const next = await b.takeSendSlot(100, 0, 10_000)
+      t.ok(next <= 300 && next > 250, `and was not taken by the refused one (${next} ms)`)
+      const late = await a.takeSendSlot(100, 2000, 10_000)
+      t.ok(late <= 2000 && late > 1950, `not before the given wait (${late} ms)`)
+    }
+  )
 
   storeTest('key prefixes and accounts do not see each other', async (t, open, { keyPrefix, username }) => {
     const a = await open()
@@ -257,8 +347,13 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
       const values = await rawValues(keyPrefix)
       t.ok(values.length >= 5, `the stored values were read (${values.length})`)
       const everything = values.join('\n')
-      for (const secret of [...secrets, username]) t.notOk(everything.includes(secret), `${secret.slice(0, 8)}… is not in the stored values`)
-      t.ok(values.some((value) => value.startsWith('v1:')), 'the secrets are sealed values')
+      for (const secret of [...secrets, username]) {
+        t.notOk(everything.includes(secret), `${secret.slice(0, 8)}… is not in the stored values`)
+      }
+      t.ok(
+        values.some((value) => value.startsWith('v1:')),
+        'the secrets are sealed values'
+      )
     })
   }
 

@@ -32,10 +32,15 @@ export interface FleetReplica extends ProxyProcess {
   credentialsFile: string
 }
 
-/** Replica starts of one test file, one at a time: several node processes starting at once on a busy 2-core machine can outlast a start's bound. */
+/**
+ * Replica starts of one test file, one at a time: several node processes starting at once on a busy 2-core machine can
+ * outlast a start's bound.
+ */
 let startTurn: Promise<unknown> = Promise.resolve()
 
-/** One replica: its own state directory and credentials file, the fleet's Redis, key prefix and key; killed in teardown. */
+/**
+ * One replica: its own state directory and credentials file, the fleet's Redis, key prefix and key; killed in teardown.
+ */
 export async function startFleetReplica (t: Test, options: FleetReplicaOptions): Promise<FleetReplica> {
   const started = startTurn.then(async () => await startOne(t, options))
   startTurn = started.catch(() => {})
@@ -51,16 +56,19 @@ async function startOne (t: Test, options: FleetReplicaOptions): Promise<FleetRe
     dir = made
   }
   const credentialsFile = path.join(dir, 'credentials.json')
-  const replica = await startProxyProcess({
-    M2M_PROXY_UPSTREAM: options.simUrl,
-    M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
-    M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
-    M2M_PROXY_MAX_LOGIN_FAILURES: '2',
-    M2M_PROXY_REDIS_URL: options.redisUrl ?? TEST_REDIS_URL,
-    M2M_PROXY_FLEET_KEY: options.fleetKey,
-    M2M_PROXY_REDIS_KEY_PREFIX: options.keyPrefix,
-    ...options.env
-  }, dir)
+  const replica = await startProxyProcess(
+    {
+      M2M_PROXY_UPSTREAM: options.simUrl,
+      M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
+      M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
+      M2M_PROXY_MAX_LOGIN_FAILURES: '2',
+      M2M_PROXY_REDIS_URL: options.redisUrl ?? TEST_REDIS_URL,
+      M2M_PROXY_FLEET_KEY: options.fleetKey,
+      M2M_PROXY_REDIS_KEY_PREFIX: options.keyPrefix,
+      ...options.env
+    },
+    dir
+  )
   t.teardown(async () => await stopReplica(replica))
   return Object.assign(replica, { dir, credentialsFile })
 }
@@ -72,20 +80,29 @@ export async function stopReplica (replica: ProxyProcess): Promise<void> {
   await replica.exit
 }
 
-export async function until (test: () => Promise<boolean> | boolean, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
+export async function until (
+  test: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+  intervalMs = 50
+): Promise<void> {
   const deadline = Date.now() + timeoutMs
-  while (!await test()) {
+  while (!(await test())) {
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`)
     await new Promise((resolve) => setTimeout(resolve, intervalMs))
   }
 }
 
 export async function waitReady (replica: ProxyProcess, timeoutMs = 15_000): Promise<void> {
-  await until(async () => {
-    const response = await fetch(`${replica.adminUrl}/readyz`)
-    await response.arrayBuffer()
-    return response.status === 200
-  }, timeoutMs, 'replica ready')
+  await until(
+    async () => {
+      const response = await fetch(`${replica.adminUrl}/readyz`)
+      await response.arrayBuffer()
+      return response.status === 200
+    },
+    timeoutMs,
+    'replica ready'
+  )
 }
 
 /** The value of an unlabelled metric, NaN when absent. */
@@ -101,9 +118,13 @@ export function filePassword (replica: FleetReplica): string {
 }
 
 /** GET /admin/session of a replica. */
-export async function adminSession (replica: ProxyProcess): Promise<{ state: string, password: Record<string, unknown> } & Record<string, unknown>> {
-  const response = await fetch(`${replica.adminUrl}/admin/session`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  return await response.json() as { state: string, password: Record<string, unknown> }
+export async function adminSession (
+  replica: ProxyProcess
+): Promise<{ state: string; password: Record<string, unknown> } & Record<string, unknown>> {
+  const response = await fetch(`${replica.adminUrl}/admin/session`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` }
+  })
+  return (await response.json()) as { state: string; password: Record<string, unknown> }
 }
 
 /** The status of one proxied call to the simulator's echo route, its body read. */

@@ -1,15 +1,24 @@
-// The in-memory fleet store: the FleetStore port inside one process, for tests (with a fake clock); production has only the Redis adapter.
+// The in-memory fleet store: the FleetStore port inside one process, for tests (with a fake clock); production has only
+// the Redis adapter.
 
 import type { Clock } from '../../src/clock.js'
 import {
-  FleetStoreClosedError, newLockOwner,
-  type FleetChange, type FleetChangeListener, type FleetLock, type FleetLockName, type FleetStore, type PasswordGeneration, type SharedOAuthToken, type SharedSession
+  FleetStoreClosedError,
+  newLockOwner,
+  type FleetChange,
+  type FleetChangeListener,
+  type FleetLock,
+  type FleetLockName,
+  type FleetStore,
+  type PasswordGeneration,
+  type SharedOAuthToken,
+  type SharedSession
 } from '../../src/fleet/store.js'
 
 interface AccountState {
   session?: SharedSession
   oauth?: SharedOAuthToken
-  locks: Map<FleetLockName, { owner: string, expiresAt: number }>
+  locks: Map<FleetLockName, { owner: string; expiresAt: number }>
   failures: number
   password?: PasswordGeneration
   /** When the fleet's sending pause ends, and the next free slot of the contracted rate (clock ms). */

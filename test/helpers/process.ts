@@ -13,7 +13,7 @@ export interface ProxyProcess {
   lines: Array<Record<string, unknown>>
   /** What the process wrote to stderr so far. */
   readonly stderr: string
-  exit: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   /** Resolves with the first log line for which `test` holds. */
   waitFor: (test: (line: Record<string, unknown>) => boolean, timeoutMs?: number) => Promise<Record<string, unknown>>
 }
@@ -22,18 +22,31 @@ export interface ProxyProcess {
 export type CommandWrapper = (command: string, args: string[]) => [string, string[]]
 
 /**
- * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory cgroup's. `measured`: without tap's process instrumentation, which tap adds to every child
- * (NODE_OPTIONS=--import its processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory.
+ * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory
+ * cgroup's. `measured`: without tap's process instrumentation, which tap adds to every child (NODE_OPTIONS=--import its
+ * processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory.
  */
-export async function startProxyProcess (env: Record<string, string>, cwd: string, script = MAIN, options: { measured?: boolean, wrap?: CommandWrapper } = {}): Promise<ProxyProcess> {
+export async function startProxyProcess (
+  env: Record<string, string>,
+  cwd: string,
+  script = MAIN,
+  options: { measured?: boolean; wrap?: CommandWrapper } = {}
+): Promise<ProxyProcess> {
   // `env -u` execs node in its own place: the same pid.
-  const [plainCommand, plainArgs] = options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
+  const [plainCommand, plainArgs] =
+    options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
   const [command, args] = options.wrap === undefined ? [plainCommand, plainArgs] : options.wrap(plainCommand, plainArgs)
   const child = spawn(command, args, {
     cwd,
     // Log lines written at once, not in 4 KiB batches flushed every second: a test waiting for a line waits
     // for the proxy, not for the buffer. A measured process keeps the production setting.
-    env: { PATH: process.env.PATH ?? '', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', ...(options.measured === true ? {} : { M2M_PROXY_LOG_BUFFER_BYTES: '0' }), ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      M2M_PROXY_PORT: '0',
+      M2M_PROXY_ADMIN_PORT: '0',
+      ...(options.measured === true ? {} : { M2M_PROXY_LOG_BUFFER_BYTES: '0' }),
+      ...env
+    },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const lines: Array<Record<string, unknown>> = []
@@ -54,15 +67,19 @@ export async function startProxyProcess (env: Record<string, string>, cwd: strin
     for (const wake of waiters.splice(0)) wake()
   })
   let stderr = ''
-  child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.on('exit', (code, signal) => {
       for (const wake of waiters.splice(0)) wake()
       resolve({ code, signal })
     })
   })
   let exited = false
-  void exit.then(() => { exited = true })
+  void exit.then(() => {
+    exited = true
+  })
   const waitFor: ProxyProcess['waitFor'] = async (test, timeoutMs = 15_000) => {
     const deadline = Date.now() + timeoutMs
     for (;;) {
@@ -84,5 +101,15 @@ export async function startProxyProcess (env: Record<string, string>, cwd: strin
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
     throw error
   }
-  return { child, proxyUrl: String(listening.proxyUrl), adminUrl: String(listening.adminUrl), lines, exit, waitFor, get stderr () { return stderr } }
+  return {
+    child,
+    proxyUrl: String(listening.proxyUrl),
+    adminUrl: String(listening.adminUrl),
+    lines,
+    exit,
+    waitFor,
+    get stderr () {
+      return stderr
+    }
+  }
 }

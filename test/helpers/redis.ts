@@ -1,4 +1,5 @@
-// Redis for the fleet tests: the shared test Redis (M2M_PROXY_TEST_REDIS_URL, else 127.0.0.1:6379), private redis-server children, and raw reads.
+// Redis for the fleet tests: the shared test Redis (M2M_PROXY_TEST_REDIS_URL, else 127.0.0.1:6379), private
+// redis-server children, and raw reads.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
@@ -6,7 +7,8 @@ import type { Test } from 'tap'
 import { createClient } from '@redis/client'
 
 export const TEST_REDIS_URL = process.env.M2M_PROXY_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
-export const HOW_TO_RUN = 'start one with `redis-server --save \'\' --appendonly no` (127.0.0.1:6379) or set M2M_PROXY_TEST_REDIS_URL'
+export const HOW_TO_RUN =
+  "start one with `redis-server --save '' --appendonly no` (127.0.0.1:6379) or set M2M_PROXY_TEST_REDIS_URL"
 
 /** True when a PING at `url` is answered within a second. */
 export async function redisReachable (url: string): Promise<boolean> {
@@ -32,7 +34,10 @@ export async function haveTestRedis (t: Test): Promise<boolean> {
   if (process.env.CI === 'true') {
     t.fail(`no Redis at ${TEST_REDIS_URL.replace(/\/\/[^@/]*@/, '//***@')}: CI must run the fleet tests; ${HOW_TO_RUN}`)
   } else {
-    t.skip(`fleet Redis tests skipped: no Redis at ${TEST_REDIS_URL.replace(/\/\/[^@/]*@/, '//***@')}; to run them, ${HOW_TO_RUN}`, () => {})
+    t.skip(
+      `fleet Redis tests skipped: no Redis at ${TEST_REDIS_URL.replace(/\/\/[^@/]*@/, '//***@')}; to run them, ${HOW_TO_RUN}`,
+      () => {}
+    )
   }
   return false
 }
@@ -91,15 +96,26 @@ export async function waitUntil (test: () => boolean, timeoutMs: number, what: s
   }
 }
 
-/** A private redis-server on `port` (nothing saved to disk), killed in the test's teardown; resolves once it answers. */
+/**
+ * A private redis-server on `port` (nothing saved to disk), killed in the test's teardown; resolves once it answers.
+ */
 export async function startRedisServer (t: Test, port: number, extraArgs: string[] = []): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs], { stdio: 'ignore' })
-  t.teardown(() => { child.kill('SIGKILL') })
+  const child = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
+    { stdio: 'ignore' }
+  )
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
   const started = Date.now()
   for (;;) {
     if (child.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${child.exitCode}`)
     const open = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true) })
+      const socket = net.connect(port, '127.0.0.1', () => {
+        socket.destroy()
+        resolve(true)
+      })
       socket.on('error', () => resolve(false))
     })
     if (open) return child

@@ -17,7 +17,12 @@ import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions
 export class LogCollector extends Writable {
   readonly lines: string[] = []
   override _write (chunk: Buffer, _encoding: string, callback: () => void): void {
-    this.lines.push(...chunk.toString('utf8').split('\n').filter((line) => line !== ''))
+    this.lines.push(
+      ...chunk
+        .toString('utf8')
+        .split('\n')
+        .filter((line) => line !== '')
+    )
     callback()
   }
 
@@ -65,18 +70,33 @@ export interface Stack {
   stopProxy: () => Promise<void>
 }
 
-export interface CallOptions { headers?: Record<string, string>, body?: string | Buffer }
-export interface CallResult { status: number, headers: Record<string, string | string[] | undefined>, text: string, json: () => unknown }
+export interface CallOptions {
+  headers?: Record<string, string>
+  body?: string | Buffer
+}
+export interface CallResult {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  text: string
+  json: () => unknown
+}
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
 export const CLIENT_ACCEPT_ENCODING = 'gzip, deflate, br'
 
-const DECODERS: Record<string, (body: Buffer) => Buffer> = { gzip: gunzipSync, 'x-gzip': gunzipSync, deflate: inflateSync, br: brotliDecompressSync }
+const DECODERS: Record<string, (body: Buffer) => Buffer> = {
+  gzip: gunzipSync,
+  'x-gzip': gunzipSync,
+  deflate: inflateSync,
+  br: brotliDecompressSync
+}
 
 /** The body as the client would read it: decoded when the answer says Content-Encoding (gzip, deflate, br). */
 export function decodeBody (bytes: Buffer, contentEncoding: string | string[] | undefined): Buffer {
-  const codings = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : contentEncoding ?? '')
-    .split(',').map((coding) => coding.trim().toLowerCase()).filter((coding) => coding !== '' && coding !== 'identity')
+  const codings = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : (contentEncoding ?? ''))
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== '' && coding !== 'identity')
   return codings.reduceRight((body, coding) => {
     const decode = DECODERS[coding]
     if (decode === undefined) throw new Error(`answer has an unknown Content-Encoding: ${coding}`)
@@ -84,7 +104,10 @@ export function decodeBody (bytes: Buffer, contentEncoding: string | string[] | 
   }, bytes)
 }
 
-export async function startSimulator (t: Test, options: Partial<SimulatorOptions> = {}): Promise<{ sim: Simulator, simUrl: string }> {
+export async function startSimulator (
+  t: Test,
+  options: Partial<SimulatorOptions> = {}
+): Promise<{ sim: Simulator; simUrl: string }> {
   const sim = buildSimulator({ ...DEMO_CREDENTIALS, ...options })
   await sim.app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(() => sim.app.close())
@@ -98,7 +121,11 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   const dir = options.dir ?? t.testdir({})
   const credentialsFile = path.join(dir, 'credentials.json')
   if (options.dir === undefined || !fs.existsSync(credentialsFile)) {
-    fs.writeFileSync(credentialsFile, JSON.stringify({ ...DEMO_CREDENTIALS, ...options.credentials, ...options.extraCredentialFields }), { mode: 0o600 })
+    fs.writeFileSync(
+      credentialsFile,
+      JSON.stringify({ ...DEMO_CREDENTIALS, ...options.credentials, ...options.extraCredentialFields }),
+      { mode: 0o600 }
+    )
   }
   const config = createConfig({
     env: {
@@ -114,7 +141,12 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
     cwd: dir
   })
   const logs = new LogCollector()
-  const proxy = await startProxy(config, loadCredentials(credentialsFile), createLogger(config.logLevel, { bufferBytes: 0, destination: logs }), options.clock)
+  const proxy = await startProxy(
+    config,
+    loadCredentials(credentialsFile),
+    createLogger(config.logLevel, { bufferBytes: 0, destination: logs }),
+    options.clock
+  )
   let stopped = false
   const stopProxy = async (): Promise<void> => {
     if (stopped) return
@@ -126,21 +158,36 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
   const client = new Agent({ connections: 512, pipelining: 0 })
   t.teardown(() => client.close())
   const acceptCompressed = options.acceptCompressed ?? true
-  const callTo = (base: string): Stack['call'] => async (method, urlPath, callOptions = {}) => {
-    const headers = acceptCompressed && !Object.keys(callOptions.headers ?? {}).some((name) => name.toLowerCase() === 'accept-encoding')
-      ? { 'accept-encoding': CLIENT_ACCEPT_ENCODING, ...callOptions.headers }
-      : callOptions.headers
-    const response = await request(base + urlPath, {
-      method: method as Dispatcher.HttpMethod,
-      headers,
-      body: callOptions.body,
-      dispatcher: client
-    })
-    const bytes = Buffer.from(await response.body.arrayBuffer())
-    const text = (acceptCompressed ? decodeBody(bytes, response.headers['content-encoding']) : bytes).toString('utf8')
-    return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
+  const callTo =
+    (base: string): Stack['call'] =>
+      async (method, urlPath, callOptions = {}) => {
+        const headers =
+        acceptCompressed &&
+        !Object.keys(callOptions.headers ?? {}).some((name) => name.toLowerCase() === 'accept-encoding')
+          ? { 'accept-encoding': CLIENT_ACCEPT_ENCODING, ...callOptions.headers }
+          : callOptions.headers
+        const response = await request(base + urlPath, {
+          method: method as Dispatcher.HttpMethod,
+          headers,
+          body: callOptions.body,
+          dispatcher: client
+        })
+        const bytes = Buffer.from(await response.body.arrayBuffer())
+        const text = (acceptCompressed ? decodeBody(bytes, response.headers['content-encoding']) : bytes).toString('utf8')
+        return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
+      }
+  return {
+    sim,
+    simUrl,
+    proxy,
+    config,
+    dir,
+    logs,
+    client,
+    call: callTo(proxy.proxyUrl),
+    adminCall: callTo(proxy.adminUrl),
+    stopProxy
   }
-  return { sim, simUrl, proxy, config, dir, logs, client, call: callTo(proxy.proxyUrl), adminCall: callTo(proxy.adminUrl), stopProxy }
 }
 
 export const ECHO_PATH = '/api/m2m/v1/simulator/echo'

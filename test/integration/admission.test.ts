@@ -1,6 +1,6 @@
-// Admission on the proxy listener (issue 18, items 1 and 2): bursts wait for a slot instead of being reset, a full queue or a
-// wait past its timeout is answered 503 with Retry-After, request bodies held in memory are bounded in bytes across every
-// connection, and one connection's pipelined requests are handled a few at a time.
+// Admission on the proxy listener (issue 18, items 1 and 2): bursts wait for a slot instead of being reset, a full
+// queue or a wait past its timeout is answered 503 with Retry-After, request bodies held in memory are bounded in bytes
+// across every connection, and one connection's pipelined requests are handled a few at a time.
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import net from 'node:net'
@@ -16,7 +16,9 @@ function statusOf (answer: string): number {
 }
 
 /** An upstream that answers the proxy's own token and login calls and holds every other request until released. */
-async function holdingUpstream (t: Test): Promise<{ url: string, held: () => number, peak: () => number, release: () => void }> {
+async function holdingUpstream (
+  t: Test
+): Promise<{ url: string; held: () => number; peak: () => number; release: () => void }> {
   let waiting: Array<() => void> = []
   let current = 0
   let peak = 0
@@ -24,16 +26,28 @@ async function holdingUpstream (t: Test): Promise<{ url: string, held: () => num
   const server = http.createServer((request, response) => {
     request.resume()
     response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') { response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}'); return }
-    if (request.url === '/api/m2m/v1/session/login') { response.end('{"sessionToken":"session-token"}'); return }
+    if (request.url === '/api/ts/v1/oauth2/token') {
+      response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
+      return
+    }
+    if (request.url === '/api/m2m/v1/session/login') {
+      response.end('{"sessionToken":"session-token"}')
+      return
+    }
     current++
     peak = Math.max(peak, current)
-    const answer = (): void => { current--; response.end('{}') }
+    const answer = (): void => {
+      current--
+      response.end('{}')
+    }
     if (released) setTimeout(answer, 20)
     else waiting.push(answer)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.closeAllConnections(); server.close() })
+  t.teardown(() => {
+    server.closeAllConnections()
+    server.close()
+  })
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     held: () => waiting.length,
@@ -46,86 +60,137 @@ async function holdingUpstream (t: Test): Promise<{ url: string, held: () => num
   }
 }
 
-t.test('1000 concurrent connections across a session expiry, default settings: every request 200, one login', async (t) => {
-  const stack = await startStack(t)
-  stack.sim.expireSessions()
-  const loginsBefore = stack.sim.stats.logins
-  const request = `GET ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`
-  const answers = await Promise.all(Array.from({ length: 1000 }, async () => await rawExchange(stack.proxy.proxyUrl, request, 60_000)))
-  const statuses = new Map<number, number>()
-  for (const answer of answers) statuses.set(statusOf(answer), (statuses.get(statusOf(answer)) ?? 0) + 1)
-  t.same(Object.fromEntries(statuses), { 200: 1000 }, 'no connection reset, no 503')
-  t.equal(stack.sim.stats.logins - loginsBefore, 1, 'one login for the expiry')
-})
+t.test(
+  '1000 concurrent connections across a session expiry, default settings: every request 200, one login',
+  async (t) => {
+    const stack = await startStack(t)
+    stack.sim.expireSessions()
+    const loginsBefore = stack.sim.stats.logins
+    const request = `GET ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`
+    const answers = await Promise.all(
+      Array.from({ length: 1000 }, async () => await rawExchange(stack.proxy.proxyUrl, request, 60_000))
+    )
+    const statuses = new Map<number, number>()
+    for (const answer of answers) statuses.set(statusOf(answer), (statuses.get(statusOf(answer)) ?? 0) + 1)
+    t.same(Object.fromEntries(statuses), { 200: 1000 }, 'no connection reset, no 503')
+    t.equal(stack.sim.stats.logins - loginsBefore, 1, 'one login for the expiry')
+  }
+)
 
-t.test('a full queue is answered 503 Proxy.Overloaded.QueueFull, a wait past the queue timeout 503 QueueTimeout, both with Retry-After', async (t) => {
-  const upstream = await holdingUpstream(t)
-  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_IN_FLIGHT: '1', M2M_PROXY_MAX_QUEUED: '1', M2M_PROXY_QUEUE_TIMEOUT_MS: '400' } })
-  const first = stack.call('GET', '/api/m2m/v1/devices/1')
-  await sleep(100)
-  t.equal(upstream.held(), 1, 'the first is in flight')
-  const second = stack.call('GET', '/api/m2m/v1/devices/2')
-  await sleep(50)
-  const third = await stack.call('GET', '/api/m2m/v1/devices/3')
-  t.equal(third.status, 503)
-  t.match(third.json(), { errorCode: 'Proxy.Overloaded.QueueFull', errorMessage: /M2M_PROXY_MAX_QUEUED/ })
-  t.ok(Number(third.headers['retry-after']) >= 1, 'with Retry-After')
-  const timedOut = await second
-  t.equal(timedOut.status, 503)
-  t.match(timedOut.json(), { errorCode: 'Proxy.Overloaded.QueueTimeout', errorMessage: /M2M_PROXY_MAX_IN_FLIGHT 1/ })
-  t.ok(Number(timedOut.headers['retry-after']) >= 1)
-  upstream.release()
-  t.equal((await first).status, 200, 'the one in flight is answered')
-  t.equal((await stack.call('GET', '/api/m2m/v1/devices/4')).status, 200, 'and the next is served')
-  const metrics = (await stack.adminCall('GET', '/metrics')).text
-  t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-full"\} 1/)
-  t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-timeout"\} 1/)
-})
+t.test(
+  'a full queue is answered 503 Proxy.Overloaded.QueueFull, a wait past the queue timeout 503 QueueTimeout, both with Retry-After',
+  async (t) => {
+    const upstream = await holdingUpstream(t)
+    const stack = await startStack(t, {
+      upstream: upstream.url,
+      env: { M2M_PROXY_MAX_IN_FLIGHT: '1', M2M_PROXY_MAX_QUEUED: '1', M2M_PROXY_QUEUE_TIMEOUT_MS: '400' }
+    })
+    const first = stack.call('GET', '/api/m2m/v1/devices/1')
+    await sleep(100)
+    t.equal(upstream.held(), 1, 'the first is in flight')
+    const second = stack.call('GET', '/api/m2m/v1/devices/2')
+    await sleep(50)
+    const third = await stack.call('GET', '/api/m2m/v1/devices/3')
+    t.equal(third.status, 503)
+    t.match(third.json(), { errorCode: 'Proxy.Overloaded.QueueFull', errorMessage: /M2M_PROXY_MAX_QUEUED/ })
+    t.ok(Number(third.headers['retry-after']) >= 1, 'with Retry-After')
+    const timedOut = await second
+    t.equal(timedOut.status, 503)
+    t.match(timedOut.json(), { errorCode: 'Proxy.Overloaded.QueueTimeout', errorMessage: /M2M_PROXY_MAX_IN_FLIGHT 1/ })
+    t.ok(Number(timedOut.headers['retry-after']) >= 1)
+    upstream.release()
+    t.equal((await first).status, 200, 'the one in flight is answered')
+    t.equal((await stack.call('GET', '/api/m2m/v1/devices/4')).status, 200, 'and the next is served')
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-full"\} 1/)
+    t.match(metrics, /m2m_proxy_overloaded_total\{reason="queue-timeout"\} 1/)
+  }
+)
 
-t.test('a request that waited for a slot is counted in m2m_proxy_wait_seconds{stage="queue"} with its wait', async (t) => {
-  const upstream = await holdingUpstream(t)
-  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_IN_FLIGHT: '1' } })
-  const first = stack.call('GET', '/api/m2m/v1/devices/1')
-  await sleep(100)
-  const second = stack.call('GET', '/api/m2m/v1/devices/2') // waits for the first's slot
-  await sleep(300)
-  upstream.release()
-  t.same([(await first).status, (await second).status], [200, 200])
-  const metrics = (await stack.adminCall('GET', '/metrics')).text
-  t.equal(metricValue(metrics, 'm2m_proxy_wait_seconds_count', { stage: 'queue' }), 1, 'the one that waited; the one admitted at once is not observed')
-  const waited = metricValue(metrics, 'm2m_proxy_wait_seconds_sum', { stage: 'queue' })
-  t.ok(waited >= 0.25 && waited < 5, `it waited ${waited.toFixed(2)} s`)
-})
+t.test(
+  'a request that waited for a slot is counted in m2m_proxy_wait_seconds{stage="queue"} with its wait',
+  async (t) => {
+    const upstream = await holdingUpstream(t)
+    const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_IN_FLIGHT: '1' } })
+    const first = stack.call('GET', '/api/m2m/v1/devices/1')
+    await sleep(100)
+    const second = stack.call('GET', '/api/m2m/v1/devices/2') // waits for the first's slot
+    await sleep(300)
+    upstream.release()
+    t.same([(await first).status, (await second).status], [200, 200])
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.equal(
+      metricValue(metrics, 'm2m_proxy_wait_seconds_count', { stage: 'queue' }),
+      1,
+      'the one that waited; the one admitted at once is not observed'
+    )
+    const waited = metricValue(metrics, 'm2m_proxy_wait_seconds_sum', { stage: 'queue' })
+    t.ok(waited >= 0.25 && waited < 5, `it waited ${waited.toFixed(2)} s`)
+  }
+)
 
-t.test('request bodies held are bounded in bytes across connections: an upload beyond the budget waits, then 503, unread', async (t) => {
-  const stack = await startStack(t, { env: { M2M_PROXY_BODY_LIMIT_BYTES: '100000', M2M_PROXY_BODY_MEMORY_BYTES: '150000', M2M_PROXY_QUEUE_TIMEOUT_MS: '500' } })
-  const { port } = new URL(stack.proxy.proxyUrl)
-  // One upload admitted (100000 bytes reserved) that stalls halfway.
-  const stalled = net.connect(Number(port), '127.0.0.1', () => {
-    stalled.write(`POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(50_000)}`)
-  })
-  stalled.on('error', () => {})
-  t.teardown(() => stalled.destroy())
-  // Admitted: its 100000 bytes are reserved.
-  await until(async () => metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_request_body_bytes') >= 100_000, 5000, 'the stalled upload to be admitted')
-  const second = await rawExchange(stack.proxy.proxyUrl, `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n`, 5000)
-  t.equal(statusOf(second), 503, 'a second body of that size does not fit in the budget')
-  t.match(second, /"errorCode":"Proxy\.Overloaded\.QueueTimeout"/)
-  t.match(second, /\r\nretry-after: \d+\r\n/i)
-  const small = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: '{"small":true}' })
-  t.equal(small.status, 200, 'a small body still fits beside the stalled one')
-  stalled.destroy()
-  await sleep(100)
-  const after = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/octet-stream' }, body: 'y'.repeat(100_000) })
-  t.equal(after.status, 200, 'the bytes are free again once the stalled upload is gone')
-})
+t.test(
+  'request bodies held are bounded in bytes across connections: an upload beyond the budget waits, then 503, unread',
+  async (t) => {
+    const stack = await startStack(t, {
+      env: {
+        M2M_PROXY_BODY_LIMIT_BYTES: '100000',
+        M2M_PROXY_BODY_MEMORY_BYTES: '150000',
+        M2M_PROXY_QUEUE_TIMEOUT_MS: '500'
+      }
+    })
+    const { port } = new URL(stack.proxy.proxyUrl)
+    // One upload admitted (100000 bytes reserved) that stalls halfway.
+    const stalled = net.connect(Number(port), '127.0.0.1', () => {
+      stalled.write(
+        `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(50_000)}`
+      )
+    })
+    stalled.on('error', () => {})
+    t.teardown(() => stalled.destroy())
+    // Admitted: its 100000 bytes are reserved.
+    await until(
+      async () =>
+        metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_request_body_bytes') >= 100_000,
+      5000,
+      'the stalled upload to be admitted'
+    )
+    const second = await rawExchange(
+      stack.proxy.proxyUrl,
+      `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n`,
+      5000
+    )
+    t.equal(statusOf(second), 503, 'a second body of that size does not fit in the budget')
+    t.match(second, /"errorCode":"Proxy\.Overloaded\.QueueTimeout"/)
+    t.match(second, /\r\nretry-after: \d+\r\n/i)
+    const small = await stack.call('POST', ECHO_PATH, {
+      headers: { 'content-type': 'application/json' },
+      body: '{"small":true}'
+    })
+    t.equal(small.status, 200, 'a small body still fits beside the stalled one')
+    stalled.destroy()
+    await sleep(100)
+    const after = await stack.call('POST', ECHO_PATH, {
+      headers: { 'content-type': 'application/octet-stream' },
+      body: 'y'.repeat(100_000)
+    })
+    t.equal(after.status, 200, 'the bytes are free again once the stalled upload is gone')
+  }
+)
 
-t.test('one connection pipelining 40 requests: at most M2M_PROXY_MAX_PIPELINED of them upstream at once, every answer in order', async (t) => {
-  const upstream = await holdingUpstream(t)
-  upstream.release() // answers each request after 20 ms
-  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_PIPELINED: '4' } })
-  const requests = Array.from({ length: 40 }, (_, i) => `GET /api/m2m/v1/devices/${i} HTTP/1.1\r\nHost: localhost\r\n${i === 39 ? 'Connection: close\r\n' : ''}\r\n`).join('')
-  const answer = await rawExchange(stack.proxy.proxyUrl, requests, 20_000)
-  t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 40, 'every pipelined request answered')
-  t.ok(upstream.peak() <= 4, `at most ${upstream.peak()} upstream at once (M2M_PROXY_MAX_PIPELINED 4)`)
-})
+t.test(
+  'one connection pipelining 40 requests: at most M2M_PROXY_MAX_PIPELINED of them upstream at once, every answer in order',
+  async (t) => {
+    const upstream = await holdingUpstream(t)
+    upstream.release() // answers each request after 20 ms
+    const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_PIPELINED: '4' } })
+    const requests = Array.from(
+      { length: 40 },
+      (_, i) =>
+        `GET /api/m2m/v1/devices/${i} HTTP/1.1\r\nHost: localhost\r\n${i === 39 ? 'Connection: close\r\n' : ''}\r\n`
+    ).join('')
+    const answer = await rawExchange(stack.proxy.proxyUrl, requests, 20_000)
+    t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 40, 'every pipelined request answered')
+    t.ok(upstream.peak() <= 4, `at most ${upstream.peak()} upstream at once (M2M_PROXY_MAX_PIPELINED 4)`)
+  }
+)

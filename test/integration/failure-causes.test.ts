@@ -1,4 +1,5 @@
-// Failed token fetches, logins, logouts and password resets are logged with their cause (status, errorCode, network or TLS error code), never with a secret; readiness names a refused app key or login.
+// Failed token fetches, logins, logouts and password resets are logged with their cause (status, errorCode, network or
+// TLS error code), never with a secret; readiness names a refused app key or login.
 
 import t, { type Test } from 'tap'
 import net from 'node:net'
@@ -29,22 +30,33 @@ function assertNoSecret (t: Test, stack: Stack, extra: string[] = []): void {
     ...extra
   ].filter((secret): secret is string => secret !== undefined)
   t.equal(stack.config.logLevel, 'trace', 'logging at trace level')
-  for (const secret of secrets) t.notOk(stack.logs.text.includes(secret), `no secret of ${secret.length} characters in the log`)
+  for (const secret of secrets) {
+    t.notOk(stack.logs.text.includes(secret), `no secret of ${secret.length} characters in the log`)
+  }
 }
 
-const traced = (options: StackOptions = {}): StackOptions => ({ ...options, env: { M2M_PROXY_LOG_LEVEL: 'trace', ...options.env } })
-
-t.test('wrong app secret: the log says 401 invalid_client; /readyz and GET /admin/session say oauth-client-rejected', async (t) => {
-  const stack = await startStack(t, traced({ credentials: { clientSecret: WRONG_SECRET } }))
-  const [line] = linesStartingWith(stack, 'OAuth token fetch failed')
-  t.match(line, { level: 50, outcome: 'rejected', status: 401, errorCode: 'invalid_client' })
-  const ready = await stack.adminCall('GET', '/readyz')
-  t.equal(ready.status, 503)
-  t.match(ready.json(), { ready: false, reason: 'oauth-client-rejected' })
-  const session = await stack.adminCall('GET', '/admin/session', { headers: AUTH })
-  t.match(session.json(), { notReadyReason: 'oauth-client-rejected' })
-  assertNoSecret(t, stack, [WRONG_SECRET, Buffer.from(`${DEMO_CREDENTIALS.clientId}:${WRONG_SECRET}`).toString('base64')])
+const traced = (options: StackOptions = {}): StackOptions => ({
+  ...options,
+  env: { M2M_PROXY_LOG_LEVEL: 'trace', ...options.env }
 })
+
+t.test(
+  'wrong app secret: the log says 401 invalid_client; /readyz and GET /admin/session say oauth-client-rejected',
+  async (t) => {
+    const stack = await startStack(t, traced({ credentials: { clientSecret: WRONG_SECRET } }))
+    const [line] = linesStartingWith(stack, 'OAuth token fetch failed')
+    t.match(line, { level: 50, outcome: 'rejected', status: 401, errorCode: 'invalid_client' })
+    const ready = await stack.adminCall('GET', '/readyz')
+    t.equal(ready.status, 503)
+    t.match(ready.json(), { ready: false, reason: 'oauth-client-rejected' })
+    const session = await stack.adminCall('GET', '/admin/session', { headers: AUTH })
+    t.match(session.json(), { notReadyReason: 'oauth-client-rejected' })
+    assertNoSecret(t, stack, [
+      WRONG_SECRET,
+      Buffer.from(`${DEMO_CREDENTIALS.clientId}:${WRONG_SECRET}`).toString('base64')
+    ])
+  }
+)
 
 t.test('upstream refusing connections: the log says ECONNREFUSED', async (t) => {
   const stack = await startStack(t, traced({ upstream: `http://127.0.0.1:${await freePort()}` }))
@@ -57,42 +69,66 @@ t.test('upstream refusing connections: the log says ECONNREFUSED', async (t) => 
 
 t.test('upstream with an untrusted (self-signed) certificate: the log gives the TLS error code', async (t) => {
   const pair = generateSelfSigned(t)
-  const server = createServer({ key: pair.key, cert: pair.cert }, (_request, response) => { response.end('{}') })
+  const server = createServer({ key: pair.key, cert: pair.cert }, (_request, response) => {
+    response.end('{}')
+  })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const stack = await startStack(t, traced({ upstream: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}` }))
+  const stack = await startStack(
+    t,
+    traced({ upstream: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}` })
+  )
   const [line] = linesStartingWith(stack, 'OAuth token fetch failed')
-  t.match(line, { outcome: 'error', tlsError: /^(DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN)$/ })
+  t.match(line, {
+    outcome: 'error',
+    tlsError: /^(DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN)$/
+  })
   assertNoSecret(t, stack)
 })
 
-t.test('rejected login: the log gives status and errorCode; /readyz says credentials-rejected as the clients\' errors do', async (t) => {
-  const stack = await startStack(t, traced({ credentials: { password: 'wrong-but-still-secret' } }))
-  const [line] = linesStartingWith(stack, 'login failed')
-  t.match(line, { outcome: 'rejected', status: 400, errorCode: String })
-  const ready = await stack.adminCall('GET', '/readyz')
-  t.equal(ready.status, 503)
-  t.match(ready.json(), { reason: 'credentials-rejected' })
-  t.match((await stack.adminCall('GET', '/admin/session', { headers: AUTH })).json(), { notReadyReason: 'credentials-rejected' })
-  const client = (await stack.call('GET', '/api/m2m/v1/simulator/echo')).json() as { errorCode: string }
-  t.equal(client.errorCode, 'Proxy.AuthenticationUnavailable.CredentialsRejected', 'what the clients are told')
-  assertNoSecret(t, stack, ['wrong-but-still-secret'])
-})
+t.test(
+  "rejected login: the log gives status and errorCode; /readyz says credentials-rejected as the clients' errors do",
+  async (t) => {
+    const stack = await startStack(t, traced({ credentials: { password: 'wrong-but-still-secret' } }))
+    const [line] = linesStartingWith(stack, 'login failed')
+    t.match(line, { outcome: 'rejected', status: 400, errorCode: String })
+    const ready = await stack.adminCall('GET', '/readyz')
+    t.equal(ready.status, 503)
+    t.match(ready.json(), { reason: 'credentials-rejected' })
+    t.match((await stack.adminCall('GET', '/admin/session', { headers: AUTH })).json(), {
+      notReadyReason: 'credentials-rejected'
+    })
+    const client = (await stack.call('GET', '/api/m2m/v1/simulator/echo')).json() as { errorCode: string }
+    t.equal(client.errorCode, 'Proxy.AuthenticationUnavailable.CredentialsRejected', 'what the clients are told')
+    assertNoSecret(t, stack, ['wrong-but-still-secret'])
+  }
+)
 
 t.test('failed logout and password reset: logged with their cause', async (t) => {
   const stack = await startStack(t, traced())
-  const tokens = [stack.sim.currentOAuthToken(), ...stack.sim.activeSessionTokens()].filter((token): token is string => token !== undefined)
+  const tokens = [stack.sim.currentOAuthToken(), ...stack.sim.activeSessionTokens()].filter(
+    (token): token is string => token !== undefined
+  )
   // A session the platform no longer knows: the logout answers 400 with an errorCode.
   stack.sim.expireSessions()
   const ended = await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
   t.not(ended.status, 200)
-  t.match(linesStartingWith(stack, 'logout failed')[0], { level: 40, status: 400, errorCode: /SessionToken/, replacedSession: false })
+  t.match(linesStartingWith(stack, 'logout failed')[0], {
+    level: 40,
+    status: 400,
+    errorCode: /SessionToken/,
+    replacedSession: false
+  })
 
   await stack.proxy.app.session.startSession()
   tokens.push(...stack.sim.activeSessionTokens())
   await stack.sim.app.close()
   const rotated = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
   t.equal(rotated.status, 502)
-  t.match(linesStartingWith(stack, 'ThingSpace password reset failed')[0], { level: 50, component: 'credentials', networkError: 'ECONNREFUSED' })
+  t.match(linesStartingWith(stack, 'ThingSpace password reset failed')[0], {
+    level: 50,
+    component: 'credentials',
+    networkError: 'ECONNREFUSED'
+  })
   assertNoSecret(t, stack, tokens)
 })

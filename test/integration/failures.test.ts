@@ -1,4 +1,5 @@
-// What clients see when things go wrong: lockout guard, body limit, unreachable or slow upstream, traversal, untrusted TLS.
+// What clients see when things go wrong: lockout guard, body limit, unreachable or slow upstream, traversal, untrusted
+// TLS.
 
 import t from 'tap'
 import net from 'node:net'
@@ -6,45 +7,55 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
 
-interface ErrorBody { errorCode: string, errorMessage: string }
+interface ErrorBody {
+  errorCode: string
+  errorMessage: string
+}
 
-t.test('wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES attempts over many requests and a restart, account never locked', async (t) => {
-  const first = await startStack(t, { credentials: { password: 'wrong-password' } })
-  t.equal(first.sim.stats.failedLogins, 1, 'the start-up login shows the bad credentials at once')
-  const started = Date.now()
-  const answers = await Promise.all(Array.from({ length: 50 }, () => first.call('GET', ECHO_PATH)))
-  t.ok(Date.now() - started < 2000, 'answered fast')
-  for (const answer of answers) {
-    t.equal(answer.status, 503)
-    t.match(answer.headers['retry-after'], /^\d+$/)
-    t.match((answer.json() as ErrorBody).errorCode, /^Proxy\.AuthenticationUnavailable/)
+t.test(
+  'wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES attempts over many requests and a restart, account never locked',
+  async (t) => {
+    const first = await startStack(t, { credentials: { password: 'wrong-password' } })
+    t.equal(first.sim.stats.failedLogins, 1, 'the start-up login shows the bad credentials at once')
+    const started = Date.now()
+    const answers = await Promise.all(Array.from({ length: 50 }, () => first.call('GET', ECHO_PATH)))
+    t.ok(Date.now() - started < 2000, 'answered fast')
+    for (const answer of answers) {
+      t.equal(answer.status, 503)
+      t.match(answer.headers['retry-after'], /^\d+$/)
+      t.match((answer.json() as ErrorBody).errorCode, /^Proxy\.AuthenticationUnavailable/)
+    }
+    t.equal(first.sim.stats.dataRequests, 0, 'no request forwarded without a session')
+    await sleep(1100) // past the backoff after the first rejection
+    for (let i = 0; i < 20; i++) await first.call('GET', ECHO_PATH)
+    await sleep(2100)
+    const last = await first.call('GET', ECHO_PATH)
+    t.equal((last.json() as ErrorBody).errorCode, 'Proxy.AuthenticationUnavailable.CredentialsRejected')
+    t.match((last.json() as ErrorBody).errorMessage, /rejected/)
+    t.equal(first.sim.stats.failedLogins, 2, 'two rejected logins, then the guard holds')
+    await first.stopProxy()
+
+    // A restart (crash loop) with the same credentials does not try again.
+    const second = await startStack(t, { dir: first.dir, upstream: first.simUrl })
+    for (let i = 0; i < 10; i++) t.equal((await second.call('GET', ECHO_PATH)).status, 503)
+    t.equal(first.sim.stats.failedLogins, 2, 'still two after the restart')
+    t.equal(first.sim.locked, false, 'ThingSpace never locked the account')
+    t.equal(first.sim.stats.consecutiveFailedLogins, 2)
   }
-  t.equal(first.sim.stats.dataRequests, 0, 'no request forwarded without a session')
-  await sleep(1100) // past the backoff after the first rejection
-  for (let i = 0; i < 20; i++) await first.call('GET', ECHO_PATH)
-  await sleep(2100)
-  const last = await first.call('GET', ECHO_PATH)
-  t.equal((last.json() as ErrorBody).errorCode, 'Proxy.AuthenticationUnavailable.CredentialsRejected')
-  t.match((last.json() as ErrorBody).errorMessage, /rejected/)
-  t.equal(first.sim.stats.failedLogins, 2, 'two rejected logins, then the guard holds')
-  await first.stopProxy()
-
-  // A restart (crash loop) with the same credentials does not try again.
-  const second = await startStack(t, { dir: first.dir, upstream: first.simUrl })
-  for (let i = 0; i < 10; i++) t.equal((await second.call('GET', ECHO_PATH)).status, 503)
-  t.equal(first.sim.stats.failedLogins, 2, 'still two after the restart')
-  t.equal(first.sim.locked, false, 'ThingSpace never locked the account')
-  t.equal(first.sim.stats.consecutiveFailedLogins, 2)
-})
+)
 
 t.test('login endpoint down: backoff bounds the attempts, the guard stays released', async (t) => {
   const stack = await startStack(t, { waitForLogin: false })
   await stack.proxy.initialLogin
   stack.sim.failNextLogins(100, 'status500')
   await stack.proxy.app.session.endSession()
-  const loginsTried = (): number => stack.logs.entries().filter((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('login failed')).length
+  const loginsTried = (): number =>
+    stack.logs.entries().filter((entry) => typeof entry.msg === 'string' && entry.msg.startsWith('login failed')).length
   const answers = await Promise.all(Array.from({ length: 40 }, () => stack.call('GET', ECHO_PATH)))
-  t.ok(answers.every((answer) => answer.status === 503), 'all 503')
+  t.ok(
+    answers.every((answer) => answer.status === 503),
+    'all 503'
+  )
   t.equal(loginsTried(), 1, 'one attempt for 40 requests')
   t.equal(stack.proxy.app.session.guardEngaged, false, 'a 500 is not a rejected credential')
   t.equal(stack.sim.stats.failedLogins, 0)
@@ -53,11 +64,17 @@ t.test('login endpoint down: backoff bounds the attempts, the guard stays releas
 t.test('request body over the limit gets 413 and never reaches upstream', async (t) => {
   const stack = await startStack(t, { env: { M2M_PROXY_BODY_LIMIT_BYTES: '1024' } })
   const before = stack.sim.stats.dataRequests
-  const big = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ pad: 'x'.repeat(2000) }) })
+  const big = await stack.call('POST', ECHO_PATH, {
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ pad: 'x'.repeat(2000) })
+  })
   t.equal(big.status, 413)
   t.equal((big.json() as ErrorBody).errorCode, 'Proxy.BodyTooLarge')
   t.equal(stack.sim.stats.dataRequests, before)
-  const small = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: '{"ok":true}' })
+  const small = await stack.call('POST', ECHO_PATH, {
+    headers: { 'content-type': 'application/json' },
+    body: '{"ok":true}'
+  })
   t.equal(small.status, 200)
 })
 
@@ -77,35 +94,61 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
 })
 
-t.test('an upstream reset, timeout or refused connection logs exactly one warning per request, without a stack trace', async (t) => {
-  // A timeout far below the delay: on a busy machine the answer only comes later, never earlier.
-  const stack = await startStack(t, { env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: '300' } })
-  const stopUpstream = async (): Promise<void> => { await stack.sim.app.close() }
-  for (const [target, status, setUp] of [['/api/m2m/v1/simulator/reset', 502], ['/api/m2m/v1/simulator/delay/5000', 504], [ECHO_PATH, 502, stopUpstream]] as const) {
-    await setUp?.()
-    const before = stack.logs.lines.length
-    const answer = await stack.call('GET', target)
-    t.equal(answer.status, status, target)
-    const requestId = answer.headers['x-request-id']
-    const warnings = stack.logs.entries().slice(before).filter((line) => (line.level as number) >= 40)
-    t.equal(warnings.length, 1, `one warning for ${target}: ${JSON.stringify(warnings)}`)
-    t.match(warnings[0], { reqId: requestId, msg: 'upstream request failed', upstreamError: String })
-    t.notOk(JSON.stringify(warnings[0]).includes('stack'), 'no stack trace')
+t.test(
+  'an upstream reset, timeout or refused connection logs exactly one warning per request, without a stack trace',
+  async (t) => {
+    // A timeout far below the delay: on a busy machine the answer only comes later, never earlier.
+    const stack = await startStack(t, { env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: '300' } })
+    const stopUpstream = async (): Promise<void> => {
+      await stack.sim.app.close()
+    }
+    for (const [target, status, setUp] of [
+      ['/api/m2m/v1/simulator/reset', 502],
+      ['/api/m2m/v1/simulator/delay/5000', 504],
+      [ECHO_PATH, 502, stopUpstream]
+    ] as const) {
+      await setUp?.()
+      const before = stack.logs.lines.length
+      const answer = await stack.call('GET', target)
+      t.equal(answer.status, status, target)
+      const requestId = answer.headers['x-request-id']
+      const warnings = stack.logs
+        .entries()
+        .slice(before)
+        .filter((line) => (line.level as number) >= 40)
+      t.equal(warnings.length, 1, `one warning for ${target}: ${JSON.stringify(warnings)}`)
+      t.match(warnings[0], { reqId: requestId, msg: 'upstream request failed', upstreamError: String })
+      t.notOk(JSON.stringify(warnings[0]).includes('stack'), 'no stack trace')
+    }
   }
-})
+)
 
-t.test('an answer cut off upstream: 502 when small (read whole), a cut connection when streamed; the proxy keeps serving', async (t) => {
-  const stack = await startStack(t)
-  const small = await stack.call('GET', '/api/m2m/v1/simulator/truncated/100')
-  t.equal(small.status, 502)
-  t.equal((small.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
-  t.match((small.json() as ErrorBody).errorMessage, /broke off/)
-  t.equal(small.headers['content-length'], String(Buffer.byteLength(small.text)), 'the broken answer\'s length is not reused')
-  // Past 64 KiB the answer streams: its headers are already on their way, so the client's connection is cut.
-  await t.rejects(fetch(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/truncated/200000`).then(async (response) => await response.arrayBuffer()))
-  t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'still serving afterwards')
-  t.ok(stack.logs.entries().some((line) => line.msg === 'upstream answer broke off'), 'logged')
-})
+t.test(
+  'an answer cut off upstream: 502 when small (read whole), a cut connection when streamed; the proxy keeps serving',
+  async (t) => {
+    const stack = await startStack(t)
+    const small = await stack.call('GET', '/api/m2m/v1/simulator/truncated/100')
+    t.equal(small.status, 502)
+    t.equal((small.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
+    t.match((small.json() as ErrorBody).errorMessage, /broke off/)
+    t.equal(
+      small.headers['content-length'],
+      String(Buffer.byteLength(small.text)),
+      "the broken answer's length is not reused"
+    )
+    // Past 64 KiB the answer streams: its headers are already on their way, so the client's connection is cut.
+    await t.rejects(
+      fetch(`${stack.proxy.proxyUrl}/api/m2m/v1/simulator/truncated/200000`).then(
+        async (response) => await response.arrayBuffer()
+      )
+    )
+    t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'still serving afterwards')
+    t.ok(
+      stack.logs.entries().some((line) => line.msg === 'upstream answer broke off'),
+      'logged'
+    )
+  }
+)
 
 t.test('traversal and absolute-form targets never reach another path or host', async (t) => {
   const stack = await startStack(t)
@@ -124,7 +167,10 @@ t.test('traversal and absolute-form targets never reach another path or host', a
     '//evil.example/api/m2m/v1/simulator/echo'
   ]
   for (const target of targets) {
-    const answer = await rawExchange(stack.proxy.proxyUrl, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`)
+    const answer = await rawExchange(
+      stack.proxy.proxyUrl,
+      `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`
+    )
     t.match(answer, /^HTTP\/1\.1 (404|400) /, target)
   }
   t.equal(stack.sim.stats.dataRequests, before, 'nothing forwarded')

@@ -1,4 +1,5 @@
-// The Redis fleet store against the FleetStore contract on a real Redis, plus what only Redis can do: be down, refuse a password, hold state sealed with another key.
+// The Redis fleet store against the FleetStore contract on a real Redis, plus what only Redis can do: be down, refuse a
+// password, hold state sealed with another key.
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { createClient } from '@redis/client'
@@ -13,8 +14,14 @@ function prefix (): string {
   return `m2m-session-proxy-test:${randomBytes(6).toString('hex')}:`
 }
 
-/** A store on the test Redis (unless `options` says otherwise) whose log lines are kept in `logs`; closed in teardown. */
-function openStore (t: Test, options: Partial<RedisFleetStoreOptions> & { keyPrefix: string }, logs: string[] = []): RedisFleetStore {
+/**
+ * A store on the test Redis (unless `options` says otherwise) whose log lines are kept in `logs`; closed in teardown.
+ */
+function openStore (
+  t: Test,
+  options: Partial<RedisFleetStoreOptions> & { keyPrefix: string },
+  logs: string[] = []
+): RedisFleetStore {
   const store = new RedisFleetStore({
     url: TEST_REDIS_URL,
     fleetKey: FLEET_KEY,
@@ -49,8 +56,15 @@ if (await haveTestRedis(t)) {
     await writer.writeSession({ token: 'tok', loggedInAt: 1, lastUsedAt: 1 })
     await writer.publishPassword({ generation: 1, password: 'pw', changedAt: 1 })
     await writer.writeOAuthToken({ token: 'oauth', expiresAt: Date.now() + 60_000 })
-    for (const read of [async () => await stranger.readSession(), async () => await stranger.readPassword(), async () => await stranger.readOAuthToken()] as Array<() => Promise<unknown>>) {
-      await t.rejects(read(), { name: 'FleetKeyMismatchError', message: /the fleet key differs from the one that wrote this state/ })
+    for (const read of [
+      async () => await stranger.readSession(),
+      async () => await stranger.readPassword(),
+      async () => await stranger.readOAuthToken()
+    ] as Array<() => Promise<unknown>>) {
+      await t.rejects(read(), {
+        name: 'FleetKeyMismatchError',
+        message: /the fleet key differs from the one that wrote this state/
+      })
     }
     t.equal((await writer.readSession())?.token, 'tok', 'the right key still reads it')
   })
@@ -67,57 +81,82 @@ if (await haveTestRedis(t)) {
     const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
     const sealed = await raw.hGet(sessionKey as string, 'record')
     t.type(sealed, 'string', 'the session is one sealed record')
-    await raw.hSet((sessionKey as string).replace(/session$/, 'password'), { generation: '1', record: sealed as string })
+    await raw.hSet((sessionKey as string).replace(/session$/, 'password'), {
+      generation: '1',
+      record: sealed as string
+    })
     await t.rejects(store.readPassword(), { name: 'FleetKeyMismatchError' })
     await raw.hSet(sessionKey as string, 'record', 'not-sealed')
     await t.rejects(store.readSession(), { name: 'SealedFormatError' })
   })
 
-  // Someone who can write Redis but has no fleet key (issue 17, items 1 and 2): every field a replica acts on is sealed or
-  // checked against the sealed record, and an old sealed record copied back says its own, older generation.
-  t.test('a Redis writer without the fleet key: changed plain fields and replayed records are refused, never read as valid', async (t) => {
-    const keyPrefix = prefix()
-    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
-    const store = openStore(t, { keyPrefix, replicaId: 'replica-a' })
-    await waitUntil(() => store.connected, 5000, 'connects')
-    const raw = createClient({ url: TEST_REDIS_URL })
-    await raw.connect()
-    t.teardown(() => raw.destroy())
+  // Someone who can write Redis but has no fleet key (issue 17, items 1 and 2): every field a replica acts on is sealed
+  // or checked against the sealed record, and an old sealed record copied back says its own, older generation.
+  t.test(
+    'a Redis writer without the fleet key: changed plain fields and replayed records are refused, never read as valid',
+    async (t) => {
+      const keyPrefix = prefix()
+      t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+      const store = openStore(t, { keyPrefix, replicaId: 'replica-a' })
+      await waitUntil(() => store.connected, 5000, 'connects')
+      const raw = createClient({ url: TEST_REDIS_URL })
+      await raw.connect()
+      t.teardown(() => raw.destroy())
 
-    await store.publishPassword({ generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
-    const [passwordKey] = await raw.keys(`${keyPrefix}*password`)
-    const generation1 = await raw.hGetAll(passwordKey as string)
-    t.same(Object.keys(generation1).sort(), ['generation', 'record'], 'no plain password, change time or publisher')
-    t.match(await store.readPassword(), { generation: 1, password: 'Pw-gen-1', changedAt: 1000, publisher: 'replica-a' }, 'the publisher is sealed with it')
-    await store.publishPassword({ generation: 2, password: 'Pw-gen-2', changedAt: 2000 })
+      await store.publishPassword({ generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
+      const [passwordKey] = await raw.keys(`${keyPrefix}*password`)
+      const generation1 = await raw.hGetAll(passwordKey as string)
+      t.same(Object.keys(generation1).sort(), ['generation', 'record'], 'no plain password, change time or publisher')
+      t.match(
+        await store.readPassword(),
+        { generation: 1, password: 'Pw-gen-1', changedAt: 1000, publisher: 'replica-a' },
+        'the publisher is sealed with it'
+      )
+      await store.publishPassword({ generation: 2, password: 'Pw-gen-2', changedAt: 2000 })
 
-    // The attack of the issue: the old sealed value under the next generation number.
-    await raw.hSet(passwordKey as string, { generation: '3', record: generation1.record as string })
-    await t.rejects(store.readPassword(), { name: 'FleetRecordForgedError', message: /plain generation 3 differs from the sealed generation 1/ })
-    // Copied back whole, it reads as what it is: generation 1 (the replicas refuse it as older than what they verified).
-    await raw.hSet(passwordKey as string, { generation: '1', record: generation1.record as string })
-    t.match(await store.readPassword(), { generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
-    // A forged change time has nowhere to go: there is no plain changedAt, and a field of that name is ignored.
-    await raw.hSet(passwordKey as string, { changedAt: '0' })
-    t.equal((await store.readPassword())?.changedAt, 1000)
+      // The attack of the issue: the old sealed value under the next generation number.
+      await raw.hSet(passwordKey as string, { generation: '3', record: generation1.record as string })
+      await t.rejects(store.readPassword(), {
+        name: 'FleetRecordForgedError',
+        message: /plain generation 3 differs from the sealed generation 1/
+      })
+      // Copied back whole, it reads as what it is: generation 1 (the replicas refuse it as older than what they
+      // verified).
+      await raw.hSet(passwordKey as string, { generation: '1', record: generation1.record as string })
+      t.match(await store.readPassword(), { generation: 1, password: 'Pw-gen-1', changedAt: 1000 })
+      // A forged change time has nowhere to go: there is no plain changedAt, and a field of that name is ignored.
+      await raw.hSet(passwordKey as string, { changedAt: '0' })
+      t.equal((await store.readPassword())?.changedAt, 1000)
 
-    await store.writeSession({ token: 'session-1', loggedInAt: 5000, lastUsedAt: 5000 })
-    t.equal(await store.touchSession(5000, 7000), true)
-    t.same(await store.readSession(), { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 })
-    const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
-    const session1 = await raw.hGetAll(sessionKey as string)
-    await raw.hSet(sessionKey as string, { lastUsedAt: '9999999999999' })
-    t.same(await store.readSession(), { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 }, 'a plain last use is never read')
-    await raw.hSet(sessionKey as string, { loggedInAt: '6000' })
-    await t.rejects(store.readSession(), { name: 'FleetRecordForgedError', message: /plain login time differs/ })
-    await store.writeSession({ token: 'session-2', loggedInAt: 8000, lastUsedAt: 8000 })
-    await raw.hSet(sessionKey as string, { use: session1.use as string })
-    await t.rejects(store.readSession(), { name: 'FleetRecordForgedError', message: /last use belongs to another session/ })
+      await store.writeSession({ token: 'session-1', loggedInAt: 5000, lastUsedAt: 5000 })
+      t.equal(await store.touchSession(5000, 7000), true)
+      t.same(await store.readSession(), { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 })
+      const [sessionKey] = await raw.keys(`${keyPrefix}*session`)
+      const session1 = await raw.hGetAll(sessionKey as string)
+      await raw.hSet(sessionKey as string, { lastUsedAt: '9999999999999' })
+      t.same(
+        await store.readSession(),
+        { token: 'session-1', loggedInAt: 5000, lastUsedAt: 7000 },
+        'a plain last use is never read'
+      )
+      await raw.hSet(sessionKey as string, { loggedInAt: '6000' })
+      await t.rejects(store.readSession(), { name: 'FleetRecordForgedError', message: /plain login time differs/ })
+      await store.writeSession({ token: 'session-2', loggedInAt: 8000, lastUsedAt: 8000 })
+      await raw.hSet(sessionKey as string, { use: session1.use as string })
+      await t.rejects(store.readSession(), {
+        name: 'FleetRecordForgedError',
+        message: /last use belongs to another session/
+      })
 
-    await store.writeOAuthToken({ token: 'oauth-1', expiresAt: Date.now() + 60_000 })
-    const [oauthKey] = await raw.keys(`${keyPrefix}*oauth`)
-    t.same(Object.keys(await raw.hGetAll(oauthKey as string)), ['record'], 'the OAuth token and its expiry in one sealed record')
-  })
+      await store.writeOAuthToken({ token: 'oauth-1', expiresAt: Date.now() + 60_000 })
+      const [oauthKey] = await raw.keys(`${keyPrefix}*oauth`)
+      t.same(
+        Object.keys(await raw.hGetAll(oauthKey as string)),
+        ['record'],
+        'the OAuth token and its expiry in one sealed record'
+      )
+    }
+  )
 
   t.test('forged notifications: only known shapes pass, and never a local "connected"', async (t) => {
     const keyPrefix = prefix()
@@ -130,17 +169,30 @@ if (await haveTestRedis(t)) {
     await raw.connect()
     t.teardown(() => raw.destroy())
     const [channel] = (await raw.pubSubChannels(`${keyPrefix}*`)) as string[]
-    for (const forged of ['{"kind":"connected"}', '{"kind":"password","generation":"99"}', '{"kind":"password"}', '[1]', 'null', '{"kind":"session","ended":"yes","token":"x"}',
-      '{"kind":"throttle"}', '{"kind":"throttle","pauseMs":"9"}', '{"kind":"throttle","pauseMs":-5}']) {
+    for (const forged of [
+      '{"kind":"connected"}',
+      '{"kind":"password","generation":"99"}',
+      '{"kind":"password"}',
+      '[1]',
+      'null',
+      '{"kind":"session","ended":"yes","token":"x"}',
+      '{"kind":"throttle"}',
+      '{"kind":"throttle","pauseMs":"9"}',
+      '{"kind":"throttle","pauseMs":-5}'
+    ]) {
       await raw.publish(channel as string, forged)
     }
     await store.clearSession()
     await waitUntil(() => seen.length >= 2, 2000, 'the changes arrive')
     await new Promise((resolve) => setTimeout(resolve, 100))
-    t.same(seen, [{ kind: 'session' }, { kind: 'session', ended: true }], 'a session change (re-read by the replicas) and the real end; nothing else')
+    t.same(
+      seen,
+      [{ kind: 'session' }, { kind: 'session', ended: true }],
+      'a session change (re-read by the replicas) and the real end; nothing else'
+    )
   })
 
-  t.test('a Redis writer who moves the next send slot far ahead does not stop the fleet\'s sending', async (t) => {
+  t.test("a Redis writer who moves the next send slot far ahead does not stop the fleet's sending", async (t) => {
     const keyPrefix = prefix()
     t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
     const store = openStore(t, { keyPrefix })
@@ -153,7 +205,7 @@ if (await haveTestRedis(t)) {
     t.ok(slotKey, 'the slot key')
     await raw.set(slotKey as string, String((Date.now() + 3_600_000) * 1000))
     t.equal(await store.takeSendSlot(100, 0, 5000), 0, 'a slot no taker could have set is ignored')
-    t.ok(await store.takeSendSlot(100, 0, 5000) > 50, 'and spacing goes on from now')
+    t.ok((await store.takeSendSlot(100, 0, 5000)) > 50, 'and spacing goes on from now')
   })
 
   t.test('garbage on the channel and a failing listener do not stop the notifications', async (t) => {
@@ -163,7 +215,9 @@ if (await haveTestRedis(t)) {
     const store = openStore(t, { keyPrefix }, logs)
     await waitUntil(() => store.connected, 5000, 'connects')
     const seen: string[] = []
-    store.subscribe(() => { throw new Error('listener bug') })
+    store.subscribe(() => {
+      throw new Error('listener bug')
+    })
     store.subscribe((change) => seen.push(change.kind))
     const raw = createClient({ url: TEST_REDIS_URL })
     await raw.connect()
@@ -176,31 +230,45 @@ if (await haveTestRedis(t)) {
     t.match(logs.join('\n'), /a change listener failed: listener bug/)
   })
 
-  t.test('Redis unreachable: not connected, calls fail with a clear error, no crash; connects once Redis starts', async (t) => {
-    const port = await freePort()
-    const logs: string[] = []
-    const keyPrefix = prefix()
-    const store = openStore(t, { keyPrefix, url: `redis://127.0.0.1:${port}` }, logs)
-    await new Promise((resolve) => setTimeout(resolve, 500))
-    t.equal(store.connected, false)
-    await t.rejects(store.countLoginAttempt(), { name: 'FleetStoreUnavailableError', message: /^cannot count a login attempt in Redis: / })
-    await t.rejects(store.takeLock('login', 1000), { name: 'FleetStoreUnavailableError' })
-    t.equal(logs.filter((line) => /ECONNREFUSED/.test(line)).length, 1, 'one line while down, not one per retry')
-    await startRedisServer(t, port)
-    await waitUntil(() => store.connected, 5000, 'the store connects once Redis is up')
-    t.equal(await store.countLoginAttempt(), 1)
-    t.match(logs.join('\n'), /connection restored/)
-  })
+  t.test(
+    'Redis unreachable: not connected, calls fail with a clear error, no crash; connects once Redis starts',
+    async (t) => {
+      const port = await freePort()
+      const logs: string[] = []
+      const keyPrefix = prefix()
+      const store = openStore(t, { keyPrefix, url: `redis://127.0.0.1:${port}` }, logs)
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      t.equal(store.connected, false)
+      await t.rejects(store.countLoginAttempt(), {
+        name: 'FleetStoreUnavailableError',
+        message: /^cannot count a login attempt in Redis: /
+      })
+      await t.rejects(store.takeLock('login', 1000), { name: 'FleetStoreUnavailableError' })
+      t.equal(logs.filter((line) => /ECONNREFUSED/.test(line)).length, 1, 'one line while down, not one per retry')
+      await startRedisServer(t, port)
+      await waitUntil(() => store.connected, 5000, 'the store connects once Redis is up')
+      t.equal(await store.countLoginAttempt(), 1)
+      t.match(logs.join('\n'), /connection restored/)
+    }
+  )
 
-  t.test('the Redis URL\'s password is in no error and no log line', async (t) => {
+  t.test("the Redis URL's password is in no error and no log line", async (t) => {
     const port = await freePort()
     const password = 's3cr%40t-Pa55' // percent-encoded: s3cr@t-Pa55
     const decoded = decodeURIComponent(password)
     await startRedisServer(t, port, ['--requirepass', 'the-right-one'])
     const logs: string[] = []
     const errors: string[] = []
-    const wrongPassword = openStore(t, { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${port}` }, logs)
-    const nothingThere = openStore(t, { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${await freePort()}` }, logs)
+    const wrongPassword = openStore(
+      t,
+      { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${port}` },
+      logs
+    )
+    const nothingThere = openStore(
+      t,
+      { keyPrefix: prefix(), url: `redis://default:${password}@127.0.0.1:${await freePort()}` },
+      logs
+    )
     await waitUntil(() => logs.length >= 2, 5000, 'both log their problem')
     for (const store of [wrongPassword, nothingThere]) {
       t.equal(store.connected, false)
@@ -214,8 +282,14 @@ if (await haveTestRedis(t)) {
     const everything = [...logs, ...errors].join('\n')
     t.match(everything, /WRONGPASS|invalid username-password/i, 'the refused password is reported')
     t.match(everything, /ECONNREFUSED/, 'the refused connection is reported')
-    t.notOk(everything.includes(password) || everything.includes(decoded) || everything.includes('s3cr'), 'no form of the password')
+    t.notOk(
+      everything.includes(password) || everything.includes(decoded) || everything.includes('s3cr'),
+      'no form of the password'
+    )
     // The redactor itself, for messages that would quote the URL.
-    t.equal(redactor(`redis://u:${password}@h:1`)(`failed at redis://u:${password}@h:1 with ${decoded}`), 'failed at *** with ***')
+    t.equal(
+      redactor(`redis://u:${password}@h:1`)(`failed at redis://u:${password}@h:1 with ${decoded}`),
+      'failed at *** with ***'
+    )
   })
 }

@@ -80,7 +80,10 @@ function dechunk (data: Buffer, start: number, out: Buffer[]): number {
 async function send (stack: Stack, request: SdkRequest): Promise<Answer> {
   const { hostname, port } = new URL(stack.proxy.proxyUrl)
   const body = request.body === undefined ? undefined : Buffer.from(request.body, 'utf8')
-  const lines = [`${request.method} ${request.path} HTTP/1.1`, ...request.headers.map(([name, value]) => `${name}: ${value}`)]
+  const lines = [
+    `${request.method} ${request.path} HTTP/1.1`,
+    ...request.headers.map(([name, value]) => `${name}: ${value}`)
+  ]
   if (body !== undefined) lines.push(`Content-Length: ${body.length}`)
   // Host: the proxy's address, where the README's adapter sends the SDK's requests.
   lines.push(`Accept-Encoding: ${SDK_ACCEPT_ENCODING}`, `Host: ${hostname}:${port}`, 'Connection: keep-alive')
@@ -88,10 +91,18 @@ async function send (stack: Stack, request: SdkRequest): Promise<Answer> {
   if (body === undefined && ['POST', 'PUT', 'PATCH'].includes(request.method)) lines.push('Content-Length: 0')
   const head = Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1')
   return await new Promise<Answer>((resolve, reject) => {
-    const socket = net.connect(Number(port), hostname, () => socket.write(body === undefined ? head : Buffer.concat([head, body])))
+    const socket = net.connect(Number(port), hostname, () =>
+      socket.write(body === undefined ? head : Buffer.concat([head, body]))
+    )
     let data = Buffer.alloc(0)
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error('no whole answer within 10 s')) }, 10_000)
-    socket.on('error', (error) => { clearTimeout(timer); reject(error) })
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error('no whole answer within 10 s'))
+    }, 10_000)
+    socket.on('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
     socket.on('data', (chunk: Buffer) => {
       data = Buffer.concat([data, chunk])
       const headEnd = data.indexOf('\r\n\r\n')
@@ -116,7 +127,12 @@ async function send (stack: Stack, request: SdkRequest): Promise<Answer> {
       socket.destroy()
       const contentEncoding = headers['content-encoding']
       try {
-        resolve({ status: Number(statusLine.split(' ')[1]), headers, body: decodeBody(raw, contentEncoding), contentEncoding })
+        resolve({
+          status: Number(statusLine.split(' ')[1]),
+          headers,
+          body: decodeBody(raw, contentEncoding),
+          contentEncoding
+        })
       } catch (error) {
         reject(error)
       }
@@ -142,7 +158,12 @@ function noRealTokenIn (t: Test, stack: Stack, answer: Answer): void {
 const sdkLogin = (): SdkRequest => ({
   method: 'POST',
   path: '/api/m2m/v1/session/login',
-  headers: [SDK_ACCEPT, ['Content-Type', 'application/json'], SDK_USER_AGENT, ['authorization', `Bearer ${DUMMY_BEARER}`]],
+  headers: [
+    SDK_ACCEPT,
+    ['Content-Type', 'application/json'],
+    SDK_USER_AGENT,
+    ['authorization', `Bearer ${DUMMY_BEARER}`]
+  ],
   body: '{"username":"zbeeblebrox","password":"IMgr8"}'
 })
 
@@ -190,19 +211,20 @@ const sdkJsonCall = (path: string, body: string, contentType = 'application/json
   body
 })
 
-const BIGINT_DEVICE_LIST = '{"accountName":"TestAccount-1","maxNumberOfDevices":500,"largestDeviceIdSeen":9007199254740993}'
+const BIGINT_DEVICE_LIST =
+  '{"accountName":"TestAccount-1","maxNumberOfDevices":500,"largestDeviceIdSeen":9007199254740993}'
 
-t.test('the SDK\'s login is answered by the proxy with the placeholder, without logging in upstream', async (t) => {
+t.test("the SDK's login is answered by the proxy with the placeholder, without logging in upstream", async (t) => {
   const stack = await startStack(t)
   const answer = await send(stack, sdkLogin())
   t.equal(answer.status, 200)
   // The SDK parses it with logInResultSchema (src/models/logInResult.ts: sessionToken, optional string).
   t.same(json(answer), { sessionToken: PLACEHOLDER_SESSION_TOKEN })
   noRealTokenIn(t, stack, answer)
-  t.equal(stack.sim.stats.logins, 1, 'only the proxy\'s own start-up login')
+  t.equal(stack.sim.stats.logins, 1, "only the proxy's own start-up login")
 })
 
-t.test('the SDK\'s logout (form content type, empty body) is answered locally; the shared session stays', async (t) => {
+t.test("the SDK's logout (form content type, empty body) is answered locally; the shared session stays", async (t) => {
   const stack = await startStack(t)
   const session = stack.sim.activeSessionTokens()
   const answer = await send(stack, sdkLogout())
@@ -212,7 +234,7 @@ t.test('the SDK\'s logout (form content type, empty body) is answered locally; t
   t.same(stack.sim.activeSessionTokens(), session, 'the shared session is untouched')
 })
 
-t.test('the SDK\'s token fetch with dummy app credentials is answered with the placeholder token', async (t) => {
+t.test("the SDK's token fetch with dummy app credentials is answered with the placeholder token", async (t) => {
   const stack = await startStack(t)
   const tokenRequests = stack.sim.stats.tokenRequests
   const answer = await send(stack, sdkTokenFetch())
@@ -236,12 +258,16 @@ t.test('a JSON body with a bigint beyond 2^53 reaches ThingSpace byte for byte',
   t.equal(echo.headers['content-type'], 'application/json')
 })
 
-t.test('the SDK\'s dummy bearer and VZ-M2M-Token are replaced by the real ones; its other headers pass', async (t) => {
+t.test("the SDK's dummy bearer and VZ-M2M-Token are replaced by the real ones; its other headers pass", async (t) => {
   const stack = await startStack(t)
   const answer = await send(stack, sdkJsonCall(ECHO_PATH, BIGINT_DEVICE_LIST))
   t.equal(answer.status, 200)
   const echo = json(answer) as Echo
-  t.equal(echo.headers.authorization, `Bearer ${fingerprint(stack.sim.currentOAuthToken() as string)}`, 'the real bearer')
+  t.equal(
+    echo.headers.authorization,
+    `Bearer ${fingerprint(stack.sim.currentOAuthToken() as string)}`,
+    'the real bearer'
+  )
   t.not(echo.headers.authorization, `Bearer ${fingerprint(DUMMY_BEARER)}`, 'not the dummy')
   t.same([echo.headers['vz-m2m-token']], stack.sim.activeSessionTokens().map(fingerprint), 'the real session token')
   t.not(echo.headers['vz-m2m-token'], fingerprint(DUMMY_SESSION_TOKEN), 'not the dummy')
@@ -253,7 +279,7 @@ t.test('the SDK\'s dummy bearer and VZ-M2M-Token are replaced by the real ones; 
 
 // src/controllers/diagnosticsHistoryController.ts (getDiagnosticsHistory) and
 // devicesLocationsController.ts (listDevicesLocationsAsynchronous) send their JSON with `Content-Type: */*`.
-t.test('a JSON body sent with the SDK\'s Content-Type */* is forwarded as it is', async (t) => {
+t.test("a JSON body sent with the SDK's Content-Type */* is forwarded as it is", async (t) => {
   const stack = await startStack(t)
   const body = '{"accountName":"TestAccount-1","deviceIds":[{"id":"900000000000001","kind":"IMEI"}]}'
   const answer = await send(stack, sdkJsonCall(ECHO_PATH, body, '*/*'))
@@ -263,26 +289,33 @@ t.test('a JSON body sent with the SDK\'s Content-Type */* is forwarded as it is'
   t.equal(echo.headers['content-type'], '*/*')
 })
 
-t.test('the SDK\'s device list body across a session expiry and an OAuth expiry: renewed, replayed byte for byte', async (t) => {
-  const stack = await startStack(t)
-  const call = sdkJsonCall(ECHO_PATH, BIGINT_DEVICE_LIST)
-  t.equal((await send(stack, call)).status, 200)
-  const loginsBefore = stack.sim.stats.logins
-  stack.sim.expireSessions()
-  // ThingSpace's refusal of the expired session may come compressed (the SDK accepts gzip, deflate
-  // and br): the proxy must still read it as a refusal, renew and replay.
-  const afterSessionExpiry = await send(stack, call)
-  t.equal(afterSessionExpiry.status, 200, 'answered after the session expiry')
-  t.equal((json(afterSessionExpiry) as Echo).bodySha256, sha256(BIGINT_DEVICE_LIST), 'the replay carries the same bytes')
-  t.equal(stack.sim.stats.logins - loginsBefore, 1, 'one login')
-  const tokensBefore = stack.sim.stats.oauthTokensIssued
-  stack.sim.expireOAuthToken()
-  const afterOAuthExpiry = await send(stack, call)
-  t.equal(afterOAuthExpiry.status, 200, 'answered after the OAuth expiry')
-  t.equal((json(afterOAuthExpiry) as Echo).bodySha256, sha256(BIGINT_DEVICE_LIST))
-  t.equal(stack.sim.stats.oauthTokensIssued - tokensBefore, 1, 'one new OAuth token')
-  t.comment(`Content-Encoding of the echo: ${afterOAuthExpiry.contentEncoding ?? 'none'}`)
-})
+t.test(
+  "the SDK's device list body across a session expiry and an OAuth expiry: renewed, replayed byte for byte",
+  async (t) => {
+    const stack = await startStack(t)
+    const call = sdkJsonCall(ECHO_PATH, BIGINT_DEVICE_LIST)
+    t.equal((await send(stack, call)).status, 200)
+    const loginsBefore = stack.sim.stats.logins
+    stack.sim.expireSessions()
+    // ThingSpace's refusal of the expired session may come compressed (the SDK accepts gzip, deflate
+    // and br): the proxy must still read it as a refusal, renew and replay.
+    const afterSessionExpiry = await send(stack, call)
+    t.equal(afterSessionExpiry.status, 200, 'answered after the session expiry')
+    t.equal(
+      (json(afterSessionExpiry) as Echo).bodySha256,
+      sha256(BIGINT_DEVICE_LIST),
+      'the replay carries the same bytes'
+    )
+    t.equal(stack.sim.stats.logins - loginsBefore, 1, 'one login')
+    const tokensBefore = stack.sim.stats.oauthTokensIssued
+    stack.sim.expireOAuthToken()
+    const afterOAuthExpiry = await send(stack, call)
+    t.equal(afterOAuthExpiry.status, 200, 'answered after the OAuth expiry')
+    t.equal((json(afterOAuthExpiry) as Echo).bodySha256, sha256(BIGINT_DEVICE_LIST))
+    t.equal(stack.sim.stats.oauthTokensIssued - tokensBefore, 1, 'one new OAuth token')
+    t.comment(`Content-Encoding of the echo: ${afterOAuthExpiry.contentEncoding ?? 'none'}`)
+  }
+)
 
 /**
  * Two other API families, as the SDK calls them:
@@ -295,8 +328,15 @@ t.test('the SDK\'s device list body across a session expiry and an OAuth expiry:
  */
 function otherFamilyCalls (accountName: string): SdkRequest[] {
   return [
-    sdkJsonCall('/api/loc/v1/locations', JSON.stringify({ accountName, deviceList: [{ id: '990013907835573', kind: 'imei', mdn: '7892345678' }] })),
-    { method: 'GET', path: `/api/diagnostics/v1/subscriptions?accountName=${encodeURIComponent(accountName)}`, headers: [SDK_ACCEPT, SDK_USER_AGENT, ...SDK_AUTH_HEADERS] }
+    sdkJsonCall(
+      '/api/loc/v1/locations',
+      JSON.stringify({ accountName, deviceList: [{ id: '990013907835573', kind: 'imei', mdn: '7892345678' }] })
+    ),
+    {
+      method: 'GET',
+      path: `/api/diagnostics/v1/subscriptions?accountName=${encodeURIComponent(accountName)}`,
+      headers: [SDK_ACCEPT, SDK_USER_AGENT, ...SDK_AUTH_HEADERS]
+    }
   ]
 }
 
@@ -319,6 +359,10 @@ t.test('Device Location and Device Diagnostics calls as the SDK sends them, acro
   const tokensBefore = stack.sim.stats.oauthTokensIssued
   stack.sim.expireOAuthToken()
   const afterOAuth = await Promise.all(calls.map(async (call) => await send(stack, call)))
-  t.same(afterOAuth.map((answer) => answer.status), [200, 200], 'both answered after an OAuth expiry')
+  t.same(
+    afterOAuth.map((answer) => answer.status),
+    [200, 200],
+    'both answered after an OAuth expiry'
+  )
   t.equal(stack.sim.stats.oauthTokensIssued - tokensBefore, 1, 'one new OAuth token')
 })

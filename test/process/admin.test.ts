@@ -18,8 +18,16 @@ const ADMIN_ROUTES: Array<[string, string]> = [
   ['GET', '/admin/no-such-route']
 ]
 
-interface ErrorBody { errorCode: string, errorMessage: string }
-interface Snapshot { state: string, consecutiveLoginFailures: number, sessionTokenFingerprint: string | null, logins: number }
+interface ErrorBody {
+  errorCode: string
+  errorMessage: string
+}
+interface Snapshot {
+  state: string
+  consecutiveLoginFailures: number
+  sessionTokenFingerprint: string | null
+  logins: number
+}
 
 function readCredentialsFile (stack: Stack): Record<string, unknown> {
   return JSON.parse(fs.readFileSync(path.join(stack.dir, 'credentials.json'), 'utf8')) as Record<string, unknown>
@@ -28,7 +36,12 @@ function readCredentialsFile (stack: Stack): Record<string, unknown> {
 t.test('every admin route: missing or wrong token → 401 with WWW-Authenticate; nothing happens', async (t) => {
   const stack = await startStack(t)
   for (const [method, route] of ADMIN_ROUTES) {
-    for (const headers of [{} as Record<string, string>, { authorization: 'Bearer wrong-token-wrong-token-wrong' }, { authorization: `Basic ${ADMIN_TOKEN}` }, { authorization: `Bearer ${ADMIN_TOKEN}x` }]) {
+    for (const headers of [
+      {} as Record<string, string>,
+      { authorization: 'Bearer wrong-token-wrong-token-wrong' },
+      { authorization: `Basic ${ADMIN_TOKEN}` },
+      { authorization: `Bearer ${ADMIN_TOKEN}x` }
+    ]) {
       const answer = await stack.adminCall(method, route, { headers })
       t.equal(answer.status, 401, `${method} ${route} ${JSON.stringify(headers).slice(0, 30)}`)
       t.match(answer.headers['www-authenticate'], /^Bearer/)
@@ -69,14 +82,28 @@ t.test('GET /admin/session: state, times, counts and fingerprints, never a token
   const snapshot = answer.json() as Record<string, unknown>
   t.equal(snapshot.state, 'active')
   t.match(snapshot, { consecutiveLoginFailures: 0, logins: 1, maxLoginFailures: 2 })
-  for (const key of ['loggedInAt', 'lastUsedAt', 'idleExpiresAt', 'oauthExpiresAt']) t.type(snapshot[key], 'string', key)
+  for (const key of ['loggedInAt', 'lastUsedAt', 'idleExpiresAt', 'oauthExpiresAt']) {
+    t.type(snapshot[key], 'string', key)
+  }
   t.match(snapshot.sessionTokenFingerprint, /^[0-9a-f]{8}$/)
   t.match(snapshot.oauthTokenFingerprint, /^[0-9a-f]{8}$/)
   // The password's state, never the password: single-process mode has no generation; its age counts from first sight.
-  t.match(snapshot.password, { generation: null, published: null, savedToFile: true, changedAtSource: 'first-seen', rotationDays: 0, rotationDueAt: null })
+  t.match(snapshot.password, {
+    generation: null,
+    published: null,
+    savedToFile: true,
+    changedAtSource: 'first-seen',
+    rotationDays: 0,
+    rotationDueAt: null
+  })
   t.type((snapshot.password as Record<string, unknown>).changedAt, 'string')
   t.type((snapshot.password as Record<string, unknown>).ageSeconds, 'number')
-  for (const secret of [...stack.sim.activeSessionTokens(), stack.sim.currentOAuthToken() ?? 'none', DEMO_CREDENTIALS.password, ADMIN_TOKEN]) {
+  for (const secret of [
+    ...stack.sim.activeSessionTokens(),
+    stack.sim.currentOAuthToken() ?? 'none',
+    DEMO_CREDENTIALS.password,
+    ADMIN_TOKEN
+  ]) {
     t.notOk(answer.text.includes(secret), 'no secret in the answer')
   }
 })
@@ -109,35 +136,50 @@ t.test('POST /admin/session/end logs out; the next request logs in without sendi
   t.equal(stack.sim.stats.dataRequests - dataBefore, 1, 'one upstream request: the dead token was not tried')
 })
 
-t.test('POST /admin/password/rotate: new password saved atomically with mode 0600, fields kept, never shown; a restart uses it', async (t) => {
-  const stack = await startStack(t, { extraCredentialFields: { comment: 'fleet A', region: 'us-east' } })
-  const answer = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
-  t.equal(answer.status, 200, answer.text)
-  const result = answer.json() as { rotated: boolean, at: string, verified: boolean }
-  t.equal(result.rotated, true)
-  t.equal(result.verified, true)
-  t.ok(Number.isFinite(Date.parse(result.at)))
-  const newPassword = stack.sim.password
-  t.not(newPassword, DEMO_CREDENTIALS.password, 'ThingSpace generated a new password')
-  const onDisk = readCredentialsFile(stack)
-  t.equal(onDisk.password, newPassword, 'saved to the credentials file')
-  t.match(onDisk, { username: DEMO_CREDENTIALS.username, clientId: DEMO_CREDENTIALS.clientId, clientSecret: DEMO_CREDENTIALS.clientSecret, comment: 'fleet A', region: 'us-east' })
-  t.equal(fs.statSync(path.join(stack.dir, 'credentials.json')).mode & 0o777, 0o600)
-  t.equal(fs.readdirSync(stack.dir).filter((name) => name.endsWith('.tmp') || name.includes('.probe-')).length, 0, 'no temporary file left')
-  t.notOk(answer.text.includes(newPassword), 'not in the answer')
-  t.notOk(stack.logs.text.includes(newPassword), 'not in any log line')
-  t.equal(stack.sim.stats.passwordResets, 1)
-  t.equal(stack.sim.stats.logins, 2, 'a new session with the new password')
-  const status = (await stack.adminCall('GET', '/admin/session', { headers: AUTH })).json() as { password: Record<string, unknown> }
-  t.match(status.password, { changedAtSource: 'rotated', changedAt: result.at, savedToFile: true })
-  t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
+t.test(
+  'POST /admin/password/rotate: new password saved atomically with mode 0600, fields kept, never shown; a restart uses it',
+  async (t) => {
+    const stack = await startStack(t, { extraCredentialFields: { comment: 'fleet A', region: 'us-east' } })
+    const answer = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
+    t.equal(answer.status, 200, answer.text)
+    const result = answer.json() as { rotated: boolean; at: string; verified: boolean }
+    t.equal(result.rotated, true)
+    t.equal(result.verified, true)
+    t.ok(Number.isFinite(Date.parse(result.at)))
+    const newPassword = stack.sim.password
+    t.not(newPassword, DEMO_CREDENTIALS.password, 'ThingSpace generated a new password')
+    const onDisk = readCredentialsFile(stack)
+    t.equal(onDisk.password, newPassword, 'saved to the credentials file')
+    t.match(onDisk, {
+      username: DEMO_CREDENTIALS.username,
+      clientId: DEMO_CREDENTIALS.clientId,
+      clientSecret: DEMO_CREDENTIALS.clientSecret,
+      comment: 'fleet A',
+      region: 'us-east'
+    })
+    t.equal(fs.statSync(path.join(stack.dir, 'credentials.json')).mode & 0o777, 0o600)
+    t.equal(
+      fs.readdirSync(stack.dir).filter((name) => name.endsWith('.tmp') || name.includes('.probe-')).length,
+      0,
+      'no temporary file left'
+    )
+    t.notOk(answer.text.includes(newPassword), 'not in the answer')
+    t.notOk(stack.logs.text.includes(newPassword), 'not in any log line')
+    t.equal(stack.sim.stats.passwordResets, 1)
+    t.equal(stack.sim.stats.logins, 2, 'a new session with the new password')
+    const status = (await stack.adminCall('GET', '/admin/session', { headers: AUTH })).json() as {
+      password: Record<string, unknown>
+    }
+    t.match(status.password, { changedAtSource: 'rotated', changedAt: result.at, savedToFile: true })
+    t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
 
-  await stack.stopProxy()
-  const restarted = await startStack(t, { dir: stack.dir, upstream: stack.simUrl })
-  t.equal(stack.sim.stats.logins, 3, 'the restarted proxy logged in')
-  t.equal(stack.sim.stats.failedLogins, 0, 'with the rotated password')
-  t.equal((await restarted.call('GET', ECHO_PATH)).status, 200)
-})
+    await stack.stopProxy()
+    const restarted = await startStack(t, { dir: stack.dir, upstream: stack.simUrl })
+    t.equal(stack.sim.stats.logins, 3, 'the restarted proxy logged in')
+    t.equal(stack.sim.stats.failedLogins, 0, 'with the rotated password')
+    t.equal((await restarted.call('GET', ECHO_PATH)).status, 200)
+  }
+)
 
 t.test('two concurrent rotations: one upstream reset, one 409; traffic keeps flowing', async (t) => {
   const stack = await startStack(t)
@@ -151,7 +193,10 @@ t.test('two concurrent rotations: one upstream reset, one 409; traffic keeps flo
   t.equal((conflict?.json() as ErrorBody).errorCode, 'Proxy.Conflict')
   t.equal(stack.sim.stats.passwordResets, 1, 'exactly one upstream reset')
   const answers = await traffic
-  t.ok(answers.every((answer) => answer.status === 200), 'every proxied request during the rotation succeeded')
+  t.ok(
+    answers.every((answer) => answer.status === 200),
+    'every proxied request during the rotation succeeded'
+  )
   t.equal(readCredentialsFile(stack).password, stack.sim.password)
 })
 
@@ -185,7 +230,10 @@ t.test('rotation refused up front on a read-only credentials directory, without 
 })
 
 t.test('readiness: 503 while the guard is engaged, 200 after a reload with the right password', async (t) => {
-  const stack = await startStack(t, { credentials: { password: 'wrong-password' }, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
+  const stack = await startStack(t, {
+    credentials: { password: 'wrong-password' },
+    env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' }
+  })
   await sleep(1100)
   await stack.call('GET', ECHO_PATH) // the second rejected login engages the guard
   t.equal(stack.proxy.app.session.guardEngaged, true)
@@ -224,23 +272,34 @@ t.test('a bad reload keeps the old credentials in force', async (t) => {
   t.equal((await stack.call('GET', ECHO_PATH)).status, 200, 'logged in again with the credentials still in force')
 })
 
-t.test('a reload of a credentials file its group or others can read warns, naming the file and chmod 600', async (t) => {
-  const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
-  const file = path.join(stack.dir, 'credentials.json')
-  const exposed = (): Array<Record<string, unknown>> => stack.logs.entries().filter((line) => line.level === 40 && /is accessible to/.test(String(line.msg)))
-  t.equal(exposed().length, 0, 'no warning for the 0600 file at start-up')
-  fs.chmodSync(file, 0o640)
-  t.equal((await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })).status, 200, 'the reload still succeeds')
-  t.equal(exposed().length, 1, 'one warning for the reload')
-  t.match(exposed()[0]?.msg, `the credentials file ${file} is accessible to its group (mode 0640)`)
-  t.match(exposed()[0]?.msg, `chmod 600 ${file}`)
-  fs.chmodSync(file, 0o600)
-  await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
-  t.equal(exposed().length, 1, 'none once it is 0600 again')
-})
+t.test(
+  'a reload of a credentials file its group or others can read warns, naming the file and chmod 600',
+  async (t) => {
+    const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
+    const file = path.join(stack.dir, 'credentials.json')
+    const exposed = (): Array<Record<string, unknown>> =>
+      stack.logs.entries().filter((line) => line.level === 40 && /is accessible to/.test(String(line.msg)))
+    t.equal(exposed().length, 0, 'no warning for the 0600 file at start-up')
+    fs.chmodSync(file, 0o640)
+    t.equal(
+      (await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })).status,
+      200,
+      'the reload still succeeds'
+    )
+    t.equal(exposed().length, 1, 'one warning for the reload')
+    t.match(exposed()[0]?.msg, `the credentials file ${file} is accessible to its group (mode 0640)`)
+    t.match(exposed()[0]?.msg, `chmod 600 ${file}`)
+    fs.chmodSync(file, 0o600)
+    await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
+    t.equal(exposed().length, 1, 'none once it is 0600 again')
+  }
+)
 
 t.test('an edit of the credentials file releases the guard without a call', async (t) => {
-  const stack = await startStack(t, { credentials: { password: 'wrong-password' }, env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50', M2M_PROXY_MAX_LOGIN_FAILURES: '1' } })
+  const stack = await startStack(t, {
+    credentials: { password: 'wrong-password' },
+    env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50', M2M_PROXY_MAX_LOGIN_FAILURES: '1' }
+  })
   t.equal(stack.proxy.app.session.guardEngaged, true)
   t.equal((await stack.adminCall('GET', '/readyz')).status, 503)
   fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS))
@@ -250,26 +309,35 @@ t.test('an edit of the credentials file releases the guard without a call', asyn
   t.ok(stack.logs.lines.some((line) => line.includes('credentials reloaded')))
 })
 
-// Issue 17, item 3: the watcher compared a changed file with the proxy's own last write, so restoring the file the proxy wrote
-// after a rotation was skipped and a typo stayed in force. It now compares with what is in force.
-t.test('after a rotation, a typo in the file and then the good file copied back: the good password is in force again', async (t) => {
-  const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50' } })
-  const rotated = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
-  t.equal(rotated.status, 200, rotated.text)
-  const file = path.join(stack.dir, 'credentials.json')
-  const good = fs.readFileSync(file, 'utf8')
-  const reloads = (): number => stack.logs.lines.filter((line) => line.includes('credentials reloaded')).length
-  fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(good) as object, password: 'Pw-typo-in-the-edit' }), { mode: 0o600 })
-  for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== 'Pw-typo-in-the-edit'; i++) await sleep(50)
-  t.equal(reloads(), 1, 'the typo was loaded')
-  fs.writeFileSync(file, good, { mode: 0o600 })
-  for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== stack.sim.password; i++) await sleep(50)
-  t.equal(stack.proxy.app.session.currentCredentials.password, stack.sim.password, 'the restored file is in force')
-  t.equal(reloads(), 2, 'and said so')
-  stack.sim.expireSessions()
-  t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
-  t.equal(stack.sim.stats.failedLogins, 0, 'the typo was never sent')
-})
+// Issue 17, item 3: the watcher compared a changed file with the proxy's own last write, so restoring the file the
+// proxy wrote after a rotation was skipped and a typo stayed in force. It now compares with what is in force.
+t.test(
+  'after a rotation, a typo in the file and then the good file copied back: the good password is in force again',
+  async (t) => {
+    const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '50' } })
+    const rotated = await stack.adminCall('POST', '/admin/password/rotate', { headers: AUTH })
+    t.equal(rotated.status, 200, rotated.text)
+    const file = path.join(stack.dir, 'credentials.json')
+    const good = fs.readFileSync(file, 'utf8')
+    const reloads = (): number => stack.logs.lines.filter((line) => line.includes('credentials reloaded')).length
+    fs.writeFileSync(file, JSON.stringify({ ...(JSON.parse(good) as object), password: 'Pw-typo-in-the-edit' }), {
+      mode: 0o600
+    })
+    for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== 'Pw-typo-in-the-edit'; i++) {
+      await sleep(50)
+    }
+    t.equal(reloads(), 1, 'the typo was loaded')
+    fs.writeFileSync(file, good, { mode: 0o600 })
+    for (let i = 0; i < 100 && stack.proxy.app.session.currentCredentials.password !== stack.sim.password; i++) {
+      await sleep(50)
+    }
+    t.equal(stack.proxy.app.session.currentCredentials.password, stack.sim.password, 'the restored file is in force')
+    t.equal(reloads(), 2, 'and said so')
+    stack.sim.expireSessions()
+    t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
+    t.equal(stack.sim.stats.failedLogins, 0, 'the typo was never sent')
+  }
+)
 
 t.test('a known admin route with another method: 405 with Allow, only with the token; without it 401', async (t) => {
   const stack = await startStack(t)
@@ -285,16 +353,29 @@ t.test('a known admin route with another method: 405 with Allow, only with the t
     const refused = await stack.adminCall(method, route)
     t.equal(refused.status, 401, `${method} ${route} without a token`)
     t.equal(refused.headers.allow, undefined, 'no route information without the token')
-    const wrong = await stack.adminCall(method, route, { headers: { authorization: 'Bearer wrong-token-wrong-token-wrong' } })
+    const wrong = await stack.adminCall(method, route, {
+      headers: { authorization: 'Bearer wrong-token-wrong-token-wrong' }
+    })
     t.equal(wrong.status, 401, `${method} ${route} with a wrong token`)
     t.equal(wrong.headers.allow, undefined)
-    const answer = await stack.adminCall(method, route, { headers: { ...AUTH, 'content-type': 'application/json' }, body: method === 'GET' ? undefined : '{"x":1}' })
+    const answer = await stack.adminCall(method, route, {
+      headers: { ...AUTH, 'content-type': 'application/json' },
+      body: method === 'GET' ? undefined : '{"x":1}'
+    })
     t.equal(answer.status, 405, `${method} ${route}`)
     t.equal(answer.headers.allow, allow)
     t.equal((answer.json() as ErrorBody).errorCode, 'Proxy.MethodNotAllowed')
   }
-  t.equal((await stack.adminCall('GET', '/admin/no-such-route', { headers: AUTH })).status, 404, 'an unknown route stays 404')
-  t.equal((await stack.adminCall('HEAD', '/admin/session', { headers: AUTH })).status, 200, 'HEAD of a GET route still answers')
+  t.equal(
+    (await stack.adminCall('GET', '/admin/no-such-route', { headers: AUTH })).status,
+    404,
+    'an unknown route stays 404'
+  )
+  t.equal(
+    (await stack.adminCall('HEAD', '/admin/session', { headers: AUTH })).status,
+    200,
+    'HEAD of a GET route still answers'
+  )
   t.equal(stack.sim.stats.logins, 1, 'no login')
   t.equal(stack.sim.stats.logouts, 0, 'no logout')
   t.equal(stack.sim.stats.passwordResets, 0, 'no reset')
@@ -305,7 +386,10 @@ t.test('a known admin route with another method: 405 with Allow, only with the t
 
 t.test('malformed JSON → 400; unknown admin route → 404; an audit line per action without secrets', async (t) => {
   const stack = await startStack(t)
-  const malformed = await stack.adminCall('POST', '/admin/session/start', { headers: { ...AUTH, 'content-type': 'application/json' }, body: '{nope' })
+  const malformed = await stack.adminCall('POST', '/admin/session/start', {
+    headers: { ...AUTH, 'content-type': 'application/json' },
+    body: '{nope'
+  })
   t.equal(malformed.status, 400)
   t.equal((malformed.json() as ErrorBody).errorCode, 'Proxy.BadRequest')
   t.equal((await stack.adminCall('GET', '/admin/nothing-here', { headers: AUTH })).status, 404)

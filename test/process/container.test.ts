@@ -10,23 +10,34 @@ import { startStack } from '../helpers/stack.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
-t.test('Dockerfile: multi-stage, production dependencies only, non-root, healthcheck, proxy on loopback, exec-form command', async (t) => {
-  const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
-  const stages = dockerfile.match(/^FROM /gm) ?? []
-  t.ok(stages.length >= 2, 'multi-stage')
-  // Node 20 is end-of-life: every stage (build, dependencies, runtime) on the active LTS the suite also runs on.
-  t.same([...dockerfile.matchAll(/^FROM (\S+)/gm)].map((match) => match[1]), stages.map(() => 'node:24-bookworm-slim'), 'every stage on node:24-bookworm-slim')
-  const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
-  t.match(final, /npm ci --omit=dev|COPY --from=production-dependencies/, 'final stage gets production dependencies only')
-  t.match(final, /^USER node$/m, 'runs as the non-root node user')
-  t.match(final, /^HEALTHCHECK .*CMD \["node", "dist\/healthcheck\.js"\]/m)
-  // The proxy listener injects the account's tokens: loopback only unless a deployment opens it on purpose.
-  t.equal(finalStage().env.M2M_PROXY_HOST, '127.0.0.1', 'the proxy listener binds to 127.0.0.1')
-  t.equal(finalStage().env.M2M_PROXY_ADMIN_HOST, '0.0.0.0', 'the admin listener is reachable for probes by pod IP')
-  t.notMatch(final, /^EXPOSE .*\b8080\b/m, 'the proxy port is not exposed (docker run -P would publish it)')
-  t.match(final, /^CMD \["node", "dist\/main\.js"\]$/m, 'no shell as PID 1')
-  t.ok(fs.existsSync(path.join(ROOT, 'dist/healthcheck.js')), 'the healthcheck script is built')
-})
+t.test(
+  'Dockerfile: multi-stage, production dependencies only, non-root, healthcheck, proxy on loopback, exec-form command',
+  async (t) => {
+    const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
+    const stages = dockerfile.match(/^FROM /gm) ?? []
+    t.ok(stages.length >= 2, 'multi-stage')
+    // Node 20 is end-of-life: every stage (build, dependencies, runtime) on the active LTS the suite also runs on.
+    t.same(
+      [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((match) => match[1]),
+      stages.map(() => 'node:24-bookworm-slim'),
+      'every stage on node:24-bookworm-slim'
+    )
+    const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
+    t.match(
+      final,
+      /npm ci --omit=dev|COPY --from=production-dependencies/,
+      'final stage gets production dependencies only'
+    )
+    t.match(final, /^USER node$/m, 'runs as the non-root node user')
+    t.match(final, /^HEALTHCHECK .*CMD \["node", "dist\/healthcheck\.js"\]/m)
+    // The proxy listener injects the account's tokens: loopback only unless a deployment opens it on purpose.
+    t.equal(finalStage().env.M2M_PROXY_HOST, '127.0.0.1', 'the proxy listener binds to 127.0.0.1')
+    t.equal(finalStage().env.M2M_PROXY_ADMIN_HOST, '0.0.0.0', 'the admin listener is reachable for probes by pod IP')
+    t.notMatch(final, /^EXPOSE .*\b8080\b/m, 'the proxy port is not exposed (docker run -P would publish it)')
+    t.match(final, /^CMD \["node", "dist\/main\.js"\]$/m, 'no shell as PID 1')
+    t.ok(fs.existsSync(path.join(ROOT, 'dist/healthcheck.js')), 'the healthcheck script is built')
+  }
+)
 
 t.test('healthcheck script: 0 while /healthz answers, 1 when nothing listens', async (t) => {
   const stack = await startStack(t)
@@ -34,26 +45,44 @@ t.test('healthcheck script: 0 while /healthz answers, 1 when nothing listens', a
   t.equal(health.status, 200)
   const port = new URL(stack.proxy.adminUrl).port
   // Asynchronous: the admin listener runs in this very process and must keep answering.
-  const run = (adminPort: string): Promise<number> => new Promise((resolve) => {
-    execFile(process.execPath, [path.join(ROOT, 'dist/healthcheck.js')], {
-      env: { M2M_PROXY_ADMIN_PORT: adminPort, M2M_PROXY_ADMIN_HOST: '0.0.0.0' },
-      timeout: 10_000
-    }, (error) => resolve(error === null ? 0 : Number(error.code ?? 1)))
-  })
+  const run = (adminPort: string): Promise<number> =>
+    new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [path.join(ROOT, 'dist/healthcheck.js')],
+        {
+          env: { M2M_PROXY_ADMIN_PORT: adminPort, M2M_PROXY_ADMIN_HOST: '0.0.0.0' },
+          timeout: 10_000
+        },
+        (error) => resolve(error === null ? 0 : Number(error.code ?? 1))
+      )
+    })
   t.equal(await run(port), 0)
   await stack.stopProxy()
   t.equal(await run(port), 1)
 })
 
 /** ENV and CMD of the Dockerfile's final stage, as docker would read them (simple forms only). */
-function finalStage (): { env: Record<string, string>, cmd: string[], healthcheck: string[], workdir: string, copies: string[] } {
+function finalStage (): {
+  env: Record<string, string>
+  cmd: string[]
+  healthcheck: string[]
+  workdir: string
+  copies: string[]
+} {
   const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n\s*/g, ' ')
   const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
   const env: Record<string, string> = {}
   for (const line of final.split('\n').filter((candidate) => candidate.startsWith('ENV '))) {
     for (const match of line.slice(4).matchAll(/([A-Z0-9_]+)=(\S+)/g)) env[match[1] as string] = match[2] as string
   }
-  const json = (prefix: RegExp): string[] => JSON.parse(final.split('\n').find((line) => prefix.test(line))?.replace(prefix, '') ?? '[]') as string[]
+  const json = (prefix: RegExp): string[] =>
+    JSON.parse(
+      final
+        .split('\n')
+        .find((line) => prefix.test(line))
+        ?.replace(prefix, '') ?? '[]'
+    ) as string[]
   return {
     env,
     cmd: json(/^CMD /),
@@ -63,64 +92,96 @@ function finalStage (): { env: Record<string, string>, cmd: string[], healthchec
   }
 }
 
-t.test('the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD and ENV say, writing nothing beside the state', async (t) => {
-  const { startSimulator } = await import('../helpers/stack.js')
-  const { startProxyProcess } = await import('../helpers/process.js')
-  const { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
-  const stage = finalStage()
-  t.same(stage.cmd, ['node', 'dist/main.js'])
-  t.same(stage.copies.sort(), ['/app/dist', '/app/node_modules', 'package.json'].sort())
-  const image = t.testdir({ state: { 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) } })
-  const app = path.join(image, 'app')
-  fs.mkdirSync(app)
-  for (const file of ['package.json', 'package-lock.json']) fs.copyFileSync(path.join(ROOT, file), path.join(app, file))
-  execFileSyncQuiet('npm', ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'], app)
-  fs.cpSync(path.join(ROOT, 'dist'), path.join(app, 'dist'), { recursive: true })
-  // What the build stage removes from dist (the simulator and the demo), removed here too: the proxy must run without them.
-  const removed = /rm -rf ((?:dist\/\S+ ?)+)/.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]?.trim().split(' ') ?? []
-  t.ok(removed.includes('dist/simulator') && removed.includes('dist/demo.js'), 'the image leaves the simulator and the demo out')
-  for (const entry of removed) fs.rmSync(path.join(app, entry), { recursive: true, force: true })
-  for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check', '@fastify/compress']) {
-    t.notOk(fs.existsSync(path.join(app, 'node_modules', devOnly)), `no ${devOnly} in the image`)
-  }
-  const before = listTree(app)
+t.test(
+  'the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD and ENV say, writing nothing beside the state',
+  async (t) => {
+    const { startSimulator } = await import('../helpers/stack.js')
+    const { startProxyProcess } = await import('../helpers/process.js')
+    const { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
+    const stage = finalStage()
+    t.same(stage.cmd, ['node', 'dist/main.js'])
+    t.same(stage.copies.sort(), ['/app/dist', '/app/node_modules', 'package.json'].sort())
+    const image = t.testdir({ state: { 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) } })
+    const app = path.join(image, 'app')
+    fs.mkdirSync(app)
+    for (const file of ['package.json', 'package-lock.json']) {
+      fs.copyFileSync(path.join(ROOT, file), path.join(app, file))
+    }
+    execFileSyncQuiet(
+      'npm',
+      ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'],
+      app
+    )
+    fs.cpSync(path.join(ROOT, 'dist'), path.join(app, 'dist'), { recursive: true })
+    // What the build stage removes from dist (the simulator and the demo), removed here too: the proxy must run without
+    // them.
+    const removed =
+      /rm -rf ((?:dist\/\S+ ?)+)/
+        .exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+        ?.trim()
+        .split(' ') ?? []
+    t.ok(
+      removed.includes('dist/simulator') && removed.includes('dist/demo.js'),
+      'the image leaves the simulator and the demo out'
+    )
+    for (const entry of removed) fs.rmSync(path.join(app, entry), { recursive: true, force: true })
+    for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check', '@fastify/compress']) {
+      t.notOk(fs.existsSync(path.join(app, 'node_modules', devOnly)), `no ${devOnly} in the image`)
+    }
+    const before = listTree(app)
 
-  const { sim, simUrl } = await startSimulator(t)
-  const credentialsFile = path.join(image, 'state', 'credentials.json')
-  const proxy = await startProxyProcess({
-    ...stage.env,
-    M2M_PROXY_PORT: '0',
-    M2M_PROXY_ADMIN_PORT: '0',
-    M2M_PROXY_UPSTREAM: simUrl,
-    M2M_PROXY_CREDENTIALS_FILE: credentialsFile
-  }, app, path.join(app, stage.cmd[1] ?? ''))
-  t.teardown(() => { proxy.child.kill('SIGKILL') })
-  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
-  t.match(proxy.proxyUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the proxy listener is on loopback as the image says')
-  t.match(proxy.adminUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'the admin listener on 0.0.0.0 as the image says')
-  const port = new URL(proxy.proxyUrl).port
-  const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`)
-  t.equal(answer.status, 200)
-  const external = Object.values(os.networkInterfaces()).flat().find((address) => address?.family === 'IPv4' && !address.internal)
-  if (external !== undefined) {
-    const refused = await fetch(`http://${external.address}:${port}/healthz`).then(() => 'answered', (error: Error & { cause?: { code?: string } }) => error.cause?.code)
-    t.equal(refused, 'ECONNREFUSED', `the proxy listener does not answer on ${external.address}`)
-    const adminHealth = await fetch(`http://${external.address}:${new URL(proxy.adminUrl).port}/healthz`)
-    t.equal(adminHealth.status, 200, `the admin listener answers on ${external.address} (probes by pod IP)`)
-  }
-  t.equal(sim.stats.logins, 1)
+    const { sim, simUrl } = await startSimulator(t)
+    const credentialsFile = path.join(image, 'state', 'credentials.json')
+    const proxy = await startProxyProcess(
+      {
+        ...stage.env,
+        M2M_PROXY_PORT: '0',
+        M2M_PROXY_ADMIN_PORT: '0',
+        M2M_PROXY_UPSTREAM: simUrl,
+        M2M_PROXY_CREDENTIALS_FILE: credentialsFile
+      },
+      app,
+      path.join(app, stage.cmd[1] ?? '')
+    )
+    t.teardown(() => {
+      proxy.child.kill('SIGKILL')
+    })
+    await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+    t.match(proxy.proxyUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the proxy listener is on loopback as the image says')
+    t.match(proxy.adminUrl, /^http:\/\/0\.0\.0\.0:\d+$/, 'the admin listener on 0.0.0.0 as the image says')
+    const port = new URL(proxy.proxyUrl).port
+    const answer = await fetch(`http://127.0.0.1:${port}/api/m2m/v1/accounts/${DEMO_ACCOUNT_NAME}`)
+    t.equal(answer.status, 200)
+    const external = Object.values(os.networkInterfaces())
+      .flat()
+      .find((address) => address?.family === 'IPv4' && !address.internal)
+    if (external !== undefined) {
+      const refused = await fetch(`http://${external.address}:${port}/healthz`).then(
+        () => 'answered',
+        (error: Error & { cause?: { code?: string } }) => error.cause?.code
+      )
+      t.equal(refused, 'ECONNREFUSED', `the proxy listener does not answer on ${external.address}`)
+      const adminHealth = await fetch(`http://${external.address}:${new URL(proxy.adminUrl).port}/healthz`)
+      t.equal(adminHealth.status, 200, `the admin listener answers on ${external.address} (probes by pod IP)`)
+    }
+    t.equal(sim.stats.logins, 1)
 
-  const adminPort = new URL(proxy.adminUrl).port
-  const health = await new Promise<number>((resolve) => {
-    execFile(process.execPath, stage.healthcheck.slice(1), { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
-      (error) => resolve(error === null ? 0 : Number(error.code ?? 1)))
-  })
-  t.equal(health, 0, 'the HEALTHCHECK command passes')
-  proxy.child.kill('SIGTERM')
-  t.equal((await proxy.exit).code, 0)
-  t.same(listTree(app), before, 'nothing written under the application directory (read-only root works)')
-  t.ok(fs.existsSync(path.join(image, 'state', 'login-guard.json')), 'state went to the volume')
-})
+    const adminPort = new URL(proxy.adminUrl).port
+    const health = await new Promise<number>((resolve) => {
+      execFile(
+        process.execPath,
+        stage.healthcheck.slice(1),
+        { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
+        (error) => resolve(error === null ? 0 : Number(error.code ?? 1))
+      )
+    })
+    t.equal(health, 0, 'the HEALTHCHECK command passes')
+    proxy.child.kill('SIGTERM')
+    t.equal((await proxy.exit).code, 0)
+    t.same(listTree(app), before, 'nothing written under the application directory (read-only root works)')
+    t.ok(fs.existsSync(path.join(image, 'state', 'login-guard.json')), 'state went to the volume')
+  }
+)
 
 function execFileSyncQuiet (command: string, args: string[], cwd: string): void {
   execFileSync(command, args, { cwd, stdio: 'ignore', timeout: 300_000 })

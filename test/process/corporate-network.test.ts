@@ -1,4 +1,5 @@
-// Corporate networks: egress through an HTTP CONNECT proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and extra CAs (NODE_EXTRA_CA_CERTS).
+// Corporate networks: egress through an HTTP CONNECT proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and extra CAs
+// (NODE_EXTRA_CA_CERTS).
 
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
@@ -9,20 +10,35 @@ import { startConnectProxy } from '../helpers/connect-proxy.js'
 import { startProxyProcess } from '../helpers/process.js'
 import { generateSelfSigned } from '../helpers/tls.js'
 
-t.test('HTTP_PROXY: token, login and data all go through the CONNECT proxy; its password is never logged', async (t) => {
-  const egress = await startConnectProxy(t)
-  const proxyWithAuth = egress.url.replace('http://', 'http://corp-user:corp-pass-123@')
-  const stack = await startStack(t, { env: { HTTP_PROXY: proxyWithAuth, HTTPS_PROXY: proxyWithAuth, M2M_PROXY_LOG_LEVEL: 'trace' } })
-  const answer = await stack.call('GET', ECHO_PATH)
-  t.equal(answer.status, 200)
-  const simPort = new URL(stack.simUrl).port
-  t.ok(egress.tunnels.length >= 1, `${egress.tunnels.length} tunnel(s) opened`)
-  t.ok(egress.tunnels.every((tunnel) => tunnel.target === `127.0.0.1:${simPort}`), 'to the upstream')
-  t.equal(egress.tunnels[0]?.authorization, `Basic ${Buffer.from('corp-user:corp-pass-123').toString('base64')}`, 'proxy credentials sent to the proxy')
-  t.equal(stack.sim.stats.logins, 1)
-  t.notOk(stack.logs.text.includes('corp-pass-123'), 'the egress password is not logged')
-  t.ok(stack.logs.entries().some((entry) => entry.msg === 'listening' && entry.egressProxy === egress.url), 'the egress proxy is logged without credentials')
-})
+t.test(
+  'HTTP_PROXY: token, login and data all go through the CONNECT proxy; its password is never logged',
+  async (t) => {
+    const egress = await startConnectProxy(t)
+    const proxyWithAuth = egress.url.replace('http://', 'http://corp-user:corp-pass-123@')
+    const stack = await startStack(t, {
+      env: { HTTP_PROXY: proxyWithAuth, HTTPS_PROXY: proxyWithAuth, M2M_PROXY_LOG_LEVEL: 'trace' }
+    })
+    const answer = await stack.call('GET', ECHO_PATH)
+    t.equal(answer.status, 200)
+    const simPort = new URL(stack.simUrl).port
+    t.ok(egress.tunnels.length >= 1, `${egress.tunnels.length} tunnel(s) opened`)
+    t.ok(
+      egress.tunnels.every((tunnel) => tunnel.target === `127.0.0.1:${simPort}`),
+      'to the upstream'
+    )
+    t.equal(
+      egress.tunnels[0]?.authorization,
+      `Basic ${Buffer.from('corp-user:corp-pass-123').toString('base64')}`,
+      'proxy credentials sent to the proxy'
+    )
+    t.equal(stack.sim.stats.logins, 1)
+    t.notOk(stack.logs.text.includes('corp-pass-123'), 'the egress password is not logged')
+    t.ok(
+      stack.logs.entries().some((entry) => entry.msg === 'listening' && entry.egressProxy === egress.url),
+      'the egress proxy is logged without credentials'
+    )
+  }
+)
 
 t.test('NO_PROXY bypasses the egress proxy', async (t) => {
   const egress = await startConnectProxy(t)
@@ -38,13 +54,19 @@ t.test('an unreachable egress proxy gives clear 503s, not a crash', async (t) =>
   t.equal(stack.sim.stats.tokenRequests, 0)
 })
 
-async function startHttpsSimulator (t: Test): Promise<{ url: string, certFile: string, sim: ReturnType<typeof buildSimulator> }> {
+async function startHttpsSimulator (
+  t: Test
+): Promise<{ url: string; certFile: string; sim: ReturnType<typeof buildSimulator> }> {
   const pair = generateSelfSigned(t)
   const sim = buildSimulator({ ...DEMO_CREDENTIALS, https: { key: pair.key, cert: pair.cert } })
   await sim.app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(() => sim.app.close())
   const address = sim.app.server.address()
-  return { url: `https://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, certFile: pair.certFile, sim }
+  return {
+    url: `https://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`,
+    certFile: pair.certFile,
+    sim
+  }
 }
 
 t.test('NODE_EXTRA_CA_CERTS: a private CA is trusted; without it the same upstream is refused', async (t) => {
@@ -54,15 +76,21 @@ t.test('NODE_EXTRA_CA_CERTS: a private CA is trusted; without it the same upstre
   const base = { M2M_PROXY_UPSTREAM: url, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json' }
 
   const untrusted = await startProxyProcess(base, dir)
-  t.teardown(() => { untrusted.child.kill('SIGKILL') })
-  const failure = await untrusted.waitFor((line) => typeof line.msg === 'string' && (line.msg.includes('OAuth') || line.msg.includes('login')))
+  t.teardown(() => {
+    untrusted.child.kill('SIGKILL')
+  })
+  const failure = await untrusted.waitFor(
+    (line) => typeof line.msg === 'string' && (line.msg.includes('OAuth') || line.msg.includes('login'))
+  )
   t.notMatch(String(failure.msg), /logged in/, 'verification on: no login without the CA')
   t.equal((await fetch(`${untrusted.proxyUrl}${ECHO_PATH}`)).status, 503)
   untrusted.child.kill('SIGKILL')
   t.equal(sim.stats.logins, 0)
 
   const trusted = await startProxyProcess({ ...base, NODE_EXTRA_CA_CERTS: path.join(dir, 'corporate-ca.pem') }, dir)
-  t.teardown(() => { trusted.child.kill('SIGKILL') })
+  t.teardown(() => {
+    trusted.child.kill('SIGKILL')
+  })
   await trusted.waitFor((line) => line.msg === 'logged in to ThingSpace')
   const answer = await fetch(`${trusted.proxyUrl}${ECHO_PATH}`)
   t.equal(answer.status, 200, 'trusted through the extra CA')
@@ -73,13 +101,18 @@ t.test('HTTPS_PROXY to an HTTPS upstream: TLS inside the tunnel is verified agai
   const { url, certFile, sim } = await startHttpsSimulator(t)
   const egress = await startConnectProxy(t)
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
-  const proxy = await startProxyProcess({
-    M2M_PROXY_UPSTREAM: url,
-    M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
-    HTTPS_PROXY: egress.url,
-    NODE_EXTRA_CA_CERTS: certFile
-  }, dir)
-  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  const proxy = await startProxyProcess(
+    {
+      M2M_PROXY_UPSTREAM: url,
+      M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+      HTTPS_PROXY: egress.url,
+      NODE_EXTRA_CA_CERTS: certFile
+    },
+    dir
+  )
+  t.teardown(() => {
+    proxy.child.kill('SIGKILL')
+  })
   await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
   t.equal((await fetch(`${proxy.proxyUrl}${ECHO_PATH}`)).status, 200)
   t.ok(egress.tunnels.length >= 1, 'through the tunnel')

@@ -15,30 +15,56 @@ const execFileAsync = promisify(execFile)
 interface Demo {
   /** Resolves with everything written to stdout once the demo's screen text is there. */
   started: Promise<string>
-  exit: Promise<{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }>
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>
   kill: (signal: NodeJS.Signals) => void
 }
 
 /** The demo with every port from the environment (0: free ones) and its temporary directory under `tmp`. */
 function runDemo (tmp: string, env: Record<string, string> = {}): Demo {
   const child = spawn(process.execPath, [DEMO], {
-    env: { PATH: process.env.PATH ?? '', TMPDIR: tmp, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_DEMO_SIMULATOR_PORT: '0', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      TMPDIR: tmp,
+      M2M_PROXY_PORT: '0',
+      M2M_PROXY_ADMIN_PORT: '0',
+      M2M_DEMO_SIMULATOR_PORT: '0',
+      ...env
+    },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let stdout = ''
   let stderr = ''
   let onOutput = (): void => {}
-  child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString(); onOutput() })
-  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const exit = new Promise<{ code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }>((resolve) => {
-    child.on('close', (code, signal) => { resolve({ code, signal, stdout, stderr }) })
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString()
+    onOutput()
   })
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
+    (resolve) => {
+      child.on('close', (code, signal) => {
+        resolve({ code, signal, stdout, stderr })
+      })
+    }
+  )
   const started = new Promise<string>((resolve, reject) => {
-    onOutput = () => { if (stdout.includes('Ctrl-C stops both.')) resolve(stdout) }
-    void exit.then(({ code }) => { reject(new Error(`the demo exited (${code}) before it started: ${stderr}`)) })
+    onOutput = () => {
+      if (stdout.includes('Ctrl-C stops both.')) resolve(stdout)
+    }
+    void exit.then(({ code }) => {
+      reject(new Error(`the demo exited (${code}) before it started: ${stderr}`))
+    })
   })
   started.catch(() => {}) // only awaited when it is expected to start
-  return { started, exit, kill: (signal) => { child.kill(signal) } }
+  return {
+    started,
+    exit,
+    kill: (signal) => {
+      child.kill(signal)
+    }
+  }
 }
 
 function demoDirectories (tmp: string): string[] {
@@ -56,15 +82,23 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   t.test(`the printed admin curl answers 200; after ${signal} the temporary directory is gone`, async (t) => {
     const tmp = t.testdir({})
     const demo = runDemo(tmp)
-    t.teardown(() => { demo.kill('SIGKILL') })
+    t.teardown(() => {
+      demo.kill('SIGKILL')
+    })
     const screen = await demo.started
     t.equal(demoDirectories(tmp).length, 1, 'one temporary directory while it runs')
 
-    const curl = /^ {2}(curl -s -H 'Authorization: Bearer ([0-9a-f]{48})' (http:\/\/127\.0\.0\.1:\d+)\/admin\/session)$/m.exec(screen)
+    const curl =
+      /^ {2}(curl -s -H 'Authorization: Bearer ([0-9a-f]{48})' (http:\/\/127\.0\.0\.1:\d+)\/admin\/session)$/m.exec(
+        screen
+      )
     t.ok(curl, 'one admin curl printed, with its token')
     const [, , token = '', adminUrl = ''] = curl ?? []
     // As printed, through a shell, when curl is there; otherwise the same request with fetch.
-    const hasCurl = await execFileAsync('sh', ['-c', 'command -v curl']).then(() => true, () => false)
+    const hasCurl = await execFileAsync('sh', ['-c', 'command -v curl']).then(
+      () => true,
+      () => false
+    )
     if (hasCurl) {
       const { stdout } = await execFileAsync('sh', ['-c', `${curl?.[1] ?? ''} -w '\\n%{http_code}'`])
       const status = stdout.trim().split('\n').at(-1)
@@ -81,7 +115,10 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     t.same(demoDirectories(tmp), [], 'temporary directory removed')
     const logLines = exit.stdout.split('\n').filter((line) => line.startsWith('{'))
     t.ok(logLines.length > 0, 'log lines on stdout')
-    t.notOk(logLines.some((line) => line.includes(token)), 'the admin token is in no log line')
+    t.notOk(
+      logLines.some((line) => line.includes(token)),
+      'the admin token is in no log line'
+    )
   })
 }
 

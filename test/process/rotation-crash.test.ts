@@ -12,8 +12,11 @@ import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
 const TRIALS = 24
 
-/** Starts the built proxy and resolves with its admin URL once it has logged in; killed at the end of `t` whatever happens. */
-function startProxyProcess (t: Test, simUrl: string, dir: string): Promise<{ child: ChildProcess, adminUrl: string }> {
+/**
+ * Starts the built proxy and resolves with its admin URL once it has logged in; killed at the end of `t` whatever
+ * happens.
+ */
+function startProxyProcess (t: Test, simUrl: string, dir: string): Promise<{ child: ChildProcess; adminUrl: string }> {
   const child = spawn(process.execPath, [MAIN], {
     cwd: dir,
     env: {
@@ -26,7 +29,9 @@ function startProxyProcess (t: Test, simUrl: string, dir: string): Promise<{ chi
     },
     stdio: ['ignore', 'pipe', 'inherit']
   })
-  t.teardown(() => { child.kill('SIGKILL') })
+  t.teardown(() => {
+    child.kill('SIGKILL')
+  })
   return new Promise((resolve, reject) => {
     let output = ''
     let adminUrl: string | undefined
@@ -58,7 +63,10 @@ t.test(`SIGKILL during ${TRIALS} rotations: the credentials file always holds a 
       const dir = t.testdir({ 'credentials.json': original })
       const { child, adminUrl } = await startProxyProcess(t, simUrl, dir)
       const exited = new Promise((resolve) => child.once('exit', resolve))
-      fetch(`${adminUrl}/admin/password/rotate`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }).catch(() => {})
+      fetch(`${adminUrl}/admin/password/rotate`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` }
+      }).catch(() => {})
       await sleep(killAfterMs)
       child.kill('SIGKILL')
       await exited
@@ -71,11 +79,22 @@ t.test(`SIGKILL during ${TRIALS} rotations: the credentials file always holds a 
         document = undefined
       }
       t.ok(document !== undefined, `parsable (${content.length} bytes)`)
-      t.match(document, { username: DEMO_CREDENTIALS.username, clientId: DEMO_CREDENTIALS.clientId, clientSecret: DEMO_CREDENTIALS.clientSecret, note: `trial ${trial}` }, 'every field kept')
+      t.match(
+        document,
+        {
+          username: DEMO_CREDENTIALS.username,
+          clientId: DEMO_CREDENTIALS.clientId,
+          clientSecret: DEMO_CREDENTIALS.clientSecret,
+          note: `trial ${trial}`
+        },
+        'every field kept'
+      )
       const password = document?.password
       t.ok(password === DEMO_CREDENTIALS.password || password === sim.password, 'the old or the new password, whole')
       // The one window no local write can close: killed after ThingSpace answered, before the file was written.
-      if (password === DEMO_CREDENTIALS.password && sim.stats.passwordResets > 0) t.comment('ThingSpace reset the password, the kill came before the file was written')
+      if (password === DEMO_CREDENTIALS.password && sim.stats.passwordResets > 0) {
+        t.comment('ThingSpace reset the password, the kill came before the file was written')
+      }
       if (content !== original) t.equal(fs.statSync(file).mode & 0o777, 0o600, 'a rewritten file is 0600')
     })
   }

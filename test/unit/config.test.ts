@@ -34,7 +34,10 @@ function load (env: Record<string, string>, files: Record<string, string> = {}):
 }
 
 /** Runs `fn`, which must throw a ConfigError, and returns that error. */
-function withConfigFile (content: unknown, env: Record<string, string> = CREDS): { env: Record<string, string>, files: Record<string, string> } {
+function withConfigFile (
+  content: unknown,
+  env: Record<string, string> = CREDS
+): { env: Record<string, string>; files: Record<string, string> } {
   return {
     env: { ...env, M2M_PROXY_CONFIG: 'proxy.json' },
     files: { [path.join(CWD, 'proxy.json')]: typeof content === 'string' ? content : JSON.stringify(content) }
@@ -43,7 +46,11 @@ function withConfigFile (content: unknown, env: Record<string, string> = CREDS):
 
 t.test('M2M_PROXY_LOG_BUFFER_BYTES is 0 to 16383 (sonic-boom writes at most 16 KiB at once)', async (t) => {
   for (const bad of ['-1', '16384', '4k']) {
-    t.equal(configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: bad })).setting, 'M2M_PROXY_LOG_BUFFER_BYTES', `value ${bad}`)
+    t.equal(
+      configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: bad })).setting,
+      'M2M_PROXY_LOG_BUFFER_BYTES',
+      `value ${bad}`
+    )
   }
   t.equal(load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: '0' }).logBufferBytes, 0)
   t.equal(load({ ...CREDS, M2M_PROXY_LOG_BUFFER_BYTES: '16383' }).logBufferBytes, 16383)
@@ -67,7 +74,18 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.same(config.forwardPrefixes, ['/api/'], 'every ThingSpace API family on the upstream host')
   t.equal(config.requestTimeoutMs, 30000)
   t.equal(config.maxConnections, 4096)
-  t.same([config.maxInFlight, config.maxQueued, config.queueTimeoutMs, config.bodyMemoryBytes, config.maxPipelined, config.upstreamConnections], [128, 4096, 30000, 32 * 1024 * 1024, 8, 128], 'the admission defaults')
+  t.same(
+    [
+      config.maxInFlight,
+      config.maxQueued,
+      config.queueTimeoutMs,
+      config.bodyMemoryBytes,
+      config.maxPipelined,
+      config.upstreamConnections
+    ],
+    [128, 4096, 30000, 32 * 1024 * 1024, 8, 128],
+    'the admission defaults'
+  )
   t.equal(config.adminMaxConnections, 256)
   t.equal(config.idleConnectionTimeoutMs, 5000, 'a connection that sends nothing is closed after seconds')
   t.equal(config.adminToken, undefined)
@@ -78,15 +96,18 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
 })
 
 t.test('environment overrides the config file, which overrides defaults', async (t) => {
-  const { env, files } = withConfigFile({
-    '// about': 'comment keys start with //',
-    '//port': 'also a comment',
-    port: 8081,
-    sessionIdleSeconds: 600,
-    logLevel: 'debug',
-    upstream: 'http://127.0.0.1:9999',
-    maxLoginFailures: 3
-  }, { ...CREDS, M2M_PROXY_PORT: '8082', M2M_PROXY_MAX_LOGIN_FAILURES: '1' })
+  const { env, files } = withConfigFile(
+    {
+      '// about': 'comment keys start with //',
+      '//port': 'also a comment',
+      port: 8081,
+      sessionIdleSeconds: 600,
+      logLevel: 'debug',
+      upstream: 'http://127.0.0.1:9999',
+      maxLoginFailures: 3
+    },
+    { ...CREDS, M2M_PROXY_PORT: '8082', M2M_PROXY_MAX_LOGIN_FAILURES: '1' }
+  )
   const fs = fakeFs(files)
   const config = createConfig({ env, readTextFile: fs.readTextFile, cwd: CWD })
   t.equal(config.port, 8082, 'environment wins over the file')
@@ -189,7 +210,11 @@ t.test('ports 0 (ephemeral) and 65535 are accepted', async (t) => {
 })
 
 t.test('a missing credentials file setting says how to configure and points to npm run demo', async (t) => {
-  const envs: Array<Record<string, string>> = [{}, { M2M_PROXY_CREDENTIALS_FILE: '' }, { M2M_PROXY_CREDENTIALS_FILE: '   ' }]
+  const envs: Array<Record<string, string>> = [
+    {},
+    { M2M_PROXY_CREDENTIALS_FILE: '' },
+    { M2M_PROXY_CREDENTIALS_FILE: '   ' }
+  ]
   for (const env of envs) {
     let error: ConfigError
     try {
@@ -217,7 +242,10 @@ t.test('M2M_PROXY_MAX_LOGIN_FAILURES must be 1 to 4', async (t) => {
 
 t.test('an upstream URL with user info is rejected without echoing the password', async (t) => {
   const password = 'Sup3rS3cretPassw0rd'
-  for (const upstream of [`https://alice:${password}@thingspace.verizon.com`, `https://:${password}@thingspace.verizon.com/`]) {
+  for (const upstream of [
+    `https://alice:${password}@thingspace.verizon.com`,
+    `https://:${password}@thingspace.verizon.com/`
+  ]) {
     const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }))
     t.equal(error.setting, 'M2M_PROXY_UPSTREAM')
     t.notOk(printed(error).includes(password), 'the password is not printed')
@@ -232,7 +260,11 @@ t.test('an upstream URL with user info is rejected without echoing the password'
 
 t.test('an unparseable upstream URL with user info does not echo the password', async (t) => {
   const password = 'Sup3rS3cretPassw0rd'
-  for (const upstream of [`https://alice:${password}@thingspace.verizon.com:99999`, `https://alice:${password}@`, `https://alice:${password}@thing space.com`]) {
+  for (const upstream of [
+    `https://alice:${password}@thingspace.verizon.com:99999`,
+    `https://alice:${password}@`,
+    `https://alice:${password}@thing space.com`
+  ]) {
     const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }))
     t.equal(error.setting, 'M2M_PROXY_UPSTREAM')
     t.notOk(printed(error).includes(password), `the password is not printed for ${upstream.replace(password, '***')}`)
@@ -240,16 +272,30 @@ t.test('an unparseable upstream URL with user info does not echo the password', 
 })
 
 t.test('an upstream with a path, query or fragment, or not http(s), is rejected', async (t) => {
-  for (const bad of ['https://thingspace.verizon.com/api', 'https://thingspace.verizon.com/api/m2m/', 'https://thingspace.verizon.com?x=1', 'https://thingspace.verizon.com/#top', 'ftp://thingspace.verizon.com', 'thingspace.verizon.com', 'not a url']) {
+  for (const bad of [
+    'https://thingspace.verizon.com/api',
+    'https://thingspace.verizon.com/api/m2m/',
+    'https://thingspace.verizon.com?x=1',
+    'https://thingspace.verizon.com/#top',
+    'ftp://thingspace.verizon.com',
+    'thingspace.verizon.com',
+    'not a url'
+  ]) {
     const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: bad }))
     t.equal(error.setting, 'M2M_PROXY_UPSTREAM', bad)
   }
 })
 
 t.test('a valid upstream is normalised to its origin', async (t) => {
-  t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'https://staging.thingspace.verizon.com/' }).upstream, 'https://staging.thingspace.verizon.com')
+  t.equal(
+    load({ ...CREDS, M2M_PROXY_UPSTREAM: 'https://staging.thingspace.verizon.com/' }).upstream,
+    'https://staging.thingspace.verizon.com'
+  )
   t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'http://127.0.0.1:4010' }).upstream, 'http://127.0.0.1:4010')
-  t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: 'HTTPS://ThingSpace.Verizon.com:443' }).upstream, 'https://thingspace.verizon.com')
+  t.equal(
+    load({ ...CREDS, M2M_PROXY_UPSTREAM: 'HTTPS://ThingSpace.Verizon.com:443' }).upstream,
+    'https://thingspace.verizon.com'
+  )
 })
 
 t.test('stateDir defaults to the credentials file directory, absolute; M2M_PROXY_STATE_DIR overrides', async (t) => {
@@ -288,14 +334,20 @@ t.test('a short admin token in the config file is not printed either', async (t)
 t.test('the admin token file is read relative to cwd and trimmed', async (t) => {
   const token = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6'
   const fs = fakeFs({ [path.join(CWD, 'admin.token')]: `  ${token}\n\n` })
-  const config = createConfig({ env: { ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' }, readTextFile: fs.readTextFile, cwd: CWD })
+  const config = createConfig({
+    env: { ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' },
+    readTextFile: fs.readTextFile,
+    cwd: CWD
+  })
   t.equal(config.adminToken, token)
   t.same(fs.reads, [path.join(CWD, 'admin.token')])
 })
 
 t.test('a short token in the admin token file names M2M_PROXY_ADMIN_TOKEN_FILE and is not printed', async (t) => {
   const token = 'too-short-token'
-  const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: '/run/secrets/admin' }, { '/run/secrets/admin': `${token}\n` }))
+  const error = configErrorOf(() =>
+    load({ ...CREDS, M2M_PROXY_ADMIN_TOKEN_FILE: '/run/secrets/admin' }, { '/run/secrets/admin': `${token}\n` })
+  )
   t.equal(error.setting, 'M2M_PROXY_ADMIN_TOKEN_FILE')
   t.notOk(printed(error).includes(token))
 })
@@ -308,10 +360,12 @@ t.test('an unreadable admin token file names M2M_PROXY_ADMIN_TOKEN_FILE', async 
 
 t.test('setting both the admin token and the token file is an error', async (t) => {
   const token = 'c'.repeat(32)
-  const error = configErrorOf(() => load(
-    { ...CREDS, M2M_PROXY_ADMIN_TOKEN: token, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' },
-    { [path.join(CWD, 'admin.token')]: 'd'.repeat(32) }
-  ))
+  const error = configErrorOf(() =>
+    load(
+      { ...CREDS, M2M_PROXY_ADMIN_TOKEN: token, M2M_PROXY_ADMIN_TOKEN_FILE: 'admin.token' },
+      { [path.join(CWD, 'admin.token')]: 'd'.repeat(32) }
+    )
+  )
   t.match(error.setting, /^M2M_PROXY_ADMIN_TOKEN/)
   t.match(error.message, 'M2M_PROXY_ADMIN_TOKEN_FILE')
   t.notOk(printed(error).includes(token))
@@ -349,48 +403,87 @@ t.test('other numeric settings are range-checked', async (t) => {
   t.equal(load({ ...CREDS, M2M_PROXY_BODY_LIMIT_BYTES: '2048' }).bodyLimitBytes, 2048)
 })
 
-t.test('M2M_PROXY_ALLOWED_HOSTS: comma-separated host names, lower-cased; ports, schemes and wildcards refused', async (t) => {
-  t.same(load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: ' m2m-session-proxy , Proxy.Internal.,my_service,' }).allowedHosts, ['m2m-session-proxy', 'proxy.internal', 'my_service'])
-  t.same(load(withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).env, withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).files).allowedHosts, ['a.example', 'b'], 'a JSON array in the config file')
-  for (const value of ['proxy:8080', 'http://proxy', '*.example.com', 'a b', 'proxy/x', '-proxy.example']) {
-    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: value }), value)
-    t.equal(error.setting, 'M2M_PROXY_ALLOWED_HOSTS', value)
-    t.match(error.problem, /host names without port or scheme/)
+t.test(
+  'M2M_PROXY_ALLOWED_HOSTS: comma-separated host names, lower-cased; ports, schemes and wildcards refused',
+  async (t) => {
+    t.same(
+      load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: ' m2m-session-proxy , Proxy.Internal.,my_service,' }).allowedHosts,
+      ['m2m-session-proxy', 'proxy.internal', 'my_service']
+    )
+    t.same(
+      load(
+        withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).env,
+        withConfigFile({ credentialsFile: 'c.json', allowedHosts: ['a.example', 'b'] }, {}).files
+      ).allowedHosts,
+      ['a.example', 'b'],
+      'a JSON array in the config file'
+    )
+    for (const value of ['proxy:8080', 'http://proxy', '*.example.com', 'a b', 'proxy/x', '-proxy.example']) {
+      const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ALLOWED_HOSTS: value }), value)
+      t.equal(error.setting, 'M2M_PROXY_ALLOWED_HOSTS', value)
+      t.match(error.problem, /host names without port or scheme/)
+    }
   }
-})
+)
 
-t.test('M2M_PROXY_FORWARD_PREFIXES: comma-separated prefixes under /api/, put in one spelling at start-up', async (t) => {
-  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: ' /api/m2m , /api/loc/v1/,/api/fota/v3,' }).forwardPrefixes, ['/api/m2m/', '/api/loc/v1/', '/api/fota/v3/'])
-  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api/m2m/,/api/m2m/v1,/api/m2m' }).forwardPrefixes, ['/api/m2m/'], 'duplicates and nested prefixes dropped')
-  t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api' }).forwardPrefixes, ['/api/'])
-  const fromFile = withConfigFile({ credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', '/api/diagnostics/v1'] }, {})
-  t.same(load(fromFile.env, fromFile.files).forwardPrefixes, ['/api/m2m/', '/api/diagnostics/v1/'], 'a JSON array in the config file')
-  const refused: Array<[string, RegExp]> = [
-    ['/', /not under \/api\//],
-    ['/api/m2m,/admin', /"\/admin" is not under \/api\//],
-    ['/apix', /not under \/api\//],
-    ['api/m2m', /not under \/api\//],
-    ['https://thingspace.verizon.com/api/m2m', /not under \/api\//],
-    ['/api/m2m/../../admin', /contains "\.\."/],
-    ['/api/%2e%2e', /% escape/],
-    ['/api/m2m%2fv1', /% escape/],
-    ['/api//m2m', /empty segment/],
-    ['/api/m2m?x=1', /segments are made of/],
-    ['/api/m2m;jsessionid=1', /segments are made of/],
-    ['/api/ts/v1/oauth2/token', /answers itself/],
-    [',', /at least one path prefix/],
-    [' , ', /at least one path prefix/]
-  ]
-  for (const [value, problem] of refused) {
-    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: value }), value)
-    t.equal(error.setting, 'M2M_PROXY_FORWARD_PREFIXES', value)
-    t.match(error.problem, problem, value)
-    t.notMatch(error.message, /\n/, `${value}: one line`)
+t.test(
+  'M2M_PROXY_FORWARD_PREFIXES: comma-separated prefixes under /api/, put in one spelling at start-up',
+  async (t) => {
+    t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: ' /api/m2m , /api/loc/v1/,/api/fota/v3,' }).forwardPrefixes, [
+      '/api/m2m/',
+      '/api/loc/v1/',
+      '/api/fota/v3/'
+    ])
+    t.same(
+      load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api/m2m/,/api/m2m/v1,/api/m2m' }).forwardPrefixes,
+      ['/api/m2m/'],
+      'duplicates and nested prefixes dropped'
+    )
+    t.same(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '/api' }).forwardPrefixes, ['/api/'])
+    const fromFile = withConfigFile(
+      { credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', '/api/diagnostics/v1'] },
+      {}
+    )
+    t.same(
+      load(fromFile.env, fromFile.files).forwardPrefixes,
+      ['/api/m2m/', '/api/diagnostics/v1/'],
+      'a JSON array in the config file'
+    )
+    const refused: Array<[string, RegExp]> = [
+      ['/', /not under \/api\//],
+      ['/api/m2m,/admin', /"\/admin" is not under \/api\//],
+      ['/apix', /not under \/api\//],
+      ['api/m2m', /not under \/api\//],
+      ['https://thingspace.verizon.com/api/m2m', /not under \/api\//],
+      ['/api/m2m/../../admin', /contains "\.\."/],
+      ['/api/%2e%2e', /% escape/],
+      ['/api/m2m%2fv1', /% escape/],
+      ['/api//m2m', /empty segment/],
+      ['/api/m2m?x=1', /segments are made of/],
+      ['/api/m2m;jsessionid=1', /segments are made of/],
+      ['/api/ts/v1/oauth2/token', /answers itself/],
+      [',', /at least one path prefix/],
+      [' , ', /at least one path prefix/]
+    ]
+    for (const [value, problem] of refused) {
+      const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: value }), value)
+      t.equal(error.setting, 'M2M_PROXY_FORWARD_PREFIXES', value)
+      t.match(error.problem, problem, value)
+      t.notMatch(error.message, /\n/, `${value}: one line`)
+    }
+    const badFile = withConfigFile({ credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', 42] }, {})
+    t.match(
+      configErrorOf(() => load(badFile.env, badFile.files)).setting,
+      /^M2M_PROXY_FORWARD_PREFIXES \(key "forwardPrefixes"/,
+      'a non-string in the file'
+    )
+    t.equal(
+      load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '' }).forwardPrefixes[0],
+      '/api/',
+      'empty: the default, as for every setting'
+    )
   }
-  const badFile = withConfigFile({ credentialsFile: 'c.json', forwardPrefixes: ['/api/m2m', 42] }, {})
-  t.match(configErrorOf(() => load(badFile.env, badFile.files)).setting, /^M2M_PROXY_FORWARD_PREFIXES \(key "forwardPrefixes"/, 'a non-string in the file')
-  t.equal(load({ ...CREDS, M2M_PROXY_FORWARD_PREFIXES: '' }).forwardPrefixes[0], '/api/', 'empty: the default, as for every setting')
-})
+)
 
 t.test('ConfigError messages are one line: setting, then problem', async (t) => {
   const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: 'abc' }))
@@ -400,27 +493,30 @@ t.test('ConfigError messages are one line: setting, then problem', async (t) => 
   t.notMatch(error.message, /\n/)
 })
 
-t.test('an unknown M2M_PROXY_* variable is refused, naming the closest known name (a misspelling must not be ignored)', async (t) => {
-  const cases: Array<[string, string, string]> = [
-    ['M2M_PROXY_PORTT', '18000', 'M2M_PROXY_PORT'],
-    ['M2M_PROXY_UPSTRAEM', 'https://staging.example.com', 'M2M_PROXY_UPSTREAM'],
-    ['M2M_PROXY_LOGOUT_ON_SHUTDOWNN', 'off-please', 'M2M_PROXY_LOGOUT_ON_SHUTDOWN'],
-    ['m2m_proxy_port', '18000', 'M2M_PROXY_PORT'],
-    ['M2M_PROXY_CONFIG_FILE', 'proxy.json', 'M2M_PROXY_CONFIG'],
-    ['M2M_PROXY_ADMINTOKEN', '', 'M2M_PROXY_ADMIN_TOKEN']
-  ]
-  for (const [name, value, closest] of cases) {
-    const error = configErrorOf(() => load({ ...CREDS, [name]: value }), name)
-    t.equal(error.setting, name, name)
-    t.match(error.message, `unknown variable, did you mean ${closest}?`, name)
-    t.notMatch(error.message, /\n/, 'one line')
-    if (value !== '') t.notOk(printed(error).includes(value), 'the value is not echoed (it may be a secret)')
+t.test(
+  'an unknown M2M_PROXY_* variable is refused, naming the closest known name (a misspelling must not be ignored)',
+  async (t) => {
+    const cases: Array<[string, string, string]> = [
+      ['M2M_PROXY_PORTT', '18000', 'M2M_PROXY_PORT'],
+      ['M2M_PROXY_UPSTRAEM', 'https://staging.example.com', 'M2M_PROXY_UPSTREAM'],
+      ['M2M_PROXY_LOGOUT_ON_SHUTDOWNN', 'off-please', 'M2M_PROXY_LOGOUT_ON_SHUTDOWN'],
+      ['m2m_proxy_port', '18000', 'M2M_PROXY_PORT'],
+      ['M2M_PROXY_CONFIG_FILE', 'proxy.json', 'M2M_PROXY_CONFIG'],
+      ['M2M_PROXY_ADMINTOKEN', '', 'M2M_PROXY_ADMIN_TOKEN']
+    ]
+    for (const [name, value, closest] of cases) {
+      const error = configErrorOf(() => load({ ...CREDS, [name]: value }), name)
+      t.equal(error.setting, name, name)
+      t.match(error.message, `unknown variable, did you mean ${closest}?`, name)
+      t.notMatch(error.message, /\n/, 'one line')
+      if (value !== '') t.notOk(printed(error).includes(value), 'the value is not echoed (it may be a secret)')
+    }
+    const both = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORTT: '1', M2M_PROXY_ADMIN_PROT: '2' }))
+    t.equal(both.setting, 'M2M_PROXY_ADMIN_PROT, M2M_PROXY_PORTT', 'every unknown name is listed at once')
+    t.match(both.message, 'M2M_PROXY_ADMIN_PROT: did you mean M2M_PROXY_ADMIN_PORT?')
+    t.match(both.message, 'M2M_PROXY_PORTT: did you mean M2M_PROXY_PORT?')
   }
-  const both = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORTT: '1', M2M_PROXY_ADMIN_PROT: '2' }))
-  t.equal(both.setting, 'M2M_PROXY_ADMIN_PROT, M2M_PROXY_PORTT', 'every unknown name is listed at once')
-  t.match(both.message, 'M2M_PROXY_ADMIN_PROT: did you mean M2M_PROXY_ADMIN_PORT?')
-  t.match(both.message, 'M2M_PROXY_PORTT: did you mean M2M_PROXY_PORT?')
-})
+)
 
 t.test('every documented variable is known, and other prefixes are left alone', async (t) => {
   const env: Record<string, string> = { ...CREDS, M2M_DEMO_SIMULATOR_PORT: '4010', HTTPS_PROXY: '', PATH: '/usr/bin' }
@@ -445,74 +541,110 @@ function serviceLinks (service: string, port = 8080, ip = '10.0.0.7'): Record<st
   }
 }
 
-t.test('Kubernetes service links of a Service "m2m-proxy": M2M_PROXY_PORT=tcp://... is explained with both fixes', async (t) => {
-  const error = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy') }))
-  t.equal(error.setting, 'M2M_PROXY_PORT')
-  t.match(error.message, '"tcp://10.0.0.7:8080"')
-  t.match(error.message, /Kubernetes .*Service "m2m-proxy"/)
-  t.match(error.message, /service links: .*M2M_PROXY_SERVICE_HOST/)
-  t.match(error.message, 'enableServiceLinks: false')
-  t.match(error.message, /rename that Service .*m2m-proxy/)
-  t.notMatch(error.message, /\n/, 'one line')
-  const admin = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy-admin', 9090) }))
-  t.equal(admin.setting, 'M2M_PROXY_ADMIN_PORT', 'a Service "m2m-proxy-admin" collides with M2M_PROXY_ADMIN_PORT')
-  t.match(admin.message, 'Service "m2m-proxy-admin"')
-})
+t.test(
+  'Kubernetes service links of a Service "m2m-proxy": M2M_PROXY_PORT=tcp://... is explained with both fixes',
+  async (t) => {
+    const error = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy') }))
+    t.equal(error.setting, 'M2M_PROXY_PORT')
+    t.match(error.message, '"tcp://10.0.0.7:8080"')
+    t.match(error.message, /Kubernetes .*Service "m2m-proxy"/)
+    t.match(error.message, /service links: .*M2M_PROXY_SERVICE_HOST/)
+    t.match(error.message, 'enableServiceLinks: false')
+    t.match(error.message, /rename that Service .*m2m-proxy/)
+    t.notMatch(error.message, /\n/, 'one line')
+    const admin = configErrorOf(() => load({ ...CREDS, ...serviceLinks('m2m-proxy-admin', 9090) }))
+    t.equal(admin.setting, 'M2M_PROXY_ADMIN_PORT', 'a Service "m2m-proxy-admin" collides with M2M_PROXY_ADMIN_PORT')
+    t.match(admin.message, 'Service "m2m-proxy-admin"')
+  }
+)
 
-t.test('Kubernetes service links are ignored when M2M_PROXY_PORT is set by the pod spec (container env wins over links)', async (t) => {
-  const config = load({ ...CREDS, ...serviceLinks('m2m-proxy'), ...serviceLinks('m2m-proxy-metrics', 9102), M2M_PROXY_PORT: '8181' })
-  t.equal(config.port, 8181)
-  t.equal(config.adminPort, 9090)
-  for (const proto of ['UDP', 'SCTP']) {
-    const links = { M2M_PROXY_SERVICE_HOST: '10.0.0.7', M2M_PROXY_SERVICE_PORT: '53', [`M2M_PROXY_PORT_53_${proto}`]: `${proto.toLowerCase()}://10.0.0.7:53`, [`M2M_PROXY_PORT_53_${proto}_ADDR`]: '10.0.0.7' }
-    t.equal(load({ ...CREDS, ...links }).port, 8080, proto)
+t.test(
+  'Kubernetes service links are ignored when M2M_PROXY_PORT is set by the pod spec (container env wins over links)',
+  async (t) => {
+    const config = load({
+      ...CREDS,
+      ...serviceLinks('m2m-proxy'),
+      ...serviceLinks('m2m-proxy-metrics', 9102),
+      M2M_PROXY_PORT: '8181'
+    })
+    t.equal(config.port, 8181)
+    t.equal(config.adminPort, 9090)
+    for (const proto of ['UDP', 'SCTP']) {
+      const links = {
+        M2M_PROXY_SERVICE_HOST: '10.0.0.7',
+        M2M_PROXY_SERVICE_PORT: '53',
+        [`M2M_PROXY_PORT_53_${proto}`]: `${proto.toLowerCase()}://10.0.0.7:53`,
+        [`M2M_PROXY_PORT_53_${proto}_ADDR`]: '10.0.0.7'
+      }
+      t.equal(load({ ...CREDS, ...links }).port, 8080, proto)
+    }
   }
-})
+)
 
-t.test('service-link-shaped names without the Service pair, and a tcp:// port without links, are not taken for links', async (t) => {
-  const lone = configErrorOf(() => load({ ...CREDS, M2M_PROXY_SERVICE_PORT: '18000' }))
-  t.equal(lone.setting, 'M2M_PROXY_SERVICE_PORT', 'M2M_PROXY_SERVICE_PORT alone is a misspelling, not a link')
-  t.match(lone.message, 'unknown variable')
-  const url = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: 'tcp://10.0.0.7:8080' }))
-  t.equal(url.setting, 'M2M_PROXY_PORT')
-  t.match(url.message, 'must be an integer')
-})
+t.test(
+  'service-link-shaped names without the Service pair, and a tcp:// port without links, are not taken for links',
+  async (t) => {
+    const lone = configErrorOf(() => load({ ...CREDS, M2M_PROXY_SERVICE_PORT: '18000' }))
+    t.equal(lone.setting, 'M2M_PROXY_SERVICE_PORT', 'M2M_PROXY_SERVICE_PORT alone is a misspelling, not a link')
+    t.match(lone.message, 'unknown variable')
+    const url = configErrorOf(() => load({ ...CREDS, M2M_PROXY_PORT: 'tcp://10.0.0.7:8080' }))
+    t.equal(url.setting, 'M2M_PROXY_PORT')
+    t.match(url.message, 'must be an integer')
+  }
+)
 
-t.test('M2M_PROXY_LOGOUT_ON_SHUTDOWN: one documented set of spellings, the same in the file, named in the message', async (t) => {
-  for (const value of ['true', 'TRUE', 'yes', 'Yes', 'on', '1', ' true ']) {
-    t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, true, value)
+t.test(
+  'M2M_PROXY_LOGOUT_ON_SHUTDOWN: one documented set of spellings, the same in the file, named in the message',
+  async (t) => {
+    for (const value of ['true', 'TRUE', 'yes', 'Yes', 'on', '1', ' true ']) {
+      t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, true, value)
+    }
+    for (const value of ['false', 'no', 'NO', 'off', '0']) {
+      t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, false, value)
+    }
+    for (const value of [false, 'no', 0, 'off']) {
+      const { env, files } = withConfigFile({ logoutOnShutdown: value })
+      t.equal(load(env, files).logoutOnShutdown, false, `file value ${JSON.stringify(value)}`)
+    }
+    for (const bad of ['maybe', 'y', 'enabled', '2']) {
+      const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: bad }), bad)
+      t.equal(error.setting, 'M2M_PROXY_LOGOUT_ON_SHUTDOWN')
+      t.match(error.problem, 'true, yes, on, 1', 'the accepted spellings are named')
+      t.match(error.problem, 'false, no, off, 0')
+    }
   }
-  for (const value of ['false', 'no', 'NO', 'off', '0']) {
-    t.equal(load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: value }).logoutOnShutdown, false, value)
-  }
-  for (const value of [false, 'no', 0, 'off']) {
-    const { env, files } = withConfigFile({ logoutOnShutdown: value })
-    t.equal(load(env, files).logoutOnShutdown, false, `file value ${JSON.stringify(value)}`)
-  }
-  for (const bad of ['maybe', 'y', 'enabled', '2']) {
-    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_LOGOUT_ON_SHUTDOWN: bad }), bad)
-    t.equal(error.setting, 'M2M_PROXY_LOGOUT_ON_SHUTDOWN')
-    t.match(error.problem, 'true, yes, on, 1', 'the accepted spellings are named')
-    t.match(error.problem, 'false, no, off, 0')
-  }
-})
+)
 
-t.test('fleet mode (not wired yet): off without M2M_PROXY_REDIS_URL; the URL, the key and the key file are read and checked', async (t) => {
-  t.equal(load({ ...CREDS }).fleet, undefined, 'single-process mode by default')
-  const hexKey = 'a1'.repeat(32)
-  const url = 'rediss://proxy:Sup3r%40secret@redis.internal:6380/2'
-  const fleet = load({ ...CREDS, M2M_PROXY_REDIS_URL: url, M2M_PROXY_FLEET_KEY: hexKey }).fleet
-  t.equal(fleet?.redisUrl, url)
-  t.same(fleet?.fleetKey, Buffer.from(hexKey, 'hex'))
-  t.equal(fleet?.keyPrefix, 'm2m-session-proxy:', 'the default prefix')
-  const base64Key = Buffer.alloc(32, 7).toString('base64')
-  const fromFile = load({ ...CREDS, M2M_PROXY_REDIS_URL: 'redis://127.0.0.1:6379', M2M_PROXY_FLEET_KEY_FILE: 'fleet.key', M2M_PROXY_REDIS_KEY_PREFIX: 'fleet-a:' },
-    { [path.join(CWD, 'fleet.key')]: `${base64Key}\n` }).fleet
-  t.same(fromFile?.fleetKey, Buffer.alloc(32, 7), 'base64 from the key file, relative to the working directory')
-  t.equal(fromFile?.keyPrefix, 'fleet-a:')
-  const file = withConfigFile({ redisUrl: 'redis://r:6379', fleetKey: hexKey, redisKeyPrefix: 'p:' })
-  t.same(load(file.env, file.files).fleet, { redisUrl: 'redis://r:6379', fleetKey: Buffer.from(hexKey, 'hex'), keyPrefix: 'p:' }, 'the config file keys')
-})
+t.test(
+  'fleet mode (not wired yet): off without M2M_PROXY_REDIS_URL; the URL, the key and the key file are read and checked',
+  async (t) => {
+    t.equal(load({ ...CREDS }).fleet, undefined, 'single-process mode by default')
+    const hexKey = 'a1'.repeat(32)
+    const url = 'rediss://proxy:Sup3r%40secret@redis.internal:6380/2'
+    const fleet = load({ ...CREDS, M2M_PROXY_REDIS_URL: url, M2M_PROXY_FLEET_KEY: hexKey }).fleet
+    t.equal(fleet?.redisUrl, url)
+    t.same(fleet?.fleetKey, Buffer.from(hexKey, 'hex'))
+    t.equal(fleet?.keyPrefix, 'm2m-session-proxy:', 'the default prefix')
+    const base64Key = Buffer.alloc(32, 7).toString('base64')
+    const fromFile = load(
+      {
+        ...CREDS,
+        M2M_PROXY_REDIS_URL: 'redis://127.0.0.1:6379',
+        M2M_PROXY_FLEET_KEY_FILE: 'fleet.key',
+        M2M_PROXY_REDIS_KEY_PREFIX: 'fleet-a:'
+      },
+      { [path.join(CWD, 'fleet.key')]: `${base64Key}\n` }
+    ).fleet
+    t.same(fromFile?.fleetKey, Buffer.alloc(32, 7), 'base64 from the key file, relative to the working directory')
+    t.equal(fromFile?.keyPrefix, 'fleet-a:')
+    const file = withConfigFile({ redisUrl: 'redis://r:6379', fleetKey: hexKey, redisKeyPrefix: 'p:' })
+    t.same(
+      load(file.env, file.files).fleet,
+      { redisUrl: 'redis://r:6379', fleetKey: Buffer.from(hexKey, 'hex'), keyPrefix: 'p:' },
+      'the config file keys'
+    )
+  }
+)
 
 t.test('a bad Redis URL is refused without echoing it (it may hold a password)', async (t) => {
   const password = 'Sup3rSecretPw'
@@ -522,7 +654,10 @@ t.test('a bad Redis URL is refused without echoing it (it may hold a password)',
     [`redis://u:${password}@`, /must be a URL such as|must name a host/],
     ['   ', /non-empty/]
   ] as Array<[string, RegExp]>) {
-    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_REDIS_URL: bad, M2M_PROXY_FLEET_KEY: 'a1'.repeat(32) }), bad)
+    const error = configErrorOf(
+      () => load({ ...CREDS, M2M_PROXY_REDIS_URL: bad, M2M_PROXY_FLEET_KEY: 'a1'.repeat(32) }),
+      bad
+    )
     t.equal(error.setting, 'M2M_PROXY_REDIS_URL')
     t.match(error.problem, expected, bad.replace(password, '***'))
     t.notOk(printed(error).includes(password), 'the password is not printed')
@@ -546,28 +681,52 @@ t.test('the fleet key: exactly one of the key and the key file with a Redis URL,
   t.match(wrong.problem, /64 hex digits \(got 62\)/)
   t.notOk(printed(wrong).includes(shortKey), 'the key is not printed')
   t.notOk(printed(wrong).includes('c3c3c3'), 'nor a part of it')
-  const wrongInFile = configErrorOf(() => load({ ...url, M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }, { [path.join(CWD, 'fleet.key')]: 'not-a-key' }))
+  const wrongInFile = configErrorOf(() =>
+    load({ ...url, M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }, { [path.join(CWD, 'fleet.key')]: 'not-a-key' })
+  )
   t.equal(wrongInFile.setting, 'M2M_PROXY_FLEET_KEY_FILE')
   t.notOk(printed(wrongInFile).includes('not-a-key'))
-  for (const error of [missing, both, unreadable, wrong, wrongInFile]) t.notOk(printed(error).includes('Pw-not-printed'), 'the URL\'s password is not printed')
-  for (const alone of [{ M2M_PROXY_FLEET_KEY: key }, { M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }] as Array<Record<string, string>>) {
+  for (const error of [missing, both, unreadable, wrong, wrongInFile]) {
+    t.notOk(printed(error).includes('Pw-not-printed'), "the URL's password is not printed")
+  }
+  for (const alone of [{ M2M_PROXY_FLEET_KEY: key }, { M2M_PROXY_FLEET_KEY_FILE: 'fleet.key' }] as Array<
+    Record<string, string>
+  >) {
     const error = configErrorOf(() => load({ ...CREDS, ...alone }))
-    t.match(error.problem, /M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither/, 'a key without a URL is refused, not ignored')
+    t.match(
+      error.problem,
+      /M2M_PROXY_REDIS_URL is not: set both for fleet mode, or neither/,
+      'a key without a URL is refused, not ignored'
+    )
     t.notOk(printed(error).includes(key))
   }
 })
 
 t.test('the Redis key prefix is letters, digits and : _ . - only', async (t) => {
   for (const bad of ['has space', 'glob*', 'x'.repeat(101)]) {
-    t.equal(configErrorOf(() => load({ ...CREDS, M2M_PROXY_REDIS_KEY_PREFIX: bad })).setting, 'M2M_PROXY_REDIS_KEY_PREFIX', bad.slice(0, 12))
+    t.equal(
+      configErrorOf(() => load({ ...CREDS, M2M_PROXY_REDIS_KEY_PREFIX: bad })).setting,
+      'M2M_PROXY_REDIS_KEY_PREFIX',
+      bad.slice(0, 12)
+    )
   }
 })
 
-t.test('the fleet settings and the tests\' Redis URL are known names', async (t) => {
-  for (const name of ['M2M_PROXY_REDIS_URL', 'M2M_PROXY_FLEET_KEY', 'M2M_PROXY_FLEET_KEY_FILE', 'M2M_PROXY_REDIS_KEY_PREFIX', 'M2M_PROXY_TEST_REDIS_URL']) {
+t.test("the fleet settings and the tests' Redis URL are known names", async (t) => {
+  for (const name of [
+    'M2M_PROXY_REDIS_URL',
+    'M2M_PROXY_FLEET_KEY',
+    'M2M_PROXY_FLEET_KEY_FILE',
+    'M2M_PROXY_REDIS_KEY_PREFIX',
+    'M2M_PROXY_TEST_REDIS_URL'
+  ]) {
     t.ok(KNOWN_ENV_NAMES.includes(name), name)
   }
-  t.equal(load({ ...CREDS, M2M_PROXY_TEST_REDIS_URL: 'redis://127.0.0.1:6379' }).fleet, undefined, 'the tests\' URL does not turn fleet mode on')
+  t.equal(
+    load({ ...CREDS, M2M_PROXY_TEST_REDIS_URL: 'redis://127.0.0.1:6379' }).fleet,
+    undefined,
+    "the tests' URL does not turn fleet mode on"
+  )
 })
 
 t.test('M2M_PROXY_PASSWORD_ROTATION_DAYS: 0 (off, the default) or 1 to 3650 days, fractions allowed', async (t) => {
@@ -583,7 +742,21 @@ t.test('M2M_PROXY_PASSWORD_ROTATION_DAYS: 0 (off, the default) or 1 to 3650 days
   t.ok(KNOWN_ENV_NAMES.includes('M2M_PROXY_PASSWORD_ROTATION_DAYS'), 'a known name')
 })
 
-t.test('M2M_PROXY_BODY_MEMORY_BYTES below M2M_PROXY_BODY_LIMIT_BYTES is refused: the largest body could never be admitted', async (t) => {
-  t.throws(() => createConfig({ env: { M2M_PROXY_CREDENTIALS_FILE: 'c.json', M2M_PROXY_BODY_LIMIT_BYTES: '2000000', M2M_PROXY_BODY_MEMORY_BYTES: '1000000' }, readTextFile: () => '', cwd: '/' }),
-    { name: 'ConfigError', message: /M2M_PROXY_BODY_MEMORY_BYTES.*less than M2M_PROXY_BODY_LIMIT_BYTES/ })
-})
+t.test(
+  'M2M_PROXY_BODY_MEMORY_BYTES below M2M_PROXY_BODY_LIMIT_BYTES is refused: the largest body could never be admitted',
+  async (t) => {
+    t.throws(
+      () =>
+        createConfig({
+          env: {
+            M2M_PROXY_CREDENTIALS_FILE: 'c.json',
+            M2M_PROXY_BODY_LIMIT_BYTES: '2000000',
+            M2M_PROXY_BODY_MEMORY_BYTES: '1000000'
+          },
+          readTextFile: () => '',
+          cwd: '/'
+        }),
+      { name: 'ConfigError', message: /M2M_PROXY_BODY_MEMORY_BYTES.*less than M2M_PROXY_BODY_LIMIT_BYTES/ }
+    )
+  }
+)

@@ -45,14 +45,18 @@ t.test('a directory instead of a file is reported, not thrown raw', async (t) =>
   t.match(error.message, 'EISDIR')
 })
 
-t.test('an unreadable file says so (skipped as root, where permissions do not stop reads)', { skip: process.getuid?.() === 0 ? 'running as root' : false }, async (t) => {
-  const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
-  const file = path.join(dir, 'creds.json')
-  fs.chmodSync(file, 0o000)
-  t.teardown(() => fs.chmodSync(file, 0o600))
-  const error = configErrorOf(() => loadCredentials(file))
-  t.match(error.message, 'not readable')
-})
+t.test(
+  'an unreadable file says so (skipped as root, where permissions do not stop reads)',
+  { skip: process.getuid?.() === 0 ? 'running as root' : false },
+  async (t) => {
+    const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
+    const file = path.join(dir, 'creds.json')
+    fs.chmodSync(file, 0o000)
+    t.teardown(() => fs.chmodSync(file, 0o600))
+    const error = configErrorOf(() => loadCredentials(file))
+    t.match(error.message, 'not readable')
+  }
+)
 
 t.test('malformed JSON: the message names the file but contains no part of its content', async (t) => {
   const secret = 'Zq9-SECRET-xK2mW7vT'
@@ -66,7 +70,10 @@ t.test('malformed JSON: the message names the file but contains no part of its c
   for (const content of contents) {
     const dir = t.testdir({ 'creds.json': content })
     const file = path.join(dir, 'creds.json')
-    for (const error of [configErrorOf(() => loadCredentials(file)), configErrorOf(() => parseCredentials(content, file))]) {
+    for (const error of [
+      configErrorOf(() => loadCredentials(file)),
+      configErrorOf(() => parseCredentials(content, file))
+    ]) {
       t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
       t.match(error.message, file)
       t.match(error.message, 'not valid JSON')
@@ -85,7 +92,13 @@ t.test('each missing or empty field is named', async (t) => {
   for (const field of CREDENTIAL_FIELDS) {
     const missing: Record<string, unknown> = { ...GOOD }
     delete missing[field]
-    for (const variant of [missing, { ...GOOD, [field]: '' }, { ...GOOD, [field]: '   ' }, { ...GOOD, [field]: 42 }, { ...GOOD, [field]: null }]) {
+    for (const variant of [
+      missing,
+      { ...GOOD, [field]: '' },
+      { ...GOOD, [field]: '   ' },
+      { ...GOOD, [field]: 42 },
+      { ...GOOD, [field]: null }
+    ]) {
       const error = configErrorOf(() => parseCredentials(JSON.stringify(variant), 'creds.json'))
       t.equal(error.setting, 'M2M_PROXY_CREDENTIALS_FILE')
       t.match(error.message, `"${field}"`, `${field} named for ${JSON.stringify(variant[field])}`)
@@ -117,20 +130,34 @@ t.test('loadCredentials validates what it reads', async (t) => {
   t.notOk(printed(error).includes(GOOD.password))
 })
 
-t.test('credentialsExposure: a warning when the group or others can read or write the file, none for 0600 or 0400', async (t) => {
-  const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
-  const file = path.join(dir, 'creds.json')
-  const cases: Array<[number, string | undefined]> = [[0o600, undefined], [0o400, undefined], [0o640, 'its group'], [0o604, 'other users'], [0o644, 'its group and other users'], [0o620, 'its group']]
-  for (const [mode, who] of cases) {
-    fs.chmodSync(file, mode)
-    const warning = credentialsExposure(file)
-    if (who === undefined) {
-      t.equal(warning, undefined, mode.toString(8))
-      continue
+t.test(
+  'credentialsExposure: a warning when the group or others can read or write the file, none for 0600 or 0400',
+  async (t) => {
+    const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
+    const file = path.join(dir, 'creds.json')
+    const cases: Array<[number, string | undefined]> = [
+      [0o600, undefined],
+      [0o400, undefined],
+      [0o640, 'its group'],
+      [0o604, 'other users'],
+      [0o644, 'its group and other users'],
+      [0o620, 'its group']
+    ]
+    for (const [mode, who] of cases) {
+      fs.chmodSync(file, mode)
+      const warning = credentialsExposure(file)
+      if (who === undefined) {
+        t.equal(warning, undefined, mode.toString(8))
+        continue
+      }
+      t.match(warning, `${file} is accessible to ${who} (mode 0${mode.toString(8)})`, mode.toString(8))
+      t.match(warning, `chmod 600 ${file}`)
+      t.notOk(warning?.includes(GOOD.password), 'no secret in it')
     }
-    t.match(warning, `${file} is accessible to ${who} (mode 0${mode.toString(8)})`, mode.toString(8))
-    t.match(warning, `chmod 600 ${file}`)
-    t.notOk(warning?.includes(GOOD.password), 'no secret in it')
+    t.equal(
+      credentialsExposure(path.join(dir, 'missing.json')),
+      undefined,
+      'a missing file is reported by the read, not here'
+    )
   }
-  t.equal(credentialsExposure(path.join(dir, 'missing.json')), undefined, 'a missing file is reported by the read, not here')
-})
+)

@@ -1,26 +1,37 @@
-// Lifecycle events on node:diagnostics_channel: what an outside subscriber sees, and one proxy's subscriptions apart from another's.
+// Lifecycle events on node:diagnostics_channel: what an outside subscriber sees, and one proxy's subscriptions apart
+// from another's.
 
 import diagnosticsChannel from 'node:diagnostics_channel'
 import t from 'tap'
 import { EVENT_CHANNELS, ProxyEvents, type ProxyEventMessage } from '../../src/events.js'
 import type { SessionEvent } from '../../src/session/events.js'
 
-t.test('an outside subscriber of the channel sees every proxy\'s events, each with the proxy that published it', async (t) => {
-  const seen: ProxyEventMessage[] = []
-  const listener = (message: unknown): void => { seen.push(message as ProxyEventMessage) }
-  diagnosticsChannel.subscribe(EVENT_CHANNELS.session, listener)
-  t.teardown(() => { diagnosticsChannel.unsubscribe(EVENT_CHANNELS.session, listener) })
-  const first = new ProxyEvents()
-  const second = new ProxyEvents()
-  first.publisher('session')({ type: 'renewal', reason: 'idle' })
-  second.publisher('session')({ type: 'fleet-lock-wait' })
-  first.publisher('credentials')({ type: 'info', message: 'on another channel' })
-  t.same(seen.map((message) => message.event), [{ type: 'renewal', reason: 'idle' }, { type: 'fleet-lock-wait' }])
-  t.equal(seen[0]?.source, first)
-  t.equal(seen[1]?.source, second)
-})
+t.test(
+  "an outside subscriber of the channel sees every proxy's events, each with the proxy that published it",
+  async (t) => {
+    const seen: ProxyEventMessage[] = []
+    const listener = (message: unknown): void => {
+      seen.push(message as ProxyEventMessage)
+    }
+    diagnosticsChannel.subscribe(EVENT_CHANNELS.session, listener)
+    t.teardown(() => {
+      diagnosticsChannel.unsubscribe(EVENT_CHANNELS.session, listener)
+    })
+    const first = new ProxyEvents()
+    const second = new ProxyEvents()
+    first.publisher('session')({ type: 'renewal', reason: 'idle' })
+    second.publisher('session')({ type: 'fleet-lock-wait' })
+    first.publisher('credentials')({ type: 'info', message: 'on another channel' })
+    t.same(
+      seen.map((message) => message.event),
+      [{ type: 'renewal', reason: 'idle' }, { type: 'fleet-lock-wait' }]
+    )
+    t.equal(seen[0]?.source, first)
+    t.equal(seen[1]?.source, second)
+  }
+)
 
-t.test('a proxy\'s subscription sees its own events only, and none after close()', async (t) => {
+t.test("a proxy's subscription sees its own events only, and none after close()", async (t) => {
   const first = new ProxyEvents()
   const second = new ProxyEvents()
   const received: SessionEvent[] = []

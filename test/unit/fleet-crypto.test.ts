@@ -1,7 +1,15 @@
-// Sealing of the fleet's secrets: AES-256-GCM under the fleet key, bound to the Redis key name; and reading the fleet key.
+// Sealing of the fleet's secrets: AES-256-GCM under the fleet key, bound to the Redis key name; and reading the fleet
+// key.
 import { randomBytes } from 'node:crypto'
 import t from 'tap'
-import { FleetKeyError, FleetKeyMismatchError, open, parseFleetKey, seal, SealedFormatError } from '../../src/fleet/crypto.js'
+import {
+  FleetKeyError,
+  FleetKeyMismatchError,
+  open,
+  parseFleetKey,
+  seal,
+  SealedFormatError
+} from '../../src/fleet/crypto.js'
 
 const KEY = randomBytes(32)
 const PLACE = 'm2m-session-proxy:0123456789abcdef:session#token'
@@ -27,7 +35,8 @@ t.test('another key does not open it, and says the fleet key differs', async (t)
 t.test('a tampered value does not open', async (t) => {
   const sealed = seal(KEY, PLACE, 'secret value')
   const bytes = Buffer.from(sealed.slice(3), 'base64')
-  for (const index of [0, 12, 28, bytes.length - 1]) { // IV, tag, first and last ciphertext byte
+  for (const index of [0, 12, 28, bytes.length - 1]) {
+    // IV, tag, first and last ciphertext byte
     const altered = Buffer.from(bytes)
     altered[index] = (altered[index] as number) ^ 1
     t.throws(() => open(KEY, PLACE, `v1:${altered.toString('base64')}`), FleetKeyMismatchError, `byte ${index}`)
@@ -37,7 +46,11 @@ t.test('a tampered value does not open', async (t) => {
 t.test('a value copied to another key name does not open there', async (t) => {
   const sealed = seal(KEY, PLACE, 'secret')
   t.throws(() => open(KEY, PLACE.replace('session#token', 'password#password'), sealed), FleetKeyMismatchError)
-  t.throws(() => open(KEY, PLACE.replace('0123456789abcdef', 'fedcba9876543210'), sealed), FleetKeyMismatchError, 'nor under another account')
+  t.throws(
+    () => open(KEY, PLACE.replace('0123456789abcdef', 'fedcba9876543210'), sealed),
+    FleetKeyMismatchError,
+    'nor under another account'
+  )
 })
 
 t.test('values that are not sealed values of a known format', async (t) => {

@@ -1,4 +1,5 @@
-// Unit tests of fleet mode: three session managers sharing one in-memory fleet store, a fake clock and one fake ThingSpace: one login per expiry, one lockout budget, Redis down.
+// Unit tests of fleet mode: three session managers sharing one in-memory fleet store, a fake clock and one fake
+// ThingSpace: one login per expiry, one lockout budget, Redis down.
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import type { OAuthGrant, ThingSpaceAuthApi } from '../../src/session/auth-client.js'
@@ -9,12 +10,20 @@ import { MemoryFleet, MemoryFleetStore } from '../helpers/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
 import { FakeClock, TimerClock as HandTimerClock } from '../helpers/fake-clock.js'
 
-const CREDENTIALS: SessionCredentials = { username: 'fleet-user@example.com', password: 'Pw-fleet-1', clientId: 'app-key', clientSecret: 'app-secret' }
+const CREDENTIALS: SessionCredentials = {
+  username: 'fleet-user@example.com',
+  password: 'Pw-fleet-1',
+  clientId: 'app-key',
+  clientSecret: 'app-secret'
+}
 const PREFIX = 'm2m-session-proxy:'
 const LOCK_TTL_MS = 65_000
 const MAX_FAILURES = 2
 
-/** A timer clock moved in steps, letting the promises of the timers that fell due settle after each (the share-use timer's store calls). */
+/**
+ * A timer clock moved in steps, letting the promises of the timers that fell due settle after each (the share-use
+ * timer's store calls).
+ */
 class TimerClock extends HandTimerClock {
   async pass (ms: number, stepMs = 1000): Promise<void> {
     const end = this.ms + ms
@@ -57,18 +66,28 @@ class FakeApi implements ThingSpaceAuthApi {
   }
 
   async logout (): Promise<void> {}
-  async resetPassword (): Promise<string> { return 'unused' }
+  async resetPassword (): Promise<string> {
+    return 'unused'
+  }
 }
 
-/** A store that can be taken down: every call fails and `connected` is false, as the Redis adapter's are when Redis is unreachable. */
-function downable (inner: FleetStore): { store: FleetStore, down: { value: boolean }, deaf: { value: boolean } } {
+/**
+ * A store that can be taken down: every call fails and `connected` is false, as the Redis adapter's are when Redis is
+ * unreachable.
+ */
+function downable (inner: FleetStore): { store: FleetStore; down: { value: boolean }; deaf: { value: boolean } } {
   const down = { value: false }
   /** Notifications are lost (pub/sub reconnecting), commands still work. */
   const deaf = { value: false }
   const store = new Proxy(inner, {
     get (target, property) {
       if (property === 'connected') return !down.value && target.connected
-      if (property === 'subscribe') return (listener: FleetChangeListener) => target.subscribe((change) => { if (!deaf.value) listener(change) })
+      if (property === 'subscribe') {
+        return (listener: FleetChangeListener) =>
+          target.subscribe((change) => {
+            if (!deaf.value) listener(change)
+          })
+      }
       const value: unknown = Reflect.get(target, property, target)
       if (typeof value !== 'function') return value
       if (property === 'close') return value.bind(target)
@@ -91,8 +110,17 @@ interface Replica {
 }
 
 function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, dir = t.testdir({})): Replica {
-  const { store, down, deaf } = downable(new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }))
-  const result: Replica = { manager: undefined as unknown as SessionManager, down, deaf, avoided: 0, lockWaits: 0, warnings: [] }
+  const { store, down, deaf } = downable(
+    new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
+  )
+  const result: Replica = {
+    manager: undefined as unknown as SessionManager,
+    down,
+    deaf,
+    avoided: 0,
+    lockWaits: 0,
+    warnings: []
+  }
   result.manager = new SessionManager({
     api,
     credentials: CREDENTIALS,
@@ -110,7 +138,11 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, d
   return result
 }
 
-function fleetOf<C extends FakeClock = FakeClock> (t: Test, size = 3, clock: C = new FakeClock() as C): { fleet: MemoryFleet, api: FakeApi, clock: C, replicas: Replica[] } {
+function fleetOf<C extends FakeClock = FakeClock> (
+  t: Test,
+  size = 3,
+  clock: C = new FakeClock() as C
+): { fleet: MemoryFleet; api: FakeApi; clock: C; replicas: Replica[] } {
   const fleet = new MemoryFleet(clock)
   const api = new FakeApi()
   const replicas = Array.from({ length: size }, () => replica(t, fleet, api, clock))
@@ -133,33 +165,62 @@ t.test('start-up: the first replica logs in, the others take up its session', as
   t.equal(api.logins, 1, 'one login for the fleet')
   const tokens = await Promise.all(replicas.map(async ({ manager }) => (await manager.acquireTokens()).sessionToken))
   t.same(tokens, [api.issuedSessions[0], api.issuedSessions[0], api.issuedSessions[0]])
-  t.same(replicas.map((r) => r.avoided), [0, 1, 1])
-  t.same(replicas[1]?.manager.snapshot().fleet, { storeConnected: true, consecutiveLoginFailures: null, loginsAvoided: 1, lockWaits: 0 })
+  t.same(
+    replicas.map((r) => r.avoided),
+    [0, 1, 1]
+  )
+  t.same(replicas[1]?.manager.snapshot().fleet, {
+    storeConnected: true,
+    consecutiveLoginFailures: null,
+    loginsAvoided: 1,
+    lockWaits: 0
+  })
 })
 
-t.test('one session expiry, concurrent renewals on three replicas: exactly one login, all take up the new session', async (t) => {
-  const { api, replicas } = fleetOf(t)
-  for (const { manager } of replicas) await manager.startSession()
-  const stale = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
-  let release!: () => void
-  api.hold = new Promise<void>((resolve) => { release = resolve })
-  const renewals: Array<Promise<UpstreamTokens | undefined>> = []
-  for (let i = 0; i < 30; i++) {
-    const index = i % 3
-    renewals.push((replicas[index] as Replica).manager.tokensAfterRejection(stale[index] as UpstreamTokens, 'session'))
+t.test(
+  'one session expiry, concurrent renewals on three replicas: exactly one login, all take up the new session',
+  async (t) => {
+    const { api, replicas } = fleetOf(t)
+    for (const { manager } of replicas) await manager.startSession()
+    const stale = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+    let release!: () => void
+    api.hold = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const renewals: Array<Promise<UpstreamTokens | undefined>> = []
+    for (let i = 0; i < 30; i++) {
+      const index = i % 3
+      renewals.push(
+        (replicas[index] as Replica).manager.tokensAfterRejection(stale[index] as UpstreamTokens, 'session')
+      )
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100)) // the waiters poll meanwhile
+    t.equal(api.logins, 2, 'one renewal login under way, the others wait for the lock')
+    release()
+    api.hold = undefined
+    const renewed = await Promise.all(renewals)
+    t.equal(api.logins, 2, 'exactly one login for the expiry, fleet-wide')
+    const fresh = api.issuedSessions[1]
+    t.ok(
+      renewed.every((tokens) => tokens?.sessionToken === fresh),
+      'every request replays with the new session'
+    )
+    t.same(
+      replicas.map(({ manager }) => manager.currentTokens()?.sessionToken),
+      [fresh, fresh, fresh]
+    )
+    t.equal(
+      replicas.reduce((sum, r) => sum + r.lockWaits, 0),
+      2,
+      'the two other replicas waited for the lock'
+    )
+    t.equal(
+      replicas.reduce((sum, r) => sum + r.avoided, 0),
+      2 + 2,
+      'two avoided at start-up, two at the expiry'
+    )
   }
-  await new Promise((resolve) => setTimeout(resolve, 100)) // the waiters poll meanwhile
-  t.equal(api.logins, 2, 'one renewal login under way, the others wait for the lock')
-  release()
-  api.hold = undefined
-  const renewed = await Promise.all(renewals)
-  t.equal(api.logins, 2, 'exactly one login for the expiry, fleet-wide')
-  const fresh = api.issuedSessions[1]
-  t.ok(renewed.every((tokens) => tokens?.sessionToken === fresh), 'every request replays with the new session')
-  t.same(replicas.map(({ manager }) => manager.currentTokens()?.sessionToken), [fresh, fresh, fresh])
-  t.equal(replicas.reduce((sum, r) => sum + r.lockWaits, 0), 2, 'the two other replicas waited for the lock')
-  t.equal(replicas.reduce((sum, r) => sum + r.avoided, 0), 2 + 2, 'two avoided at start-up, two at the expiry')
-})
+)
 
 t.test('a replica that missed the notification finds the new session by polling', async (t) => {
   const { api, replicas } = fleetOf(t, 2)
@@ -168,7 +229,9 @@ t.test('a replica that missed the notification finds the new session by polling'
   await second.manager.startSession()
   const stale = await second.manager.acquireTokens()
   let release!: () => void
-  api.hold = new Promise<void>((resolve) => { release = resolve })
+  api.hold = new Promise<void>((resolve) => {
+    release = resolve
+  })
   const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
   await new Promise((resolve) => setImmediate(resolve))
   const waiter = second.manager.tokensAfterRejection(stale, 'session')
@@ -187,7 +250,9 @@ t.test('a waiting replica polls on the injected clock: no real-time wait', async
   await second.manager.startSession()
   const stale = await second.manager.acquireTokens()
   let release!: () => void
-  api.hold = new Promise<void>((resolve) => { release = resolve })
+  api.hold = new Promise<void>((resolve) => {
+    release = resolve
+  })
   const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
   await new Promise((resolve) => setImmediate(resolve))
   const waiter = second.manager.tokensAfterRejection(stale, 'session')
@@ -197,7 +262,12 @@ t.test('a waiting replica polls on the injected clock: no real-time wait', async
   release()
   const renewed = await holder
   let found = false
-  void waiter.then(() => { found = true }, () => {})
+  void waiter.then(
+    () => {
+      found = true
+    },
+    () => {}
+  )
   for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
   t.equal(found, false, 'nothing before the clock moves')
   clock.advance(20)
@@ -213,29 +283,45 @@ t.test('a notification brings a newer session to a replica that is not logging i
   await second.manager.acquireTokens()
   await first.manager.restartSession('admin')
   t.equal(api.logins, 2, 'the held session was the latest: the restart logged in')
-  for (let i = 0; i < 20 && second.manager.currentTokens()?.sessionToken !== api.issuedSessions[1]; i++) await new Promise((resolve) => setImmediate(resolve))
+  for (let i = 0; i < 20 && second.manager.currentTokens()?.sessionToken !== api.issuedSessions[1]; i++) {
+    await new Promise((resolve) => setImmediate(resolve))
+  }
   t.equal(second.manager.currentTokens()?.sessionToken, api.issuedSessions[1], 'the other replica uses the new session')
 })
 
-t.test('wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES failed logins fleet-wide, also across restarts', async (t) => {
-  const { fleet, api, clock, replicas } = fleetOf(t)
-  api.fail = new UpstreamAuthError('rejected', 'session login answered 400 UnifiedWebService.Authentication.Failed', 400)
-  const reasons: string[] = []
-  for (let round = 0; round < 5; round++) {
-    reasons.push(...await Promise.all(replicas.flatMap(({ manager }) => [reason(manager.acquireTokens()), reason(manager.acquireTokens())])))
-    clock.advance(120_000) // past every backoff
+t.test(
+  'wrong password: at most M2M_PROXY_MAX_LOGIN_FAILURES failed logins fleet-wide, also across restarts',
+  async (t) => {
+    const { fleet, api, clock, replicas } = fleetOf(t)
+    api.fail = new UpstreamAuthError(
+      'rejected',
+      'session login answered 400 UnifiedWebService.Authentication.Failed',
+      400
+    )
+    const reasons: string[] = []
+    for (let round = 0; round < 5; round++) {
+      reasons.push(
+        ...(await Promise.all(
+          replicas.flatMap(({ manager }) => [reason(manager.acquireTokens()), reason(manager.acquireTokens())])
+        ))
+      )
+      clock.advance(120_000) // past every backoff
+    }
+    t.equal(api.logins, MAX_FAILURES, 'the fleet sent at most the limit')
+    t.ok(
+      reasons.every((r) => r === 'credentials-rejected'),
+      'clients are told the credentials were rejected'
+    )
+    t.ok(replicas.every(({ manager }) => manager.notReadyReason() === 'credentials-rejected'))
+    t.equal(replicas[0]?.manager.snapshot().fleet?.consecutiveLoginFailures, MAX_FAILURES)
+    // Restarts with empty state directories: only the fleet's count stops them.
+    const restarted = Array.from({ length: 3 }, () => replica(t, fleet, api, clock))
+    for (const { manager } of restarted) t.equal(await reason(manager.startSession()), 'credentials-rejected')
+    t.equal(api.logins, MAX_FAILURES, 'no login after the restarts either')
+    t.equal(restarted[0]?.manager.snapshot().state, 'rejected')
+    t.ok(restarted[0]?.manager.guardEngaged)
   }
-  t.equal(api.logins, MAX_FAILURES, 'the fleet sent at most the limit')
-  t.ok(reasons.every((r) => r === 'credentials-rejected'), 'clients are told the credentials were rejected')
-  t.ok(replicas.every(({ manager }) => manager.notReadyReason() === 'credentials-rejected'))
-  t.equal(replicas[0]?.manager.snapshot().fleet?.consecutiveLoginFailures, MAX_FAILURES)
-  // Restarts with empty state directories: only the fleet's count stops them.
-  const restarted = Array.from({ length: 3 }, () => replica(t, fleet, api, clock))
-  for (const { manager } of restarted) t.equal(await reason(manager.startSession()), 'credentials-rejected')
-  t.equal(api.logins, MAX_FAILURES, 'no login after the restarts either')
-  t.equal(restarted[0]?.manager.snapshot().state, 'rejected')
-  t.ok(restarted[0]?.manager.guardEngaged)
-})
+)
 
 t.test('a login that did not count (5xx) is taken back from the fleet count; a success resets it', async (t) => {
   const { fleet, api, clock, replicas } = fleetOf(t, 1)
@@ -267,7 +353,11 @@ t.test('store down: no login, the tokens held keep serving; unready only without
   t.equal(second.manager.notReadyReason(), 'fleet-store-unreachable')
   t.equal(second.manager.snapshot().fleet?.storeConnected, false)
   const stale = await first.manager.acquireTokens()
-  t.equal(await reason(first.manager.tokensAfterRejection(stale, 'session')), 'fleet-store-unreachable', 'a refused session is not renewed')
+  t.equal(
+    await reason(first.manager.tokensAfterRejection(stale, 'session')),
+    'fleet-store-unreachable',
+    'a refused session is not renewed'
+  )
   t.equal(first.manager.notReadyReason(), 'fleet-store-unreachable')
   t.equal(api.logins, 1, 'no login while the store is down')
   first.down.value = false
@@ -279,80 +369,111 @@ t.test('store down: no login, the tokens held keep serving; unready only without
   t.equal(second.manager.notReadyReason(), undefined)
 })
 
-t.test('the store failing mid-way: a login already sent still serves; the lock and the count are left to expire', async (t) => {
-  const { api, replicas } = fleetOf(t, 1)
-  const only = replicas[0] as Replica
-  let release!: () => void
-  api.hold = new Promise<void>((resolve) => { release = resolve })
-  const started = only.manager.startSession()
-  await new Promise((resolve) => setImmediate(resolve))
-  only.down.value = true
-  release()
-  await started
-  t.ok(only.manager.currentTokens(), 'the session logged in serves')
-  t.match(only.warnings.join('\n'), /logged in, but the fleet store was not updated/)
-  t.match(only.warnings.join('\n'), /login lock could not be released/)
-})
+t.test(
+  'the store failing mid-way: a login already sent still serves; the lock and the count are left to expire',
+  async (t) => {
+    const { api, replicas } = fleetOf(t, 1)
+    const only = replicas[0] as Replica
+    let release!: () => void
+    api.hold = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const started = only.manager.startSession()
+    await new Promise((resolve) => setImmediate(resolve))
+    only.down.value = true
+    release()
+    await started
+    t.ok(only.manager.currentTokens(), 'the session logged in serves')
+    t.match(only.warnings.join('\n'), /logged in, but the fleet store was not updated/)
+    t.match(only.warnings.join('\n'), /login lock could not be released/)
+  }
+)
 
 t.test('endSession clears the shared session so that no replica takes up a logged-out session', async (t) => {
   const { fleet, replicas } = fleetOf(t, 1)
   const manager = (replicas[0] as Replica).manager
   await manager.startSession()
   t.ok(await manager.endSession())
-  t.equal(await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession(), undefined)
+  t.equal(
+    await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession(),
+    undefined
+  )
 })
 
-t.test('the idle clock is the fleet\'s: a replica quiet for 19 minutes takes up the session the others kept in use, no login', async (t) => {
-  const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
-  const [busy, quiet] = replicas as [Replica, Replica]
-  await busy.manager.startSession()
-  await quiet.manager.startSession()
-  const session = api.issuedSessions[0]
-  for (let minute = 0; minute < 19; minute++) {
-    await clock.pass(60_000)
-    t.equal(busy.manager.currentTokens()?.sessionToken, session, `minute ${minute + 1}: the busy replica uses the session`)
+t.test(
+  "the idle clock is the fleet's: a replica quiet for 19 minutes takes up the session the others kept in use, no login",
+  async (t) => {
+    const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
+    const [busy, quiet] = replicas as [Replica, Replica]
+    await busy.manager.startSession()
+    await quiet.manager.startSession()
+    const session = api.issuedSessions[0]
+    for (let minute = 0; minute < 19; minute++) {
+      await clock.pass(60_000)
+      t.equal(
+        busy.manager.currentTokens()?.sessionToken,
+        session,
+        `minute ${minute + 1}: the busy replica uses the session`
+      )
+    }
+    await clock.pass(30_000)
+    t.equal(
+      quiet.manager.currentTokens(),
+      undefined,
+      "the quiet replica's own copy idled out (19 minutes less the margin)"
+    )
+    t.equal((await quiet.manager.acquireTokens()).sessionToken, session, 'it takes up the session the fleet kept alive')
+    t.equal(api.logins, 1, 'no login while the shared session is live')
+    t.equal(quiet.avoided, 2, 'a login avoided at start-up and one at the idle renewal')
   }
-  await clock.pass(30_000)
-  t.equal(quiet.manager.currentTokens(), undefined, 'the quiet replica\'s own copy idled out (19 minutes less the margin)')
-  t.equal((await quiet.manager.acquireTokens()).sessionToken, session, 'it takes up the session the fleet kept alive')
-  t.equal(api.logins, 1, 'no login while the shared session is live')
-  t.equal(quiet.avoided, 2, 'a login avoided at start-up and one at the idle renewal')
-})
+)
 
-t.test('the fleet\'s idle clock lets an unused session go: after 19 minutes without any use a request logs in once', async (t) => {
-  const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
-  for (const { manager } of replicas) await manager.startSession()
-  await clock.pass(19 * 60_000 + 1000, 60_000)
-  const renewed = await Promise.all(replicas.map(async ({ manager }) => (await manager.acquireTokens()).sessionToken))
-  t.equal(api.logins, 2, 'one new login for the fleet')
-  t.same(renewed, [api.issuedSessions[1], api.issuedSessions[1]], 'both use the new session, not the idled-out one')
-})
+t.test(
+  "the fleet's idle clock lets an unused session go: after 19 minutes without any use a request logs in once",
+  async (t) => {
+    const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
+    for (const { manager } of replicas) await manager.startSession()
+    await clock.pass(19 * 60_000 + 1000, 60_000)
+    const renewed = await Promise.all(replicas.map(async ({ manager }) => (await manager.acquireTokens()).sessionToken))
+    t.equal(api.logins, 2, 'one new login for the fleet')
+    t.same(renewed, [api.issuedSessions[1], api.issuedSessions[1]], 'both use the new session, not the idled-out one')
+  }
+)
 
-t.test('a store that lost its state (Redis restarted without persistence) is re-seeded with the session the replicas hold', async (t) => {
-  const { fleet, api, clock, replicas } = fleetOf(t, 3, new TimerClock())
-  for (const { manager } of replicas) await manager.startSession()
-  const reader = new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
-  fleet.flush()
-  await settle()
-  t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back on reconnection')
-  t.ok(replicas.some(({ warnings }) => warnings.some((w) => w.includes('re-seeded'))), 'and said so')
-  // The same, found by the share-use timer when no reconnection was seen (a FLUSHALL: no notification, unlike a logout).
-  fleet.account(PREFIX, CREDENTIALS.username).session = undefined
-  await clock.pass(1000)
-  await replicas[1]?.manager.acquireTokens()
-  await clock.pass(6000)
-  t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back by the replica that used it')
-  // A replica restarted now takes up the session instead of logging in.
-  const restarted = replica(t, fleet, api, clock)
-  await restarted.manager.startSession()
-  t.equal(api.logins, 1, 'one login in all')
-})
+t.test(
+  'a store that lost its state (Redis restarted without persistence) is re-seeded with the session the replicas hold',
+  async (t) => {
+    const { fleet, api, clock, replicas } = fleetOf(t, 3, new TimerClock())
+    for (const { manager } of replicas) await manager.startSession()
+    const reader = new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
+    fleet.flush()
+    await settle()
+    t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back on reconnection')
+    t.ok(
+      replicas.some(({ warnings }) => warnings.some((w) => w.includes('re-seeded'))),
+      'and said so'
+    )
+    // The same, found by the share-use timer when no reconnection was seen (a FLUSHALL: no notification, unlike a
+    // logout).
+    fleet.account(PREFIX, CREDENTIALS.username).session = undefined
+    await clock.pass(1000)
+    await replicas[1]?.manager.acquireTokens()
+    await clock.pass(6000)
+    t.equal((await reader.readSession())?.token, api.issuedSessions[0], 'written back by the replica that used it')
+    // A replica restarted now takes up the session instead of logging in.
+    const restarted = replica(t, fleet, api, clock)
+    await restarted.manager.startSession()
+    t.equal(api.logins, 1, 'one login in all')
+  }
+)
 
 t.test('a session logged in while the store could not be written is written back once it answers', async (t) => {
   const { fleet, api, clock, replicas } = fleetOf(t, 1, new TimerClock())
   const only = replicas[0] as Replica
   let release!: () => void
-  api.hold = new Promise<void>((resolve) => { release = resolve })
+  api.hold = new Promise<void>((resolve) => {
+    release = resolve
+  })
   const started = only.manager.startSession()
   await settle()
   only.down.value = true
@@ -361,36 +482,57 @@ t.test('a session logged in while the store could not be written is written back
   only.down.value = false
   only.manager.currentTokens()
   await clock.pass(6000)
-  t.equal((await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession())?.token, api.issuedSessions[0])
+  t.equal(
+    (await new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX }).readSession())?.token,
+    api.issuedSessions[0]
+  )
 })
 
-t.test('the OAuth token is shared: one fetch for the fleet, and a refused token is replaced once for all replicas', async (t) => {
-  const { api, replicas } = fleetOf(t)
-  for (const { manager } of replicas) await manager.startSession()
-  const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
-  t.equal(api.oauthFetches, 1, 'the replicas that took up the session also took up the token')
-  t.equal(new Set(held.map((tokens) => tokens.oauthToken)).size, 1)
-  const first = await (replicas[0] as Replica).manager.tokensAfterRejection(held[0] as UpstreamTokens, 'oauth')
-  t.equal(api.oauthFetches, 2, 'the refused token is replaced by a fetch')
-  const others = await Promise.all(replicas.slice(1).map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i + 1] as UpstreamTokens, 'oauth')))
-  t.equal(api.oauthFetches, 2, 'the others take up the new token instead of fetching')
-  t.ok(others.every((tokens) => tokens?.oauthToken === first?.oauthToken))
-  t.same(replicas.map(({ manager }) => manager.snapshot().oauthFetches), [2, 0, 0], 'a token taken from the fleet is no fetch')
-})
+t.test(
+  'the OAuth token is shared: one fetch for the fleet, and a refused token is replaced once for all replicas',
+  async (t) => {
+    const { api, replicas } = fleetOf(t)
+    for (const { manager } of replicas) await manager.startSession()
+    const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+    t.equal(api.oauthFetches, 1, 'the replicas that took up the session also took up the token')
+    t.equal(new Set(held.map((tokens) => tokens.oauthToken)).size, 1)
+    const first = await (replicas[0] as Replica).manager.tokensAfterRejection(held[0] as UpstreamTokens, 'oauth')
+    t.equal(api.oauthFetches, 2, 'the refused token is replaced by a fetch')
+    const others = await Promise.all(
+      replicas
+        .slice(1)
+        .map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i + 1] as UpstreamTokens, 'oauth'))
+    )
+    t.equal(api.oauthFetches, 2, 'the others take up the new token instead of fetching')
+    t.ok(others.every((tokens) => tokens?.oauthToken === first?.oauthToken))
+    t.same(
+      replicas.map(({ manager }) => manager.snapshot().oauthFetches),
+      [2, 0, 0],
+      'a token taken from the fleet is no fetch'
+    )
+  }
+)
 
 // Issue 17, item 7: replicas that need a new token at the same moment fetched one each (2 of 4 trials fetched twice).
-t.test('an OAuth token refused on every replica at once costs the fleet one fetch: the others wait for it', async (t) => {
-  const { api, replicas } = fleetOf(t)
-  for (const { manager } of replicas) await manager.startSession()
-  const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
-  t.equal(api.oauthFetches, 1)
-  let release = (): void => {}
-  api.oauthHold = new Promise((resolve) => { release = resolve })
-  const renewing = Promise.all(replicas.map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i] as UpstreamTokens, 'oauth')))
-  await new Promise((resolve) => setTimeout(resolve, 100)) // every replica is in its renewal, one fetching
-  release()
-  const renewed = await renewing
-  t.equal(api.oauthFetches, 2, 'one fetch for the three')
-  t.equal(new Set(renewed.map((tokens) => tokens?.oauthToken)).size, 1, 'every replica uses the one new token')
-  t.not(renewed[0]?.oauthToken, held[0]?.oauthToken)
-})
+t.test(
+  'an OAuth token refused on every replica at once costs the fleet one fetch: the others wait for it',
+  async (t) => {
+    const { api, replicas } = fleetOf(t)
+    for (const { manager } of replicas) await manager.startSession()
+    const held = await Promise.all(replicas.map(async ({ manager }) => await manager.acquireTokens()))
+    t.equal(api.oauthFetches, 1)
+    let release = (): void => {}
+    api.oauthHold = new Promise((resolve) => {
+      release = resolve
+    })
+    const renewing = Promise.all(
+      replicas.map(async ({ manager }, i) => await manager.tokensAfterRejection(held[i] as UpstreamTokens, 'oauth'))
+    )
+    await new Promise((resolve) => setTimeout(resolve, 100)) // every replica is in its renewal, one fetching
+    release()
+    const renewed = await renewing
+    t.equal(api.oauthFetches, 2, 'one fetch for the three')
+    t.equal(new Set(renewed.map((tokens) => tokens?.oauthToken)).size, 1, 'every replica uses the one new token')
+    t.not(renewed[0]?.oauthToken, held[0]?.oauthToken)
+  }
+)
