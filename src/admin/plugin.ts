@@ -8,13 +8,14 @@ import type { SessionManager } from '../session/session-manager.js'
 import { sendProxyError, type ProxyErrorKind } from '../proxy/errors.js'
 import { sendAuthUnavailable } from '../proxy/plugin.js'
 import { checkAdminAuthorization } from './auth.js'
-import type { ProxyMetrics } from '../metrics.js'
+import type { Registry } from 'prom-client'
 
 export interface AdminPluginOptions {
   adminToken: string | undefined
   session: SessionManager
   operations: CredentialOperations
-  metrics: ProxyMetrics
+  /** The registry GET /metrics serves (metrics.ts). */
+  metrics: { readonly registry: Pick<Registry, 'contentType' | 'metrics'> }
   isShuttingDown: () => boolean
 }
 

@@ -1,7 +1,7 @@
 // The one table of settings: environment name, config-file key, default and parser. The Config type is derived from it.
 
 import { ConfigError } from './errors.js'
-import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from '../proxy/paths.js'
+import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from './forward-prefixes.js'
 
 type Parser<T> = (raw: unknown, setting: string) => T
 

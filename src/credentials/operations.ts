@@ -5,9 +5,8 @@ import type { ThingSpaceAuthApi } from '../session/auth-client.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError } from '../session/errors.js'
 import type { SessionManager, SessionSnapshot } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
-import type { FleetLock, FleetStore } from '../fleet/store.js'
-import type { PasswordSync } from '../fleet/password-sync.js'
-import type { FleetLedger } from '../fleet/ledger.js'
+import type { FleetLock } from '../session/shared-session.js'
+import type { FleetRotation } from './fleet-passwords.js'
 import type { Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
 import type { PasswordAge, PasswordAgeSource } from './password-age.js'
@@ -44,18 +43,6 @@ export interface RotationResult {
   generation?: number
 }
 
-/**
- * Fleet mode: rotations are fleet-wide, one at a time, and every password change becomes the fleet's next generation.
- */
-export interface FleetRotation {
-  store: FleetStore
-  sync: PasswordSync
-  /** What this replica verified: a password ThingSpace rejected from it is refused at reload. */
-  ledger: FleetLedger
-  /** How long one rotation may hold the fleet's rotation lock: a holder that dies frees it after this. */
-  rotationLockTtlMs: number
-}
-
 /** What GET /admin/session says about the password (never the password). */
 export interface PasswordStatus {
   /** Fleet mode: the generation this replica holds (null before it reached the store); null in single-process mode. */
@@ -73,6 +60,8 @@ export interface PasswordStatus {
   /** When scheduled rotation is due (null when off). */
   rotationDueAt: string | null
 }
+
+export type { FleetRotation } from './fleet-passwords.js'
 
 export class CredentialOperations {
   private busy: string | undefined

@@ -3,6 +3,7 @@
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { FLEET_KEY_BYTES, FleetKeyError } from '../config/fleet-key.js'
+import { UntrustedRecordError } from '../session/shared-session.js'
 
 // Read with the configuration (config/ imports no domain module); here for the modules that seal.
 export { FLEET_KEY_BYTES, FleetKeyError, parseFleetKey } from '../config/fleet-key.js'
@@ -26,7 +27,7 @@ export class FleetKeyMismatchError extends Error {
  * A record that opened under the fleet key but does not agree with the plain fields stored beside it
  * (a generation, a login time): someone who can write Redis but has no fleet key changed them. Refused.
  */
-export class FleetRecordForgedError extends Error {
+export class FleetRecordForgedError extends UntrustedRecordError {
   override readonly name = 'FleetRecordForgedError'
   constructor (
     readonly place: string,
@@ -39,7 +40,7 @@ export class FleetRecordForgedError extends Error {
 }
 
 /** A stored value that is not a sealed value of a known format. */
-export class SealedFormatError extends Error {
+export class SealedFormatError extends UntrustedRecordError {
   override readonly name = 'SealedFormatError'
   constructor (readonly place: string) {
     super(`the shared state at ${place} is not a sealed value this version understands (expected ${VERSION}:...)`)

@@ -15,6 +15,7 @@
 
 import { createHmac, randomBytes } from 'node:crypto'
 import type { FleetStore, PasswordGeneration } from './store.js'
+import type { PasswordSyncStatus, PublishedPassword } from '../credentials/fleet-passwords.js'
 import type { FleetLedger } from './ledger.js'
 import type { SessionCredentials } from '../session/session-manager.js'
 import { errorCode, messageOf } from '../errors.js'
@@ -59,25 +60,11 @@ export interface PasswordSyncOptions {
   publishRetryDelaysMs?: readonly number[]
 }
 
-export interface PasswordSyncStatus {
-  /** The generation this replica holds; null before it could reach the store. */
-  generation: number | null
-  changedAt: number | null
-  /** False when the password in force could not be written to this replica's credentials file. */
-  savedToFile: boolean
-  /**
-   * False while a password this replica holds still has to reach the store (it is re-seeded when the store is back).
-   */
-  published: boolean
-}
-
-export interface PublishedPassword extends PasswordGeneration {
-  published: boolean
-}
-
 const DEFAULT_PUBLISH_RETRY_DELAYS_MS = [100, 300, 1000, 3000] as const
 /** Compare-and-set races lost in a row before giving up for this call (another replica publishing at the same time). */
 const MAX_LOST_RACES = 5
+
+export type { PasswordSyncStatus, PublishedPassword } from '../credentials/fleet-passwords.js'
 
 export class PasswordSync {
   private held: PasswordGeneration | undefined

@@ -1,20 +1,24 @@
 // Which request targets may be forwarded: origin-form paths under the configured prefixes (default: all of /api/), with
 // no way to climb out of them.
 
-/**
- * The forwarding root: every prefix lies under it, and by default all of it is forwarded (the OAuth token endpoint is
- * answered locally).
- */
-export const API_ROOT = '/api/'
-/**
- * Every ThingSpace API family on the upstream host (Connectivity Management, Device Location, Software Management,
- * ...): see the README.
- */
-export const DEFAULT_FORWARD_PREFIXES: readonly string[] = [API_ROOT]
+import {
+  API_ROOT,
+  DEFAULT_FORWARD_PREFIXES,
+  LOCALLY_ANSWERED_ENDPOINTS,
+  type LocalEndpoint
+} from '../config/forward-prefixes.js'
+
+export {
+  API_ROOT,
+  DEFAULT_FORWARD_PREFIXES,
+  LOCALLY_ANSWERED_ENDPOINTS,
+  parseForwardPrefix,
+  parseForwardPrefixes
+} from '../config/forward-prefixes.js'
+export type { LocalEndpoint, LocalEndpointName } from '../config/forward-prefixes.js'
+
 const MAX_DECODE_ROUNDS = 3
 const NEEDS_SEGMENT_CHECK = /[%.\\#\u0000-\u001f\u007f]/ // eslint-disable-line no-control-regex
-/** Characters of a configured prefix's segments: RFC 3986 unreserved, so there is nothing to decode or normalise. */
-const PREFIX_SEGMENT = /^[A-Za-z0-9._~-]+$/
 const QUESTION_MARK = 63
 
 /**
@@ -51,44 +55,6 @@ export class ForwardPrefixes {
 }
 
 export const DEFAULT_FORWARD_RULE = new ForwardPrefixes(DEFAULT_FORWARD_PREFIXES)
-
-/**
- * A configured prefix in its one spelling (`/api/loc/v1` and `/api/loc/v1/` are `/api/loc/v1/`); throws
- * an Error saying what is wrong with it. Anything that a server could read as another path (escapes,
- * dot segments, empty segments, backslashes, `;` parameters, a query) is refused rather than normalised.
- */
-export function parseForwardPrefix (raw: string): string {
-  const prefix = raw.trim()
-  if (prefix === '/api' || prefix === API_ROOT) return API_ROOT
-  if (!prefix.startsWith(API_ROOT)) {
-    throw new Error(`${JSON.stringify(prefix)} is not under ${API_ROOT}: only ThingSpace API paths are forwarded`)
-  }
-  if (prefix.includes('..')) throw new Error(`${JSON.stringify(prefix)} contains ".."`)
-  if (prefix.includes('%')) throw new Error(`${JSON.stringify(prefix)} contains a % escape: write the path as it is`)
-  if (prefix.includes('//')) throw new Error(`${JSON.stringify(prefix)} contains an empty segment ("//")`)
-  const segments = (prefix.endsWith('/') ? prefix.slice(API_ROOT.length, -1) : prefix.slice(API_ROOT.length)).split('/')
-  for (const segment of segments) {
-    if (segment === '.' || !PREFIX_SEGMENT.test(segment)) {
-      throw new Error(
-        `${JSON.stringify(prefix)} has the segment ${JSON.stringify(segment)}: segments are made of letters, digits and - . _ ~ only (no query, ; or \\)`
-      )
-    }
-  }
-  const normalised = `${API_ROOT}${segments.join('/')}/`
-  const local = LOCALLY_ANSWERED_ENDPOINTS.find((endpoint) => `${endpoint.path}/` === normalised)
-  if (local !== undefined) {
-    throw new Error(`${JSON.stringify(prefix)} is ${local.path}, which the proxy answers itself and never forwards`)
-  }
-  return normalised
-}
-
-/** Configured prefixes, each checked by parseForwardPrefix; duplicates and prefixes inside another dropped. */
-export function parseForwardPrefixes (raw: readonly string[]): string[] {
-  const parsed = raw.map(parseForwardPrefix)
-  return [...new Set(parsed)].filter(
-    (prefix, _index, all) => !all.some((other) => other !== prefix && prefix.startsWith(other))
-  )
-}
 
 /** Why a target under /api/ is not forwarded: the Proxy.NotFound.* suffix and a message that says the real reason. */
 export interface TargetRefusal {
@@ -203,22 +169,6 @@ export function targetRefusal (
 export function isForwardableTarget (rawUrl: string, prefixes: ForwardPrefixes = DEFAULT_FORWARD_RULE): boolean {
   return targetRefusal(rawUrl, prefixes) === undefined
 }
-
-export type LocalEndpointName = 'login' | 'logout' | 'passwordReset' | 'oauthToken'
-
-export interface LocalEndpoint {
-  name: LocalEndpointName
-  method: 'POST' | 'PUT'
-  path: string
-}
-
-/** Client calls answered by the proxy itself (session-stubs.ts): forwarded, they would act on the shared session. */
-export const LOCALLY_ANSWERED_ENDPOINTS: readonly LocalEndpoint[] = [
-  { name: 'login', method: 'POST', path: '/api/m2m/v1/session/login' },
-  { name: 'logout', method: 'POST', path: '/api/m2m/v1/session/logout' },
-  { name: 'passwordReset', method: 'PUT', path: '/api/m2m/v1/session/password/actions/reset' },
-  { name: 'oauthToken', method: 'POST', path: '/api/ts/v1/oauth2/token' }
-]
 
 const LOCAL_ENDPOINT_BY_PATH = new Map(LOCALLY_ANSWERED_ENDPOINTS.map((endpoint) => [endpoint.path, endpoint]))
 

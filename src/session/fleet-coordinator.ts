@@ -8,15 +8,13 @@ import type { OAuthGrant } from './auth-client.js'
 import { waitingTimer, type Clock, type Timer } from '../clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { PublishSessionEvent } from './events.js'
-import type { FleetChange, FleetLock, FleetStore, SharedSession } from '../fleet/store.js'
-import type { FleetLedger } from '../fleet/ledger.js'
-import { FleetRecordForgedError, SealedFormatError } from '../fleet/crypto.js'
+import { UntrustedRecordError, type FleetChange, type FleetLock, type LoginLedger, type SharedSession, type SharedSessionStore } from './shared-session.js'
 import { ACCOUNT_FAILURE_CEILING } from './login-guard.js'
 import type { CachedSession, FleetStatus, LoginAttempt, LoginMode, LoginStrategy } from './login-strategy.js'
 
 /** Fleet mode: the state the replicas share (FleetStore) and how long one replica may hold the login lock. */
 export interface FleetOptions {
-  store: FleetStore
+  store: SharedSessionStore
   /** Longer than a login and its OAuth token fetch can take: a holder that dies frees it after this. */
   lockTtlMs: number
   /**
@@ -34,7 +32,7 @@ export interface FleetOptions {
    * What this replica verified, on disk: the passwords ThingSpace rejected (never sent again) and the
    * highest fleet failure count it saw (a count set back in the store buys no extra attempt).
    */
-  ledger?: FleetLedger
+  ledger?: LoginLedger
 }
 
 export const FLEET_POLL_INTERVAL_MS = 250
@@ -70,7 +68,7 @@ export interface FleetHost {
 /** A fleet of replicas: sessions shared through the FleetStore. */
 export class FleetCoordinator implements LoginStrategy {
   readonly shared = true
-  private readonly store: FleetStore
+  private readonly store: SharedSessionStore
   private readonly pollMs: number
   private guardEngaged = false
   private failuresSeen: number | undefined
@@ -512,7 +510,7 @@ export class FleetCoordinator implements LoginStrategy {
       this.sessionRecordProblem = undefined
       return shared
     } catch (error) {
-      if (!(error instanceof FleetRecordForgedError || error instanceof SealedFormatError)) throw error
+      if (!(error instanceof UntrustedRecordError)) throw error
       if (this.sessionRecordProblem !== error.message) {
         this.sessionRecordProblem = error.message
         this.env.publish({

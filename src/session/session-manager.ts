@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import type { Clock, Timer } from '../clock.js'
 import type { ThingSpaceAuthApi } from './auth-client.js'
 import type { LoginGuard } from './login-guard.js'
-import type { SharedSession } from '../fleet/store.js'
+import type { SharedSession } from './shared-session.js'
 import { FleetCoordinator, type FleetHost, type FleetOptions } from './fleet-coordinator.js'
 import {
   SoloLogin,
