@@ -4,14 +4,14 @@ import t from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { execFile, execFileSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { startStack } from '../helpers/stack.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 t.test(
-  'Dockerfile: multi-stage, production dependencies only, non-root, healthcheck, proxy on loopback, exec-form command',
+  'Dockerfile: multi-stage, the bundle without node_modules, non-root, healthcheck, proxy on loopback, exec-form command',
   async (t) => {
     const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
     const stages = dockerfile.match(/^FROM /gm) ?? []
@@ -23,11 +23,7 @@ t.test(
       'every stage on node:24-bookworm-slim'
     )
     const final = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '))
-    t.match(
-      final,
-      /npm ci --omit=dev|COPY --from=production-dependencies/,
-      'final stage gets production dependencies only'
-    )
+    t.notMatch(final, /node_modules|npm (ci|install)/, 'the final stage installs nothing: the bundle carries its dependencies')
     t.match(final, /^USER node$/m, 'runs as the non-root node user')
     t.match(final, /^HEALTHCHECK .*CMD \["node", "dist\/healthcheck\.js"\]/m)
     // The proxy listener injects the account's tokens: loopback only unless a deployment opens it on purpose.
@@ -93,41 +89,32 @@ function finalStage (): {
 }
 
 t.test(
-  'the final stage runs from a clean `npm ci --omit=dev` copy, as its CMD and ENV say, writing nothing beside the state',
+  'the final stage runs from the files the build stage copies (no node_modules), as its CMD and ENV say, writing nothing beside the state',
   async (t) => {
     const { startSimulator } = await import('../helpers/stack.js')
     const { startProxyProcess } = await import('../helpers/process.js')
     const { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
     const stage = finalStage()
     t.same(stage.cmd, ['node', 'dist/main.js'])
-    t.same(stage.copies.sort(), ['/app/dist', '/app/node_modules', 'package.json'].sort())
-    const image = t.testdir({ state: { 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) } })
+    t.same(stage.copies.sort(), ['/image', 'package.json'].sort())
+    // Outside the checkout: a bare import the bundle left unresolved could not be found in its node_modules either.
+    const image = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-image-'))
+    t.teardown(() => { fs.rmSync(image, { recursive: true, force: true }) })
+    fs.mkdirSync(path.join(image, 'state'))
+    fs.writeFileSync(path.join(image, 'state', 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
     const app = path.join(image, 'app')
-    fs.mkdirSync(app)
-    for (const file of ['package.json', 'package-lock.json']) {
-      fs.copyFileSync(path.join(ROOT, file), path.join(app, file))
+    fs.mkdirSync(path.join(app, 'dist'), { recursive: true })
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(app, 'package.json'))
+    // What the build stage puts in the image, as its `cp -r ... /image/` lists it: the proxy must run from that alone.
+    const shipped = /cp -r ((?:dist\/\S+ )+)\/image\//.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
+      ?.trim()
+      .split(' ') ?? []
+    t.ok(shipped.includes('dist/main.js') && shipped.includes('dist/healthcheck.js'), 'the bundle and the healthcheck')
+    t.notOk(shipped.some((file) => file.includes('simulator') || file.includes('demo')), 'no simulator, no demo')
+    for (const file of shipped) {
+      fs.cpSync(path.join(ROOT, file), path.join(app, 'dist', path.basename(file)), { recursive: true })
     }
-    execFileSyncQuiet(
-      'npm',
-      ['ci', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'],
-      app
-    )
-    fs.cpSync(path.join(ROOT, 'dist'), path.join(app, 'dist'), { recursive: true })
-    // What the build stage removes from dist (the simulator and the demo), removed here too: the proxy must run without
-    // them.
-    const removed =
-      /rm -rf ((?:dist\/\S+ ?)+)/
-        .exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
-        ?.trim()
-        .split(' ') ?? []
-    t.ok(
-      removed.includes('dist/simulator') && removed.includes('dist/demo.js'),
-      'the image leaves the simulator and the demo out'
-    )
-    for (const entry of removed) fs.rmSync(path.join(app, entry), { recursive: true, force: true })
-    for (const devOnly of ['typescript', 'tap', 'eslint', 'fast-check', '@fastify/compress']) {
-      t.notOk(fs.existsSync(path.join(app, 'node_modules', devOnly)), `no ${devOnly} in the image`)
-    }
+    t.notOk(fs.existsSync(path.join(app, 'node_modules')), 'no node_modules beside it')
     const before = listTree(app)
 
     const { sim, simUrl } = await startSimulator(t)
@@ -182,10 +169,6 @@ t.test(
     t.ok(fs.existsSync(path.join(image, 'state', 'login-guard.json')), 'state went to the volume')
   }
 )
-
-function execFileSyncQuiet (command: string, args: string[], cwd: string): void {
-  execFileSync(command, args, { cwd, stdio: 'ignore', timeout: 300_000 })
-}
 
 function listTree (dir: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[]).sort()
