@@ -8,13 +8,21 @@ import type { SessionManager } from './session/session-manager.js'
 import type { CredentialOperations } from './credentials/operations.js'
 import type { FleetStore } from './fleet/store.js'
 import type { ProxyMetrics } from './metrics.js'
-import { createCore, type CoreDependencies } from './core.js'
+import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type CoreDependencies } from './core.js'
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
 
 export { LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, fleetLockTtlMs } from './core.js'
 export type AppDependencies = CoreDependencies
+
+/** Closing the admin listener, the fleet store and the upstream pool after the drain and the logout. */
+const SHUTDOWN_MARGIN_MS = 5_000
+
+/** The longest a graceful shutdown (ProxyApp.shutdown) may take: the drain, the logout, then closing the rest. */
+export function shutdownBudgetMs (config: Pick<ProxyConfig, 'shutdownGraceMs'>): number {
+  return config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS
+}
 
 export interface ProxyApp {
   proxy: FastifyInstance

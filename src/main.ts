@@ -8,11 +8,8 @@ import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
 import closeWithGrace from 'close-with-grace'
 import { ListenError, startProxy, type RunningProxy } from './server.js'
-import { LOGOUT_ON_SHUTDOWN_TIMEOUT_MS } from './app.js'
+import { shutdownBudgetMs } from './app.js'
 import { messageOf } from './errors.js'
-
-/** Closing the admin listener, the fleet store and the upstream pool after the drain and the logout. */
-const SHUTDOWN_MARGIN_MS = 5_000
 
 function fail (message: string): never {
   process.stderr.write(`m2m-session-proxy: ${message}\n`)
@@ -50,7 +47,7 @@ async function main (): Promise<void> {
   // (SIGSEGV and the like) or that nothing here sends (SIGUSR2, SIGQUIT) keep Node's own handling.
   closeWithGrace(
     {
-      delay: config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS,
+      delay: shutdownBudgetMs(config),
       logger: false,
       skip: ['SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGUSR2', 'beforeExit'],
       onSecondSignal: (signal) => {
