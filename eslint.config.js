@@ -3,7 +3,7 @@
 import neostandard from 'neostandard'
 
 export default [
-  ...neostandard({ ts: true, env: ['node'], ignores: ['dist/**', 'coverage/**', '.tap/**', 'node_modules/**'] }),
+  ...neostandard({ ts: true, env: ['node'], ignores: ['dist/**', '.build/**', 'coverage/**', '.tap/**', 'node_modules/**'] }),
   {
     rules: {
       // Strings, template literals and URLs are left whole: a message split for the width is harder to find.

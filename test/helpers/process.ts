@@ -2,9 +2,9 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ROOT } from './root.js'
 
-export const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
+export const MAIN = path.join(ROOT, 'dist', 'main.js')
 
 export interface ProxyProcess {
   child: ChildProcess

@@ -3,10 +3,10 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { createConfig } from '../../src/config/load.js'
+import { ROOT } from '../helpers/root.js'
 
-const EXAMPLE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../config/example.json')
+const EXAMPLE = path.join(ROOT, 'config', 'example.json')
 
 t.test('config/example.json loads, and its values win over the defaults', async (t) => {
   const files: Record<string, string> = { [EXAMPLE]: fs.readFileSync(EXAMPLE, 'utf8'), '/run/secrets/m2m-proxy-admin-token': 'x'.repeat(32) + '\n' }

@@ -5,11 +5,9 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseAllDocuments, parse } from 'yaml'
 import { createConfig, KNOWN_ENV_NAMES } from '../../src/config/load.js'
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+import { ROOT } from '../helpers/root.js'
 
 interface EnvEntry {
   name: string

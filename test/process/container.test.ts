@@ -5,10 +5,8 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { startStack } from '../helpers/stack.js'
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+import { ROOT } from '../helpers/root.js'
 
 t.test(
   'Dockerfile: multi-stage, the bundle without node_modules, non-root, healthcheck, proxy on loopback, exec-form command',

@@ -4,12 +4,12 @@ import t, { type Test } from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
+import { ROOT } from '../helpers/root.js'
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
+const MAIN = path.join(ROOT, 'dist', 'main.js')
 const TRIALS = 24
 
 /**

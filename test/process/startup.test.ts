@@ -5,12 +5,12 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
+import { ROOT } from '../helpers/root.js'
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/main.js')
+const MAIN = path.join(ROOT, 'dist', 'main.js')
 const DEMO = path.resolve(path.dirname(MAIN), 'demo.js')
 
 interface Exit { code: number | null, stdout: string, stderr: string }

@@ -4,8 +4,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { ROOT } from '../helpers/root.js'
 
-const SRC = path.join(import.meta.dirname, '..', '..', 'src')
+const SRC = path.join(ROOT, 'src')
 
 /** Bottom first. Root modules are either leaves (used from anywhere) or the composition root, above everything. */
 const LAYERS: ReadonlyArray<readonly string[]> = [
