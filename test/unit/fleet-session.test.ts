@@ -222,8 +222,12 @@ t.test(
   }
 )
 
-t.test('a replica that missed the notification finds the new session by polling', async (t) => {
-  const { api, replicas } = fleetOf(t, 2)
+/**
+ * Two replicas with a session: the first renews it after a refusal and its login is held (`release` lets it answer),
+ * the second, refused too, waits for that login.
+ */
+async function secondWaitsForFirst<C extends FakeClock> (t: Test, clock: C) {
+  const { api, replicas } = fleetOf(t, 2, clock)
   const [first, second] = replicas as [Replica, Replica]
   await first.manager.startSession()
   await second.manager.startSession()
@@ -235,6 +239,11 @@ t.test('a replica that missed the notification finds the new session by polling'
   const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
   await new Promise((resolve) => setImmediate(resolve))
   const waiter = second.manager.tokensAfterRejection(stale, 'session')
+  return { api, second, holder, waiter, release }
+}
+
+t.test('a replica that missed the notification finds the new session by polling', async (t) => {
+  const { api, second, holder, waiter, release } = await secondWaitsForFirst(t, new FakeClock())
   await new Promise((resolve) => setTimeout(resolve, 30))
   second.deaf.value = true // no notification any more, only polling
   release()
@@ -244,18 +253,8 @@ t.test('a replica that missed the notification finds the new session by polling'
 })
 
 t.test('a waiting replica polls on the injected clock: no real-time wait', async (t) => {
-  const { api, clock, replicas } = fleetOf(t, 2, new HandTimerClock())
-  const [first, second] = replicas as [Replica, Replica]
-  await first.manager.startSession()
-  await second.manager.startSession()
-  const stale = await second.manager.acquireTokens()
-  let release!: () => void
-  api.hold = new Promise<void>((resolve) => {
-    release = resolve
-  })
-  const holder = first.manager.tokensAfterRejection(first.manager.currentTokens() as UpstreamTokens, 'session')
-  await new Promise((resolve) => setImmediate(resolve))
-  const waiter = second.manager.tokensAfterRejection(stale, 'session')
+  const clock = new HandTimerClock()
+  const { api, second, holder, waiter, release } = await secondWaitsForFirst(t, clock)
   for (let i = 0; i < 20 && !clock.pending.includes(20); i++) await new Promise((resolve) => setImmediate(resolve))
   t.ok(clock.pending.includes(20), 'the next poll is a timer of the clock, the poll interval away')
   second.deaf.value = true // no notification: only the poll finds the new session
