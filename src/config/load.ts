@@ -215,6 +215,37 @@ export const KNOWN_ENV_NAMES: readonly string[] = [
   TEST_REDIS_URL_ENV
 ]
 
+/** Loopback: what never leaves this machine (the simulator, a TLS-terminating sidecar in the same pod). */
+function isLoopbackHost (hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase()
+  return host === 'localhost' || host.endsWith('.localhost') || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host)
+}
+
+/** Plain http:// to another machine would send the password and both tokens in clear. */
+function checkUpstreamTransport (upstream: string | undefined, allowInsecure: boolean | undefined): void {
+  if (upstream === undefined) return
+  const url = new URL(upstream)
+  if (url.protocol !== 'http:' || allowInsecure === true || isLoopbackHost(url.hostname)) return
+  throw new ConfigError(
+    'M2M_PROXY_UPSTREAM',
+    `is http:// to ${url.hostname}, another machine: the ThingSpace password and tokens would cross the network in ` +
+      'clear. Use https://, or set M2M_PROXY_ALLOW_INSECURE_UPSTREAM=true for an upstream you trust on a network you trust'
+  )
+}
+
+const WILDCARD_HOSTS: ReadonlySet<string> = new Set(['0.0.0.0', '::', '[::]'])
+
+/** Both listeners on one port of one address: the second bind would fail with a misleading "in use". */
+function checkListenerPorts (settings: { port?: number, adminPort?: number, host?: string, adminHost?: string }): void {
+  const { port, adminPort, host, adminHost } = settings
+  if (port === undefined || port === 0 || port !== adminPort || host === undefined || adminHost === undefined) return
+  if (host !== adminHost && !WILDCARD_HOSTS.has(host) && !WILDCARD_HOSTS.has(adminHost)) return
+  throw new ConfigError(
+    'M2M_PROXY_ADMIN_PORT',
+    `is ${adminPort}, the port of the proxy listener too (M2M_PROXY_PORT, on ${host}): give the admin listener a port of its own`
+  )
+}
+
 export function createConfig (sources: ConfigSources): ProxyConfig {
   checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
   const settings = resolveSettings(sources)
@@ -229,6 +260,8 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
       `is ${bodyMemoryBytes}, less than M2M_PROXY_BODY_LIMIT_BYTES (${bodyLimitBytes}): a body of the largest size allowed could never be admitted`
     )
   }
+  checkUpstreamTransport(settings.upstream, settings.allowInsecureUpstream)
+  checkListenerPorts(settings)
   const {
     adminTokenFile: _file,
     adminToken: _token,

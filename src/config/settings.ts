@@ -199,6 +199,8 @@ function setting<T> (env: string, defaultValue: T | undefined, parse: Parser<T>)
 /** Keys are the config-file keys (camelCase of the environment names). */
 export const SETTINGS = {
   upstream: setting('M2M_PROXY_UPSTREAM', 'https://thingspace.verizon.com', upstreamOrigin),
+  // http:// to another machine would carry the password and tokens in clear: refused unless this says it is meant.
+  allowInsecureUpstream: setting('M2M_PROXY_ALLOW_INSECURE_UPSTREAM', false, boolean),
   host: setting('M2M_PROXY_HOST', '127.0.0.1', text),
   port: setting('M2M_PROXY_PORT', 8080, port),
   adminHost: setting('M2M_PROXY_ADMIN_HOST', '127.0.0.1', text),

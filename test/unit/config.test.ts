@@ -760,3 +760,37 @@ t.test(
     )
   }
 )
+
+t.test('plain http:// to another machine is refused: the password would cross the network in clear', async (t) => {
+  for (const upstream of ['http://thingspace.verizon.com', 'http://10.0.0.5:8080', 'http://127.example.com']) {
+    const error = configErrorOf(() => load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }), upstream)
+    t.equal(error.setting, 'M2M_PROXY_UPSTREAM', upstream)
+    t.match(error.message, /in clear.*https:\/\/.*M2M_PROXY_ALLOW_INSECURE_UPSTREAM=true/s)
+  }
+  for (const upstream of ['http://127.0.0.1:8443', 'http://localhost:9', 'http://[::1]:9', 'http://127.1.2.3:9']) {
+    t.equal(load({ ...CREDS, M2M_PROXY_UPSTREAM: upstream }).upstream, upstream, `${upstream}: this machine`)
+  }
+  const allowed = load({ ...CREDS, M2M_PROXY_UPSTREAM: 'http://sim.internal:8443', M2M_PROXY_ALLOW_INSECURE_UPSTREAM: 'true' })
+  t.equal(allowed.upstream, 'http://sim.internal:8443', 'allowed when asked for')
+  t.equal(load({ ...CREDS }).allowInsecureUpstream, false, 'off by default')
+})
+
+t.test('both listeners on one port of one address: refused before listening, naming the admin port', async (t) => {
+  const same = configErrorOf(() => load({ ...CREDS, M2M_PROXY_ADMIN_PORT: '8080' }), 'the default proxy port again')
+  t.equal(same.setting, 'M2M_PROXY_ADMIN_PORT')
+  t.match(same.message, /8080, the port of the proxy listener too \(M2M_PROXY_PORT, on 127\.0\.0\.1\)/)
+  const wildcard = configErrorOf(
+    () => load({ ...CREDS, M2M_PROXY_PORT: '9000', M2M_PROXY_ADMIN_PORT: '9000', M2M_PROXY_ADMIN_HOST: '0.0.0.0' }),
+    'a wildcard admin host on the proxy port'
+  )
+  t.equal(wildcard.setting, 'M2M_PROXY_ADMIN_PORT')
+  const apart = load({
+    ...CREDS,
+    M2M_PROXY_PORT: '9000',
+    M2M_PROXY_ADMIN_PORT: '9000',
+    M2M_PROXY_HOST: '127.0.0.1',
+    M2M_PROXY_ADMIN_HOST: '127.0.0.2'
+  })
+  t.equal(apart.adminPort, 9000, 'one port on two addresses is fine')
+  t.equal(load({ ...CREDS, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }).port, 0, 'port 0 twice: two free ports')
+})
