@@ -139,6 +139,13 @@ export async function startProxy (
     { proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null },
     'listening'
   )
+  if (config.adminToken === undefined) {
+    logger.warn(
+      { setting: 'M2M_PROXY_ADMIN_TOKEN' },
+      'the admin API is off (no admin token): /admin/ routes answer 403; probes and /metrics stay open. ' +
+        'Set M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE to end sessions or rotate the password'
+    )
+  }
   const exposure = credentialsExposure(config.credentialsFile)
   if (exposure !== undefined) logger.warn(exposure)
   for (const secret of config.secretFiles) {

@@ -17,6 +17,13 @@ export function parseFleetKey (text: string): Buffer {
   const hint = 'generate one with: openssl rand -hex 32'
   if (/^[0-9a-fA-F]{64}$/.test(value)) return Buffer.from(value, 'hex')
   const isHex = /^[0-9a-fA-F]+$/.test(value)
+  // 64 characters is never a 32-byte base64 key (43 or 44): a few that are not hex digits are typos in a hex key.
+  const notHex = [...value].flatMap((character, index) => (/[0-9a-fA-F]/.test(character) ? [] : [index + 1]))
+  if (value.length === FLEET_KEY_BYTES * 2 && notHex.length > 0 && notHex.length <= 4) {
+    throw new FleetKeyError(
+      `looks like ${FLEET_KEY_BYTES * 2} hex digits, but character ${notHex.join(', ')} is not one (0-9, a-f); ${hint}`
+    )
+  }
   const unpadded = value
     .replace(/={1,2}$/, '')
     .replaceAll('-', '+')

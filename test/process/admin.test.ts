@@ -64,6 +64,14 @@ t.test('no admin token configured → 403 admin API disabled; probes stay open',
   t.equal((await stack.adminCall('GET', '/healthz')).status, 200)
   t.equal((await stack.adminCall('GET', '/readyz')).status, 200)
   t.equal(stack.sim.stats.passwordResets, 0)
+  const off = stack.logs.entries().filter((entry) => String(entry.msg).startsWith('the admin API is off'))
+  t.equal(off.length, 1, 'one line at start-up says the admin API is off, and how to turn it on')
+  t.match(off[0], { level: 40, setting: 'M2M_PROXY_ADMIN_TOKEN' })
+})
+
+t.test('with an admin token, no line about the admin API being off', async (t) => {
+  const stack = await startStack(t)
+  t.notOk(stack.logs.entries().some((entry) => String(entry.msg).startsWith('the admin API is off')))
 })
 
 t.test('admin paths on the proxy listener answer 404', async (t) => {

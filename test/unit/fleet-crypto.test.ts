@@ -76,6 +76,9 @@ t.test('a bad fleet key is refused with its length and a hint, never the key', a
     ['ab'.repeat(33), /64 hex digits \(got 66\)/],
     [randomBytes(16).toString('base64'), /base64 decodes to 16/],
     [randomBytes(48).toString('base64'), /base64 decodes to 48/],
+    // A hex key with typos reads as 64 characters of base64 (48 bytes): said as the hex typo it is.
+    [`${'ab'.repeat(4)}g${'c'.repeat(55)}`, /looks like 64 hex digits, but character 9 is not one \(0-9, a-f\)/],
+    [`${'0'.repeat(20)}oo${'1'.repeat(42)}`, /character 21, 22 is not one/],
     ['not a key at all, has spaces', /neither/],
     ['', /neither/]
   ]
