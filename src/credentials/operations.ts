@@ -61,8 +61,6 @@ export interface PasswordStatus {
   rotationDueAt: string | null
 }
 
-export type { FleetRotation } from './fleet-passwords.js'
-
 export class CredentialOperations {
   private busy: string | undefined
   /** Single-process mode: the password in force could not be written to the credentials file. */

@@ -64,8 +64,6 @@ const DEFAULT_PUBLISH_RETRY_DELAYS_MS = [100, 300, 1000, 3000] as const
 /** Compare-and-set races lost in a row before giving up for this call (another replica publishing at the same time). */
 const MAX_LOST_RACES = 5
 
-export type { PasswordSyncStatus, PublishedPassword } from '../credentials/fleet-passwords.js'
-
 export class PasswordSync {
   private held: PasswordGeneration | undefined
   private savedToFile = true
