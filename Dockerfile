@@ -8,7 +8,8 @@ COPY src ./src
 # dist/chunks/, the Redis client that fleet mode loads). The image ships that bundle and the healthcheck only: no
 # node_modules (a third of the start-up was resolving and reading them), no simulator, no demo. With
 # NODE_OPTIONS=--enable-source-maps, stack traces name the source files (main.js.map).
-RUN npm ci --no-audit --no-fund && mkdir /image && cp -r dist/main.js dist/main.js.map dist/chunks dist/healthcheck.js /image/
+RUN npm ci --no-audit --no-fund && chmod +x dist/cli.js && mkdir /image && \
+    cp -r dist/main.js dist/main.js.map dist/chunks dist/healthcheck.js dist/cli.js /image/
 
 FROM node:24-bookworm-slim
 # The proxy listener attaches the account's tokens to whatever reaches it, so it listens on loopback:
@@ -31,7 +32,9 @@ COPY --from=build /image ./dist
 COPY package.json ./
 # Credentials and state live on a writable volume (the lockout count must survive restarts;
 # password rotation rewrites the credentials file); the image itself can be read-only.
-RUN mkdir -p /var/lib/m2m-session-proxy && chown node:node /var/lib/m2m-session-proxy
+# The operator's CLI on the PATH: `docker exec <container> m2m-session-proxy status`.
+RUN mkdir -p /var/lib/m2m-session-proxy && chown node:node /var/lib/m2m-session-proxy && \
+    ln -s /app/dist/cli.js /usr/local/bin/m2m-session-proxy
 VOLUME ["/var/lib/m2m-session-proxy"]
 USER node
 # Only the admin port: `docker run -P` must not publish the proxy listener.

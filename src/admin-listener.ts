@@ -36,7 +36,8 @@ export function buildAdminListener (core: Core, guard: RequestGuard, isShuttingD
     session: core.session,
     operations: core.operations,
     metrics: core.metrics,
-    isShuttingDown
+    isShuttingDown,
+    fleetView: core.fleetView
   })
   return admin
 }

@@ -26,6 +26,9 @@ import { logEvents } from './event-log.js'
 import { ProxyMetrics } from './metrics.js'
 import { createUpstreamDispatcher } from './upstream.js'
 import { messageOf } from './errors.js'
+import { hostname } from 'node:os'
+import { ReplicaHeartbeat, singleProcessView, type FleetView, type ReplicaBeat } from './fleet/replicas.js'
+import { VERSION } from './version.js'
 
 export interface CoreDependencies {
   logger: Logger
@@ -49,6 +52,8 @@ export interface Core {
   readonly metrics: ProxyMetrics
   /** Fleet mode: the store the replicas share; undefined in single-process mode. */
   readonly fleetStore: FleetStore | undefined
+  /** Every replica of the fleet as their heartbeats say (GET /admin/fleet); this one alone in single-process mode. */
+  fleetView: () => Promise<FleetView>
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
   stopBackground: () => void
   /**
@@ -228,6 +233,34 @@ export async function createCore (
         })
       })
 
+  const describeReplica = (): Omit<ReplicaBeat, 'seenAt' | 'intervalMs'> => {
+    const snapshot = session.snapshot()
+    return {
+      id: store?.replicaId ?? `${hostname()}/${process.pid}`,
+      host: hostname(),
+      pid: process.pid,
+      version: VERSION,
+      state: snapshot.state,
+      ready: snapshot.notReadyReason === null,
+      notReadyReason: snapshot.notReadyReason,
+      generation: operations.passwordStatus().generation,
+      loggedInAt: snapshot.loggedInAt,
+      logins: snapshot.logins,
+      consecutiveLoginFailures: snapshot.consecutiveLoginFailures,
+      maxLoginFailures: snapshot.maxLoginFailures
+    }
+  }
+  const heartbeat =
+    store === undefined
+      ? undefined
+      : new ReplicaHeartbeat({
+        directory: store,
+        describe: describeReplica,
+        intervalMs: config.fleetHeartbeatMs,
+        clock
+      })
+  heartbeat?.start()
+
   const logOutUpstream = async (): Promise<void> => {
     if (fleet !== undefined) {
       // The other replicas use the same session: logging it out would cost the fleet a login.
@@ -264,6 +297,8 @@ export async function createCore (
     gate,
     metrics,
     fleetStore: store,
+    fleetView: async () =>
+      heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {
       stopWatching()
       rotationSchedule.stop()
@@ -272,6 +307,7 @@ export async function createCore (
     },
     logOutUpstream,
     close: async () => {
+      await heartbeat?.stop() // before the store closes: a replica shut down leaves the fleet view at once
       await store?.close()
       await dispatcher.destroy()
       events.close()

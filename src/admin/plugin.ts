@@ -9,6 +9,7 @@ import { sendProxyError, type ProxyErrorKind } from '../proxy/errors.js'
 import { sendAuthUnavailable } from '../proxy/plugin.js'
 import { checkAdminAuthorization } from './auth.js'
 import type { Registry } from 'prom-client'
+import { FleetViewUnavailableError, type FleetView } from '../fleet/replicas.js'
 
 export interface AdminPluginOptions {
   adminToken: string | undefined
@@ -17,6 +18,8 @@ export interface AdminPluginOptions {
   /** The registry GET /metrics serves (metrics.ts). */
   metrics: { readonly registry: Pick<Registry, 'contentType' | 'metrics'> }
   isShuttingDown: () => boolean
+  /** Every replica of the fleet (core.ts); this one alone in single-process mode. */
+  fleetView: () => Promise<FleetView>
 }
 
 const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
@@ -70,6 +73,9 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
     if (error instanceof OperationError) return sendProxyError(reply, OPERATION_ERRORS[error.kind], error.message)
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
     if (error instanceof ConfigError) return sendProxyError(reply, 'badRequest', error.message)
+    if (error instanceof FleetViewUnavailableError) {
+      return sendProxyError(reply.header('retry-after', '5'), 'fleetStoreUnreachable', error.message)
+    }
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)
     }
@@ -152,7 +158,10 @@ function answerOtherMethods (app: FastifyInstance, allowedMethods: ReadonlyMap<s
   }
 }
 
-function registerOperatorRoutes (app: FastifyInstance, { session, operations }: AdminPluginOptions): void {
+function registerOperatorRoutes (
+  app: FastifyInstance,
+  { session, operations, fleetView }: AdminPluginOptions
+): void {
   // The session's state, and the password's (generation, age, whether it is saved to the file): never a secret.
   app.get('/session', async () => ({ ...session.snapshot(), password: operations.passwordStatus() }))
 
@@ -166,6 +175,9 @@ function registerOperatorRoutes (app: FastifyInstance, { session, operations }: 
   app.post('/password/rotate', async () => await operations.rotatePassword())
 
   app.post('/credentials/reload', async () => await operations.reload({ login: true }))
+
+  // Every replica's heartbeat, the login lock's holder, who is stale: any replica answers for the fleet.
+  app.get('/fleet', async () => await fleetView())
 }
 
 /** One line per admin call, `audit: true`, for the operator's log search. */

@@ -246,6 +246,33 @@ function checkListenerPorts (settings: { port?: number, adminPort?: number, host
   )
 }
 
+/** Where a client on this machine reaches the admin listener, and with which token (the CLI, the healthcheck). */
+export interface AdminEndpoint {
+  /** http://host:port, a wildcard listener reached through loopback. */
+  url: string
+  /**
+   * The admin token, read when asked (a token file the healthcheck need not read); undefined: none is configured, the
+   * operator routes are off and the probes still answer.
+   */
+  readToken: () => string | undefined
+}
+
+/**
+ * The admin listener's address and token from the same sources as the proxy's own configuration (defaults < config
+ * file < environment), without asking for what only the proxy needs (the credentials file).
+ */
+export function resolveAdminEndpoint (sources: ConfigSources): AdminEndpoint {
+  checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
+  const settings = resolveSettings(sources)
+  const configuredHost = settings.adminHost ?? '127.0.0.1'
+  // A wildcard listener is reached through loopback from the same machine (or container).
+  const host = WILDCARD_HOSTS.has(configuredHost) ? '127.0.0.1' : configuredHost.replace(/^\[|\]$/g, '')
+  return {
+    url: `http://${host.includes(':') ? `[${host}]` : host}:${settings.adminPort ?? 9090}`,
+    readToken: () => resolveAdminToken(settings, sources)
+  }
+}
+
 export function createConfig (sources: ConfigSources): ProxyConfig {
   checkEnvironmentNames(sources.env, KNOWN_ENV_NAMES)
   const settings = resolveSettings(sources)

@@ -263,7 +263,9 @@ export const SETTINGS = {
   redisUrl: setting<string>('M2M_PROXY_REDIS_URL', undefined, redisUrl),
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
-  redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix)
+  redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix),
+  // Each replica's heartbeat for GET /admin/fleet: stale after 3 missed, dropped after 12.
+  fleetHeartbeatMs: setting('M2M_PROXY_FLEET_HEARTBEAT_MS', 5000, integer(1000, 300_000))
 } as const
 
 export type SettingKey = keyof typeof SETTINGS

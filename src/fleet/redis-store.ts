@@ -23,7 +23,9 @@ import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { createClient } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
-import { FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
+import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
+import { isReplicaBeat, lockTag, type ReplicaBeat } from './replicas.js'
+import { UntrustedRecordError } from '../session/shared-session.js'
 import {
   FleetStoreClosedError,
   newLockOwner,
@@ -196,7 +198,7 @@ export class RedisFleetStore implements FleetStore {
   private readonly channel: string
   private readonly key: Buffer
   private readonly clock: Clock
-  private readonly replicaId: string
+  readonly replicaId: string
   private readonly redact: (text: string) => string
   private readonly log: (level: 'warn' | 'info', message: string) => void
   private readonly listeners = new Set<FleetChangeListener>()
@@ -343,7 +345,8 @@ export class RedisFleetStore implements FleetStore {
   }
 
   async takeLock (name: FleetLockName, ttlMs: number): Promise<FleetLock | undefined> {
-    const owner = newLockOwner()
+    // Tagged with this replica's lock tag: GET /admin/fleet names the holder.
+    const owner = `${lockTag(this.replicaId)}.${newLockOwner()}`
     const key = this.keyOf(LOCK_KEYS[name])
     const reply = await this.run(`take the ${name} lock`, () =>
       this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } })
@@ -480,6 +483,45 @@ export class RedisFleetStore implements FleetStore {
     }
   }
 
+  async writeHeartbeat (beat: ReplicaBeat, keepMs: number): Promise<void> {
+    const key = this.keyOf('replicas')
+    const field = lockTag(beat.id)
+    const sealed = sealRecord(this.key, `${key}#${field}`, beat)
+    await this.run('write the heartbeat', async () => {
+      await this.client.multi().hSet(key, field, sealed).pExpire(key, Math.max(1, Math.ceil(keepMs))).exec()
+    })
+  }
+
+  async readHeartbeats (): Promise<{ beats: ReplicaBeat[]; unreadable: number }> {
+    const key = this.keyOf('replicas')
+    const fields = await this.run('read the heartbeats', () => this.client.hGetAll(key))
+    const beats: ReplicaBeat[] = []
+    let unreadable = 0
+    for (const [field, sealed] of Object.entries(fields)) {
+      try {
+        const beat = openRecord(this.key, `${key}#${field}`, sealed, isReplicaBeat)
+        if (lockTag(beat.id) === field) beats.push(beat)
+        else unreadable++
+      } catch (error) {
+        // another fleet key (FleetKeyMismatchError), another version or a forgery: counted, never trusted
+        if (!(error instanceof UntrustedRecordError) && !(error instanceof FleetKeyMismatchError)) throw error
+        unreadable++
+      }
+    }
+    return { beats, unreadable }
+  }
+
+  async removeHeartbeat (id: string): Promise<void> {
+    const key = this.keyOf('replicas')
+    await this.run('remove a heartbeat', () => this.client.hDel(key, lockTag(id)))
+  }
+
+  async readLoginLockTag (): Promise<string | undefined> {
+    const key = this.keyOf(LOCK_KEYS.login)
+    const owner = await this.run('read the login lock', () => this.client.get(key))
+    return owner === null ? undefined : owner.split('.', 1)[0]
+  }
+
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
@@ -521,6 +563,7 @@ export class RedisFleetStore implements FleetStore {
       | 'password'
       | 'throttle'
       | 'send-slots'
+      | 'replicas'
   ): string {
     return `${this.base}${name}`
   }

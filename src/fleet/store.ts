@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto'
 import type { SharedSessionStore } from '../session/shared-session.js'
 import type { PasswordStore } from '../credentials/fleet-passwords.js'
+import type { ReplicaDirectory } from './replicas.js'
 
 export type {
   FleetChange,
@@ -25,7 +26,10 @@ export { DEFAULT_REDIS_KEY_PREFIX } from '../config/settings.js'
  * The shared session (session/shared-session.ts) and the password generations (credentials/fleet-passwords.ts), and the
  * fleet's throttling: all the state replicas of one account share.
  */
-export interface FleetStore extends SharedSessionStore, PasswordStore {
+export interface FleetStore extends SharedSessionStore, PasswordStore, ReplicaDirectory {
+  /** This replica's id (host/pid), as its heartbeat and the lock tags name it. */
+  readonly replicaId: string
+
   /**
    * ThingSpace throttled this replica: stores the fleet's pause (extended, never shortened) for `pauseMs`
    * so that a replica connecting meanwhile pauses too, then notifies `{ kind: 'throttle', pauseMs }`.

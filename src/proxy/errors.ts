@@ -24,6 +24,7 @@ export const PROXY_ERRORS = {
   upstreamTimeout: { status: 504, code: 'Proxy.UpstreamTimeout' },
   authUnavailable: { status: 503, code: 'Proxy.AuthenticationUnavailable' },
   overloaded: { status: 503, code: 'Proxy.Overloaded' },
+  fleetStoreUnreachable: { status: 503, code: 'Proxy.FleetStoreUnreachable' },
   internal: { status: 500, code: 'Proxy.InternalError' }
 } as const
 

@@ -4,6 +4,28 @@
 import { randomBytes } from 'node:crypto'
 import type { Test } from 'tap'
 import type { FleetChange, FleetStore } from '../../src/fleet/store.js'
+import { lockTag, type ReplicaBeat } from '../../src/fleet/replicas.js'
+
+/** A heartbeat of replica `id`, written at `seenAt`. */
+export function beat (id: string, seenAt: number, overrides: Partial<ReplicaBeat> = {}): ReplicaBeat {
+  return {
+    id,
+    host: id.split('/')[0] ?? id,
+    pid: Number(id.split('/')[1] ?? 1),
+    version: '0.1.0',
+    state: 'active',
+    ready: true,
+    notReadyReason: null,
+    generation: 1,
+    loggedInAt: new Date(seenAt).toISOString(),
+    logins: 1,
+    consecutiveLoginFailures: 0,
+    maxLoginFailures: 2,
+    seenAt,
+    intervalMs: 5000,
+    ...overrides
+  }
+}
 
 export interface FleetStoreHarness {
   /** A new store (its own connection, as another replica) for `username` under `keyPrefix`, connected. */
@@ -68,7 +90,7 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
     )
     const winners = takes.filter((lock) => lock !== undefined)
     t.equal(winners.length, 1, 'exactly one lock')
-    t.match(winners[0]?.owner, /^[0-9a-f]{32}$/, 'a random owner id')
+    t.match(winners[0]?.owner, /^[0-9a-f]{12}\.[0-9a-f]{32}$/, "the taker's lock tag and a random owner id")
   })
 
   storeTest('the lock is released only by its owner; a stale holder releasing is a no-op', async (t, open) => {
@@ -344,10 +366,11 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
       await store.publishPassword({ generation: 1, password: secrets[2] as string, changedAt: 1 })
       await store.countLoginAttempt()
       t.ok(await store.takeLock('login', 5000))
+      await store.writeHeartbeat(beat('secret-host-5e1a/77', harness.now()), 60_000)
       const values = await rawValues(keyPrefix)
       t.ok(values.length >= 5, `the stored values were read (${values.length})`)
       const everything = values.join('\n')
-      for (const secret of [...secrets, username]) {
+      for (const secret of [...secrets, username, 'secret-host-5e1a']) {
         t.notOk(everything.includes(secret), `${secret.slice(0, 8)}… is not in the stored values`)
       }
       t.ok(
@@ -356,6 +379,30 @@ export function fleetStoreContract (t: Test, harness: FleetStoreHarness): void {
       )
     })
   }
+
+  storeTest('heartbeats: each replica reads every beat; a removed one is gone; the lock tag names the holder', async (t, open) => {
+    const [a, b] = await Promise.all([open(), open()])
+    t.same(await a.readHeartbeats(), { beats: [], unreadable: 0 }, 'none at first')
+    await a.writeHeartbeat(beat('host-a/1', 1000), 60_000)
+    await b.writeHeartbeat(beat('host-b/2', 2000), 60_000)
+    await b.writeHeartbeat(beat('host-b/2', 3000), 60_000)
+    const { beats, unreadable } = await b.readHeartbeats()
+    t.same(
+      beats.map((one) => [one.id, one.seenAt]).sort(),
+      [['host-a/1', 1000], ['host-b/2', 3000]],
+      'one beat per replica, the newest'
+    )
+    t.equal(unreadable, 0)
+    t.same(beats.find((one) => one.id === 'host-a/1'), beat('host-a/1', 1000), 'every field as written')
+    await b.removeHeartbeat('host-a/1')
+    t.same((await a.readHeartbeats()).beats.map((one) => one.id), ['host-b/2'])
+
+    t.equal(await a.readLoginLockTag(), undefined, 'the lock is free')
+    const lock = await b.takeLock('login', 5000)
+    t.equal(await a.readLoginLockTag(), lockTag(b.replicaId), "the holder's tag")
+    await b.releaseLock(lock as NonNullable<typeof lock>)
+    t.equal(await a.readLoginLockTag(), undefined, 'free again')
+  })
 
   storeTest('a closed store is not connected and refuses calls', async (t, open) => {
     const store = await open()

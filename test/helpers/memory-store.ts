@@ -14,6 +14,7 @@ import {
   type SharedOAuthToken,
   type SharedSession
 } from '../../src/fleet/store.js'
+import { lockTag, type ReplicaBeat } from '../../src/fleet/replicas.js'
 
 interface AccountState {
   session?: SharedSession
@@ -25,6 +26,7 @@ interface AccountState {
   pausedUntil: number
   nextSlotAt: number
   listeners: Set<FleetChangeListener>
+  heartbeats: Map<string, ReplicaBeat>
 }
 
 /**
@@ -41,7 +43,14 @@ export class MemoryFleet {
     const id = `${keyPrefix}\0${username}`
     let state = this.accounts.get(id)
     if (state === undefined) {
-      state = { failures: 0, locks: new Map(), listeners: new Set(), pausedUntil: 0, nextSlotAt: 0 }
+      state = {
+        failures: 0,
+        locks: new Map(),
+        listeners: new Set(),
+        pausedUntil: 0,
+        nextSlotAt: 0,
+        heartbeats: new Map()
+      }
       this.accounts.set(id, state)
     }
     return state
@@ -57,6 +66,7 @@ export class MemoryFleet {
       state.password = undefined
       state.pausedUntil = 0
       state.nextSlotAt = 0
+      state.heartbeats.clear()
       for (const listener of [...state.listeners]) queueMicrotask(() => listener({ kind: 'connected' }))
     }
   }
@@ -66,6 +76,8 @@ export interface MemoryFleetStoreOptions {
   fleet: MemoryFleet
   username: string
   keyPrefix: string
+  /** Default: a new random id (host/pid in production). */
+  replicaId?: string
 }
 
 export class MemoryFleetStore implements FleetStore {
@@ -73,8 +85,10 @@ export class MemoryFleetStore implements FleetStore {
   private readonly clock: Clock
   private readonly own = new Set<FleetChangeListener>()
   private closed = false
+  readonly replicaId: string
 
   constructor (options: MemoryFleetStoreOptions) {
+    this.replicaId = options.replicaId ?? `memory/${newLockOwner().slice(0, 8)}`
     this.state = options.fleet.account(options.keyPrefix, options.username)
     this.clock = options.fleet.clock
   }
@@ -131,7 +145,7 @@ export class MemoryFleetStore implements FleetStore {
     const now = this.clock.now()
     const held = this.state.locks.get(name)
     if (held !== undefined && held.expiresAt > now) return undefined
-    const owner = newLockOwner()
+    const owner = `${lockTag(this.replicaId)}.${newLockOwner()}`
     this.state.locks.set(name, { owner, expiresAt: now + ttlMs })
     return { name, owner }
   }
@@ -190,6 +204,27 @@ export class MemoryFleetStore implements FleetStore {
     this.state.password = { ...held }
     this.notify({ kind: 'password', generation: held.generation })
     return true
+  }
+
+  async writeHeartbeat (beat: ReplicaBeat): Promise<void> {
+    this.check()
+    this.state.heartbeats.set(beat.id, { ...beat })
+  }
+
+  async readHeartbeats (): Promise<{ beats: ReplicaBeat[]; unreadable: number }> {
+    this.check()
+    return { beats: [...this.state.heartbeats.values()].map((beat) => ({ ...beat })), unreadable: 0 }
+  }
+
+  async removeHeartbeat (id: string): Promise<void> {
+    this.check()
+    this.state.heartbeats.delete(id)
+  }
+
+  async readLoginLockTag (): Promise<string | undefined> {
+    this.check()
+    const held = this.state.locks.get('login')
+    return held === undefined || held.expiresAt <= this.clock.now() ? undefined : held.owner.split('.', 1)[0]
   }
 
   async pauseSending (pauseMs: number): Promise<void> {

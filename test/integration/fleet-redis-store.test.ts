@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { createClient } from '@redis/client'
 import { RedisFleetStore, redactor, type RedisFleetStoreOptions } from '../../src/fleet/redis-store.js'
-import { fleetStoreContract } from '../helpers/fleet-store-contract.js'
+import { beat, fleetStoreContract } from '../helpers/fleet-store-contract.js'
+import { lockTag } from '../../src/fleet/replicas.js'
 import { freePort } from '../helpers/ports.js'
 import { deleteKeys, haveTestRedis, rawValues, startRedisServer, TEST_REDIS_URL, waitUntil } from '../helpers/redis.js'
 
@@ -67,6 +68,34 @@ if (await haveTestRedis(t)) {
       })
     }
     t.equal((await writer.readSession())?.token, 'tok', 'the right key still reads it')
+  })
+
+  t.test('heartbeats: another fleet key, a forged or a moved beat is counted unreadable, never shown', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix })
+    const stranger = openStore(t, { keyPrefix, fleetKey: randomBytes(32) })
+    await waitUntil(() => store.connected && stranger.connected, 5000, 'both connect')
+    await store.writeHeartbeat(beat('host-a/1', Date.now()), 60_000)
+    await stranger.writeHeartbeat(beat('host-x/9', Date.now()), 60_000)
+    const seen = await store.readHeartbeats()
+    t.same(seen.beats.map((one) => one.id), ['host-a/1'], 'only the beat sealed with this key')
+    t.equal(seen.unreadable, 1, "the other key's beat is counted")
+    t.equal((await stranger.readHeartbeats()).unreadable, 1, 'and the other way round')
+
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [replicasKey] = await raw.keys(`${keyPrefix}*replicas`)
+    const fields = await raw.hGetAll(replicasKey as string)
+    const own = fields[lockTag('host-a/1')] as string
+    // A valid sealed beat copied under another replica's field: the place is authenticated.
+    await raw.hSet(replicasKey as string, lockTag('host-z/3'), own)
+    await raw.hSet(replicasKey as string, 'deadbeef0000', 'v1:not-sealed')
+    const after = await store.readHeartbeats()
+    t.same(after.beats.map((one) => one.id), ['host-a/1'])
+    t.equal(after.unreadable, 3, 'the stranger, the moved and the forged beats')
+    t.ok((await raw.pTTL(replicasKey as string)) > 50_000, 'the directory expires unless a replica keeps beating')
   })
 
   t.test('a sealed value moved to another key does not open there', async (t) => {

@@ -107,7 +107,15 @@ t.test(
     const shipped = /cp -r ((?:dist\/\S+ )+)\/image\//.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
       ?.trim()
       .split(' ') ?? []
-    t.ok(shipped.includes('dist/main.js') && shipped.includes('dist/healthcheck.js'), 'the bundle and the healthcheck')
+    t.ok(
+      ['dist/main.js', 'dist/healthcheck.js', 'dist/cli.js'].every((file) => shipped.includes(file)),
+      'the bundle, the healthcheck and the CLI'
+    )
+    t.match(
+      fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'),
+      /ln -s \/app\/dist\/cli\.js \/usr\/local\/bin\/m2m-session-proxy/,
+      'the CLI is on the PATH'
+    )
     t.notOk(shipped.some((file) => file.includes('simulator') || file.includes('demo')), 'no simulator, no demo')
     for (const file of shipped) {
       fs.cpSync(path.join(ROOT, file), path.join(app, 'dist', path.basename(file)), { recursive: true })
@@ -161,6 +169,16 @@ t.test(
       )
     })
     t.equal(health, 0, 'the HEALTHCHECK command passes')
+    const cliStatus = await new Promise<{ code: number; stdout: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [path.join(app, 'dist', 'cli.js'), 'status'],
+        { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
+        (error, stdout) => { resolve({ code: error === null ? 0 : Number(error.code ?? 1), stdout }) }
+      )
+    })
+    t.equal(cliStatus.code, 0, 'the shipped CLI runs from the image files alone')
+    t.match(cliStatus.stdout, /^ready: +yes$/m)
     proxy.child.kill('SIGTERM')
     t.equal((await proxy.exit).code, 0)
     t.same(listTree(app), before, 'nothing written under the application directory (read-only root works)')

@@ -1,0 +1,64 @@
+// The CLI's side of the admin API: one request, its JSON answer, and a clear error when nothing answers.
+
+import { messageOf } from '../errors.js'
+
+export interface AdminAnswer {
+  status: number
+  /** The parsed JSON body; the text when it is not JSON. */
+  body: unknown
+}
+
+/** Nothing answered at the admin address (refused, timed out, not HTTP): exit code 2 for scripts. */
+export class AdminUnreachableError extends Error {
+  override readonly name = 'AdminUnreachableError'
+}
+
+export interface AdminClientOptions {
+  url: string
+  token: string | undefined
+  timeoutMs: number
+}
+
+export class AdminClient {
+  constructor (private readonly options: AdminClientOptions) {}
+
+  get url (): string {
+    return this.options.url
+  }
+
+  get hasToken (): boolean {
+    return this.options.token !== undefined
+  }
+
+  async request (method: 'GET' | 'POST', path: string): Promise<AdminAnswer> {
+    const headers: Record<string, string> = { accept: 'application/json' }
+    if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`
+    let response: Response
+    let text: string
+    try {
+      response = await fetch(`${this.options.url}${path}`, {
+        method,
+        headers,
+        signal: AbortSignal.timeout(this.options.timeoutMs)
+      })
+      text = await response.text()
+    } catch (error) {
+      throw new AdminUnreachableError(`no answer from the admin listener at ${this.options.url}: ${causeOf(error)}`)
+    }
+    let body: unknown = text
+    try {
+      body = JSON.parse(text)
+    } catch {
+      // kept as text: a proxy in front, or not this program at all
+    }
+    return { status: response.status, body }
+  }
+}
+
+/** undici's fetch hides the system error (ECONNREFUSED, ...) in `cause`. */
+function causeOf (error: unknown): string {
+  if (error instanceof Error && error.name === 'TimeoutError') return 'timed out'
+  const cause = error instanceof Error ? (error.cause as { code?: unknown } | undefined) : undefined
+  if (typeof cause?.code === 'string') return cause.code
+  return messageOf(cause ?? error)
+}
