@@ -10,6 +10,7 @@ import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
 import type { Clock } from './clock.js'
+import { StateDirLock } from './fs/state-dir-lock.js'
 
 export interface RunningProxy {
   readonly app: ProxyApp
@@ -111,9 +112,23 @@ export async function startProxy (
   logger: Logger,
   clock?: Clock
 ): Promise<RunningProxy> {
-  // Throws ConfigError when the state directory is unusable: before listening, before any login.
-  const guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
-  const app = await buildApp(config, credentials, { logger, guard, clock })
+  // Throws ConfigError when the state directory is unusable or another live proxy holds it: before listening, before
+  // any login.
+  const stateLock = StateDirLock.acquire(config.stateDir)
+  let app: ProxyApp
+  let guard: LoginGuard
+  try {
+    guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
+    app = await buildApp(config, credentials, { logger, guard, clock })
+  } catch (error) {
+    stateLock.release()
+    throw error
+  }
+  // Last of the way down: after the core has closed.
+  app.admin.addHook('onClose', (_instance, done) => {
+    stateLock.release()
+    done()
+  })
   try {
     await listenOn(app.proxy, {
       host: config.host,

@@ -193,3 +193,36 @@ t.test('an admin token file or fleet key file readable by group or others: a war
   t.notMatch(JSON.stringify(proxy.lines), 'a'.repeat(32), 'no secret logged')
   t.notMatch(JSON.stringify(proxy.lines), 'ab'.repeat(32))
 })
+
+t.test('a second proxy on a state directory a live proxy holds: exit 1, one line naming the holder', async (t) => {
+  const { sim, simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const env = { M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json' }
+  const first = await startProxyProcess(env, dir)
+  t.teardown(() => { first.child.kill('SIGKILL') })
+  await first.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  const lock = JSON.parse(fs.readFileSync(path.join(dir, 'proxy.lock'), 'utf8')) as { pid: number }
+  t.equal(lock.pid, first.child.pid, 'the lock file names the holder')
+
+  const second = await runMain({ ...env, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }, dir)
+  t.equal(second.code, 1)
+  t.equal(second.stderr.trim().split('\n').length, 1, 'one line')
+  t.match(
+    second.stderr,
+    new RegExp(`M2M_PROXY_STATE_DIR: ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by another m2m-session-proxy \\(pid ${String(first.child.pid)} on `)
+  )
+  t.match(second.stderr, /give each proxy \(each replica of a fleet\) a state directory of its own/i)
+  t.equal(second.stdout, '', 'nothing listened')
+  t.equal(sim.stats.logins, 1, 'the second one never logged in')
+
+  // Killed: its lock is left behind, and the next start takes it over.
+  first.child.kill('SIGKILL')
+  await first.exit
+  t.ok(fs.existsSync(path.join(dir, 'proxy.lock')), 'a crash leaves the lock file')
+  const next = await startProxyProcess(env, dir)
+  t.teardown(() => { next.child.kill('SIGKILL') })
+  await next.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  next.child.kill('SIGTERM')
+  t.equal((await next.exit).code, 0)
+  t.notOk(fs.existsSync(path.join(dir, 'proxy.lock')), 'a clean stop removes it')
+})

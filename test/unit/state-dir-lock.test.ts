@@ -1,0 +1,79 @@
+// One proxy per state directory (fs/state-dir-lock.ts): a live holder refuses the start, a dead or silent one's lock
+// is taken over, release removes only this process's own lock.
+
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { hostname } from 'node:os'
+import { spawnSync } from 'node:child_process'
+import { STATE_LOCK_FILE, STATE_LOCK_TOUCH_MS, StateDirLock } from '../../src/fs/state-dir-lock.js'
+
+function writeLock (dir: string, holder: { pid: number, host: string }, ageMs = 0): void {
+  const file = path.join(dir, STATE_LOCK_FILE)
+  fs.writeFileSync(file, JSON.stringify({ ...holder, startedAt: '2026-01-01T00:00:00.000Z' }))
+  const at = new Date(Date.now() - ageMs)
+  fs.utimesSync(file, at, at)
+}
+
+/** A pid that no process has any more. */
+function deadPid (): number {
+  const child = spawnSync(process.execPath, ['-e', ''])
+  return child.pid as number
+}
+
+t.test('taken, refused to a live holder, released', async (t) => {
+  const dir = t.testdir({})
+  const lock = StateDirLock.acquire(dir)
+  const file = path.join(dir, STATE_LOCK_FILE)
+  t.same(JSON.parse(fs.readFileSync(file, 'utf8')).pid, process.pid)
+  lock.release()
+  t.notOk(fs.existsSync(file), 'released: removed')
+  lock.release()
+
+  // The parent of this test is a live process on this host: it holds the directory.
+  writeLock(dir, { pid: process.ppid, host: hostname() })
+  t.throws(() => StateDirLock.acquire(dir), {
+    name: 'ConfigError',
+    setting: 'M2M_PROXY_STATE_DIR',
+    message: new RegExp(`is in use by another m2m-session-proxy \\(pid ${process.ppid} on ${hostname()}, since 2026-01-01T00:00:00.000Z\\).*delete ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`)
+  })
+  t.equal(JSON.parse(fs.readFileSync(file, 'utf8')).pid, process.ppid, "the holder's lock is left alone")
+})
+
+t.test('taken over: a dead pid, a lock untouched for 3 intervals, this very pid, a garbled file', async (t) => {
+  for (const [name, prepare] of [
+    ['a dead pid', (dir: string) => { writeLock(dir, { pid: deadPid(), host: hostname() }) }],
+    ['a live pid, untouched for 3 intervals (reused)', (dir: string) => { writeLock(dir, { pid: process.ppid, host: hostname() }, 3 * STATE_LOCK_TOUCH_MS + 1000) }],
+    ['another host, untouched for 3 intervals', (dir: string) => { writeLock(dir, { pid: 1, host: 'elsewhere' }, 3 * STATE_LOCK_TOUCH_MS + 1000) }],
+    ['this pid (a container restarted on its volume)', (dir: string) => { writeLock(dir, { pid: process.pid, host: hostname() }) }],
+    ['a garbled file', (dir: string) => { fs.writeFileSync(path.join(dir, STATE_LOCK_FILE), '{"pid":') }]
+  ] as const) {
+    const dir = t.testdir({})
+    prepare(dir)
+    const lock = StateDirLock.acquire(dir)
+    t.equal(JSON.parse(fs.readFileSync(path.join(dir, STATE_LOCK_FILE), 'utf8')).pid, process.pid, name)
+    lock.release()
+  }
+})
+
+t.test('another host, touched lately: refused (its pid cannot be checked from here)', async (t) => {
+  const dir = t.testdir({})
+  writeLock(dir, { pid: 1, host: 'other-node' })
+  t.throws(() => StateDirLock.acquire(dir), { message: /pid 1 on other-node/ })
+})
+
+t.test("release leaves another process's lock alone", async (t) => {
+  const dir = t.testdir({})
+  const lock = StateDirLock.acquire(dir)
+  writeLock(dir, { pid: process.ppid, host: hostname() }) // someone deleted ours and another proxy took the directory
+  lock.release()
+  t.ok(fs.existsSync(path.join(dir, STATE_LOCK_FILE)))
+})
+
+t.test('a state directory that cannot be made: a ConfigError naming it', async (t) => {
+  const dir = t.testdir({ file: 'not a directory' })
+  t.throws(() => StateDirLock.acquire(path.join(dir, 'file', 'state')), {
+    name: 'ConfigError',
+    message: /M2M_PROXY_STATE_DIR: .*state cannot be created \((ENOTDIR|EEXIST)\)/
+  })
+})
