@@ -8,7 +8,7 @@ import type { SessionManager } from './session/session-manager.js'
 import type { CredentialOperations } from './credentials/operations.js'
 import type { FleetStore } from './fleet/store.js'
 import type { ProxyMetrics } from './metrics.js'
-import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type CoreDependencies } from './core.js'
+import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependencies } from './core.js'
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
@@ -32,6 +32,8 @@ export interface ProxyApp {
   metrics: ProxyMetrics
   /** Fleet mode: the store the replicas share; undefined in single-process mode. */
   fleetStore: FleetStore | undefined
+  /** What stops the process from doing its job at all (core.ts); main.ts exits 1 with it. */
+  fatal: Core['fatal']
   readonly shuttingDown: boolean
   /** Graceful stop: readiness 503, no new connections, in-flight requests finish (bounded), session logged out. */
   shutdown: () => Promise<void>
@@ -99,6 +101,7 @@ export async function buildApp (
     operations: core.operations,
     metrics: core.metrics,
     fleetStore: core.fleetStore,
+    fatal: core.fatal,
     get shuttingDown () {
       return shuttingDown
     },

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ProxyConfig } from './config/load.js'
+import { ConfigError } from './config/errors.js'
 import type { Credentials } from './credentials/credentials.js'
 import { CredentialsFile } from './credentials/credentials-file.js'
 import { CredentialOperations, OperationError } from './credentials/operations.js'
@@ -52,6 +53,11 @@ export interface Core {
   readonly metrics: ProxyMetrics
   /** Fleet mode: the store the replicas share; undefined in single-process mode. */
   readonly fleetStore: FleetStore | undefined
+  /**
+   * Settles with what stops this process from doing its job at all (Redis refusing this replica's URL for good); the
+   * process edge (main.ts) exits 1 with it. Never settles otherwise.
+   */
+  readonly fatal: Promise<ConfigError>
   /** Every replica of the fleet as their heartbeats say (GET /admin/fleet); this one alone in single-process mode. */
   fleetView: () => Promise<FleetView>
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
@@ -100,7 +106,7 @@ export async function createCore (
   const { logger } = deps
   const clock = deps.clock ?? systemClock
   const events = new ProxyEvents()
-  logEvents(events, logger, { maxLoginFailures: config.maxLoginFailures })
+  logEvents(events, logger, { maxLoginFailures: config.maxLoginFailures, upstream: config.upstream })
   const publishCredentials = events.publisher('credentials')
   const publishFleet = events.publisher('fleet')
   const dispatcher = createUpstreamDispatcher(config)
@@ -112,6 +118,8 @@ export async function createCore (
 
   // Connects in the background: until it does, no login is sent (fleet-store-unreachable) and start-up waits a little
   // (server.ts). The Redis client is loaded in fleet mode only: in single-process mode it was a third of the start-up.
+  let reportFatal: (error: ConfigError) => void = () => {}
+  const fatal = new Promise<ConfigError>((resolve) => { reportFatal = resolve })
   const store =
     deps.fleetStore ??
     (config.fleet === undefined
@@ -123,6 +131,15 @@ export async function createCore (
         username: credentials.username,
         log: (level, message) => {
           publishFleet({ type: level === 'warn' ? 'warning' : 'info', message })
+        },
+        onPermanentError: (reason) => {
+          reportFatal(
+            new ConfigError(
+              'M2M_PROXY_REDIS_URL',
+              `Redis refused this replica (${reason}): no retry can fix that; correct the user, password or ` +
+                'database number in the URL (or the Redis ACL)'
+            )
+          )
         }
       }))
   // From here to sync.start() nothing awaits: the store's first 'connected' notification cannot be missed.
@@ -297,6 +314,7 @@ export async function createCore (
     gate,
     metrics,
     fleetStore: store,
+    fatal,
     fleetView: async () =>
       heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {

@@ -5,7 +5,19 @@ import type { ProxyEvents } from './events.js'
 import type { SessionEvent } from './session/events.js'
 import type { CredentialsEvent } from './credentials/events.js'
 
-function logSessionEvent (log: Logger, event: SessionEvent, maxLoginFailures: number): void {
+interface SessionLogOptions {
+  maxLoginFailures: number
+  /** M2M_PROXY_UPSTREAM: named when nothing answered there (a typo in it reads differently from an outage). */
+  upstream: string
+}
+
+/** ": ThingSpace at host (M2M_PROXY_UPSTREAM) did not answer (ECONNREFUSED)" when no answer came; else nothing. */
+function unanswered (cause: { networkError?: string; tlsError?: string } | undefined, upstream: string): string {
+  const code = cause?.networkError ?? cause?.tlsError
+  return code === undefined ? '' : `: ThingSpace at ${new URL(upstream).host} (M2M_PROXY_UPSTREAM) did not answer (${code})`
+}
+
+function logSessionEvent (log: Logger, event: SessionEvent, { maxLoginFailures, upstream }: SessionLogOptions): void {
   switch (event.type) {
     case 'login':
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
@@ -27,7 +39,7 @@ function logSessionEvent (log: Logger, event: SessionEvent, maxLoginFailures: nu
       else {
         log.error(
           { outcome: event.outcome, ...event.cause },
-          `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : ''}`
+          `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : unanswered(event.cause, upstream)}`
         )
       }
       return
@@ -79,12 +91,12 @@ function logCredentialsEvent (log: Logger, event: CredentialsEvent): void {
 }
 
 /** Logs `events` under the components session, credentials and fleet of `logger`. */
-export function logEvents (events: ProxyEvents, logger: Logger, options: { maxLoginFailures: number }): void {
+export function logEvents (events: ProxyEvents, logger: Logger, options: SessionLogOptions): void {
   const sessionLog = logger.child({ component: 'session' })
   const credentialsLog = logger.child({ component: 'credentials' })
   const fleetLog = logger.child({ component: 'fleet' })
   events.subscribe('session', (event) => {
-    logSessionEvent(sessionLog, event, options.maxLoginFailures)
+    logSessionEvent(sessionLog, event, options)
   })
   events.subscribe('credentials', (event) => {
     logCredentialsEvent(credentialsLog, event)

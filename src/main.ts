@@ -45,7 +45,8 @@ async function main (): Promise<void> {
   // close-with-grace (Fastify's own): the first SIGTERM, SIGINT or SIGHUP, or an error nothing caught, shuts down
   // gracefully; a second one, or a shutdown past its budget, exits at once with 1. Signals that mean a broken process
   // (SIGSEGV and the like) or that nothing here sends (SIGUSR2, SIGQUIT) keep Node's own handling.
-  closeWithGrace(
+  let fatal: ConfigError | undefined
+  const grace = closeWithGrace(
     {
       delay: shutdownBudgetMs(config),
       logger: false,
@@ -61,6 +62,10 @@ async function main (): Promise<void> {
       }
     },
     async ({ signal, err }) => {
+      if (fatal !== undefined) {
+        await running.app.close()
+        throw fatal // exit code 1
+      }
       if (err !== undefined) logger.fatal({ err }, 'unexpected error: shutting down')
       else logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down')
       logger.flush()
@@ -72,6 +77,14 @@ async function main (): Promise<void> {
       }
     }
   )
+  // A setting that turns out wrong only once used (Redis refusing the URL's password): one line, exit 1.
+  void running.app.fatal.then((error) => {
+    fatal = error
+    logger.fatal({ setting: error.setting }, error.message)
+    logger.flush()
+    process.stderr.write(`m2m-session-proxy: configuration error: ${error.message}\n`)
+    void grace.close()
+  })
 }
 
 main().catch((error: unknown) => fail(`failed to start: ${messageOf(error)}`))

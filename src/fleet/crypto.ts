@@ -3,7 +3,7 @@
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { FLEET_KEY_BYTES, FleetKeyError } from '../config/fleet-key.js'
-import { UntrustedRecordError } from '../session/shared-session.js'
+import { ForeignFleetKeyError, UntrustedRecordError } from '../session/shared-session.js'
 
 // Read with the configuration (config/ imports no domain module); here for the modules that seal.
 export { FLEET_KEY_BYTES, FleetKeyError, parseFleetKey } from '../config/fleet-key.js'
@@ -14,7 +14,7 @@ const TAG_BYTES = 16
 const VERSION = 'v1'
 
 /** A sealed value that this fleet key cannot open: another key wrote it, or it was altered or moved. */
-export class FleetKeyMismatchError extends Error {
+export class FleetKeyMismatchError extends ForeignFleetKeyError {
   override readonly name = 'FleetKeyMismatchError'
   constructor (readonly place: string) {
     super(

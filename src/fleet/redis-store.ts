@@ -166,7 +166,16 @@ export interface RedisFleetStoreOptions {
   commandTimeoutMs?: number
   /** Who publishes a password generation (host and process), sealed with it; default this host and pid. */
   replicaId?: string
+  /**
+   * Redis refused the first connection in a way no retry can fix (wrong password or user, a database number it does
+   * not have); called once, with the reason (never the URL or its password). Later on, the same refusals are retried
+   * like any outage: a replica that ran keeps serving with the session it holds.
+   */
+  onPermanentError?: (reason: string) => void
 }
+
+/** Refusals of the connection handshake (AUTH, SELECT) that no reconnect can fix. */
+const PERMANENT_REFUSAL = /^(WRONGPASS|NOAUTH|NOPERM)\b|^ERR (DB index is out of range|invalid DB index|AUTH|invalid password|invalid username)/i
 
 type Client = ReturnType<typeof createClient>
 
@@ -204,6 +213,10 @@ export class RedisFleetStore implements FleetStore {
   private readonly listeners = new Set<FleetChangeListener>()
   private subscribed = false
   private closed = false
+  /** Both connections were ready once: refusals from then on are retried (onPermanentError). */
+  private everReady = false
+  private permanentReported = false
+  private readonly onPermanentError: ((reason: string) => void) | undefined
   /**
    * Problems logged since the connections were last both up: a Redis down for an hour is a line or two, not one per
    * retry.
@@ -221,6 +234,7 @@ export class RedisFleetStore implements FleetStore {
     this.replicaId = options.replicaId ?? `${hostname()}/${process.pid}`
     this.redact = redactor(options.url)
     this.log = options.log ?? (() => {})
+    this.onPermanentError = options.onPermanentError
     const maxDelay = options.reconnectMaxDelayMs ?? 5000
     this.client = createClient({
       url: options.url,
@@ -591,12 +605,19 @@ export class RedisFleetStore implements FleetStore {
     client.on('error', (error: unknown) => {
       if (this.closed) return
       const message = this.describe(error)
+      const permanent = !this.everReady && error instanceof Error && PERMANENT_REFUSAL.test(error.message)
+      if (permanent && this.onPermanentError !== undefined) {
+        if (!this.permanentReported) this.onPermanentError(message)
+        this.permanentReported = true
+        return
+      }
       if (this.problems.has(message)) return
       this.problems.add(message)
       this.log('warn', `fleet store: Redis: ${message}`)
     })
     client.on('ready', () => {
       if (this.closed || !this.client.isReady || !this.subscriber.isReady) return
+      this.everReady = true
       if (this.problems.size > 0) {
         this.problems.clear()
         this.log('info', 'fleet store: Redis connection restored')

@@ -181,6 +181,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     reply.send(response.stream)
   }
+  const upstreamHost = new URL(options.upstream).host
   const onError: NonNullable<FastifyReplyFromHooks['onError']> = (anyReply, { error }) => {
     const reply = anyReply as FastifyReply
     const state = reply.request.proxyState
@@ -192,7 +193,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const message =
       failure.kind === 'upstreamTimeout'
         ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
-        : `ThingSpace could not be reached (${failure.detail})`
+        : `ThingSpace at ${upstreamHost} could not be reached (${failure.detail})`
     sendProxyError(reply, failure.kind, message)
   }
 

@@ -196,9 +196,10 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
       const kind = NOT_SENT_CODES.has(code) ? 'unavailable' : 'unknown-outcome'
+      // The host, and where it comes from: a typo in the setting and a network problem read differently.
       throw new UpstreamAuthError(
         kind,
-        `${what} failed: ${code}`,
+        `${what} failed: ${code} (ThingSpace at ${new URL(this.origin).host}, M2M_PROXY_UPSTREAM)`,
         undefined,
         undefined,
         undefined,

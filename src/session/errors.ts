@@ -35,6 +35,7 @@ export type UnavailableReason =
   | 'upstream-unavailable' // login or token endpoint failing; backing off
   | 'state-unwritable' // the lockout count cannot be persisted, so no login is risked
   | 'fleet-store-unreachable' // fleet mode: the fleet's failure count cannot be checked, so no login is sent
+  | 'fleet-key-mismatch' // fleet mode: the shared state was sealed with another M2M_PROXY_FLEET_KEY
 
 /** The proxy cannot obtain tokens right now; clients get 503 with Retry-After. */
 export class AuthUnavailableError extends Error {

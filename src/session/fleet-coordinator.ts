@@ -8,7 +8,7 @@ import type { OAuthGrant } from './auth-client.js'
 import { waitingTimer, type Clock, type Timer } from '../clock.js'
 import { AuthUnavailableError } from './errors.js'
 import type { PublishSessionEvent } from './events.js'
-import { UntrustedRecordError, type FleetChange, type FleetLock, type LoginLedger, type SharedSession, type SharedSessionStore } from './shared-session.js'
+import { ForeignFleetKeyError, UntrustedRecordError, type FleetChange, type FleetLock, type LoginLedger, type SharedSession, type SharedSessionStore } from './shared-session.js'
 import { ACCOUNT_FAILURE_CEILING } from './login-guard.js'
 import type { CachedSession, FleetStatus, LoginAttempt, LoginMode, LoginStrategy } from './login-strategy.js'
 
@@ -71,6 +71,8 @@ export class FleetCoordinator implements LoginStrategy {
   private readonly store: SharedSessionStore
   private readonly pollMs: number
   private guardEngaged = false
+  /** The last store call found the shared state sealed with another fleet key. */
+  private foreignKeySeen = false
   private failuresSeen: number | undefined
   private loginsAvoided = 0
   private lockWaits = 0
@@ -97,6 +99,10 @@ export class FleetCoordinator implements LoginStrategy {
 
   get connected (): boolean {
     return this.store.connected
+  }
+
+  get keyMismatch (): boolean {
+    return this.foreignKeySeen
   }
 
   /** The fleet's failure count was at its limit at the last attempt. */
@@ -543,8 +549,19 @@ export class FleetCoordinator implements LoginStrategy {
   /** A store call a login depends on: if it fails, no login is sent (the fleet's count cannot be checked). */
   private async call<T>(what: string, call: () => Promise<T>): Promise<T> {
     try {
-      return await call()
+      const result = await call()
+      this.foreignKeySeen = false
+      return result
     } catch (error) {
+      if (error instanceof ForeignFleetKeyError) {
+        // Not an outage: retrying cannot help until the key is fixed, so no background retry either.
+        this.foreignKeySeen = true
+        throw new AuthUnavailableError(
+          'fleet-key-mismatch',
+          `${messageOf(error)}; this replica sends no login until then`,
+          30
+        )
+      }
       throw new AuthUnavailableError(
         'fleet-store-unreachable',
         `cannot ${what} in the fleet store (${messageOf(error)}); no login is sent while the fleet's failure count cannot be checked`,

@@ -41,6 +41,8 @@ export interface LoginStrategy {
   readonly connected: boolean
   /** The fleet's failure count was at its limit at the last attempt (never, alone: the local guard says so). */
   readonly guardIsEngaged: boolean
+  /** The last look at the fleet's state found it sealed with another fleet key (never, alone). */
+  readonly keyMismatch: boolean
   /** The fleet's side of GET /admin/session; null alone. */
   status: () => FleetStatus | null
   login: (mode?: LoginMode) => Promise<CachedSession>
@@ -66,6 +68,7 @@ export class SoloLogin implements LoginStrategy {
   readonly shared = false
   readonly connected = true
   readonly guardIsEngaged = false
+  readonly keyMismatch = false
 
   constructor (private readonly sendLogin: () => Promise<LoginAttempt>) {}
 

@@ -38,7 +38,12 @@ export type { LoginOutcome, RenewalReason } from './events.js'
 
 /** Why the proxy cannot serve right now (GET /readyz, GET /admin/session). */
 export type NotReadyReason =
-  'credentials-rejected' | 'oauth-client-rejected' | 'not-logged-in' | 'login-failing' | 'fleet-store-unreachable'
+  | 'credentials-rejected'
+  | 'oauth-client-rejected'
+  | 'not-logged-in'
+  | 'login-failing'
+  | 'fleet-store-unreachable'
+  | 'fleet-key-mismatch'
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -410,6 +415,7 @@ export class SessionManager {
     if (this.sessions.has(SESSION_KEY)) return undefined
     // Fleet mode: without the store no login is sent, so only a session held serves.
     if (!this.strategy.connected) return 'fleet-store-unreachable'
+    if (this.strategy.keyMismatch) return 'fleet-key-mismatch'
     if (this.strategy.guardIsEngaged) return 'credentials-rejected'
     if (this.oauth.clientRejected) return 'oauth-client-rejected'
     if (this.lastLogin === 'succeeded') return undefined

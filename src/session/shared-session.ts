@@ -113,6 +113,12 @@ export interface SharedSessionStore {
 export class UntrustedRecordError extends Error {}
 
 /**
+ * The shared state was sealed with another fleet key than this replica's: a misconfigured replica (or fleet), not an
+ * outage. The adapter's error (fleet/crypto.ts) extends this one.
+ */
+export class ForeignFleetKeyError extends Error {}
+
+/**
  * What this replica verified, on disk (fleet/ledger.ts): the passwords ThingSpace rejected from it (never sent again)
  * and the highest fleet failure count it saw (a count set back in the store buys no extra attempt).
  */

@@ -58,12 +58,18 @@ t.test(
   }
 )
 
-t.test('upstream refusing connections: the log says ECONNREFUSED', async (t) => {
-  const stack = await startStack(t, traced({ upstream: `http://127.0.0.1:${await freePort()}` }))
+t.test('upstream refusing connections: the log says ECONNREFUSED, and which host', async (t) => {
+  const port = await freePort()
+  const stack = await startStack(t, traced({ upstream: `http://127.0.0.1:${port}` }))
   const [line] = linesStartingWith(stack, 'OAuth token fetch failed')
   t.match(line, { outcome: 'error', networkError: 'ECONNREFUSED' })
   t.notOk(line !== undefined && 'status' in line, 'no status: nothing answered')
   t.match((await stack.adminCall('GET', '/readyz')).json(), { reason: 'not-logged-in' })
+  t.equal(
+    line?.msg,
+    `OAuth token fetch failed: ThingSpace at 127.0.0.1:${port} (M2M_PROXY_UPSTREAM) did not answer (ECONNREFUSED)`,
+    'the line names the host and the setting'
+  )
   assertNoSecret(t, stack)
 })
 

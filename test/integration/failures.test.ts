@@ -92,6 +92,11 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   const down = await stack.call('GET', ECHO_PATH)
   t.equal(down.status, 502)
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
+  t.equal(
+    (down.json() as ErrorBody).errorMessage,
+    `ThingSpace at ${new URL(stack.simUrl).host} could not be reached (ECONNREFUSED)`,
+    'the host it tried, as M2M_PROXY_UPSTREAM says'
+  )
 })
 
 t.test(

@@ -257,3 +257,32 @@ t.test('the fleet at a glance: three replicas, one killed is stale, one shut dow
   const after = await view(first)
   t.notOk(after.replicas.some((replica) => replica.id === `${os.hostname()}/${second.child.pid}`), 'shut down: gone at once')
 })
+
+t.test('a replica with another fleet key: readiness fleet-key-mismatch, one clear line, seen from the fleet', async (t) => {
+  if (!(await haveTestRedis(t))) return
+  const { sim, simUrl } = await startSimulator(t)
+  const keyPrefix = fleetKeyPrefix()
+  const good = await startFleetReplica(t, { simUrl, keyPrefix, fleetKey: 'ab'.repeat(32) })
+  await waitReady(good)
+  const stranger = await startFleetReplica(t, { simUrl, keyPrefix, fleetKey: 'cd'.repeat(32) })
+  const reason = async (): Promise<unknown> => (await (await fetch(`${stranger.adminUrl}/readyz`)).json()).reason
+  await until(async () => (await reason()) === 'fleet-key-mismatch', 10_000, 'readiness says fleet-key-mismatch')
+  const status = await cli(['status'], adminEnv(stranger))
+  t.equal(status.code, 1)
+  t.match(status.stdout, /^ready: +no \(fleet-key-mismatch\)$/m)
+  const answer = await fetch(`${stranger.proxyUrl}/api/m2m/v1/devices/actions/list`, { method: 'POST', body: '{}' })
+  t.equal(answer.status, 503)
+  const body = (await answer.json()) as { errorCode: string; errorMessage: string }
+  t.equal(body.errorCode, 'Proxy.AuthenticationUnavailable.FleetKeyMismatch')
+  t.match(body.errorMessage, /give every replica the same M2M_PROXY_FLEET_KEY/)
+  t.notOk(
+    stranger.lines.some((line) => /cannot be reached/.test(String(line.msg))),
+    'never called an outage'
+  )
+  t.equal(sim.stats.logins, 1, 'only the good replica logged in')
+  await until(async () => {
+    const view = JSON.parse((await cli(['fleet', '--json'], adminEnv(good))).stdout) as { unreadable: number }
+    return view.unreadable === 1
+  }, 10_000, "the good replica's fleet view counts the stranger's heartbeat as unreadable")
+  t.match((await cli(['fleet'], adminEnv(good))).stdout, /1 heartbeat\(s\) could not be opened: a replica with another M2M_PROXY_FLEET_KEY\?/)
+})

@@ -226,3 +226,28 @@ t.test('a second proxy on a state directory a live proxy holds: exit 1, one line
   t.equal((await next.exit).code, 0)
   t.notOk(fs.existsSync(path.join(dir, 'proxy.lock')), 'a clean stop removes it')
 })
+
+t.test('Redis refusing the URL for good (a database it lacks, a wrong user or password): exit 1, one line', async (t) => {
+  const { sim, simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const base = {
+    M2M_PROXY_UPSTREAM: simUrl,
+    M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+    M2M_PROXY_PORT: '0',
+    M2M_PROXY_ADMIN_PORT: '0',
+    M2M_PROXY_FLEET_KEY: 'ab'.repeat(32)
+  }
+  for (const [url, reason] of [
+    ['redis://127.0.0.1:6379/99', /ERR DB index is out of range/],
+    ['redis://nobody-here:hunter2-secret@127.0.0.1:6379', /WRONGPASS/]
+  ] as const) {
+    const result = await runMain({ ...base, M2M_PROXY_REDIS_URL: url }, dir, 15_000)
+    t.equal(result.code, 1, `${url}: exit 1`)
+    t.equal(result.stderr.trim().split('\n').length, 1, 'one line')
+    t.match(result.stderr, /^m2m-session-proxy: configuration error: M2M_PROXY_REDIS_URL: Redis refused this replica \(/)
+    t.match(result.stderr, reason)
+    t.match(result.stderr, /no retry can fix that; correct the user, password or database number in the URL/)
+    t.notMatch(result.stderr + result.stdout, /hunter2-secret/, 'the password is never echoed')
+  }
+  t.equal(sim.stats.logins + sim.stats.failedLogins, 0, 'no login was attempted')
+})

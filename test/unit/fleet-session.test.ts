@@ -9,6 +9,7 @@ import { SessionManager, type SessionCredentials, type UpstreamTokens } from '..
 import { MemoryFleet, MemoryFleetStore } from '../helpers/memory-store.js'
 import type { FleetChangeListener, FleetStore } from '../../src/fleet/store.js'
 import { FakeClock, TimerClock as HandTimerClock } from '../helpers/fake-clock.js'
+import { ForeignFleetKeyError } from '../../src/session/shared-session.js'
 
 const CREDENTIALS: SessionCredentials = {
   username: 'fleet-user@example.com',
@@ -75,8 +76,15 @@ class FakeApi implements ThingSpaceAuthApi {
  * A store that can be taken down: every call fails and `connected` is false, as the Redis adapter's are when Redis is
  * unreachable.
  */
-function downable (inner: FleetStore): { store: FleetStore; down: { value: boolean }; deaf: { value: boolean } } {
+function downable (inner: FleetStore): {
+  store: FleetStore
+  down: { value: boolean }
+  deaf: { value: boolean }
+  foreign: { value: boolean }
+} {
   const down = { value: false }
+  /** The state reads as sealed with another fleet key (the Redis adapter's FleetKeyMismatchError). */
+  const foreign = { value: false }
   /** Notifications are lost (pub/sub reconnecting), commands still work. */
   const deaf = { value: false }
   const store = new Proxy(inner, {
@@ -93,30 +101,36 @@ function downable (inner: FleetStore): { store: FleetStore; down: { value: boole
       if (property === 'close') return value.bind(target)
       return async (...args: unknown[]) => {
         if (down.value) throw new Error('cannot reach Redis: ECONNREFUSED')
+        if (foreign.value) throw new ForeignFleetKeyError('the fleet key differs: give every replica the same M2M_PROXY_FLEET_KEY')
         return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
       }
     }
   })
-  return { store, down, deaf }
+  return { store, down, deaf, foreign }
 }
 
 interface Replica {
   manager: SessionManager
   down: { value: boolean }
+  foreign: { value: boolean }
   deaf: { value: boolean }
+  /** Background login retries scheduled. */
+  retries: number
   avoided: number
   lockWaits: number
   warnings: string[]
 }
 
 function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, dir = t.testdir({})): Replica {
-  const { store, down, deaf } = downable(
+  const { store, down, deaf, foreign } = downable(
     new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
   )
   const result: Replica = {
     manager: undefined as unknown as SessionManager,
     down,
     deaf,
+    foreign,
+    retries: 0,
     avoided: 0,
     lockWaits: 0,
     warnings: []
@@ -132,6 +146,7 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, d
       if (event.type === 'fleet-login-avoided') result.avoided += 1
       else if (event.type === 'fleet-lock-wait') result.lockWaits += 1
       else if (event.type === 'warning') result.warnings.push(event.message)
+      else if (event.type === 'background-retry') result.retries += 1
     }
   })
   t.teardown(() => result.manager.close())
@@ -535,3 +550,23 @@ t.test(
     t.not(renewed[0]?.oauthToken, held[0]?.oauthToken)
   }
 )
+
+t.test('a replica with another fleet key: fleet-key-mismatch, no login, no background retry; ready once fixed', async (t) => {
+  const clock = new HandTimerClock()
+  const { api, replicas } = fleetOf(t, 2, clock)
+  const [good, stranger] = replicas as [Replica, Replica]
+  await good.manager.startSession()
+  stranger.foreign.value = true
+  t.equal(await reason(stranger.manager.startSession()), 'fleet-key-mismatch')
+  t.equal(stranger.manager.notReadyReason(), 'fleet-key-mismatch', 'readiness names it, not an outage')
+  clock.advance(120_000)
+  await settle()
+  t.equal(stranger.retries, 0, 'no background retry: only a new key can help')
+  t.equal(stranger.manager.notReadyReason(), 'fleet-key-mismatch')
+  t.equal(await reason(stranger.manager.acquireTokens()), 'fleet-key-mismatch', 'clients are told the same')
+  t.equal(api.logins, 1, 'the stranger sent no login')
+  stranger.foreign.value = false
+  await stranger.manager.startSession()
+  t.equal(stranger.manager.notReadyReason(), undefined, 'the right key: ready, on the fleet session')
+  t.equal(api.logins, 1)
+})
