@@ -10,7 +10,13 @@ import { ConfigError } from './config/errors.js'
 import { loadCredentials } from './credentials/credentials.js'
 import { createLogger } from './logging.js'
 import { ListenError, listenOn, startProxy } from './server.js'
-import { buildSimulator, compressionFromEnv, DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from './simulator/app.js'
+import {
+  buildSimulator,
+  compressionFromEnv,
+  DEMO_ACCOUNT_NAME,
+  DEMO_CREDENTIALS,
+  type Simulator
+} from './simulator/app.js'
 
 async function demo (): Promise<void> {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-session-proxy-demo-'))
@@ -57,36 +63,67 @@ async function demo (): Promise<void> {
     ...process.env,
     M2M_PROXY_UPSTREAM: simulatorUrl,
     M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
-    M2M_PROXY_ADMIN_TOKEN: adminToken
+    M2M_PROXY_ADMIN_TOKEN: adminToken,
+    // For a person at a terminal, unless the environment asks for JSON.
+    M2M_PROXY_LOG_FORMAT: process.env.M2M_PROXY_LOG_FORMAT ?? 'pretty',
+    // Each line as it happens, between the tour's lines, rather than in 4 KiB batches.
+    M2M_PROXY_LOG_BUFFER_BYTES: process.env.M2M_PROXY_LOG_BUFFER_BYTES ?? '0'
   }
   delete env.M2M_PROXY_ADMIN_TOKEN_FILE
   const config = createConfig({ env, readTextFile: (file) => fs.readFileSync(file, 'utf8'), cwd: process.cwd() })
   const running = await startProxy(
     config,
     loadCredentials(credentialsFile),
-    createLogger(config.logLevel, { bufferBytes: config.logBufferBytes, maxBufferedBytes: config.logMaxBufferedBytes })
+    createLogger(config.logLevel, {
+      bufferBytes: config.logBufferBytes,
+      maxBufferedBytes: config.logMaxBufferedBytes,
+      format: config.logFormat
+    })
   )
   await running.initialLogin
 
+  const sim = simulatorUrl
+  const deviceList = `curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"${DEMO_ACCOUNT_NAME}"}'`
+  const adminPort = new URL(running.adminUrl).port
   process.stdout.write(
     [
       '',
       'm2m-session-proxy demo',
-      `  ThingSpace simulator  ${simulatorUrl}   (demo account, no real credentials)`,
+      `  ThingSpace simulator  ${sim}   (demo account, no real credentials)`,
       `  proxy                 ${running.proxyUrl}`,
       `  admin                 ${running.adminUrl}/healthz`,
       `  credentials and state ${stateDir}`,
       '',
-      'Try it (no token needed: the proxy logs in and attaches both tokens):',
-      `  curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"${DEMO_ACCOUNT_NAME}"}'`,
+      'A three-step tour (npm run demo -- --tour runs it by itself):',
+      '  1. a device list through the proxy; no token needed: it logged in and attaches both tokens',
+      `     ${deviceList}`,
+      '  2. ThingSpace forgets every session, as after 20 idle minutes',
+      `     curl -s -X POST ${sim}/simulator/control/sessions/expire`,
+      '  3. the same call again: answered, no error; the log says "session renewed", one login more:',
+      `     ${deviceList}`,
+      `     curl -s ${sim}/simulator/control/stats`,
+      '',
+      'The simulator fails logins on demand (see docs/simulator.md):',
+      `  curl -s -X POST ${sim}/simulator/control/logins/fail -H 'Content-Type: application/json' -d '{"count":2,"status":503}'`,
       '',
       'The admin API (README, "Admin API"), with a token made for this run only:',
       `  curl -s -H 'Authorization: Bearer ${adminToken}' ${running.adminUrl}/admin/session`,
+      `  M2M_PROXY_ADMIN_PORT=${adminPort} M2M_PROXY_ADMIN_TOKEN=${adminToken} node dist/cli.js status`,
+      '',
+      "For the docs' examples, in another shell:",
+      `  export PROXY=${running.proxyUrl} ADMIN=${running.adminUrl} SIMULATOR=${sim} M2M_PROXY_ADMIN_PORT=${adminPort} M2M_PROXY_ADMIN_TOKEN=${adminToken}`,
       '',
       'Ctrl-C stops both.',
       ''
     ].join('\n') + '\n'
   )
+  if (process.argv.includes('--tour')) {
+    const passed = await runTour(running.proxyUrl, simulator)
+    void Promise.allSettled([running.app.close(), simulator.app.close()]).finally(() => {
+      process.exit(passed ? 0 : 1)
+    })
+    return
+  }
 
   stop = (): void => {
     // allSettled never rejects: `void` says nothing is lost.
@@ -94,6 +131,32 @@ async function demo (): Promise<void> {
       process.exit(0)
     })
   }
+}
+
+/** The tour's three steps, done and told: the session expires under a client, which never notices. */
+async function runTour (proxyUrl: string, simulator: Simulator): Promise<boolean> {
+  const say = (line: string): void => {
+    process.stdout.write(`tour: ${line}\n`)
+  }
+  const listDevices = async (): Promise<string> => {
+    const answer = await fetch(`${proxyUrl}/api/m2m/v1/devices/actions/list`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ accountName: DEMO_ACCOUNT_NAME })
+    })
+    const body = (await answer.json()) as { devices?: unknown[] }
+    return `${answer.status}, ${Array.isArray(body.devices) ? body.devices.length : 0} devices`
+  }
+  const first = await listDevices()
+  say(`1. device list through the proxy: ${first} (ThingSpace logins so far: ${simulator.stats.logins})`)
+  simulator.expireSessions()
+  say('2. the simulator expired every session, as 20 idle minutes would')
+  const second = await listDevices()
+  const logins = simulator.stats.logins
+  say(`3. the same call: ${second}; the proxy logged in once more (logins: ${logins}) and replayed it: no error`)
+  const passed = first.startsWith('200,') && second.startsWith('200,') && logins === 2
+  say(passed ? 'done: one re-login, nothing for the client to do' : 'did not go as described: see the log above')
+  return passed
 }
 
 demo().catch((error: unknown) => {

@@ -2,8 +2,9 @@
 
 import pino, { type Bindings, type ChildLoggerOptions, type DestinationStream, type Logger } from 'pino'
 import type { FastifyBaseLogger } from 'fastify'
-import type { LogLevel } from './config/settings.js'
+import type { LogFormat, LogLevel } from './config/settings.js'
 import { FdLogDestination } from './log-destination.js'
+import { PrettyDestination } from './log-pretty.js'
 
 // Exact paths only: wildcard redaction walks every logged object on every line (what it cost: the README's Performance
 // table, measured by npm run bench). No log call passes nested secrets; tests check the output.
@@ -41,6 +42,8 @@ export interface LogOutput {
   maxBufferedBytes?: number
   /** Another stream instead of stdout (tests). */
   destination?: DestinationStream
+  /** M2M_PROXY_LOG_FORMAT; default json. */
+  format?: LogFormat
 }
 
 /** One per process, as there is one stdout. */
@@ -57,13 +60,14 @@ export function droppedLogLines (): number {
  * when the process exits. Once stdout fails (EPIPE: its reader is gone), lines are dropped and counted.
  */
 export function createLogger (level: LogLevel, output: LogOutput): Logger {
-  const destination =
+  const lines =
     output.destination ??
     (stdout ??= new FdLogDestination(1, {
       minLength: output.bufferBytes,
       maxPendingBytes: output.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_LOG_BYTES,
       periodicFlushMs: output.bufferBytes > 0 ? LOG_FLUSH_INTERVAL_MS : 0
     }))
+  const destination = output.format === 'pretty' ? new PrettyDestination(lines) : lines
   return pino(
     {
       level,

@@ -32,7 +32,8 @@ async function main (): Promise<void> {
   }
   const logger = createLogger(config.logLevel, {
     bufferBytes: config.logBufferBytes,
-    maxBufferedBytes: config.logMaxBufferedBytes
+    maxBufferedBytes: config.logMaxBufferedBytes,
+    format: config.logFormat
   })
   let running: RunningProxy
   try {

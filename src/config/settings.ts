@@ -149,6 +149,18 @@ function logLevel (raw: unknown, setting: string): LogLevel {
   return level
 }
 
+const LOG_FORMATS = ['json', 'pretty'] as const
+export type LogFormat = (typeof LOG_FORMATS)[number]
+
+function logFormat (raw: unknown, setting: string): LogFormat {
+  const value = text(raw, setting).toLowerCase()
+  const format = LOG_FORMATS.find((candidate) => candidate === value)
+  if (format === undefined) {
+    throw new ConfigError(setting, `must be json (one JSON object per line) or pretty (for people) (got ${describe(raw)})`)
+  }
+  return format
+}
+
 function secretText (raw: unknown, setting: string): string {
   if (typeof raw !== 'string' || raw.trim() === '') {
     throw new ConfigError(setting, 'must be a non-empty string')
@@ -244,6 +256,8 @@ export const SETTINGS = {
   bodyLimitBytes: setting('M2M_PROXY_BODY_LIMIT_BYTES', 1048576, integer(1, 100 * 1024 * 1024)),
   maxLoginFailures: setting('M2M_PROXY_MAX_LOGIN_FAILURES', 2, integer(1, 4)),
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
+  // json for log collectors; pretty for a person at a terminal (the demo's default).
+  logFormat: setting<LogFormat>('M2M_PROXY_LOG_FORMAT', 'json', logFormat),
   // sonic-boom needs it below its 16 KiB write size.
   logBufferBytes: setting('M2M_PROXY_LOG_BUFFER_BYTES', 4096, integer(0, 16383)),
   // Lines kept for a slow stdout reader; beyond, lines are dropped and counted instead of growing memory.

@@ -581,3 +581,43 @@ t.test('deploy examples: every M2M_PROXY_* variable they set is one the proxy kn
     .map(({ where, name }) => `${where}: ${name}`)
   t.same(unknown, [], 'no name the proxy would refuse')
 })
+
+t.test('docker compose profile "simulator": the same image against the simulator, no account, no secret', async (t) => {
+  const compose = parse(fs.readFileSync(path.join(ROOT, 'deploy/docker-compose.yml'), 'utf8')) as {
+    services: Record<string, Record<string, unknown> & { profiles?: string[]; depends_on?: Record<string, unknown> }>
+  }
+  const simulated = ['simulator', 'seed-simulated-credentials', 'simulated-proxy', 'simulated-client']
+  for (const name of simulated) t.same(compose.services[name]?.profiles, ['simulator'], `${name} is in the profile`)
+  for (const [name, service] of Object.entries(compose.services)) {
+    if (simulated.includes(name)) continue
+    t.notOk(service.profiles, `${name} runs without the profile`)
+    t.notOk(
+      Object.keys(service.depends_on ?? {}).some((dependency) => simulated.includes(dependency)),
+      `${name} needs nothing of the profile`
+    )
+  }
+  const simulator = compose.services.simulator as { build: { context: string; target: string }; command: string[] }
+  const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8')
+  t.match(dockerfile, new RegExp(`^FROM \\S+ AS ${simulator.build.target}$`, 'm'), 'the build stage it names exists')
+  t.same(simulator.command, ['node', 'dist/simulator/main.js'])
+  t.ok(fs.existsSync(path.join(ROOT, 'src/simulator/main.ts')), 'the simulator the build stage compiles')
+
+  const seeded = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/demo-credentials.json'), 'utf8')) as unknown
+  const { DEMO_CREDENTIALS } = await import('../../src/simulator/app.js')
+  t.same(seeded, DEMO_CREDENTIALS, "the seeded credentials are the simulator's demo account")
+
+  const proxy = compose.services['simulated-proxy'] as { environment: Record<string, string>; secrets?: unknown }
+  t.notOk(proxy.secrets, 'no secret to prepare')
+  const config = createConfig({ env: proxy.environment, readTextFile: () => '', cwd: '/' })
+  t.equal(config.upstream, 'http://simulator:8443', 'plain http to the simulator service, accepted as meant')
+  t.equal(config.logFormat, 'pretty')
+  const client = compose.services['simulated-client'] as { environment: Record<string, string> }
+  t.ok(
+    config.allowedHosts.includes(new URL(client.environment.THINGSPACE_BASE_URL ?? '').hostname),
+    "the client's Host header is accepted"
+  )
+  delete proxy.environment.M2M_PROXY_ALLOW_INSECURE_UPSTREAM
+  t.throws(() => createConfig({ env: proxy.environment, readTextFile: () => '', cwd: '/' }), {
+    message: /M2M_PROXY_UPSTREAM: is http:\/\/ to simulator, another machine/
+  }, 'without the explicit setting the same file would be refused')
+})

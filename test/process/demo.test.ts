@@ -20,8 +20,8 @@ interface Demo {
 }
 
 /** The demo with every port from the environment (0: free ones) and its temporary directory under `tmp`. */
-function runDemo (tmp: string, env: Record<string, string> = {}): Demo {
-  const child = spawn(process.execPath, [DEMO], {
+function runDemo (tmp: string, env: Record<string, string> = {}, args: string[] = []): Demo {
+  const child = spawn(process.execPath, [DEMO, ...args], {
     env: {
       PATH: process.env.PATH ?? '',
       TMPDIR: tmp,
@@ -113,8 +113,10 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const exit = await demo.exit
     t.equal(exit.code, 0, 'exit code 0')
     t.same(demoDirectories(tmp), [], 'temporary directory removed')
-    const logLines = exit.stdout.split('\n').filter((line) => line.startsWith('{'))
-    t.ok(logLines.length > 0, 'log lines on stdout')
+    // For a person: pretty lines by default, not JSON.
+    const logLines = exit.stdout.split('\n').filter((line) => /^\d\d:\d\d:\d\d\.\d{3} [A-Z]+ +/.test(line))
+    t.ok(logLines.some((line) => /^\S+ INFO {2}logged in to ThingSpace {2}component=session$/.test(line)), 'pretty log lines')
+    t.notOk(exit.stdout.split('\n').some((line) => line.startsWith('{')), 'no JSON line')
     t.notOk(
       logLines.some((line) => line.includes(token)),
       'the admin token is in no log line'
@@ -134,4 +136,50 @@ t.test('a port taken: exit 1, and the temporary directory is gone', async (t) =>
     t.match(exit.stderr, String(port), `${setting}: the port is named`)
     t.same(demoDirectories(tmp), [], `${setting}: temporary directory removed`)
   }
+})
+
+t.test('--tour: the three steps run by themselves, one re-login, no error; JSON logs when asked', async (t) => {
+  const tmp = t.testdir({})
+  const demo = runDemo(tmp, { M2M_PROXY_LOG_FORMAT: 'json' }, ['--tour'])
+  t.teardown(() => {
+    demo.kill('SIGKILL')
+  })
+  const exit = await demo.exit
+  t.equal(exit.code, 0, exit.stderr)
+  const tour = exit.stdout.split('\n').filter((line) => line.startsWith('tour: '))
+  t.match(tour, [
+    /^tour: 1\. device list through the proxy: 200, \d+ devices \(ThingSpace logins so far: 1\)$/,
+    /^tour: 2\. the simulator expired every session/,
+    /^tour: 3\. the same call: 200, \d+ devices; the proxy logged in once more \(logins: 2\) and replayed it: no error$/,
+    /^tour: done: one re-login, nothing for the client to do$/
+  ])
+  const json = exit.stdout.split('\n').filter((line) => line.startsWith('{'))
+  t.ok(
+    json.some((line) => (JSON.parse(line) as { msg?: string; reason?: string }).reason === 'expired'),
+    'JSON lines, "session renewed" for the expiry among them'
+  )
+  t.same(demoDirectories(tmp), [], 'temporary directory removed')
+})
+
+const curlInstalled = await execFileAsync('sh', ['-c', 'command -v curl']).then(
+  () => true,
+  () => false
+)
+
+t.test('the tour as printed: step by step with curl, as a person would', { skip: !curlInstalled && 'no curl' }, async (t) => {
+  const tmp = t.testdir({})
+  const demo = runDemo(tmp)
+  t.teardown(() => {
+    demo.kill('SIGKILL')
+  })
+  const screen = await demo.started
+  const steps = [...screen.matchAll(/^ {5}(curl .*)$/gm)].map((match) => match[1] as string)
+  t.equal(steps.length, 4, 'four commands: list, expire, list, stats')
+  const outputs: string[] = []
+  for (const command of steps) outputs.push((await execFileAsync('sh', ['-c', command])).stdout)
+  t.match(JSON.parse(outputs[0] ?? ''), { devices: Array }, 'step 1: the device list')
+  t.match(JSON.parse(outputs[2] ?? ''), { devices: Array }, 'step 3: the device list again, no error')
+  t.match(JSON.parse(outputs[3] ?? ''), { logins: 2, failedLogins: 0 }, 'one re-login')
+  demo.kill('SIGINT')
+  t.equal((await demo.exit).code, 0)
 })

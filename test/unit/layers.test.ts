@@ -10,7 +10,7 @@ const SRC = path.join(ROOT, 'src')
 
 /** Bottom first. Root modules are either leaves (used from anywhere) or the composition root, above everything. */
 const LAYERS: ReadonlyArray<readonly string[]> = [
-  ['errors.ts', 'clock.ts', 'log-destination.ts'],
+  ['errors.ts', 'clock.ts', 'log-destination.ts', 'log-pretty.ts'],
   ['config'],
   ['logging.ts', 'fs'],
   ['session'],
