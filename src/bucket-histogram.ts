@@ -10,7 +10,7 @@ interface Sample {
 
 /**
  * prom-client's Histogram turns the label object into a hash string, validates it and converts the
- * bucket bound to a property name on every observe (its cost under load: the README's Performance
+ * bucket bound to a property name on every observe (its cost under load: docs/performance.md
  * table). Here an observation is an index and two array writes; the series are put
  * together only when scraped, in the shape prom-client's own Histogram gives to its Registry.
  */

@@ -106,7 +106,7 @@ async function demo (): Promise<void> {
       'The simulator fails logins on demand (see docs/simulator.md):',
       `  curl -s -X POST ${sim}/simulator/control/logins/fail -H 'Content-Type: application/json' -d '{"count":2,"status":503}'`,
       '',
-      'The admin API (README, "Admin API"), with a token made for this run only:',
+      'The admin API (docs/admin.md), with a token made for this run only:',
       `  curl -s -H 'Authorization: Bearer ${adminToken}' ${running.adminUrl}/admin/session`,
       `  M2M_PROXY_ADMIN_PORT=${adminPort} M2M_PROXY_ADMIN_TOKEN=${adminToken} node dist/cli.js status`,
       '',

@@ -40,7 +40,7 @@ function tellStderr (message: string): void {
  * characters (or `periodicFlushMs`), then handed to sonic-boom, which writes them asynchronously and
  * keeps at most `maxPendingBytes` (0: no bound) for a slow reader; this adds the counts, the
  * warnings and the bounded exit. Gathered here because sonic-boom's own write is costly per call (one
- * call per line showed in npm run bench, see the README's Performance section); one call per batch does not.
+ * call per line showed in npm run bench, see docs/performance.md); one call per batch does not.
  */
 export class FdLogDestination {
   readonly #sonic: SonicBoomStream

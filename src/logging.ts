@@ -6,7 +6,7 @@ import type { LogFormat, LogLevel } from './config/settings.js'
 import { FdLogDestination } from './log-destination.js'
 import { PrettyDestination } from './log-pretty.js'
 
-// Exact paths only: wildcard redaction walks every logged object on every line (what it cost: the README's Performance
+// Exact paths only: wildcard redaction walks every logged object on every line (what it cost: docs/performance.md
 // table, measured by npm run bench). No log call passes nested secrets; tests check the output.
 const REDACTED_PATHS = [
   'req.headers.authorization',
@@ -83,7 +83,7 @@ type AnyLogFn = (...args: unknown[]) => void
 /**
  * Fastify makes a child logger bound to the request id for every request, yet most requests never
  * log through it (their one request line is written by the listener's logger). This stand-in makes
- * the child on first use (pino's child() per request: the README's Performance table).
+ * the child on first use (pino's child() per request: docs/performance.md).
  */
 class LazyChildLogger {
   #child: FastifyBaseLogger | undefined

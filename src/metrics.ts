@@ -44,7 +44,7 @@ export class ProxyMetrics {
   readonly registry = new Registry()
   /**
    * Requests are counted in plain numbers and handed to prom-client when scraped: one inc per label
-   * pair and scrape instead of a label lookup and hash per request (see the README's Performance table).
+   * pair and scrape instead of a label lookup and hash per request (see docs/performance.md).
    */
   readonly #unreportedRequests = new Float64Array(METHOD_LABELS.length * STATUS_CLASS_LABELS.length)
   readonly requests = new Counter({

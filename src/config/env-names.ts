@@ -102,6 +102,6 @@ export function checkEnvironmentNames (env: NodeJS.ProcessEnv, known: readonly s
       : `unknown variables (${unknown.map((name, i) => `${name}: ${hints[i] ?? ''}`).join('; ')}).`
   throw new ConfigError(
     unknown.join(', '),
-    `${described} ${PREFIX}_* variables that no setting reads are refused, so that a misspelling is not ignored; the settings are listed in the README`
+    `${described} ${PREFIX}_* variables that no setting reads are refused, so that a misspelling is not ignored; the settings are listed in docs/configuration.md`
   )
 }

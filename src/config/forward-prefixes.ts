@@ -9,7 +9,7 @@
 export const API_ROOT = '/api/'
 /**
  * Every ThingSpace API family on the upstream host (Connectivity Management, Device Location, Software Management,
- * ...): see the README.
+ * ...): see docs/requests.md.
  */
 export const DEFAULT_FORWARD_PREFIXES: readonly string[] = [API_ROOT]
 /** Characters of a configured prefix's segments: RFC 3986 unreserved, so there is nothing to decode or normalise. */

@@ -120,7 +120,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
   app.addContentTypeParser('*', asRawBytes, keepBytes)
   // The same for JSON, nearly every body here: Fastify remembers the parser found for a Content-Type,
-  // but not when it is the catch-all, which cost a Content-Type parse per request (README, Performance).
+  // but not when it is the catch-all, which cost a Content-Type parse per request (docs/performance.md).
   app.addContentTypeParser('application/json', asRawBytes, keepBytes)
 
   registerSessionControllerStubs(app)
@@ -199,7 +199,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   /**
    * Written out field by field on purpose: `{ ...shared, body }` over these function-valued fields is
-   * slow in V8 and leaves reply-from's option reads megamorphic (measured: the README's Performance table).
+   * slow in V8 and leaves reply-from's option reads megamorphic (measured: docs/performance.md).
    */
   function replyOptions (
     body: Buffer | undefined,
@@ -417,8 +417,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   // reply-from, the engine of @fastify/http-proxy, under routes of our own: the handler has checked the target
   // (targetRefusal) before anything is sent; @fastify/http-proxy's route would resolve it again with three URL
-  // objects and parse its query on every request, which cost 9 to 10% more CPU per request (npm run bench, README
-  // "Performance").
+  // objects and parse its query on every request, which cost 9 to 10% more CPU per request (npm run bench,
+  // docs/performance.md).
   await app.register(replyFrom, {
     base: options.upstream,
     undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on

@@ -29,7 +29,7 @@ async function main (): Promise<void> {
   console.log(`  OAuth token:  POST ${address}/api/ts/v1/oauth2/token  (Basic ${DEMO_CREDENTIALS.clientId}:${DEMO_CREDENTIALS.clientSecret})`)
   console.log(`  M2M login:    POST ${address}/api/m2m/v1/session/login  {"username":"${DEMO_CREDENTIALS.username}","password":"${DEMO_CREDENTIALS.password}"}`)
   console.log(`  Account:      ${DEMO_ACCOUNT_NAME}`)
-  console.log(`  Control:      ${address}${CONTROL_PREFIX}/stats  (unauthenticated; README, "Simulator control routes")`)
+  console.log(`  Control:      ${address}${CONTROL_PREFIX}/stats  (unauthenticated; docs/simulator.md)`)
   console.log(`  Session idle expiry: ${sessionIdleSeconds} s. Compression: ${compression ? 'on' : 'off'}. These are demo credentials for the simulator only.`)
 
   let closing = false

@@ -621,3 +621,16 @@ t.test('docker compose profile "simulator": the same image against the simulator
     message: /M2M_PROXY_UPSTREAM: is http:\/\/ to simulator, another machine/
   }, 'without the explicit setting the same file would be refused')
 })
+
+t.test('the README builds the image the Kubernetes example runs, and its docker run has what production needs', async (t) => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8')
+  const tag = /docker build -t (\S+) \./.exec(readme)?.[1]
+  const kubernetes = fs.readFileSync(path.join(ROOT, 'deploy/kubernetes.yaml'), 'utf8')
+  t.ok(tag, 'the README builds a tagged image')
+  t.match(kubernetes, new RegExp(`image: ${(tag ?? '').replace(/[.]/g, '\\.')}$`, 'm'), 'the tag the example runs')
+  const run = /docker run [\s\S]*?\n\s+\S+:\S+\n/.exec(readme)?.[0] ?? ''
+  t.match(run, /M2M_PROXY_ADMIN_TOKEN_FILE=/, 'an admin token')
+  t.match(run, /-p 127\.0\.0\.1:9090:9090/, 'the admin port published on loopback only')
+  t.match(run, /-v m2m-state:\/var\/lib\/m2m-session-proxy/, 'state on a volume')
+  t.notMatch(run, /:8080/, 'the proxy port is not published')
+})

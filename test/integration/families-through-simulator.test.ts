@@ -8,7 +8,7 @@ import { startStack, type Stack } from '../helpers/stack.js'
 const ACCOUNT = DEMO_ACCOUNT_NAME
 const JSON_BODY = { 'content-type': 'application/json' }
 
-/** One call per family, on routes the simulator implements (README, "The simulator"). */
+/** One call per family, on routes the simulator implements (docs/simulator.md). */
 const FAMILY_CALLS: Array<{ family: string; method: string; path: string; body?: unknown }> = [
   { family: 'm2m v1', method: 'POST', path: '/api/m2m/v1/devices/actions/list', body: { accountName: ACCOUNT } },
   { family: 'm2m v2', method: 'POST', path: '/api/m2m/v2/devices/actions/list', body: { accountName: ACCOUNT } },
