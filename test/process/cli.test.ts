@@ -51,9 +51,8 @@ function credentialsDir (t: Test, credentials: Record<string, string> = DEMO_CRE
   return dir
 }
 
-t.test('every command against a running proxy, as a person and as a script reads it', async (t) => {
-  const { sim, simUrl } = await startSimulator(t)
-  const dir = credentialsDir(t)
+/** One proxy process on `dir`'s credentials, with the test's admin token; killed in teardown. */
+async function startSingleProxy (t: Test, simUrl: string, dir: string): Promise<ProxyProcess> {
   const proxy = await startProxyProcess(
     {
       M2M_PROXY_UPSTREAM: simUrl,
@@ -63,6 +62,13 @@ t.test('every command against a running proxy, as a person and as a script reads
     dir
   )
   t.teardown(() => { proxy.child.kill('SIGKILL') })
+  return proxy
+}
+
+t.test('every command against a running proxy, as a person and as a script reads it', async (t) => {
+  const { sim, simUrl } = await startSimulator(t)
+  const dir = credentialsDir(t)
+  const proxy = await startSingleProxy(t, simUrl, dir)
   await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
   const env = adminEnv(proxy)
 
@@ -145,15 +151,7 @@ t.test('every command against a running proxy, as a person and as a script reads
 t.test('status of a proxy whose password ThingSpace rejects: 1, and why', async (t) => {
   const { simUrl } = await startSimulator(t)
   const dir = credentialsDir(t, { ...DEMO_CREDENTIALS, password: 'wrong-password-0' })
-  const proxy = await startProxyProcess(
-    {
-      M2M_PROXY_UPSTREAM: simUrl,
-      M2M_PROXY_CREDENTIALS_FILE: path.join(dir, 'credentials.json'),
-      M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN
-    },
-    dir
-  )
-  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  const proxy = await startSingleProxy(t, simUrl, dir)
   await until(
     async () => (await (await fetch(`${proxy.adminUrl}/readyz`)).json()).reason === 'credentials-rejected',
     10_000,
