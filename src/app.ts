@@ -77,7 +77,12 @@ export async function buildApp (
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle now
     // (and those answered from now on: proxy-listener.ts).
     const drained = proxy.close().then(() => true)
-    const inTime = graceMs > 0 && (await Promise.race([drained, sleep(graceMs, false)]))
+    // The grace timer is cancelled once drained: left running, it would hold the process (a test's) until it ran out.
+    const graceOver = new AbortController()
+    const inTime =
+      graceMs > 0 &&
+      (await Promise.race([drained, sleep(graceMs, false, { signal: graceOver.signal }).catch(() => false)]))
+    graceOver.abort()
     if (!inTime) {
       if (graceMs > 0) {
         core.logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')

@@ -284,13 +284,15 @@ export async function createCore (
       logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
       return
     }
+    const timeout = new AbortController() // cancelled once answered: the timer must not hold the process
     const outcome = await Promise.race([
       session.endSession().then(
         (ended) => (ended ? ('loggedOut' as const) : ('noSession' as const)),
         () => 'failed' as const
       ),
-      sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
+      sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const, { signal: timeout.signal }).catch(() => 'failed' as const)
     ])
+    timeout.abort()
     if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
     else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
     else if (outcome === 'failed') {
