@@ -8,6 +8,7 @@ import type { SessionManager } from './session/session-manager.js'
 import type { CredentialOperations } from './credentials/operations.js'
 import type { FleetStore } from './fleet/store.js'
 import type { ProxyMetrics } from './metrics.js'
+import { buildCallbackListener } from './callback-listener.js'
 import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependencies } from './core.js'
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
@@ -27,6 +28,8 @@ export function shutdownBudgetMs (config: Pick<ProxyConfig, 'shutdownGraceMs'>):
 export interface ProxyApp {
   proxy: FastifyInstance
   admin: FastifyInstance
+  /** The callback listener (M2M_PROXY_CALLBACK_PORT); undefined when the inbox is off. */
+  callbacks: FastifyInstance | undefined
   session: SessionManager
   operations: CredentialOperations
   metrics: ProxyMetrics
@@ -58,6 +61,10 @@ export async function buildApp (
     throw error
   }
   const admin = buildAdminListener(core, guard, () => shuttingDown)
+  const callbacks =
+    core.callbackInbox === undefined || config.callbacks === undefined
+      ? undefined
+      : buildCallbackListener(config, config.callbacks, core.callbackInbox, core.logger, core.metrics.callbacksReceived)
   // The background work ends as the proxy listener begins to close; the core's resources once the admin
   // listener, the last to close, has: every close of the listeners takes the same way down.
   proxy.addHook('preClose', (done) => {
@@ -76,6 +83,8 @@ export async function buildApp (
   const stop = async (graceMs: number, logOut: boolean): Promise<void> => {
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle now
     // (and those answered from now on: proxy-listener.ts).
+    // New callbacks are refused (ThingSpace sends them again); those being stored finish first.
+    const callbacksClosed = callbacks?.close()
     const drained = proxy.close().then(() => true)
     // The grace timer is cancelled once drained: left running, it would hold the process (a test's) until it ran out.
     const graceOver = new AbortController()
@@ -92,6 +101,7 @@ export async function buildApp (
       proxy.server.closeAllConnections()
       await drained
     }
+    await callbacksClosed
     if (logOut) await core.logOutUpstream()
     // Probes and scrapes are answered until here; whatever is still open on the admin listener is closed with it.
     const adminClosed = admin.close()
@@ -102,6 +112,7 @@ export async function buildApp (
   return {
     proxy,
     admin,
+    callbacks,
     session: core.session,
     operations: core.operations,
     metrics: core.metrics,

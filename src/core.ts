@@ -30,6 +30,8 @@ import { messageOf } from './errors.js'
 import { hostname } from 'node:os'
 import { ReplicaHeartbeat, singleProcessView, type FleetView, type ReplicaBeat } from './fleet/replicas.js'
 import { VERSION } from './version.js'
+import { FileInbox } from './callbacks/file-inbox.js'
+import type { CallbackInbox } from './callbacks/inbox.js'
 
 export interface CoreDependencies {
   logger: Logger
@@ -58,6 +60,8 @@ export interface Core {
    * process edge (main.ts) exits 1 with it. Never settles otherwise.
    */
   readonly fatal: Promise<ConfigError>
+  /** The callback inbox (M2M_PROXY_CALLBACK_PORT); undefined when off. */
+  readonly callbackInbox: CallbackInbox | undefined
   /** Every replica of the fleet as their heartbeats say (GET /admin/fleet); this one alone in single-process mode. */
   fleetView: () => Promise<FleetView>
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
@@ -250,6 +254,11 @@ export async function createCore (
         })
       })
 
+  // Durable before any callback is acknowledged; fleet mode keeps it per replica for now (docs/callbacks.md).
+  const callbackInbox =
+    config.callbacks === undefined
+      ? undefined
+      : await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now)
   const describeReplica = (): Omit<ReplicaBeat, 'seenAt' | 'intervalMs'> => {
     const snapshot = session.snapshot()
     return {
@@ -317,6 +326,7 @@ export async function createCore (
     metrics,
     fleetStore: store,
     fatal,
+    callbackInbox,
     fleetView: async () =>
       heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {
@@ -328,6 +338,7 @@ export async function createCore (
     logOutUpstream,
     close: async () => {
       await heartbeat?.stop() // before the store closes: a replica shut down leaves the fleet view at once
+      await callbackInbox?.close()
       await store?.close()
       await dispatcher.destroy()
       events.close()

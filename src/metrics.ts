@@ -33,6 +33,12 @@ export interface MetricSources {
   clock?: Pick<Clock, 'now'>
 }
 
+export interface CallbackInboxStats {
+  count: number
+  bytes: number
+  oldestAgeSeconds: number
+}
+
 export interface AdmissionCounts {
   readonly inFlight: number
   readonly queued: number
@@ -120,6 +126,14 @@ export class ProxyMetrics {
     name: 'm2m_proxy_overloaded_total',
     help: 'Requests answered 503 Proxy.Overloaded, by reason',
     labelNames: ['reason'] as const,
+    registers: [this.registry]
+  })
+
+  /** Every POST to the callback listener, by outcome: stored, or why it was refused. */
+  readonly callbacksReceived = new Counter({
+    name: 'm2m_proxy_callbacks_received_total',
+    help: 'Callbacks received on the callback listener, by outcome (stored, unauthorized, forbidden-source, bad-request, not-found, too-large, failed)',
+    labelNames: ['outcome'] as const,
     registers: [this.registry]
   })
 
@@ -261,6 +275,24 @@ export class ProxyMetrics {
       'm2m_proxy_requests_waited_total',
       'Requests that waited in the queue for a slot',
       () => admission.waited
+    )
+  }
+
+  /** The callback inbox: what it keeps, how old the oldest is, the long polls waiting (callbacks/). */
+  trackCallbacks (inbox: { stats: () => CallbackInboxStats }, waiting: () => number): void {
+    this.#registerGauge('m2m_proxy_callbacks_kept', 'Callbacks kept in the inbox (M2M_PROXY_CALLBACK_RETENTION_*)', () =>
+      inbox.stats().count)
+    this.#registerGauge('m2m_proxy_callbacks_kept_bytes', 'Bytes of the callbacks kept in the inbox', () =>
+      inbox.stats().bytes)
+    this.#registerGauge(
+      'm2m_proxy_callbacks_oldest_age_seconds',
+      'Age of the oldest callback kept (0 when none): how far back a reader can still go',
+      () => inbox.stats().oldestAgeSeconds
+    )
+    this.#registerGauge(
+      'm2m_proxy_callbacks_waiting',
+      'Callback reads waiting (long polls), M2M_PROXY_CALLBACK_MAX_WAITING at most',
+      waiting
     )
   }
 

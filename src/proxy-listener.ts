@@ -11,6 +11,7 @@ import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
 import { Admission } from './listener/admission.js'
 import { listenerOptions } from './listener/fastify-options.js'
+import { registerCallbackReads } from './callbacks/read-routes.js'
 
 /** Holds each request until admitted: a slot, and room for its body's bytes, before its body is read. */
 function admitRequests (proxy: FastifyInstance, core: Core): void {
@@ -24,6 +25,11 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
   })
   metrics.trackAdmission(admission)
   proxy.addHook('onRequest', (request, reply, done) => {
+    // A long poll of the callback inbox may wait a minute: it has its own cap instead of a slot.
+    if (request.routeOptions.config.callbackRead === true) {
+      done()
+      return
+    }
     const headers = request.raw.headers
     const length = headers['content-length']
     const bodyBytes =
@@ -150,6 +156,10 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     if (closing) setImmediate(closeIdleConnections)
     done()
   })
+  if (core.callbackInbox !== undefined && config.callbacks !== undefined) {
+    const waiting = registerCallbackReads(proxy, core.callbackInbox, config.callbacks.maxWaiting)
+    metrics.trackCallbacks(core.callbackInbox, waiting)
+  }
   const sessionLog = core.logger.child({ component: 'session' })
   await proxy.register(proxyPlugin, {
     upstream: config.upstream,

@@ -16,6 +16,8 @@ export interface RunningProxy {
   readonly app: ProxyApp
   readonly proxyUrl: string
   readonly adminUrl: string
+  /** The callback listener's address; undefined when the inbox is off. */
+  readonly callbackUrl: string | undefined
   /** Settles when the start-up login has finished, whatever its outcome. */
   readonly initialLogin: Promise<void>
 }
@@ -144,14 +146,30 @@ export async function startProxy (
       portSetting: 'M2M_PROXY_ADMIN_PORT',
       hostSetting: 'M2M_PROXY_ADMIN_HOST'
     })
+    if (app.callbacks !== undefined && config.callbacks !== undefined) {
+      await listenOn(app.callbacks, {
+        host: config.callbacks.host,
+        port: config.callbacks.port,
+        listener: 'callback',
+        portSetting: 'M2M_PROXY_CALLBACK_PORT',
+        hostSetting: 'M2M_PROXY_CALLBACK_HOST'
+      })
+    }
   } catch (error) {
     await app.close()
     throw error
   }
   const proxyUrl = urlOf(app.proxy.server.address())
   const adminUrl = urlOf(app.admin.server.address())
+  const callbackUrl = app.callbacks === undefined ? undefined : urlOf(app.callbacks.server.address())
   logger.info(
-    { proxyUrl, adminUrl, upstream: config.upstream, egressProxy: describeEgress(config) ?? null },
+    {
+      proxyUrl,
+      adminUrl,
+      ...(callbackUrl === undefined ? {} : { callbackUrl }),
+      upstream: config.upstream,
+      egressProxy: describeEgress(config) ?? null
+    },
     'listening'
   )
   if (config.adminToken === undefined) {
@@ -180,5 +198,5 @@ export async function startProxy (
     .catch(() => {
       /* reported through the session events */
     })
-  return { app, proxyUrl, adminUrl, initialLogin }
+  return { app, proxyUrl, adminUrl, callbackUrl, initialLogin }
 }

@@ -20,9 +20,14 @@ type Required<K extends SettingKey> = NonNullable<RawSettings[K]>
 
 export type ProxyConfig = {
   [
-  K in Exclude<SettingKey, 'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey>
+  K in Exclude<
+    SettingKey,
+    'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey | CallbackSettingKey
+  >
   ]: Required<K>
 } & {
+  /** The callback inbox; undefined: off (M2M_PROXY_CALLBACK_PORT not set). */
+  callbacks: CallbackConfig | undefined
   /** Fleet mode through Redis; undefined: single-process mode. */
   fleet: FleetConfig | undefined
   /** Absolute path of the credentials JSON file. */
@@ -38,6 +43,23 @@ export type ProxyConfig = {
 }
 
 type FleetSettingKey = 'redisUrl' | 'fleetKey' | 'fleetKeyFile' | 'redisKeyPrefix'
+type CallbackSettingKey = Extract<SettingKey, `callback${string}`>
+
+export interface CallbackConfig {
+  host: string
+  port: number
+  /** What ThingSpace sends in each callback's body, as registered with the callback URL; never log them. */
+  username: string
+  password: string
+  /** Addresses and CIDR blocks callbacks may come from; empty: any. */
+  allowedSources: readonly string[]
+  bodyLimitBytes: number
+  retention: { count: number; bytes: number; ageMs: number }
+  maxWaiting: number
+}
+
+/** Shortest password the inbox accepts: ThingSpace sends it in every callback, and it is all that guards the inbox. */
+export const CALLBACK_PASSWORD_MIN_LENGTH = 16
 
 export interface FleetConfig {
   /** May hold a password: never log it. */
@@ -206,6 +228,55 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
   }
 }
 
+/** The inbox needs the username and password it checks: without them anyone could write to it. */
+function resolveCallbacks (settings: RawSettings, sources: ConfigSources): CallbackConfig | undefined {
+  const { callbackPort, callbackCredentialsFile } = settings
+  if (callbackPort === undefined) return undefined
+  const setting = 'M2M_PROXY_CALLBACK_CREDENTIALS_FILE'
+  if (callbackCredentialsFile === undefined) {
+    throw new ConfigError(
+      setting,
+      'is required with M2M_PROXY_CALLBACK_PORT: a JSON file {"username","password"}, the credentials registered ' +
+        'with the callback URL, which ThingSpace sends in every callback'
+    )
+  }
+  const file = path.resolve(sources.cwd, callbackCredentialsFile)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(sources.readTextFile(file))
+  } catch (error) {
+    // The parser's message may quote the password: never include it.
+    throw new ConfigError(
+      setting,
+      `${callbackCredentialsFile} ${error instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${errorCode(error)})`}`
+    )
+  }
+  const { username, password } = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>
+  if (typeof username !== 'string' || username.trim() === '' || typeof password !== 'string') {
+    throw new ConfigError(setting, `${callbackCredentialsFile} must hold {"username": "...", "password": "..."}`)
+  }
+  if (password.length < CALLBACK_PASSWORD_MIN_LENGTH) {
+    throw new ConfigError(
+      setting,
+      `the password in ${callbackCredentialsFile} must be at least ${CALLBACK_PASSWORD_MIN_LENGTH} characters (got ${password.length}); generate one with: openssl rand -hex 24`
+    )
+  }
+  return {
+    host: settings.callbackHost ?? '127.0.0.1',
+    port: callbackPort,
+    username,
+    password,
+    allowedSources: settings.callbackAllowedSources ?? [],
+    bodyLimitBytes: settings.callbackBodyLimitBytes ?? 262144,
+    retention: {
+      count: settings.callbackRetentionCount ?? 10000,
+      bytes: settings.callbackRetentionBytes ?? 64 * 1024 * 1024,
+      ageMs: (settings.callbackRetentionHours ?? 168) * 3_600_000
+    },
+    maxWaiting: settings.callbackMaxWaiting ?? 256
+  }
+}
+
 /**
  * Every M2M_PROXY_* variable the proxy reads (and the tests' Redis URL); any other one is refused (see env-names.ts).
  */
@@ -296,11 +367,24 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     fleetKey: _fleetKey,
     fleetKeyFile: _fleetKeyFile,
     redisKeyPrefix: _prefix,
+    callbackPort: _callbackPort,
+    callbackHost: _callbackHost,
+    callbackCredentialsFile: _callbackCredentialsFile,
+    callbackAllowedSources: _callbackAllowedSources,
+    callbackBodyLimitBytes: _callbackBodyLimitBytes,
+    callbackRetentionCount: _callbackRetentionCount,
+    callbackRetentionBytes: _callbackRetentionBytes,
+    callbackRetentionHours: _callbackRetentionHours,
+    callbackMaxWaiting: _callbackMaxWaiting,
     ...rest
   } = settings
   return {
-    ...(rest as Omit<ProxyConfig, 'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet' | 'secretFiles'>),
+    ...(rest as Omit<
+      ProxyConfig,
+      'credentialsFile' | 'stateDir' | 'adminToken' | 'egress' | 'fleet' | 'secretFiles' | 'callbacks'
+    >),
     fleet: resolveFleet(settings, sources),
+    callbacks: resolveCallbacks(settings, sources),
     credentialsFile,
     stateDir:
       settings.stateDir === undefined ? path.dirname(credentialsFile) : path.resolve(sources.cwd, settings.stateDir),

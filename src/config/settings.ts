@@ -1,5 +1,6 @@
 // The one table of settings: environment name, config-file key, default and parser. The Config type is derived from it.
 
+import { isIP } from 'node:net'
 import { ConfigError } from './errors.js'
 import { DEFAULT_FORWARD_PREFIXES, parseForwardPrefixes } from './forward-prefixes.js'
 
@@ -48,6 +49,26 @@ function daysOrOff (min: number, max: number): Parser<number> {
     }
     return value
   }
+}
+
+/** Addresses and CIDR blocks, IPv4 or IPv6 (`203.0.113.7`, `198.51.100.0/24`, `2001:db8::/32`). */
+function addressList (raw: unknown, setting: string): readonly string[] {
+  const entries = (typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? raw : [raw])
+    .map((entry) => (typeof entry === 'string' ? entry.trim() : entry))
+    .filter((entry) => entry !== '')
+  for (const entry of entries) {
+    const [address = '', bits, extra] = typeof entry === 'string' ? entry.split('/') : []
+    const family = isIP(address)
+    const maxBits = family === 6 ? 128 : 32
+    const bitsOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits)
+    if (family === 0 || !bitsOk || extra !== undefined) {
+      throw new ConfigError(
+        setting,
+        `must be a comma-separated list of IP addresses or CIDR blocks, such as 203.0.113.7,198.51.100.0/24 (got ${describe(entry)})`
+      )
+    }
+  }
+  return entries as string[]
 }
 
 /**
@@ -278,6 +299,22 @@ export const SETTINGS = {
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
   redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix),
+  // The callback inbox (docs/callbacks.md): off unless the port is set; ThingSpace's callbacks are checked against the
+  // username and password in the credentials file, stored durably, and read from the proxy listener.
+  callbackPort: setting<number>('M2M_PROXY_CALLBACK_PORT', undefined, port),
+  callbackHost: setting('M2M_PROXY_CALLBACK_HOST', '127.0.0.1', text),
+  callbackCredentialsFile: setting<string>('M2M_PROXY_CALLBACK_CREDENTIALS_FILE', undefined, text),
+  callbackAllowedSources: setting<readonly string[]>('M2M_PROXY_CALLBACK_ALLOWED_SOURCES', [], addressList),
+  callbackBodyLimitBytes: setting('M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES', 262144, integer(1024, 16 * 1024 * 1024)),
+  callbackRetentionCount: setting('M2M_PROXY_CALLBACK_RETENTION_COUNT', 10000, integer(1, 10_000_000)),
+  callbackRetentionBytes: setting(
+    'M2M_PROXY_CALLBACK_RETENTION_BYTES',
+    64 * 1024 * 1024,
+    integer(1024 * 1024, 4 * 1024 * 1024 * 1024)
+  ),
+  callbackRetentionHours: setting('M2M_PROXY_CALLBACK_RETENTION_HOURS', 168, integer(1, 87600)),
+  // Long polls waiting at once; beyond, 503 with Retry-After (they hold no admission slot of the proxy listener).
+  callbackMaxWaiting: setting('M2M_PROXY_CALLBACK_MAX_WAITING', 256, integer(1, 65536)),
   // Each replica's heartbeat for GET /admin/fleet: stale after 3 missed, dropped after 12.
   fleetHeartbeatMs: setting('M2M_PROXY_FLEET_HEARTBEAT_MS', 5000, integer(1000, 300_000))
 } as const

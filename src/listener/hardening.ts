@@ -61,7 +61,8 @@ export function answerClientError (error: Error & { code?: string }, socket: Soc
 }
 
 export interface HardeningOptions {
-  guard: RequestGuard
+  /** The Host and origin checks; none on the callback listener, which answers a public name behind an ingress. */
+  guard: RequestGuard | undefined
   maxConnections: number
   /** The setting to name in the warning when connections are refused. */
   maxConnectionsSetting: string
@@ -132,16 +133,18 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
 /** Call before the listener's routes are registered: the guard is an onRequest hook of the root context. */
 export function hardenListener (app: FastifyInstance, options: HardeningOptions): void {
   const { guard } = options
-  app.addHook('onRequest', (request, reply, done) => {
-    const refusal = guard.check(request.raw.url ?? '', request.headers)
-    if (refusal === undefined) {
-      done()
-      return
-    }
-    // Answered from the hook: no route runs. The connection is closed too, instead of reading a body nobody wants.
-    reply.header('connection', 'close')
-    sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
-  })
+  if (guard !== undefined) {
+    app.addHook('onRequest', (request, reply, done) => {
+      const refusal = guard.check(request.raw.url ?? '', request.headers)
+      if (refusal === undefined) {
+        done()
+        return
+      }
+      // Answered from the hook: no route runs. The connection is closed too, instead of reading a body nobody wants.
+      reply.header('connection', 'close')
+      sendProxyError(reply, refusal.kind, refusal.message, refusal.codeSuffix)
+    })
+  }
 
   limitConnections(app.server, options)
 

@@ -794,3 +794,36 @@ t.test('both listeners on one port of one address: refused before listening, nam
   t.equal(apart.adminPort, 9000, 'one port on two addresses is fine')
   t.equal(load({ ...CREDS, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }).port, 0, 'port 0 twice: two free ports')
 })
+
+t.test('the callback inbox: off by default; its port needs its credentials file, a real password, valid sources', async (t) => {
+  t.equal(load(CREDS).callbacks, undefined, 'off unless M2M_PROXY_CALLBACK_PORT is set')
+  const file = '/srv/proxy/callback.json'
+  const good = JSON.stringify({ username: 'thingspace', password: 'p'.repeat(24) })
+  const on = { ...CREDS, M2M_PROXY_CALLBACK_PORT: '9443', M2M_PROXY_CALLBACK_CREDENTIALS_FILE: 'callback.json' }
+  const config = load({ ...on, M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/24, 2001:db8::/32,198.51.100.7' }, {
+    [file]: good
+  })
+  t.match(config.callbacks, {
+    host: '127.0.0.1',
+    port: 9443,
+    username: 'thingspace',
+    allowedSources: ['203.0.113.0/24', '2001:db8::/32', '198.51.100.7'],
+    bodyLimitBytes: 262144,
+    retention: { count: 10000, bytes: 64 * 1024 * 1024, ageMs: 168 * 3_600_000 },
+    maxWaiting: 256
+  })
+  const cases: Array<[string, Record<string, string>, Record<string, string>, RegExp]> = [
+    ['no credentials file', { ...CREDS, M2M_PROXY_CALLBACK_PORT: '9443' }, {}, /^M2M_PROXY_CALLBACK_CREDENTIALS_FILE: is required with M2M_PROXY_CALLBACK_PORT/],
+    ['a missing file', on, {}, /callback\.json cannot be read \(ENOENT\)/],
+    ['not JSON, the password not echoed', on, { [file]: '{"password": "hunter2-secret-0123456789"' }, /callback\.json is not valid JSON$/],
+    ['no username', on, { [file]: JSON.stringify({ password: 'p'.repeat(24) }) }, /must hold \{"username": "...", "password": "..."\}/],
+    ['a short password', on, { [file]: JSON.stringify({ username: 'u', password: 'short' }) }, /at least 16 characters \(got 5\)/],
+    ['a bad source', { ...on, M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/33' }, { [file]: good }, /^M2M_PROXY_CALLBACK_ALLOWED_SOURCES: must be a comma-separated list of IP addresses or CIDR blocks/],
+    ['a host name as source', { ...on, M2M_PROXY_CALLBACK_ALLOWED_SOURCES: 'thingspace.verizon.com' }, { [file]: good }, /IP addresses or CIDR blocks/]
+  ]
+  for (const [name, env, files, message] of cases) {
+    const error = configErrorOf(() => load(env, files), name)
+    t.match(error.message, message, name)
+    t.notMatch(error.message, 'hunter2-secret', `${name}: no secret echoed`)
+  }
+})

@@ -17,7 +17,7 @@ const LAYERS: ReadonlyArray<readonly string[]> = [
   ['credentials'],
   ['proxy'],
   ['fleet'],
-  ['listener', 'admin', 'cli'],
+  ['listener', 'admin', 'cli', 'callbacks'],
   ['simulator'],
   ['<root>']
 ]

@@ -1,0 +1,81 @@
+// The callback inbox in one process (real sockets on 127.0.0.1): the limits of the callback listener and of the
+// reads, paging by cursor, the metrics, and a shutdown that does not wait for long polls.
+
+import t, { type Test } from 'tap'
+import { startStack, type Stack } from '../helpers/stack.js'
+import { metricValue } from '../helpers/metrics.js'
+
+const CALLBACK_CREDENTIALS = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
+
+async function inboxStack (t: Test, env: Record<string, string> = {}): Promise<Stack & { callbackUrl: string }> {
+  const dir = t.testdir({ 'callback.json': JSON.stringify(CALLBACK_CREDENTIALS) })
+  const stack = await startStack(t, {
+    dir,
+    env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_CALLBACK_CREDENTIALS_FILE: 'callback.json', ...env }
+  })
+  return Object.assign(stack, { callbackUrl: stack.proxy.callbackUrl ?? '' })
+}
+
+async function post (url: string, body: string): Promise<Response> {
+  return await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+}
+
+const callbackBody = (requestId: string, extra: Record<string, unknown> = {}): string =>
+  JSON.stringify({ ...CALLBACK_CREDENTIALS, requestId, ...extra })
+
+t.test('paging by cursor, at-least-once: nothing is removed by reading', async (t) => {
+  const stack = await inboxStack(t)
+  for (let i = 1; i <= 5; i++) t.equal((await post(`${stack.callbackUrl}/DeviceUsage`, callbackBody(`r-${i}`))).status, 200)
+  const page = async (query: string): Promise<{ callbacks: Array<{ seq: number; service: string }>; next: number }> =>
+    (await (await fetch(`${stack.proxy.proxyUrl}/callbacks?${query}`)).json()) as never
+  const first = await page('limit=2')
+  t.same([first.callbacks.map((record) => record.seq), first.next], [[1, 2], 2])
+  const second = await page(`after=${first.next}&limit=2`)
+  t.same([second.callbacks.map((record) => record.seq), second.next], [[3, 4], 4])
+  t.same((await page('after=0&limit=100')).callbacks.length, 5, 'read again from the start: all still there')
+  t.equal(first.callbacks[0]?.service, 'DeviceUsage')
+  for (const query of ['after=-1', 'limit=0', 'limit=1001', 'wait=61', 'wait=abc', 'after=1e3']) {
+    t.equal((await fetch(`${stack.proxy.proxyUrl}/callbacks?${query}`)).status, 400, query)
+  }
+  const metrics = (await stack.adminCall('GET', '/metrics')).text
+  t.equal(metricValue(metrics, 'm2m_proxy_callbacks_kept'), 5)
+  t.ok(metricValue(metrics, 'm2m_proxy_callbacks_kept_bytes') > 5 * 50)
+  t.equal(metricValue(metrics, 'm2m_proxy_callbacks_received_total', { outcome: 'stored' }), 5)
+  t.equal((await fetch(`${stack.proxy.proxyUrl}/api/m2m/v1/accounts/0000123456-00001`)).status, 200, 'forwarding untouched')
+})
+
+t.test('the callback listener: a body too large, no other route, no forwarding, CONNECT', async (t) => {
+  const stack = await inboxStack(t, { M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES: '1024' })
+  const large = await post(`${stack.callbackUrl}/CarrierService`, callbackBody('r-big', { padding: 'x'.repeat(2000) }))
+  t.equal(large.status, 413)
+  t.match(await large.json(), { errorCode: 'Proxy.BodyTooLarge' })
+  t.equal((await fetch(`${stack.callbackUrl}/api/m2m/v1/accounts/0000123456-00001`)).status, 404, 'never forwards')
+  t.equal((await fetch(`${stack.callbackUrl}/CarrierService`)).status, 404, 'GET is no route')
+  t.equal(stack.sim.stats.dataRequests, 0, 'nothing reached ThingSpace')
+  const page = (await (await fetch(`${stack.proxy.proxyUrl}/callbacks`)).json()) as { callbacks: unknown[] }
+  t.same(page.callbacks, [], 'nothing stored')
+  const metrics = (await stack.adminCall('GET', '/metrics')).text
+  t.equal(metricValue(metrics, 'm2m_proxy_callbacks_received_total', { outcome: 'too-large' }), 1)
+})
+
+t.test('waiting reads: capped with 503 and Retry-After; a shutdown answers them at once', async (t) => {
+  const stack = await inboxStack(t, { M2M_PROXY_CALLBACK_MAX_WAITING: '1' })
+  const waiting = fetch(`${stack.proxy.proxyUrl}/callbacks/requests/r-never?wait=30`)
+  const deadline = Date.now() + 5000
+  while (Date.now() < deadline) {
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    if (metricValue(metrics, 'm2m_proxy_callbacks_waiting') === 1) break
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const refused = await fetch(`${stack.proxy.proxyUrl}/callbacks?wait=5`)
+  t.equal(refused.status, 503)
+  t.equal(refused.headers.get('retry-after'), '1')
+  t.match(await refused.json(), { errorCode: 'Proxy.Overloaded.TooManyWaiting' })
+  t.equal((await fetch(`${stack.proxy.proxyUrl}/callbacks`)).status, 200, 'a read that does not wait is served')
+  // The graceful way down (SIGTERM): the proxy listener drains, and a poll that could wait 30 s must not hold it.
+  const stoppedAt = performance.now()
+  await stack.proxy.app.shutdown()
+  const answer = await waiting
+  t.equal(answer.status, 204, 'the waiting read ends with what it has')
+  t.ok(performance.now() - stoppedAt < 5000, 'the shutdown did not wait for the 30 s poll')
+})

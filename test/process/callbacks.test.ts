@@ -1,0 +1,148 @@
+// The callback inbox with real processes: a callback acknowledged 2xx survives kill -9; a wrong username or password,
+// or a source address outside the list, is refused and not stored; a long poll answers within 100 ms of the
+// callback's arrival; the stored callback holds no password.
+
+import t, { type Test } from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { startSimulator } from '../helpers/stack.js'
+import { metricValue, until } from '../helpers/fleet.js'
+
+const CALLBACK_CREDENTIALS = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
+
+interface Inbox extends ProxyProcess {
+  callbackUrl: string
+}
+
+function inboxDir (t: Test): string {
+  const dir = t.testdir({
+    'credentials.json': JSON.stringify(DEMO_CREDENTIALS),
+    'callback-credentials.json': JSON.stringify(CALLBACK_CREDENTIALS)
+  })
+  fs.chmodSync(path.join(dir, 'credentials.json'), 0o600)
+  return dir
+}
+
+async function startInbox (t: Test, simUrl: string, dir: string, env: Record<string, string> = {}): Promise<Inbox> {
+  const proxy = await startProxyProcess(
+    {
+      M2M_PROXY_UPSTREAM: simUrl,
+      M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+      M2M_PROXY_CALLBACK_PORT: '0',
+      M2M_PROXY_CALLBACK_CREDENTIALS_FILE: 'callback-credentials.json',
+      ...env
+    },
+    dir
+  )
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  const listening = await proxy.waitFor((line) => line.msg === 'listening')
+  return Object.assign(proxy, { callbackUrl: String(listening.callbackUrl) })
+}
+
+async function sendCallback (
+  inbox: Inbox,
+  body: Record<string, unknown>,
+  service = 'CarrierService'
+): Promise<{ status: number; body: unknown }> {
+  const response = await fetch(`${inbox.callbackUrl}/${service}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body)
+  })
+  return { status: response.status, body: await response.json() }
+}
+
+const activation = (requestId: string): Record<string, unknown> => ({
+  ...CALLBACK_CREDENTIALS,
+  requestId,
+  deviceIds: [{ id: '990013907835573', kind: 'imei' }],
+  deviceResponse: { activateResponse: { deviceIds: [{ id: '990013907835573', kind: 'imei' }], state: 'active' } }
+})
+
+t.test('acknowledged means stored: a callback answered 2xx survives kill -9', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = inboxDir(t)
+  const first = await startInbox(t, simUrl, dir)
+  t.match(first.callbackUrl, /^http:\/\/127\.0\.0\.1:\d+$/, 'the callback listener on its own port, loopback by default')
+  const sent = await sendCallback(first, activation('req-crash-1'))
+  t.same(sent, { status: 200, body: { stored: true, seq: 1 } })
+  first.child.kill('SIGKILL') // at once after the 2xx: no graceful close
+  await first.exit
+
+  const second = await startInbox(t, simUrl, dir)
+  const answer = await fetch(`${second.proxyUrl}/callbacks/requests/req-crash-1`)
+  t.equal(answer.status, 200)
+  const read = (await answer.json()) as { requestId: string; callbacks: Array<Record<string, unknown>> }
+  t.equal(read.callbacks.length, 1)
+  t.match(read.callbacks[0], {
+    seq: 1,
+    service: 'CarrierService',
+    requestId: 'req-crash-1',
+    deviceIds: [{ id: '990013907835573', kind: 'imei' }],
+    body: { deviceResponse: { activateResponse: { state: 'active' } } }
+  })
+  t.notOk('password' in (read.callbacks[0]?.body as object), 'no password in what is stored')
+  t.notMatch(fs.readFileSync(path.join(dir, 'callbacks.jsonl'), 'utf8'), CALLBACK_CREDENTIALS.password, 'nor on disk')
+  const stream = (await (await fetch(`${second.proxyUrl}/callbacks?after=0`)).json()) as { callbacks: unknown[]; next: number }
+  t.same([stream.callbacks.length, stream.next], [1, 1], 'the stream, with its cursor')
+  t.same(
+    await (await fetch(`${second.proxyUrl}/callbacks?after=1`)).json(),
+    { callbacks: [], next: 1 },
+    'nothing after the cursor'
+  )
+})
+
+t.test('refused and not stored: a wrong password, an unknown service, a foreign source address', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const inbox = await startInbox(t, simUrl, inboxDir(t))
+  const wrong = await sendCallback(inbox, { ...activation('req-wrong'), password: 'callback-password-0123456780' })
+  t.equal(wrong.status, 401)
+  t.match(wrong.body, { errorCode: 'Proxy.Unauthorized' })
+  t.equal((await sendCallback(inbox, activation('req-unknown'), 'NoSuchService')).status, 404)
+  const notJson = await fetch(`${inbox.callbackUrl}/CarrierService`, { method: 'POST', body: 'not json' })
+  t.equal(notJson.status, 400)
+  const stream = (await (await fetch(`${inbox.proxyUrl}/callbacks`)).json()) as { callbacks: unknown[] }
+  t.same(stream.callbacks, [], 'none of them stored')
+  const refusals = inbox.lines.filter((line) => line.msg === 'callback refused')
+  t.equal(refusals.length, 3, 'one log line each')
+  t.notOk(JSON.stringify(inbox.lines).includes('callback-password-0123456780'), 'the guessed password is in no log line')
+  const metrics = await (await fetch(`${inbox.adminUrl}/metrics`)).text()
+  for (const outcome of ['unauthorized', 'not-found', 'bad-request']) {
+    t.match(metrics, `m2m_proxy_callbacks_received_total{outcome="${outcome}"} 1`, `counted: ${outcome}`)
+  }
+  t.notMatch(metrics, /m2m_proxy_callbacks_received_total\{outcome="stored"\}/, 'nothing stored')
+
+  const guarded = await startInbox(t, simUrl, inboxDir(t), { M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/24' })
+  const foreign = await sendCallback(guarded, activation('req-foreign'))
+  t.equal(foreign.status, 403)
+  t.match(foreign.body, { errorMessage: /source address .* is not in M2M_PROXY_CALLBACK_ALLOWED_SOURCES/ })
+  t.same(((await (await fetch(`${guarded.proxyUrl}/callbacks`)).json()) as { callbacks: unknown[] }).callbacks, [])
+  const allowed = await startInbox(t, simUrl, inboxDir(t), { M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/24,127.0.0.1' })
+  t.equal((await sendCallback(allowed, activation('req-allowed'))).status, 200, 'an address on the list gets in')
+})
+
+t.test('a long poll answers within 100 ms of the callback; on timeout 204; reads hold no admission slot', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const inbox = await startInbox(t, simUrl, inboxDir(t), { M2M_PROXY_MAX_IN_FLIGHT: '1' })
+  const timedOut = await fetch(`${inbox.proxyUrl}/callbacks/requests/req-none?wait=1`)
+  t.equal(timedOut.status, 204, 'nothing within the wait')
+  // More waiting reads than M2M_PROXY_MAX_IN_FLIGHT: they do not take the forwarding's slots.
+  const others = Array.from({ length: 3 }, async () => await fetch(`${inbox.proxyUrl}/callbacks/requests/req-other?wait=20`))
+  const polling = fetch(`${inbox.proxyUrl}/callbacks/requests/req-poll?wait=20`)
+  await until(async () => (await metricValue(inbox, 'm2m_proxy_callbacks_waiting')) === 4, 10_000, 'the polls wait')
+  const forwarded = await fetch(`${inbox.proxyUrl}/api/m2m/v1/accounts/0000123456-00001`)
+  t.equal(forwarded.status, 200, 'forwarding still has its slot')
+  const sent = await sendCallback(inbox, activation('req-poll'))
+  const acknowledgedAt = performance.now()
+  const answer = await polling
+  const latencyMs = performance.now() - acknowledgedAt
+  t.equal(answer.status, 200)
+  t.match(await answer.json(), { requestId: 'req-poll', callbacks: [{ requestId: 'req-poll' }] })
+  t.equal(sent.status, 200)
+  t.ok(latencyMs < 100, `answered ${latencyMs.toFixed(1)} ms after the callback was acknowledged`)
+  await sendCallback(inbox, activation('req-other'))
+  t.same((await Promise.all(others)).map((response) => response.status), [200, 200, 200])
+  t.equal((await fetch(`${inbox.proxyUrl}/callbacks?wait=61`)).status, 400, 'a wait beyond 60 s is refused')
+})

@@ -1,0 +1,130 @@
+// The callback inbox's parts without a listener: what is accepted (receive.ts), the durable file store
+// (file-inbox.ts) with its retention and crash recovery, and the long poll's wait (inbox.ts).
+
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { receiveCallback } from '../../src/callbacks/receive.js'
+import { CALLBACK_FILE, FileInbox } from '../../src/callbacks/file-inbox.js'
+import { waitForCallbacks, type CallbackMessage } from '../../src/callbacks/inbox.js'
+
+const EXPECTED = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
+const RETENTION = { count: 1000, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 }
+
+function message (requestId: string | null, extra: Record<string, unknown> = {}): CallbackMessage {
+  return { service: 'CarrierService', requestId, deviceIds: [], body: { requestId, ...extra } }
+}
+
+t.test('receive: the registered username and password, in a JSON object, for a known service', async (t) => {
+  const body = JSON.stringify({
+    ...EXPECTED,
+    requestId: 'req-1',
+    deviceIds: [{ id: '990013907835573', kind: 'imei' }, { id: 7 }],
+    deviceResponse: { activateResponse: { status: 'Success' } }
+  })
+  const verdict = receiveCallback('CarrierService', body, EXPECTED)
+  t.same(verdict, {
+    accepted: {
+      service: 'CarrierService',
+      requestId: 'req-1',
+      deviceIds: [{ id: '990013907835573', kind: 'imei' }],
+      body: {
+        requestId: 'req-1',
+        deviceIds: [{ id: '990013907835573', kind: 'imei' }, { id: 7 }],
+        deviceResponse: { activateResponse: { status: 'Success' } }
+      }
+    }
+  }, 'stored as received, without the username and password')
+  t.equal(
+    (receiveCallback('DeviceUsage', JSON.stringify({ ...EXPECTED, txid: 'tx-9' }), EXPECTED) as { accepted: CallbackMessage })
+      .accepted.requestId,
+    'tx-9',
+    "Device Location's transaction id names the request too"
+  )
+  for (const [name, text] of [
+    ['a wrong password', JSON.stringify({ ...EXPECTED, password: 'callback-password-0123456780' })],
+    ['a wrong username', JSON.stringify({ ...EXPECTED, username: 'someone' })],
+    ['no password', JSON.stringify({ username: EXPECTED.username })],
+    ['a password that is not a string', JSON.stringify({ ...EXPECTED, password: 12 })]
+  ]) {
+    t.same(receiveCallback('CarrierService', text as string, EXPECTED), {
+      refused: 'unauthorized',
+      reason: 'wrong or missing username or password'
+    }, name as string)
+  }
+  t.match(receiveCallback('CarrierService', 'not json', EXPECTED), { refused: 'bad-request' })
+  t.match(receiveCallback('CarrierService', '[1,2]', EXPECTED), { refused: 'bad-request' })
+})
+
+t.test('file inbox: appended, read by cursor and by request, and still there after reopening', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  const first = await inbox.append(message('req-1'))
+  const second = await inbox.append(message('req-2'))
+  const third = await inbox.append(message('req-1', { step: 2 }))
+  t.same([first.seq, second.seq, third.seq], [1, 2, 3])
+  t.same(inbox.after(0, 10).map((record) => record.seq), [1, 2, 3])
+  t.same(inbox.after(1, 1).map((record) => record.seq), [2], 'limit')
+  t.same(inbox.forRequest('req-1').map((record) => record.seq), [1, 3])
+  t.same(inbox.forRequest('req-none'), [])
+  await inbox.close()
+
+  const reopened = await FileInbox.open(dir, RETENTION)
+  t.same(reopened.after(0, 10).map((record) => record.requestId), ['req-1', 'req-2', 'req-1'], 'survives a restart')
+  t.equal((await reopened.append(message('req-3'))).seq, 4, 'sequence numbers are never reused')
+  await reopened.close()
+  t.equal(fs.statSync(path.join(dir, CALLBACK_FILE)).mode & 0o777, 0o600, 'the file is readable by its owner only')
+})
+
+t.test('file inbox: a last line cut short by a crash is dropped, the rest kept', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  await inbox.append(message('req-1'))
+  await inbox.close()
+  fs.appendFileSync(path.join(dir, CALLBACK_FILE), '{"seq":2,"receivedAt":"2026-')
+  const reopened = await FileInbox.open(dir, RETENTION)
+  t.same(reopened.after(0, 10).map((record) => record.seq), [1])
+  await reopened.append(message('req-3'))
+  await reopened.close()
+  const lines = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8').trim().split('\n')
+  t.same(lines.map((line) => (JSON.parse(line) as { seq: number }).seq), [1, 2], 'the torn line is gone from the file')
+})
+
+t.test('file inbox: appends arriving together are all stored, in order, one write for many', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  const stored = await Promise.all(Array.from({ length: 200 }, async (_, i) => await inbox.append(message(`req-${i}`))))
+  t.same(stored.map((record) => record.seq), Array.from({ length: 200 }, (_, i) => i + 1))
+  await inbox.close()
+  const lines = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8').trim().split('\n')
+  t.equal(lines.length, 200)
+})
+
+t.test('file inbox: retention by count and by age, in memory and on disk', async (t) => {
+  const dir = t.testdir({})
+  let now = Date.UTC(2026, 0, 1)
+  const inbox = await FileInbox.open(dir, { count: 10, bytes: 16 * 1024 * 1024, ageMs: 60_000 }, () => now)
+  for (let i = 1; i <= 35; i++) await inbox.append(message(`req-${i}`))
+  t.same(inbox.after(0, 100).map((record) => record.seq), Array.from({ length: 10 }, (_, i) => 26 + i), 'the newest 10')
+  t.same(inbox.forRequest('req-1'), [], 'the dropped ones are gone from the request index too')
+  const lines = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8').trim().split('\n').length
+  t.ok(lines <= 20, `the file is compacted (${lines} lines for 10 kept)`)
+  now += 60_001
+  t.same(inbox.after(0, 100), [], 'older than the retention age: gone')
+  await inbox.close()
+})
+
+t.test('long poll: resolves when a matching callback arrives, empty on timeout or when the client leaves', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  t.teardown(async () => { await inbox.close() })
+  const waiting = waitForCallbacks(inbox, () => inbox.forRequest('req-7'), 10_000, new AbortController().signal)
+  await inbox.append(message('req-other'))
+  await inbox.append(message('req-7'))
+  t.same((await waiting).map((record) => record.requestId), ['req-7'], 'woken by its own request only')
+  t.same(await waitForCallbacks(inbox, () => inbox.forRequest('req-8'), 20, new AbortController().signal), [])
+  const gone = new AbortController()
+  const left = waitForCallbacks(inbox, () => inbox.forRequest('req-9'), 10_000, gone.signal)
+  gone.abort()
+  t.same(await left, [])
+})
