@@ -79,3 +79,37 @@ t.test('waiting reads: capped with 503 and Retry-After; a shutdown answers them 
   t.equal(answer.status, 204, 'the waiting read ends with what it has')
   t.ok(performance.now() - stoppedAt < 5000, 'the shutdown did not wait for the 30 s poll')
 })
+
+t.test('refused and not stored: wrong credentials, unknown service, not JSON, a source outside the list', async (t) => {
+  const stack = await inboxStack(t)
+  const cases: Array<[string, string, string, number, string]> = [
+    ['a wrong password', 'CarrierService', JSON.stringify({ ...CALLBACK_CREDENTIALS, password: 'x'.repeat(28) }), 401, 'unauthorized'],
+    ['no credentials', 'CarrierService', JSON.stringify({ requestId: 'r-1' }), 401, 'unauthorized'],
+    ['an unknown service', 'NoSuchService', callbackBody('r-2'), 404, 'not-found'],
+    ['not JSON', 'CarrierService', 'not json', 400, 'bad-request'],
+    ['a JSON array', 'CarrierService', '[]', 400, 'bad-request']
+  ]
+  for (const [name, service, body, status, outcome] of cases) {
+    const answer = await post(`${stack.callbackUrl}/${service}`, body)
+    t.equal(answer.status, status, name)
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.ok(metricValue(metrics, 'm2m_proxy_callbacks_received_total', { outcome }) >= 1, `${name}: counted as ${outcome}`)
+  }
+  const page = (await (await fetch(`${stack.proxy.proxyUrl}/callbacks`)).json()) as { callbacks: unknown[] }
+  t.same(page.callbacks, [], 'none stored')
+  const refusals = stack.logs.entries().filter((entry) => entry.msg === 'callback refused')
+  t.equal(refusals.length, cases.length, 'one line each')
+  t.notOk(JSON.stringify(refusals).includes('x'.repeat(28)), 'no guessed password in them')
+
+  for (const [sources, status] of [
+    ['203.0.113.0/24', 403],
+    ['2001:db8::/32,203.0.113.7', 403],
+    ['127.0.0.0/8', 200],
+    ['203.0.113.7,127.0.0.1', 200]
+  ] as const) {
+    const guarded = await inboxStack(t, { M2M_PROXY_CALLBACK_ALLOWED_SOURCES: sources })
+    const answer = await post(`${guarded.callbackUrl}/CarrierService`, callbackBody('r-source'))
+    t.equal(answer.status, status, `sources ${sources}`)
+    if (status === 403) t.match(await answer.json(), { errorCode: 'Proxy.Forbidden' })
+  }
+})

@@ -128,3 +128,36 @@ t.test('long poll: resolves when a matching callback arrives, empty on timeout o
   gone.abort()
   t.same(await left, [])
 })
+
+t.test('file inbox: a line it cannot read is skipped, the others kept; a compaction drops it', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, { count: 2, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 })
+  await inbox.append(message('req-1'))
+  await inbox.close()
+  fs.appendFileSync(path.join(dir, CALLBACK_FILE), 'garbage that is not JSON\n')
+  const reopened = await FileInbox.open(dir, { count: 2, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 })
+  t.same(reopened.after(0, 10).map((record) => record.seq), [1], 'the readable line kept')
+  t.same(reopened.stats().count, 1)
+  for (let i = 2; i <= 6; i++) await reopened.append(message(`req-${i}`))
+  await reopened.close()
+  const text = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8')
+  t.notMatch(text, 'garbage', 'gone after compaction')
+  t.ok(text.trim().split('\n').length <= 4, 'the file holds about what is kept')
+})
+
+t.test('file inbox: a write that fails rejects its callbacks (no 2xx), the next ones are stored', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  const handle = (inbox as unknown as { handle: { appendFile: (text: string) => Promise<void> } }).handle
+  const original = handle.appendFile.bind(handle)
+  let failures = 1
+  handle.appendFile = async (text: string) => {
+    if (failures-- > 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+    await original(text)
+  }
+  await t.rejects(inbox.append(message('req-lost')), { code: 'ENOSPC' })
+  t.same(inbox.after(0, 10), [], 'not kept in memory either')
+  t.equal((await inbox.append(message('req-next'))).requestId, 'req-next')
+  t.same(inbox.after(0, 10).map((record) => record.requestId), ['req-next'])
+  await inbox.close()
+})
