@@ -2,13 +2,19 @@
 // reads, paging by cursor, the metrics, and a shutdown that does not wait for long polls.
 
 import t, { type Test } from 'tap'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { startStack, type Stack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 
 const CALLBACK_CREDENTIALS = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
 
 async function inboxStack (t: Test, env: Record<string, string> = {}): Promise<Stack & { callbackUrl: string }> {
-  const dir = t.testdir({ 'callback.json': JSON.stringify(CALLBACK_CREDENTIALS) })
+  // A directory of its own for each stack (t.testdir would give every call of one test the same one).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-inbox-'))
+  t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 }) })
+  fs.writeFileSync(path.join(dir, 'callback.json'), JSON.stringify(CALLBACK_CREDENTIALS), { mode: 0o600 })
   const stack = await startStack(t, {
     dir,
     env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_CALLBACK_CREDENTIALS_FILE: 'callback.json', ...env }

@@ -4,6 +4,7 @@
 
 import t, { type Test } from 'tap'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
@@ -16,12 +17,12 @@ interface Inbox extends ProxyProcess {
   callbackUrl: string
 }
 
+/** A state directory of its own for each proxy (t.testdir would give every call of one test the same one). */
 function inboxDir (t: Test): string {
-  const dir = t.testdir({
-    'credentials.json': JSON.stringify(DEMO_CREDENTIALS),
-    'callback-credentials.json': JSON.stringify(CALLBACK_CREDENTIALS)
-  })
-  fs.chmodSync(path.join(dir, 'credentials.json'), 0o600)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-inbox-'))
+  t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 }) })
+  fs.writeFileSync(path.join(dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS), { mode: 0o600 })
+  fs.writeFileSync(path.join(dir, 'callback-credentials.json'), JSON.stringify(CALLBACK_CREDENTIALS), { mode: 0o600 })
   return dir
 }
 
@@ -36,7 +37,10 @@ async function startInbox (t: Test, simUrl: string, dir: string, env: Record<str
     },
     dir
   )
-  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  t.teardown(async () => {
+    proxy.child.kill('SIGKILL')
+    await proxy.exit
+  })
   const listening = await proxy.waitFor((line) => line.msg === 'listening')
   return Object.assign(proxy, { callbackUrl: String(listening.callbackUrl) })
 }
