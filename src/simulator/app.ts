@@ -5,6 +5,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import { SimulatedAccount } from './account.js'
 import { type ControlLoginFault, controlRoutes, type ControlTarget } from './control-routes.js'
 import { RequestRateLimit } from './throttle.js'
+import { type CallbackDeliveryOptions, CallbackDeliveries, callbackRoutes } from './callbacks.js'
 import { dataRoutes } from './data-routes.js'
 import { devRoutes } from './dev-routes.js'
 import {
@@ -72,6 +73,8 @@ export interface SimulatorOptions {
    * 0 (off).
    */
   throttleRate?: number
+  /** Timing of the callbacks sent for asynchronous requests (callbacks.ts); defaults as there. */
+  callbackDelivery?: CallbackDeliveryOptions
 }
 
 /**
@@ -109,6 +112,8 @@ export interface Simulator {
    * off.
    */
   throttle(rate: number, retryAfterSeconds?: number): void
+  /** The callback listeners registered, and the callbacks sent to them (callbacks.ts). */
+  readonly callbacks: CallbackDeliveries
 }
 
 export const TOKEN_PATH = '/api/ts/v1/oauth2/token'
@@ -204,7 +209,9 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     done(null, parseFormBody(typeof body === 'string' ? body : body.toString('utf8')))
   })
 
+  const callbacks = new CallbackDeliveries(options.callbackDelivery)
   app.addHook('onClose', async () => {
+    callbacks.close()
     for (const socket of hangingSockets) socket.destroy()
     hangingSockets.clear()
   })
@@ -406,6 +413,7 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
       await dataScope.register(dataRoutes, { accounts })
       await dataScope.register(familyRoutes, { accounts })
       await dataScope.register(devRoutes)
+      await dataScope.register(callbackRoutes, { deliveries: callbacks, accounts })
     })
   })
 
@@ -434,7 +442,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
       for (let i = 0; i < count; i++) pendingLoginFaults.push(fault)
     },
     unlock: () => account.unlock(),
-    throttle: (rate, retryAfterSeconds) => rateLimit.set(rate, retryAfterSeconds)
+    throttle: (rate, retryAfterSeconds) => rateLimit.set(rate, retryAfterSeconds),
+    callbacks
   }
   // Outside /api/: no bearer, no session, never forwarded by the proxy. See control-routes.ts.
   const target: ControlTarget = {
@@ -450,7 +459,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
     pendingLoginFaults: () => pendingLoginFaults.length,
     unlock: () => account.unlock(),
     throttle: (rate, retryAfterSeconds) => rateLimit.set(rate, retryAfterSeconds),
-    throttleRate: () => rateLimit.rate
+    throttleRate: () => rateLimit.rate,
+    callbackStats: () => callbacks.stats
   }
   app.register(controlRoutes, { target })
   return simulator

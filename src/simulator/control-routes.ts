@@ -5,6 +5,7 @@ import { MAX_RETRY_AFTER_SECONDS } from './throttle.js'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { isRecord, stringField } from './request-input.js'
 import type { SimulatorStats } from './stats.js'
+import type { CallbackDeliveryStats } from './callbacks.js'
 
 export const CONTROL_PREFIX = '/simulator/control'
 export const MAX_INJECTED_LOGIN_FAULTS = 1000
@@ -24,6 +25,7 @@ export interface ControlTarget {
   unlock(): void
   throttle(rate: number, retryAfterSeconds?: number): void
   throttleRate(): number
+  callbackStats(): CallbackDeliveryStats
 }
 
 interface ControlError {
@@ -59,7 +61,8 @@ export async function controlRoutes (scope: FastifyInstance, { target }: { targe
     throttleRate: target.throttleRate(),
     locked: target.locked,
     activeSessions: target.activeSessionTokens().length,
-    pendingLoginFaults: target.pendingLoginFaults()
+    pendingLoginFaults: target.pendingLoginFaults(),
+    ...target.callbackStats()
   })
 
   scope.get(`${CONTROL_PREFIX}/stats`, async () => counters())
