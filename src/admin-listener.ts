@@ -8,12 +8,18 @@ import { auditLine, registerAdminRoutes } from './admin/plugin.js'
 import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
 import { listenerOptions } from './listener/fastify-options.js'
+import type { ThingSpaceCall } from './callbacks/registration.js'
 
 /** Largest admin request body; every admin route takes a few bytes of JSON at most. */
 const ADMIN_BODY_LIMIT_BYTES = 64 * 1024
 
 /** `isShuttingDown`: readiness answers 503 from the moment the proxy starts going down. */
-export function buildAdminListener (core: Core, guard: RequestGuard, isShuttingDown: () => boolean): FastifyInstance {
+export function buildAdminListener (
+  core: Core,
+  guard: RequestGuard,
+  isShuttingDown: () => boolean,
+  thingSpace: ThingSpaceCall
+): FastifyInstance {
   const { config } = core
   const admin = Fastify({
     ...listenerOptions(config, core.logger.child({ listener: 'admin' })),
@@ -37,7 +43,13 @@ export function buildAdminListener (core: Core, guard: RequestGuard, isShuttingD
     operations: core.operations,
     metrics: core.metrics,
     isShuttingDown,
-    fleetView: core.fleetView
+    fleetView: core.fleetView,
+    callbacks: {
+      thingSpace,
+      credentials: core.callbacks?.credentials,
+      accountName: config.accountName,
+      publicUrl: config.callbacks?.publicUrl
+    }
   })
   return admin
 }

@@ -13,6 +13,7 @@ import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependen
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
+import type { ThingSpaceCall } from './callbacks/registration.js'
 
 export { LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, fleetLockTtlMs } from './core.js'
 export type AppDependencies = CoreDependencies
@@ -44,6 +45,28 @@ export interface ProxyApp {
   close: () => Promise<void>
 }
 
+/**
+ * ThingSpace's API as a client of the proxy sees it: injected into the proxy listener, so that the admin's calls get
+ * the tokens, renewal and replay, throttling and admission of every forwarded request.
+ */
+function thingSpaceThrough (proxy: FastifyInstance): ThingSpaceCall {
+  return async (method, path, body) => {
+    const answer = await proxy.inject({
+      method,
+      url: path,
+      headers: { host: 'localhost', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) })
+    })
+    let parsed: unknown
+    try {
+      parsed = answer.body === '' ? undefined : JSON.parse(answer.body)
+    } catch {
+      parsed = undefined
+    }
+    return { statusCode: answer.statusCode, body: parsed }
+  }
+}
+
 export async function buildApp (
   config: ProxyConfig,
   credentials: Credentials,
@@ -60,11 +83,11 @@ export async function buildApp (
     await core.close()
     throw error
   }
-  const admin = buildAdminListener(core, guard, () => shuttingDown)
+  const admin = buildAdminListener(core, guard, () => shuttingDown, thingSpaceThrough(proxy))
   const callbacks =
-    core.callbackInbox === undefined || config.callbacks === undefined
+    core.callbacks === undefined || config.callbacks === undefined
       ? undefined
-      : buildCallbackListener(config, config.callbacks, core.callbackInbox, core.logger, core.metrics.callbacksReceived)
+      : buildCallbackListener(config, config.callbacks, core.callbacks, core.logger, core.metrics.callbacksReceived)
   // The background work ends as the proxy listener begins to close; the core's resources once the admin
   // listener, the last to close, has: every close of the listeners takes the same way down.
   proxy.addHook('preClose', (done) => {

@@ -5,7 +5,7 @@
 import { BlockList, isIP } from 'node:net'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
-import type { CallbackConfig, ProxyConfig } from './config/load.js'
+import type { CallbackConfig, CallbackCredentials, ProxyConfig } from './config/load.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
 import { CALLBACK_SERVICES, receiveCallback } from './callbacks/receive.js'
 import { sendProxyError, type ProxyErrorKind } from './proxy/errors.js'
@@ -42,7 +42,7 @@ function allowed (list: BlockList, address: string): boolean {
 export function buildCallbackListener (
   config: ProxyConfig,
   callbacks: CallbackConfig,
-  inbox: CallbackInbox,
+  { inbox, credentials }: { inbox: CallbackInbox; credentials: CallbackCredentials },
   logger: Logger,
   received: { inc: (labels: { outcome: string }) => void }
 ): FastifyInstance {
@@ -105,7 +105,7 @@ export function buildCallbackListener (
     if (!CALLBACK_SERVICES.includes(service)) {
       return refuse(request, reply, 'notFound', `unknown callback service "${service.slice(0, 64)}"`)
     }
-    const verdict = receiveCallback(service, request.body ?? '', callbacks)
+    const verdict = receiveCallback(service, request.body ?? '', credentials)
     if ('refused' in verdict) {
       return refuse(request, reply, verdict.refused === 'unauthorized' ? 'unauthorized' : 'badRequest', verdict.reason)
     }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The operator's command line (the package's bin): m2m-session-proxy status | session start|end | password rotate |
-// credentials reload | fleet. Reaches the admin listener at the address and with the token the proxy's own settings
-// give (environment, M2M_PROXY_CONFIG file, defaults), or as the flags say. Exit codes: 0 done, 1 refused or not
-// ready, 2 usage or unreachable.
+// credentials reload | fleet | callbacks register|list|remove. Reaches the admin listener at the address and with the
+// token the proxy's own settings give (environment, M2M_PROXY_CONFIG file, defaults), or as the flags say. Exit codes:
+// 0 done, 1 refused or not ready, 2 usage or unreachable.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -17,7 +17,11 @@ import { VERSION } from './version.js'
 const USAGE = `usage: m2m-session-proxy <command> [--json] [--admin-url URL] [--token-file FILE] [--timeout SECONDS]
 
 commands:
-${COMMANDS.map((command) => `  ${command.words.join(' ').padEnd(20)}${command.summary}`).join('\n')}
+${COMMANDS.map((command) =>
+  [
+    `  ${command.words.join(' ').padEnd(20)}${command.summary}`,
+    ...(command.operands === undefined ? [] : [`  ${''.padEnd(20)}  ${command.words.join(' ')} ${command.operands}`])
+  ].join('\n')).join('\n')}
 
 The admin address and token come from the proxy's settings (M2M_PROXY_ADMIN_HOST, M2M_PROXY_ADMIN_PORT,
 M2M_PROXY_ADMIN_TOKEN or M2M_PROXY_ADMIN_TOKEN_FILE, M2M_PROXY_CONFIG), or from the flags. The token is never
@@ -26,14 +30,15 @@ Exit codes: 0 done (status: ready), 1 refused or not ready, 2 usage error or no 
 
 class UsageError extends Error {}
 
-function findCommand (words: readonly string[]): Command {
-  const command = COMMANDS.find(
-    (candidate) => candidate.words.length === words.length && candidate.words.every((word, i) => word === words[i])
-  )
+/** The command the first words name, and the operands after them (only for a command that takes some). */
+function findCommand (words: readonly string[]): { command: Command; operands: string[] } {
+  const command = COMMANDS.find((candidate) =>
+    candidate.words.every((word, i) => word === words[i]) &&
+    (candidate.words.length === words.length || candidate.operands?.includes('SERVICE') === true))
   if (command === undefined) {
     throw new UsageError(words.length === 0 ? 'no command given' : `unknown command "${words.join(' ')}"`)
   }
-  return command
+  return { command, operands: words.slice(command.words.length) }
 }
 
 function readTextFile (file: string): string {
@@ -51,6 +56,8 @@ async function run (argv: string[]): Promise<number> {
         'admin-url': { type: 'string' },
         'token-file': { type: 'string' },
         timeout: { type: 'string', default: '10' },
+        url: { type: 'string' },
+        account: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false }
       }
@@ -67,7 +74,12 @@ async function run (argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`)
     return EXIT.ok
   }
-  const command = findCommand(positionals)
+  const { command, operands } = findCommand(positionals)
+  for (const flag of ['url', 'account'] as const) {
+    if (values[flag] !== undefined && command.operands?.includes(`--${flag}`) !== true) {
+      throw new UsageError(`--${flag} is not an option of "${command.words.join(' ')}"`)
+    }
+  }
   const timeoutSeconds = Number(values.timeout)
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
     throw new UsageError(`--timeout must be a number of seconds above 0 (got ${JSON.stringify(values.timeout)})`)
@@ -95,7 +107,7 @@ async function run (argv: string[]): Promise<number> {
     throw new UsageError(`--admin-url must be an origin such as http://127.0.0.1:9090 (got ${JSON.stringify(url)})`)
   }
   const client = new AdminClient({ url: url.replace(/\/$/, ''), token, timeoutMs: timeoutSeconds * 1000 })
-  const result = await command.run(client)
+  const result = await command.run(client, { operands, url: values.url, account: values.account })
   const output = values.json ? JSON.stringify(result.json, null, 2) : result.text
   const stream = result.refusal === true && !values.json ? process.stderr : process.stdout
   stream.write(`${output}\n`)

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { ProxyConfig } from './config/load.js'
+import type { CallbackCredentials, ProxyConfig } from './config/load.js'
 import { ConfigError } from './config/errors.js'
 import type { Credentials } from './credentials/credentials.js'
 import { CredentialsFile } from './credentials/credentials-file.js'
@@ -32,6 +32,7 @@ import { ReplicaHeartbeat, singleProcessView, type FleetView, type ReplicaBeat }
 import { VERSION } from './version.js'
 import { FileInbox } from './callbacks/file-inbox.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
+import { loadOrCreateCallbackCredentials } from './callbacks/credentials.js'
 
 export interface CoreDependencies {
   logger: Logger
@@ -41,6 +42,12 @@ export interface CoreDependencies {
   authApi?: ThingSpaceAuthApi
   /** Replaces the Redis fleet store that config.fleet would open (tests). */
   fleetStore?: FleetStore
+}
+
+export interface CallbackSetup {
+  inbox: CallbackInbox
+  /** What ThingSpace must send in each callback: the operator's file, or the pair kept in the state directory. */
+  credentials: CallbackCredentials
 }
 
 export interface Core {
@@ -60,8 +67,8 @@ export interface Core {
    * process edge (main.ts) exits 1 with it. Never settles otherwise.
    */
   readonly fatal: Promise<ConfigError>
-  /** The callback inbox (M2M_PROXY_CALLBACK_PORT); undefined when off. */
-  readonly callbackInbox: CallbackInbox | undefined
+  /** The callback inbox (M2M_PROXY_CALLBACK_PORT) and the username and password it checks; undefined when off. */
+  readonly callbacks: CallbackSetup | undefined
   /** Every replica of the fleet as their heartbeats say (GET /admin/fleet); this one alone in single-process mode. */
   fleetView: () => Promise<FleetView>
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
@@ -255,10 +262,13 @@ export async function createCore (
       })
 
   // Durable before any callback is acknowledged; fleet mode keeps it per replica for now (docs/callbacks.md).
-  const callbackInbox =
+  const callbacks: CallbackSetup | undefined =
     config.callbacks === undefined
       ? undefined
-      : await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now)
+      : {
+          inbox: await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now),
+          credentials: config.callbacks.credentials ?? loadOrCreateCallbackCredentials(config.stateDir)
+        }
   const describeReplica = (): Omit<ReplicaBeat, 'seenAt' | 'intervalMs'> => {
     const snapshot = session.snapshot()
     return {
@@ -326,7 +336,7 @@ export async function createCore (
     metrics,
     fleetStore: store,
     fatal,
-    callbackInbox,
+    callbacks,
     fleetView: async () =>
       heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {
@@ -338,7 +348,7 @@ export async function createCore (
     logOutUpstream,
     close: async () => {
       await heartbeat?.stop() // before the store closes: a replica shut down leaves the fleet view at once
-      await callbackInbox?.close()
+      await callbacks?.inbox.close()
       await store?.close()
       await dispatcher.destroy()
       events.close()

@@ -64,6 +64,9 @@ async function demo (): Promise<void> {
     M2M_PROXY_UPSTREAM: simulatorUrl,
     M2M_PROXY_CREDENTIALS_FILE: credentialsFile,
     M2M_PROXY_ADMIN_TOKEN: adminToken,
+    // The callback inbox, registered below with the simulator, which sends its callbacks there (docs/callbacks.md).
+    M2M_PROXY_CALLBACK_PORT: process.env.M2M_DEMO_CALLBACK_PORT ?? '0',
+    M2M_PROXY_ACCOUNT_NAME: DEMO_ACCOUNT_NAME,
     // For a person at a terminal, unless the environment asks for JSON.
     M2M_PROXY_LOG_FORMAT: process.env.M2M_PROXY_LOG_FORMAT ?? 'pretty',
     // Each line as it happens, between the tour's lines, rather than in 4 KiB batches.
@@ -81,8 +84,16 @@ async function demo (): Promise<void> {
     })
   )
   await running.initialLogin
+  // What an operator does once with `m2m-session-proxy callbacks register`: here the public URL is the local listener.
+  const registered = await fetch(`${running.adminUrl}/admin/callbacks`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url: running.callbackUrl })
+  })
+  if (registered.status !== 200) throw new Error(`registering the callback inbox failed: ${await registered.text()}`)
 
   const sim = simulatorUrl
+  const activate = `curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/activate -H 'Content-Type: application/json' -d '{"devices":[{"deviceIds":[{"id":"990000862471854","kind":"imei"}]}],"servicePlan":"m2m_4G"}'`
   const deviceList = `curl -s -X POST ${running.proxyUrl}/api/m2m/v1/devices/actions/list -H 'Content-Type: application/json' -d '{"accountName":"${DEMO_ACCOUNT_NAME}"}'`
   const adminPort = new URL(running.adminUrl).port
   process.stdout.write(
@@ -92,9 +103,10 @@ async function demo (): Promise<void> {
       `  ThingSpace simulator  ${sim}   (demo account, no real credentials)`,
       `  proxy                 ${running.proxyUrl}`,
       `  admin                 ${running.adminUrl}/healthz`,
+      `  callback inbox        ${running.callbackUrl ?? ''}   (registered with the simulator for CarrierService)`,
       `  credentials and state ${stateDir}`,
       '',
-      'A three-step tour (npm run demo -- --tour runs it by itself):',
+      'A tour (npm run demo -- --tour runs it by itself):',
       '  1. a device list through the proxy; no token needed: it logged in and attaches both tokens',
       `     ${deviceList}`,
       '  2. ThingSpace forgets every session, as after 20 idle minutes',
@@ -102,6 +114,10 @@ async function demo (): Promise<void> {
       '  3. the same call again: answered, no error; the log says "session renewed", one login more:',
       `     ${deviceList}`,
       `     curl -s ${sim}/simulator/control/stats`,
+      '',
+      'Asynchronous requests and their callbacks (docs/callbacks.md): activate a device, then wait for its result',
+      `  ${activate}`,
+      `  curl -s '${running.proxyUrl}/callbacks/requests/<the requestId>?wait=10'`,
       '',
       'The simulator fails logins on demand (see docs/simulator.md):',
       `  curl -s -X POST ${sim}/simulator/control/logins/fail -H 'Content-Type: application/json' -d '{"count":2,"status":503}'`,
@@ -133,7 +149,10 @@ async function demo (): Promise<void> {
   }
 }
 
-/** The tour's three steps, done and told: the session expires under a client, which never notices. */
+/**
+ * The tour, done and told: the session expires under a client, which never notices; then an activation's result
+ * arrives by callback, without the client running a web server.
+ */
 async function runTour (proxyUrl: string, simulator: Simulator): Promise<boolean> {
   const say = (line: string): void => {
     process.stdout.write(`tour: ${line}\n`)
@@ -154,8 +173,22 @@ async function runTour (proxyUrl: string, simulator: Simulator): Promise<boolean
   const second = await listDevices()
   const logins = simulator.stats.logins
   say(`3. the same call: ${second}; the proxy logged in once more (logins: ${logins}) and replayed it: no error`)
-  const passed = first.startsWith('200,') && second.startsWith('200,') && logins === 2
-  say(passed ? 'done: one re-login, nothing for the client to do' : 'did not go as described: see the log above')
+  const renewed = first.startsWith('200,') && second.startsWith('200,') && logins === 2
+  say(renewed ? 'one re-login, nothing for the client to do' : 'the re-login did not go as described: see the log above')
+  const activation = await fetch(`${proxyUrl}/api/m2m/v1/devices/actions/activate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ devices: [{ deviceIds: [{ id: '990000862471854', kind: 'imei' }] }], servicePlan: 'm2m_4G' })
+  })
+  const { requestId } = (await activation.json()) as { requestId?: string }
+  say(`4. an activation through the proxy: ${activation.status}, requestId ${String(requestId)}`)
+  const result = await fetch(`${proxyUrl}/callbacks/requests/${String(requestId)}?wait=10`)
+  type Read = { callbacks: Array<{ body: { status?: string } }> }
+  const callbacks = result.status === 200 ? ((await result.json()) as Read).callbacks : []
+  const outcome = callbacks[0]?.body.status
+  say(`5. its result, by callback, read from the proxy: ${result.status}, status ${String(outcome)}`)
+  const passed = renewed && outcome === 'Success'
+  say(passed ? 'done: renewed under the client, and the callback loop closed' : 'did not go as described: see the log above')
   return passed
 }
 

@@ -156,9 +156,9 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     if (closing) setImmediate(closeIdleConnections)
     done()
   })
-  if (core.callbackInbox !== undefined && config.callbacks !== undefined) {
-    const waiting = registerCallbackReads(proxy, core.callbackInbox, config.callbacks.maxWaiting)
-    metrics.trackCallbacks(core.callbackInbox, waiting)
+  if (core.callbacks !== undefined && config.callbacks !== undefined) {
+    const waiting = registerCallbackReads(proxy, core.callbacks.inbox, config.callbacks.maxWaiting)
+    metrics.trackCallbacks(core.callbacks.inbox, waiting)
   }
   const sessionLog = core.logger.child({ component: 'session' })
   await proxy.register(proxyPlugin, {

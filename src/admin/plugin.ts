@@ -10,6 +10,7 @@ import { sendAuthUnavailable } from '../proxy/plugin.js'
 import { checkAdminAuthorization } from './auth.js'
 import type { Registry } from 'prom-client'
 import { FleetViewUnavailableError, type FleetView } from '../fleet/replicas.js'
+import { registerCallbackAdminRoutes, type CallbackAdminOptions } from './callback-routes.js'
 
 export interface AdminPluginOptions {
   adminToken: string | undefined
@@ -20,6 +21,8 @@ export interface AdminPluginOptions {
   isShuttingDown: () => boolean
   /** Every replica of the fleet (core.ts); this one alone in single-process mode. */
   fleetView: () => Promise<FleetView>
+  /** POST, GET and DELETE /admin/callbacks (callback-routes.ts). */
+  callbacks: CallbackAdminOptions
 }
 
 const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
@@ -160,7 +163,7 @@ function answerOtherMethods (app: FastifyInstance, allowedMethods: ReadonlyMap<s
 
 function registerOperatorRoutes (
   app: FastifyInstance,
-  { session, operations, fleetView }: AdminPluginOptions
+  { session, operations, fleetView, callbacks }: AdminPluginOptions
 ): void {
   // The session's state, and the password's (generation, age, whether it is saved to the file): never a secret.
   app.get('/session', async () => ({ ...session.snapshot(), password: operations.passwordStatus() }))
@@ -178,6 +181,8 @@ function registerOperatorRoutes (
 
   // Every replica's heartbeat, the login lock's holder, who is stale: any replica answers for the fleet.
   app.get('/fleet', async () => await fleetView())
+
+  registerCallbackAdminRoutes(app, callbacks)
 }
 
 /** One line per admin call, `audit: true`, for the operator's log search. */

@@ -30,15 +30,17 @@ export class AdminClient {
     return this.options.token !== undefined
   }
 
-  async request (method: 'GET' | 'POST', path: string): Promise<AdminAnswer> {
+  async request (method: 'GET' | 'POST' | 'DELETE', path: string, json?: unknown): Promise<AdminAnswer> {
     const headers: Record<string, string> = { accept: 'application/json' }
     if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`
+    if (json !== undefined) headers['content-type'] = 'application/json'
     let response: Response
     let text: string
     try {
       response = await fetch(`${this.options.url}${path}`, {
         method,
         headers,
+        ...(json === undefined ? {} : { body: JSON.stringify(json) }),
         signal: AbortSignal.timeout(this.options.timeoutMs)
       })
       text = await response.text()

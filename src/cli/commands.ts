@@ -2,7 +2,7 @@
 // exit code, and the JSON with --json).
 
 import { AdminClient, type AdminAnswer } from './admin-client.js'
-import { describeFleet, describeSession, errorLine, objectOf } from './format.js'
+import { describeCallbacks, describeFleet, describeServiceOutcomes, describeSession, errorLine, objectOf } from './format.js'
 
 /** 0: done (status: ready); 1: the proxy answered but refused (or is not ready); 2: usage, unreachable. */
 export const EXIT = { ok: 0, refused: 1, unusable: 2 } as const
@@ -17,13 +17,31 @@ export interface CommandResult {
   refusal?: boolean
 }
 
+/** What follows a command's words: operands (service names) and the flags some commands take. */
+export interface CommandArgs {
+  operands: readonly string[]
+  url?: string
+  account?: string
+}
+
 export interface Command {
   /** How it is typed, e.g. "session end". */
   words: readonly string[]
+  /** What may follow the words, for the usage text; none: nothing may. */
+  operands?: string
   summary: string
   /** Whether the admin token is needed (status works without one, with less to say). */
   needsToken: boolean
-  run: (client: AdminClient) => Promise<CommandResult>
+  run: (client: AdminClient, args: CommandArgs) => Promise<CommandResult>
+}
+
+/** The fields of a /admin/callbacks body that were given. */
+function callbackFields (args: CommandArgs, withUrl: boolean): Record<string, unknown> {
+  return {
+    ...(args.operands.length === 0 ? {} : { services: args.operands }),
+    ...(args.account === undefined ? {} : { accountName: args.account }),
+    ...(withUrl && args.url !== undefined ? { url: args.url } : {})
+  }
 }
 
 function refusedOrOk (answer: AdminAnswer, describe: (body: Record<string, unknown>) => string): CommandResult {
@@ -115,5 +133,33 @@ export const COMMANDS: readonly Command[] = [
     summary: 'every replica of the fleet, the login lock holder and who is stale',
     needsToken: true,
     run: async (client) => refusedOrOk(await client.request('GET', '/admin/fleet'), describeFleet)
+  },
+  {
+    words: ['callbacks', 'register'],
+    operands: '[SERVICE...] [--url URL] [--account NAME]',
+    summary: 'register the callback inbox with ThingSpace (default CarrierService)',
+    needsToken: true,
+    run: async (client, args) =>
+      refusedOrOk(await client.request('POST', '/admin/callbacks', callbackFields(args, true)), (body) =>
+        describeServiceOutcomes('registered', body))
+  },
+  {
+    words: ['callbacks', 'list'],
+    operands: '[--account NAME]',
+    summary: 'the callback listeners ThingSpace has for the account',
+    needsToken: true,
+    run: async (client, args) => {
+      const query = args.account === undefined ? '' : `?accountName=${encodeURIComponent(args.account)}`
+      return refusedOrOk(await client.request('GET', `/admin/callbacks${query}`), describeCallbacks)
+    }
+  },
+  {
+    words: ['callbacks', 'remove'],
+    operands: '[SERVICE...] [--account NAME]',
+    summary: 'remove callback listeners from ThingSpace (default CarrierService)',
+    needsToken: true,
+    run: async (client, args) =>
+      refusedOrOk(await client.request('DELETE', '/admin/callbacks', callbackFields(args, false)), (body) =>
+        describeServiceOutcomes('removed', body))
   }
 ]

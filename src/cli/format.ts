@@ -101,6 +101,24 @@ export function describeFleet (view: Record<string, unknown>): string {
   return [...table, ...notes.filter((note) => note !== undefined)].join('\n')
 }
 
+/** After POST or DELETE /admin/callbacks: one line per service. */
+export function describeServiceOutcomes (done: 'registered' | 'removed', body: Record<string, unknown>): string {
+  const services = Array.isArray(body.services) ? body.services.map(objectOf) : []
+  return services
+    .map((outcome) =>
+      `${String(outcome.service)}: ${done}` +
+        (typeof outcome.url === 'string' ? ` at ${outcome.url}` : '') +
+        ` (account ${String(body.accountName)})`)
+    .join('\n')
+}
+
+/** GET /admin/callbacks: what ThingSpace has for the account. */
+export function describeCallbacks (body: Record<string, unknown>): string {
+  const callbacks = Array.isArray(body.callbacks) ? body.callbacks.map(objectOf) : []
+  if (callbacks.length === 0) return `no callback listener registered for account ${String(body.accountName)}`
+  return callbacks.map((entry) => `${String(entry.name).padEnd(28)}${String(entry.url)}`).join('\n')
+}
+
 /** One line for a refusal: the proxy's own errorCode and errorMessage when it sent them. */
 export function errorLine (answer: AdminAnswer): string {
   const body = objectOf(answer.body)

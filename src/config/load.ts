@@ -22,10 +22,12 @@ export type ProxyConfig = {
   [
   K in Exclude<
     SettingKey,
-    'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | FleetSettingKey | CallbackSettingKey
+    'adminToken' | 'adminTokenFile' | 'stateDir' | 'credentialsFile' | 'accountName' | FleetSettingKey | CallbackSettingKey
   >
   ]: Required<K>
 } & {
+  /** The billing account callbacks are registered for by default (M2M_PROXY_ACCOUNT_NAME); undefined: none set. */
+  accountName: string | undefined
   /** The callback inbox; undefined: off (M2M_PROXY_CALLBACK_PORT not set). */
   callbacks: CallbackConfig | undefined
   /** Fleet mode through Redis; undefined: single-process mode. */
@@ -48,14 +50,23 @@ type CallbackSettingKey = Extract<SettingKey, `callback${string}`>
 export interface CallbackConfig {
   host: string
   port: number
-  /** What ThingSpace sends in each callback's body, as registered with the callback URL; never log them. */
-  username: string
-  password: string
+  /**
+   * What ThingSpace sends in each callback's body, as registered with the callback URL; never log them. Undefined: the
+   * proxy makes them and keeps them in its state directory (single-process mode only).
+   */
+  credentials: CallbackCredentials | undefined
+  /** Where ThingSpace reaches the listener (M2M_PROXY_CALLBACK_PUBLIC_URL); undefined: given at registration. */
+  publicUrl: string | undefined
   /** Addresses and CIDR blocks callbacks may come from; empty: any. */
   allowedSources: readonly string[]
   bodyLimitBytes: number
   retention: { count: number; bytes: number; ageMs: number }
   maxWaiting: number
+}
+
+export interface CallbackCredentials {
+  username: string
+  password: string
 }
 
 /** Shortest password the inbox accepts: ThingSpace sends it in every callback, and it is all that guards the inbox. */
@@ -228,19 +239,9 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
   }
 }
 
-/** The inbox needs the username and password it checks: without them anyone could write to it. */
-function resolveCallbacks (settings: RawSettings, sources: ConfigSources): CallbackConfig | undefined {
-  const { callbackPort, callbackCredentialsFile } = settings
-  if (callbackPort === undefined) return undefined
+function readCallbackCredentials (fileSetting: string, sources: ConfigSources): CallbackCredentials {
   const setting = 'M2M_PROXY_CALLBACK_CREDENTIALS_FILE'
-  if (callbackCredentialsFile === undefined) {
-    throw new ConfigError(
-      setting,
-      'is required with M2M_PROXY_CALLBACK_PORT: a JSON file {"username","password"}, the credentials registered ' +
-        'with the callback URL, which ThingSpace sends in every callback'
-    )
-  }
-  const file = path.resolve(sources.cwd, callbackCredentialsFile)
+  const file = path.resolve(sources.cwd, fileSetting)
   let parsed: unknown
   try {
     parsed = JSON.parse(sources.readTextFile(file))
@@ -248,24 +249,44 @@ function resolveCallbacks (settings: RawSettings, sources: ConfigSources): Callb
     // The parser's message may quote the password: never include it.
     throw new ConfigError(
       setting,
-      `${callbackCredentialsFile} ${error instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${errorCode(error)})`}`
+      `${fileSetting} ${error instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${errorCode(error)})`}`
     )
   }
   const { username, password } = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>
   if (typeof username !== 'string' || username.trim() === '' || typeof password !== 'string') {
-    throw new ConfigError(setting, `${callbackCredentialsFile} must hold {"username": "...", "password": "..."}`)
+    throw new ConfigError(setting, `${fileSetting} must hold {"username": "...", "password": "..."}`)
   }
   if (password.length < CALLBACK_PASSWORD_MIN_LENGTH) {
     throw new ConfigError(
       setting,
-      `the password in ${callbackCredentialsFile} must be at least ${CALLBACK_PASSWORD_MIN_LENGTH} characters (got ${password.length}); generate one with: openssl rand -hex 24`
+      `the password in ${fileSetting} must be at least ${CALLBACK_PASSWORD_MIN_LENGTH} characters (got ${password.length}); generate one with: openssl rand -hex 24`
     )
   }
+  return { username, password }
+}
+
+/**
+ * The inbox needs the username and password it checks, without which anyone could write to it: the operator's file, or
+ * (single process) a pair the proxy makes once and keeps in its state directory (callbacks/credentials.ts).
+ */
+function resolveCallbacks (settings: RawSettings, sources: ConfigSources): CallbackConfig | undefined {
+  const { callbackPort, callbackCredentialsFile } = settings
+  if (callbackPort === undefined) return undefined
+  const setting = 'M2M_PROXY_CALLBACK_CREDENTIALS_FILE'
+  if (callbackCredentialsFile === undefined && settings.redisUrl !== undefined) {
+    throw new ConfigError(
+      setting,
+      'is required with M2M_PROXY_CALLBACK_PORT in fleet mode: every replica must check the same username and ' +
+        'password, so give them all one JSON file {"username","password"}'
+    )
+  }
+  const credentials =
+    callbackCredentialsFile === undefined ? undefined : readCallbackCredentials(callbackCredentialsFile, sources)
   return {
     host: settings.callbackHost ?? '127.0.0.1',
     port: callbackPort,
-    username,
-    password,
+    credentials,
+    publicUrl: settings.callbackPublicUrl,
     allowedSources: settings.callbackAllowedSources ?? [],
     bodyLimitBytes: settings.callbackBodyLimitBytes ?? 262144,
     retention: {
@@ -370,6 +391,7 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     callbackPort: _callbackPort,
     callbackHost: _callbackHost,
     callbackCredentialsFile: _callbackCredentialsFile,
+    callbackPublicUrl: _callbackPublicUrl,
     callbackAllowedSources: _callbackAllowedSources,
     callbackBodyLimitBytes: _callbackBodyLimitBytes,
     callbackRetentionCount: _callbackRetentionCount,

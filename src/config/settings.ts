@@ -189,6 +189,36 @@ function secretText (raw: unknown, setting: string): string {
   return raw.trim()
 }
 
+/**
+ * Where ThingSpace reaches the callback listener from outside (the ingress): an http(s) origin and optional path, no
+ * credentials, query or fragment; each service is registered at `<url>/<Service>`. Also checks POST /admin/callbacks.
+ */
+export function callbackBaseUrl (raw: unknown, setting: string): string {
+  const value = text(raw, setting)
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new ConfigError(setting, `must be an absolute URL such as https://callbacks.example.com (got ${describe(raw)})`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new ConfigError(setting, `must use https:// (or http:// for a test listener) (got ${url.protocol})`)
+  }
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+    throw new ConfigError(setting, 'must not hold credentials, a query or a fragment')
+  }
+  return url.href.replace(/\/+$/, '')
+}
+
+/** A ThingSpace billing account name, as in /api/m2m/v1/callbacks/{accountName}. */
+export function billingAccountName (raw: unknown, setting: string): string {
+  const value = text(raw, setting)
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(value)) {
+    throw new ConfigError(setting, `must be an account name such as 0000123456-00001 (got ${describe(raw)})`)
+  }
+  return value
+}
+
 /** A redis:// or rediss:// URL; never echoed, as it may hold a password. */
 function redisUrl (raw: unknown, setting: string): string {
   const value = secretText(raw, setting)
@@ -300,10 +330,13 @@ export const SETTINGS = {
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
   redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix),
   // The callback inbox (docs/callbacks.md): off unless the port is set; ThingSpace's callbacks are checked against the
-  // username and password in the credentials file, stored durably, and read from the proxy listener.
+  // username and password in the credentials file (or made by the proxy in its state directory), stored durably, and
+  // read from the proxy listener.
   callbackPort: setting<number>('M2M_PROXY_CALLBACK_PORT', undefined, port),
   callbackHost: setting('M2M_PROXY_CALLBACK_HOST', '127.0.0.1', text),
   callbackCredentialsFile: setting<string>('M2M_PROXY_CALLBACK_CREDENTIALS_FILE', undefined, text),
+  callbackPublicUrl: setting<string>('M2M_PROXY_CALLBACK_PUBLIC_URL', undefined, callbackBaseUrl),
+  accountName: setting<string>('M2M_PROXY_ACCOUNT_NAME', undefined, billingAccountName),
   callbackAllowedSources: setting<readonly string[]>('M2M_PROXY_CALLBACK_ALLOWED_SOURCES', [], addressList),
   callbackBodyLimitBytes: setting('M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES', 262144, integer(1024, 16 * 1024 * 1024)),
   callbackRetentionCount: setting('M2M_PROXY_CALLBACK_RETENTION_COUNT', 10000, integer(1, 10_000_000)),

@@ -47,6 +47,11 @@ function connectionOf (socket: Socket): ConnectionState {
   return tracked[CONNECTION]
 }
 
+/** False for the stand-in socket of a request injected by the proxy itself (app.ts), which has nothing to pause. */
+function isPaused (socket: Socket): boolean {
+  return typeof socket.isPaused === 'function' && socket.isPaused()
+}
+
 export class Admission {
   #inFlight = 0
   #bodyBytesHeld = 0
@@ -121,7 +126,7 @@ export class Admission {
     // Pipelined requests beyond the connection's share wait for its earlier ones, and the socket is not read meanwhile.
     if (connection.active >= this.options.maxPipelined) {
       connection.waiting.push(start)
-      if (!socket.isPaused()) socket.pause()
+      if (!isPaused(socket)) socket.pause()
       return () => {
         cancelled = true
         const index = connection.waiting.indexOf(start)
@@ -138,10 +143,10 @@ export class Admission {
   /** One of the connection's requests is done: its next pipelined request may go, and its socket be read again. */
   #connectionDone (socket: Socket, connection: ConnectionState): void {
     connection.active--
-    if (connection.waiting.length === 0 && !socket.isPaused()) return
+    if (connection.waiting.length === 0 && !isPaused(socket)) return
     const next = connection.waiting.shift()
     if (next !== undefined) next()
-    else if (socket.isPaused() && !socket.destroyed) socket.resume()
+    else if (isPaused(socket) && !socket.destroyed) socket.resume()
   }
 
   #admitGlobally (

@@ -21,6 +21,7 @@ export const PROXY_ERRORS = {
   bodyTooLarge: { status: 413, code: 'Proxy.BodyTooLarge' },
   unsupportedMediaType: { status: 415, code: 'Proxy.UnsupportedMediaType' },
   upstreamUnreachable: { status: 502, code: 'Proxy.UpstreamUnreachable' },
+  upstreamRefused: { status: 502, code: 'Proxy.UpstreamRefused' },
   upstreamTimeout: { status: 504, code: 'Proxy.UpstreamTimeout' },
   authUnavailable: { status: 503, code: 'Proxy.AuthenticationUnavailable' },
   overloaded: { status: 503, code: 'Proxy.Overloaded' },

@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
-import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 import { ROOT } from '../helpers/root.js'
@@ -148,6 +148,44 @@ t.test('every command against a running proxy, as a person and as a script reads
   t.equal((await runScript(HEALTHCHECK, [], { M2M_PROXY_CONFIG: configFile })).code, 1, 'the healthcheck fails too')
 })
 
+t.test('callbacks register, list and remove, through the proxy at ThingSpace', async (t) => {
+  const { sim, simUrl } = await startSimulator(t)
+  const dir = credentialsDir(t)
+  const proxy = await startProxyProcess(
+    {
+      M2M_PROXY_UPSTREAM: simUrl,
+      M2M_PROXY_CREDENTIALS_FILE: path.join(dir, 'credentials.json'),
+      M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN,
+      M2M_PROXY_CALLBACK_PORT: '0',
+      M2M_PROXY_ACCOUNT_NAME: DEMO_ACCOUNT_NAME
+    },
+    dir
+  )
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  const env = adminEnv(proxy)
+  const registered = await cli(['callbacks', 'register', 'CarrierService', 'SMSDelivery', '--url', 'https://cb.example.com/in'], env)
+  t.equal(registered.code, 0, registered.stderr)
+  t.equal(registered.stdout.trim(), [
+    `CarrierService: registered at https://cb.example.com/in/CarrierService (account ${DEMO_ACCOUNT_NAME})`,
+    `SMSDelivery: registered at https://cb.example.com/in/SMSDelivery (account ${DEMO_ACCOUNT_NAME})`
+  ].join('\n'))
+  const made = JSON.parse(fs.readFileSync(path.join(dir, 'callback-credentials.json'), 'utf8')) as { password: string }
+  t.notMatch(registered.stdout + registered.stderr, made.password, 'the callback password is never printed')
+  const listed = await cli(['callbacks', 'list'], env)
+  t.match(listed.stdout, /^CarrierService +https:\/\/cb\.example\.com\/in\/CarrierService$/m)
+  t.equal(JSON.parse((await cli(['callbacks', 'list', '--json'], env)).stdout).callbacks.length, 2)
+  const removed = await cli(['callbacks', 'remove', 'SMSDelivery'], env)
+  t.same([removed.code, removed.stdout.trim()], [0, `SMSDelivery: removed (account ${DEMO_ACCOUNT_NAME})`])
+  t.same(sim.callbacks.list(DEMO_ACCOUNT_NAME).map((entry) => entry.name), ['CarrierService'])
+  const refused = await cli(['callbacks', 'list', '--account', '9999999999-00001'], env)
+  t.equal(refused.code, 1, 'ThingSpace refused: 1')
+  t.match(refused.stderr, /^refused \(HTTP 502 Proxy\.UpstreamRefused\): ThingSpace refused to list the callbacks: 400 /)
+  const bad = await cli(['callbacks', 'register', 'Pizza'], env)
+  t.same([bad.code, bad.stderr.trim()], [1, 'refused (HTTP 400 Proxy.BadRequest): unknown callback service "Pizza"; known: ' +
+    'CarrierService, DeviceUsage, ExternalProvisioningChanges, PromoChanges, SMSDelivery, DeviceSuspendStatus, ' +
+    'DeviceProvisioningHistory, AlertService'])
+})
+
 t.test('status of a proxy whose password ThingSpace rejects: 1, and why', async (t) => {
   const { simUrl } = await startSimulator(t)
   const dir = credentialsDir(t, { ...DEMO_CREDENTIALS, password: 'wrong-password-0' })
@@ -172,7 +210,11 @@ t.test('usage mistakes: 2, with the usage; no proxy needed', async (t) => {
     [['sesion', 'end'], 'unknown command "sesion end"'],
     [['status', '--nope'], "Unknown option '--nope'"],
     [['status', '--timeout', '0'], '--timeout must be a number of seconds above 0 (got "0")'],
-    [['status', '--admin-url', 'localhost:9090'], '--admin-url must be an origin such as http://127.0.0.1:9090']
+    [['status', '--admin-url', 'localhost:9090'], '--admin-url must be an origin such as http://127.0.0.1:9090'],
+    [['status', 'now'], 'unknown command "status now"'],
+    [['callbacks', 'list', 'CarrierService'], 'unknown command "callbacks list CarrierService"'],
+    [['status', '--url', 'https://a.example'], '--url is not an option of "status"'],
+    [['callbacks', 'remove', '--url', 'https://a.example'], '--url is not an option of "callbacks remove"']
   ] as Array<[string[], string]>) {
     const run = await cli(args, {})
     t.equal(run.code, 2, args.join(' '))
@@ -190,7 +232,8 @@ t.test('usage mistakes: 2, with the usage; no proxy needed', async (t) => {
   )
   const help = await cli(['--help'], {})
   t.equal(help.code, 0)
-  for (const command of ['status', 'session start', 'session end', 'password rotate', 'credentials reload', 'fleet']) {
+  for (const command of ['status', 'session start', 'session end', 'password rotate', 'credentials reload', 'fleet',
+    'callbacks register', 'callbacks list', 'callbacks remove']) {
     t.match(help.stdout, new RegExp(`^  ${command} `, 'm'), `--help lists ${command}`)
   }
   const version = await cli(['--version'], {})

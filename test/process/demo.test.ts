@@ -138,7 +138,7 @@ t.test('a port taken: exit 1, and the temporary directory is gone', async (t) =>
   }
 })
 
-t.test('--tour: the three steps run by themselves, one re-login, no error; JSON logs when asked', async (t) => {
+t.test('--tour: runs by itself: one re-login, no error; an activation\'s callback read back; JSON logs when asked', async (t) => {
   const tmp = t.testdir({})
   const demo = runDemo(tmp, { M2M_PROXY_LOG_FORMAT: 'json' }, ['--tour'])
   t.teardown(() => {
@@ -151,7 +151,10 @@ t.test('--tour: the three steps run by themselves, one re-login, no error; JSON 
     /^tour: 1\. device list through the proxy: 200, \d+ devices \(ThingSpace logins so far: 1\)$/,
     /^tour: 2\. the simulator expired every session/,
     /^tour: 3\. the same call: 200, \d+ devices; the proxy logged in once more \(logins: 2\) and replayed it: no error$/,
-    /^tour: done: one re-login, nothing for the client to do$/
+    /^tour: one re-login, nothing for the client to do$/,
+    /^tour: 4\. an activation through the proxy: 200, requestId [0-9a-f-]{36}$/,
+    /^tour: 5\. its result, by callback, read from the proxy: 200, status Success$/,
+    /^tour: done: renewed under the client, and the callback loop closed$/
   ])
   const json = exit.stdout.split('\n').filter((line) => line.startsWith('{'))
   t.ok(

@@ -4,7 +4,15 @@
 import t from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { describeFleet, describeSession, duration, errorLine, relative } from '../../src/cli/format.js'
+import {
+  describeCallbacks,
+  describeFleet,
+  describeServiceOutcomes,
+  describeSession,
+  duration,
+  errorLine,
+  relative
+} from '../../src/cli/format.js'
 import { AdminClient, AdminUnreachableError } from '../../src/cli/admin-client.js'
 import { freePort } from '../helpers/ports.js'
 
@@ -73,6 +81,22 @@ t.test('refusals: the proxy\'s own code and message, or the status alone', async
     'refused (HTTP 409 Proxy.Conflict): a rotation is running'
   )
   t.equal(errorLine({ status: 502, body: '<html>bad gateway</html>' }), 'refused (HTTP 502)')
+})
+
+t.test('callbacks: one line per service; the listeners as a table, or none', async (t) => {
+  t.equal(
+    describeServiceOutcomes('registered', {
+      accountName: 'A-1',
+      services: [{ service: 'CarrierService', done: true, url: 'https://cb/CarrierService' }, { service: 'SMSDelivery', done: true }]
+    }),
+    'CarrierService: registered at https://cb/CarrierService (account A-1)\nSMSDelivery: registered (account A-1)'
+  )
+  t.equal(describeServiceOutcomes('removed', { accountName: 'A-1' }), '', 'an answer without services: nothing to say')
+  t.equal(describeCallbacks({ accountName: 'A-1', callbacks: [] }), 'no callback listener registered for account A-1')
+  t.equal(
+    describeCallbacks({ accountName: 'A-1', callbacks: [{ name: 'CarrierService', url: 'https://cb/CarrierService' }] }),
+    'CarrierService              https://cb/CarrierService'
+  )
 })
 
 t.test('admin client: the token sent, JSON or text back, no answer named plainly', async (t) => {

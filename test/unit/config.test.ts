@@ -795,7 +795,7 @@ t.test('both listeners on one port of one address: refused before listening, nam
   t.equal(load({ ...CREDS, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' }).port, 0, 'port 0 twice: two free ports')
 })
 
-t.test('the callback inbox: off by default; its port needs its credentials file, a real password, valid sources', async (t) => {
+t.test('the callback inbox: off by default; a credentials file with a real password, or made ones; valid sources', async (t) => {
   t.equal(load(CREDS).callbacks, undefined, 'off unless M2M_PROXY_CALLBACK_PORT is set')
   const file = '/srv/proxy/callback.json'
   const good = JSON.stringify({ username: 'thingspace', password: 'p'.repeat(24) })
@@ -806,14 +806,18 @@ t.test('the callback inbox: off by default; its port needs its credentials file,
   t.match(config.callbacks, {
     host: '127.0.0.1',
     port: 9443,
-    username: 'thingspace',
+    credentials: { username: 'thingspace' },
+    publicUrl: undefined,
     allowedSources: ['203.0.113.0/24', '2001:db8::/32', '198.51.100.7'],
     bodyLimitBytes: 262144,
     retention: { count: 10000, bytes: 64 * 1024 * 1024, ageMs: 168 * 3_600_000 },
     maxWaiting: 256
   })
   const cases: Array<[string, Record<string, string>, Record<string, string>, RegExp]> = [
-    ['no credentials file', { ...CREDS, M2M_PROXY_CALLBACK_PORT: '9443' }, {}, /^M2M_PROXY_CALLBACK_CREDENTIALS_FILE: is required with M2M_PROXY_CALLBACK_PORT/],
+    ['no credentials file in fleet mode', { ...CREDS, M2M_PROXY_CALLBACK_PORT: '9443', M2M_PROXY_REDIS_URL: 'redis://127.0.0.1:6379', M2M_PROXY_FLEET_KEY: 'a1'.repeat(32) }, {}, /^M2M_PROXY_CALLBACK_CREDENTIALS_FILE: is required with M2M_PROXY_CALLBACK_PORT in fleet mode/],
+    ['a public URL with a query', { ...on, M2M_PROXY_CALLBACK_PUBLIC_URL: 'https://a.example/in?x=1' }, { [file]: good }, /^M2M_PROXY_CALLBACK_PUBLIC_URL: must not hold credentials, a query or a fragment/],
+    ['a public URL not absolute', { ...on, M2M_PROXY_CALLBACK_PUBLIC_URL: 'callbacks.example.com' }, { [file]: good }, /^M2M_PROXY_CALLBACK_PUBLIC_URL: must be an absolute URL/],
+    ['a bad account name', { ...on, M2M_PROXY_ACCOUNT_NAME: 'a b' }, { [file]: good }, /^M2M_PROXY_ACCOUNT_NAME: must be an account name/],
     ['a missing file', on, {}, /callback\.json cannot be read \(ENOENT\)/],
     ['not JSON, the password not echoed', on, { [file]: '{"password": "hunter2-secret-0123456789"' }, /callback\.json is not valid JSON$/],
     ['no username', on, { [file]: JSON.stringify({ password: 'p'.repeat(24) }) }, /must hold \{"username": "...", "password": "..."\}/],
@@ -826,4 +830,8 @@ t.test('the callback inbox: off by default; its port needs its credentials file,
     t.match(error.message, message, name)
     t.notMatch(error.message, 'hunter2-secret', `${name}: no secret echoed`)
   }
+  const made = load({ ...CREDS, M2M_PROXY_CALLBACK_PORT: '9443', M2M_PROXY_CALLBACK_PUBLIC_URL: 'https://cb.example.com/in/', M2M_PROXY_ACCOUNT_NAME: '0000123456-00001' })
+  t.equal(made.callbacks?.credentials, undefined, 'no file, single process: the proxy makes them (callbacks/credentials.ts)')
+  t.equal(made.callbacks?.publicUrl, 'https://cb.example.com/in', 'the trailing slash dropped')
+  t.equal(made.accountName, '0000123456-00001')
 })

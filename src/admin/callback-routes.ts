@@ -1,0 +1,124 @@
+// POST, GET and DELETE /admin/callbacks: the inbox's registration with ThingSpace, done by the proxy with its own
+// session and the username and password its callback listener checks (docs/callbacks.md). Inside the token-guarded
+// scope of admin/plugin.ts.
+
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import { billingAccountName, callbackBaseUrl } from '../config/settings.js'
+import type { CallbackCredentials } from '../config/load.js'
+import { CALLBACK_SERVICES } from '../callbacks/receive.js'
+import {
+  deregisterCallbacks,
+  listCallbacks,
+  registerCallbacks,
+  type ServiceOutcome,
+  type ThingSpaceCall
+} from '../callbacks/registration.js'
+import { PROXY_ERRORS, sendProxyError } from '../proxy/errors.js'
+
+export interface CallbackAdminOptions {
+  /** ThingSpace's API through the proxy listener (app.ts). */
+  thingSpace: ThingSpaceCall
+  /** The inbox's username and password; undefined: the inbox is off (M2M_PROXY_CALLBACK_PORT not set). */
+  credentials: CallbackCredentials | undefined
+  /** M2M_PROXY_ACCOUNT_NAME and M2M_PROXY_CALLBACK_PUBLIC_URL, the defaults of a request's own. */
+  accountName: string | undefined
+  publicUrl: string | undefined
+}
+
+const DEFAULT_SERVICES = ['CarrierService']
+
+class BadAdminRequest extends Error {
+  statusCode = 400
+}
+
+function fieldsOf (body: unknown): Record<string, unknown> {
+  if (body === undefined) return {}
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BadAdminRequest('the body must be a JSON object')
+  }
+  return body as Record<string, unknown>
+}
+
+function servicesOf (raw: unknown): string[] {
+  if (raw === undefined) return DEFAULT_SERVICES
+  if (!Array.isArray(raw) || raw.length === 0 || !raw.every((name) => typeof name === 'string')) {
+    throw new BadAdminRequest('services must be a non-empty list of service names')
+  }
+  const unknown = raw.filter((name) => !CALLBACK_SERVICES.includes(name))
+  if (unknown.length > 0) {
+    throw new BadAdminRequest(
+      `unknown callback service ${JSON.stringify(String(unknown[0]).slice(0, 64))}; known: ${CALLBACK_SERVICES.join(', ')}`
+    )
+  }
+  return [...new Set(raw as string[])]
+}
+
+function accountOf (raw: unknown, fallback: string | undefined): string {
+  if (raw !== undefined) return billingAccountName(raw, 'accountName')
+  if (fallback === undefined) {
+    throw new BadAdminRequest('accountName is required (or set M2M_PROXY_ACCOUNT_NAME)')
+  }
+  return fallback
+}
+
+/** 200 when ThingSpace took every one; 502 Proxy.UpstreamRefused, with each service's outcome, when it refused any. */
+function answerOutcomes (reply: FastifyReply, what: string, accountName: string, outcomes: ServiceOutcome[]): unknown {
+  const refused = outcomes.filter((outcome) => !outcome.done)
+  if (refused.length === 0) return { accountName, services: outcomes }
+  const first = refused[0] as Extract<ServiceOutcome, { done: false }>
+  const { status, code } = PROXY_ERRORS.upstreamRefused
+  return reply.code(status).send({
+    errorCode: code,
+    errorMessage: `ThingSpace refused to ${what} ${refused.length} of ${outcomes.length} callback services; ` +
+      `${first.service}: ${first.status} ${first.errorCode} ${first.errorMessage}`,
+    accountName,
+    services: outcomes
+  })
+}
+
+export function registerCallbackAdminRoutes (app: FastifyInstance, options: CallbackAdminOptions): void {
+  app.post('/callbacks', async (request, reply) => {
+    const { credentials } = options
+    if (credentials === undefined) {
+      return sendProxyError(reply, 'conflict', 'the callback inbox is off: set M2M_PROXY_CALLBACK_PORT first')
+    }
+    const fields = fieldsOf(request.body)
+    const services = servicesOf(fields.services)
+    const accountName = accountOf(fields.accountName, options.accountName)
+    const baseUrl = fields.url === undefined ? options.publicUrl : callbackBaseUrl(fields.url, 'url')
+    if (baseUrl === undefined) {
+      throw new BadAdminRequest('url is required (or set M2M_PROXY_CALLBACK_PUBLIC_URL): where ThingSpace reaches the callback listener')
+    }
+    const outcomes = await registerCallbacks(options.thingSpace, { accountName, baseUrl, services, credentials })
+    request.log.info(
+      { accountName, url: baseUrl, registered: outcomes.filter((o) => o.done).map((o) => o.service) },
+      'callbacks registered with ThingSpace'
+    )
+    return answerOutcomes(reply, 'register', accountName, outcomes)
+  })
+
+  app.get<{ Querystring: Record<string, unknown> }>('/callbacks', async (request, reply) => {
+    const accountName = accountOf(request.query.accountName, options.accountName)
+    const listed = await listCallbacks(options.thingSpace, accountName)
+    if ('callbacks' in listed) return { accountName, callbacks: listed.callbacks }
+    const refused = listed.refused as Extract<ServiceOutcome, { done: false }>
+    const { status, code } = PROXY_ERRORS.upstreamRefused
+    return reply.code(status).send({
+      errorCode: code,
+      errorMessage: `ThingSpace refused to list the callbacks: ${refused.status} ${refused.errorCode} ${refused.errorMessage}`,
+      accountName
+    })
+  })
+
+  app.delete('/callbacks', async (request, reply) => {
+    const fields = fieldsOf(request.body)
+    const services = servicesOf(fields.services)
+    const accountName = accountOf(fields.accountName, options.accountName)
+    const outcomes = await deregisterCallbacks(options.thingSpace, { accountName, services })
+    request.log.info(
+      { accountName, removed: outcomes.filter((o) => o.done).map((o) => o.service) },
+      'callbacks removed from ThingSpace'
+    )
+    return answerOutcomes(reply, 'remove', accountName, outcomes)
+  })
+}
