@@ -261,12 +261,14 @@ export async function createCore (
         })
       })
 
-  // Durable before any callback is acknowledged; fleet mode keeps it per replica for now (docs/callbacks.md).
+  // Stored before any callback is acknowledged: in the state directory, or in fleet mode in Redis for every replica.
   const callbacks: CallbackSetup | undefined =
     config.callbacks === undefined
       ? undefined
       : {
-          inbox: await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now),
+          inbox:
+            store?.openCallbackInbox?.(config.callbacks.retention) ??
+            (await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now)),
           credentials: config.callbacks.credentials ?? loadOrCreateCallbackCredentials(config.stateDir)
         }
   const describeReplica = (): Omit<ReplicaBeat, 'seenAt' | 'intervalMs'> => {

@@ -31,7 +31,7 @@ interface Pending {
 export class FileInbox implements CallbackInbox {
   private readonly kept: Kept[] = []
   private readonly byRequest = new Map<string, StoredCallback[]>()
-  private readonly listeners = new Set<(stored: StoredCallback) => void>()
+  private readonly listeners = new Set<() => void>()
   private pending: Pending[] = []
   private flushing: Promise<void> | undefined
   private keptBytes = 0
@@ -88,7 +88,7 @@ export class FileInbox implements CallbackInbox {
     })
   }
 
-  after (after: number, limit: number): StoredCallback[] {
+  async after (after: number, limit: number): Promise<StoredCallback[]> {
     this.trim()
     const result: StoredCallback[] = []
     for (const { record } of this.kept) {
@@ -99,7 +99,7 @@ export class FileInbox implements CallbackInbox {
     return result
   }
 
-  forRequest (requestId: string): StoredCallback[] {
+  async forRequest (requestId: string): Promise<StoredCallback[]> {
     this.trim()
     return [...(this.byRequest.get(requestId) ?? [])]
   }
@@ -114,7 +114,7 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  subscribe (listener: (stored: StoredCallback) => void): () => void {
+  subscribe (listener: () => void): () => void {
     this.listeners.add(listener)
     return () => this.listeners.delete(listener)
   }
@@ -145,10 +145,8 @@ export class FileInbox implements CallbackInbox {
       }
       this.trim()
       await this.compactIfWorthIt()
-      for (const entry of batch) {
-        entry.resolve(entry.record)
-        for (const listener of [...this.listeners]) listener(entry.record)
-      }
+      for (const entry of batch) entry.resolve(entry.record)
+      for (const listener of [...this.listeners]) listener()
     }
   }
 

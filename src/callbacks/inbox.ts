@@ -1,5 +1,5 @@
-// The callback inbox's records and the port its stores implement (file-inbox.ts alone; a Redis stream in fleet mode
-// later): appended durably, read in order by cursor or by request id, waited for by long polls.
+// The callback inbox's records and the port its stores implement (file-inbox.ts in one process, a Redis stream in fleet
+// mode: fleet/redis-inbox.ts): appended durably, read in order by cursor or by request id, waited for by long polls.
 
 /** One callback as ThingSpace sent it (its username and password removed), with what it is looked up by. */
 export interface CallbackMessage {
@@ -22,13 +22,16 @@ export interface CallbackInbox {
   /** Resolves once the message is stored durably (fsynced): only then may the sender get its 2xx. */
   append: (message: CallbackMessage) => Promise<StoredCallback>
   /** Up to `limit` callbacks after cursor `after`, oldest first. */
-  after: (after: number, limit: number) => StoredCallback[]
+  after: (after: number, limit: number) => Promise<StoredCallback[]>
   /** The callbacks about one asynchronous request, oldest first. */
-  forRequest: (requestId: string) => StoredCallback[]
-  /** What is kept now: callbacks, their bytes, the age of the oldest (0 when none). */
+  forRequest: (requestId: string) => Promise<StoredCallback[]>
+  /**
+   * What is kept: callbacks, their bytes, the age of the oldest (0 when none), for the metrics; a shared store answers
+   * with what it last learned and learns again meanwhile.
+   */
   stats: () => { count: number; bytes: number; oldestAgeSeconds: number }
-  /** Calls `listener` for every callback stored from now on; returns the unsubscribe function. */
-  subscribe: (listener: (stored: StoredCallback) => void) => () => void
+  /** Calls `listener` whenever callbacks may have been stored (by any replica); returns the unsubscribe function. */
+  subscribe: (listener: () => void) => () => void
   close: () => Promise<void>
 }
 
@@ -38,23 +41,36 @@ export interface CallbackInbox {
  */
 export async function waitForCallbacks (
   inbox: CallbackInbox,
-  read: () => StoredCallback[],
+  read: () => Promise<StoredCallback[]>,
   waitMs: number,
   signal: AbortSignal
 ): Promise<StoredCallback[]> {
-  const now = read()
-  if (now.length > 0 || waitMs <= 0 || signal.aborted) return now
-  return await new Promise((resolve) => {
-    const finish = (): void => {
-      clearTimeout(timer)
-      unsubscribe()
-      signal.removeEventListener('abort', finish)
-      resolve(read())
-    }
-    const timer = setTimeout(finish, waitMs)
-    const unsubscribe = inbox.subscribe(() => {
-      if (read().length > 0) finish()
-    })
-    signal.addEventListener('abort', finish)
+  if (waitMs <= 0 || signal.aborted) return await read()
+  // Subscribed before the first read: a callback stored while it runs still wakes the wait.
+  let stored = false
+  let wake = (): void => {}
+  const unsubscribe = inbox.subscribe(() => {
+    stored = true
+    wake()
   })
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+    wake()
+  }, waitMs)
+  const onAbort = (): void => { wake() }
+  signal.addEventListener('abort', onAbort)
+  try {
+    for (;;) {
+      stored = false
+      const now = await read()
+      if (now.length > 0 || timedOut || signal.aborted) return now
+      if (!stored) await new Promise<void>((resolve) => { wake = resolve })
+      wake = () => {}
+    }
+  } finally {
+    clearTimeout(timer)
+    unsubscribe()
+    signal.removeEventListener('abort', onAbort)
+  }
 }

@@ -25,6 +25,7 @@ import { createClient } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
 import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import { isReplicaBeat, lockTag, type ReplicaBeat } from './replicas.js'
+import { RedisCallbackInbox, type InboxRetention } from './redis-inbox.js'
 import { UntrustedRecordError } from '../session/shared-session.js'
 import {
   FleetStoreClosedError,
@@ -534,6 +535,22 @@ export class RedisFleetStore implements FleetStore {
     const key = this.keyOf(LOCK_KEYS.login)
     const owner = await this.run('read the login lock', () => this.client.get(key))
     return owner === null ? undefined : owner.split('.', 1)[0]
+  }
+
+  openCallbackInbox (retention: InboxRetention): RedisCallbackInbox {
+    const subscriber = this.client.duplicate({ disableOfflineQueue: false })
+    this.watch(subscriber)
+    return new RedisCallbackInbox({
+      client: this.client,
+      subscriber,
+      base: this.base,
+      fleetKey: this.key,
+      retention,
+      now: () => this.clock.now(),
+      onUnreadable: (id) => {
+        this.log('warn', `fleet store: callback ${id} does not open with this fleet key: skipped (written from outside?)`)
+      }
+    })
   }
 
   async close (): Promise<void> {

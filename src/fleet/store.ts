@@ -5,6 +5,7 @@
 // at two levels: the session manager's in-process promise joins logins inside one replica; the login lock here joins
 // replicas.
 
+import type { CallbackInbox } from '../callbacks/inbox.js'
 import { randomBytes } from 'node:crypto'
 import type { SharedSessionStore } from '../session/shared-session.js'
 import type { PasswordStore } from '../credentials/fleet-passwords.js'
@@ -29,6 +30,12 @@ export { DEFAULT_REDIS_KEY_PREFIX } from '../config/settings.js'
 export interface FleetStore extends SharedSessionStore, PasswordStore, ReplicaDirectory {
   /** This replica's id (host/pid), as its heartbeat and the lock tags name it. */
   readonly replicaId: string
+
+  /**
+   * The fleet's callback inbox: any replica receives, any replica reads (redis-inbox.ts). Absent in a store that cannot
+   * share one: each replica then keeps its own file.
+   */
+  openCallbackInbox?: (retention: { count: number; bytes: number; ageMs: number }) => CallbackInbox
 
   /**
    * ThingSpace throttled this replica: stores the fleet's pause (extended, never shortened) for `pauseMs`

@@ -9,7 +9,9 @@ import path from 'node:path'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { startSimulator } from '../helpers/stack.js'
-import { metricValue, until } from '../helpers/fleet.js'
+import { fleetKeyPrefix, metricValue, startFleetReplica, until } from '../helpers/fleet.js'
+import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
+import { randomBytes } from 'node:crypto'
 
 const CALLBACK_CREDENTIALS = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
 
@@ -149,4 +151,43 @@ t.test('a long poll answers within 100 ms of the callback; on timeout 204; reads
   await sendCallback(inbox, activation('req-other'))
   t.same((await Promise.all(others)).map((response) => response.status), [200, 200, 200])
   t.equal((await fetch(`${inbox.proxyUrl}/callbacks?wait=61`)).status, 400, 'a wait beyond 60 s is refused')
+})
+
+t.test('fleet mode: a callback received by replica A is read from replica B, its long poll woken', async (t) => {
+  if (!(await haveTestRedis(t))) return
+  const { simUrl } = await startSimulator(t)
+  const keyPrefix = fleetKeyPrefix()
+  t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+  const fleetKey = randomBytes(32).toString('hex')
+  const replica = async (): Promise<Inbox & { dir: string }> => {
+    const dir = inboxDir(t)
+    const started = await startFleetReplica(t, {
+      simUrl,
+      keyPrefix,
+      fleetKey,
+      dir,
+      env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_CALLBACK_CREDENTIALS_FILE: 'callback-credentials.json' }
+    })
+    const listening = await started.waitFor((line) => line.msg === 'listening')
+    return Object.assign(started, { callbackUrl: String(listening.callbackUrl) })
+  }
+  const a = await replica()
+  const b = await replica()
+  const polling = fetch(`${b.proxyUrl}/callbacks/requests/req-fleet?wait=20`)
+  await until(async () => (await metricValue(b, 'm2m_proxy_callbacks_waiting')) === 1, 10_000, 'B waits')
+  t.equal((await sendCallback(a, activation('req-fleet'))).status, 200, 'A stored it')
+  const acknowledgedAt = performance.now()
+  const answer = await polling
+  const latencyMs = performance.now() - acknowledgedAt
+  t.equal(answer.status, 200)
+  t.match(await answer.json(), { requestId: 'req-fleet', callbacks: [{ requestId: 'req-fleet', service: 'CarrierService' }] })
+  t.ok(latencyMs < 100, `B answered ${latencyMs.toFixed(1)} ms after A acknowledged`)
+  const stream = (await (await fetch(`${b.proxyUrl}/callbacks?after=0`)).json()) as { callbacks: Array<Record<string, unknown>> }
+  t.equal(stream.callbacks.length, 1, 'one stream for the fleet')
+  t.notMatch(JSON.stringify(stream), CALLBACK_CREDENTIALS.password, 'no password stored')
+  t.notOk(fs.existsSync(path.join(a.dir, 'callbacks.jsonl')), 'nothing in the replica\'s own state directory')
+  a.child.kill('SIGKILL')
+  await a.exit
+  t.equal((await sendCallback(b, activation('req-after'))).status, 200, 'A gone: B still receives')
+  t.equal(((await (await fetch(`${b.proxyUrl}/callbacks?after=0`)).json()) as { callbacks: unknown[] }).callbacks.length, 2)
 })

@@ -16,8 +16,9 @@ const LAYERS: ReadonlyArray<readonly string[]> = [
   ['session'],
   ['credentials'],
   ['proxy'],
+  ['callbacks'],
   ['fleet'],
-  ['listener', 'admin', 'cli', 'callbacks'],
+  ['listener', 'admin', 'cli'],
   ['simulator'],
   ['<root>']
 ]

@@ -1,0 +1,209 @@
+// The callback inbox of a fleet: one Redis stream under the account's keys, so that any replica receives a callback
+// and any replica serves the reads. Each entry is sealed with the fleet key, so someone who can write Redis cannot
+// plant a callback a client would act on: an entry that does not open is skipped (and reported). Retention (count,
+// bytes, age) is applied by the script that appends, so the stream stays bounded whoever writes to it.
+//
+// Keys under the account's base (redis-store.ts):
+//   callbacks                          stream: record (sealed), at (Redis clock, ms), bytes
+//   callbacks:seq                      the last seq given
+//   callbacks:bytes                    the bytes of the entries kept
+//   callbacks:req:<sha256(requestId)>  set of one request's seqs, expiring with the retention age
+//   callbacks:stored                   pub/sub channel: a seq was stored (wakes the long polls of every replica)
+// Stream ids are `<seq div 1000>-<seq mod 1000>`, seq being the Redis clock in ms times 1000 plus a counter: cursors
+// are numbers as in the file inbox, increase across replicas and never repeat.
+
+import { createHash } from 'node:crypto'
+import type { createClient } from '@redis/client'
+import { openRecord, sealRecord } from './crypto.js'
+import type { CallbackInbox, CallbackMessage, StoredCallback } from '../callbacks/inbox.js'
+
+type Client = ReturnType<typeof createClient>
+
+export interface InboxRetention {
+  count: number
+  bytes: number
+  ageMs: number
+}
+
+/**
+ * Appends ARGV[1] (sealed record; ARGV[2] its bytes) at the next seq of the Redis clock, indexes it under its request
+ * (KEYS[4], when ARGV[3] is 1), trims to the retention (ARGV[4] count, ARGV[5] bytes, ARGV[6] age ms), announces it on
+ * KEYS[5]'s channel and returns the seq. The record is sealed before the seq is known: the reader takes the seq from
+ * the stream id, never from the record.
+ */
+const APPEND = `local time = redis.call('TIME')
+local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local seq = nowMs * 1000
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last >= seq then seq = last + 1 end
+redis.call('SET', KEYS[2], string.format('%.0f', seq))
+local id = string.format('%.0f', math.floor(seq / 1000)) .. '-' .. string.format('%.0f', seq % 1000)
+redis.call('XADD', KEYS[1], id, 'record', ARGV[1], 'at', string.format('%.0f', nowMs), 'bytes', ARGV[2])
+redis.call('INCRBY', KEYS[3], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[4], string.format('%.0f', seq))
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+end
+local cutoff = nowMs - tonumber(ARGV[6])
+while true do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if not first then break end
+  local fields = {}
+  for i = 1, #first[2], 2 do fields[first[2][i]] = first[2][i + 1] end
+  local tooMany = redis.call('XLEN', KEYS[1]) > tonumber(ARGV[4])
+  local tooLarge = tonumber(redis.call('GET', KEYS[3]) or '0') > tonumber(ARGV[5])
+  if not tooMany and not tooLarge and (tonumber(fields['at']) or 0) >= cutoff then break end
+  redis.call('XDEL', KEYS[1], first[1])
+  redis.call('DECRBY', KEYS[3], tonumber(fields['bytes']) or 0)
+end
+redis.call('PUBLISH', KEYS[5], string.format('%.0f', seq))
+return string.format('%.0f', seq)`
+
+function isStoredRecord (value: unknown): value is Omit<StoredCallback, 'seq'> {
+  if (typeof value !== 'object' || value === null) return false
+  const record = value as Record<string, unknown>
+  return (
+    typeof record.service === 'string' &&
+    typeof record.receivedAt === 'string' &&
+    (record.requestId === null || typeof record.requestId === 'string') &&
+    Array.isArray(record.deviceIds)
+  )
+}
+
+const idOf = (seq: number): string => `${Math.floor(seq / 1000)}-${seq % 1000}`
+const seqOf = (id: string): number => {
+  const [ms = '0', counter = '0'] = id.split('-')
+  return Number(ms) * 1000 + Number(counter)
+}
+
+export interface RedisCallbackInboxOptions {
+  /** The fleet store's command connection (offline queue off: Redis down fails at once). */
+  client: Client
+  /** A connection of its own for the announcements (pub/sub). */
+  subscriber: Client
+  /** The account's key base (accountKeyBase). */
+  base: string
+  fleetKey: Buffer
+  retention: InboxRetention
+  now?: () => number
+  /** An entry that did not open with the fleet key: skipped, reported once per entry. */
+  onUnreadable?: (id: string) => void
+}
+
+export class RedisCallbackInbox implements CallbackInbox {
+  private readonly stream: string
+  private readonly channel: string
+  private readonly listeners = new Set<() => void>()
+  private readonly now: () => number
+  private readonly reportedUnreadable = new Set<string>()
+  private lastStats = { count: 0, bytes: 0, oldestAgeSeconds: 0 }
+  private refreshing = false
+  private closed = false
+
+  constructor (private readonly options: RedisCallbackInboxOptions) {
+    this.stream = `${options.base}callbacks`
+    this.channel = `${options.base}callbacks:stored`
+    this.now = options.now ?? Date.now
+    options.subscriber.connect().catch(() => {})
+    options.subscriber.subscribe(this.channel, () => { this.notify() }).catch(() => {})
+  }
+
+  async append (message: CallbackMessage): Promise<StoredCallback> {
+    const receivedAt = new Date(this.now()).toISOString()
+    const record = sealRecord(this.options.fleetKey, this.stream, { receivedAt, ...message })
+    const requestKey = this.requestKey(message.requestId ?? '')
+    const { retention } = this.options
+    const seq = Number(await this.options.client.eval(APPEND, {
+      keys: [this.stream, `${this.stream}:seq`, `${this.stream}:bytes`, requestKey, this.channel],
+      arguments: [
+        record,
+        String(Buffer.byteLength(record)),
+        message.requestId === null ? '0' : '1',
+        String(retention.count),
+        String(retention.bytes),
+        String(retention.ageMs)
+      ]
+    }))
+    this.notify()
+    return { seq, receivedAt, ...message }
+  }
+
+  async after (after: number, limit: number): Promise<StoredCallback[]> {
+    const entries = await this.options.client.xRange(this.stream, `(${idOf(after)}`, '+', { COUNT: limit })
+    return this.opened(entries ?? [])
+  }
+
+  async forRequest (requestId: string): Promise<StoredCallback[]> {
+    const seqs = (await this.options.client.sMembers(this.requestKey(requestId))).map(Number).sort((a, b) => a - b)
+    const found: StoredCallback[] = []
+    for (const seq of seqs) {
+      const id = idOf(seq)
+      found.push(...this.opened((await this.options.client.xRange(this.stream, id, id)) ?? []))
+    }
+    // The index is plain: whatever it names must also say so in its sealed record.
+    return found.filter((record) => record.requestId === requestId)
+  }
+
+  stats (): { count: number; bytes: number; oldestAgeSeconds: number } {
+    if (!this.refreshing && !this.closed) {
+      this.refreshing = true
+      void this.refreshStats().finally(() => { this.refreshing = false })
+    }
+    return this.lastStats
+  }
+
+  subscribe (listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    this.listeners.clear()
+    if (this.options.subscriber.isOpen) this.options.subscriber.destroy()
+  }
+
+  private notify (): void {
+    for (const listener of [...this.listeners]) listener()
+  }
+
+  private requestKey (requestId: string): string {
+    return `${this.stream}:req:${createHash('sha256').update(requestId, 'utf8').digest('hex').slice(0, 32)}`
+  }
+
+  /** The entries that open with the fleet key and are within the retention age, as stored callbacks. */
+  private opened (entries: Array<{ id: string; message: Record<string, unknown> }>): StoredCallback[] {
+    const oldestAllowed = this.now() - this.options.retention.ageMs
+    return entries.flatMap(({ id, message }) => {
+      try {
+        const record = openRecord(this.options.fleetKey, this.stream, String(message.record), isStoredRecord)
+        if (Date.parse(record.receivedAt) < oldestAllowed) return []
+        return [{ seq: seqOf(id), ...record }]
+      } catch {
+        if (!this.reportedUnreadable.has(id)) {
+          this.reportedUnreadable.add(id)
+          this.options.onUnreadable?.(id)
+        }
+        return []
+      }
+    })
+  }
+
+  private async refreshStats (): Promise<void> {
+    try {
+      const [count, bytes, first] = await Promise.all([
+        this.options.client.xLen(this.stream),
+        this.options.client.get(`${this.stream}:bytes`),
+        this.options.client.xRange(this.stream, '-', '+', { COUNT: 1 })
+      ])
+      const at = Number(first?.[0]?.message.at ?? NaN)
+      this.lastStats = {
+        count,
+        bytes: Number(bytes ?? 0),
+        oldestAgeSeconds: Number.isFinite(at) ? Math.max(0, (this.now() - at) / 1000) : 0
+      }
+    } catch {
+      // Redis unreachable: the last figures stay; the fleet store's own metric says it is down
+    }
+  }
+}
