@@ -49,6 +49,8 @@ export function buildCallbackListener (
   const log = logger.child({ listener: 'callbacks' })
   const app = Fastify({
     ...listenerOptions(config, log),
+    // Behind the ingress: request.ip is the caller X-Forwarded-For names, as seen by the trusted proxies (proxy-addr).
+    trustProxy: callbacks.trustedProxies.length > 0 ? [...callbacks.trustedProxies] : false,
     bodyLimit: callbacks.bodyLimitBytes,
     frameworkErrors: (error, _request, reply) => {
       sendProxyError(reply, 'badRequest', error.message)
@@ -80,7 +82,7 @@ export function buildCallbackListener (
     done(null, body)
   })
   app.addHook('onRequest', (request, reply, done) => {
-    const address = request.raw.socket.remoteAddress ?? ''
+    const address = request.ip
     if (sources !== undefined && !allowed(sources, address)) {
       reply.header('connection', 'close') // its body is not read
       refuse(request, reply, 'forbidden', `source address ${address} is not in M2M_PROXY_CALLBACK_ALLOWED_SOURCES`)

@@ -59,6 +59,8 @@ export interface CallbackConfig {
   publicUrl: string | undefined
   /** Addresses and CIDR blocks callbacks may come from; empty: any. */
   allowedSources: readonly string[]
+  /** Peers (the ingress) whose X-Forwarded-For names the caller; empty: the socket's peer is the caller. */
+  trustedProxies: readonly string[]
   bodyLimitBytes: number
   retention: { count: number; bytes: number; ageMs: number }
   maxWaiting: number
@@ -288,6 +290,7 @@ function resolveCallbacks (settings: RawSettings, sources: ConfigSources): Callb
     credentials,
     publicUrl: settings.callbackPublicUrl,
     allowedSources: settings.callbackAllowedSources ?? [],
+    trustedProxies: settings.callbackTrustedProxies ?? [],
     bodyLimitBytes: settings.callbackBodyLimitBytes ?? 262144,
     retention: {
       count: settings.callbackRetentionCount ?? 10000,
@@ -393,6 +396,7 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     callbackCredentialsFile: _callbackCredentialsFile,
     callbackPublicUrl: _callbackPublicUrl,
     callbackAllowedSources: _callbackAllowedSources,
+    callbackTrustedProxies: _callbackTrustedProxies,
     callbackBodyLimitBytes: _callbackBodyLimitBytes,
     callbackRetentionCount: _callbackRetentionCount,
     callbackRetentionBytes: _callbackRetentionBytes,

@@ -338,6 +338,9 @@ export const SETTINGS = {
   callbackPublicUrl: setting<string>('M2M_PROXY_CALLBACK_PUBLIC_URL', undefined, callbackBaseUrl),
   accountName: setting<string>('M2M_PROXY_ACCOUNT_NAME', undefined, billingAccountName),
   callbackAllowedSources: setting<readonly string[]>('M2M_PROXY_CALLBACK_ALLOWED_SOURCES', [], addressList),
+  // The ingress in front of the callback listener: from these peers the caller's address is taken from
+  // X-Forwarded-For (the nearest address not in the list), for the source check and the log.
+  callbackTrustedProxies: setting<readonly string[]>('M2M_PROXY_CALLBACK_TRUSTED_PROXIES', [], addressList),
   callbackBodyLimitBytes: setting('M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES', 262144, integer(1024, 16 * 1024 * 1024)),
   callbackRetentionCount: setting('M2M_PROXY_CALLBACK_RETENTION_COUNT', 10000, integer(1, 10_000_000)),
   callbackRetentionBytes: setting(

@@ -119,3 +119,24 @@ t.test('refused and not stored: wrong credentials, unknown service, not JSON, a 
     if (status === 403) t.match(await answer.json(), { errorCode: 'Proxy.Forbidden' })
   }
 })
+
+t.test('behind an ingress: the source list judges the caller X-Forwarded-For names, only from trusted proxies', async (t) => {
+  const sendFrom = async (url: string, forwardedFor: string | undefined): Promise<number> =>
+    (await fetch(`${url}/CarrierService`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor }) },
+      body: callbackBody('r-xff')
+    })).status
+  const behind = await inboxStack(t, {
+    M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/24',
+    M2M_PROXY_CALLBACK_TRUSTED_PROXIES: '127.0.0.1,::1'
+  })
+  t.equal(await sendFrom(behind.callbackUrl, '203.0.113.7'), 200, 'ThingSpace, through the ingress')
+  t.equal(await sendFrom(behind.callbackUrl, '198.51.100.1'), 403, 'another caller, through the ingress')
+  t.equal(await sendFrom(behind.callbackUrl, undefined), 403, 'the ingress itself is not a source')
+  t.equal(await sendFrom(behind.callbackUrl, '203.0.113.7, 198.51.100.1'), 403, 'a forged first entry does not count')
+  t.match(behind.logs.lines.join('\n'), /"caller":"198\.51\.100\.1".*callback refused/, 'the caller logged is the forwarded one')
+
+  const direct = await inboxStack(t, { M2M_PROXY_CALLBACK_ALLOWED_SOURCES: '203.0.113.0/24' })
+  t.equal(await sendFrom(direct.callbackUrl, '203.0.113.7'), 403, 'no trusted proxy: X-Forwarded-For is ignored')
+})

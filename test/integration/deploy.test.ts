@@ -31,8 +31,9 @@ t.test('Kubernetes example: proxy sidecar with probes, Secrets, a writable per-p
     (document) => document.toJS() as Record<string, unknown>
   )
   const kinds = documents.map((document) => document.kind)
-  // Credentials, admin token, Redis URL, fleet key. No PersistentVolumeClaim since fleet mode: see below.
-  t.same(kinds.sort(), ['Deployment', 'NetworkPolicy', 'Secret', 'Secret', 'Secret', 'Secret'])
+  // Credentials, admin token, Redis URL, fleet key, callback credentials; the callback inbox's Service and Ingress.
+  // No PersistentVolumeClaim since fleet mode: see below.
+  t.same(kinds.sort(), ['Deployment', 'Ingress', 'NetworkPolicy', 'Secret', 'Secret', 'Secret', 'Secret', 'Secret', 'Service'])
   const deployment = documents.find((document) => document.kind === 'Deployment') as {
     spec: { replicas?: number; template: { spec: Record<string, unknown> } }
   }
@@ -95,7 +96,7 @@ interface NetworkPolicy {
 }
 
 t.test(
-  'Kubernetes example: the proxy listener on loopback, a NetworkPolicy admitting only the admin port',
+  'Kubernetes example: the proxy listener on loopback; only the admin port (scraper) and the callback port (ingress)',
   async (t) => {
     const documents = parseAllDocuments(fs.readFileSync(path.join(ROOT, 'deploy/kubernetes.yaml'), 'utf8')).map(
       (document) => document.toJS() as Record<string, unknown>
@@ -111,11 +112,13 @@ t.test(
     t.equal(env.M2M_PROXY_HOST, '127.0.0.1', 'the proxy listener binds to 127.0.0.1 (the client shares the pod)')
     t.equal(env.M2M_PROXY_ADMIN_HOST, '0.0.0.0', 'the admin listener is reachable by pod IP, for probes')
     const adminPort = Number(env.M2M_PROXY_ADMIN_PORT ?? 9090)
+    const callbackPort = Number(env.M2M_PROXY_CALLBACK_PORT)
+    t.equal(env.M2M_PROXY_CALLBACK_HOST, '0.0.0.0', 'the callback listener is reachable by pod IP, for the ingress')
     const declared = proxy?.ports ?? []
     t.same(
       declared.map((port) => port.containerPort),
-      [adminPort],
-      'only the admin port is declared'
+      [adminPort, callbackPort],
+      'only the admin and callback ports are declared'
     )
     const named = new Map(
       declared.filter((port) => port.name !== undefined).map((port) => [port.name, port.containerPort])
@@ -138,17 +141,42 @@ t.test(
     )
     t.ok(policy?.spec.policyTypes?.includes('Ingress'), 'it isolates the pod for ingress')
     const rules = policy?.spec.ingress ?? []
-    t.ok(rules.length > 0, 'it admits the scraper to the admin port')
+    t.equal(rules.length, 2, 'it admits the scraper to the admin port, the ingress controller to the callback port')
+    const admitted = new Map<number, unknown>()
     for (const rule of rules) {
       // A rule without ports admits every port, a rule without peers every source.
       t.ok((rule.ports ?? []).length > 0, 'each rule names its ports')
       for (const port of rule.ports ?? []) {
         const number = typeof port.port === 'string' ? named.get(port.port) : port.port
-        t.equal(number, adminPort, `admits port ${String(port.port)}: the admin port only`)
+        t.ok(number === adminPort || number === callbackPort, `admits port ${String(port.port)}: admin or callbacks only`)
         t.equal(port.endPort, undefined, 'no port range')
+        admitted.set(Number(number), rule.from)
       }
       t.ok((rule.from ?? []).length > 0, 'each rule names who may connect')
     }
+    t.match(admitted.get(adminPort), [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } }])
+    const fromIngressNamespace = { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } } }
+    t.same(admitted.get(callbackPort), [fromIngressNamespace], 'the callback port from the ingress controller only')
+
+    // From outside: the Ingress (TLS) to the Service to the callback port, and nothing else of the pod.
+    const service = documents.find((document) => document.kind === 'Service') as {
+      metadata: { name: string }
+      spec: { selector: Record<string, string>; ports: Array<{ port: number; targetPort: string | number }> }
+    }
+    t.same(service.spec.selector, podLabels, 'the Service selects every replica')
+    t.same(service.spec.ports.map((port) => named.get(String(port.targetPort)) ?? port.targetPort), [callbackPort])
+    const ingress = documents.find((document) => document.kind === 'Ingress') as {
+      spec: {
+        tls: Array<{ hosts: string[] }>
+        rules: Array<{ host: string; http: { paths: Array<{ backend: { service: { name: string } } }> } }>
+      }
+    }
+    const backends = ingress.spec.rules.flatMap((rule) => rule.http.paths.map((entry) => entry.backend.service))
+    t.same(backends.map((backend) => backend.name), [service.metadata.name], 'the Ingress reaches only that Service')
+    const publicUrl = new URL(env.M2M_PROXY_CALLBACK_PUBLIC_URL ?? '')
+    t.equal(publicUrl.protocol, 'https:', 'ThingSpace calls over TLS')
+    t.same(ingress.spec.tls.flatMap((entry) => entry.hosts), [publicUrl.hostname], 'TLS for the public name')
+    t.same(ingress.spec.rules.map((rule) => rule.host), [publicUrl.hostname])
   }
 )
 
@@ -364,6 +392,8 @@ t.test('Kubernetes example: the proxy accepts the fleet settings as written, Sec
     }
   })
   t.ok(config.fleet, 'fleet mode')
+  t.match(config.callbacks, { port: 9001, credentials: { username: 'thingspace-callbacks' }, publicUrl: 'https://callbacks.example.com' },
+    'the callback inbox on, its credentials from the Secret (required in fleet mode)')
   t.equal(config.fleet?.fleetKey.length, 32)
   t.equal(config.fleet?.redisUrl, env.M2M_PROXY_REDIS_URL)
   t.equal(config.host, '127.0.0.1')
