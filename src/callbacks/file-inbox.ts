@@ -1,6 +1,8 @@
 // The callback inbox of one process: an append-only file of JSON lines in the state directory. A callback is
 // fsynced before its sender gets the 2xx, so it survives a crash (kill -9) from then on; appends arriving together
-// share one write and one fsync. Retention (count, bytes, age) bounds what is kept, in memory and on disk.
+// share one write and one fsync. Retention (count, bytes, age) bounds what is kept, in memory and on disk. In memory
+// each callback is kept as its JSON line, parsed when read: parsed objects take several times their bytes, and the
+// byte retention is meant to bound the process's memory.
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -17,7 +19,11 @@ export interface Retention {
 }
 
 interface Kept {
-  record: StoredCallback
+  seq: number
+  requestId: string | null
+  receivedAtMs: number
+  /** The JSON line, without its newline. */
+  line: string
   bytes: number
 }
 
@@ -30,7 +36,7 @@ interface Pending {
 
 export class FileInbox implements CallbackInbox {
   private readonly kept: Kept[] = []
-  private readonly byRequest = new Map<string, StoredCallback[]>()
+  private readonly byRequest = new Map<string, Kept[]>()
   private readonly listeners = new Set<() => void>()
   private pending: Pending[] = []
   private flushing: Promise<void> | undefined
@@ -68,7 +74,7 @@ export class FileInbox implements CallbackInbox {
       inbox.linesInFile++
       inbox.bytesInFile += Buffer.byteLength(line) + 1
       try {
-        inbox.keep(JSON.parse(line) as StoredCallback, Buffer.byteLength(line) + 1)
+        inbox.keep(JSON.parse(line) as StoredCallback, line)
       } catch {
         // a line this version cannot read: left in the file until the next compaction drops it
       }
@@ -91,9 +97,9 @@ export class FileInbox implements CallbackInbox {
   async after (after: number, limit: number): Promise<StoredCallback[]> {
     this.trim()
     const result: StoredCallback[] = []
-    for (const { record } of this.kept) {
-      if (record.seq <= after) continue
-      result.push(record)
+    for (const kept of this.kept) {
+      if (kept.seq <= after) continue
+      result.push(JSON.parse(kept.line) as StoredCallback)
       if (result.length >= limit) break
     }
     return result
@@ -101,16 +107,16 @@ export class FileInbox implements CallbackInbox {
 
   async forRequest (requestId: string): Promise<StoredCallback[]> {
     this.trim()
-    return [...(this.byRequest.get(requestId) ?? [])]
+    return (this.byRequest.get(requestId) ?? []).map((kept) => JSON.parse(kept.line) as StoredCallback)
   }
 
   stats (): { count: number; bytes: number; oldestAgeSeconds: number } {
     this.trim()
-    const oldest = this.kept[0]?.record.receivedAt
+    const oldest = this.kept[0]?.receivedAtMs
     return {
       count: this.kept.length,
       bytes: this.keptBytes,
-      oldestAgeSeconds: oldest === undefined ? 0 : Math.max(0, (this.now() - Date.parse(oldest)) / 1000)
+      oldestAgeSeconds: oldest === undefined ? 0 : Math.max(0, (this.now() - oldest) / 1000)
     }
   }
 
@@ -141,7 +147,7 @@ export class FileInbox implements CallbackInbox {
         const bytes = Buffer.byteLength(entry.line)
         this.linesInFile++
         this.bytesInFile += bytes
-        this.keep(entry.record, bytes)
+        this.keep(entry.record, entry.line.slice(0, -1))
       }
       this.trim()
       await this.compactIfWorthIt()
@@ -150,13 +156,20 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  private keep (record: StoredCallback, bytes: number): void {
-    this.kept.push({ record, bytes })
-    this.keptBytes += bytes
+  private keep (record: StoredCallback, line: string): void {
+    const kept: Kept = {
+      seq: record.seq,
+      requestId: record.requestId,
+      receivedAtMs: Date.parse(record.receivedAt),
+      line,
+      bytes: Buffer.byteLength(line) + 1
+    }
+    this.kept.push(kept)
+    this.keptBytes += kept.bytes
     this.nextSeq = Math.max(this.nextSeq, record.seq + 1)
     if (record.requestId !== null) {
       const list = this.byRequest.get(record.requestId) ?? []
-      list.push(record)
+      list.push(kept)
       this.byRequest.set(record.requestId, list)
     }
   }
@@ -167,12 +180,12 @@ export class FileInbox implements CallbackInbox {
     while (this.kept.length > 0) {
       const first = this.kept[0] as Kept
       const tooMany = this.kept.length > this.retention.count || this.keptBytes > this.retention.bytes
-      if (!tooMany && Date.parse(first.record.receivedAt) >= oldestAllowed) break
+      if (!tooMany && first.receivedAtMs >= oldestAllowed) break
       this.kept.shift()
       this.keptBytes -= first.bytes
-      const requestId = first.record.requestId
+      const requestId = first.requestId
       if (requestId !== null) {
-        const rest = (this.byRequest.get(requestId) ?? []).filter((record) => record !== first.record)
+        const rest = (this.byRequest.get(requestId) ?? []).filter((kept) => kept !== first)
         if (rest.length === 0) this.byRequest.delete(requestId)
         else this.byRequest.set(requestId, rest)
       }
@@ -182,11 +195,12 @@ export class FileInbox implements CallbackInbox {
   /** Rewrites the file with what is retained once it holds twice as much: the file stays bounded too. */
   private async compactIfWorthIt (): Promise<void> {
     if (this.linesInFile <= 2 * Math.max(this.kept.length, 1) && this.bytesInFile <= 2 * this.retention.bytes) return
-    const text = this.kept.map(({ record }) => `${JSON.stringify(record)}\n`).join('')
+    // Line by line: joined, the kept callbacks would be in memory twice (up to the byte retention) while it writes.
+    const kept = this.kept
     await this.handle.close()
-    writeFileAtomicSync(this.file, text)
+    writeFileAtomicSync(this.file, (function * () { for (const { line } of kept) yield `${line}\n` })())
     this.handle = await fs.promises.open(this.file, 'a', 0o600)
     this.linesInFile = this.kept.length
-    this.bytesInFile = Buffer.byteLength(text)
+    this.bytesInFile = this.keptBytes
   }
 }

@@ -19,7 +19,8 @@ declare module 'fastify' {
 
 function integerParameter (raw: unknown, name: string, min: number, max: number, fallback: number): number | string {
   if (raw === undefined) return fallback
-  const value = typeof raw === 'string' && /^\d{1,10}$/.test(raw) ? Number(raw) : NaN
+  // Up to 16 digits: a fleet's cursors are the Redis clock in ms times 1000 (fleet/redis-inbox.ts).
+  const value = typeof raw === 'string' && /^\d{1,16}$/.test(raw) ? Number(raw) : NaN
   if (!Number.isInteger(value) || value < min || value > max) return `${name} must be an integer from ${min} to ${max}`
   return value
 }

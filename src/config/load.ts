@@ -294,7 +294,7 @@ function resolveCallbacks (settings: RawSettings, sources: ConfigSources): Callb
     bodyLimitBytes: settings.callbackBodyLimitBytes ?? 262144,
     retention: {
       count: settings.callbackRetentionCount ?? 10000,
-      bytes: settings.callbackRetentionBytes ?? 64 * 1024 * 1024,
+      bytes: settings.callbackRetentionBytes ?? 32 * 1024 * 1024,
       ageMs: (settings.callbackRetentionHours ?? 168) * 3_600_000
     },
     maxWaiting: settings.callbackMaxWaiting ?? 256

@@ -345,7 +345,7 @@ export const SETTINGS = {
   callbackRetentionCount: setting('M2M_PROXY_CALLBACK_RETENTION_COUNT', 10000, integer(1, 10_000_000)),
   callbackRetentionBytes: setting(
     'M2M_PROXY_CALLBACK_RETENTION_BYTES',
-    64 * 1024 * 1024,
+    32 * 1024 * 1024,
     integer(1024 * 1024, 4 * 1024 * 1024 * 1024)
   ),
   callbackRetentionHours: setting('M2M_PROXY_CALLBACK_RETENTION_HOURS', 168, integer(1, 87600)),

@@ -10,7 +10,8 @@ import { randomBytes } from 'node:crypto'
  */
 export function writeFileAtomicSync (
   file: string,
-  content: string,
+  /** The content, or its pieces in order (written one by one: never joined into one string in memory). */
+  content: string | Iterable<string>,
   mode = 0o600,
   owner?: { uid: number; gid: number }
 ): void {
@@ -20,7 +21,7 @@ export function writeFileAtomicSync (
   try {
     if (owner !== undefined) fs.fchownSync(fd, owner.uid, owner.gid)
     fs.fchmodSync(fd, mode) // the umask may have narrowed or the owner change widened nothing: be exact
-    fs.writeFileSync(fd, content)
+    for (const piece of typeof content === 'string' ? [content] : content) fs.writeSync(fd, piece)
     fs.fsyncSync(fd)
   } catch (error) {
     fs.closeSync(fd)

@@ -40,9 +40,11 @@ t.test('paging by cursor, at-least-once: nothing is removed by reading', async (
   t.same([second.callbacks.map((record) => record.seq), second.next], [[3, 4], 4])
   t.same((await page('after=0&limit=100')).callbacks.length, 5, 'read again from the start: all still there')
   t.equal(first.callbacks[0]?.service, 'DeviceUsage')
-  for (const query of ['after=-1', 'limit=0', 'limit=1001', 'wait=61', 'wait=abc', 'after=1e3']) {
+  for (const query of ['after=-1', 'limit=0', 'limit=1001', 'wait=61', 'wait=abc', 'after=1e3', 'after=12345678901234567']) {
     t.equal((await fetch(`${stack.proxy.proxyUrl}/callbacks?${query}`)).status, 400, query)
   }
+  // A fleet's cursors have 16 digits (the Redis clock in ms x 1000).
+  t.equal((await fetch(`${stack.proxy.proxyUrl}/callbacks?after=1796604572218005`)).status, 200, 'a fleet cursor')
   const metrics = (await stack.adminCall('GET', '/metrics')).text
   t.equal(metricValue(metrics, 'm2m_proxy_callbacks_kept'), 5)
   t.ok(metricValue(metrics, 'm2m_proxy_callbacks_kept_bytes') > 5 * 50)

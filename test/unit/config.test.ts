@@ -810,7 +810,7 @@ t.test('the callback inbox: off by default; a credentials file with a real passw
     publicUrl: undefined,
     allowedSources: ['203.0.113.0/24', '2001:db8::/32', '198.51.100.7'],
     bodyLimitBytes: 262144,
-    retention: { count: 10000, bytes: 64 * 1024 * 1024, ageMs: 168 * 3_600_000 },
+    retention: { count: 10000, bytes: 32 * 1024 * 1024, ageMs: 168 * 3_600_000 },
     maxWaiting: 256
   })
   const cases: Array<[string, Record<string, string>, Record<string, string>, RegExp]> = [
