@@ -218,6 +218,8 @@ export async function createCore (
     gate,
     fleet: fleet !== undefined,
     passwordAgeSeconds: () => operations.passwordStatus().ageSeconds ?? undefined,
+    passwordRotationPeriodSeconds: config.passwordRotationDays * 86_400,
+    passwordGeneration: () => operations.passwordStatus().generation ?? undefined,
     clock
   })
   metrics.follow(events)

@@ -29,6 +29,10 @@ export interface MetricSources {
   fleet?: boolean
   /** The age of the password in force (state directory, or the fleet's generation); undefined before it is known. */
   passwordAgeSeconds?: () => number | undefined
+  /** M2M_PROXY_PASSWORD_ROTATION_DAYS in seconds; 0: scheduled rotation off. */
+  passwordRotationPeriodSeconds?: number
+  /** Fleet mode: the password generation this replica holds; undefined before it knows one. */
+  passwordGeneration?: () => number | undefined
   /** The session's clock: the session's times are on it (default the system's). */
   clock?: Pick<Clock, 'now'>
 }
@@ -252,6 +256,36 @@ export class ProxyMetrics {
     scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in', () =>
       session.guardEngaged ? 1 : 0
     )
+    scrapedGauge(
+      'm2m_proxy_login_attempts_left',
+      'Rejected logins in a row still allowed before the lockout guard stops logging in (M2M_PROXY_MAX_LOGIN_FAILURES minus those so far); 0: engaged',
+      () => {
+        const { maxLoginFailures, consecutiveLoginFailures, fleet } = session.snapshot()
+        const seen = Math.max(consecutiveLoginFailures, fleet?.consecutiveLoginFailures ?? 0)
+        return Math.max(0, maxLoginFailures - seen)
+      }
+    )
+    scrapedGauge(
+      'm2m_proxy_oauth_token_expires_in_seconds',
+      'Seconds until the OAuth token in use is no longer used (a new one is fetched before), 0 without one',
+      () => {
+        const expiresAt = session.snapshot().oauthExpiresAt
+        return expiresAt === null ? 0 : Math.max(0, (Date.parse(expiresAt) - clock.now()) / 1000)
+      }
+    )
+    scrapedGauge(
+      'm2m_proxy_password_rotation_period_seconds',
+      'M2M_PROXY_PASSWORD_ROTATION_DAYS in seconds, 0 when scheduled rotation is off: compare with m2m_proxy_password_age_seconds',
+      () => sources.passwordRotationPeriodSeconds ?? 0
+    )
+    const passwordGeneration = sources.passwordGeneration
+    if (sources.fleet === true && passwordGeneration !== undefined) {
+      scrapedGauge(
+        'm2m_proxy_password_generation',
+        "Fleet mode: the fleet's password generation this replica holds (0 before it knows one); replicas should agree",
+        () => passwordGeneration() ?? 0
+      )
+    }
   }
 
   /** The proxy listener's admission (src/listener/admission.ts): requests in flight and queued, body bytes held. */

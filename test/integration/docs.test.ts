@@ -131,6 +131,7 @@ t.test('metrics reference: every metric of the registry, and no other', async (t
     session,
     fleet: true,
     passwordAgeSeconds: () => 1,
+    passwordGeneration: () => 1,
     gate: { paused: false, learnedRate: 0 }
   })
   metrics.trackAdmission({ inFlight: 0, queued: 0, bodyBytesHeld: 0, waited: 0 })

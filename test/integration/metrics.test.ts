@@ -25,6 +25,16 @@ t.test('/metrics: the documented metrics and Node\'s process metrics, without a 
   t.equal(metricValue(answer.text, 'm2m_proxy_logins_total', { outcome: 'success' }), 1, 'the start-up login')
   t.equal(metricValue(answer.text, 'm2m_proxy_oauth_fetches_total', { outcome: 'success' }), 1)
   t.equal(metricValue(answer.text, 'm2m_proxy_login_guard_engaged'), 0)
+  t.equal(metricValue(answer.text, 'm2m_proxy_login_attempts_left'), 2, 'the whole lockout headroom (default 2)')
+  const expiresIn = metricValue(answer.text, 'm2m_proxy_oauth_token_expires_in_seconds')
+  t.ok(expiresIn > 3000 && expiresIn <= 3600, `the OAuth token retires in ${expiresIn} s (an hour's token)`)
+  t.equal(metricValue(answer.text, 'm2m_proxy_password_rotation_period_seconds'), 0, 'scheduled rotation off')
+  t.notMatch(answer.text, /m2m_proxy_password_generation/, 'no generation outside fleet mode')
+})
+
+t.test('the rotation period, as configured', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_PASSWORD_ROTATION_DAYS: '30' } })
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_password_rotation_period_seconds'), 30 * 86_400)
 })
 
 t.test('requests, upstream durations, re-logins and replays are counted as they happen', async (t) => {
@@ -83,11 +93,14 @@ t.test('rejected logins and the engaged guard show', async (t) => {
   const stack = await startStack(t, { credentials: { password: 'wrong' } })
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_logins_total', { outcome: 'rejected' }), 1)
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_guard_engaged'), 0)
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_attempts_left'), 1, 'one attempt from the ceiling')
   await sleep(1100)
   await stack.call('GET', ECHO_PATH)
   const text = await scrape(stack)
   t.equal(metricValue(text, 'm2m_proxy_logins_total', { outcome: 'rejected' }), 2)
   t.equal(metricValue(text, 'm2m_proxy_login_guard_engaged'), 1)
+  t.equal(metricValue(text, 'm2m_proxy_login_attempts_left'), 0)
+  t.equal(metricValue(text, 'm2m_proxy_oauth_token_expires_in_seconds') > 0, true, 'the app key still works')
   t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '5xx' }), 1)
 })
 

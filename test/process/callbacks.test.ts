@@ -173,6 +173,9 @@ t.test('fleet mode: a callback received by replica A is read from replica B, its
   }
   const a = await replica()
   const b = await replica()
+  await until(async () => (await metricValue(a, 'm2m_proxy_password_generation')) >= 1 &&
+    (await metricValue(a, 'm2m_proxy_password_generation')) === (await metricValue(b, 'm2m_proxy_password_generation')),
+  10_000, 'the replicas agree on the password generation (the metric the alert compares)')
   const polling = fetch(`${b.proxyUrl}/callbacks/requests/req-fleet?wait=20`)
   await until(async () => (await metricValue(b, 'm2m_proxy_callbacks_waiting')) === 1, 10_000, 'B waits')
   t.equal((await sendCallback(a, activation('req-fleet'))).status, 200, 'A stored it')
