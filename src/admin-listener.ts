@@ -9,6 +9,7 @@ import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
 import { listenerOptions } from './listener/fastify-options.js'
 import type { ThingSpaceCall } from './callbacks/registration.js'
+import { VERSION } from './version.js'
 
 /** Largest admin request body; every admin route takes a few bytes of JSON at most. */
 const ADMIN_BODY_LIMIT_BYTES = 64 * 1024
@@ -44,6 +45,8 @@ export function buildAdminListener (
     metrics: core.metrics,
     isShuttingDown,
     fleetView: core.fleetView,
+    recentEvents: core.recentEvents,
+    version: VERSION,
     callbacks: {
       thingSpace,
       credentials: core.callbacks?.credentials,

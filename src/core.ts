@@ -33,6 +33,7 @@ import { VERSION } from './version.js'
 import { FileInbox } from './callbacks/file-inbox.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
 import { loadOrCreateCallbackCredentials } from './callbacks/credentials.js'
+import { RecentSessionEvents, type RecentEvent } from './admin/recent-events.js'
 
 export interface CoreDependencies {
   logger: Logger
@@ -71,6 +72,8 @@ export interface Core {
   readonly callbacks: CallbackSetup | undefined
   /** Every replica of the fleet as their heartbeats say (GET /admin/fleet); this one alone in single-process mode. */
   fleetView: () => Promise<FleetView>
+  /** The last session events, newest first, for GET /admin/events and the status page. */
+  readonly recentEvents: () => RecentEvent[]
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
   stopBackground: () => void
   /**
@@ -223,6 +226,8 @@ export async function createCore (
     clock
   })
   metrics.follow(events)
+  const recent = new RecentSessionEvents(clock.now)
+  events.subscribe('session', (event) => { recent.record(event) })
 
   const rotationSchedule = new RotationScheduler({
     days: config.passwordRotationDays,
@@ -341,6 +346,7 @@ export async function createCore (
     fleetStore: store,
     fatal,
     callbacks,
+    recentEvents: () => recent.list(),
     fleetView: async () =>
       heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {

@@ -11,6 +11,8 @@ import { checkAdminAuthorization } from './auth.js'
 import type { Registry } from 'prom-client'
 import { FleetViewUnavailableError, type FleetView } from '../fleet/replicas.js'
 import { registerCallbackAdminRoutes, type CallbackAdminOptions } from './callback-routes.js'
+import type { RecentEvent } from './recent-events.js'
+import { STATUS_PAGE_CSP, statusPage } from './status-page.js'
 
 export interface AdminPluginOptions {
   adminToken: string | undefined
@@ -23,6 +25,10 @@ export interface AdminPluginOptions {
   fleetView: () => Promise<FleetView>
   /** POST, GET and DELETE /admin/callbacks (callback-routes.ts). */
   callbacks: CallbackAdminOptions
+  /** The last session events, newest first (recent-events.ts). */
+  recentEvents: () => RecentEvent[]
+  /** Shown on the status page. */
+  version: string
 }
 
 const OPERATION_ERRORS: Record<OperationErrorKind, ProxyErrorKind> = {
@@ -104,6 +110,20 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
     return await options.metrics.registry.metrics()
   })
 
+  // The status page's shell: no data in it (the page reads the admin routes with the token typed in), so open like the
+  // probes; the Host and cross-site checks apply as everywhere.
+  const page = statusPage(options.version)
+  app.get('/status', { config: PROBE }, async (_request, reply) => {
+    return await reply
+      .header('content-type', 'text/html; charset=utf-8')
+      .header('content-security-policy', STATUS_PAGE_CSP)
+      .header('x-content-type-options', 'nosniff')
+      .header('x-frame-options', 'DENY')
+      .header('referrer-policy', 'no-referrer')
+      .header('cache-control', 'no-store')
+      .send(page)
+  })
+
   app.get('/readyz', { config: PROBE }, async (_request, reply: FastifyReply) => {
     const reason = options.isShuttingDown() ? 'shutting-down' : session.notReadyReason()
     if (reason === undefined) return { ready: true, state: session.snapshot().state }
@@ -163,7 +183,7 @@ function answerOtherMethods (app: FastifyInstance, allowedMethods: ReadonlyMap<s
 
 function registerOperatorRoutes (
   app: FastifyInstance,
-  { session, operations, fleetView, callbacks }: AdminPluginOptions
+  { session, operations, fleetView, callbacks, recentEvents }: AdminPluginOptions
 ): void {
   // The session's state, and the password's (generation, age, whether it is saved to the file): never a secret.
   app.get('/session', async () => ({ ...session.snapshot(), password: operations.passwordStatus() }))
@@ -181,6 +201,9 @@ function registerOperatorRoutes (
 
   // Every replica's heartbeat, the login lock's holder, who is stale: any replica answers for the fleet.
   app.get('/fleet', async () => await fleetView())
+
+  // The last logins, OAuth fetches, renewals and retries with their causes (codes only), newest first.
+  app.get('/events', async () => ({ events: recentEvents() }))
 
   registerCallbackAdminRoutes(app, callbacks)
 }

@@ -8,8 +8,8 @@ import type { SessionManager } from '../../src/session/session-manager.js'
 /** Labels Prometheus adds when it scrapes. */
 export const SCRAPE_LABELS = new Set(['instance', 'job', 'pod', 'namespace'])
 
-/** Every metric the proxy can expose (fleet mode, throttling, admission, callbacks), with its label names. */
-export function registryMetrics (): Map<string, Set<string>> {
+/** A registry with every metric the proxy can expose: fleet mode, throttling, admission, callbacks. */
+export function fullRegistry (): Registry {
   const session = {
     snapshot: () => ({ state: 'none', loggedInAt: null, lastUsedAt: null, oauthExpiresAt: null, maxLoginFailures: 2, consecutiveLoginFailures: 0 }),
     fleetStoreConnected: true,
@@ -24,7 +24,12 @@ export function registryMetrics (): Map<string, Set<string>> {
   })
   metrics.trackAdmission({ inFlight: 0, queued: 0, bodyBytesHeld: 0, waited: 0 })
   metrics.trackCallbacks({ stats: () => ({ count: 0, bytes: 0, oldestAgeSeconds: 0 }) }, () => 0)
-  const registry = metrics.registry as Registry
+  return metrics.registry as Registry
+}
+
+/** Every metric the proxy can expose, with its label names (a histogram as its _bucket, _sum and _count series). */
+export function registryMetrics (): Map<string, Set<string>> {
+  const registry = fullRegistry()
   const found = new Map<string, Set<string>>()
   for (const metric of registry.getMetricsAsArray()) {
     const named = metric as unknown as { name: string; type?: string; labelNames?: string[]; labelName?: string }
