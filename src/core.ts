@@ -34,6 +34,7 @@ import { FileInbox } from './callbacks/file-inbox.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
 import { loadOrCreateCallbackCredentials } from './callbacks/credentials.js'
 import { RecentSessionEvents, type RecentEvent } from './admin/recent-events.js'
+import type { Tracing } from './tracing.js'
 
 export interface CoreDependencies {
   logger: Logger
@@ -43,6 +44,8 @@ export interface CoreDependencies {
   authApi?: ThingSpaceAuthApi
   /** Replaces the Redis fleet store that config.fleet would open (tests). */
   fleetStore?: FleetStore
+  /** OpenTelemetry, when the environment asks for traces (tracing.ts). */
+  tracing?: Tracing
 }
 
 export interface CallbackSetup {
@@ -74,6 +77,8 @@ export interface Core {
   fleetView: () => Promise<FleetView>
   /** The last session events, newest first, for GET /admin/events and the status page. */
   readonly recentEvents: () => RecentEvent[]
+  /** OpenTelemetry, when on: the proxy listener registers its plugin first. */
+  readonly tracing: Tracing | undefined
   /** Ends the background work (credentials watcher, rotation schedule, password sync, background logins). */
   stopBackground: () => void
   /**
@@ -347,6 +352,7 @@ export async function createCore (
     fatal,
     callbacks,
     recentEvents: () => recent.list(),
+    tracing: deps.tracing,
     fleetView: async () =>
       heartbeat === undefined ? singleProcessView(describeReplica(), clock.now()) : await heartbeat.view(),
     stopBackground: () => {
@@ -362,6 +368,7 @@ export async function createCore (
       await store?.close()
       await dispatcher.destroy()
       events.close()
+      await deps.tracing?.shutdown() // the last spans sent
     }
   }
 }

@@ -10,6 +10,7 @@ import closeWithGrace from 'close-with-grace'
 import { ListenError, startProxy, type RunningProxy } from './server.js'
 import { shutdownBudgetMs } from './app.js'
 import { messageOf } from './errors.js'
+import { startTracing } from './tracing.js'
 
 function fail (message: string): never {
   process.stderr.write(`m2m-session-proxy: ${message}\n`)
@@ -37,7 +38,10 @@ async function main (): Promise<void> {
   })
   let running: RunningProxy
   try {
-    running = await startProxy(config, credentials, logger)
+    // Before anything listens, so that the first request is traced; loaded only when an OTLP endpoint is set.
+    const tracing = await startTracing()
+    if (tracing !== undefined) logger.info('OpenTelemetry traces on (OTEL_EXPORTER_OTLP_*)')
+    running = await startProxy(config, credentials, logger, undefined, tracing)
   } catch (error) {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`)
     if (error instanceof ListenError) fail(`cannot listen: ${error.message}`)

@@ -110,6 +110,8 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
       recordRequest(request, reply)
     }
   })
+  // First, so that a request's span holds everything done for it (the client's traceparent its parent).
+  if (core.tracing !== undefined) await proxy.register(core.tracing.fastifyPlugin())
   hardenListener(proxy, {
     guard,
     maxConnections: config.maxConnections,
@@ -162,6 +164,7 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
   }
   const sessionLog = core.logger.child({ component: 'session' })
   await proxy.register(proxyPlugin, {
+    traced: core.tracing !== undefined,
     upstream: config.upstream,
     session: core.session,
     gate: core.gate,

@@ -1,5 +1,6 @@
 // Starts a configured proxy: lockout guard, both listeners, the start-up login. Used by main.ts and demo.ts.
 
+import type { Tracing } from './tracing.js'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -112,7 +113,8 @@ export async function startProxy (
   config: ProxyConfig,
   credentials: Credentials,
   logger: Logger,
-  clock?: Clock
+  clock?: Clock,
+  tracing?: Tracing
 ): Promise<RunningProxy> {
   // Throws ConfigError when the state directory is unusable or another live proxy holds it: before listening, before
   // any login.
@@ -121,7 +123,7 @@ export async function startProxy (
   let guard: LoginGuard
   try {
     guard = LoginGuard.open(config.stateDir, config.maxLoginFailures, credentials)
-    app = await buildApp(config, credentials, { logger, guard, clock })
+    app = await buildApp(config, credentials, { logger, guard, clock, tracing })
   } catch (error) {
     stateLock.release()
     throw error

@@ -76,6 +76,8 @@ export interface ProxyPluginOptions {
   onReplay?: (rejection: TokenRejection) => void
   /** Each upstream exchange: its status (undefined when it failed) and how long until the headers came. */
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
+  /** OpenTelemetry is on (tracing.ts): the client's trace context is replaced by the upstream call's. */
+  traced?: boolean
 }
 
 /** Per-request bookkeeping of the forwarding. */
@@ -140,6 +142,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const rewriteRequestHeaders: NonNullable<FastifyReplyFromHooks['rewriteRequestHeaders']> = (request, headers) => {
     const forwarded = withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
     forwarded[REQUEST_ID_HEADER] = request.id
+    // Traced: the upstream call's own span is the parent ThingSpace is told of (undici's instrumentation adds it), the
+    // client's traceparent being the parent of the proxy's request span. Untraced, the client's goes on as it came.
+    if (options.traced === true) {
+      forwarded.traceparent = undefined
+      forwarded.tracestate = undefined
+    }
     // A body Fastify did not read (GET, HEAD) is not forwarded, so neither is its length (undici skips undefined).
     if (!Buffer.isBuffer(request.body) && forwarded['content-length'] !== undefined) {
       forwarded['content-length'] = undefined
