@@ -1,6 +1,7 @@
 // The proxy listener: admission (slots, queue, body memory), one log line and one count per request, and the
 // forwarding plugin (proxy/plugin.ts) with the core's session, gate and upstream pool.
 
+import { waitedSpan } from './proxy/spans.js'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Core } from './core.js'
 import { AuthUnavailableError } from './session/errors.js'
@@ -53,7 +54,9 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
       bodyBytes,
       (granted) => {
         release = granted
-        metrics.waits.observe({ stage: 'queue' }, (performance.now() - queuedAt) / 1000)
+        const waitedMs = performance.now() - queuedAt
+        metrics.waits.observe({ stage: 'queue' }, waitedMs / 1000)
+        waitedSpan('m2m.queue.wait', waitedMs)
         done()
       },
       (reason) => {
@@ -178,6 +181,7 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     },
     onGateWait: (seconds) => {
       metrics.waits.observe({ stage: 'throttle' }, seconds)
+      waitedSpan('m2m.throttle.wait', seconds * 1000)
     },
     dispatcher: core.dispatcher,
     upstreamTimeoutMs: config.upstreamTimeoutMs,

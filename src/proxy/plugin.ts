@@ -25,6 +25,7 @@ import { answerLocally, registerSessionControllerStubs } from './session-stubs.j
 import { REQUEST_ID_HEADER } from './request-id.js'
 import { isThrottledAnswer, type UpstreamGate } from './upstream-gate.js'
 import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
+import { inSpan, markSpan } from './spans.js'
 
 /**
  * Answers up to this size are read whole: error answers to look for a token rejection, others of
@@ -43,7 +44,7 @@ const REPLY_FROM_FAILURE_WARNINGS: ReadonlySet<string> = new Set(['response erro
 
 export type TokenProvider = Pick<
   SessionManager,
-  'currentTokens' | 'acquireTokens' | 'tokensAfterRejection' | 'replayServed'
+  'currentTokens' | 'acquireTokens' | 'tokensAfterRejection' | 'replayServed' | 'loginInProgress'
 >
 
 export interface ProxyPluginOptions {
@@ -352,7 +353,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     let renewed: UpstreamTokens | undefined
     try {
-      renewed = await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
+      renewed = await inSpan(
+        'm2m.session.renew',
+        { 'm2m.renewal.cause': rejection.cause, 'm2m.login.joined': session.loginInProgress },
+        async () => await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
+      )
     } catch (error) {
       if (!(error instanceof AuthUnavailableError)) throw error
       clearHeaders(reply)
@@ -366,6 +371,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     state.tokens = renewed
     state.replayedFor = state.replayedFor === undefined ? rejection.cause : 'both'
+    markSpan('m2m.replay', { 'm2m.replay.cause': rejection.cause })
     options.onReplay?.(rejection)
     clearHeaders(reply) // those of the refused answer must not leak into the replay's
     forward(request, reply)
@@ -408,7 +414,10 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-    return startForwarding(request, reply, await session.acquireTokens())
+    // Traced (tracing.ts): the wait for the login, and whether it joined one already under way (single flight).
+    const tokens = await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
+      await session.acquireTokens())
+    return startForwarding(request, reply, tokens)
   }
 
   function startForwarding (request: FastifyRequest, reply: FastifyReply, tokens: UpstreamTokens): FastifyReply {

@@ -391,6 +391,11 @@ export class SessionManager {
     return this.credentials
   }
 
+  /** A login is under way: a caller now joins it (single flight) rather than sending one. */
+  get loginInProgress (): boolean {
+    return this.loginInFlight !== undefined
+  }
+
   get guardEngaged (): boolean {
     return this.options.guard.engaged || (this.strategy.guardIsEngaged && !this.sessions.has(SESSION_KEY))
   }

@@ -111,6 +111,73 @@ t.test('a request traced from the client through the proxy to ThingSpace, no sec
   t.notMatch(everything, /vz-m2m-token|"authorization"/i, 'no header of the tokens recorded')
 })
 
+t.test('what a request waited for: the login it joined, the renewal and the replay', async (t) => {
+  // Logins take 300 ms here, so that requests arriving together find one under way.
+  const { sim, simUrl } = await startSimulator(t, { loginDelayMs: 300 })
+  const receiver = await otlpReceiver(t)
+  const proxy = await startTracedProxy(t, simUrl, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '100' })
+  const ended = await request(`${proxy.adminUrl}/admin/session/end`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  t.equal(ended.statusCode, 200)
+  await ended.body.dump()
+  const traced = async (): Promise<string> => {
+    const traceId = randomBytes(16).toString('hex')
+    const answer = await request(`${proxy.proxyUrl}${ECHO_PATH}`, { headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` } })
+    t.equal(answer.statusCode, 200)
+    await answer.body.dump()
+    return traceId
+  }
+  const together = await Promise.all([traced(), traced(), traced(), traced()])
+  const attribute = (span: OtlpSpan, key: string): unknown => {
+    const value = span.attributes?.find((entry) => entry.key === key)?.value
+    return value === undefined ? undefined : Object.values(value)[0]
+  }
+  await until(async () => receiver.spans.filter((span) => span.name === 'm2m.session.acquire').length === 4, 10_000, 'four waits')
+  const waits = receiver.spans.filter((span) => span.name === 'm2m.session.acquire')
+  t.same(new Set(waits.map((span) => span.traceId)), new Set(together), 'one per request, in its own trace')
+  t.equal(waits.filter((span) => attribute(span, 'm2m.login.joined') === false).length, 1, 'one sent the login')
+  t.equal(waits.filter((span) => attribute(span, 'm2m.login.joined') === true).length, 3, 'the others joined it')
+  t.equal(sim.stats.logins, 2, 'one login for the four (and the start-up one)')
+
+  sim.expireSessions()
+  const renewedTrace = await traced()
+  await until(async () => receiver.spans.filter((span) => span.traceId === renewedTrace && span.scope.includes('undici')).length >= 2,
+    10_000, 'the refused call and its replay')
+  const trace = receiver.spans.filter((span) => span.traceId === renewedTrace)
+  const renewal = trace.find((span) => span.name === 'm2m.session.renew')
+  t.ok(renewal, 'the renewal is a span of the request')
+  t.equal(attribute(renewal as OtlpSpan, 'm2m.renewal.cause'), 'session')
+  await until(async () => receiver.spans.some((span) => span.traceId === renewedTrace && span.name === 'm2m.replay'), 10_000, 'the replay')
+  const replay = receiver.spans.find((span) => span.traceId === renewedTrace && span.name === 'm2m.replay')
+  t.equal(attribute(replay as OtlpSpan, 'm2m.replay.cause'), 'session', 'the replay is marked in the request\'s trace')
+  const upstreamCalls = trace.filter((span) => span.scope.includes('undici')).map((span) => attribute(span, 'url.path'))
+  t.same(upstreamCalls.filter((path) => path === ECHO_PATH).length, 2, 'the refused call and its replay')
+  t.ok(upstreamCalls.includes('/api/m2m/v1/session/login'), 'and the login between them')
+})
+
+t.test('a wait in the queue is a span of the request that waited', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const receiver = await otlpReceiver(t)
+  const proxy = await startTracedProxy(t, simUrl, {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    M2M_PROXY_MAX_IN_FLIGHT: '1'
+  })
+  const slow = async (): Promise<string> => {
+    const traceId = randomBytes(16).toString('hex')
+    const answer = await request(`${proxy.proxyUrl}/api/m2m/v1/simulator/delay/300`, {
+      headers: { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` }
+    })
+    await answer.body.dump()
+    t.equal(answer.statusCode, 200)
+    return traceId
+  }
+  const traces = await Promise.all([slow(), slow()])
+  await until(async () => receiver.spans.some((span) => span.name === 'm2m.queue.wait'), 10_000, 'the queue wait')
+  const waits = receiver.spans.filter((span) => span.name === 'm2m.queue.wait')
+  t.equal(waits.length, 1, 'one of the two waited for the only slot')
+  t.ok(traces.includes(waits[0]?.traceId ?? ''), 'in its request\'s trace')
+})
+
 t.test('without an OTLP endpoint, nothing is traced or sent', async (t) => {
   const { simUrl } = await startSimulator(t)
   const receiver = await otlpReceiver(t)
