@@ -440,7 +440,9 @@ async function main () {
       {
         name: proxyName,
         args: ['dist/main.js'],
-        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' },
+        // A state directory of its own: the proxy of the rounds above still holds the one beside the credentials file
+        // (a second proxy on a state directory is refused, src/fs/state-dir-lock.ts).
+        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: dir },
         ready: /"msg":"listening"/
       },
       { name: rawName, args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
