@@ -1,12 +1,14 @@
 // Callbacks as ThingSpace sends them: listeners registered per account and service (POST, GET, DELETE
 // /api/m2m/v1/callbacks/...), asynchronous device actions answering {"requestId"} at once, and the CarrierService
 // callback for each device POSTed later to the registered URL, with the registered username and password in the body,
-// sent again until the listener answers 2xx, at most `maxCallbackThreshold` times.
+// sent again until the listener answers 2xx, at most `maxCallbackThreshold` times. Device Location's callbacks
+// (/api/loc/v1) the same way, signed with HMAC-SHA256 under the key their registration returned.
 
-import { randomUUID } from 'node:crypto'
+import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
 import { UWS_ERROR_CODES, uwsError } from './errors.js'
-import { isRecord } from './request-input.js'
+import { isRecord, stringField } from './request-input.js'
+import { locationsOf } from './families.js'
 
 /** The Connectivity Management callback services (the SDK's CallbackServiceNameEnum, those this simulator knows). */
 export const CALLBACK_SERVICE_NAMES: readonly string[] = [
@@ -20,6 +22,9 @@ export const CALLBACK_SERVICE_NAMES: readonly string[] = [
   'AlertService'
 ]
 
+/** The Device Location callback services (/api/loc/v1/callbacks): signed, with no username or password. */
+export const LOCATION_SERVICE_NAMES: readonly string[] = ['Location', 'DeviceLocation']
+
 /** The asynchronous device actions answered with a requestId and reported by a CarrierService callback. */
 export const ASYNC_DEVICE_ACTIONS: readonly string[] = ['activate', 'deactivate', 'suspend', 'restore']
 
@@ -27,7 +32,14 @@ interface Registration {
   url: string
   username?: string
   password?: string
+  /** Device Location's registrations: the shared key their callbacks are signed with (HMAC-SHA256 of the body). */
+  signingKey?: string
 }
+
+/** The header the simulator returns a Device Location listener's shared key in (Verizon's pages do not name it). */
+export const SIMULATOR_KEY_HEADER = 'x-callback-shared-key'
+/** The header the simulator puts each Device Location callback's signature in, hex. */
+export const SIMULATOR_SIGNATURE_HEADER = 'x-callback-signature'
 
 export interface CallbackDeliveryOptions {
   /** Before the first delivery of a callback; default 100 ms. */
@@ -105,13 +117,19 @@ export class CallbackDeliveries {
     this.registrations.set(accountName, services)
   }
 
-  /** What GET lists: the service and URL, never the username or password. */
-  list (accountName: string): Array<{ accountName: string; name: string; url: string }> {
-    return [...(this.registrations.get(accountName) ?? new Map<string, Registration>())].map(([name, { url }]) => ({
-      accountName,
-      name,
-      url
-    }))
+  /**
+   * What GET lists, for one API (Connectivity Management's, or Device Location's signed ones): the service and URL,
+   * never the username, password or key.
+   */
+  list (accountName: string, signed = false): Array<{ accountName: string; name: string; url: string }> {
+    return [...(this.registrations.get(accountName) ?? new Map<string, Registration>())]
+      .filter(([, registration]) => (registration.signingKey !== undefined) === signed)
+      .map(([name, { url }]) => ({ accountName, name, url }))
+  }
+
+  /** The key a Device Location registration returned (for tests that check what the listener kept). */
+  signingKeyOf (accountName: string, service: string): string | undefined {
+    return this.registrations.get(accountName)?.get(service)?.signingKey
   }
 
   remove (accountName: string, service: string): boolean {
@@ -151,6 +169,11 @@ export class CallbackDeliveries {
       callbackCount: attempt,
       maxCallbackThreshold: this.maxAttempts
     }
+    const text = JSON.stringify(message)
+    const headers: Record<string, string> = { 'content-type': 'application/json' }
+    if (registration.signingKey !== undefined) {
+      headers[SIMULATOR_SIGNATURE_HEADER] = createHmac('sha256', registration.signingKey).update(text).digest('hex')
+    }
     const abort = new AbortController()
     this.inFlight.add(abort)
     const timer = setTimeout(() => { abort.abort() }, this.timeoutMs)
@@ -158,8 +181,8 @@ export class CallbackDeliveries {
     try {
       const answer = await fetch(registration.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(message),
+        headers,
+        body: text,
         signal: abort.signal
       })
       await answer.arrayBuffer()
@@ -268,4 +291,70 @@ export async function callbackRoutes (
       return { requestId }
     }
   )
+
+  locationCallbackRoutes(scope, deliveries, accounts)
+}
+
+/** Device Location's callback API (/api/loc/v1): a registration answers the key in a header; callbacks are signed. */
+function locationCallbackRoutes (
+  scope: FastifyInstance,
+  deliveries: CallbackDeliveries,
+  accounts: ReadonlySet<string>
+): void {
+  const prefix = '/api/loc/v1'
+  const invalidAccount = (accountName: string): { errorCode: string; errorMessage: string } => ({
+    errorCode: 'INVALID_ACCOUNT',
+    errorMessage: `Account ${accountName} is not registered for location services`
+  })
+  const invalid = (errorMessage: string): { errorCode: string; errorMessage: string } => ({
+    errorCode: 'INVALID_REQUEST',
+    errorMessage
+  })
+
+  scope.post<{ Params: { account: string }; Body: unknown }>(`${prefix}/callbacks/:account`, async (request, reply) => {
+    const { account } = request.params
+    if (!accounts.has(account)) return reply.code(400).send(invalidAccount(account))
+    const { name, url } = isRecord(request.body) ? request.body : ({} as Record<string, unknown>)
+    if (typeof name !== 'string' || !LOCATION_SERVICE_NAMES.includes(name)) {
+      return reply.code(400).send(invalid(`name must be one of ${LOCATION_SERVICE_NAMES.join(', ')}`))
+    }
+    if (typeof url !== 'string' || !/^https?:\/\/[^/]/.test(url) || !URL.canParse(url)) {
+      return reply.code(400).send(invalid('url must be an absolute http(s) URL'))
+    }
+    const signingKey = randomBytes(32).toString('hex')
+    deliveries.register(account, name, { url, signingKey })
+    return reply.header(SIMULATOR_KEY_HEADER, signingKey).send({ account, name })
+  })
+
+  scope.get<{ Params: { account: string } }>(`${prefix}/callbacks/:account`, async (request, reply) => {
+    const { account } = request.params
+    if (!accounts.has(account)) return reply.code(400).send(invalidAccount(account))
+    return deliveries.list(account, true).map(({ accountName, name, url }) => ({ accountName, serviceName: name, url }))
+  })
+
+  scope.delete<{ Params: { account: string; service: string } }>(
+    `${prefix}/callbacks/:account/name/:service`,
+    async (request, reply) => {
+      const { account, service } = request.params
+      if (!accounts.has(account)) return reply.code(400).send(invalidAccount(account))
+      if (!LOCATION_SERVICE_NAMES.includes(service) || !deliveries.remove(account, service)) {
+        return reply.code(400).send(invalid(`No ${service} callback is registered for ${account}`))
+      }
+      return { success: true }
+    }
+  )
+
+  // The asynchronous location request: {txid, status} at once, the locations later by DeviceLocation callback.
+  scope.post<{ Body: unknown }>(`${prefix}/devicelocations`, async (request, reply) => {
+    const accountName = stringField(request.body, 'accountName')
+    const deviceList = isRecord(request.body) ? request.body.deviceList : undefined
+    const devices = Array.isArray(deviceList) ? deviceList.length : 0
+    if (accountName === undefined || devices === 0 || devices > 10_000 || !Array.isArray(deviceList)) {
+      return reply.code(400).send(invalid('accountName and a deviceList of 1 to 10000 devices are required'))
+    }
+    if (!accounts.has(accountName)) return reply.code(400).send(invalidAccount(accountName))
+    const txid = randomUUID()
+    deliveries.send(accountName, 'DeviceLocation', { txid, status: 'COMPLETED', locations: locationsOf(deviceList) })
+    return { txid, status: 'QUEUED' }
+  })
 }

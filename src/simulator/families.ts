@@ -135,27 +135,27 @@ async function deviceLocationRoutes (scope: FastifyInstance, { accounts }: Famil
       return reply.code(400).send(familyError('INVALID_REQUEST', 'accountName and a non-empty deviceList are required'))
     }
     if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
-    return deviceList.map((device: unknown, index) => {
-      const msid = stringField(device, 'mdn') ?? stringField(device, 'id') ?? String(index)
-      const seed = Number.parseInt(Buffer.from(msid).toString('hex').slice(-6), 16) || index
-      return {
-        msid,
-        pd: {
-          time: '20250601120000',
-          x: (40.7128 + (seed % 1000) / 10_000).toFixed(5),
-          y: (-74.006 - (seed % 700) / 10_000).toFixed(5),
-          radius: String(500 + (seed % 5000)),
-          qos: false,
-          utcoffset: '-0400'
-        }
-      }
-    })
+    return locationsOf(deviceList)
   })
+  // Its callbacks (register, list, remove) and the asynchronous POST /devicelocations: callbacks.ts.
+}
 
-  scope.get<{ Params: { accountName: string } }>(`${prefix}/callbacks/:accountName`, async (request, reply) => {
-    const { accountName } = request.params
-    if (!accounts.has(accountName)) return invalidAccount(reply, accountName)
-    return [{ name: 'Location', url: 'https://callbacks.example.com/location' }]
+/** A made-up but stable location per device (the SDK's Location model), for the synchronous and callback answers. */
+export function locationsOf (deviceList: unknown[]): Array<Record<string, unknown>> {
+  return deviceList.map((device: unknown, index) => {
+    const msid = stringField(device, 'mdn') ?? stringField(device, 'id') ?? String(index)
+    const seed = Number.parseInt(Buffer.from(msid).toString('hex').slice(-6), 16) || index
+    return {
+      msid,
+      pd: {
+        time: '20250601120000',
+        x: (40.7128 + (seed % 1000) / 10_000).toFixed(5),
+        y: (-74.006 - (seed % 700) / 10_000).toFixed(5),
+        radius: String(500 + (seed % 5000)),
+        qos: false,
+        utcoffset: '-0400'
+      }
+    }
   })
 }
 

@@ -1163,7 +1163,7 @@ const FAMILY_CASES: FamilyCase[] = [
     label: 'Device Location callbacks',
     method: 'GET',
     path: (account) => `/api/loc/v1/callbacks/${account}`,
-    shape: [{ name: 'Location', url: String }],
+    shape: [],
     unknown: { status: 400, body: { ...FAMILY_ERROR, errorCode: 'INVALID_ACCOUNT' } }
   },
   {
