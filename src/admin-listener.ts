@@ -49,7 +49,8 @@ export function buildAdminListener (
     version: VERSION,
     callbacks: {
       thingSpace,
-      credentials: core.callbacks?.credentials,
+      inbox: core.callbacks,
+      locationKeyHeader: config.callbacks?.locationKeyHeader,
       accountName: config.accountName,
       publicUrl: config.callbacks?.publicUrl
     }

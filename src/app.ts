@@ -13,7 +13,7 @@ import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependen
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
-import type { ThingSpaceCall } from './callbacks/registration.js'
+import type { ThingSpaceAnswer, ThingSpaceCall } from './callbacks/registration.js'
 
 export { LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, fleetLockTtlMs } from './core.js'
 export type AppDependencies = CoreDependencies
@@ -63,7 +63,7 @@ function thingSpaceThrough (proxy: FastifyInstance): ThingSpaceCall {
     } catch {
       parsed = undefined
     }
-    return { statusCode: answer.statusCode, body: parsed }
+    return { statusCode: answer.statusCode, body: parsed, headers: answer.headers as ThingSpaceAnswer['headers'] }
   }
 }
 

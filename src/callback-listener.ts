@@ -1,6 +1,7 @@
 // The callback listener (M2M_PROXY_CALLBACK_PORT): where ThingSpace POSTs the results of asynchronous requests, meant
 // to sit behind the operator's ingress and TLS. It checks the source address (when a list is set) and the username
-// and password in the body, stores the callback durably, and only then answers 2xx. It never forwards anything.
+// and password in the body (a Device Location callback: its HMAC signature), stores the callback durably, and only
+// then answers 2xx. It never forwards anything.
 
 import { BlockList, isIP } from 'node:net'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -8,6 +9,8 @@ import type { Logger } from 'pino'
 import type { CallbackConfig, CallbackCredentials, ProxyConfig } from './config/load.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
 import { CALLBACK_SERVICES, receiveCallback } from './callbacks/receive.js'
+import { isLocationService, signedByThingSpace } from './callbacks/location-signature.js'
+import type { LocationKeyStore } from './callbacks/location-keys.js'
 import { sendProxyError, type ProxyErrorKind } from './proxy/errors.js'
 import { listenerOptions } from './listener/fastify-options.js'
 import { hardenListener } from './listener/hardening.js'
@@ -42,7 +45,11 @@ function allowed (list: BlockList, address: string): boolean {
 export function buildCallbackListener (
   config: ProxyConfig,
   callbacks: CallbackConfig,
-  { inbox, credentials }: { inbox: CallbackInbox; credentials: CallbackCredentials },
+  { inbox, credentials, locationKeys }: {
+    inbox: CallbackInbox
+    credentials: CallbackCredentials
+    locationKeys: LocationKeyStore
+  },
   logger: Logger,
   received: { inc: (labels: { outcome: string }) => void }
 ): FastifyInstance {
@@ -76,9 +83,10 @@ export function buildCallbackListener (
     return sendProxyError(reply, kind, reason)
   }
 
-  // Whatever ThingSpace labels its body: read as text, judged as JSON by receiveCallback.
+  // Whatever ThingSpace labels its body: read as bytes (a Device Location signature covers them as sent), judged as
+  // JSON by receiveCallback.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => {
     done(null, body)
   })
   app.addHook('onRequest', (request, reply, done) => {
@@ -102,12 +110,23 @@ export function buildCallbackListener (
   })
   app.setNotFoundHandler((request, reply) => refuse(request, reply, 'notFound', 'no such callback route'))
 
-  app.post<{ Params: { service: string }; Body: string | undefined }>('/:service', async (request, reply) => {
+  app.post<{ Params: { service: string }; Body: Buffer | undefined }>('/:service', async (request, reply) => {
     const { service } = request.params
-    if (!CALLBACK_SERVICES.includes(service)) {
+    const location = isLocationService(service)
+    if (!location && !CALLBACK_SERVICES.includes(service)) {
       return refuse(request, reply, 'notFound', `unknown callback service "${service.slice(0, 64)}"`)
     }
-    const verdict = receiveCallback(service, request.body ?? '', credentials)
+    const body = request.body ?? Buffer.alloc(0)
+    if (location) {
+      const keys = await locationKeys.keys(service)
+      if (keys.length === 0) {
+        return refuse(request, reply, 'unauthorized', `no shared key for ${service}: register it with POST /admin/callbacks first`)
+      }
+      if (!signedByThingSpace(body, request.headers, keys)) {
+        return refuse(request, reply, 'unauthorized', `no header holds the HMAC-SHA256 of the body under the ${service} key`)
+      }
+    }
+    const verdict = receiveCallback(service, body.toString('utf8'), location ? 'signed' : credentials)
     if ('refused' in verdict) {
       return refuse(request, reply, verdict.refused === 'unauthorized' ? 'unauthorized' : 'badRequest', verdict.reason)
     }

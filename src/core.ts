@@ -33,6 +33,7 @@ import { VERSION } from './version.js'
 import { FileInbox } from './callbacks/file-inbox.js'
 import type { CallbackInbox } from './callbacks/inbox.js'
 import { loadOrCreateCallbackCredentials } from './callbacks/credentials.js'
+import { FileLocationKeys, type LocationKeyStore } from './callbacks/location-keys.js'
 import { RecentSessionEvents, type RecentEvent } from './admin/recent-events.js'
 import type { Tracing } from './tracing.js'
 
@@ -52,6 +53,8 @@ export interface CallbackSetup {
   inbox: CallbackInbox
   /** What ThingSpace must send in each callback: the operator's file, or the pair kept in the state directory. */
   credentials: CallbackCredentials
+  /** The keys Device Location callbacks are signed with, as their registration returned them. */
+  locationKeys: LocationKeyStore
 }
 
 export interface Core {
@@ -281,7 +284,8 @@ export async function createCore (
           inbox:
             store?.openCallbackInbox?.(config.callbacks.retention) ??
             (await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now)),
-          credentials: config.callbacks.credentials ?? loadOrCreateCallbackCredentials(config.stateDir)
+          credentials: config.callbacks.credentials ?? loadOrCreateCallbackCredentials(config.stateDir),
+          locationKeys: store?.openLocationKeys?.() ?? new FileLocationKeys(config.stateDir)
         }
   const describeReplica = (): Omit<ReplicaBeat, 'seenAt' | 'intervalMs'> => {
     const snapshot = session.snapshot()

@@ -6,6 +6,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify'
 import { billingAccountName, callbackBaseUrl } from '../config/settings.js'
 import type { CallbackCredentials } from '../config/load.js'
 import { CALLBACK_SERVICES } from '../callbacks/receive.js'
+import { LOCATION_CALLBACK_SERVICES } from '../callbacks/location-signature.js'
+import type { LocationKeyStore } from '../callbacks/location-keys.js'
 import {
   deregisterCallbacks,
   listCallbacks,
@@ -18,14 +20,24 @@ import { PROXY_ERRORS, sendProxyError } from '../proxy/errors.js'
 export interface CallbackAdminOptions {
   /** ThingSpace's API through the proxy listener (app.ts). */
   thingSpace: ThingSpaceCall
-  /** The inbox's username and password; undefined: the inbox is off (M2M_PROXY_CALLBACK_PORT not set). */
-  credentials: CallbackCredentials | undefined
+  /** The inbox's username and password and the Device Location keys; undefined: the inbox is off. */
+  inbox: { credentials: CallbackCredentials; locationKeys: LocationKeyStore } | undefined
+  /** M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER; undefined: the key's header is found by its name. */
+  locationKeyHeader: string | undefined
   /** M2M_PROXY_ACCOUNT_NAME and M2M_PROXY_CALLBACK_PUBLIC_URL, the defaults of a request's own. */
   accountName: string | undefined
   publicUrl: string | undefined
 }
 
 const DEFAULT_SERVICES = ['CarrierService']
+const KNOWN_SERVICES = [...CALLBACK_SERVICES, ...LOCATION_CALLBACK_SERVICES]
+
+/** With the inbox off no key is kept: listing shows Connectivity Management's callbacks, removing forgets nothing. */
+const NO_LOCATION_KEYS: LocationKeyStore = {
+  keys: async () => [],
+  remember: async () => {},
+  forget: async () => {}
+}
 
 class BadAdminRequest extends Error {
   statusCode = 400
@@ -44,10 +56,10 @@ function servicesOf (raw: unknown): string[] {
   if (!Array.isArray(raw) || raw.length === 0 || !raw.every((name) => typeof name === 'string')) {
     throw new BadAdminRequest('services must be a non-empty list of service names')
   }
-  const unknown = raw.filter((name) => !CALLBACK_SERVICES.includes(name))
+  const unknown = raw.filter((name) => !KNOWN_SERVICES.includes(name))
   if (unknown.length > 0) {
     throw new BadAdminRequest(
-      `unknown callback service ${JSON.stringify(String(unknown[0]).slice(0, 64))}; known: ${CALLBACK_SERVICES.join(', ')}`
+      `unknown callback service ${JSON.stringify(String(unknown[0]).slice(0, 64))}; known: ${KNOWN_SERVICES.join(', ')}`
     )
   }
   return [...new Set(raw as string[])]
@@ -78,8 +90,8 @@ function answerOutcomes (reply: FastifyReply, what: string, accountName: string,
 
 export function registerCallbackAdminRoutes (app: FastifyInstance, options: CallbackAdminOptions): void {
   app.post('/callbacks', async (request, reply) => {
-    const { credentials } = options
-    if (credentials === undefined) {
+    const { inbox } = options
+    if (inbox === undefined) {
       return sendProxyError(reply, 'conflict', 'the callback inbox is off: set M2M_PROXY_CALLBACK_PORT first')
     }
     const fields = fieldsOf(request.body)
@@ -89,7 +101,14 @@ export function registerCallbackAdminRoutes (app: FastifyInstance, options: Call
     if (baseUrl === undefined) {
       throw new BadAdminRequest('url is required (or set M2M_PROXY_CALLBACK_PUBLIC_URL): where ThingSpace reaches the callback listener')
     }
-    const outcomes = await registerCallbacks(options.thingSpace, { accountName, baseUrl, services, credentials })
+    const outcomes = await registerCallbacks(options.thingSpace, {
+      accountName,
+      baseUrl,
+      services,
+      credentials: inbox.credentials,
+      locationKeys: inbox.locationKeys,
+      locationKeyHeader: options.locationKeyHeader
+    })
     request.log.info(
       { accountName, url: baseUrl, registered: outcomes.filter((o) => o.done).map((o) => o.service) },
       'callbacks registered with ThingSpace'
@@ -99,7 +118,7 @@ export function registerCallbackAdminRoutes (app: FastifyInstance, options: Call
 
   app.get<{ Querystring: Record<string, unknown> }>('/callbacks', async (request, reply) => {
     const accountName = accountOf(request.query.accountName, options.accountName)
-    const listed = await listCallbacks(options.thingSpace, accountName)
+    const listed = await listCallbacks(options.thingSpace, accountName, options.inbox?.locationKeys ?? NO_LOCATION_KEYS)
     if ('callbacks' in listed) return { accountName, callbacks: listed.callbacks }
     const refused = listed.refused as Extract<ServiceOutcome, { done: false }>
     const { status, code } = PROXY_ERRORS.upstreamRefused
@@ -114,7 +133,11 @@ export function registerCallbackAdminRoutes (app: FastifyInstance, options: Call
     const fields = fieldsOf(request.body)
     const services = servicesOf(fields.services)
     const accountName = accountOf(fields.accountName, options.accountName)
-    const outcomes = await deregisterCallbacks(options.thingSpace, { accountName, services })
+    const outcomes = await deregisterCallbacks(options.thingSpace, {
+      accountName,
+      services,
+      locationKeys: options.inbox?.locationKeys ?? NO_LOCATION_KEYS
+    })
     request.log.info(
       { accountName, removed: outcomes.filter((o) => o.done).map((o) => o.service) },
       'callbacks removed from ThingSpace'

@@ -61,6 +61,8 @@ export interface CallbackConfig {
   allowedSources: readonly string[]
   /** Peers (the ingress) whose X-Forwarded-For names the caller; empty: the socket's peer is the caller. */
   trustedProxies: readonly string[]
+  /** M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER (lower case); undefined: found by its name. */
+  locationKeyHeader: string | undefined
   bodyLimitBytes: number
   retention: { count: number; bytes: number; ageMs: number }
   maxWaiting: number
@@ -291,6 +293,7 @@ function resolveCallbacks (settings: RawSettings, sources: ConfigSources): Callb
     publicUrl: settings.callbackPublicUrl,
     allowedSources: settings.callbackAllowedSources ?? [],
     trustedProxies: settings.callbackTrustedProxies ?? [],
+    locationKeyHeader: settings.callbackLocationKeyHeader,
     bodyLimitBytes: settings.callbackBodyLimitBytes ?? 262144,
     retention: {
       count: settings.callbackRetentionCount ?? 10000,

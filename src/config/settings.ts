@@ -23,6 +23,15 @@ function text (raw: unknown, setting: string): string {
   return raw.trim()
 }
 
+/** An HTTP header name (RFC 9110 token), kept in lower case as Node gives header names. */
+function headerName (raw: unknown, setting: string): string {
+  const name = text(raw, setting)
+  if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+    throw new ConfigError(setting, `must be an HTTP header name (got ${JSON.stringify(name.slice(0, 64))})`)
+  }
+  return name.toLowerCase()
+}
+
 function integer (min: number, max: number): Parser<number> {
   return (raw, setting) => {
     const value =
@@ -341,6 +350,9 @@ export const SETTINGS = {
   // The ingress in front of the callback listener: from these peers the caller's address is taken from
   // X-Forwarded-For (the nearest address not in the list), for the source check and the log.
   callbackTrustedProxies: setting<readonly string[]>('M2M_PROXY_CALLBACK_TRUSTED_PROXIES', [], addressList),
+  // The header of a Device Location registration's answer that holds the shared key its callbacks are signed with;
+  // unset: the one header whose name speaks of a key, secret or HMAC (Verizon's pages do not name it).
+  callbackLocationKeyHeader: setting<string>('M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER', undefined, headerName),
   callbackBodyLimitBytes: setting('M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES', 262144, integer(1024, 16 * 1024 * 1024)),
   callbackRetentionCount: setting('M2M_PROXY_CALLBACK_RETENTION_COUNT', 10000, integer(1, 10_000_000)),
   callbackRetentionBytes: setting(

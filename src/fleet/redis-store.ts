@@ -13,9 +13,11 @@
 // also keeps the highest count it saw (FleetLedger), so a count set back from outside buys no extra attempt password
 // hash  generation (plain copy for the Lua script), record (sealed {generation, password, changedAt, publisher})
 // throttle  string end of the fleet's sending pause (Redis clock, ms)  PX the pause: replicas read only its time to
-// live send-slots string next free slot of the contracted rate (Redis clock, µs)  PX until idle again changes   pub/sub
-// channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read, or pause) The plain copies are
-// never trusted: a reader refuses a record whose plain copy disagrees with the sealed one. The account part is a plain
+// live send-slots string next free slot of the contracted rate (Redis clock, µs)  PX until idle again location-keys
+// hash  field per Device Location callback service: sealed [key, previous key] (callbacks/location-keys.ts)
+// changes   pub/sub channel of FleetChange JSON (never a secret; a forged one only makes replicas re-read, or pause)
+// The plain copies are never trusted: a reader refuses a record whose plain copy disagrees with the sealed one. The
+// account part is a plain
 // hash of the user name, not keyed with the fleet key: a replica given another fleet key must find the same keys and
 // fail loudly (FleetKeyMismatchError), not start a second state and a second lockout budget beside the first.
 
@@ -24,6 +26,7 @@ import { hostname } from 'node:os'
 import { createClient } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
 import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
+import { isKeyList, withNewKey, type LocationKeyStore } from '../callbacks/location-keys.js'
 import { isReplicaBeat, lockTag, type ReplicaBeat } from './replicas.js'
 import { RedisCallbackInbox, type InboxRetention } from './redis-inbox.js'
 import { UntrustedRecordError } from '../session/shared-session.js'
@@ -537,6 +540,26 @@ export class RedisFleetStore implements FleetStore {
     return owner === null ? undefined : owner.split('.', 1)[0]
   }
 
+  /** The Device Location callbacks' shared keys: a hash, field = service, each value sealed with the fleet key. */
+  openLocationKeys (): LocationKeyStore {
+    const key = this.keyOf('location-keys')
+    const read = async (service: string): Promise<string[]> => {
+      const sealed = await this.run('read a callback key', () => this.client.hGet(key, service))
+      return sealed == null ? [] : openRecord(this.key, `${key}#${service}`, sealed, isKeyList)
+    }
+    return {
+      keys: read,
+      remember: async (service, newKey) => {
+        const kept = withNewKey(await read(service), newKey)
+        const sealed = sealRecord(this.key, `${key}#${service}`, kept)
+        await this.run('store a callback key', () => this.client.hSet(key, service, sealed))
+      },
+      forget: async (service) => {
+        await this.run('remove a callback key', () => this.client.hDel(key, service))
+      }
+    }
+  }
+
   openCallbackInbox (retention: InboxRetention): RedisCallbackInbox {
     const subscriber = this.client.duplicate({ disableOfflineQueue: false })
     this.watch(subscriber)
@@ -594,6 +617,7 @@ export class RedisFleetStore implements FleetStore {
       | 'password'
       | 'throttle'
       | 'send-slots'
+      | 'location-keys'
       | 'replicas'
   ): string {
     return `${this.base}${name}`

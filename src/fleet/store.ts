@@ -5,6 +5,7 @@
 // at two levels: the session manager's in-process promise joins logins inside one replica; the login lock here joins
 // replicas.
 
+import type { LocationKeyStore } from '../callbacks/location-keys.js'
 import type { CallbackInbox } from '../callbacks/inbox.js'
 import { randomBytes } from 'node:crypto'
 import type { SharedSessionStore } from '../session/shared-session.js'
@@ -36,6 +37,8 @@ export interface FleetStore extends SharedSessionStore, PasswordStore, ReplicaDi
    * share one: each replica then keeps its own file.
    */
   openCallbackInbox?: (retention: { count: number; bytes: number; ageMs: number }) => CallbackInbox
+  /** The Device Location callbacks' shared keys, for every replica (location-keys.ts); absent: each keeps its own. */
+  openLocationKeys?: () => LocationKeyStore
 
   /**
    * ThingSpace throttled this replica: stores the fleet's pause (extended, never shortened) for `pauseMs`

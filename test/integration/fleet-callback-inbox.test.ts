@@ -49,6 +49,39 @@ async function twoReplicas (
 }
 
 if (await haveTestRedis(t)) {
+  t.test('the Device Location keys: sealed, shared by the replicas, unreadable under another fleet key', async (t) => {
+    const keyPrefix = `m2m-session-proxy-test:${randomBytes(6).toString('hex')}:`
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const open = async (fleetKey: Buffer): Promise<RedisFleetStore> => {
+      const store = new RedisFleetStore({ url: TEST_REDIS_URL, fleetKey, keyPrefix, username: 'fleet-user' })
+      await waitUntil(() => store.connected, 5000, 'the store connects')
+      t.teardown(async () => { await store.close() })
+      return store
+    }
+    const a = (await open(FLEET_KEY)).openLocationKeys()
+    const b = (await open(FLEET_KEY)).openLocationKeys()
+    const secret = randomBytes(32).toString('hex')
+    await a.remember('DeviceLocation', 'older-key')
+    await a.remember('DeviceLocation', secret)
+    t.same(await b.keys('DeviceLocation'), [secret, 'older-key'], 'what one replica keeps, another checks with')
+    t.same(await b.keys('Location'), [])
+
+    const redis = createClient({ url: TEST_REDIS_URL })
+    await redis.connect()
+    t.teardown(async () => { await redis.quit() })
+    const [hashKey] = await redis.keys(`${keyPrefix}*location-keys`)
+    const raw = JSON.stringify(await redis.hGetAll(hashKey ?? ''))
+    t.match(raw, /DeviceLocation/, 'one field per service')
+    t.notMatch(raw, secret, 'the key is not in Redis in clear')
+    await t.rejects((await open(randomBytes(32))).openLocationKeys().keys('DeviceLocation'), { name: 'FleetKeyMismatchError' },
+      'another fleet key cannot open it')
+    const sealed = await redis.hGet(hashKey ?? '', 'DeviceLocation')
+    await redis.hSet(hashKey ?? '', 'Location', sealed ?? '')
+    await t.rejects(b.keys('Location'), { name: 'FleetKeyMismatchError' }, 'a sealed value moved to another service does not open')
+
+    await b.forget('DeviceLocation')
+    t.same(await a.keys('DeviceLocation'), [], 'removed for every replica')
+  })
   t.test('stored by one replica, read by another, by cursor and by request', async (t) => {
     const { a, b } = await twoReplicas(t)
     const first = await a.append(message('req-1'))

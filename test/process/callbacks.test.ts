@@ -6,12 +6,12 @@ import t, { type Test } from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
+import { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
-import { startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 import { fleetKeyPrefix, metricValue, startFleetReplica, until } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 
 const CALLBACK_CREDENTIALS = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
 
@@ -155,7 +155,7 @@ t.test('a long poll answers within 100 ms of the callback; on timeout 204; reads
 
 t.test('fleet mode: a callback received by replica A is read from replica B, its long poll woken', async (t) => {
   if (!(await haveTestRedis(t))) return
-  const { simUrl } = await startSimulator(t)
+  const { sim, simUrl } = await startSimulator(t)
   const keyPrefix = fleetKeyPrefix()
   t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
   const fleetKey = randomBytes(32).toString('hex')
@@ -189,8 +189,34 @@ t.test('fleet mode: a callback received by replica A is read from replica B, its
   t.equal(stream.callbacks.length, 1, 'one stream for the fleet')
   t.notMatch(JSON.stringify(stream), CALLBACK_CREDENTIALS.password, 'no password stored')
   t.notOk(fs.existsSync(path.join(a.dir, 'callbacks.jsonl')), 'nothing in the replica\'s own state directory')
+
+  // Device Location: registered through A, the key it kept (in Redis) checks B's callbacks.
+  const registered = await fetch(`${a.adminUrl}/admin/callbacks`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url: 'https://callbacks.example.com', services: ['DeviceLocation'], accountName: DEMO_ACCOUNT_NAME })
+  })
+  t.equal(registered.status, 200, 'DeviceLocation registered through A')
+  const key = sim.callbacks.signingKeyOf(DEMO_ACCOUNT_NAME, 'DeviceLocation') ?? ''
+  const located = JSON.stringify({ txid: 'tx-fleet', status: 'COMPLETED', locations: [] })
+  const signed = async (signingKey: string): Promise<number> => {
+    const response = await fetch(`${b.callbackUrl}/DeviceLocation`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-callback-signature': createHmac('sha256', signingKey).update(located).digest('hex') },
+      body: located
+    })
+    await response.arrayBuffer()
+    return response.status
+  }
+  t.equal(await signed(`${key}0`), 401, 'B refuses a callback signed with another key')
+  t.equal(await signed(key), 200, 'B accepts one signed with the key A was given')
+  t.match(await (await fetch(`${a.proxyUrl}/callbacks/requests/tx-fleet`)).json(), { callbacks: [{ service: 'DeviceLocation' }] })
+  t.notOk(fs.existsSync(path.join(a.dir, 'location-callback-keys.json')), 'the key is in Redis, not in A\'s state directory')
+  const readBack = await fetch(`${b.proxyUrl}/callbacks?after=0`)
+  const all = (await readBack.json()) as { callbacks: unknown[], next: number }
+  t.equal(all.callbacks.length, 2)
   a.child.kill('SIGKILL')
   await a.exit
   t.equal((await sendCallback(b, activation('req-after'))).status, 200, 'A gone: B still receives')
-  t.equal(((await (await fetch(`${b.proxyUrl}/callbacks?after=0`)).json()) as { callbacks: unknown[] }).callbacks.length, 2)
+  t.equal(((await (await fetch(`${b.proxyUrl}/callbacks?after=0`)).json()) as { callbacks: unknown[] }).callbacks.length, 3)
 })

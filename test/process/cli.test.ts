@@ -183,7 +183,7 @@ t.test('callbacks register, list and remove, through the proxy at ThingSpace', a
   const bad = await cli(['callbacks', 'register', 'Pizza'], env)
   t.same([bad.code, bad.stderr.trim()], [1, 'refused (HTTP 400 Proxy.BadRequest): unknown callback service "Pizza"; known: ' +
     'CarrierService, DeviceUsage, ExternalProvisioningChanges, PromoChanges, SMSDelivery, DeviceSuspendStatus, ' +
-    'DeviceProvisioningHistory, AlertService'])
+    'DeviceProvisioningHistory, AlertService, Location, DeviceLocation'])
 })
 
 t.test('status of a proxy whose password ThingSpace rejects: 1, and why', async (t) => {
