@@ -36,6 +36,9 @@ const FLEET_KEY_PREFIX = `m2m-bench:${randomBytes(6).toString('hex')}:`
 // lock file is the same, else with its own (npm ci, from npm's cache when it holds them).
 const BASELINE = process.env.BENCH_BASELINE ?? 'a8bc49c'
 const BASELINE_ROUNDS = Number(process.env.BENCH_BASELINE_ROUNDS ?? Math.max(SIDE_BY_SIDE_ROUNDS, 5))
+// Start-up and RSS at rest with tracing off against the last commit before OpenTelemetry (fb68bab), built the same way
+// (tsc and the esbuild bundle), and with tracing on; BENCH_TRACING_BASELINE=off skips the earlier build.
+const TRACING_BASELINE = process.env.BENCH_TRACING_BASELINE ?? 'fb68bab'
 const PATH = '/api/m2m/v1/devices/actions/list'
 const POST_BODY = JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
@@ -106,9 +109,17 @@ async function startProxy (env, name = 'proxy', root = ROOT) {
   const adminPort = await freePort()
   const inherited = { ...process.env }
   for (const envName of FLEET_ENV_NAMES) delete inherited[envName]
+  // A state directory of its own: proxies started side by side may not share one (src/fs/state-dir-lock.ts).
+  const stateDir = fs.mkdtempSync(path.join(work, `${name}-state-`))
   const child = spawn(...onCpus(TARGET_CPUS, process.execPath, ['dist/main.js']), {
     cwd: root,
-    env: { ...inherited, ...env, M2M_PROXY_PORT: String(port), M2M_PROXY_ADMIN_PORT: String(adminPort) },
+    env: {
+      ...inherited,
+      M2M_PROXY_STATE_DIR: stateDir,
+      ...env,
+      M2M_PROXY_PORT: String(port),
+      M2M_PROXY_ADMIN_PORT: String(adminPort)
+    },
     stdio: ['ignore', log, 'inherit']
   })
   children.push(child)
@@ -436,6 +447,7 @@ async function main () {
   async function startupAndFootprint () {
     const runs = Number(process.env.BENCH_STARTUP_RUNS ?? 7)
     const dir = fs.mkdtempSync(path.join(work, 'startup-'))
+    let tracingBaselineSkipped = TRACING_BASELINE === 'off' ? 'skipped (BENCH_TRACING_BASELINE=off)' : undefined
     const kinds = [
       {
         name: proxyName,
@@ -445,9 +457,39 @@ async function main () {
         env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: dir },
         ready: /"msg":"listening"/
       },
+      {
+        name: `${proxyName}, tracing on`,
+        args: ['dist/main.js'],
+        // An OTLP endpoint that nobody answers: the SDK, its exporter and the instrumentations loaded and started; at
+        // rest no span is sent.
+        env: {
+          ...proxyEnv,
+          M2M_PROXY_PORT: '0',
+          M2M_PROXY_ADMIN_PORT: '0',
+          M2M_PROXY_STATE_DIR: dir,
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9'
+        },
+        ready: /"msg":"listening"/
+      },
+      ...tracingBaselineKinds(),
       { name: rawName, args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
       { name: bareName, args: ['bench/bare-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ }
     ]
+    /** The proxy before OpenTelemetry, when it can be built here (its dist/main.js, started like this one). */
+    function tracingBaselineKinds () {
+      if (TRACING_BASELINE === 'off') return []
+      const built = buildCommit(TRACING_BASELINE, { bundle: true })
+      if (typeof built === 'string') {
+        tracingBaselineSkipped = `${TRACING_BASELINE} cannot be built here: ${built}`
+        return []
+      }
+      return [{
+        name: `before tracing (${TRACING_BASELINE})`,
+        args: [path.join(built.dir, 'dist/main.js')],
+        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: dir },
+        ready: /"msg":"listening"/
+      }]
+    }
     const figures = new Map(kinds.map((kind) => [kind.name, { startMs: [], rssMiB: [] }]))
     for (let run = 0; run < runs; run++) {
       for (const kind of kinds) {
@@ -494,23 +536,36 @@ async function main () {
     }
     const ours = figures.get(proxyName)
     const rawFigures = figures.get(rawName)
+    const ratios = (a, b) =>
+      `start-up ${(median(a.startMs) / median(b.startMs)).toFixed(2)}, RSS at rest ${(median(a.rssMiB) / median(b.rssMiB)).toFixed(2)}`
     out.push(
       '',
-      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`
+      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`,
+      `tracing on / off: ${ratios(figures.get(`${proxyName}, tracing on`), ours)} (what turning it on costs)`
+    )
+    const before = figures.get(`before tracing (${TRACING_BASELINE})`)
+    out.push(
+      before === undefined
+        ? `tracing off / before tracing: ${tracingBaselineSkipped}`
+        : `tracing off / before tracing (${TRACING_BASELINE}): ${ratios(ours, before)} (target: 1.00 within the run's noise)`
     )
     return out
   }
 
-  /** The baseline commit built in the work folder; a reason string when it cannot be. */
-  function buildBaseline () {
-    if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${BASELINE}^{commit}`]).status !== 0) {
-      return `commit ${BASELINE} is not in this clone (a shallow clone?)`
+  /**
+   * An earlier commit built in the work folder (tsc, and with `bundle` its esbuild bundle too, as `npm run build`
+   * makes dist/main.js); a reason string when it cannot be.
+   */
+  function buildCommit (commit, { bundle = false } = {}) {
+    if (spawnSync('git', ['-C', ROOT, 'cat-file', '-e', `${commit}^{commit}`]).status !== 0) {
+      return `commit ${commit} is not in this clone (a shallow clone?)`
     }
     const sameLock =
-      spawnSync('git', ['-C', ROOT, 'diff', '--quiet', BASELINE, 'HEAD', '--', 'package-lock.json']).status === 0
-    const dir = path.join(work, 'baseline')
+      spawnSync('git', ['-C', ROOT, 'diff', '--quiet', commit, 'HEAD', '--', 'package-lock.json']).status === 0
+    const dir = path.join(work, `build-${commit}`)
+    if (fs.existsSync(path.join(dir, 'dist/main.js'))) return { dir }
     fs.mkdirSync(dir)
-    const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${BASELINE}" | tar -x -C "${dir}"`], {
+    const archive = spawnSync('sh', ['-c', `git -C "${ROOT}" archive "${commit}" | tar -x -C "${dir}"`], {
       stdio: 'inherit'
     })
     if (archive.status !== 0) return 'git archive failed'
@@ -525,11 +580,12 @@ async function main () {
         return "its package-lock.json differs from this checkout's and npm ci could not install it"
       }
     }
-    const built = spawnSync(
-      process.execPath,
-      [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
-      { cwd: dir, stdio: 'inherit' }
-    )
+    const built = bundle
+      ? spawnSync('npm', ['run', '--silent', 'build'], { cwd: dir, stdio: 'inherit' })
+      : spawnSync(process.execPath, [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
+        cwd: dir,
+        stdio: 'inherit'
+      })
     return built.status === 0 ? { dir } : 'its build failed'
   }
 
@@ -538,7 +594,7 @@ async function main () {
   // alike.
   async function baselineComparison () {
     if (BASELINE === 'off') return ['', 'baseline comparison: skipped (BENCH_BASELINE=off)']
-    const baseline = buildBaseline()
+    const baseline = buildCommit(BASELINE)
     if (typeof baseline === 'string') {
       return ['', `baseline comparison: skipped, ${BASELINE} cannot be built here: ${baseline}`]
     }
