@@ -73,19 +73,30 @@ function accountOf (raw: unknown, fallback: string | undefined): string {
   return fallback
 }
 
-/** 200 when ThingSpace took every one; 502 Proxy.UpstreamRefused, with each service's outcome, when it refused any. */
-function answerOutcomes (reply: FastifyReply, what: string, accountName: string, outcomes: ServiceOutcome[]): unknown {
-  const refused = outcomes.filter((outcome) => !outcome.done)
-  if (refused.length === 0) return { accountName, services: outcomes }
-  const first = refused[0] as Extract<ServiceOutcome, { done: false }>
+type Refused = Extract<ServiceOutcome, { done: false }>
+
+/** 502 Proxy.UpstreamRefused: `message` ends with ThingSpace's own status and error; `extra` joins the body. */
+function sendRefused (
+  reply: FastifyReply,
+  message: string,
+  refused: Refused,
+  extra: Record<string, unknown>
+): FastifyReply {
   const { status, code } = PROXY_ERRORS.upstreamRefused
   return reply.code(status).send({
     errorCode: code,
-    errorMessage: `ThingSpace refused to ${what} ${refused.length} of ${outcomes.length} callback services; ` +
-      `${first.service}: ${first.status} ${first.errorCode} ${first.errorMessage}`,
-    accountName,
-    services: outcomes
+    errorMessage: `${message}: ${refused.status} ${refused.errorCode} ${refused.errorMessage}`,
+    ...extra
   })
+}
+
+/** 200 when ThingSpace took every one; 502 Proxy.UpstreamRefused, with each service's outcome, when it refused any. */
+function answerOutcomes (reply: FastifyReply, what: string, accountName: string, outcomes: ServiceOutcome[]): unknown {
+  const refused = outcomes.filter((outcome): outcome is Refused => !outcome.done)
+  const [first] = refused
+  if (first === undefined) return { accountName, services: outcomes }
+  const message = `ThingSpace refused to ${what} ${refused.length} of ${outcomes.length} callback services; ${first.service}`
+  return sendRefused(reply, message, first, { accountName, services: outcomes })
 }
 
 export function registerCallbackAdminRoutes (app: FastifyInstance, options: CallbackAdminOptions): void {
@@ -120,13 +131,7 @@ export function registerCallbackAdminRoutes (app: FastifyInstance, options: Call
     const accountName = accountOf(request.query.accountName, options.accountName)
     const listed = await listCallbacks(options.thingSpace, accountName, options.inbox?.locationKeys ?? NO_LOCATION_KEYS)
     if ('callbacks' in listed) return { accountName, callbacks: listed.callbacks }
-    const refused = listed.refused as Extract<ServiceOutcome, { done: false }>
-    const { status, code } = PROXY_ERRORS.upstreamRefused
-    return reply.code(status).send({
-      errorCode: code,
-      errorMessage: `ThingSpace refused to list the callbacks: ${refused.status} ${refused.errorCode} ${refused.errorMessage}`,
-      accountName
-    })
+    return sendRefused(reply, 'ThingSpace refused to list the callbacks', listed.refused as Refused, { accountName })
   })
 
   app.delete('/callbacks', async (request, reply) => {
