@@ -2,33 +2,14 @@
 // proxy's own session, with a username and password the proxy made; an asynchronous request's callbacks arrive from
 // the simulator, are stored, and are read by request id. Then the refusals of the admin routes.
 
-import t, { type Test } from 'tap'
+import t from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { ADMIN_TOKEN, startStack, type Stack } from '../helpers/stack.js'
+import { adminCallbacks, callbackStack } from '../helpers/callbacks.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
 import { GENERATED_CREDENTIALS_FILE } from '../../src/callbacks/credentials.js'
-
-const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }
-
-async function loopStack (t: Test, env: Record<string, string> = {}): Promise<Stack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-callback-loop-'))
-  t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 }) })
-  return await startStack(t, {
-    dir,
-    env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_ACCOUNT_NAME: DEMO_ACCOUNT_NAME, ...env },
-    simulator: { callbackDelivery: { firstDelayMs: 5, retryDelayMs: 20 } }
-  })
-}
-
-async function admin (stack: Stack, method: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const answer = await stack.adminCall(method, '/admin/callbacks', {
-    headers: AUTH,
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: answer.status, json: answer.json() }
-}
 
 async function activate (stack: Stack, devices: string[]): Promise<string> {
   const answer = await stack.call('POST', '/api/m2m/v1/devices/actions/activate', {
@@ -44,7 +25,7 @@ async function activate (stack: Stack, devices: string[]): Promise<string> {
 }
 
 t.test('register, activate, read the result by request id, list, remove', async (t) => {
-  const stack = await loopStack(t)
+  const stack = await callbackStack(t)
   const callbackUrl = stack.proxy.callbackUrl ?? ''
   const made = JSON.parse(fs.readFileSync(path.join(stack.dir, GENERATED_CREDENTIALS_FILE), 'utf8')) as {
     username: string
@@ -53,13 +34,13 @@ t.test('register, activate, read the result by request id, list, remove', async 
   t.equal(fs.statSync(path.join(stack.dir, GENERATED_CREDENTIALS_FILE)).mode & 0o777, 0o600, 'made, owner only')
   t.ok(made.password.length >= 32, 'a long random password')
 
-  const registered = await admin(stack, 'POST', { url: `${callbackUrl}/` })
+  const registered = await adminCallbacks(stack, 'POST', { url: `${callbackUrl}/` })
   t.equal(registered.status, 200)
   t.same(registered.json, {
     accountName: DEMO_ACCOUNT_NAME,
     services: [{ service: 'CarrierService', done: true, url: `${callbackUrl}/CarrierService` }]
   }, 'the trailing slash of the base URL is not doubled')
-  const listed = await admin(stack, 'GET')
+  const listed = await adminCallbacks(stack, 'GET')
   t.same(listed.json, { accountName: DEMO_ACCOUNT_NAME, callbacks: [{ name: 'CarrierService', url: `${callbackUrl}/CarrierService` }] })
 
   const requestId = await activate(stack, ['35000000000001', '35000000000002'])
@@ -84,16 +65,16 @@ t.test('register, activate, read the result by request id, list, remove', async 
   t.notMatch(stack.logs.lines.join('\n'), made.password, 'the password is in no log line')
   t.notMatch(JSON.stringify([registered.json, listed.json, callbacks]), made.password, 'nor in any answer')
 
-  const removed = await admin(stack, 'DELETE', { services: ['CarrierService'] })
+  const removed = await adminCallbacks(stack, 'DELETE', { services: ['CarrierService'] })
   t.same([removed.status, removed.json.services], [200, [{ service: 'CarrierService', done: true }]])
-  t.same((await admin(stack, 'GET')).json.callbacks, [], 'ThingSpace has none now')
+  t.same((await adminCallbacks(stack, 'GET')).json.callbacks, [], 'ThingSpace has none now')
   await activate(stack, ['35000000000003'])
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(stack.sim.callbacks.stats.callbacksQueued, 2, 'no listener, no callback')
 })
 
 t.test('the made credentials survive a restart, and registering again uses them', async (t) => {
-  const stack = await loopStack(t)
+  const stack = await callbackStack(t)
   const file = path.join(stack.dir, GENERATED_CREDENTIALS_FILE)
   const before = fs.readFileSync(file, 'utf8')
   await stack.stopProxy()
@@ -102,18 +83,18 @@ t.test('the made credentials survive a restart, and registering again uses them'
     env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_ACCOUNT_NAME: DEMO_ACCOUNT_NAME }
   })
   t.equal(fs.readFileSync(file, 'utf8'), before, 'the same pair: what ThingSpace holds still works')
-  t.equal((await admin(again, 'POST', { url: 'https://callbacks.example.com' })).status, 200)
+  t.equal((await adminCallbacks(again, 'POST', { url: 'https://callbacks.example.com' })).status, 200)
   const sent = again.sim.callbacks.list(DEMO_ACCOUNT_NAME)
   t.same(sent, [{ accountName: DEMO_ACCOUNT_NAME, name: 'CarrierService', url: 'https://callbacks.example.com/CarrierService' }])
 })
 
 t.test('refusals: inbox off, bad input, no account or URL, ThingSpace refusing, no token', async (t) => {
   const off = await startStack(t)
-  const inboxOff = await admin(off, 'POST', { url: 'https://callbacks.example.com', accountName: DEMO_ACCOUNT_NAME })
+  const inboxOff = await adminCallbacks(off, 'POST', { url: 'https://callbacks.example.com', accountName: DEMO_ACCOUNT_NAME })
   t.same([inboxOff.status, inboxOff.json.errorCode], [409, 'Proxy.Conflict'])
   t.match(inboxOff.json.errorMessage, /M2M_PROXY_CALLBACK_PORT/)
 
-  const stack = await loopStack(t)
+  const stack = await callbackStack(t)
   const cases: Array<[string, unknown, RegExp]> = [
     ['no URL anywhere', {}, /url is required \(or set M2M_PROXY_CALLBACK_PUBLIC_URL\)/],
     ['an unknown service', { url: 'https://a.example', services: ['Pizza'] }, /unknown callback service "Pizza"/],
@@ -124,17 +105,17 @@ t.test('refusals: inbox off, bad input, no account or URL, ThingSpace refusing, 
     ['not an object', ['x'], /the body must be a JSON object/]
   ]
   for (const [name, body, message] of cases) {
-    const answer = await admin(stack, 'POST', body)
+    const answer = await adminCallbacks(stack, 'POST', body)
     t.equal(answer.status, 400, name)
     t.match(answer.json.errorMessage, message, name)
   }
-  const refused = await admin(stack, 'POST', { url: 'https://a.example', accountName: '9999999999-00001', services: ['CarrierService', 'DeviceUsage'] })
+  const refused = await adminCallbacks(stack, 'POST', { url: 'https://a.example', accountName: '9999999999-00001', services: ['CarrierService', 'DeviceUsage'] })
   t.equal(refused.status, 502, 'ThingSpace refused: a bad gateway answer, each service told')
   t.equal(refused.json.errorCode, 'Proxy.UpstreamRefused')
   t.equal(refused.json.services.length, 2, 'every service was tried')
   t.match(refused.json.services[0], { service: 'CarrierService', done: false, status: 400 })
   t.match(refused.json.errorMessage, /refused to register 2 of 2 callback services; CarrierService: 400/)
-  const listRefused = await stack.adminCall('GET', '/admin/callbacks?accountName=9999999999-00001', { headers: AUTH })
+  const listRefused = await stack.adminCall('GET', '/admin/callbacks?accountName=9999999999-00001', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   t.same([listRefused.status, (listRefused.json() as { errorCode: string }).errorCode], [502, 'Proxy.UpstreamRefused'])
 
   const noToken = await stack.adminCall('POST', '/admin/callbacks', { body: '{}' })
@@ -149,9 +130,9 @@ t.test('without M2M_PROXY_ACCOUNT_NAME the account is asked for', async (t) => {
     dir,
     env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_CALLBACK_PUBLIC_URL: 'https://callbacks.example.com/inbox/' }
   })
-  const answer = await admin(stack, 'POST', {})
+  const answer = await adminCallbacks(stack, 'POST', {})
   t.same([answer.status, answer.json.errorMessage], [400, 'accountName is required (or set M2M_PROXY_ACCOUNT_NAME)'])
-  const named = await admin(stack, 'POST', { accountName: DEMO_ACCOUNT_NAME, services: ['CarrierService', 'SMSDelivery'] })
+  const named = await adminCallbacks(stack, 'POST', { accountName: DEMO_ACCOUNT_NAME, services: ['CarrierService', 'SMSDelivery'] })
   t.equal(named.status, 200)
   t.same(stack.sim.callbacks.list(DEMO_ACCOUNT_NAME).map((entry) => entry.url), [
     'https://callbacks.example.com/inbox/CarrierService',

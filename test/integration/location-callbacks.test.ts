@@ -3,34 +3,14 @@
 // asynchronous location request's callback arrives signed and is stored; forged, unsigned, re-signed with another key
 // or unregistered ones are refused and not stored; removing the listener forgets its key.
 
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { createHmac } from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
-import { ADMIN_TOKEN, startStack, type Stack } from '../helpers/stack.js'
+import { startStack, type Stack } from '../helpers/stack.js'
+import { adminCallbacks, callbackStack } from '../helpers/callbacks.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
 import { LOCATION_KEYS_FILE } from '../../src/callbacks/location-keys.js'
-
-const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }
-
-async function locationStack (t: Test, env: Record<string, string> = {}): Promise<Stack> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-location-callbacks-'))
-  t.teardown(() => { fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 }) })
-  return await startStack(t, {
-    dir,
-    env: { M2M_PROXY_CALLBACK_PORT: '0', M2M_PROXY_ACCOUNT_NAME: DEMO_ACCOUNT_NAME, ...env },
-    simulator: { callbackDelivery: { firstDelayMs: 5, retryDelayMs: 20 } }
-  })
-}
-
-async function admin (stack: Stack, method: string, body?: unknown): Promise<{ status: number; json: any }> {
-  const answer = await stack.adminCall(method, '/admin/callbacks', {
-    headers: AUTH,
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: answer.status, json: answer.json() }
-}
 
 function keptKeys (stack: Stack): Record<string, string[]> {
   return JSON.parse(fs.readFileSync(path.join(stack.dir, LOCATION_KEYS_FILE), 'utf8')) as Record<string, string[]>
@@ -55,9 +35,9 @@ async function post (
 const sign = (key: string, body: string): Buffer => createHmac('sha256', key).update(body).digest()
 
 t.test('register, request locations, read the signed callback by txid, remove', async (t) => {
-  const stack = await locationStack(t)
+  const stack = await callbackStack(t)
   const url = stack.proxy.callbackUrl ?? ''
-  const registered = await admin(stack, 'POST', { url, services: ['DeviceLocation', 'CarrierService'] })
+  const registered = await adminCallbacks(stack, 'POST', { url, services: ['DeviceLocation', 'CarrierService'] })
   t.same(registered, {
     status: 200,
     json: {
@@ -74,7 +54,7 @@ t.test('register, request locations, read the signed callback by txid, remove', 
   t.equal(fs.statSync(path.join(stack.dir, LOCATION_KEYS_FILE)).mode & 0o777, 0o600, 'owner only')
   t.same(stack.sim.callbacks.list(DEMO_ACCOUNT_NAME, true), [{ accountName: DEMO_ACCOUNT_NAME, name: 'DeviceLocation', url: `${url}/DeviceLocation` }],
     'registered with Device Location, under its own API')
-  const listed = await admin(stack, 'GET')
+  const listed = await adminCallbacks(stack, 'GET')
   t.same(listed.json.callbacks.map((entry: { name: string }) => entry.name).sort(), ['CarrierService', 'DeviceLocation'],
     'the list holds both APIs\' callbacks')
 
@@ -93,7 +73,7 @@ t.test('register, request locations, read the signed callback by txid, remove', 
   t.notMatch(lines, key, 'the key is in no log line')
   t.notMatch(JSON.stringify([registered.json, listed.json, stored]), key, 'nor in any answer')
 
-  const removed = await admin(stack, 'DELETE', { services: ['DeviceLocation'] })
+  const removed = await adminCallbacks(stack, 'DELETE', { services: ['DeviceLocation'] })
   t.same([removed.status, removed.json.services], [200, [{ service: 'DeviceLocation', done: true }]])
   t.same(keptKeys(stack), {}, 'its key is forgotten')
   const late = JSON.stringify({ txid: 'late', status: 'COMPLETED' })
@@ -102,8 +82,8 @@ t.test('register, request locations, read the signed callback by txid, remove', 
 })
 
 t.test('refused and not stored: no signature, a wrong one, another body, another key, no key yet', async (t) => {
-  const stack = await locationStack(t)
-  t.equal((await admin(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })).status, 200)
+  const stack = await callbackStack(t)
+  t.equal((await adminCallbacks(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })).status, 200)
   const key = keptKeys(stack).DeviceLocation?.[0] ?? ''
   const body = JSON.stringify({ txid: 'tx-forged', status: 'COMPLETED', locations: [] })
   const cases: Array<[string, string, string, Record<string, string>]> = [
@@ -129,8 +109,8 @@ t.test('refused and not stored: no signature, a wrong one, another body, another
 })
 
 t.test('a new registration changes the key; the one before stays accepted for callbacks on their way', async (t) => {
-  const stack = await locationStack(t)
-  const register = async (): Promise<number> => (await admin(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })).status
+  const stack = await callbackStack(t)
+  const register = async (): Promise<number> => (await adminCallbacks(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })).status
   t.equal(await register(), 200)
   const first = keptKeys(stack).DeviceLocation?.[0] ?? ''
   t.equal(await register(), 200)
@@ -149,8 +129,8 @@ t.test('a new registration changes the key; the one before stays accepted for ca
 })
 
 t.test('no header of the answer can be taken for the key: told, with the header names, and not done', async (t) => {
-  const stack = await locationStack(t, { M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER: 'X-Location-Key' })
-  const answer = await admin(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })
+  const stack = await callbackStack(t, { M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER: 'X-Location-Key' })
+  const answer = await adminCallbacks(stack, 'POST', { url: stack.proxy.callbackUrl, services: ['DeviceLocation'] })
   t.equal(answer.status, 502)
   t.equal(answer.json.errorCode, 'Proxy.UpstreamRefused')
   t.match(answer.json.services[0], { service: 'DeviceLocation', done: false, errorCode: 'Proxy.NoSharedKey' })
@@ -160,7 +140,7 @@ t.test('no header of the answer can be taken for the key: told, with the header 
   const sent = stack.sim.callbacks.list(DEMO_ACCOUNT_NAME, true)
   t.equal(sent.length, 1, 'ThingSpace did register it: registering again with the right header fixes it')
 
-  const named = await locationStack(t, { M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER: 'X-Callback-Shared-Key' })
-  t.equal((await admin(named, 'POST', { url: named.proxy.callbackUrl, services: ['Location'] })).status, 200, 'the named header is read')
+  const named = await callbackStack(t, { M2M_PROXY_CALLBACK_LOCATION_KEY_HEADER: 'X-Callback-Shared-Key' })
+  t.equal((await adminCallbacks(named, 'POST', { url: named.proxy.callbackUrl, services: ['Location'] })).status, 200, 'the named header is read')
   t.equal(keptKeys(named).Location?.[0]?.length, 64)
 })
