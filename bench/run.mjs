@@ -39,6 +39,9 @@ const BASELINE_ROUNDS = Number(process.env.BENCH_BASELINE_ROUNDS ?? Math.max(SID
 // Start-up and RSS at rest with tracing off against the last commit before OpenTelemetry (fb68bab), built the same way
 // (tsc and the esbuild bundle), and with tracing on; BENCH_TRACING_BASELINE=off skips the earlier build.
 const TRACING_BASELINE = process.env.BENCH_TRACING_BASELINE ?? 'fb68bab'
+// RSS idle: read again this long after ready (V8's memory reducer collects once a process has stopped allocating, a
+// few seconds in); 0 skips it.
+const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 20)
 const PATH = '/api/m2m/v1/devices/actions/list'
 const POST_BODY = JSON.stringify({ accountName: '0000123456-00001', filter: { groupName: 'x'.repeat(940) } })
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-bench-'))
@@ -442,19 +445,26 @@ async function main () {
   /**
    * Spawn to ready and RSS at rest, each proxy started BENCH_STARTUP_RUNS times (default 7) on the targets' CPU: this
    * proxy (ready at its "listening" line, production log settings), raw node:http + undici and bare @fastify/http-proxy
-   * (ready at their port line). RSS is read 1 s after ready.
+   * (ready at their port line). RSS is read 1 s after ready and, all of a run's processes left at rest together, again
+   * IDLE_SECONDS after the last was ready.
    */
   async function startupAndFootprint () {
     const runs = Number(process.env.BENCH_STARTUP_RUNS ?? 7)
     const dir = fs.mkdtempSync(path.join(work, 'startup-'))
     let tracingBaselineSkipped = TRACING_BASELINE === 'off' ? 'skipped (BENCH_TRACING_BASELINE=off)' : undefined
+    /** One per proxy kind: they are alive together while they rest (state-dir-lock.ts allows one proxy each). */
+    const stateDir = (name) => {
+      const made = path.join(dir, `state-${name}`)
+      fs.mkdirSync(made, { recursive: true })
+      return made
+    }
     const kinds = [
       {
         name: proxyName,
         args: ['dist/main.js'],
         // A state directory of its own: the proxy of the rounds above still holds the one beside the credentials file
         // (a second proxy on a state directory is refused, src/fs/state-dir-lock.ts).
-        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: dir },
+        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: stateDir('off') },
         ready: /"msg":"listening"/
       },
       {
@@ -466,7 +476,7 @@ async function main () {
           ...proxyEnv,
           M2M_PROXY_PORT: '0',
           M2M_PROXY_ADMIN_PORT: '0',
-          M2M_PROXY_STATE_DIR: dir,
+          M2M_PROXY_STATE_DIR: stateDir('on'),
           OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9'
         },
         ready: /"msg":"listening"/
@@ -486,12 +496,13 @@ async function main () {
       return [{
         name: `before tracing (${TRACING_BASELINE})`,
         args: [path.join(built.dir, 'dist/main.js')],
-        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: dir },
+        env: { ...proxyEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: stateDir('before') },
         ready: /"msg":"listening"/
       }]
     }
-    const figures = new Map(kinds.map((kind) => [kind.name, { startMs: [], rssMiB: [] }]))
+    const figures = new Map(kinds.map((kind) => [kind.name, { startMs: [], rssMiB: [], idleMiB: [] }]))
     for (let run = 0; run < runs; run++) {
+      const resting = []
       for (const kind of kinds) {
         const started = performance.now()
         const child = spawn(
@@ -518,29 +529,38 @@ async function main () {
         child.stdout.resume()
         await sleep(1000)
         figures.get(kind.name).rssMiB.push(rssMiB(child.pid))
+        resting.push({ kind, child, readyAt: performance.now() - 1000 })
+      }
+      // Left at rest together, then read again, once the last started has rested IDLE_SECONDS.
+      if (IDLE_SECONDS > 0) await sleep(Math.max(0, resting.at(-1).readyAt + IDLE_SECONDS * 1000 - performance.now()))
+      for (const { kind, child } of resting) {
+        if (IDLE_SECONDS > 0) figures.get(kind.name).idleMiB.push(rssMiB(child.pid))
         child.kill('SIGKILL')
         await new Promise((resolve) => child.once('exit', resolve))
       }
     }
     const out = [
       '',
-      `Start-up and footprint (${runs} starts each, medians; spawn to ready, RSS 1 s later):`,
+      `Start-up and footprint (${runs} starts each, medians; spawn to ready, RSS 1 s later and, idle, ${IDLE_SECONDS} s later):`,
       '',
-      '| process | spawn to ready ms | RSS at rest MiB |',
-      '|---|---:|---:|'
+      '| process | spawn to ready ms | RSS at rest MiB | RSS idle MiB |',
+      '|---|---:|---:|---:|'
     ]
+    const idleOf = (figure) => (figure.idleMiB.length === 0 ? NaN : median(figure.idleMiB))
     for (const kind of kinds) {
+      const figure = figures.get(kind.name)
       out.push(
-        `| ${kind.name} | ${median(figures.get(kind.name).startMs).toFixed(0)} | ${median(figures.get(kind.name).rssMiB).toFixed(1)} |`
+        `| ${kind.name} | ${median(figure.startMs).toFixed(0)} | ${median(figure.rssMiB).toFixed(1)} | ${idleOf(figure).toFixed(1)} |`
       )
     }
     const ours = figures.get(proxyName)
     const rawFigures = figures.get(rawName)
     const ratios = (a, b) =>
-      `start-up ${(median(a.startMs) / median(b.startMs)).toFixed(2)}, RSS at rest ${(median(a.rssMiB) / median(b.rssMiB)).toFixed(2)}`
+      `start-up ${(median(a.startMs) / median(b.startMs)).toFixed(2)}, RSS at rest ${(median(a.rssMiB) / median(b.rssMiB)).toFixed(2)}, ` +
+      `idle ${(idleOf(a) / idleOf(b)).toFixed(2)}`
     out.push(
       '',
-      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)} (target <= 1.2)`,
+      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)}, idle ${(idleOf(ours) / idleOf(rawFigures)).toFixed(2)} (target <= 1.2)`,
       `tracing on / off: ${ratios(figures.get(`${proxyName}, tracing on`), ours)} (what turning it on costs)`
     )
     const before = figures.get(`before tracing (${TRACING_BASELINE})`)
