@@ -65,27 +65,36 @@ async function load (t: Test, inbox: ProxyProcess & { callbackUrl: string }): Pr
   const sends: Array<Promise<void>> = []
   const startedAt = performance.now()
   const perTick = RATE_PER_SECOND / 10
+  let notAcknowledged = 0
   for (let tick = 0; tick < SECONDS * 10; tick++) {
     const due = startedAt + tick * 100
     const wait = due - performance.now()
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
     for (let i = 0; i < perTick; i++) {
-      const requestId = `load-${tick * perTick + i}`
+      const body = JSON.stringify({
+        ...CALLBACK_CREDENTIALS,
+        requestId: `load-${tick * perTick + i}`,
+        deviceIds: [{ id: '990013907835573', kind: 'imei' }],
+        deviceResponse: { activateResponse: { deviceIds: [{ id: '990013907835573', kind: 'imei' }], state: 'active' } },
+        status: 'Success'
+      })
       sends.push((async () => {
-        const answer = await request(`${inbox.callbackUrl}/CarrierService`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({
-            ...CALLBACK_CREDENTIALS,
-            requestId,
-            deviceIds: [{ id: '990013907835573', kind: 'imei' }],
-            deviceResponse: { activateResponse: { deviceIds: [{ id: '990013907835573', kind: 'imei' }], state: 'active' } },
-            status: 'Success'
-          }),
-          dispatcher: client
-        })
-        await answer.body.dump()
-        statuses.set(answer.statusCode, (statuses.get(answer.statusCode) ?? 0) + 1)
+        // As ThingSpace does: a callback not answered 2xx is sent again (here after a second, at most twice more).
+        for (let attempt = 1; ; attempt++) {
+          const answer = await request(`${inbox.callbackUrl}/CarrierService`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body,
+            dispatcher: client
+          })
+          await answer.body.dump()
+          if (answer.statusCode === 200 || attempt === 3) {
+            statuses.set(answer.statusCode, (statuses.get(answer.statusCode) ?? 0) + 1)
+            return
+          }
+          notAcknowledged++
+          await new Promise((resolve) => setTimeout(resolve, 1000))
+        }
       })())
     }
   }
@@ -94,8 +103,15 @@ async function load (t: Test, inbox: ProxyProcess & { callbackUrl: string }): Pr
   const peakRssMiB = stopWatching()
   const total = RATE_PER_SECOND * SECONDS
   t.same(Object.fromEntries(statuses), { 200: total }, `every callback acknowledged (${(total / seconds).toFixed(0)}/s over ${seconds.toFixed(1)} s)`)
+  // A callback not stored (Redis slower than its command timeout on a loaded machine, say) is answered 500 and sent
+  // again, as the listener's contract says; each one is logged with its cause, and they stay rare.
+  const notStored = inbox.lines.filter((line) => line.msg === 'callback not stored')
+  for (const line of notStored) t.comment(`not stored at first: ${JSON.stringify(line.err)}`)
+  t.equal(notStored.length, notAcknowledged, 'every callback not acknowledged was logged with its cause')
+  t.ok(notAcknowledged <= total / 1000, `at most 0.1% not acknowledged at first: ${notAcknowledged}`)
 
   const seen = new Set<string>()
+  let entries = 0
   let cursor = 0
   for (;;) {
     const answer = await fetch(`${inbox.proxyUrl}/callbacks?after=${cursor}&limit=1000`)
@@ -106,9 +122,11 @@ async function load (t: Test, inbox: ProxyProcess & { callbackUrl: string }): Pr
     }
     if (page.callbacks.length === 0) break
     for (const callback of page.callbacks) seen.add(callback.requestId)
+    entries += page.callbacks.length
     cursor = page.next
   }
-  t.equal(seen.size, total, 'every one of them is stored, once')
+  t.equal(seen.size, total, 'every one of them is stored')
+  t.ok(entries <= total + notAcknowledged, `stored once, or again only when sent again: ${entries} entries`)
   t.ok(peakRssMiB < rssBound.mib, `peak RSS ${peakRssMiB.toFixed(0)} MiB < ${rssBound.mib} MiB (${rssBound.where})`)
   t.equal(inbox.child.exitCode, null, 'still running: not killed by the memory limit')
 }
