@@ -7,7 +7,7 @@ import { BlockList, isIP } from 'node:net'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { CallbackConfig, CallbackCredentials, ProxyConfig } from './config/load.js'
-import type { CallbackInbox } from './callbacks/inbox.js'
+import { InboxUnavailableError, type CallbackInbox } from './callbacks/inbox.js'
 import { CALLBACK_SERVICES, receiveCallback } from './callbacks/receive.js'
 import { isLocationService, signedByThingSpace } from './callbacks/location-signature.js'
 import type { LocationKeyStore } from './callbacks/location-keys.js'
@@ -106,6 +106,10 @@ export function buildCallbackListener (
     log.error({ err: error }, 'callback not stored')
     received.inc({ outcome: 'failed' })
     // Not 2xx: ThingSpace sends it again.
+    if (error instanceof InboxUnavailableError) {
+      reply.header('retry-after', '5')
+      return sendProxyError(reply, 'fleetStoreUnreachable', 'the callback could not be stored now; send it again')
+    }
     return sendProxyError(reply, 'internal', 'the callback could not be stored; send it again')
   })
   app.setNotFoundHandler((request, reply) => refuse(request, reply, 'notFound', 'no such callback route'))

@@ -150,6 +150,7 @@ export async function createCore (
         url: config.fleet.redisUrl,
         fleetKey: config.fleet.fleetKey,
         keyPrefix: config.fleet.keyPrefix,
+        commandTimeoutMs: config.fleet.commandTimeoutMs,
         username: credentials.username,
         log: (level, message) => {
           publishFleet({ type: level === 'warn' ? 'warning' : 'info', message })

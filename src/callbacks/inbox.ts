@@ -39,6 +39,11 @@ export interface CallbackInbox {
  * Resolves with what `read` returns once it is not empty: at once, or when a callback arrives, or (empty) after
  * `waitMs` or when `signal` aborts (the client went away).
  */
+/** The inbox's storage cannot be reached for now (a fleet's Redis down or not answering): worth trying again. */
+export class InboxUnavailableError extends Error {
+  override readonly name = 'InboxUnavailableError'
+}
+
 export async function waitForCallbacks (
   inbox: CallbackInbox,
   read: () => Promise<StoredCallback[]>,

@@ -4,11 +4,13 @@
 
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { sendProxyError } from '../proxy/errors.js'
-import { waitForCallbacks, type CallbackInbox } from './inbox.js'
+import { InboxUnavailableError, waitForCallbacks, type CallbackInbox } from './inbox.js'
 
 /** Longest a long poll may wait; a client wanting longer asks again. */
 export const MAX_WAIT_SECONDS = 60
 const MAX_LIMIT = 1000
+/** The fleet store's reconnect backoff reaches 5 s: asking again sooner mostly meets the same outage. */
+const INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -54,6 +56,11 @@ export function registerCallbackReads (app: FastifyInstance, inbox: CallbackInbo
     if (waitSeconds > 0) waiting++
     try {
       return await read(gone.signal)
+    } catch (error) {
+      if (!(error instanceof InboxUnavailableError)) throw error
+      reply.header('retry-after', String(INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS))
+      sendProxyError(reply, 'fleetStoreUnreachable', `the callbacks cannot be read now: ${error.message}`)
+      return undefined
     } finally {
       if (waitSeconds > 0) waiting--
       polls.delete(gone)

@@ -4,7 +4,7 @@
 import path from 'node:path'
 import { ConfigError } from './errors.js'
 import { errorCode } from '../errors.js'
-import { DEFAULT_REDIS_KEY_PREFIX, SETTINGS, type RawSettings, type SettingKey } from './settings.js'
+import { DEFAULT_REDIS_KEY_PREFIX, DEFAULT_REDIS_TIMEOUT_MS, SETTINGS, type RawSettings, type SettingKey } from './settings.js'
 import { checkEnvironmentNames } from './env-names.js'
 import { FleetKeyError, parseFleetKey } from './fleet-key.js'
 
@@ -44,7 +44,7 @@ export type ProxyConfig = {
   egress: EgressProxy
 }
 
-type FleetSettingKey = 'redisUrl' | 'fleetKey' | 'fleetKeyFile' | 'redisKeyPrefix'
+type FleetSettingKey = 'redisUrl' | 'fleetKey' | 'fleetKeyFile' | 'redisKeyPrefix' | 'redisTimeoutMs'
 type CallbackSettingKey = Extract<SettingKey, `callback${string}`>
 
 export interface CallbackConfig {
@@ -82,6 +82,8 @@ export interface FleetConfig {
   /** The 32-byte secret the replicas share; never log it. */
   fleetKey: Buffer
   keyPrefix: string
+  /** M2M_PROXY_REDIS_TIMEOUT_MS. */
+  commandTimeoutMs: number
 }
 
 export interface EgressProxy {
@@ -208,7 +210,7 @@ function resolveAdminToken (settings: RawSettings, sources: ConfigSources): stri
  * ignored.
  */
 function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConfig | undefined {
-  const { redisUrl, fleetKey, fleetKeyFile, redisKeyPrefix } = settings
+  const { redisUrl, fleetKey, fleetKeyFile, redisKeyPrefix, redisTimeoutMs } = settings
   if (fleetKey !== undefined && fleetKeyFile !== undefined) {
     throw new ConfigError('M2M_PROXY_FLEET_KEY', 'set either M2M_PROXY_FLEET_KEY or M2M_PROXY_FLEET_KEY_FILE, not both')
   }
@@ -236,7 +238,12 @@ function resolveFleet (settings: RawSettings, sources: ConfigSources): FleetConf
     )
   }
   try {
-    return { redisUrl, fleetKey: parseFleetKey(keyText), keyPrefix: redisKeyPrefix ?? DEFAULT_REDIS_KEY_PREFIX }
+    return {
+      redisUrl,
+      fleetKey: parseFleetKey(keyText),
+      keyPrefix: redisKeyPrefix ?? DEFAULT_REDIS_KEY_PREFIX,
+      commandTimeoutMs: redisTimeoutMs ?? DEFAULT_REDIS_TIMEOUT_MS
+    }
   } catch (error) {
     if (error instanceof FleetKeyError) throw new ConfigError(setting, error.message)
     throw error
@@ -394,6 +401,7 @@ export function createConfig (sources: ConfigSources): ProxyConfig {
     fleetKey: _fleetKey,
     fleetKeyFile: _fleetKeyFile,
     redisKeyPrefix: _prefix,
+    redisTimeoutMs: _redisTimeoutMs,
     callbackPort: _callbackPort,
     callbackHost: _callbackHost,
     callbackCredentialsFile: _callbackCredentialsFile,

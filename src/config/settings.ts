@@ -8,6 +8,8 @@ type Parser<T> = (raw: unknown, setting: string) => T
 
 /** Start of every key the fleet stores (M2M_PROXY_REDIS_KEY_PREFIX), so that fleets share a Redis. */
 export const DEFAULT_REDIS_KEY_PREFIX = 'm2m-session-proxy:'
+/** M2M_PROXY_REDIS_TIMEOUT_MS's default. */
+export const DEFAULT_REDIS_TIMEOUT_MS = 2000
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -338,6 +340,9 @@ export const SETTINGS = {
   fleetKey: setting<string>('M2M_PROXY_FLEET_KEY', undefined, secretText),
   fleetKeyFile: setting<string>('M2M_PROXY_FLEET_KEY_FILE', undefined, text),
   redisKeyPrefix: setting('M2M_PROXY_REDIS_KEY_PREFIX', DEFAULT_REDIS_KEY_PREFIX, keyPrefix),
+  // A Redis command not answered within this fails, and Redis counts as unreachable until it answers again
+  // (fleet/answer-deadline.ts): a stopped Redis that keeps its connections open must not hold requests forever.
+  redisTimeoutMs: setting('M2M_PROXY_REDIS_TIMEOUT_MS', DEFAULT_REDIS_TIMEOUT_MS, integer(100, 60_000)),
   // The callback inbox (docs/callbacks.md): off unless the port is set; ThingSpace's callbacks are checked against the
   // username and password in the credentials file (or made by the proxy in its state directory), stored durably, and
   // read from the proxy listener.

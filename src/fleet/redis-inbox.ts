@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto'
 import type { createClient } from '@redis/client'
 import { openRecord, sealRecord } from './crypto.js'
-import type { CallbackInbox, CallbackMessage, StoredCallback } from '../callbacks/inbox.js'
+import { InboxUnavailableError, type CallbackInbox, type CallbackMessage, type StoredCallback } from '../callbacks/inbox.js'
 
 type Client = ReturnType<typeof createClient>
 
@@ -88,6 +88,8 @@ export interface RedisCallbackInboxOptions {
   now?: () => number
   /** An entry that did not open with the fleet key: skipped, reported once per entry. */
   onUnreadable?: (id: string) => void
+  /** Sends one command: the fleet store's, with its answer deadline and its errors (default: as it is). */
+  run?: <T>(what: string, send: () => Promise<T>) => Promise<T>
 }
 
 /** Stream entries read at once for one request's callbacks. */
@@ -98,6 +100,7 @@ export class RedisCallbackInbox implements CallbackInbox {
   private readonly channel: string
   private readonly listeners = new Set<() => void>()
   private readonly now: () => number
+  private readonly run: <T>(what: string, send: () => Promise<T>) => Promise<T>
   private readonly reportedUnreadable = new Set<string>()
   private lastStats = { count: 0, bytes: 0, oldestAgeSeconds: 0 }
   private refreshing = false
@@ -107,6 +110,16 @@ export class RedisCallbackInbox implements CallbackInbox {
     this.stream = `${options.base}callbacks`
     this.channel = `${options.base}callbacks:stored`
     this.now = options.now ?? Date.now
+    const run = options.run ?? (async (_what, send) => await send())
+    // Whatever fails here is Redis out of reach (the store's errors name what failed, never the URL): the listeners
+    // answer it as something to try again.
+    this.run = async (what, send) => {
+      try {
+        return await run(what, send)
+      } catch (error) {
+        throw new InboxUnavailableError(error instanceof Error ? error.message : String(error))
+      }
+    }
     options.subscriber.connect().catch(() => {})
     options.subscriber.subscribe(this.channel, () => { this.notify() }).catch(() => {})
   }
@@ -116,7 +129,7 @@ export class RedisCallbackInbox implements CallbackInbox {
     const record = sealRecord(this.options.fleetKey, this.stream, { receivedAt, ...message })
     const requestKey = this.requestKey(message.requestId ?? '')
     const { retention } = this.options
-    const seq = Number(await this.options.client.eval(APPEND, {
+    const seq = Number(await this.run('store a callback', async () => await this.options.client.eval(APPEND, {
       keys: [this.stream, `${this.stream}:seq`, `${this.stream}:bytes`, requestKey, this.channel],
       arguments: [
         record,
@@ -126,24 +139,28 @@ export class RedisCallbackInbox implements CallbackInbox {
         String(retention.bytes),
         String(retention.ageMs)
       ]
-    }))
+    })))
     this.notify()
     return { seq, receivedAt, ...message }
   }
 
   async after (after: number, limit: number): Promise<StoredCallback[]> {
-    const entries = await this.options.client.xRange(this.stream, `(${idOf(after)}`, '+', { COUNT: limit })
+    const entries = await this.run('read callbacks', async () =>
+      await this.options.client.xRange(this.stream, `(${idOf(after)}`, '+', { COUNT: limit }))
     return this.opened(entries ?? [])
   }
 
   async forRequest (requestId: string): Promise<StoredCallback[]> {
-    const seqs = (await this.options.client.sMembers(this.requestKey(requestId))).map(Number).sort((a, b) => a - b)
+    const members = await this.run('read a request\'s callbacks', async () =>
+      await this.options.client.sMembers(this.requestKey(requestId)))
+    const seqs = members.map(Number).sort((a, b) => a - b)
     const found: StoredCallback[] = []
     // In batches sent together (node-redis pipelines the commands of one tick): a bulk request's thousands of
     // callbacks cost a few round trips, not one each.
     for (let start = 0; start < seqs.length; start += FOR_REQUEST_BATCH) {
       const batch = seqs.slice(start, start + FOR_REQUEST_BATCH).map(idOf)
-      const ranges = await Promise.all(batch.map(async (id) => await this.options.client.xRange(this.stream, id, id)))
+      const ranges = await Promise.all(batch.map(async (id) =>
+        await this.run('read a request\'s callbacks', async () => await this.options.client.xRange(this.stream, id, id))))
       for (const entries of ranges) found.push(...this.opened(entries ?? []))
     }
     // The index is plain: whatever it names must also say so in its sealed record.
@@ -197,10 +214,11 @@ export class RedisCallbackInbox implements CallbackInbox {
 
   private async refreshStats (): Promise<void> {
     try {
+      const { client } = this.options
       const [count, bytes, first] = await Promise.all([
-        this.options.client.xLen(this.stream),
-        this.options.client.get(`${this.stream}:bytes`),
-        this.options.client.xRange(this.stream, '-', '+', { COUNT: 1 })
+        this.run('count callbacks', async () => await client.xLen(this.stream)),
+        this.run('count callbacks', async () => await client.get(`${this.stream}:bytes`)),
+        this.run('count callbacks', async () => await client.xRange(this.stream, '-', '+', { COUNT: 1 }))
       ])
       const at = Number(first?.[0]?.message.at ?? NaN)
       this.lastStats = {

@@ -25,6 +25,7 @@ import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
 import { createClient } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
+import { AnswerDeadline } from './answer-deadline.js'
 import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import { isKeyList, withNewKey, type LocationKeyStore } from '../callbacks/location-keys.js'
 import { isReplicaBeat, lockTag, type ReplicaBeat } from './replicas.js'
@@ -166,7 +167,10 @@ export interface RedisFleetStoreOptions {
   log?: (level: 'warn' | 'info', message: string) => void
   /** Reconnect backoff: from 100 ms, doubling, up to this (default 5000). */
   reconnectMaxDelayMs?: number
-  /** A command not answered within this fails (default 2000). */
+  /**
+   * A command not answered within this fails, and Redis counts as unreachable until it answers (answer-deadline.ts;
+   * default 2000, M2M_PROXY_REDIS_TIMEOUT_MS).
+   */
   commandTimeoutMs?: number
   /** Who publishes a password generation (host and process), sealed with it; default this host and pid. */
   replicaId?: string
@@ -221,6 +225,7 @@ export class RedisFleetStore implements FleetStore {
   private everReady = false
   private permanentReported = false
   private readonly onPermanentError: ((reason: string) => void) | undefined
+  private readonly deadline: AnswerDeadline
   /**
    * Problems logged since the connections were last both up: a Redis down for an hour is a line or two, not one per
    * retry.
@@ -240,11 +245,25 @@ export class RedisFleetStore implements FleetStore {
     this.log = options.log ?? (() => {})
     this.onPermanentError = options.onPermanentError
     const maxDelay = options.reconnectMaxDelayMs ?? 5000
+    const commandTimeoutMs = options.commandTimeoutMs ?? 2000
+    this.deadline = new AnswerDeadline({
+      timeoutMs: commandTimeoutMs,
+      clock: this.clock,
+      onChange: (stalled) => {
+        if (this.closed) return
+        if (stalled) {
+          this.log('warn', `fleet store: Redis has not answered within ${commandTimeoutMs} ms (M2M_PROXY_REDIS_TIMEOUT_MS): unreachable until it answers`)
+          return
+        }
+        this.log('info', 'fleet store: Redis answers again')
+        this.dispatchLocal({ kind: 'connected' })
+      }
+    })
     this.client = createClient({
       url: options.url,
       // Redis down: fail at once rather than queue a login decision for later.
       disableOfflineQueue: true,
-      commandOptions: { timeout: options.commandTimeoutMs ?? 2000 },
+      commandOptions: { timeout: commandTimeoutMs },
       socket: { reconnectStrategy: (retries: number) => Math.min(100 * 2 ** Math.min(retries, 16), maxDelay) }
     })
     // Pub/sub needs a connection of its own; its SUBSCRIBE waits in its queue until it connects, and node-redis
@@ -266,7 +285,7 @@ export class RedisFleetStore implements FleetStore {
   }
 
   get connected (): boolean {
-    return !this.closed && this.client.isReady && this.subscriber.isReady && this.subscribed
+    return !this.closed && this.client.isReady && this.subscriber.isReady && this.subscribed && !this.deadline.stalled
   }
 
   async readSession (): Promise<SharedSession | undefined> {
@@ -570,6 +589,7 @@ export class RedisFleetStore implements FleetStore {
       fleetKey: this.key,
       retention,
       now: () => this.clock.now(),
+      run: async (what, send) => await this.run(what, send),
       onUnreadable: (id) => {
         this.log('warn', `fleet store: callback ${id} does not open with this fleet key: skipped (written from outside?)`)
       }
@@ -630,7 +650,7 @@ export class RedisFleetStore implements FleetStore {
   private async run<T>(what: string, command: () => Promise<T>): Promise<T> {
     if (this.closed) throw new FleetStoreClosedError()
     try {
-      return await command()
+      return await this.deadline.run(command)
     } catch (error) {
       throw new FleetStoreUnavailableError(`cannot ${what} in Redis: ${this.describe(error)}`)
     }
@@ -659,6 +679,7 @@ export class RedisFleetStore implements FleetStore {
     client.on('ready', () => {
       if (this.closed || !this.client.isReady || !this.subscriber.isReady) return
       this.everReady = true
+      this.deadline.reset()
       if (this.problems.size > 0) {
         this.problems.clear()
         this.log('info', 'fleet store: Redis connection restored')

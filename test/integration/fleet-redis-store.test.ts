@@ -281,6 +281,54 @@ if (await haveTestRedis(t)) {
     }
   )
 
+  t.test(
+    'Redis stops answering with its connections open: commands fail at the deadline, then at once; it is back when it answers',
+    async (t) => {
+      const port = await freePort()
+      const redis = await startRedisServer(t, port)
+      const logs: string[] = []
+      const keyPrefix = prefix()
+      const store = openStore(t, { keyPrefix, url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 300 }, logs)
+      const inbox = store.openCallbackInbox({ count: 100, bytes: 1 << 20, ageMs: 60_000 })
+      t.teardown(async () => await inbox.close())
+      const changes: string[] = []
+      store.subscribe((change) => changes.push(change.kind))
+      await waitUntil(() => store.connected, 5000, 'the store connects')
+      t.equal(await store.countLoginAttempt(), 1)
+      changes.length = 0
+
+      redis.kill('SIGSTOP')
+      t.teardown(() => { redis.kill('SIGCONT') })
+      const startedAt = Date.now()
+      await t.rejects(store.countLoginAttempt(), {
+        name: 'FleetStoreUnavailableError',
+        message: 'cannot count a login attempt in Redis: RedisNotAnsweringError: Redis has not answered within 300 ms'
+      })
+      t.comment(`failed after ${Date.now() - startedAt} ms`)
+      t.equal(store.connected, false, 'counts as not connected')
+      const failFastAt = Date.now()
+      await t.rejects(store.takeLock('login', 1000), { name: 'FleetStoreUnavailableError' }, 'the next fails too')
+      await t.rejects(
+        inbox.append({ service: 'CarrierService', requestId: 'r1', deviceIds: [], body: {} }),
+        { name: 'InboxUnavailableError', message: /not answered/ },
+        'a callback is not stored, with an error the listener answers 503'
+      )
+      await t.rejects(inbox.after(0, 10), { name: 'InboxUnavailableError' }, 'nor read')
+      t.comment(`the next three failed in ${Date.now() - failFastAt} ms, unsent`)
+      t.match(logs.join('\n'), /Redis has not answered within 300 ms \(M2M_PROXY_REDIS_TIMEOUT_MS\)/)
+      t.same(changes, [], 'no notification while it hangs')
+
+      redis.kill('SIGCONT')
+      await waitUntil(() => store.connected, 5000, 'connected again once Redis answers the commands still out')
+      t.same(changes, ['connected'], 'announced as a reconnection: the replicas re-seed what Redis may have lost')
+      t.match(logs.join('\n'), /Redis answers again/)
+      // The count that failed at its deadline was run by Redis when it woke: one attempt too many is counted, which
+      // errs on the side of the lockout budget.
+      t.equal(await store.countLoginAttempt(), 3, 'the count that failed at its deadline ran late; the lock was not sent')
+      t.same(await inbox.after(0, 10), [], 'nothing was stored of the refused callback')
+    }
+  )
+
   t.test("the Redis URL's password is in no error and no log line", async (t) => {
     const port = await freePort()
     const password = 's3cr%40t-Pa55' // percent-encoded: s3cr@t-Pa55

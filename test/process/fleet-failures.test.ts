@@ -2,6 +2,7 @@
 // Redis that a replica dies holding the login lock of, or that goes away and comes back.
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
+import os from 'node:os'
 import type { IncomingMessage } from 'node:http'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -94,6 +95,23 @@ const isBackgroundRetry = (line: Record<string, unknown>): boolean =>
   line.msg === 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
 
 const served = (result: EchoResult): boolean => result.status === 200 && result.ownBody
+
+/** Echoes through each replica every 500 ms until each has served once (at most 15 s). */
+async function everyReplicaServes (replicas: ProxyProcess[]): Promise<void> {
+  const pending = new Set(replicas)
+  await until(
+    async () => {
+      const results = await Promise.all(
+        [...pending].map(async (replica) => ({ replica, ok: served(await echo(replica)) }))
+      )
+      for (const result of results) if (result.ok) pending.delete(result.replica)
+      return pending.size === 0
+    },
+    15_000,
+    'every replica serves again',
+    500
+  )
+}
 
 /** A raw client on the fleet's Redis, for the lock and the failure count. */
 const plainClient = (url: string) => createClient({ url, socket: { reconnectStrategy: false } })
@@ -329,19 +347,7 @@ if (haveRedisServer(t)) {
           'the replica reconnects'
         )
       }
-      const pending = new Set(replicas)
-      await until(
-        async () => {
-          const results = await Promise.all(
-            [...pending].map(async (replica) => ({ replica, ok: served(await echo(replica)) }))
-          )
-          for (const result of results) if (result.ok) pending.delete(result.replica)
-          return pending.size === 0
-        },
-        15_000,
-        'every replica serves again',
-        500
-      )
+      await everyReplicaServes(replicas)
       t.comment(`recovered ${Date.now() - restartedAt} ms after Redis restarted`)
       for (const replica of replicas) {
         t.match(await readyz(replica), { status: 200, body: { ready: true } }, '/readyz 200 again')
@@ -402,6 +408,97 @@ if (haveRedisServer(t)) {
       let avoided = 0
       for (const replica of replicas) avoided += await metricValue(replica, 'm2m_proxy_fleet_logins_avoided_total')
       t.equal(avoided, 1, "the other replica took up the fleet's session")
+    }
+  )
+
+  t.test(
+    'Redis stops answering, its connections open: a request that needs a login gets 503 within the deadline, not held; ' +
+      'one login for the fleet once it answers',
+    async (t) => {
+      const port = await freePort()
+      const redis = await startRedisServer(t, port)
+      t.teardown(() => { redis.kill('SIGCONT') })
+      const { sim, simUrl } = await startSimulator(t)
+      const logins = countLoginRequests(sim)
+      const fleet: Fleet = {
+        simUrl,
+        redisUrl: `redis://127.0.0.1:${port}`,
+        keyPrefix: prefix(),
+        fleetKey: randomBytes(32).toString('hex')
+      }
+      // With the callback inbox on: a callback and a read meet the same stalled Redis.
+      const callbackDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-callbacks-'))
+      t.teardown(() => { fs.rmSync(callbackDir, { recursive: true, force: true }) })
+      const callbackCredentials = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
+      fs.writeFileSync(path.join(callbackDir, 'callback.json'), JSON.stringify(callbackCredentials), { mode: 0o600 })
+      const replicas: ProxyProcess[] = []
+      for (let i = 0; i < 2; i++) {
+        replicas.push(await startFleetReplica(t, {
+          ...fleet,
+          env: {
+            M2M_PROXY_CALLBACK_PORT: '0',
+            M2M_PROXY_CALLBACK_CREDENTIALS_FILE: path.join(callbackDir, 'callback.json')
+          }
+        }))
+      }
+      await Promise.all(replicas.map(async (replica) => await waitReady(replica)))
+      t.equal(logins.length, 1, 'one start-up login for the two')
+      const listening = await replicas[0]!.waitFor((line) => line.msg === 'listening')
+
+      // Stopped, not killed: the sockets stay open and every command sent waits for an answer that does not come.
+      redis.kill('SIGSTOP')
+      sim.expireSessions()
+      const startedAt = Date.now()
+      // Before the deadline (M2M_PROXY_REDIS_TIMEOUT_MS, 2 s by default) a replica held such a request for as long as
+      // the client waited; the 20 s abort is what a hold would run into.
+      const answers = await Promise.all(replicas.map(async (replica) => await fetch(`${replica.proxyUrl}${ECHO_PATH}`, {
+        method: 'POST',
+        body: 'needs a login',
+        signal: AbortSignal.timeout(20_000)
+      })))
+      t.comment(`answered in ${Date.now() - startedAt} ms`)
+      for (const [index, answer] of answers.entries()) {
+        t.equal(answer.status, 503, 'the request that needs a login gets 503')
+        t.match(await answer.json(), { errorCode: 'Proxy.AuthenticationUnavailable.FleetStoreUnreachable' })
+        t.ok(Number(answer.headers.get('retry-after')) >= 1, 'with Retry-After')
+        t.ok(
+          replicas[index]?.lines.some((line) => /Redis has not answered within 2000 ms/.test(String(line.msg))),
+          'the replica says Redis is not answering'
+        )
+      }
+      for (const replica of replicas) {
+        t.match(
+          await readyz(replica),
+          { status: 503, body: { ready: false, reason: 'fleet-store-unreachable' } },
+          '/readyz 503 without a usable session'
+        )
+        t.equal(await metricValue(replica, 'm2m_proxy_fleet_store_up'), 0, 'm2m_proxy_fleet_store_up 0')
+      }
+      t.equal(logins.length, 1, 'no login was sent while Redis hung')
+      const callback = await fetch(`${String(listening.callbackUrl)}/CarrierService`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...callbackCredentials, requestId: 'while-hung', status: 'Success' }),
+        signal: AbortSignal.timeout(20_000)
+      })
+      t.equal(callback.status, 503, 'a callback is refused, so that ThingSpace sends it again')
+      t.ok(Number(callback.headers.get('retry-after')) >= 1, 'with Retry-After')
+      t.match(await callback.json(), { errorCode: 'Proxy.FleetStoreUnreachable' })
+      const read = await fetch(`${replicas[0]!.proxyUrl}/callbacks?after=0`, { signal: AbortSignal.timeout(20_000) })
+      t.equal(read.status, 503, 'a read is answered 503')
+      t.ok(Number(read.headers.get('retry-after')) >= 1, 'with Retry-After')
+      await read.body?.cancel()
+
+      redis.kill('SIGCONT')
+      const resumedAt = Date.now()
+      await everyReplicaServes(replicas)
+      t.comment(`served again ${Date.now() - resumedAt} ms after Redis resumed`)
+      for (const replica of replicas) {
+        t.match(await readyz(replica), { status: 200, body: { ready: true } }, '/readyz 200 again')
+      }
+      await sleep(300) // a straggling login would show now
+      t.equal(logins.length, 2, 'exactly one login for the fleet after Redis answered again')
+      t.equal(sim.stats.failedLogins, 0)
     }
   )
 }

@@ -616,7 +616,7 @@ t.test(
 )
 
 t.test(
-  'fleet mode (not wired yet): off without M2M_PROXY_REDIS_URL; the URL, the key and the key file are read and checked',
+  'fleet mode: off without M2M_PROXY_REDIS_URL; the URL, the key, the key file and the Redis timeout are read and checked',
   async (t) => {
     t.equal(load({ ...CREDS }).fleet, undefined, 'single-process mode by default')
     const hexKey = 'a1'.repeat(32)
@@ -625,6 +625,17 @@ t.test(
     t.equal(fleet?.redisUrl, url)
     t.same(fleet?.fleetKey, Buffer.from(hexKey, 'hex'))
     t.equal(fleet?.keyPrefix, 'm2m-session-proxy:', 'the default prefix')
+    t.equal(fleet?.commandTimeoutMs, 2000, 'the default Redis answer deadline')
+    t.equal(
+      load({ ...CREDS, M2M_PROXY_REDIS_URL: url, M2M_PROXY_FLEET_KEY: hexKey, M2M_PROXY_REDIS_TIMEOUT_MS: '500' }).fleet
+        ?.commandTimeoutMs,
+      500
+    )
+    for (const bad of ['50', '60001', 'soon']) {
+      const env = { ...CREDS, M2M_PROXY_REDIS_URL: url, M2M_PROXY_FLEET_KEY: hexKey, M2M_PROXY_REDIS_TIMEOUT_MS: bad }
+      const error = configErrorOf(() => load(env), bad)
+      t.equal(error.setting, 'M2M_PROXY_REDIS_TIMEOUT_MS', `${bad} refused, naming the setting`)
+    }
     const base64Key = Buffer.alloc(32, 7).toString('base64')
     const fromFile = load(
       {
@@ -637,10 +648,10 @@ t.test(
     ).fleet
     t.same(fromFile?.fleetKey, Buffer.alloc(32, 7), 'base64 from the key file, relative to the working directory')
     t.equal(fromFile?.keyPrefix, 'fleet-a:')
-    const file = withConfigFile({ redisUrl: 'redis://r:6379', fleetKey: hexKey, redisKeyPrefix: 'p:' })
+    const file = withConfigFile({ redisUrl: 'redis://r:6379', fleetKey: hexKey, redisKeyPrefix: 'p:', redisTimeoutMs: 800 })
     t.same(
       load(file.env, file.files).fleet,
-      { redisUrl: 'redis://r:6379', fleetKey: Buffer.from(hexKey, 'hex'), keyPrefix: 'p:' },
+      { redisUrl: 'redis://r:6379', fleetKey: Buffer.from(hexKey, 'hex'), keyPrefix: 'p:', commandTimeoutMs: 800 },
       'the config file keys'
     )
   }
