@@ -107,7 +107,8 @@ t.test('a second signal exits at once', async (t) => {
   const started = Date.now()
   proxy.child.kill('SIGTERM')
   const { code } = await proxy.exit
-  t.ok(Date.now() - started < 2000, 'did not wait for the grace period')
+  // Far below the grace (60 s) and the request's 30 s: the bound leaves room for a busy machine.
+  t.ok(Date.now() - started < 10_000, `did not wait for the grace period: ${Date.now() - started} ms`)
   t.equal(code, 1)
 })
 
