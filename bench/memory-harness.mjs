@@ -14,8 +14,9 @@ export const RSS_TARGET_MIB = 160
 
 /** The ENV lines of the Dockerfile that tune memory, so that the process runs as in the image. */
 export function imageMemoryEnv () {
-  const arenas = /MALLOC_ARENA_MAX=(\d+)/.exec(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1]
-  return arenas === undefined ? {} : { MALLOC_ARENA_MAX: arenas }
+  // Comment lines left out: they may name settings the image no longer sets.
+  const dockerfile = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8').replace(/^\s*#.*$/gm, '')
+  return Object.fromEntries([...dockerfile.matchAll(/\b(MALLOC_[A-Z_]+)=(\d+)/g)].map(([, name, value]) => [name, value]))
 }
 
 /** Resident memory of a process, MiB (Linux). */

@@ -1,5 +1,5 @@
 // `npm run bench:memory` (and the last section of `npm run bench`): the proxy's peak RSS, as the image runs it (default
-// settings, the Dockerfile's MALLOC_ARENA_MAX), in issue 18's two worst cases, against the README's target of 160 MiB:
+// settings, the Dockerfile's MALLOC_* settings), in issue 18's two worst cases, against the README's target of 160 MiB:
 //   pipelining  one connection pipelining 400 × 1 MB POSTs to a ThingSpace answering each 300 ms after its body
 //   stuck-log   nobody reads stdout while 12,000 requests with 6 KB paths each write a log line (75 MB of lines)
 // Each case runs BENCH_MEMORY_RUNS times (default 3), one process at a time, nothing else loaded by the bench

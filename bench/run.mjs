@@ -13,6 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { deleteKeys, describeCommands, redisProblem, shownUrl, startCommandCount } from './fleet-redis.mjs'
+import { imageMemoryEnv } from './memory-harness.mjs'
 import { memorySection } from './memory.mjs'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -451,6 +452,8 @@ async function main () {
   async function startupAndFootprint () {
     const runs = Number(process.env.BENCH_STARTUP_RUNS ?? 7)
     const dir = fs.mkdtempSync(path.join(work, 'startup-'))
+    const imageEnv = imageMemoryEnv()
+    const imageName = (name) => `${name}, ${Object.entries(imageEnv).map(([key, value]) => `${key}=${value}`).join(' ')}`
     let tracingBaselineSkipped = TRACING_BASELINE === 'off' ? 'skipped (BENCH_TRACING_BASELINE=off)' : undefined
     /** One per proxy kind: they are alive together while they rest (state-dir-lock.ts allows one proxy each). */
     const stateDir = (name) => {
@@ -483,7 +486,15 @@ async function main () {
       },
       ...tracingBaselineKinds(),
       { name: rawName, args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
-      { name: bareName, args: ['bench/bare-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ }
+      { name: bareName, args: ['bench/bare-proxy.mjs', String(upstream.port), '0'], env: {}, ready: /^\d+\n/ },
+      // As the image runs them: the Dockerfile's MALLOC_* settings, for this proxy and, the same way, the raw one.
+      {
+        name: imageName(proxyName),
+        args: ['dist/main.js'],
+        env: { ...proxyEnv, ...imageEnv, M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0', M2M_PROXY_STATE_DIR: stateDir('image') },
+        ready: /"msg":"listening"/
+      },
+      { name: imageName(rawName), args: ['bench/raw-proxy.mjs', String(upstream.port), '0'], env: imageEnv, ready: /^\d+\n/ }
     ]
     /** The proxy before OpenTelemetry, when it can be built here (its dist/main.js, started like this one). */
     function tracingBaselineKinds () {
@@ -561,6 +572,8 @@ async function main () {
     out.push(
       '',
       `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)}, idle ${(idleOf(ours) / idleOf(rawFigures)).toFixed(2)} (target <= 1.2)`,
+      `as the image runs them (${Object.keys(imageEnv).join(', ')}), this proxy / raw: ` +
+        `${ratios(figures.get(imageName(proxyName)), figures.get(imageName(rawName)))} (targets: start-up <= 2, RSS <= 1.2)`,
       `tracing on / off: ${ratios(figures.get(`${proxyName}, tracing on`), ours)} (what turning it on costs)`
     )
     const before = figures.get(`before tracing (${TRACING_BASELINE})`)
