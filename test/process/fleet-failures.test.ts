@@ -27,6 +27,11 @@ interface Fleet {
   fleetKey: string
 }
 
+/** A fleet of its own on `redisUrl`: a fresh key prefix and fleet key. */
+function newFleet (simUrl: string, redisUrl: string): Fleet {
+  return { simUrl, redisUrl, keyPrefix: prefix(), fleetKey: randomBytes(32).toString('hex') }
+}
+
 /** `count` replicas of `fleet`, started one after the other. */
 async function startReplicas (t: Test, fleet: Fleet, count: number): Promise<ProxyProcess[]> {
   const replicas: ProxyProcess[] = []
@@ -274,7 +279,7 @@ if (haveRedisServer(t)) {
       let redis = await startRedisServer(t, port)
       const { sim, simUrl } = await startSimulator(t)
       const logins = countLoginRequests(sim)
-      const fleet: Fleet = { simUrl, redisUrl, keyPrefix: prefix(), fleetKey: randomBytes(32).toString('hex') }
+      const fleet = newFleet(simUrl, redisUrl)
       const startedAt = Date.now()
       const replicas = await startReplicas(t, fleet, 3)
       await Promise.all(replicas.map(async (replica) => await waitReady(replica)))
@@ -366,12 +371,7 @@ if (haveRedisServer(t)) {
       const port = await freePort()
       const { sim, simUrl } = await startSimulator(t)
       const logins = countLoginRequests(sim)
-      const fleet: Fleet = {
-        simUrl,
-        redisUrl: `redis://127.0.0.1:${port}`,
-        keyPrefix: prefix(),
-        fleetKey: randomBytes(32).toString('hex')
-      }
+      const fleet = newFleet(simUrl, `redis://127.0.0.1:${port}`)
       const replicas = await startReplicas(t, fleet, 2)
       for (const replica of replicas) {
         t.match(
@@ -420,12 +420,7 @@ if (haveRedisServer(t)) {
       t.teardown(() => { redis.kill('SIGCONT') })
       const { sim, simUrl } = await startSimulator(t)
       const logins = countLoginRequests(sim)
-      const fleet: Fleet = {
-        simUrl,
-        redisUrl: `redis://127.0.0.1:${port}`,
-        keyPrefix: prefix(),
-        fleetKey: randomBytes(32).toString('hex')
-      }
+      const fleet = newFleet(simUrl, `redis://127.0.0.1:${port}`)
       // With the callback inbox on: a callback and a read meet the same stalled Redis.
       const callbackDir = fs.mkdtempSync(path.join(os.tmpdir(), 'm2m-fleet-callbacks-'))
       t.teardown(() => { fs.rmSync(callbackDir, { recursive: true, force: true }) })
