@@ -571,7 +571,7 @@ async function main () {
       `idle ${(idleOf(a) / idleOf(b)).toFixed(2)}`
     out.push(
       '',
-      `this proxy / raw: start-up ${(median(ours.startMs) / median(rawFigures.startMs)).toFixed(2)} (target <= 2), RSS at rest ${(median(ours.rssMiB) / median(rawFigures.rssMiB)).toFixed(2)}, idle ${(idleOf(ours) / idleOf(rawFigures)).toFixed(2)} (target <= 1.2)`,
+      `this proxy / raw: ${ratios(ours, rawFigures)} (targets: start-up <= 2, RSS <= 1.2)`,
       `as the image runs them (${Object.keys(imageEnv).join(', ')}), this proxy / raw: ` +
         `${ratios(figures.get(imageName(proxyName)), figures.get(imageName(rawName)))} (targets: start-up <= 2, RSS <= 1.2)`,
       `tracing on / off: ${ratios(figures.get(`${proxyName}, tracing on`), ours)} (what turning it on costs)`

@@ -7,7 +7,7 @@ import { BlockList, isIP } from 'node:net'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { CallbackConfig, CallbackCredentials, ProxyConfig } from './config/load.js'
-import { InboxUnavailableError, type CallbackInbox } from './callbacks/inbox.js'
+import { INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS, InboxUnavailableError, type CallbackInbox } from './callbacks/inbox.js'
 import { CALLBACK_SERVICES, receiveCallback } from './callbacks/receive.js'
 import { isLocationService, signedByThingSpace } from './callbacks/location-signature.js'
 import type { LocationKeyStore } from './callbacks/location-keys.js'
@@ -107,7 +107,7 @@ export function buildCallbackListener (
     received.inc({ outcome: 'failed' })
     // Not 2xx: ThingSpace sends it again.
     if (error instanceof InboxUnavailableError) {
-      reply.header('retry-after', '5')
+      reply.header('retry-after', String(INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS))
       return sendProxyError(reply, 'fleetStoreUnreachable', 'the callback could not be stored now; send it again')
     }
     return sendProxyError(reply, 'internal', 'the callback could not be stored; send it again')

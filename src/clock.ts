@@ -15,13 +15,16 @@ export interface Clock {
   setTimer?: (callback: () => void, ms: number) => Timer
 }
 
+/** A real timer that never keeps the process alive (systemClock's). */
+export function backgroundTimer (callback: () => void, ms: number): Timer {
+  const timer = setTimeout(callback, ms)
+  timer.unref()
+  return { cancel: () => clearTimeout(timer) }
+}
+
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimer: (callback, ms) => {
-    const timer = setTimeout(callback, ms)
-    timer.unref()
-    return { cancel: () => clearTimeout(timer) }
-  }
+  setTimer: backgroundTimer
 }
 
 /**

@@ -35,15 +35,18 @@ export interface CallbackInbox {
   close: () => Promise<void>
 }
 
-/**
- * Resolves with what `read` returns once it is not empty: at once, or when a callback arrives, or (empty) after
- * `waitMs` or when `signal` aborts (the client went away).
- */
 /** The inbox's storage cannot be reached for now (a fleet's Redis down or not answering): worth trying again. */
 export class InboxUnavailableError extends Error {
   override readonly name = 'InboxUnavailableError'
 }
 
+/** Retry-After of an InboxUnavailableError's answer: the fleet store's reconnect backoff reaches 5 s. */
+export const INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
+/**
+ * Resolves with what `read` returns once it is not empty: at once, or when a callback arrives, or (empty) after
+ * `waitMs` or when `signal` aborts (the client went away).
+ */
 export async function waitForCallbacks (
   inbox: CallbackInbox,
   read: () => Promise<StoredCallback[]>,

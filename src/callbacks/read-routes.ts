@@ -4,13 +4,16 @@
 
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { sendProxyError } from '../proxy/errors.js'
-import { InboxUnavailableError, waitForCallbacks, type CallbackInbox } from './inbox.js'
+import {
+  INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS,
+  InboxUnavailableError,
+  waitForCallbacks,
+  type CallbackInbox
+} from './inbox.js'
 
 /** Longest a long poll may wait; a client wanting longer asks again. */
 export const MAX_WAIT_SECONDS = 60
 const MAX_LIMIT = 1000
-/** The fleet store's reconnect backoff reaches 5 s: asking again sooner mostly meets the same outage. */
-const INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -8,7 +8,7 @@
 // reads like a Redis that is down (503 with Retry-After, not ready), and what piles up behind it stays bounded by what
 // was sent before the first deadline passed.
 
-import type { Clock } from '../clock.js'
+import { backgroundTimer, type Clock } from '../clock.js'
 
 export class RedisNotAnsweringError extends Error {
   constructor (timeoutMs: number) {
@@ -38,7 +38,8 @@ export class AnswerDeadline {
     if (this.stalledNow) throw new RedisNotAnsweringError(this.options.timeoutMs)
     const sent = send()
     return await new Promise<T>((resolve, reject) => {
-      const timer = deadlineTimer(this.options.clock, () => {
+      // The clock's timer (a test's hand-moved one), else a real one that does not keep the process alive.
+      const timer = (this.options.clock.setTimer ?? backgroundTimer)(() => {
         this.setStalled(true)
         reject(new RedisNotAnsweringError(this.options.timeoutMs))
       }, this.options.timeoutMs)
@@ -67,12 +68,4 @@ export class AnswerDeadline {
     this.stalledNow = stalled
     this.options.onChange?.(stalled)
   }
-}
-
-/** The clock's timer (never keeps the process alive), or an unreferenced real one for a clock without timers. */
-function deadlineTimer (clock: Clock, callback: () => void, ms: number): { cancel: () => void } {
-  if (clock.setTimer !== undefined) return clock.setTimer(callback, ms)
-  const timer = setTimeout(callback, ms)
-  timer.unref()
-  return { cancel: () => { clearTimeout(timer) } }
 }

@@ -88,8 +88,8 @@ export interface RedisCallbackInboxOptions {
   now?: () => number
   /** An entry that did not open with the fleet key: skipped, reported once per entry. */
   onUnreadable?: (id: string) => void
-  /** Sends one command: the fleet store's, with its answer deadline and its errors (default: as it is). */
-  run?: <T>(what: string, send: () => Promise<T>) => Promise<T>
+  /** Sends one command: the fleet store's, with its answer deadline and its errors. */
+  run: <T>(what: string, send: () => Promise<T>) => Promise<T>
 }
 
 /** Stream entries read at once for one request's callbacks. */
@@ -110,12 +110,11 @@ export class RedisCallbackInbox implements CallbackInbox {
     this.stream = `${options.base}callbacks`
     this.channel = `${options.base}callbacks:stored`
     this.now = options.now ?? Date.now
-    const run = options.run ?? (async (_what, send) => await send())
     // Whatever fails here is Redis out of reach (the store's errors name what failed, never the URL): the listeners
     // answer it as something to try again.
     this.run = async (what, send) => {
       try {
-        return await run(what, send)
+        return await options.run(what, send)
       } catch (error) {
         throw new InboxUnavailableError(error instanceof Error ? error.message : String(error))
       }
