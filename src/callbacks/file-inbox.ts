@@ -1,8 +1,9 @@
 // The callback inbox of one process: an append-only file of JSON lines in the state directory. A callback is
 // fsynced before its sender gets the 2xx, so it survives a crash (kill -9) from then on; appends arriving together
-// share one write and one fsync. Retention (count, bytes, age) bounds what is kept, in memory and on disk. In memory
-// each callback is kept as its JSON line, parsed when read: parsed objects take several times their bytes, and the
-// byte retention is meant to bound the process's memory.
+// share one write and one fsync. Retention (count, bytes, age) bounds what is kept on disk. In memory there is only an
+// index (sequence, request id, time, where the line is in the file): a read reads its lines from the file, so the
+// byte retention never becomes the process's memory (issue 21; 32 MiB of kept lines had taken the proxy close to its
+// pod's limit under large callbacks).
 
 import fs from 'node:fs'
 import path from 'node:path'
@@ -11,6 +12,9 @@ import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import type { CallbackInbox, CallbackMessage, StoredCallback } from './inbox.js'
 
 export const CALLBACK_FILE = 'callbacks.jsonl'
+
+/** The file is read at start-up in pieces of this size, not whole: it may hold twice the byte retention. */
+const START_UP_READ_BYTES = 1024 * 1024
 
 export interface Retention {
   count: number
@@ -22,8 +26,9 @@ interface Kept {
   seq: number
   requestId: string | null
   receivedAtMs: number
-  /** The JSON line, without its newline. */
-  line: string
+  /** Where its line starts in the file. */
+  offset: number
+  /** The line's bytes, its newline included. */
   bytes: number
 }
 
@@ -34,6 +39,38 @@ interface Pending {
   reject: (error: unknown) => void
 }
 
+/**
+ * A read handle on one version of the file. A compaction replaces the file; reads already under way finish on the
+ * handle (and the offsets) they started with, and the handle closes after the last of them.
+ */
+class FileReader {
+  private reading = 0
+  private retired = false
+
+  constructor (readonly handle: FileHandle) {}
+
+  async read (offset: number, length: number): Promise<Buffer> {
+    this.reading++
+    try {
+      const buffer = Buffer.allocUnsafe(length)
+      let filled = 0
+      while (filled < length) {
+        const { bytesRead } = await this.handle.read(buffer, filled, length - filled, offset + filled)
+        if (bytesRead === 0) break
+        filled += bytesRead
+      }
+      return buffer.subarray(0, filled)
+    } finally {
+      this.reading--
+      if (this.retired && this.reading === 0) await this.handle.close()
+    }
+  }
+
+  async retire (): Promise<void> {
+    this.retired = true
+    if (this.reading === 0) await this.handle.close()
+  }
+}
 export class FileInbox implements CallbackInbox {
   private readonly kept: Kept[] = []
   private readonly byRequest = new Map<string, Kept[]>()
@@ -43,42 +80,28 @@ export class FileInbox implements CallbackInbox {
   private keptBytes = 0
   /** Lines in the file, retained or not yet compacted away. */
   private linesInFile = 0
+  /** The file's length: where the next line goes. */
   private bytesInFile = 0
   private nextSeq = 1
 
   private constructor (
     private readonly file: string,
     private handle: FileHandle,
+    private reader: FileReader,
     private readonly retention: Retention,
     private readonly now: () => number
   ) {}
 
   /**
-   * Opens (or creates) the inbox file and reads what it holds. A last line cut short by a crash is dropped from the
+   * Opens (or creates) the inbox file and indexes what it holds. A last line cut short by a crash is dropped from the
    * file: it was never acknowledged.
    */
   static async open (stateDir: string, retention: Retention, now: () => number = Date.now): Promise<FileInbox> {
     const file = path.join(stateDir, CALLBACK_FILE)
-    let text = ''
-    try {
-      text = fs.readFileSync(file, 'utf8')
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'ENOENT') throw error
-    }
-    const complete = text.lastIndexOf('\n') + 1
-    if (complete < text.length) fs.truncateSync(file, Buffer.byteLength(text.slice(0, complete)))
     const handle = await fs.promises.open(file, 'a', 0o600)
-    const inbox = new FileInbox(file, handle, retention, now)
-    for (const line of text.slice(0, complete).split('\n')) {
-      if (line === '') continue
-      inbox.linesInFile++
-      inbox.bytesInFile += Buffer.byteLength(line) + 1
-      try {
-        inbox.keep(JSON.parse(line) as StoredCallback, line)
-      } catch {
-        // a line this version cannot read: left in the file until the next compaction drops it
-      }
-    }
+    const inbox = new FileInbox(file, handle, new FileReader(await fs.promises.open(file, 'r')), retention, now)
+    const complete = inbox.indexLines(inbox.reader.handle.fd)
+    if (complete < (await handle.stat()).size) await handle.truncate(complete)
     inbox.trim()
     return inbox
   }
@@ -96,18 +119,18 @@ export class FileInbox implements CallbackInbox {
 
   async after (after: number, limit: number): Promise<StoredCallback[]> {
     this.trim()
-    const result: StoredCallback[] = []
+    const selected: Kept[] = []
     for (const kept of this.kept) {
       if (kept.seq <= after) continue
-      result.push(JSON.parse(kept.line) as StoredCallback)
-      if (result.length >= limit) break
+      selected.push(kept)
+      if (selected.length >= limit) break
     }
-    return result
+    return await this.readRecords(selected)
   }
 
   async forRequest (requestId: string): Promise<StoredCallback[]> {
     this.trim()
-    return (this.byRequest.get(requestId) ?? []).map((kept) => JSON.parse(kept.line) as StoredCallback)
+    return await this.readRecords(this.byRequest.get(requestId) ?? [])
   }
 
   stats (): { count: number; bytes: number; oldestAgeSeconds: number } {
@@ -129,6 +152,50 @@ export class FileInbox implements CallbackInbox {
     await this.flushing
     this.listeners.clear()
     await this.handle.close()
+    await this.reader.retire()
+  }
+
+  /**
+   * Indexes the file's complete lines, read in pieces; returns where the complete lines end. A line this version cannot
+   * read is left in the file until the next compaction drops it.
+   */
+  private indexLines (fd: number): number {
+    let carried = Buffer.alloc(0)
+    let lineStart = 0
+    const piece = Buffer.allocUnsafe(START_UP_READ_BYTES)
+    for (;;) {
+      const bytesRead = fs.readSync(fd, piece, 0, piece.length, lineStart + carried.length)
+      if (bytesRead === 0) return lineStart
+      const fresh = piece.subarray(0, bytesRead)
+      let text = carried.length === 0 ? fresh : Buffer.concat([carried, fresh])
+      let newline
+      while ((newline = text.indexOf(10)) !== -1) {
+        const bytes = newline + 1
+        this.linesInFile++
+        try {
+          this.keep(JSON.parse(text.toString('utf8', 0, newline)) as StoredCallback, lineStart, bytes)
+        } catch {
+          // not a line this version can read
+        }
+        lineStart += bytes
+        text = text.subarray(bytes)
+      }
+      this.bytesInFile = lineStart
+      carried = Buffer.from(text) // a copy: the piece is read into again
+    }
+  }
+
+  /** The records of these lines, read from the file: one read for the stretch of the file that holds them all. */
+  private async readRecords (lines: readonly Kept[]): Promise<StoredCallback[]> {
+    const first = lines[0]
+    if (first === undefined) return []
+    // The offsets with the reader they belong to, both taken now: a compaction may replace them while this reads.
+    const reader = this.reader
+    const start = first.offset
+    const spans = lines.map((kept) => [kept.offset - start, kept.bytes - 1] as const)
+    const [lastStart, lastLength] = spans[spans.length - 1] as readonly [number, number]
+    const stretch = await reader.read(start, lastStart + lastLength)
+    return spans.map(([at, length]) => JSON.parse(stretch.toString('utf8', at, at + length)) as StoredCallback)
   }
 
   /** Writes what is pending, one write and one fsync per batch, until nothing is. */
@@ -141,13 +208,15 @@ export class FileInbox implements CallbackInbox {
         await this.handle.sync()
       } catch (error) {
         for (const entry of batch) entry.reject(error)
+        // Whatever part of the batch reached the file goes: the offsets of the lines after it must hold.
+        await this.handle.truncate(this.bytesInFile).catch(() => {})
         continue
       }
       for (const entry of batch) {
         const bytes = Buffer.byteLength(entry.line)
         this.linesInFile++
+        this.keep(entry.record, this.bytesInFile, bytes)
         this.bytesInFile += bytes
-        this.keep(entry.record, entry.line.slice(0, -1))
       }
       this.trim()
       await this.compactIfWorthIt()
@@ -156,13 +225,13 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  private keep (record: StoredCallback, line: string): void {
+  private keep (record: StoredCallback, offset: number, bytes: number): void {
     const kept: Kept = {
       seq: record.seq,
       requestId: record.requestId,
       receivedAtMs: Date.parse(record.receivedAt),
-      line,
-      bytes: Buffer.byteLength(line) + 1
+      offset,
+      bytes
     }
     this.kept.push(kept)
     this.keptBytes += kept.bytes
@@ -174,7 +243,7 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  /** Drops the oldest beyond the retention's count, bytes or age (memory; the file follows at compaction). */
+  /** Drops the oldest beyond the retention's count, bytes or age (from the index; the file follows at compaction). */
   private trim (): void {
     const oldestAllowed = this.now() - this.retention.ageMs
     while (this.kept.length > 0) {
@@ -192,15 +261,34 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  /** Rewrites the file with what is retained once it holds twice as much: the file stays bounded too. */
+  /** Rewrites the file with what is retained once it holds twice as much: the file stays bounded. */
   private async compactIfWorthIt (): Promise<void> {
     if (this.linesInFile <= 2 * Math.max(this.kept.length, 1) && this.bytesInFile <= 2 * this.retention.bytes) return
-    // Line by line: joined, the kept callbacks would be in memory twice (up to the byte retention) while it writes.
-    const kept = this.kept
+    // Line by line from the old file: the kept callbacks are never all in memory at once.
+    const kept = [...this.kept]
+    const oldFd = this.reader.handle.fd
     await this.handle.close()
-    writeFileAtomicSync(this.file, (function * () { for (const { line } of kept) yield `${line}\n` })())
+    writeFileAtomicSync(this.file, (function * () {
+      // One buffer for every line, each written before the next is read into it: no garbage of the file's size.
+      let line = Buffer.allocUnsafe(0)
+      for (const { offset, bytes } of kept) {
+        if (line.length < bytes) line = Buffer.allocUnsafe(Math.max(bytes, 2 * line.length))
+        fs.readSync(oldFd, line, 0, bytes, offset)
+        yield line.subarray(0, bytes)
+      }
+    })())
     this.handle = await fs.promises.open(this.file, 'a', 0o600)
-    this.linesInFile = this.kept.length
-    this.bytesInFile = this.keptBytes
+    const reader = new FileReader(await fs.promises.open(this.file, 'r'))
+    // The new offsets and the new reader together, with no await between: a read takes both or neither.
+    let offset = 0
+    for (const line of kept) {
+      line.offset = offset
+      offset += line.bytes
+    }
+    const retired = this.reader
+    this.reader = reader
+    this.linesInFile = kept.length
+    this.bytesInFile = offset
+    await retired.retire()
   }
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 export function writeFileAtomicSync (
   file: string,
   /** The content, or its pieces in order (written one by one: never joined into one string in memory). */
-  content: string | Iterable<string>,
+  content: string | Iterable<string | Uint8Array>,
   mode = 0o600,
   owner?: { uid: number; gid: number }
 ): void {
@@ -21,7 +21,10 @@ export function writeFileAtomicSync (
   try {
     if (owner !== undefined) fs.fchownSync(fd, owner.uid, owner.gid)
     fs.fchmodSync(fd, mode) // the umask may have narrowed or the owner change widened nothing: be exact
-    for (const piece of typeof content === 'string' ? [content] : content) fs.writeSync(fd, piece)
+    for (const piece of typeof content === 'string' ? [content] : content) {
+      if (typeof piece === 'string') fs.writeSync(fd, piece)
+      else fs.writeSync(fd, piece)
+    }
     fs.fsyncSync(fd)
   } catch (error) {
     fs.closeSync(fd)

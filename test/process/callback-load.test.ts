@@ -135,7 +135,7 @@ t.test('single process: 1000 callbacks a second for 10 s, all stored, memory bou
   await load(t, await startInbox(t))
 })
 
-t.test('large callbacks: what is kept in memory is bounded by M2M_PROXY_CALLBACK_RETENTION_BYTES', async (t) => {
+t.test('large callbacks: M2M_PROXY_CALLBACK_RETENTION_BYTES kept on disk, memory bounded', async (t) => {
   const inbox = await startInbox(t)
   const stopWatching = watchRss(inbox.child.pid as number)
   // ~120 KB each, of many small objects (a bulk request's devices): 100 MB through the default byte retention.

@@ -100,7 +100,7 @@ t.test('file inbox: appends arriving together are all stored, in order, one writ
   t.equal(lines.length, 200)
 })
 
-t.test('file inbox: retention by count and by age, in memory and on disk', async (t) => {
+t.test('file inbox: retention by count and by age, in the index and on disk', async (t) => {
   const dir = t.testdir({})
   let now = Date.UTC(2026, 0, 1)
   const inbox = await FileInbox.open(dir, { count: 10, bytes: 16 * 1024 * 1024, ageMs: 60_000 }, () => now)
@@ -160,4 +160,65 @@ t.test('file inbox: a write that fails rejects its callbacks (no 2xx), the next 
   t.equal((await inbox.append(message('req-next'))).requestId, 'req-next')
   t.same((await inbox.after(0, 10)).map((record) => record.requestId), ['req-next'])
   await inbox.close()
+})
+
+t.test('file inbox: a write cut off half way leaves nothing behind; the lines after it read back whole', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  await inbox.append(message('req-1'))
+  const handle = (inbox as unknown as { handle: { appendFile: (text: string) => Promise<void> } }).handle
+  const original = handle.appendFile.bind(handle)
+  let failures = 1
+  handle.appendFile = async (text: string) => {
+    if (failures-- <= 0) return await original(text)
+    await original(text.slice(0, 20)) // the disk filled up part way through the batch
+    throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+  }
+  await t.rejects(inbox.append(message('req-lost')), { code: 'ENOSPC' })
+  await inbox.append(message('req-3', { step: 3 }))
+  t.same((await inbox.after(0, 10)).map((record) => record.requestId), ['req-1', 'req-3'])
+  t.same((await inbox.forRequest('req-3')).map((record) => record.body), [{ requestId: 'req-3', step: 3 }])
+  await inbox.close()
+  const lines = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8').trim().split('\n')
+  t.same(lines.map((line) => (JSON.parse(line) as { requestId: string }).requestId), ['req-1', 'req-3'], 'no torn line')
+})
+
+t.test('file inbox: a file of large lines is indexed in pieces at start-up and read back byte for byte', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  // 40 lines of 100 KB: 4 MB, read at start-up 1 MiB at a time, so lines cross the pieces' ends.
+  const payloads = Array.from({ length: 40 }, (_, i) => `${i}:`.padEnd(100_000, String.fromCharCode(97 + (i % 26))))
+  for (const [i, payload] of payloads.entries()) await inbox.append(message(`req-${i}`, { payload, text: 'héllo ✓' }))
+  await inbox.close()
+  const reopened = await FileInbox.open(dir, RETENTION)
+  t.teardown(async () => { await reopened.close() })
+  const records = await reopened.after(0, 100)
+  t.equal(records.length, 40)
+  const bodies = records.map((record) => record.body as { payload: string; text: string })
+  t.ok(bodies.every((body, i) => body.payload === payloads[i]), 'every payload as written')
+  t.ok(bodies.every((body) => body.text === 'héllo ✓'), 'multi-byte characters intact')
+  t.same((await reopened.forRequest('req-39')).map((record) => record.seq), [40])
+})
+
+t.test('file inbox: reads under way while a compaction replaces the file get what they asked for', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, { count: 5, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 })
+  t.teardown(async () => { await inbox.close() })
+  for (let i = 1; i <= 5; i++) await inbox.append(message(`req-${i}`))
+  const fileBefore = fs.statSync(path.join(dir, CALLBACK_FILE)).ino
+  // The reads take their offsets now and read only once the appends below have had the file compacted (replaced).
+  type Readable = { handle: { read: (...args: unknown[]) => Promise<unknown> } }
+  const { handle } = (inbox as unknown as { reader: Readable }).reader
+  const read = handle.read.bind(handle)
+  let release = (): void => {}
+  const released = new Promise<void>((resolve) => { release = resolve })
+  handle.read = async (...args: unknown[]) => { await released; return await read(...args) }
+  const byCursor = inbox.after(0, 5)
+  const byRequest = inbox.forRequest('req-3')
+  for (let i = 6; i <= 16; i++) await inbox.append(message(`req-${i}`))
+  t.not(fs.statSync(path.join(dir, CALLBACK_FILE)).ino, fileBefore, 'the file was compacted')
+  release()
+  t.same((await byCursor).map((record) => record.seq), [1, 2, 3, 4, 5], 'the five asked for')
+  t.same((await byRequest).map((record) => record.requestId), ['req-3'])
+  t.same((await inbox.after(0, 10)).map((record) => record.seq), [12, 13, 14, 15, 16], 'and afterwards, the newest five')
 })
