@@ -479,6 +479,16 @@ if (haveRedisServer(t)) {
       t.equal(callback.status, 503, 'a callback is refused, so that ThingSpace sends it again')
       t.ok(Number(callback.headers.get('retry-after')) >= 1, 'with Retry-After')
       t.match(await callback.json(), { errorCode: 'Proxy.FleetStoreUnreachable' })
+      // A Device Location callback: its shared key cannot be read, which is the same "send it again", not a failure.
+      const located = await fetch(`${String(listening.callbackUrl)}/DeviceLocation`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-callback-signature': 'a'.repeat(64) },
+        body: JSON.stringify({ txid: 'while-hung', status: 'Success' }),
+        signal: AbortSignal.timeout(20_000)
+      })
+      t.equal(located.status, 503, 'a Device Location callback is refused the same way')
+      t.ok(Number(located.headers.get('retry-after')) >= 1, 'with Retry-After')
+      t.match(await located.json(), { errorCode: 'Proxy.FleetStoreUnreachable' })
       const read = await fetch(`${replicas[0]!.proxyUrl}/callbacks?after=0`, { signal: AbortSignal.timeout(20_000) })
       t.equal(read.status, 503, 'a read is answered 503')
       t.ok(Number(read.headers.get('retry-after')) >= 1, 'with Retry-After')
