@@ -103,13 +103,15 @@ export function buildCallbackListener (
       return refuse(request, reply, 'bodyTooLarge', `body larger than ${callbacks.bodyLimitBytes} bytes (M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES)`)
     }
     if (error.statusCode !== undefined && error.statusCode < 500) return refuse(request, reply, 'badRequest', error.message)
-    log.error({ err: error }, 'callback not stored')
     received.inc({ outcome: 'failed' })
     // Not 2xx: ThingSpace sends it again.
     if (error instanceof InboxUnavailableError) {
+      // Expected while Redis is out of reach, and one line per callback: a warning that says why, no stack.
+      log.warn({ reqId: request.id, reason: error.message }, 'callback not stored')
       reply.header('retry-after', String(INBOX_UNAVAILABLE_RETRY_AFTER_SECONDS))
       return sendProxyError(reply, 'fleetStoreUnreachable', 'the callback could not be stored now; send it again')
     }
+    log.error({ err: error }, 'callback not stored')
     return sendProxyError(reply, 'internal', 'the callback could not be stored; send it again')
   })
   app.setNotFoundHandler((request, reply) => refuse(request, reply, 'notFound', 'no such callback route'))

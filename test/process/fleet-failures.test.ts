@@ -489,6 +489,13 @@ if (haveRedisServer(t)) {
       t.equal(located.status, 503, 'a Device Location callback is refused the same way')
       t.ok(Number(located.headers.get('retry-after')) >= 1, 'with Retry-After')
       t.match(await located.json(), { errorCode: 'Proxy.FleetStoreUnreachable' })
+      const notStoredLines = (): Array<Record<string, unknown>> =>
+        replicas[0]!.lines.filter((line) => line.msg === 'callback not stored')
+      await replicas[0]!.waitFor(() => notStoredLines().length >= 2, 5000).catch(() => {}) // the lines come by a pipe
+      const notStored = notStoredLines()
+      t.equal(notStored.length, 2, 'one log line for each callback refused')
+      t.ok(notStored.every((line) => line.level === 40 && typeof line.reason === 'string' && line.err === undefined),
+        'each a warning that says why, without a stack: expected while Redis is out of reach')
       const read = await fetch(`${replicas[0]!.proxyUrl}/callbacks?after=0`, { signal: AbortSignal.timeout(20_000) })
       t.equal(read.status, 503, 'a read is answered 503')
       t.ok(Number(read.headers.get('retry-after')) >= 1, 'with Retry-After')
