@@ -16,6 +16,12 @@ export const CALLBACK_FILE = 'callbacks.jsonl'
 /** The file is read at start-up in pieces of this size, not whole: it may hold twice the byte retention. */
 const START_UP_READ_BYTES = 1024 * 1024
 
+/**
+ * A page read by cursor stops once it holds this many bytes of callbacks (it always holds one): what one read puts in
+ * memory is bounded whatever `limit` and the callbacks' sizes. The client reads on from the page's `next`.
+ */
+export const MAX_PAGE_BYTES = 4 * 1024 * 1024
+
 export interface Retention {
   count: number
   bytes: number
@@ -120,9 +126,12 @@ export class FileInbox implements CallbackInbox {
   async after (after: number, limit: number): Promise<StoredCallback[]> {
     this.trim()
     const selected: Kept[] = []
+    let bytes = 0
     for (const kept of this.kept) {
       if (kept.seq <= after) continue
+      if (selected.length > 0 && bytes + kept.bytes > MAX_PAGE_BYTES) break
       selected.push(kept)
+      bytes += kept.bytes
       if (selected.length >= limit) break
     }
     return await this.readRecords(selected)

@@ -5,7 +5,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { receiveCallback } from '../../src/callbacks/receive.js'
-import { CALLBACK_FILE, FileInbox } from '../../src/callbacks/file-inbox.js'
+import { CALLBACK_FILE, FileInbox, MAX_PAGE_BYTES } from '../../src/callbacks/file-inbox.js'
 import { waitForCallbacks, type CallbackMessage } from '../../src/callbacks/inbox.js'
 
 const EXPECTED = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
@@ -221,4 +221,24 @@ t.test('file inbox: reads under way while a compaction replaces the file get wha
   t.same((await byCursor).map((record) => record.seq), [1, 2, 3, 4, 5], 'the five asked for')
   t.same((await byRequest).map((record) => record.requestId), ['req-3'])
   t.same((await inbox.after(0, 10)).map((record) => record.seq), [12, 13, 14, 15, 16], 'and afterwards, the newest five')
+})
+
+t.test('file inbox: a page read by cursor stops at MAX_PAGE_BYTES, one callback at least; read on from its end', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, { count: 1000, bytes: 64 * 1024 * 1024, ageMs: 3_600_000 })
+  t.teardown(async () => { await inbox.close() })
+  const payload = 'x'.repeat(1024 * 1024) // each line a little over 1 MiB: three fit in a page, not four
+  for (let i = 1; i <= 7; i++) await inbox.append(message(`req-${i}`, { payload }))
+  const pages: number[][] = []
+  for (let cursor = 0; ;) {
+    const page = await inbox.after(cursor, 100)
+    if (page.length === 0) break
+    pages.push(page.map((record) => record.seq))
+    cursor = page.at(-1)?.seq ?? cursor
+  }
+  t.same(pages, [[1, 2, 3], [4, 5, 6], [7]], 'every callback once, in pages under the byte bound')
+  const huge = await FileInbox.open(t.testdir({}), { count: 10, bytes: 64 * 1024 * 1024, ageMs: 3_600_000 })
+  t.teardown(async () => { await huge.close() })
+  await huge.append(message('req-huge', { payload: 'y'.repeat(MAX_PAGE_BYTES + 1) }))
+  t.equal((await huge.after(0, 10)).length, 1, 'a callback larger than the bound still comes, alone')
 })
