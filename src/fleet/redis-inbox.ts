@@ -15,6 +15,7 @@
 import { createHash } from 'node:crypto'
 import type { createClient } from '@redis/client'
 import { openRecord, sealRecord } from './crypto.js'
+import { messageOf } from '../errors.js'
 import { InboxUnavailableError, type CallbackInbox, type CallbackMessage, type StoredCallback } from '../callbacks/inbox.js'
 
 type Client = ReturnType<typeof createClient>
@@ -95,6 +96,18 @@ export interface RedisCallbackInboxOptions {
 /** Stream entries read at once for one request's callbacks. */
 const FOR_REQUEST_BATCH = 256
 
+/**
+ * Whatever fails in Redis for the callbacks (the entries, the Device Location keys) is Redis out of reach (the store's
+ * errors name what failed, never the URL): the listeners answer it as something to try again, 503 with Retry-After.
+ */
+export async function orInboxUnavailable<T> (sending: Promise<T>): Promise<T> {
+  try {
+    return await sending
+  } catch (error) {
+    throw new InboxUnavailableError(messageOf(error))
+  }
+}
+
 export class RedisCallbackInbox implements CallbackInbox {
   private readonly stream: string
   private readonly channel: string
@@ -110,15 +123,7 @@ export class RedisCallbackInbox implements CallbackInbox {
     this.stream = `${options.base}callbacks`
     this.channel = `${options.base}callbacks:stored`
     this.now = options.now ?? Date.now
-    // Whatever fails here is Redis out of reach (the store's errors name what failed, never the URL): the listeners
-    // answer it as something to try again.
-    this.run = async (what, send) => {
-      try {
-        return await options.run(what, send)
-      } catch (error) {
-        throw new InboxUnavailableError(error instanceof Error ? error.message : String(error))
-      }
-    }
+    this.run = async (what, send) => await orInboxUnavailable(options.run(what, send))
     options.subscriber.connect().catch(() => {})
     options.subscriber.subscribe(this.channel, () => { this.notify() }).catch(() => {})
   }

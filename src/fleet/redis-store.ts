@@ -28,10 +28,8 @@ import { systemClock, type Clock } from '../clock.js'
 import { AnswerDeadline } from './answer-deadline.js'
 import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
 import { isKeyList, withNewKey, type LocationKeyStore } from '../callbacks/location-keys.js'
-import { InboxUnavailableError } from '../callbacks/inbox.js'
-import { messageOf } from '../errors.js'
 import { isReplicaBeat, lockTag, type ReplicaBeat } from './replicas.js'
-import { RedisCallbackInbox, type InboxRetention } from './redis-inbox.js'
+import { orInboxUnavailable, RedisCallbackInbox, type InboxRetention } from './redis-inbox.js'
 import { UntrustedRecordError } from '../session/shared-session.js'
 import {
   FleetStoreClosedError,
@@ -565,10 +563,7 @@ export class RedisFleetStore implements FleetStore {
   openLocationKeys (): LocationKeyStore {
     const key = this.keyOf('location-keys')
     const read = async (service: string): Promise<string[]> => {
-      // Redis out of reach is a callback to send again (503 with Retry-After, as for the inbox), not a failure.
-      const sealed = await this.run('read a callback key', () => this.client.hGet(key, service)).catch((error: unknown) => {
-        throw new InboxUnavailableError(messageOf(error))
-      })
+      const sealed = await orInboxUnavailable(this.run('read a callback key', () => this.client.hGet(key, service)))
       return sealed == null ? [] : openRecord(this.key, `${key}#${service}`, sealed, isKeyList)
     }
     return {

@@ -22,6 +22,7 @@ export function writeFileAtomicSync (
     if (owner !== undefined) fs.fchownSync(fd, owner.uid, owner.gid)
     fs.fchmodSync(fd, mode) // the umask may have narrowed or the owner change widened nothing: be exact
     for (const piece of typeof content === 'string' ? [content] : content) {
+      // Two calls for one: writeSync's overloads take a string or a buffer, not the union of both.
       if (typeof piece === 'string') fs.writeSync(fd, piece)
       else fs.writeSync(fd, piece)
     }
