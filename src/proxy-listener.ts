@@ -88,6 +88,7 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
   const recordRequest = (request: FastifyRequest, reply: FastifyReply): void => {
     const state = request.proxyState
     metrics.countRequest(request.method, reply.statusCode)
+    if (!config.logRequests) return
     // From the listener's logger: the request's own would be made just for this line.
     log.info(
       {

@@ -320,6 +320,9 @@ export const SETTINGS = {
   logLevel: setting<LogLevel>('M2M_PROXY_LOG_LEVEL', 'info', logLevel),
   // json for log collectors; pretty for a person at a terminal (the demo's default).
   logFormat: setting<LogFormat>('M2M_PROXY_LOG_FORMAT', 'json', logFormat),
+  // One info line per request answered on the proxy listener (method, path, status, duration); false leaves them out,
+  // m2m_proxy_requests_total still counts every request. What a line costs: docs/performance.md.
+  logRequests: setting('M2M_PROXY_LOG_REQUESTS', true, boolean),
   // sonic-boom needs it below its 16 KiB write size.
   logBufferBytes: setting('M2M_PROXY_LOG_BUFFER_BYTES', 4096, integer(0, 16383)),
   // Lines kept for a slow stdout reader; beyond, lines are dropped and counted instead of growing memory.

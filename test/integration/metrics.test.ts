@@ -129,3 +129,20 @@ t.test('the session gauges are read on the session\'s clock, not the system\'s',
   t.equal(metricValue(text, 'm2m_proxy_session_age_seconds'), 90, 'logged in 90 s ago on the injected clock')
   t.equal(metricValue(text, 'm2m_proxy_session_idle_seconds'), 90, 'last used 90 s ago on the injected clock')
 })
+
+t.test('M2M_PROXY_LOG_REQUESTS=false: no request lines, every request still counted, other lines kept', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_LOG_REQUESTS: 'false' } })
+  stack.sim.expireSessions() // a renewal: a line that is not a request line
+  t.equal((await stack.call('GET', ECHO_PATH)).status, 200)
+  t.equal((await stack.call('GET', '/not-proxied')).status, 404)
+  const text = await scrape(stack)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '2xx' }), 1)
+  t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '4xx' }), 1)
+  const entries = stack.logs.entries()
+  t.notOk(entries.some((entry) => entry.msg === 'request'), 'no request line')
+  t.ok(entries.some((entry) => entry.msg === 'session renewed'), 'the renewal is logged as before')
+
+  const logged = await startStack(t)
+  await logged.call('GET', ECHO_PATH)
+  t.equal(logged.logs.entries().filter((entry) => entry.msg === 'request').length, 1, 'on by default: one line')
+})

@@ -70,6 +70,7 @@ t.test('defaults apply when only the credentials file is given', async (t) => {
   t.equal(config.maxLoginFailures, 2)
   t.equal(config.logLevel, 'info')
   t.equal(config.logBufferBytes, 4096)
+  t.equal(config.logRequests, true, 'a line per request')
   t.same(config.allowedHosts, [])
   t.same(config.forwardPrefixes, ['/api/'], 'every ThingSpace API family on the upstream host')
   t.equal(config.requestTimeoutMs, 30000)
