@@ -62,6 +62,8 @@ export interface FleetHost {
    * notification.
    */
   takeUp: (shared: SharedSession, ttlMs: number, renewal: boolean) => CachedSession
+  /** The store answers again after an outage or a stall (a login waiting for it may go now). */
+  storeAnswersAgain: () => void
   closed: () => boolean
 }
 
@@ -452,6 +454,7 @@ export class FleetCoordinator implements LoginStrategy {
       this.shareUse(true).catch((error: unknown) =>
         this.env.publish({ type: 'warning', message: `the fleet store could not be re-seeded: ${messageOf(error)}` })
       )
+      this.host.storeAnswersAgain()
     }
   }
 

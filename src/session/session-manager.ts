@@ -130,6 +130,8 @@ export class SessionManager {
   private warnedHeldSession: CachedSession | undefined
   /** The next login tried without a client, while ThingSpace is failing and the proxy is not ready. */
   private retryTimer: Timer | undefined
+  /** What that login waits for: the fleet store's return ends the wait early, ThingSpace's backoff does not. */
+  private retryWaitsForStore = false
   private closed = false
   /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
   private candidateRejected = false
@@ -490,18 +492,32 @@ export class SessionManager {
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLogin === 'unknown-outcome') return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
+    this.retryWaitsForStore = error.reason === 'fleet-store-unreachable'
     this.publish({
       type: 'background-retry',
       delayMs,
-      cause: error.reason === 'fleet-store-unreachable' ? 'fleet-store-unreachable' : 'upstream-unavailable'
+      cause: this.retryWaitsForStore ? 'fleet-store-unreachable' : 'upstream-unavailable'
     })
     this.retryTimer = setTimer(() => {
-      this.retryTimer = undefined
-      if (this.closed || !this.waitingForUpstream()) return
-      this.login().catch(() => {
-        /* reported through the events; a failure schedules the next retry */
-      })
+      this.retryInBackgroundNow()
     }, delayMs)
+  }
+
+  private retryInBackgroundNow (): void {
+    this.retryTimer?.cancel()
+    this.retryTimer = undefined
+    if (this.closed || !this.waitingForUpstream()) return
+    this.login().catch(() => {
+      /* reported through the events; a failure schedules the next retry */
+    })
+  }
+
+  /**
+   * Fleet mode: the store answers again (reconnected, or answering after a stall). A background login that failed for
+   * want of it goes now rather than at its timer, so that a replica is ready as soon as Redis is back.
+   */
+  private storeAnswersAgain (): void {
+    if (this.retryTimer !== undefined && this.retryWaitsForStore) this.retryInBackgroundNow()
   }
 
   /** Not ready, and for no rejection: ThingSpace was unreachable or failing. */
@@ -605,6 +621,7 @@ export class SessionManager {
         this.publish({ type: 'warning', message: "the fleet's session was ended on another replica: dropped here too" })
       },
       takeUp: (shared, ttlMs, renewal) => this.takeUpShared(shared, ttlMs, renewal),
+      storeAnswersAgain: () => this.storeAnswersAgain(),
       closed: () => this.closed
     }
   }

@@ -102,7 +102,11 @@ export async function waitReady (replica: ProxyProcess, timeoutMs = 15_000): Pro
     },
     timeoutMs,
     'replica ready'
-  )
+  ).catch((error: unknown) => {
+    // What the replica was doing: a timeout alone says nothing on a CI log.
+    const recent = replica.lines.slice(-20).map((line) => `  ${String(line.time)} ${String(line.level)} ${String(line.msg)}`)
+    throw new Error(`${(error as Error).message}; its last log lines:\n${recent.join('\n')}`)
+  })
 }
 
 /** The value of an unlabelled metric, NaN when absent. */

@@ -81,8 +81,10 @@ function downable (inner: FleetStore): {
   down: { value: boolean }
   deaf: { value: boolean }
   foreign: { value: boolean }
+  storeBack: () => void
 } {
   const down = { value: false }
+  const listeners = new Set<FleetChangeListener>()
   /** The state reads as sealed with another fleet key (the Redis adapter's FleetKeyMismatchError). */
   const foreign = { value: false }
   /** Notifications are lost (pub/sub reconnecting), commands still work. */
@@ -91,10 +93,12 @@ function downable (inner: FleetStore): {
     get (target, property) {
       if (property === 'connected') return !down.value && target.connected
       if (property === 'subscribe') {
-        return (listener: FleetChangeListener) =>
-          target.subscribe((change) => {
+        return (listener: FleetChangeListener) => {
+          listeners.add(listener)
+          return target.subscribe((change) => {
             if (!deaf.value) listener(change)
           })
+        }
       }
       const value: unknown = Reflect.get(target, property, target)
       if (typeof value !== 'function') return value
@@ -106,7 +110,12 @@ function downable (inner: FleetStore): {
       }
     }
   })
-  return { store, down, deaf, foreign }
+  /** Up again, and said so as the Redis adapter does once it reconnects. */
+  const storeBack = (): void => {
+    down.value = false
+    for (const listener of listeners) listener({ kind: 'connected' })
+  }
+  return { store, down, deaf, foreign, storeBack }
 }
 
 interface Replica {
@@ -114,6 +123,7 @@ interface Replica {
   down: { value: boolean }
   foreign: { value: boolean }
   deaf: { value: boolean }
+  storeBack: () => void
   /** Background login retries scheduled. */
   retries: number
   avoided: number
@@ -122,7 +132,7 @@ interface Replica {
 }
 
 function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, dir = t.testdir({})): Replica {
-  const { store, down, deaf, foreign } = downable(
+  const { store, down, deaf, foreign, storeBack } = downable(
     new MemoryFleetStore({ fleet, username: CREDENTIALS.username, keyPrefix: PREFIX })
   )
   const result: Replica = {
@@ -130,6 +140,7 @@ function replica (t: Test, fleet: MemoryFleet, api: FakeApi, clock: FakeClock, d
     down,
     deaf,
     foreign,
+    storeBack,
     retries: 0,
     avoided: 0,
     lockWaits: 0,
@@ -381,6 +392,45 @@ t.test('store down: no login, the tokens held keep serving; unready only without
   await second.manager.startSession()
   t.equal(api.logins, 2, 'the other replica takes up that session')
   t.equal(second.manager.notReadyReason(), undefined)
+})
+
+t.test('store back: a background login that waited for the store goes at once, not at its timer', async (t) => {
+  const { api, clock, replicas } = fleetOf(t, 2, new TimerClock())
+  const [first, second] = replicas as [Replica, Replica]
+  first.down.value = true
+  second.down.value = true
+  for (const { manager } of replicas) t.equal(await reason(manager.startSession()), 'fleet-store-unreachable')
+  t.same([first.retries, second.retries], [1, 1], 'each schedules a background login')
+  await clock.pass(2000)
+  t.equal(api.logins, 0, 'none while the store is down')
+  first.storeBack()
+  await settle()
+  t.equal(api.logins, 1, 'the first logs in as soon as its store answers, 3 s before its timer')
+  t.equal(first.manager.notReadyReason(), undefined)
+  second.storeBack()
+  await settle()
+  t.equal(second.manager.notReadyReason(), undefined, 'the second takes up that session at once')
+  t.equal(api.logins, 1, 'one login for the two')
+  t.equal(second.avoided, 1)
+  await clock.pass(10_000)
+  t.equal(api.logins, 1, 'and no timer logs in again later')
+})
+
+t.test('store back: a background login that waits out a ThingSpace failure keeps its backoff', async (t) => {
+  const { api, clock, replicas } = fleetOf(t, 1, new TimerClock())
+  const only = replicas[0] as Replica
+  api.fail = new UpstreamAuthError('unavailable', 'session login answered 503', 503)
+  t.equal(await reason(only.manager.startSession()), 'upstream-unavailable')
+  t.equal(api.logins, 1)
+  t.equal(only.retries, 1, 'a background login is scheduled after the backoff')
+  api.fail = undefined
+  only.storeBack() // a reconnection (or a stall's end) says nothing about ThingSpace
+  await settle()
+  t.equal(api.logins, 1, 'not hurried by the store')
+  t.equal(only.retries, 1, 'not even tried: the backoff would have refused it')
+  await clock.pass(5000)
+  t.equal(api.logins, 2, 'it goes at its timer')
+  t.equal(only.manager.notReadyReason(), undefined)
 })
 
 t.test(
