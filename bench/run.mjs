@@ -346,11 +346,13 @@ async function main () {
   // machine's speed hits them alike; each serves its own wrk, they share the upstream.
   const sideBySideNames = [rawName, bareName, proxyName]
   const sideBySide = Object.fromEntries(sideBySideNames.map((name) => [name, { GET: [], POST: [] }]))
-  const pair = targets.filter((target) => sideBySideNames.includes(target.name))
+  const sideBySideTargets = targets.filter((target) => sideBySideNames.includes(target.name))
   for (let round = 0; round < SIDE_BY_SIDE_ROUNDS; round++) {
     for (const method of ['GET', 'POST']) {
-      const runs = await Promise.all(pair.map((target) => measured(target, method, `side by side ${round + 1}`)))
-      pair.forEach((target, index) => sideBySide[target.name][method].push(runs[index]))
+      const runs = await Promise.all(
+        sideBySideTargets.map((target) => measured(target, method, `side by side ${round + 1}`))
+      )
+      sideBySideTargets.forEach((target, index) => sideBySide[target.name][method].push(runs[index]))
     }
   }
 

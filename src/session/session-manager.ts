@@ -128,10 +128,11 @@ export class SessionManager {
   private pendingRenewal: RenewalReason | undefined
   /** The held session a warning was logged for: one warning per held session, not one per request. */
   private warnedHeldSession: CachedSession | undefined
-  /** The next login tried without a client, while ThingSpace is failing and the proxy is not ready. */
-  private retryTimer: Timer | undefined
-  /** What that login waits for: the fleet store's return ends the wait early, ThingSpace's backoff does not. */
-  private retryWaitsForStore = false
+  /**
+   * The next login tried without a client, while ThingSpace is failing and the proxy is not ready; `waitsForStore`:
+   * the fleet store's return ends its wait early, ThingSpace's backoff does not.
+   */
+  private backgroundRetry: { timer: Timer; waitsForStore: boolean } | undefined
   private closed = false
   /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
   private candidateRejected = false
@@ -370,8 +371,7 @@ export class SessionManager {
   /** Stops the background login retry for good (shutdown, close); requests may still log in. */
   close (): void {
     this.closed = true
-    this.retryTimer?.cancel()
-    this.retryTimer = undefined
+    this.cancelBackgroundRetry()
     this.strategy.close()
   }
 
@@ -483,7 +483,7 @@ export class SessionManager {
    */
   private retryInBackground (error: unknown): void {
     const setTimer = this.options.clock.setTimer
-    if (this.closed || setTimer === undefined || this.retryTimer !== undefined) return
+    if (this.closed || setTimer === undefined || this.backgroundRetry !== undefined) return
     if (
       !(error instanceof AuthUnavailableError) ||
       !BACKGROUND_RETRY_REASONS.has(error.reason) ||
@@ -492,20 +492,25 @@ export class SessionManager {
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLogin === 'unknown-outcome') return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
-    this.retryWaitsForStore = error.reason === 'fleet-store-unreachable'
+    const waitsForStore = error.reason === 'fleet-store-unreachable'
     this.publish({
       type: 'background-retry',
       delayMs,
-      cause: this.retryWaitsForStore ? 'fleet-store-unreachable' : 'upstream-unavailable'
+      cause: waitsForStore ? 'fleet-store-unreachable' : 'upstream-unavailable'
     })
-    this.retryTimer = setTimer(() => {
+    const timer = setTimer(() => {
       this.retryInBackgroundNow()
     }, delayMs)
+    this.backgroundRetry = { timer, waitsForStore }
+  }
+
+  private cancelBackgroundRetry (): void {
+    this.backgroundRetry?.timer.cancel()
+    this.backgroundRetry = undefined
   }
 
   private retryInBackgroundNow (): void {
-    this.retryTimer?.cancel()
-    this.retryTimer = undefined
+    this.cancelBackgroundRetry()
     if (this.closed || !this.waitingForUpstream()) return
     this.login().catch(() => {
       /* reported through the events; a failure schedules the next retry */
@@ -517,7 +522,7 @@ export class SessionManager {
    * want of it goes now rather than at its timer, so that a replica is ready as soon as Redis is back.
    */
   private storeAnswersAgain (): void {
-    if (this.retryTimer !== undefined && this.retryWaitsForStore) this.retryInBackgroundNow()
+    if (this.backgroundRetry?.waitsForStore === true) this.retryInBackgroundNow()
   }
 
   /** Not ready, and for no rejection: ThingSpace was unreachable or failing. */
@@ -636,8 +641,7 @@ export class SessionManager {
     if (renewal) {
       session.replacedRefusedSession = this.pendingRenewal !== undefined && REFUSAL_REASONS.has(this.pendingRenewal)
       this.pendingRenewal = undefined
-      this.retryTimer?.cancel()
-      this.retryTimer = undefined
+      this.cancelBackgroundRetry()
       this.loginBackoff.reset()
       this.lastLogin = 'succeeded'
       this.lastUsedAt = this.options.clock.now()
@@ -658,8 +662,7 @@ export class SessionManager {
   }
 
   private loggedIn (token: string): CachedSession {
-    this.retryTimer?.cancel()
-    this.retryTimer = undefined
+    this.cancelBackgroundRetry()
     this.options.guard.recordSuccess()
     this.loginBackoff.reset()
     this.logins += 1
