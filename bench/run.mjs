@@ -563,18 +563,20 @@ async function main () {
       '| process | spawn to ready ms | RSS at rest MiB | RSS idle MiB |',
       '|---|---:|---:|---:|'
     ]
-    const idleOf = (figure) => (figure.idleMiB.length === 0 ? NaN : median(figure.idleMiB))
+    // BENCH_IDLE_SECONDS=0 skips the idle reading: its cells say so instead of NaN.
+    const idleOf = (figure) => (figure.idleMiB.length === 0 ? undefined : median(figure.idleMiB))
+    const idleCell = (figure) => idleOf(figure)?.toFixed(1) ?? 'not read'
     for (const kind of kinds) {
       const figure = figures.get(kind.name)
       out.push(
-        `| ${kind.name} | ${median(figure.startMs).toFixed(0)} | ${median(figure.rssMiB).toFixed(1)} | ${idleOf(figure).toFixed(1)} |`
+        `| ${kind.name} | ${median(figure.startMs).toFixed(0)} | ${median(figure.rssMiB).toFixed(1)} | ${idleCell(figure)} |`
       )
     }
     const ours = figures.get(proxyName)
     const rawFigures = figures.get(rawName)
     const ratios = (a, b) =>
       `start-up ${(median(a.startMs) / median(b.startMs)).toFixed(2)}, RSS at rest ${(median(a.rssMiB) / median(b.rssMiB)).toFixed(2)}, ` +
-      `idle ${(idleOf(a) / idleOf(b)).toFixed(2)}`
+      (IDLE_SECONDS > 0 ? `idle ${(idleOf(a) / idleOf(b)).toFixed(2)}` : 'idle not read (BENCH_IDLE_SECONDS=0)')
     out.push(
       '',
       `this proxy / raw: ${ratios(ours, rawFigures)} (targets: start-up <= 2, RSS <= 1.2)`,
