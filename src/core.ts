@@ -284,7 +284,10 @@ export async function createCore (
       : {
           inbox:
             store?.openCallbackInbox?.(config.callbacks.retention) ??
-            (await FileInbox.open(config.stateDir, config.callbacks.retention, clock.now)),
+            (await FileInbox.open(config.stateDir, config.callbacks.retention, {
+              now: clock.now,
+              warn: (message) => { logger.warn({ component: 'callbacks' }, message) }
+            })),
           credentials: config.callbacks.credentials ?? loadOrCreateCallbackCredentials(config.stateDir),
           locationKeys: store?.openLocationKeys?.() ?? new FileLocationKeys(config.stateDir)
         }

@@ -8,10 +8,15 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
-import { writeFileAtomicSync } from '../fs/atomic-write.js'
+import { fsyncDirectory, writeFileAtomicSync } from '../fs/atomic-write.js'
+import { errorCode } from '../errors.js'
 import type { CallbackInbox, CallbackMessage, StoredCallback } from './inbox.js'
 
 export const CALLBACK_FILE = 'callbacks.jsonl'
+/** A compaction writes the new file here first, and opens it, before it takes the file's place. */
+const COMPACTING_SUFFIX = '.compacting'
+/** After a compaction failed (a full disk), the next is not tried before this long: each one writes the whole file. */
+export const COMPACTION_RETRY_MS = 60_000
 
 /** The file is read at start-up in pieces of this size, not whole: it may hold twice the byte retention. */
 const START_UP_READ_BYTES = 1024 * 1024
@@ -26,6 +31,13 @@ export interface Retention {
   count: number
   bytes: number
   ageMs: number
+}
+
+export interface FileInboxOptions {
+  /** The clock of the callbacks' times and of the retention's age; default Date.now. */
+  now?: () => number
+  /** Told when something went wrong that the inbox survives (a compaction that failed): for the log. */
+  warn?: (message: string) => void
 }
 
 interface Kept {
@@ -89,23 +101,29 @@ export class FileInbox implements CallbackInbox {
   /** The file's length: where the next line goes. */
   private bytesInFile = 0
   private nextSeq = 1
+  /** No compaction is tried before this time (after one failed); 0: whenever the file has grown enough. */
+  private compactionNotBefore = 0
 
   private constructor (
     private readonly file: string,
     private handle: FileHandle,
     private reader: FileReader,
     private readonly retention: Retention,
-    private readonly now: () => number
+    private readonly now: () => number,
+    private readonly warn: (message: string) => void
   ) {}
 
   /**
    * Opens (or creates) the inbox file and indexes what it holds. A last line cut short by a crash is dropped from the
    * file: it was never acknowledged.
    */
-  static async open (stateDir: string, retention: Retention, now: () => number = Date.now): Promise<FileInbox> {
+  static async open (stateDir: string, retention: Retention, options: FileInboxOptions = {}): Promise<FileInbox> {
     const file = path.join(stateDir, CALLBACK_FILE)
+    // What a compaction cut short by a crash left behind: the file itself was not replaced.
+    await fs.promises.rm(`${file}${COMPACTING_SUFFIX}`, { force: true }).catch(() => {})
     const handle = await fs.promises.open(file, 'a', 0o600)
-    const inbox = new FileInbox(file, handle, new FileReader(await fs.promises.open(file, 'r')), retention, now)
+    const reader = new FileReader(await fs.promises.open(file, 'r'))
+    const inbox = new FileInbox(file, handle, reader, retention, options.now ?? Date.now, options.warn ?? (() => {}))
     const complete = inbox.indexLines(inbox.reader.handle.fd)
     if (complete < (await handle.stat()).size) await handle.truncate(complete)
     inbox.trim()
@@ -117,9 +135,7 @@ export class FileInbox implements CallbackInbox {
     const line = `${JSON.stringify(record)}\n`
     return await new Promise((resolve, reject) => {
       this.pending.push({ line, record, resolve, reject })
-      this.flushing ??= this.flush().finally(() => {
-        this.flushing = undefined
-      })
+      this.startFlushing()
     })
   }
 
@@ -207,6 +223,22 @@ export class FileInbox implements CallbackInbox {
     return spans.map(([at, length]) => JSON.parse(stretch.toString('utf8', at, at + length)) as StoredCallback)
   }
 
+  /**
+   * Flushes unless a flush is under way. One that ends while appends are pending (they may arrive between its last look
+   * and its end, depending on the order of promise callbacks) starts the next.
+   */
+  private startFlushing (): void {
+    this.flushing ??= this.flush()
+      .catch((error: unknown) => {
+        // Not expected (each step handles its own failures), but no reason to end the process either.
+        this.warn(`storing callbacks failed unexpectedly (${errorCode(error)})`)
+      })
+      .finally(() => {
+        this.flushing = undefined
+        if (this.pending.length > 0) this.startFlushing()
+      })
+  }
+
   /** Writes what is pending, one write and one fsync per batch, until nothing is. */
   private async flush (): Promise<void> {
     while (this.pending.length > 0) {
@@ -227,10 +259,14 @@ export class FileInbox implements CallbackInbox {
         this.keep(entry.record, this.bytesInFile, bytes)
         this.bytesInFile += bytes
       }
-      this.trim()
-      await this.compactIfWorthIt()
-      for (const entry of batch) entry.resolve(entry.record)
-      for (const listener of [...this.listeners]) listener()
+      try {
+        this.trim()
+        await this.compactIfWorthIt()
+      } finally {
+        // Stored (fsynced): the senders get their answer whatever the compaction did.
+        for (const entry of batch) entry.resolve(entry.record)
+        for (const listener of [...this.listeners]) listener()
+      }
     }
   }
 
@@ -270,34 +306,61 @@ export class FileInbox implements CallbackInbox {
     }
   }
 
-  /** Rewrites the file with what is retained once it holds twice as much: the file stays bounded. */
+  /**
+   * Rewrites the file with what is retained once it holds twice as much: the file stays bounded. A compaction that
+   * fails (a full disk) changes nothing: the file and its handles stay as they were, appends go on, and the next
+   * compaction waits COMPACTION_RETRY_MS.
+   */
   private async compactIfWorthIt (): Promise<void> {
     if (this.linesInFile <= 2 * Math.max(this.kept.length, 1) && this.bytesInFile <= 2 * this.retention.bytes) return
-    // Line by line from the old file: the kept callbacks are never all in memory at once.
+    if (this.now() < this.compactionNotBefore) return
     const kept = [...this.kept]
-    const oldFd = this.reader.handle.fd
-    await this.handle.close()
-    writeFileAtomicSync(this.file, (function * () {
-      // One buffer for every line, each written before the next is read into it: no garbage of the file's size.
-      let line = Buffer.allocUnsafe(0)
-      for (const { offset, bytes } of kept) {
-        if (line.length < bytes) line = Buffer.allocUnsafe(Math.max(bytes, 2 * line.length))
-        fs.readSync(oldFd, line, 0, bytes, offset)
-        yield line.subarray(0, bytes)
-      }
-    })())
-    this.handle = await fs.promises.open(this.file, 'a', 0o600)
-    const reader = new FileReader(await fs.promises.open(this.file, 'r'))
-    // The new offsets and the new reader together, with no await between: a read takes both or neither.
+    const compacting = `${this.file}${COMPACTING_SUFFIX}`
+    let handle: FileHandle | undefined
+    let reader: FileReader | undefined
+    try {
+      // Line by line from the old file: the kept callbacks are never all in memory at once.
+      const oldFd = this.reader.handle.fd
+      writeFileAtomicSync(compacting, (function * () {
+        // One buffer for every line, each written before the next is read into it: no garbage of the file's size.
+        let line = Buffer.allocUnsafe(0)
+        for (const { offset, bytes } of kept) {
+          if (line.length < bytes) line = Buffer.allocUnsafe(Math.max(bytes, 2 * line.length))
+          fs.readSync(oldFd, line, 0, bytes, offset)
+          yield line.subarray(0, bytes)
+        }
+      })())
+      // Opened before it takes the file's place, so that once it has, nothing is left that could fail.
+      handle = await fs.promises.open(compacting, 'a', 0o600)
+      reader = new FileReader(await fs.promises.open(compacting, 'r'))
+      fs.renameSync(compacting, this.file)
+      fsyncDirectory(path.dirname(this.file))
+    } catch (error) {
+      await handle?.close().catch(() => {})
+      await reader?.retire().catch(() => {})
+      await fs.promises.rm(compacting, { force: true }).catch(() => {})
+      this.compactionNotBefore = this.now() + COMPACTION_RETRY_MS
+      this.warn(
+        `the callback file could not be compacted (${errorCode(error)}): it holds ${this.bytesInFile} bytes, ` +
+          `${this.keptBytes} of them retained; callbacks are still stored, and the compaction is tried again in ` +
+          `${COMPACTION_RETRY_MS / 1000} s`
+      )
+      return
+    }
+    // The new offsets, handles and reader together, with no await between: a read takes the old ones or the new.
     let offset = 0
     for (const line of kept) {
       line.offset = offset
       offset += line.bytes
     }
-    const retired = this.reader
+    const retiredHandle = this.handle
+    const retiredReader = this.reader
+    this.handle = handle
     this.reader = reader
     this.linesInFile = kept.length
     this.bytesInFile = offset
-    await retired.retire()
+    this.compactionNotBefore = 0
+    await retiredHandle.close().catch(() => {})
+    await retiredReader.retire().catch(() => {})
   }
 }

@@ -39,6 +39,11 @@ export function writeFileAtomicSync (
     fs.rmSync(temporary, { force: true })
     throw error
   }
+  fsyncDirectory(directory)
+}
+
+/** Makes the names in `directory` (a rename, a new file) survive a crash. */
+export function fsyncDirectory (directory: string): void {
   const directoryFd = fs.openSync(directory, 'r')
   try {
     fs.fsyncSync(directoryFd)

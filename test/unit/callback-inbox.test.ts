@@ -5,7 +5,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { receiveCallback } from '../../src/callbacks/receive.js'
-import { CALLBACK_FILE, FileInbox, MAX_PAGE_BYTES } from '../../src/callbacks/file-inbox.js'
+import { CALLBACK_FILE, COMPACTION_RETRY_MS, FileInbox, MAX_PAGE_BYTES } from '../../src/callbacks/file-inbox.js'
 import { waitForCallbacks, type CallbackMessage } from '../../src/callbacks/inbox.js'
 
 const EXPECTED = { username: 'thingspace-callbacks', password: 'callback-password-0123456789' }
@@ -103,7 +103,7 @@ t.test('file inbox: appends arriving together are all stored, in order, one writ
 t.test('file inbox: retention by count and by age, in the index and on disk', async (t) => {
   const dir = t.testdir({})
   let now = Date.UTC(2026, 0, 1)
-  const inbox = await FileInbox.open(dir, { count: 10, bytes: 16 * 1024 * 1024, ageMs: 60_000 }, () => now)
+  const inbox = await FileInbox.open(dir, { count: 10, bytes: 16 * 1024 * 1024, ageMs: 60_000 }, { now: () => now })
   for (let i = 1; i <= 35; i++) await inbox.append(message(`req-${i}`))
   t.same((await inbox.after(0, 100)).map((record) => record.seq), Array.from({ length: 10 }, (_, i) => 26 + i), 'the newest 10')
   t.same((await inbox.forRequest('req-1')), [], 'the dropped ones are gone from the request index too')
@@ -181,6 +181,44 @@ t.test('file inbox: a write cut off half way leaves nothing behind; the lines af
   await inbox.close()
   const lines = fs.readFileSync(path.join(dir, CALLBACK_FILE), 'utf8').trim().split('\n')
   t.same(lines.map((line) => (JSON.parse(line) as { requestId: string }).requestId), ['req-1', 'req-3'], 'no torn line')
+})
+
+t.test('file inbox: a compaction that fails (a full disk) answers every callback and changes nothing', async (t) => {
+  const dir = t.testdir({ [`${CALLBACK_FILE}.compacting`]: 'left by a compaction cut short' })
+  let now = Date.UTC(2026, 0, 1)
+  const warnings: string[] = []
+  const inbox = await FileInbox.open(dir, { count: 5, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 }, {
+    now: () => now,
+    warn: (warning) => { warnings.push(warning) }
+  })
+  t.teardown(async () => { await inbox.close() })
+  const file = path.join(dir, CALLBACK_FILE)
+  t.notOk(fs.existsSync(`${file}.compacting`), 'what a crash left mid-compaction is removed at start')
+  for (let i = 1; i <= 5; i++) await inbox.append(message(`req-${i}`))
+  const inode = fs.statSync(file).ino
+  // The compaction's new file cannot be put in place (as with a full disk, it throws): a directory holds its name.
+  fs.mkdirSync(`${file}.compacting`)
+  const stored = await Promise.all(Array.from({ length: 11 }, async (_, i) => await inbox.append(message(`req-${6 + i}`))))
+  t.same(stored.map((record) => record.seq), Array.from({ length: 11 }, (_, i) => 6 + i), 'every callback stored and answered')
+  t.equal(warnings.length, 1, 'one warning, not one per append')
+  t.match(warnings[0], /could not be compacted \(EISDIR\).*tried again in 60 s/)
+  t.equal(fs.statSync(file).ino, inode, 'the file was not replaced')
+  t.equal(fs.readFileSync(file, 'utf8').trim().split('\n').length, 16, 'and holds every line')
+  t.same((await inbox.after(0, 10)).map((record) => record.seq), [12, 13, 14, 15, 16], 'reads as before')
+  t.same((await inbox.forRequest('req-14')).map((record) => record.seq), [14])
+
+  fs.rmdirSync(`${file}.compacting`)
+  await inbox.append(message('req-17'))
+  t.equal(fs.statSync(file).ino, inode, `not tried again before ${COMPACTION_RETRY_MS} ms`)
+  now += COMPACTION_RETRY_MS
+  await inbox.append(message('req-18'))
+  t.not(fs.statSync(file).ino, inode, 'compacted once the wait is over')
+  t.equal(fs.readFileSync(file, 'utf8').trim().split('\n').length, 5, 'down to what is retained')
+  t.same((await inbox.after(0, 10)).map((record) => record.seq), [14, 15, 16, 17, 18])
+  t.same((await inbox.forRequest('req-17')).map((record) => record.requestId), ['req-17'], 'read from the new file')
+  t.equal(warnings.length, 1, 'no further warning')
+  await inbox.append(message('req-19'))
+  t.same((await inbox.after(17, 10)).map((record) => record.seq), [18, 19], 'appends go to the new file')
 })
 
 t.test('file inbox: a file of large lines is indexed in pieces at start-up and read back byte for byte', async (t) => {
