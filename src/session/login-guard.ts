@@ -22,6 +22,12 @@ interface GuardState {
   consecutiveRejections: number
   /** The same for the account, across password changes: the platform only resets it on a success. */
   accountConsecutiveRejections: number
+  /**
+   * The counts of the other accounts used here that still have failures (by account id): going back to one of them
+   * (a user name mistyped, then corrected) continues its count instead of starting afresh. Absent in files written
+   * before it, which earlier versions still read.
+   */
+  otherAccounts?: Record<string, number>
   updatedAt: string
 }
 
@@ -34,6 +40,14 @@ function hashOf (salt: string, ...parts: string[]): string {
   const hmac = createHmac('sha256', salt)
   for (const part of parts) hmac.update(part).update('\0')
   return hmac.digest('hex').slice(0, 32)
+}
+
+/**
+ * The ids an account is counted under: its user name case-folded (whether ThingSpace tells `Alice` from `alice` is not
+ * published, and counting them together is the safe side), and as written, the id of files written before.
+ */
+function accountIdsOf (salt: string, username: string): { id: string; asWritten: string } {
+  return { id: hashOf(salt, username.toLowerCase()), asWritten: hashOf(salt, username) }
 }
 
 export class LoginGuard {
@@ -50,7 +64,7 @@ export class LoginGuard {
   /**
    * Reads the persisted counts (creating the state directory and file when missing). The count kept
    * for other credentials is dropped, as new credentials deserve a fresh try; the account's count is
-   * kept unless the user name changed.
+   * kept, also for an account used before and used again.
    */
   static open (stateDir: string, maxFailures: number, identity: AccountIdentity): LoginGuard {
     const file = path.join(stateDir, LOGIN_GUARD_FILE)
@@ -72,7 +86,7 @@ export class LoginGuard {
         version: 1,
         salt,
         credentialsId: hashOf(salt, identity.username, identity.password),
-        accountId: hashOf(salt, identity.username),
+        accountId: accountIdsOf(salt, identity.username).id,
         consecutiveRejections: 0,
         accountConsecutiveRejections: 0,
         updatedAt: new Date().toISOString()
@@ -129,18 +143,29 @@ export class LoginGuard {
     if (this.state.consecutiveRejections !== 0 || this.state.accountConsecutiveRejections !== 0) this.update(0, 0)
   }
 
-  /** Releases the guard when the credentials differ from those the count was kept for; true when they did. */
+  /**
+   * Releases the guard when the credentials differ from those the count was kept for; true when they did. The
+   * account's count goes with the account: another user name takes up its own count where it was left.
+   */
   useCredentials (identity: AccountIdentity): boolean {
     const credentialsId = hashOf(this.state.salt, identity.username, identity.password)
     if (credentialsId === this.state.credentialsId) return false
-    const accountId = hashOf(this.state.salt, identity.username)
-    const sameAccount = accountId === this.state.accountId
+    const { id, asWritten } = accountIdsOf(this.state.salt, identity.username)
+    let accountConsecutiveRejections = this.state.accountConsecutiveRejections
+    const otherAccounts = { ...this.state.otherAccounts }
+    if (this.state.accountId !== id && this.state.accountId !== asWritten) {
+      if (accountConsecutiveRejections > 0) otherAccounts[this.state.accountId] = accountConsecutiveRejections
+      accountConsecutiveRejections = Math.max(otherAccounts[id] ?? 0, otherAccounts[asWritten] ?? 0)
+      delete otherAccounts[id]
+      delete otherAccounts[asWritten]
+    }
     this.state = {
       ...this.state,
       credentialsId,
-      accountId,
+      accountId: id,
       consecutiveRejections: 0,
-      accountConsecutiveRejections: sameAccount ? this.state.accountConsecutiveRejections : 0
+      accountConsecutiveRejections,
+      otherAccounts
     }
     this.persist()
     return true
@@ -165,6 +190,10 @@ function isCount (value: unknown): boolean {
   return Number.isInteger(value) && (value as number) >= 0
 }
 
+function isCountById (value: unknown): boolean {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && Object.values(value).every(isCount)
+}
+
 function parseState (json: string, file: string): GuardState {
   let parsed: unknown
   try {
@@ -179,7 +208,8 @@ function parseState (json: string, file: string): GuardState {
     typeof state.accountId !== 'string' ||
     typeof state.salt !== 'string' ||
     !isCount(state.consecutiveRejections) ||
-    !isCount(state.accountConsecutiveRejections)
+    !isCount(state.accountConsecutiveRejections) ||
+    (state.otherAccounts !== undefined && !isCountById(state.otherAccounts))
   ) {
     throw new ConfigError(
       'M2M_PROXY_STATE_DIR',

@@ -108,6 +108,73 @@ t.test('different credentials reset the count: another user name', async (t) => 
   t.equal(LoginGuard.open(dir, 2, { ...ALICE, username: 'bob@example.com' }).consecutiveRejections, 0)
 })
 
+t.test('a user name mistyped and corrected: the account takes up its count, never a 5th failure in a row', async (t) => {
+  const { ACCOUNT_FAILURE_CEILING } = await import('../../src/session/login-guard.js')
+  const dir = t.testdir({})
+  const sent = new Map<string, number>() // failed logins in a row reaching each account, as ThingSpace counts them
+  /** What the proxy does with these credentials: logins until the guard stops it, each one rejected. */
+  const tryUntilStopped = (guard: LoginGuard, username: string): void => {
+    while (!guard.engaged) {
+      guard.beginAttempt()
+      sent.set(username, (sent.get(username) ?? 0) + 1)
+    }
+  }
+  const guard = LoginGuard.open(dir, 2, { username: 'alice', password: 'wrong-1' })
+  tryUntilStopped(guard, 'alice')
+  guard.useCredentials({ username: 'alcie', password: 'wrong-1' }) // the typo, in the credentials file
+  tryUntilStopped(guard, 'alcie')
+  guard.useCredentials({ username: 'alice', password: 'wrong-2' }) // corrected, with a wrong password
+  t.equal(guard.accountConsecutiveRejections, 2, "alice's two failures are still counted")
+  tryUntilStopped(guard, 'alice')
+  // Restarted with yet another wrong password: the count is on disk.
+  const restarted = LoginGuard.open(dir, 2, { username: 'alice', password: 'wrong-3' })
+  tryUntilStopped(restarted, 'alice')
+  t.equal(sent.get('alice'), ACCOUNT_FAILURE_CEILING, 'alice: stopped at the ceiling')
+  t.equal(sent.get('alcie'), 2)
+  t.ok(restarted.atAccountCeiling)
+  // Back to the typo after a restart: its own count, where it was left.
+  const typo = LoginGuard.open(dir, 2, { username: 'alcie', password: 'wrong-4' })
+  t.equal(typo.accountConsecutiveRejections, 2)
+  typo.beginAttempt()
+  typo.recordSuccess()
+  t.ok(typo.useCredentials({ username: 'alice', password: 'wrong-5' }))
+  t.ok(typo.atAccountCeiling, "a success of another account does not reset alice's count")
+  const state = JSON.parse(fs.readFileSync(path.join(dir, LOGIN_GUARD_FILE), 'utf8')) as Record<string, unknown>
+  t.equal(state.version, 1, 'the file keeps its version: earlier versions still read it')
+  t.same(Object.values(state.otherAccounts as object), [], 'an account with no failures left is not kept')
+})
+
+t.test('user names that differ in case only count as one account', async (t) => {
+  const dir = t.testdir({})
+  const guard = LoginGuard.open(dir, 2, { username: 'Alice@Example.com', password: 'wrong-1' })
+  reject(guard, 2)
+  t.ok(guard.useCredentials({ username: 'alice@example.com', password: 'wrong-1' }))
+  t.equal(guard.accountConsecutiveRejections, 2)
+  t.equal(guard.consecutiveRejections, 0, 'other credentials all the same')
+})
+
+t.test('a state file written before the counts per account: the count of its account is kept', async (t) => {
+  const dir = t.testdir({})
+  const identity = { username: 'Alice', password: 'wrong-1' }
+  const guard = LoginGuard.open(dir, 2, identity)
+  reject(guard, 3)
+  // As earlier versions wrote it: the account id of the user name as written, no other accounts.
+  const file = path.join(dir, LOGIN_GUARD_FILE)
+  const state = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>
+  const { createHmac } = await import('node:crypto')
+  const legacyId = createHmac('sha256', state.salt as string).update('Alice').update('\0').digest('hex').slice(0, 32)
+  t.not(legacyId, state.accountId, 'the id differs from the case-folded one')
+  fs.writeFileSync(file, JSON.stringify({ ...state, accountId: legacyId, otherAccounts: undefined }))
+  t.equal(LoginGuard.open(dir, 2, { username: 'Alice', password: 'wrong-2' }).accountConsecutiveRejections, 3)
+  const away = LoginGuard.open(dir, 2, { username: 'bob', password: 'x' })
+  fs.writeFileSync(file, JSON.stringify({
+    ...JSON.parse(fs.readFileSync(file, 'utf8')) as object,
+    otherAccounts: { [legacyId]: 3 }
+  }))
+  t.equal(away.accountConsecutiveRejections, 0)
+  t.equal(LoginGuard.open(dir, 2, { username: 'Alice', password: 'wrong-3' }).accountConsecutiveRejections, 3, 'also from the other accounts')
+})
+
 t.test('user name and password are not confused by concatenation', async (t) => {
   const dir = t.testdir({})
   reject(LoginGuard.open(dir, 2, { username: 'ab', password: 'c' }), 2)
@@ -139,7 +206,9 @@ t.test('a corrupt state file is a ConfigError naming M2M_PROXY_STATE_DIR', async
     JSON.stringify({ version: 1, credentialsId: 'x', consecutiveRejections: 0 }),
     JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: -1 }),
     JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: 1.5 }),
-    JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: '1' })
+    JSON.stringify({ version: 1, credentialsId: 'x', salt: 'y', consecutiveRejections: '1' }),
+    JSON.stringify({ version: 1, credentialsId: 'x', accountId: 'z', salt: 'y', consecutiveRejections: 0, accountConsecutiveRejections: 0, otherAccounts: { a: -1 } }),
+    JSON.stringify({ version: 1, credentialsId: 'x', accountId: 'z', salt: 'y', consecutiveRejections: 0, accountConsecutiveRejections: 0, otherAccounts: [1] })
   ]
   for (const content of corrupt) {
     const dir = t.testdir({ [LOGIN_GUARD_FILE]: content })
