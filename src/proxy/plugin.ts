@@ -160,6 +160,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const request = anyRequest as FastifyRequest
     const reply = anyReply as FastifyReply
     const response = raw as unknown as UpstreamResponse
+    if (reply.sent) {
+      // reply-from refused the answer (a status code HTTP does not have) and onError answered: nobody reads it.
+      response.stream.destroy()
+      return
+    }
     const state = request.proxyState as ProxyState
     state.upstreamStatus = response.statusCode
     options.onUpstreamResult?.(response.statusCode, (performance.now() - state.upstreamStartedAt) / 1000)
@@ -202,7 +207,11 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const message =
       failure.kind === 'upstreamTimeout'
         ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
-        : `ThingSpace at ${upstreamHost} could not be reached (${failure.detail})`
+        : failure.detail === INVALID_STATUS_FAILURE
+          ? `ThingSpace at ${upstreamHost} answered with an invalid HTTP status code`
+          : `ThingSpace at ${upstreamHost} could not be reached (${failure.detail})`
+    // reply-from copies the answer's headers before it checks the status code: none of them belongs on this answer.
+    clearHeaders(reply)
     sendProxyError(reply, failure.kind, message)
   }
 
@@ -479,6 +488,9 @@ async function decodedForInspection (
   )
   return undefined
 }
+
+/** reply-from's error for an answer whose status code Fastify refuses to send (outside 100 to 599). */
+const INVALID_STATUS_FAILURE = 'FST_REPLY_FROM_BAD_GATEWAY'
 
 /** The upstream answer broke off (reset, or shorter than its Content-Length) before any of it was sent on. */
 function sendBrokenAnswer (reply: FastifyReply, error: unknown): void {
