@@ -20,9 +20,12 @@ const HOP_BY_HOP_HEADERS = [
 // Client credentials for the proxy itself or upstream are never passed on. `expect` is answered by
 // this server (100-continue) and the buffered body is sent whole, so it must not travel on either.
 const CLIENT_ONLY_HEADERS = ['authorization', SESSION_TOKEN_HEADER, 'proxy-authorization', 'expect']
+// Headers with which some servers (IIS, Symfony, Zend) route by another path than the request line's: the path rules
+// check the request line only, so an upstream honouring them could be led into the session namespace.
+const PATH_OVERRIDE_HEADERS = ['x-original-url', 'x-rewrite-url']
 
 const NOT_FORWARDED_RESPONSE = new Set(HOP_BY_HOP_HEADERS)
-const NOT_FORWARDED_REQUEST = new Set([...HOP_BY_HOP_HEADERS, ...CLIENT_ONLY_HEADERS])
+const NOT_FORWARDED_REQUEST = new Set([...HOP_BY_HOP_HEADERS, ...CLIENT_ONLY_HEADERS, ...PATH_OVERRIDE_HEADERS])
 
 type Headers = IncomingHttpHeaders | OutgoingHttpHeaders
 

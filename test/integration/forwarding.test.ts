@@ -573,6 +573,22 @@ t.test('client credentials in any header spelling never reach the upstream', asy
   t.notOk(JSON.stringify(echo.headers).includes('client-'), 'no client value upstream')
 })
 
+t.test('headers that make some servers route by another path are not forwarded', async (t) => {
+  const stack = await startStack(t)
+  const answer = await stack.call('GET', ECHO_PATH, {
+    headers: {
+      'X-Original-URL': '/api/m2m/v1/session/logout',
+      'x-rewrite-url': '/api/m2m/v1/session/logout',
+      x_original_url: '/api/m2m/v1/session/logout',
+      'x-original-url-note': 'kept'
+    }
+  })
+  t.equal(answer.status, 200)
+  const echo = answer.json() as Echo
+  t.notOk(JSON.stringify(echo.headers).includes('/session/'), 'no other path reaches the upstream')
+  t.equal(echo.headers['x-original-url-note'], 'kept', 'other names pass')
+})
+
 // Issue 17, item 6: free-text path parameters (group, file, trigger names) are forwarded byte for byte.
 t.test(
   'free-text path parameters are forwarded byte for byte; a decoding with a dot segment is refused, saying so',
