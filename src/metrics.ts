@@ -297,7 +297,7 @@ export class ProxyMetrics {
     )
     this.#registerGauge(
       'm2m_proxy_requests_queued',
-      'Requests waiting for a slot (M2M_PROXY_MAX_QUEUED at most)',
+      "Requests waiting for a slot or, pipelined, for their connection's earlier ones (M2M_PROXY_MAX_QUEUED at most)",
       () => admission.queued
     )
     this.#registerGauge(

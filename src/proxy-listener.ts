@@ -48,6 +48,7 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
       return
     }
     let release: (() => void) | undefined
+    let unanswered = false
     const queuedAt = performance.now()
     const cancel = admission.admit(
       request.raw.socket,
@@ -59,9 +60,10 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
         waitedSpan('m2m.queue.wait', waitedMs)
         done()
       },
-      (reason) => {
+      (reason, closeConnection) => {
         metrics.overloaded.inc({ reason })
         reply.header('retry-after', String(admission.retryAfterSeconds()))
+        if (closeConnection) reply.header('connection', 'close')
         sendProxyError(
           reply,
           'overloaded',
@@ -70,8 +72,14 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
             : `no slot was free within ${config.queueTimeoutMs} ms (M2M_PROXY_MAX_IN_FLIGHT ${config.maxInFlight}, M2M_PROXY_BODY_MEMORY_BYTES ${config.bodyMemoryBytes}); try again shortly`,
           reason === 'queue-full' ? 'QueueFull' : 'QueueTimeout'
         )
+      },
+      () => {
+        // Pipelined after a request answered with Connection: close; Node drops it when the connection closes.
+        unanswered = true
+        reply.hijack()
       }
     )
+    if (unanswered) return
     // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue
     // given up).
     reply.raw.once('close', () => {

@@ -36,6 +36,12 @@ interface ConnectionState {
   active: number
   /** Its further pipelined requests, in order. */
   waiting: Array<() => void>
+  /** Its reading stopped here (stopReading) for its pipelined requests, not yet resumed. */
+  stopped: boolean
+  /** Whether stopReading has put its listener on the socket's 'resume'. */
+  watched: boolean
+  /** Refused with its connection closed after the answer: its requests after that one are left unanswered. */
+  closing: boolean
 }
 
 const CONNECTION = Symbol('m2m-session-proxy.admission')
@@ -43,19 +49,59 @@ type TrackedSocket = Socket & { [CONNECTION]?: ConnectionState }
 
 function connectionOf (socket: Socket): ConnectionState {
   const tracked = socket as TrackedSocket
-  tracked[CONNECTION] ??= { active: 0, waiting: [] }
+  tracked[CONNECTION] ??= { active: 0, waiting: [], stopped: false, watched: false, closing: false }
   return tracked[CONNECTION]
 }
 
+/**
+ * What Node's HTTP server reads on a connection of its own: `_paused` is the flag its flood protection sets (when
+ * answers pile up unread) and honours. A plain `pause()` does not hold: Node resumes the socket whenever a request's
+ * body is read, and parses every request head that arrives meanwhile, so a client pipelining thousands of small
+ * requests had them all parsed and held (a few KiB each). Node pauses the parser itself after the chunk under way.
+ * Node also resumes a socket it paused once its answers are written (socketOnDrain): the 'resume' listener stops it
+ * again while its pipelined requests wait.
+ */
+type HttpServerSocket = Socket & { _paused?: boolean; parser?: { resume: () => void } | null }
+
 /** False for the stand-in socket of a request injected by the proxy itself (app.ts), which has nothing to pause. */
-function isPaused (socket: Socket): boolean {
-  return typeof socket.isPaused === 'function' && socket.isPaused()
+function isReadable (socket: Socket): boolean {
+  return typeof socket.pause === 'function' && !socket.destroyed
+}
+
+function stopReading (socket: HttpServerSocket, connection: ConnectionState): void {
+  if (!isReadable(socket)) return
+  connection.stopped = true
+  if (!connection.watched) {
+    connection.watched = true
+    socket.on('resume', () => {
+      if (connection.stopped) pauseSocket(socket)
+    })
+  }
+  pauseSocket(socket)
+}
+
+function pauseSocket (socket: HttpServerSocket): void {
+  if (socket._paused === true && socket.isPaused()) return
+  socket._paused = true
+  socket.pause()
+}
+
+/** As Node resumes it once its answers are written (socketOnDrain); not while its answers still wait to be written. */
+function resumeReading (socket: HttpServerSocket, connection: ConnectionState): void {
+  if (!connection.stopped || connection.closing) return
+  connection.stopped = false
+  if (!isReadable(socket) || socket.writableNeedDrain) return // Node resumes it on 'drain'
+  socket._paused = false
+  socket.parser?.resume()
+  socket.resume()
 }
 
 export class Admission {
   #inFlight = 0
   #bodyBytesHeld = 0
   readonly #queue: Waiter[] = []
+  /** Pipelined requests waiting for their connection's earlier ones: they count against maxQueued too. */
+  #pipelineWaiting = 0
   /** Requests refused, by reason; requests that waited. */
   readonly refusals: Record<AdmissionRefusal, number> = { 'queue-full': 0, 'queue-timeout': 0 }
   waited = 0
@@ -66,8 +112,9 @@ export class Admission {
     return this.#inFlight
   }
 
+  /** Requests waiting: for a slot, or pipelined behind their connection's earlier ones. */
   get queued (): number {
-    return this.#queue.length
+    return this.#queue.length + this.#pipelineWaiting
   }
 
   get bodyBytesHeld (): number {
@@ -95,16 +142,24 @@ export class Admission {
    * chunked; 0 without a body): `admitted` at once when a slot and the bytes are free, else after
    * waiting in the queue (first come, first served), or `refused` when the queue is full or the wait
    * passes the queue timeout. The connection's further pipelined requests are not read while it has
-   * `maxPipelined` requests in progress. Returns a function that gives up a place still in the queue
-   * (the client went away), doing nothing otherwise.
+   * `maxPipelined` requests in progress; they wait, within maxQueued with the queue. One beyond it is
+   * refused with `closeConnection`: answered last on its connection, and the requests the client
+   * pipelined after it are `leftUnanswered` (not to be answered, so that they cost nothing more; a
+   * client sends again what a closed connection did not answer). Returns a function that gives up a
+   * place still waiting (the client went away), doing nothing otherwise.
    */
   admit (
     socket: Socket,
     bodyBytes: number,
     admitted: (release: ReleaseAdmission) => void,
-    refused: (reason: AdmissionRefusal) => void
+    refused: (reason: AdmissionRefusal, closeConnection: boolean) => void,
+    leftUnanswered: () => void
   ): () => void {
     const connection = connectionOf(socket)
+    if (connection.closing) {
+      leftUnanswered()
+      return () => {}
+    }
     let cancelled = false
     let cancelGlobal: (() => void) | undefined
     const start = (): void => {
@@ -119,19 +174,37 @@ export class Admission {
         },
         (reason) => {
           this.#connectionDone(socket, connection)
-          refused(reason)
+          refused(reason, false)
         }
       )
     }
     // Pipelined requests beyond the connection's share wait for its earlier ones, and the socket is not read meanwhile.
+    // They are waiting requests like those of the queue, and share its bound.
     if (connection.active >= this.options.maxPipelined) {
-      connection.waiting.push(start)
-      if (!isPaused(socket)) socket.pause()
+      stopReading(socket, connection)
+      if (this.#queue.length + this.#pipelineWaiting >= this.options.maxQueued) {
+        // Answered in turn, after the connection's earlier requests: what it pipelined after this one, already
+        // parsed or not, is left to the connection's close instead of being answered one by one.
+        connection.closing = true
+        this.refusals['queue-full']++
+        refused('queue-full', true)
+        return () => {}
+      }
+      this.#pipelineWaiting++
+      const startInTurn = (): void => {
+        this.#pipelineWaiting--
+        start()
+      }
+      connection.waiting.push(startInTurn)
       return () => {
         cancelled = true
-        const index = connection.waiting.indexOf(start)
-        if (index !== -1) connection.waiting.splice(index, 1)
-        else cancelGlobal?.()
+        const index = connection.waiting.indexOf(startInTurn)
+        if (index === -1) {
+          cancelGlobal?.()
+          return
+        }
+        connection.waiting.splice(index, 1)
+        this.#pipelineWaiting--
       }
     }
     start()
@@ -140,13 +213,12 @@ export class Admission {
     }
   }
 
-  /** One of the connection's requests is done: its next pipelined request may go, and its socket be read again. */
+  /** One of the connection's requests is done: its next pipelined request may go, or its socket be read again. */
   #connectionDone (socket: Socket, connection: ConnectionState): void {
     connection.active--
-    if (connection.waiting.length === 0 && !isPaused(socket)) return
     const next = connection.waiting.shift()
     if (next !== undefined) next()
-    else if (isPaused(socket) && !socket.destroyed) socket.resume()
+    else resumeReading(socket, connection)
   }
 
   #admitGlobally (

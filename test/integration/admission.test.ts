@@ -17,7 +17,9 @@ function statusOf (answer: string): number {
 
 /** An upstream that answers the proxy's own token and login calls and holds every other request until released. */
 async function holdingUpstream (
-  t: Test
+  t: Test,
+  /** How long each request is held once released. */
+  answerDelayMs = 20
 ): Promise<{ url: string; held: () => number; peak: () => number; release: () => void }> {
   let waiting: Array<() => void> = []
   let current = 0
@@ -40,7 +42,7 @@ async function holdingUpstream (
       current--
       response.end('{}')
     }
-    if (released) setTimeout(answer, 20)
+    if (released) setTimeout(answer, answerDelayMs)
     else waiting.push(answer)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -192,5 +194,78 @@ t.test(
     const answer = await rawExchange(stack.proxy.proxyUrl, requests, 20_000)
     t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 40, 'every pipelined request answered')
     t.ok(upstream.peak() <= 4, `at most ${upstream.peak()} upstream at once (M2M_PROXY_MAX_PIPELINED 4)`)
+  }
+)
+
+/** Writes `requests` on one connection at once; resolves with everything answered once the proxy closes it. */
+function pipeline (proxyUrl: string, requests: string): { answers: Promise<string> } {
+  const { hostname, port } = new URL(proxyUrl)
+  const socket = net.connect(Number(port), hostname, () => { socket.write(requests) })
+  const chunks: Buffer[] = []
+  socket.on('data', (chunk: Buffer) => { chunks.push(chunk) })
+  const answers = new Promise<string>((resolve, reject) => {
+    socket.on('error', reject)
+    socket.on('close', () => { resolve(Buffer.concat(chunks).toString('latin1')) })
+  })
+  return { answers }
+}
+
+t.test(
+  'one connection pipelining 5000 small requests: the proxy reads no further while they wait, then answers every one',
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_PIPELINED: '4' } })
+    let parsed = 0
+    stack.proxy.app.proxy.server.on('request', () => { parsed++ })
+    const count = 5000
+    const requestOf = (i: number): string =>
+      `GET /api/m2m/v1/devices/${i} HTTP/1.1\r\nHost: localhost\r\n${i === count - 1 ? 'Connection: close\r\n' : ''}\r\n`
+    const requests = Array.from({ length: count }, (_, i) => requestOf(i)).join('')
+    const { answers } = pipeline(stack.proxy.proxyUrl, requests)
+    await until(() => upstream.held() === 4, 10_000, 'four requests upstream')
+    await sleep(300) // what the proxy would still read and parse, it has by now
+    // Node parses whatever one read brought (up to 64 KiB) before the proxy can stop reading.
+    const perRead = Math.ceil(65_536 / requestOf(0).length)
+    t.ok(parsed <= 2 * perRead, `${parsed} of ${count} requests parsed while held (one read holds about ${perRead})`)
+    const queued = metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_queued')
+    t.equal(queued, parsed - 4, 'the parsed ones beyond the four in progress wait, counted as queued')
+    upstream.release()
+    const answered = await answers
+    const statuses = [...answered.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => match[1])
+    const others = statuses.filter((status) => status !== '200')
+    if (others.length > 0) t.comment(answered.slice(answered.indexOf('HTTP/1.1 503'), answered.indexOf('HTTP/1.1 503') + 600))
+    t.equal(statuses.length - others.length, count, `then every one answered 200 (others: ${others.slice(0, 5).join(', ')})`)
+    t.equal(parsed, count)
+    t.ok(upstream.peak() <= 4, `at most ${upstream.peak()} upstream at once`)
+  }
+)
+
+t.test(
+  'pipelined requests wait within M2M_PROXY_MAX_QUEUED too: the next gets 503 with Retry-After and the connection closes',
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const stack = await startStack(t, {
+      upstream: upstream.url,
+      env: { M2M_PROXY_MAX_PIPELINED: '4', M2M_PROXY_MAX_QUEUED: '10' }
+    })
+    const requests = Array.from(
+      { length: 40 },
+      (_, i) => `GET /api/m2m/v1/devices/${i} HTTP/1.1\r\nHost: localhost\r\n${i === 39 ? 'Connection: close\r\n' : ''}\r\n`
+    ).join('')
+    const { answers } = pipeline(stack.proxy.proxyUrl, requests)
+    await until(() => upstream.held() === 4, 10_000, 'four requests upstream')
+    await sleep(200)
+    upstream.release()
+    const answered = await answers
+    const statuses = [...answered.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]))
+    t.same(statuses, [...Array(14).fill(200), 503], '4 in progress and 10 waiting served, then one 503, then the close')
+    const refusal = answered.slice(answered.indexOf('HTTP/1.1 503'))
+    t.match(refusal, /retry-after: \d+/i)
+    t.match(refusal, /connection: close/i)
+    t.match(refusal, /Proxy\.Overloaded\.QueueFull/)
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.equal(metricValue(metrics, 'm2m_proxy_overloaded_total', { reason: 'queue-full' }), 1)
+    t.equal(metricValue(metrics, 'm2m_proxy_requests_queued'), 0, 'nothing left waiting')
+    t.equal((await stack.call('GET', '/api/m2m/v1/devices/after')).status, 200, 'a new connection is served')
   }
 )
