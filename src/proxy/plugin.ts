@@ -172,7 +172,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       if (!isThrottledAnswer(response.statusCode, response.headers['retry-after'])) gate.accepted()
       else if (throttledAgain(request, reply, response)) return
     }
-    if (state.replayedFor !== undefined && response.statusCode < 400) session.replayServed(state.tokens.sessionToken)
+    if (state.replayedFor !== undefined && response.statusCode < 400) session.replayServed(state.tokens)
     if (state.replayedFor !== 'both' && mayBeTokenRejection(response.statusCode)) {
       inspectAndReplay(request, reply, response).catch((error: unknown) => {
         request.log.error({ err: error }, 'replay failed')

@@ -12,6 +12,14 @@ export const OAUTH_REFRESH_AHEAD_MS = 5 * 60_000
 /** Stop sending a token this long before its stated expiry (clock skew, request latency). */
 export const OAUTH_EXPIRY_MARGIN_MS = 30_000
 
+/**
+ * A token (or session) fetched to replace a refused one, and itself refused within this time, is not
+ * replaced again until this time has passed: the client gets the platform's answer meanwhile. A
+ * gateway that refuses every token then costs one fetch (or login) per this interval, at most about
+ * 4 a minute, instead of one per request.
+ */
+export const REFUSED_RENEWAL_HOLD_MS = 15_000
+
 export interface OAuthToken {
   value: string
   receivedAt: number
@@ -19,6 +27,10 @@ export interface OAuthToken {
   usableUntil: number
   /** From this instant a background refresh is started. */
   refreshFrom: number
+  /** Fetched because the gateway refused the token before it (see REFUSED_RENEWAL_HOLD_MS). */
+  replacedRefused: boolean
+  /** A request replayed with it was answered: it works, so its next refusal is no reason to hold. */
+  served: boolean
 }
 
 /** A grant, perhaps another replica's (fleet mode), which is no fetch of this replica's. */
@@ -30,6 +42,8 @@ export class OAuthTokenCache {
   private readonly backoff: Backoff
   private rejected = false
   private fetches = 0
+  /** The replacement last held, warned about once. */
+  private warnedHeld: OAuthToken | undefined
 
   /** `fetchGrant(avoid)`: a token, never one of `avoid` (the token held, one the gateway refused). */
   constructor (
@@ -73,11 +87,37 @@ export class OAuthTokenCache {
     return (await this.fetch()).value
   }
 
-  /** The gateway refused `staleValue`: returns a newer token, fetching one unless another caller already did. */
-  async replace (staleValue: string): Promise<string> {
-    if (this.token !== undefined && this.token.value !== staleValue) return await this.get()
+  /**
+   * The gateway refused `staleValue`: returns a newer token, fetching one unless another caller already did.
+   * Undefined when `staleValue` replaced a refused token moments ago and was not seen to work
+   * (REFUSED_RENEWAL_HOLD_MS): the caller passes the gateway's answer on.
+   */
+  async replace (staleValue: string): Promise<string | undefined> {
+    const token = this.token
+    if (token !== undefined && token.value !== staleValue) return await this.get()
+    if (token !== undefined && this.holdsReplacementOf(token)) return undefined
     if (this.inFlight === undefined) this.token = undefined
     return (await this.fetch(staleValue)).value
+  }
+
+  /** A request replayed with `value` was answered, not refused. */
+  served (value: string): void {
+    if (this.token?.value === value) this.token.served = true
+  }
+
+  private holdsReplacementOf (token: OAuthToken): boolean {
+    const ageMs = this.clock.now() - token.receivedAt
+    if (!token.replacedRefused || token.served || ageMs >= REFUSED_RENEWAL_HOLD_MS) return false
+    if (this.warnedHeld !== token) {
+      this.warnedHeld = token
+      this.publish({
+        type: 'warning',
+        message:
+          `the gateway refused the OAuth token ${Math.round(ageMs / 1000)} s after it was fetched to replace a refused one; ` +
+          `it is not replaced again before ${REFUSED_RENEWAL_HOLD_MS / 1000} s after that fetch, and clients get the gateway's answer meanwhile`
+      })
+    }
+    return true
   }
 
   /** Forget the token, e.g. after new app credentials were loaded. */
@@ -147,7 +187,14 @@ export class OAuthTokenCache {
     const refreshFrom = reissued
       ? usableUntil
       : receivedAt + lifetimeMs - Math.min(OAUTH_REFRESH_AHEAD_MS, lifetimeMs / 4)
-    this.token = { value: grant.accessToken, receivedAt, usableUntil, refreshFrom }
+    this.token = {
+      value: grant.accessToken,
+      receivedAt,
+      usableUntil,
+      refreshFrom,
+      replacedRefused: refused !== undefined,
+      served: false
+    }
     return this.token
   }
 }

@@ -18,7 +18,7 @@ import {
 } from './login-strategy.js'
 import { Backoff } from './backoff.js'
 import { AuthUnavailableError, failureCause, UpstreamAuthError } from './errors.js'
-import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, type FetchedGrant } from './oauth-token.js'
+import { OAUTH_REFRESH_AHEAD_MS, OAuthTokenCache, REFUSED_RENEWAL_HOLD_MS, type FetchedGrant } from './oauth-token.js'
 import { ignoreSessionEvents, type PublishSessionEvent, type RenewalReason } from './events.js'
 
 /** Tokens attached to one upstream request. */
@@ -92,13 +92,8 @@ export function sessionTtlMs (sessionIdleSeconds: number): number {
 
 const SESSION_KEY = 'session'
 
-/**
- * A session logged in to replace a refused one, and itself refused within this time of its login, is
- * not renewed again until this time has passed: the client gets the platform's answer meanwhile. An
- * upstream (or a middlebox) that refuses every session then costs one login per this interval, at
- * most about 4 a minute, instead of one per request.
- */
-export const REFUSED_RENEWAL_HOLD_MS = 15_000
+// A session logged in to replace a refused one and refused in turn is held the same way as such an OAuth token.
+export { REFUSED_RENEWAL_HOLD_MS }
 
 /** Renewal reasons that mean the platform refused the session token. */
 const REFUSAL_REASONS: ReadonlySet<RenewalReason> = new Set(['expired', 'invalid'])
@@ -202,9 +197,9 @@ export class SessionManager {
   /**
    * The platform refused `stale` because of the session token (`session`) or the bearer (`oauth`).
    * Returns tokens to replay with: newer ones if another request already renewed them, otherwise
-   * after one shared login or token fetch. Returns undefined when the refused session is one just
-   * logged in to replace a refused one (see REFUSED_RENEWAL_HOLD_MS): it is not renewed again so
-   * soon, and the caller passes the platform's answer on.
+   * after one shared login or token fetch. Returns undefined when the refused session (or OAuth
+   * token) is one just fetched to replace a refused one (see REFUSED_RENEWAL_HOLD_MS): it is not
+   * renewed again so soon, and the caller passes the platform's answer on.
    */
   async tokensAfterRejection (
     stale: UpstreamTokens,
@@ -213,6 +208,7 @@ export class SessionManager {
   ): Promise<UpstreamTokens | undefined> {
     if (cause === 'oauth') {
       const oauthToken = await this.oauth.replace(stale.oauthToken)
+      if (oauthToken === undefined) return undefined
       const session = this.sessions.get(SESSION_KEY) ?? (await this.login())
       return { oauthToken, sessionToken: session.token }
     }
@@ -226,13 +222,14 @@ export class SessionManager {
   }
 
   /**
-   * A request replayed with `sessionToken` after a renewal was answered, not refused: the session
-   * works, so its next refusal is renewed at once even within REFUSED_RENEWAL_HOLD_MS (the hold is
-   * for an upstream that refuses every fresh session, not for two genuine expiries close together).
+   * A request replayed with `tokens` after a renewal was answered, not refused: the session and the
+   * OAuth token work, so their next refusal is renewed at once even within REFUSED_RENEWAL_HOLD_MS (the
+   * hold is for an upstream that refuses every fresh token, not for two genuine expiries close together).
    */
-  replayServed (sessionToken: string): void {
+  replayServed (tokens: UpstreamTokens): void {
     const session = this.sessions.peek(SESSION_KEY)
-    if (session !== undefined && session.token === sessionToken) session.served = true
+    if (session !== undefined && session.token === tokens.sessionToken) session.served = true
+    this.oauth.served(tokens.oauthToken)
   }
 
   /**
@@ -594,9 +591,19 @@ export class SessionManager {
             return { ok: false, error, counted: false }
           }
           if (error.kind === 'oauth-invalid' && attempt === 1) {
-            guard.attemptNotCounted()
-            oauthToken = await this.oauth.replace(oauthToken)
-            continue
+            let replaced: string | undefined
+            try {
+              replaced = await this.oauth.replace(oauthToken)
+            } catch (fetchError) {
+              guard.attemptNotCounted()
+              throw fetchError
+            }
+            // Undefined: a bearer fetched moments ago for a refused one, refused again (held); failed as below.
+            if (replaced !== undefined) {
+              guard.attemptNotCounted()
+              oauthToken = replaced
+              continue
+            }
           }
           return {
             ok: false,

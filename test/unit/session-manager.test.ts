@@ -1233,7 +1233,7 @@ t.test(
       'expired'
     )
     t.ok(replacement, 'the start-up session is renewed')
-    manager.replayServed('some-other-session-token') // another token's success says nothing about this session
+    manager.replayServed({ oauthToken: 'x', sessionToken: 'some-other-session-token' }) // says nothing about this one
     t.equal(
       await manager.tokensAfterRejection(replacement as UpstreamTokens, 'session', 'expired'),
       undefined,
@@ -1245,7 +1245,7 @@ t.test(
     clock.advance(REFUSED_RENEWAL_HOLD_MS)
     const third = await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'session', 'expired')
     t.ok(third, 'renewed once the hold is over')
-    manager.replayServed((third as UpstreamTokens).sessionToken) // the proxy: the replay on it was answered
+    manager.replayServed(third as UpstreamTokens) // the proxy: the replay on it was answered
     clock.advance(1000)
     const fourth = await manager.tokensAfterRejection(third as UpstreamTokens, 'session', 'expired')
     t.ok(fourth, 'a second genuine expiry 1 s later is renewed at once')
@@ -1254,6 +1254,68 @@ t.test(
     t.equal(events.warnings.length, 1, 'only the unconfirmed session was held')
   }
 )
+
+t.test(
+  'a gateway that refuses every bearer: one refused right after the fetch that replaced a refused one is not replaced again at once',
+  async (t) => {
+    const { manager, api, clock, events } = setup(t)
+    await manager.startSession()
+    const fetchTimes: number[] = []
+    api.oauthHandler = async () => {
+      fetchTimes.push(clock.now())
+      return api.issueOAuth()
+    }
+    let passedOn = 0
+    let replayed = 0
+    // 4 requests a second for 3 minutes, each answered 401 900901, as the proxy handles them.
+    for (let elapsed = 0; elapsed < 3 * 60_000; elapsed += 250) {
+      const tokens = manager.currentTokens() ?? (await manager.acquireTokens())
+      const renewed = await manager.tokensAfterRejection(tokens, 'oauth')
+      if (renewed === undefined) passedOn += 1
+      else {
+        t.not(renewed.oauthToken, tokens.oauthToken, 'a replacement is a new bearer')
+        replayed += 1
+      }
+      clock.advance(250)
+    }
+    t.ok(fetchTimes.length <= 1 + (3 * 60_000) / REFUSED_RENEWAL_HOLD_MS, `${fetchTimes.length} fetches in 3 minutes`)
+    t.equal(replayed, fetchTimes.length)
+    t.ok(passedOn > 600, `most refusals passed on without a fetch (${passedOn})`)
+    t.equal(api.loginCalls.length, 1, 'the session is kept')
+    t.equal(events.warnings.length, replayed, 'one warning per bearer held, not one per request')
+    t.match(events.warnings[0], /refused the OAuth token 0 s after it was fetched to replace a refused one/)
+    const all = JSON.stringify(events.warnings)
+    for (const secret of api.issuedOAuth) t.notOk(all.includes(secret), 'no token in a warning')
+  }
+)
+
+t.test('a replacement bearer that served a replayed request: its next refusal is replaced at once', async (t) => {
+  const { manager, api, clock } = setup(t)
+  await manager.startSession()
+  const replacement = (await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'oauth')) as UpstreamTokens
+  t.ok(replacement)
+  manager.replayServed(replacement) // the replay with it was answered
+  clock.advance(1000)
+  const next = await manager.tokensAfterRejection(replacement, 'oauth')
+  t.ok(next, 'replaced at once')
+  t.not(next?.oauthToken, replacement.oauthToken)
+  t.equal(api.oauthCalls.length, 3)
+  t.equal(await manager.tokensAfterRejection(next as UpstreamTokens, 'oauth'), undefined, 'the next, unconfirmed: held')
+})
+
+t.test('oauth-invalid at login with a bearer just fetched for a refused one: no refetch, not counted', async (t) => {
+  const { manager, api, guard } = setup(t, { maxFailures: 2 })
+  await manager.startSession()
+  await manager.tokensAfterRejection(manager.currentTokens() as UpstreamTokens, 'oauth') // fetched for a refusal
+  const fetches = api.oauthCalls.length
+  api.loginHandler = async () => {
+    throw new UpstreamAuthError('oauth-invalid', 'session login answered 401 900901', 401, '900901')
+  }
+  await expectUnavailable(t, manager.restartSession('admin'), 'upstream-unavailable')
+  t.equal(api.oauthCalls.length, fetches, 'the held bearer is not replaced')
+  t.equal(api.loginCalls.length, 2, 'one login, no retry')
+  t.equal(guard.consecutiveRejections, 0, 'not counted')
+})
 
 t.test(
   'a session not logged in for a refusal (start-up, idle, operator) is renewed at once when refused',
