@@ -89,6 +89,9 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
   })
 }
 
+/** @fastify/reply-from's error for a path or query holding `/..` or `../` once decoded (lib/utils.js, buildURL). */
+const REPLY_FROM_DOTS_REFUSAL = 'source/request contain invalid characters'
+
 export async function buildProxyListener (core: Core, guard: RequestGuard): Promise<FastifyInstance> {
   const { config, metrics } = core
   const log = core.logger.child({ listener: 'proxy' })
@@ -146,6 +149,14 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     }
     if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       return sendProxyError(reply, 'unsupportedMediaType', 'malformed Content-Type header')
+    }
+    if (error.message === REPLY_FROM_DOTS_REFUSAL) {
+      return sendProxyError(
+        reply,
+        'badRequest',
+        "a '..' beside a '/' (a name beginning or ending with '..') cannot be forwarded: @fastify/reply-from, " +
+          'which the proxy forwards with, refuses such paths'
+      )
     }
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)

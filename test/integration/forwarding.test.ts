@@ -643,5 +643,12 @@ t.test(
       )
     }
     t.equal(seen.length, countBefore, 'none of those reached the upstream')
+    // Not traversal, but refused by @fastify/reply-from, which the proxy forwards with: a clear 400 instead of its own.
+    for (const target of ['/api/m2m/v1/groups/x/name/Wait.../devices', '/api/m2m/v1/groups/x/name/..hidden']) {
+      const answer = await rawCall(stack, 'GET', target)
+      t.equal(answer.status, 400, target)
+      t.match(JSON.parse(answer.body), { errorCode: 'Proxy.BadRequest', errorMessage: /cannot be forwarded.*reply-from/ }, target)
+    }
+    t.equal(seen.length, countBefore, 'nor those')
   }
 )
