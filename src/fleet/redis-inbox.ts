@@ -27,6 +27,17 @@ export interface InboxRetention {
 }
 
 /**
+ * A last seq more than a day of seqs ahead of the Redis clock (or past what a JavaScript number holds exactly): no
+ * appends can have put it there (a thousand per millisecond for a day), so its key was written by something else, or
+ * the Redis clock set back by a day. Going on from it would break the cursors (seqs beyond 2^53 collide, and readers
+ * are refused a cursor that large); callbacks are refused instead, saying why, until an operator repairs the key.
+ */
+const SEQ_AHEAD_LIMIT = 86_400_000 * 1000
+const SEQ_TAMPERED =
+  'callbacks:seq is more than a day ahead of the Redis clock (written by something else?): callbacks are not ' +
+  'stored until it is repaired (docs/fleet.md)'
+
+/**
  * Appends ARGV[1] (sealed record; ARGV[2] its bytes) at the next seq of the Redis clock, indexes it under its request
  * (KEYS[4], when ARGV[3] is 1), trims to the retention (ARGV[4] count, ARGV[5] bytes, ARGV[6] age ms), announces it on
  * KEYS[5]'s channel and returns the seq. The record is sealed before the seq is known: the reader takes the seq from
@@ -36,6 +47,9 @@ const APPEND = `local time = redis.call('TIME')
 local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local seq = nowMs * 1000
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last == nil or last > seq + ${SEQ_AHEAD_LIMIT} or last >= ${Number.MAX_SAFE_INTEGER} then
+  return redis.error_reply('${SEQ_TAMPERED}')
+end
 if last >= seq then seq = last + 1 end
 redis.call('SET', KEYS[2], string.format('%.0f', seq))
 local id = string.format('%.0f', math.floor(seq / 1000)) .. '-' .. string.format('%.0f', seq % 1000)

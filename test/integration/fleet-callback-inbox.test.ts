@@ -141,4 +141,25 @@ if (await haveTestRedis(t)) {
     t.same((await a.after(0, 10)).map((record) => record.requestId), ['req-1'], 'the forged entry is skipped')
     t.match(logs.join('\n'), /callback \d+-0 does not open with this fleet key/)
   })
+
+  t.test('a last seq someone else wrote far ahead of the Redis clock: callbacks refused, saying why, until repaired', async (t) => {
+    const { a, keyPrefix } = await twoReplicas(t)
+    const first = await a.append(message('req-1'))
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [seqKey] = await raw.keys(`${keyPrefix}*callbacks:seq`)
+    for (const written of ['99999999999999999', '9007199254740993000', 'not a number']) {
+      await raw.set(seqKey ?? '', written)
+      await t.rejects(
+        a.append(message('req-2')),
+        { name: 'InboxUnavailableError', message: /callbacks:seq is more than a day ahead of the Redis clock/ },
+        written
+      )
+    }
+    t.same((await a.after(0, 10)).map((record) => record.seq), [first.seq], 'nothing stored meanwhile')
+    await raw.set(seqKey ?? '', String(first.seq)) // the repair: back to the last seq given
+    const next = await a.append(message('req-3'))
+    t.ok(next.seq > first.seq && Number.isSafeInteger(next.seq), 'stored again after the repair')
+  })
 }
