@@ -153,6 +153,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     if (!Buffer.isBuffer(request.body) && forwarded['content-length'] !== undefined) {
       forwarded['content-length'] = undefined
     }
+    // reply-from needs a type to send a Buffer as it is (send() gives one), and would declare it: not the client's.
+    if (request.headers['content-type'] === undefined) forwarded['content-type'] = undefined
     return forwarded
   }
   const onResponse: NonNullable<FastifyReplyFromHooks['onResponse']> = (anyRequest, anyReply, raw) => {

@@ -573,6 +573,21 @@ t.test('client credentials in any header spelling never reach the upstream', asy
   t.notOk(JSON.stringify(echo.headers).includes('client-'), 'no client value upstream')
 })
 
+t.test('a body sent without Content-Type reaches the upstream without one, byte for byte', async (t) => {
+  const stack = await startStack(t)
+  for (const method of ['POST', 'PUT', 'DELETE']) {
+    const answer = await rawExchange(
+      stack.proxy.proxyUrl,
+      [`${method} ${ECHO_PATH} HTTP/1.1`, 'Host: localhost', 'Content-Length: 5', 'Connection: close', '', 'a=b&c'].join('\r\n')
+    )
+    const echo = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as Echo
+    t.equal(echo.headers['content-type'], undefined, `${method}: no Content-Type added`)
+    t.equal(echo.bodyLength, 5, `${method}: the body`)
+  }
+  const typed = await stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'text/plain' }, body: 'x' })
+  t.equal((typed.json() as Echo).headers['content-type'], 'text/plain', "the client's own is kept")
+})
+
 t.test('headers that make some servers route by another path are not forwarded', async (t) => {
   const stack = await startStack(t)
   const answer = await stack.call('GET', ECHO_PATH, {
