@@ -267,7 +267,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const pauseLeftMs = gate.pauseLeftMs()
     if (pauseLeftMs > 0) return later(request, reply, pauseLeftMs, forward)
     const delay = gate.delayFor((request.proxyState as ProxyState).deadline)
-    if (delay === 0) return send(request, reply)
+    if (delay === 0) return sendSpaced(request, reply)
     if (typeof delay === 'number') return later(request, reply, delay, sendUnlessPaused)
     delay.then(
       (waitMs) => later(request, reply, waitMs, sendUnlessPaused),
@@ -279,8 +279,18 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     return reply
   }
 
+  /** Sends once the gate's spacing allows (at once, unless slot timers fired late together). */
+  function sendSpaced (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const spacingMs = (gate as UpstreamGate).spacingLeftMs()
+    if (spacingMs === 0) return send(request, reply)
+    setTimeout(() => {
+      if (!request.raw.destroyed) sendUnlessPaused(request, reply)
+    }, spacingMs)
+    return reply
+  }
+
   function sendUnlessPaused (request: FastifyRequest, reply: FastifyReply): FastifyReply {
-    return (gate as UpstreamGate).pauseLeftMs() > 0 ? forward(request, reply) : send(request, reply)
+    return (gate as UpstreamGate).pauseLeftMs() > 0 ? forward(request, reply) : sendSpaced(request, reply)
   }
 
   /**

@@ -73,6 +73,8 @@ export class UpstreamGate {
   /** The interval this process spaces its own sends by: learned, and the contracted one unless the fleet holds it. */
   #localIntervalMs: number
   readonly #localSlots = new LocalSlots()
+  /** No request of this process is sent before this time while its sends are spaced (see spacingLeftMs). */
+  #spacedUntil = 0
   /** The contracted rate spaced locally while the fleet store cannot be reached. */
   readonly #fallbackSlots = new LocalSlots()
   #shared: SharedSending | undefined
@@ -142,6 +144,22 @@ export class UpstreamGate {
         return this.#waited(slot === undefined ? -1 : slot - later)
       }
     )
+  }
+
+  /**
+   * Asked just before a request is sent: milliseconds it must still wait so that this process's sends stay
+   * #localIntervalMs apart (0: send it now, counted as sent). Slots are handed out ahead, each waited for with a timer
+   * of its own; timers held up by a busy event loop fire together and would send their requests in one burst, past
+   * the rate. On time, sends follow the slots' schedule (no drift); after such a hold-up, they are spaced from now.
+   */
+  spacingLeftMs (): number {
+    if (this.#localIntervalMs === 0) return 0
+    const now = this.#now()
+    const leftMs = this.#spacedUntil - now
+    // A timer may fire up to 1 ms before a slot that is not a whole number of ms.
+    if (leftMs > 1) return Math.ceil(leftMs)
+    this.#spacedUntil = Math.max(now, this.#spacedUntil) + this.#localIntervalMs
+    return 0
   }
 
   /**

@@ -52,6 +52,35 @@ t.test('the contracted rate spaces requests 1/rate apart, and a slot past the de
   t.equal(gate.waitedRequests, 4)
 })
 
+t.test('slot timers that fire late together are sent one interval apart, not in a burst', async (t) => {
+  let now = 0
+  const gate = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 4, now: () => now })
+  const waits = [1, 2, 3, 4, 5].map(() => gate.delayFor(10_000))
+  t.same(waits, [0, 250, 500, 750, 1000])
+  t.equal(gate.spacingLeftMs(), 0, 'the first request goes at once')
+  // On time: each timer fires at its slot, or up to 1 ms early, and goes.
+  now = 250
+  t.equal(gate.spacingLeftMs(), 0)
+  now = 499.5
+  t.equal(gate.spacingLeftMs(), 0, 'within 1 ms of its slot')
+  // The event loop is held up for 400 ms: the timers of 750 and 1000 fire together at 1150.
+  now = 1150
+  const sent: number[] = []
+  const pending = [750, 1000]
+  while (pending.length > 0) {
+    const leftMs = gate.spacingLeftMs()
+    if (leftMs === 0) {
+      sent.push(now)
+      pending.shift()
+    } else now += leftMs
+  }
+  t.same(sent, [1150, 1400], 'one interval apart')
+  now = 1650
+  t.equal(gate.spacingLeftMs(), 0, 'and on from there')
+  const unspaced = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 0, now: () => 0 })
+  t.same([unspaced.spacingLeftMs(), unspaced.spacingLeftMs()], [0, 0], 'without a rate nothing is spaced')
+})
+
 t.test('throttled answers: 429, and 503 only with Retry-After', async (t) => {
   t.ok(isThrottledAnswer(429, undefined))
   t.ok(isThrottledAnswer(503, '2'))
