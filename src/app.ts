@@ -22,6 +22,16 @@ export type AppDependencies = CoreDependencies
 const SHUTDOWN_MARGIN_MS = 5_000
 
 /** The longest a graceful shutdown (ProxyApp.shutdown) may take: the drain, the logout, then closing the rest. */
+/** Whether `settling` settles within `ms` (at once when nothing waits); the timer never outlives it. */
+async function settledWithin (settling: Promise<void>, ms: number): Promise<boolean> {
+  const timer = new AbortController()
+  try {
+    return await Promise.race([settling.then(() => true), sleep(Math.max(0, ms), false, { signal: timer.signal })])
+  } finally {
+    timer.abort()
+  }
+}
+
 export function shutdownBudgetMs (config: Pick<ProxyConfig, 'shutdownGraceMs'>): number {
   return config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS
 }
@@ -104,6 +114,7 @@ export async function buildApp (
    * the session logged out when asked, then the admin listener closed, and with it the core.
    */
   const stop = async (graceMs: number, logOut: boolean): Promise<void> => {
+    const graceEndsAt = performance.now() + graceMs
     // Stop accepting; Fastify waits for requests in flight and closes the keep-alive connections idle now
     // (and those answered from now on: proxy-listener.ts).
     // New callbacks are refused (ThingSpace sends them again); those being stored finish first.
@@ -125,6 +136,14 @@ export async function buildApp (
       await drained
     }
     await callbacksClosed
+    // A login or a password rotation waiting for ThingSpace finishes within what is left of the grace: cut off, a
+    // rotation would lose the password ThingSpace has just set, and a login would stay counted as a failure.
+    if (graceMs > 0 && !(await settledWithin(core.authSettled(), graceEndsAt - performance.now()))) {
+      core.logger.warn(
+        { graceMs },
+        'a login or a password rotation was still waiting for ThingSpace after the grace period: cut off'
+      )
+    }
     if (logOut) await core.logOutUpstream()
     // Probes and scrapes are answered until here; whatever is still open on the admin listener is closed with it.
     const adminClosed = admin.close()

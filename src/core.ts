@@ -89,6 +89,8 @@ export interface Core {
    * fleet mode.
    */
   logOutUpstream: () => Promise<void>
+  /** Resolves once no login and no credentials operation (a rotation) waits for ThingSpace. */
+  authSettled: () => Promise<void>
   /** Closes the fleet store, the upstream pool and the event subscriptions: after the listeners. */
   close: () => Promise<void>
 }
@@ -370,6 +372,9 @@ export async function createCore (
       session.close() // no background login any more
     },
     logOutUpstream,
+    authSettled: async () => {
+      await Promise.all([session.settled(), operations.settled()])
+    },
     close: async () => {
       await heartbeat?.stop() // before the store closes: a replica shut down leaves the fleet view at once
       await callbacks?.inbox.close()

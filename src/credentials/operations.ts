@@ -63,6 +63,7 @@ export interface PasswordStatus {
 
 export class CredentialOperations {
   private busy: string | undefined
+  private running: Promise<unknown> | undefined
   /** Single-process mode: the password in force could not be written to the credentials file. */
   private unsaved = false
 
@@ -471,11 +472,19 @@ export class CredentialOperations {
       throw new OperationError('busy', `a ${this.busy} is in progress; try again when it has finished`)
     }
     this.busy = name
+    const running = action()
+    this.running = running
     try {
-      return await action()
+      return await running
     } finally {
       this.busy = undefined
+      this.running = undefined
     }
+  }
+
+  /** Resolves once no operation is in progress (shutdown lets one finish: cut off, a rotation loses its password). */
+  async settled (): Promise<void> {
+    await this.running?.catch(() => {})
   }
 }
 

@@ -390,6 +390,11 @@ export class SessionManager {
     return this.credentials
   }
 
+  /** Resolves once no login is under way (shutdown lets one finish: cut off, it would stay counted as failed). */
+  async settled (): Promise<void> {
+    await this.loginInFlight?.catch(() => {})
+  }
+
   /** A login is under way: a caller now joins it (single flight) rather than sending one. */
   get loginInProgress (): boolean {
     return this.loginInFlight !== undefined

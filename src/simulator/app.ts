@@ -45,6 +45,8 @@ export interface SimulatorOptions {
   logger?: boolean
   /** Delay before answering a login, as a network round trip to the real platform would (soak tests). */
   loginDelayMs?: number
+  /** Delay of the answer to a password reset, the password already changed (an answer slow to come back). */
+  passwordResetAnswerDelayMs?: number
   /** Share of data requests whose connection is reset instead of answered (soak tests); default 0. */
   resetProbability?: number
   /** Serve HTTPS with this key and certificate (PEM), like the real platform; default plain HTTP. */
@@ -403,6 +405,8 @@ export function buildSimulator (options: SimulatorOptions): Simulator {
           .code(400)
           .send(uwsError(UWS_ERROR_CODES.invalidPassword, 'oldPassword does not match the current password'))
       }
+      const delayMs = options.passwordResetAnswerDelayMs
+      if (delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, delayMs))
       return { newPassword }
     })
 
