@@ -63,8 +63,9 @@ export class CredentialsFile {
     if (uid !== undefined && uid !== 0 && stats.uid !== uid) {
       return `the credentials file ${this.path} is owned by uid ${stats.uid}, not by this process (uid ${uid})`
     }
-    const directory = path.dirname(this.path)
-    const probe = path.join(directory, `.${path.basename(this.path)}.probe-${randomBytes(4).toString('hex')}`)
+    const target = this.#target()
+    const directory = path.dirname(target)
+    const probe = path.join(directory, `.${path.basename(target)}.probe-${randomBytes(4).toString('hex')}`)
     try {
       fs.closeSync(fs.openSync(probe, 'wx', 0o600))
       fs.rmSync(probe, { force: true })
@@ -74,15 +75,24 @@ export class CredentialsFile {
     return undefined
   }
 
-  /** Replaces the password, keeping every other field, owner and mode 0600; atomic and durable. */
+  /**
+   * Replaces the password, keeping every other field, owner and mode 0600; atomic and durable. A symbolic link (a
+   * secret kept elsewhere) stays one: the file it leads to is replaced, not the link.
+   */
   writePassword (newPassword: string): void {
-    const document = JSON.parse(fs.readFileSync(this.path, 'utf8')) as Record<string, unknown>
-    const stats = fs.statSync(this.path)
+    const target = this.#target()
+    const document = JSON.parse(fs.readFileSync(target, 'utf8')) as Record<string, unknown>
+    const stats = fs.statSync(target)
     document.password = newPassword
     // Only root can (and must, to keep the file readable by its owner) hand the new file back to the owner.
     const owner = process.getuid?.() === 0 ? { uid: stats.uid, gid: stats.gid } : undefined
     const content = JSON.stringify(document, null, 2) + '\n'
-    writeFileAtomicSync(this.path, content, 0o600, owner)
+    writeFileAtomicSync(target, content, 0o600, owner)
+  }
+
+  /** The file itself: where its symbolic links, if any, lead. */
+  #target (): string {
+    return fs.realpathSync(this.path)
   }
 }
 

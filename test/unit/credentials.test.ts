@@ -3,7 +3,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { CREDENTIAL_FIELDS, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
-import { credentialsExposure } from '../../src/credentials/credentials-file.js'
+import { CredentialsFile, credentialsExposure } from '../../src/credentials/credentials-file.js'
 import { configErrorOf, printed } from '../helpers/config-error.js'
 
 const GOOD = {
@@ -161,3 +161,18 @@ t.test(
     )
   }
 )
+
+t.test('a rotation through a symbolic link replaces the file it leads to, and the link stays', async (t) => {
+  const dir = t.testdir({ secrets: { 'creds.json': JSON.stringify({ ...GOOD, note: 'kept' }) }, state: {} })
+  const target = path.join(dir, 'secrets', 'creds.json')
+  const link = path.join(dir, 'state', 'credentials.json')
+  fs.symlinkSync(path.relative(path.dirname(link), target), link)
+  const file = new CredentialsFile(link)
+  t.equal(file.rewriteProblem(), undefined, 'rewritable: the directory of the file itself is')
+  file.writePassword('rotated-7f2e')
+  t.ok(fs.lstatSync(link).isSymbolicLink(), 'still a link')
+  t.same(JSON.parse(fs.readFileSync(target, 'utf8')), { ...GOOD, note: 'kept', password: 'rotated-7f2e' }, 'the file it leads to')
+  t.equal(loadCredentials(link).password, 'rotated-7f2e', 'read through the link')
+  t.equal(fs.statSync(target).mode & 0o777, 0o600)
+  t.same(fs.readdirSync(path.join(dir, 'state')), ['credentials.json'], 'nothing left beside the link')
+})
