@@ -14,6 +14,9 @@ import { ConfigError } from './config/errors.js'
 import { messageOf } from './errors.js'
 import { VERSION } from './version.js'
 
+/** A day: beyond, a timer cannot be set (Node's limit is about 24.8 days) and nobody waits that long anyway. */
+const MAX_TIMEOUT_SECONDS = 86_400
+
 const USAGE = `usage: m2m-session-proxy <command> [--json] [--admin-url URL] [--token-file FILE] [--timeout SECONDS]
 
 commands:
@@ -81,8 +84,10 @@ async function run (argv: string[]): Promise<number> {
     }
   }
   const timeoutSeconds = Number(values.timeout)
-  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
-    throw new UsageError(`--timeout must be a number of seconds above 0 (got ${JSON.stringify(values.timeout)})`)
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0 || timeoutSeconds > MAX_TIMEOUT_SECONDS) {
+    throw new UsageError(
+      `--timeout must be a number of seconds above 0 and at most ${MAX_TIMEOUT_SECONDS} (got ${JSON.stringify(values.timeout)})`
+    )
   }
   const endpoint = resolveAdminEndpoint({ env: process.env, readTextFile, cwd: process.cwd() })
   let token: string | undefined
@@ -103,6 +108,10 @@ async function run (argv: string[]): Promise<number> {
     )
   }
   const url = values['admin-url'] ?? endpoint.url
+  if (/^https?:\/\/[^/]*@/.test(url)) {
+    // Not echoed: the part before the @ would be a user and password.
+    throw new UsageError('--admin-url must not hold a user or password: the admin token is sent as a header')
+  }
   if (!/^https?:\/\/[^/]+\/?$/.test(url)) {
     throw new UsageError(`--admin-url must be an origin such as http://127.0.0.1:9090 (got ${JSON.stringify(url)})`)
   }

@@ -45,7 +45,13 @@ export class AdminClient {
       })
       text = await response.text()
     } catch (error) {
-      throw new AdminUnreachableError(`no answer from the admin listener at ${this.options.url}: ${causeOf(error)}`)
+      const cause = causeOf(error)
+      // An action sent but not answered in time (a slow rotation) may have happened all the same.
+      const outcome =
+        method !== 'GET' && cause === 'timed out'
+          ? '; the action may have been carried out all the same: check with "m2m-session-proxy status"'
+          : ''
+      throw new AdminUnreachableError(`no answer from the admin listener at ${this.options.url}: ${cause}${outcome}`)
     }
     let body: unknown = text
     try {

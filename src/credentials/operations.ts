@@ -99,7 +99,15 @@ export class CredentialOperations {
    * as the next generation before any replica can log in again.
    */
   async rotatePassword (): Promise<RotationResult> {
-    return await this.exclusive('password rotation', async () => (await this.rotate(undefined)) as RotationResult)
+    const result = await this.exclusive('password rotation', async () => (await this.rotate(undefined)) as RotationResult)
+    // Logged here, not only by the caller's request: an operator who hung up before the answer still gets a record.
+    this.publish({
+      type: 'info',
+      message:
+        `password rotated on an operator's request${result.generation === undefined ? '' : ` (fleet generation ${result.generation})`}` +
+        (result.verified ? '' : ', but the login with the new password failed')
+    })
+    return result
   }
 
   /**

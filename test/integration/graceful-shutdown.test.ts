@@ -35,6 +35,10 @@ t.test('a rotation whose answer is on its way when the shutdown begins: finished
   t.equal(answer.status, 200, 'the operator gets the answer')
   t.equal(passwordOnDisk(stack), stack.sim.password, 'the password on disk is the one ThingSpace accepts')
   t.same(cutOffWarnings(stack), [])
+  t.ok(
+    stack.logs.entries().some((entry) => entry.msg === "password rotated on an operator's request"),
+    'the rotation is logged by itself, whether or not its caller waits for the answer'
+  )
 })
 
 t.test('a login sent when the shutdown begins: finished, not counted as a failure', async (t) => {

@@ -209,8 +209,10 @@ t.test('usage mistakes: 2, with the usage; no proxy needed', async (t) => {
     [[], 'no command given'],
     [['sesion', 'end'], 'unknown command "sesion end"'],
     [['status', '--nope'], "Unknown option '--nope'"],
-    [['status', '--timeout', '0'], '--timeout must be a number of seconds above 0 (got "0")'],
+    [['status', '--timeout', '0'], '--timeout must be a number of seconds above 0 and at most 86400 (got "0")'],
+    [['status', '--timeout', '1e9'], '--timeout must be a number of seconds above 0 and at most 86400 (got "1e9")'],
     [['status', '--admin-url', 'localhost:9090'], '--admin-url must be an origin such as http://127.0.0.1:9090'],
+    [['status', '--admin-url', 'http://ops:s3cret-pw@127.0.0.1:9090'], '--admin-url must not hold a user or password'],
     [['status', 'now'], 'unknown command "status now"'],
     [['callbacks', 'list', 'CarrierService'], 'unknown command "callbacks list CarrierService"'],
     [['status', '--url', 'https://a.example'], '--url is not an option of "status"'],
@@ -219,6 +221,7 @@ t.test('usage mistakes: 2, with the usage; no proxy needed', async (t) => {
     const run = await cli(args, {})
     t.equal(run.code, 2, args.join(' '))
     t.match(run.stderr, message, args.join(' '))
+    t.notOk(run.stderr.includes('s3cret-pw'), 'no password echoed')
     t.match(run.stderr, /^usage: m2m-session-proxy <command>/m, 'the usage follows')
   }
   const noToken = await cli(['password', 'rotate'], { M2M_PROXY_ADMIN_PORT: '1' })

@@ -116,6 +116,11 @@ t.test('admin client: the token sent, JSON or text back, no answer named plainly
   t.same(seen, ['Bearer token-0123456789abcdef01234', 'Bearer token-0123456789abcdef01234'])
   t.equal(client.hasToken, true)
   await t.rejects(client.request('GET', '/slow'), new AdminUnreachableError(`no answer from the admin listener at ${url}: timed out`))
+  await t.rejects(client.request('POST', '/slow'), {
+    name: 'AdminUnreachableError',
+    message: `no answer from the admin listener at ${url}: timed out; ` +
+      'the action may have been carried out all the same: check with "m2m-session-proxy status"'
+  }, 'an action unanswered in time may have happened')
   const none = new AdminClient({ url: `http://127.0.0.1:${await freePort()}`, token: undefined, timeoutMs: 2000 })
   t.equal(none.hasToken, false)
   await t.rejects(none.request('GET', '/healthz'), { name: 'AdminUnreachableError', message: /: ECONNREFUSED$/ })
