@@ -143,10 +143,11 @@ function readConfigFile (sources: ConfigSources): Record<string, unknown> {
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError(CONFIG_FILE_ENV, `${file} must hold a JSON object`)
   }
-  const values: Record<string, unknown> = {}
+  // No prototype: a "__proto__" key would otherwise set it and have its contents read as settings.
+  const values: Record<string, unknown> = Object.create(null) as Record<string, unknown>
   for (const [key, value] of Object.entries(parsed)) {
     if (key.startsWith('//')) continue // comment keys, as in config/example.json
-    if (!(key in SETTINGS)) {
+    if (!Object.hasOwn(SETTINGS, key)) {
       throw new ConfigError(
         CONFIG_FILE_ENV,
         `${file} has unknown key "${key}"; known keys: ${Object.keys(SETTINGS).join(', ')}`
@@ -164,7 +165,7 @@ function resolveSettings (sources: ConfigSources): RawSettings {
     const envValue = sources.env[definition.env]
     if (envValue !== undefined && envValue !== '') {
       resolved[key] = definition.parse(envValue, definition.env)
-    } else if (key in fromFile) {
+    } else if (Object.hasOwn(fromFile, key)) {
       resolved[key] = definition.parse(
         fromFile[key],
         `${definition.env} (key "${key}" in ${sources.env[CONFIG_FILE_ENV]})`

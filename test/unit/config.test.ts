@@ -146,6 +146,20 @@ t.test('an unknown key in the config file is a ConfigError naming M2M_PROXY_CONF
   t.match(error.message, 'M2M_PROXY_CONFIG')
 })
 
+t.test('names of the object prototype are unknown keys, and "__proto__" sets nothing', async (t) => {
+  for (const content of [
+    '{"__proto__": {"port": 1, "adminPort": 0}}',
+    '{"constructor": 1}',
+    '{"hasOwnProperty": 1}',
+    '{"toString": "x"}'
+  ]) {
+    const { env, files } = withConfigFile(content)
+    const error = configErrorOf(() => load(env, files))
+    t.equal(error.setting, 'M2M_PROXY_CONFIG', content)
+    t.match(error.message, /has unknown key "(__proto__|constructor|hasOwnProperty|toString)"/, content)
+  }
+})
+
 t.test('environment-style names are not config-file keys', async (t) => {
   const { env, files } = withConfigFile({ M2M_PROXY_PORT: 8081 })
   const error = configErrorOf(() => load(env, files))
