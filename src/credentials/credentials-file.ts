@@ -6,7 +6,7 @@ import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../errors.js'
-import { loadCredentials, parseCredentials, type Credentials } from './credentials.js'
+import { loadCredentials, parseCredentials, withoutBom, type Credentials } from './credentials.js'
 
 /**
  * A warning when a file holding a secret (`holds`, such as "the admin token") can be read or written by
@@ -81,7 +81,7 @@ export class CredentialsFile {
    */
   writePassword (newPassword: string): void {
     const target = this.#target()
-    const document = JSON.parse(fs.readFileSync(target, 'utf8')) as Record<string, unknown>
+    const document = JSON.parse(withoutBom(fs.readFileSync(target, 'utf8'))) as Record<string, unknown>
     const stats = fs.statSync(target)
     document.password = newPassword
     // Only root can (and must, to keep the file readable by its owner) hand the new file back to the owner.

@@ -18,10 +18,15 @@ export const CREDENTIAL_FIELDS = ['username', 'password', 'clientId', 'clientSec
 const SETTING = 'M2M_PROXY_CREDENTIALS_FILE'
 
 /** Validates parsed JSON; `source` names the file in messages. */
+/** The text without a leading byte order mark, which Windows editors write and JSON.parse refuses. */
+export function withoutBom (text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
+}
+
 export function parseCredentials (json: string, source: string): Credentials {
   let parsed: unknown
   try {
-    parsed = JSON.parse(json)
+    parsed = JSON.parse(withoutBom(json))
   } catch {
     // The parser's message can quote the file's content, which is secret: keep it out.
     throw new ConfigError(SETTING, `${source} is not valid JSON`)

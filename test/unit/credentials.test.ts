@@ -176,3 +176,12 @@ t.test('a rotation through a symbolic link replaces the file it leads to, and th
   t.equal(fs.statSync(target).mode & 0o777, 0o600)
   t.same(fs.readdirSync(path.join(dir, 'state')), ['credentials.json'], 'nothing left beside the link')
 })
+
+t.test('a byte order mark (Windows editors) is read past, and a rotation writes the file without it', async (t) => {
+  const dir = t.testdir({ 'credentials.json': '\ufeff' + JSON.stringify(GOOD) })
+  const file = path.join(dir, 'credentials.json')
+  t.same(loadCredentials(file), GOOD)
+  new CredentialsFile(file).writePassword('rotated-91ab')
+  t.same(loadCredentials(file), { ...GOOD, password: 'rotated-91ab' })
+  t.equal(fs.readFileSync(file, 'utf8').charCodeAt(0), '{'.charCodeAt(0))
+})
