@@ -80,7 +80,12 @@ redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'record', ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
 /** Raises the count to at least ARGV[1] (a replica that saw a higher count than the store now holds puts it back). */
-const RAISE_FAILURES = `local current = tonumber(redis.call('GET', KEYS[1])) or 0
+const RAISE_FAILURES = `local raw = redis.call('GET', KEYS[1])
+local current = 0
+if raw then
+  current = (string.match(raw, '^%d+$') and #raw <= 15) and tonumber(raw) or -1
+  if current > tonumber(ARGV[2]) then current = -1 end
+end
 local wanted = tonumber(ARGV[1])
 if wanted > current then redis.call('SET', KEYS[1], ARGV[1]) return wanted end
 return current`
@@ -412,7 +417,8 @@ export class RedisFleetStore implements FleetStore {
   async readLoginFailures (): Promise<number> {
     const key = this.keyOf('failures')
     const value = await this.run('read the login failure count', () => this.client.get(key))
-    return value === null ? 0 : Number(value)
+    if (value === null) return 0
+    return /^\d{1,15}$/.test(value) ? Number(value) : Number.NaN // `1e1`, `-10`, `abc`: not a count a replica wrote
   }
 
   async resetLoginFailures (): Promise<void> {
@@ -420,11 +426,11 @@ export class RedisFleetStore implements FleetStore {
     await this.run('reset the login failure count', () => this.client.del(key))
   }
 
-  async raiseLoginFailures (atLeast: number): Promise<number> {
+  async raiseLoginFailures (atLeast: number, atMost: number): Promise<number> {
     const key = this.keyOf('failures')
     return Number(
       await this.run('restore the login failure count', () =>
-        this.client.eval(RAISE_FAILURES, { keys: [key], arguments: [String(atLeast)] })
+        this.client.eval(RAISE_FAILURES, { keys: [key], arguments: [String(atLeast), String(atMost)] })
       )
     )
   }

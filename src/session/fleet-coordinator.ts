@@ -354,6 +354,15 @@ export class FleetCoordinator implements LoginStrategy {
     const limit = mode === 'verify' ? ACCOUNT_FAILURE_CEILING : this.env.maxFailures
     if (before >= limit) throw this.guardError(before)
     const counted = await this.call('count the login attempt', async () => await store.countLoginAttempt())
+    if (!Number.isSafeInteger(counted) || counted < 1 || counted > ACCOUNT_FAILURE_CEILING + 1) {
+      // Changed from outside between the read and the count: no login on a count that cannot be trusted. (One above
+      // the ceiling can be another holder's count, below.)
+      throw new AuthUnavailableError(
+        'fleet-store-unreachable',
+        "the fleet's login failure count changed from outside while this login was counted: not sent",
+        5
+      )
+    }
     if (counted > limit) {
       // Another holder counted meanwhile (a lock that expired under it): never past the limit.
       await this.uncount()
@@ -398,6 +407,22 @@ export class FleetCoordinator implements LoginStrategy {
       async () => await this.store.readLoginFailures()
     )
     const ledger = this.options.ledger
+    if (!isFailureCount(stored)) {
+      // No replica writes that (a count above the ceiling, negative, or not a number): someone else did, and the real
+      // count is unknown. Taken as at the limit (or what this replica saw, if more): no login until one is checked the
+      // way an operator does after rejections (docs/fleet.md), which a success then resets.
+      const restored = Math.min(Math.max(ledger?.failuresSeen ?? 0, this.env.maxFailures), ACCOUNT_FAILURE_CEILING)
+      this.env.publish({
+        type: 'warning',
+        message:
+          `the fleet's login failure count in the store (its failures key) is not a count from 0 to ${ACCOUNT_FAILURE_CEILING}: ` +
+          `written from outside; it is put back at ${restored}, as if the logins had been rejected`
+      })
+      return await this.call(
+        "restore the fleet's login failure count",
+        async () => await this.store.raiseLoginFailures(restored, ACCOUNT_FAILURE_CEILING)
+      )
+    }
     if (ledger === undefined || stored >= ledger.failuresSeen) return stored
     // Another replica's success this one did not take up (its session has idled out since) reset the count rightly.
     const shared = await this.call('read the shared session', async () => await this.readSharedSession())
@@ -414,7 +439,7 @@ export class FleetCoordinator implements LoginStrategy {
     })
     return await this.call(
       "restore the fleet's login failure count",
-      async () => await this.store.raiseLoginFailures(seen)
+      async () => await this.store.raiseLoginFailures(seen, ACCOUNT_FAILURE_CEILING)
     )
   }
 
@@ -610,4 +635,9 @@ export class FleetCoordinator implements LoginStrategy {
       60
     )
   }
+}
+
+/** What a replica can have stored as the fleet's count: a whole number from 0 to the account's ceiling. */
+function isFailureCount (value: number): boolean {
+  return Number.isSafeInteger(value) && value >= 0 && value <= ACCOUNT_FAILURE_CEILING
 }

@@ -96,12 +96,16 @@ export interface SharedSessionStore {
   uncountLoginAttempt: () => Promise<number>
   /**
    * Consecutive counted attempts since the last reset. No expiry: it lasts until a success or an operator resets it.
+   * NaN when what is stored is not a count (written from outside).
    */
   readLoginFailures: () => Promise<number>
   /** Sets the count to 0: after a successful login, or by an operator. */
   resetLoginFailures: () => Promise<void>
-  /** Raises the count to `atLeast` when it is lower (set back from outside, or lost); returns the count now stored. */
-  raiseLoginFailures: (atLeast: number) => Promise<number>
+  /**
+   * Sets the count to `atLeast` when it is lower (set back from outside, or lost) or is not a count from 0 to `atMost`
+   * (written from outside); returns the count now stored.
+   */
+  raiseLoginFailures: (atLeast: number, atMost: number) => Promise<number>
 
   /** Calls `listener` for every change notified after this call, on any replica; returns the unsubscribe function. */
   subscribe: (listener: FleetChangeListener) => () => void

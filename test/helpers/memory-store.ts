@@ -179,9 +179,11 @@ export class MemoryFleetStore implements FleetStore {
     this.state.failures = 0
   }
 
-  async raiseLoginFailures (atLeast: number): Promise<number> {
+  async raiseLoginFailures (atLeast: number, atMost: number): Promise<number> {
     this.check()
-    this.state.failures = Math.max(this.state.failures, atLeast)
+    const current = this.state.failures
+    const isCount = Number.isSafeInteger(current) && current >= 0 && current <= atMost
+    this.state.failures = isCount ? Math.max(current, atLeast) : atLeast
     return this.state.failures
   }
 

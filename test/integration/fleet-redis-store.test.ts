@@ -237,6 +237,26 @@ if (await haveTestRedis(t)) {
     t.ok((await store.takeSendSlot(100, 0, 5000)) > 50, 'and spacing goes on from now')
   })
 
+  t.test('a failure count written from outside: read as no count, and put back whatever it holds', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const store = openStore(t, { keyPrefix })
+    await waitUntil(() => store.connected, 5000, 'connects')
+    t.equal(await store.countLoginAttempt(), 1)
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [failuresKey] = await raw.keys(`${keyPrefix}*failures`)
+    for (const [written, read] of [['-10', Number.NaN], ['1e1', Number.NaN], ['abc', Number.NaN], ['1000000', 1_000_000]]) {
+      await raw.set(failuresKey as string, written as string)
+      t.same(await store.readLoginFailures(), read, `${String(written)} read`)
+      t.equal(await store.raiseLoginFailures(2, 4), 2, `${String(written)} put back at 2`)
+      t.equal(await raw.get(failuresKey as string), '2')
+    }
+    t.equal(await store.raiseLoginFailures(1, 4), 2, 'a count lower than the one stored is not written')
+    t.equal(await store.raiseLoginFailures(3, 4), 3, 'a higher one is')
+  })
+
   t.test('garbage on the channel and a failing listener do not stop the notifications', async (t) => {
     const keyPrefix = prefix()
     t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))

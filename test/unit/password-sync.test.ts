@@ -897,6 +897,52 @@ t.test(
   }
 )
 
+t.test(
+  'a negative fleet failure count written before any failure: no replica logs in on it (5 replicas, the lockout at 5)',
+  async (t) => {
+    const { api, replicas, raw, fleet } = fleetOf(t, 5)
+    for (const { manager } of replicas) await manager.startSession()
+    api.password = 'Pw-changed-outside-the-fleet'
+    fleet.account(PREFIX, CREDENTIALS.username).failures = -10
+    await raw.clearSession()
+    for (const r of replicas) await t.rejects(r.manager.restartSession('admin'), { name: 'AuthUnavailableError' })
+    t.equal(api.failedLogins, 0, 'not one failed login: the count is taken as at the limit')
+    t.equal(await raw.readLoginFailures(), 2)
+  }
+)
+
+t.test(
+  'a fleet failure count written from outside as no count (negative, huge, not a number) buys no attempt, is put back',
+  async (t) => {
+    const { api, replicas, raw, fleet } = fleetOf(t)
+    for (const { manager } of replicas) await manager.startSession()
+    api.password = 'Pw-changed-outside-the-fleet'
+    await raw.clearSession()
+    for (const r of replicas) await r.manager.restartSession('admin').catch(() => undefined)
+    t.equal(api.failedLogins, 2, 'M2M_PROXY_MAX_LOGIN_FAILURES 2 fleet-wide')
+    for (const written of [-10, 1_000_000, Number.NaN]) {
+      fleet.account(PREFIX, CREDENTIALS.username).failures = written
+      await raw.clearSession()
+      for (const r of replicas) {
+        await t.rejects(r.manager.restartSession('admin'), { name: 'AuthUnavailableError' }, String(written))
+      }
+      t.equal(api.failedLogins, 2, `${written}: no failed login caused`)
+      t.equal(await raw.readLoginFailures(), 2, `${written}: the count is put back`)
+    }
+    t.match(
+      replicas.flatMap((r) => r.messages).join('\n'),
+      /login failure count in the store \(its failures key\) is not a count from 0 to 4: written from outside; it is put back at 2/
+    )
+    for (const r of replicas) {
+      const ledger = JSON.parse(fs.readFileSync(path.join(r.dir, 'fleet-ledger.json'), 'utf8')) as { failuresSeen: number }
+      t.ok(
+        Number.isSafeInteger(ledger.failuresSeen) && ledger.failuresSeen >= 1 && ledger.failuresSeen <= 2,
+        `each replica's own record holds what it saw or the limit, never what was written (${ledger.failuresSeen})`
+      )
+    }
+  }
+)
+
 t.test("POST /admin/session/end on one replica: every replica drops the fleet's session at once", async (t) => {
   const { api, replicas } = fleetOf(t)
   for (const { manager } of replicas) await manager.startSession()
