@@ -31,7 +31,7 @@ import { hostname } from 'node:os'
 import { ReplicaHeartbeat, singleProcessView, type FleetView, type ReplicaBeat } from './fleet/replicas.js'
 import { VERSION } from './version.js'
 import { FileInbox } from './callbacks/file-inbox.js'
-import type { CallbackInbox } from './callbacks/inbox.js'
+import { maxRecordBytes, type CallbackInbox } from './callbacks/inbox.js'
 import { loadOrCreateCallbackCredentials } from './callbacks/credentials.js'
 import { FileLocationKeys, type LocationKeyStore } from './callbacks/location-keys.js'
 import { RecentSessionEvents, type RecentEvent } from './admin/recent-events.js'
@@ -285,7 +285,7 @@ export async function createCore (
       ? undefined
       : {
           inbox:
-            store?.openCallbackInbox?.(config.callbacks.retention) ??
+            store?.openCallbackInbox?.(config.callbacks.retention, maxRecordBytes(config.callbacks.bodyLimitBytes)) ??
             (await FileInbox.open(config.stateDir, config.callbacks.retention, {
               now: clock.now,
               warn: (message) => { logger.warn({ component: 'callbacks' }, message) }

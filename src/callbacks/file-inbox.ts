@@ -10,7 +10,7 @@ import path from 'node:path'
 import type { FileHandle } from 'node:fs/promises'
 import { fsyncDirectory, writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../errors.js'
-import type { CallbackInbox, CallbackMessage, StoredCallback } from './inbox.js'
+import { MAX_PAGE_BYTES, type CallbackInbox, type CallbackMessage, type StoredCallback } from './inbox.js'
 
 export const CALLBACK_FILE = 'callbacks.jsonl'
 /** A compaction writes the new file here first, and opens it, before it takes the file's place. */
@@ -21,11 +21,7 @@ export const COMPACTION_RETRY_MS = 60_000
 /** The file is read at start-up in pieces of this size, not whole: it may hold twice the byte retention. */
 const START_UP_READ_BYTES = 1024 * 1024
 
-/**
- * A page read by cursor stops once it holds this many bytes of callbacks (it always holds one): what one read puts in
- * memory is bounded whatever `limit` and the callbacks' sizes. The client reads on from the page's `next`.
- */
-export const MAX_PAGE_BYTES = 4 * 1024 * 1024
+export { MAX_PAGE_BYTES }
 
 export interface Retention {
   count: number

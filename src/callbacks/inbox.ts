@@ -1,6 +1,20 @@
 // The callback inbox's records and the port its stores implement (file-inbox.ts in one process, a Redis stream in fleet
 // mode: fleet/redis-inbox.ts): appended durably, read in order by cursor or by request id, waited for by long polls.
 
+/**
+ * A page read by cursor stops once it holds this many bytes of callbacks (it always holds one): what one read puts in
+ * memory is bounded whatever `limit` and the callbacks' sizes. The client reads on from the page's `next`.
+ */
+export const MAX_PAGE_BYTES = 4 * 1024 * 1024
+
+/**
+ * The largest stored record a callback of `bodyLimitBytes` can make: its body re-encoded as JSON (control characters
+ * take 6 bytes each), sealed and in base64. A store of others' writing (Redis) reads nothing larger.
+ */
+export function maxRecordBytes (bodyLimitBytes: number): number {
+  return 8 * bodyLimitBytes + 64 * 1024
+}
+
 /** One callback as ThingSpace sent it (its username and password removed), with what it is looked up by. */
 export interface CallbackMessage {
   /** The ThingSpace callback service it was registered for (CarrierService, DeviceUsage, ...). */

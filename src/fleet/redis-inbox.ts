@@ -16,7 +16,13 @@ import { createHash } from 'node:crypto'
 import type { createClient } from '@redis/client'
 import { openRecord, sealRecord } from './crypto.js'
 import { messageOf } from '../errors.js'
-import { InboxUnavailableError, type CallbackInbox, type CallbackMessage, type StoredCallback } from '../callbacks/inbox.js'
+import {
+  InboxUnavailableError,
+  MAX_PAGE_BYTES,
+  type CallbackInbox,
+  type CallbackMessage,
+  type StoredCallback
+} from '../callbacks/inbox.js'
 
 type Client = ReturnType<typeof createClient>
 
@@ -100,12 +106,42 @@ export interface RedisCallbackInboxOptions {
   base: string
   fleetKey: Buffer
   retention: InboxRetention
+  /** Entries whose record is larger are skipped, never read into this process (written from outside). */
+  maxRecordBytes: number
   now?: () => number
   /** An entry that did not open with the fleet key: skipped, reported once per entry. */
   onUnreadable?: (id: string) => void
   /** Sends one command: the fleet store's, with its answer deadline and its errors. */
   run: <T>(what: string, send: () => Promise<T>) => Promise<T>
 }
+
+/**
+ * Reads up to ARGV[3] entries from ARGV[1] to ARGV[2] (XRANGE's bounds), their records only, and stops after the entry
+ * that brings the page past ARGV[4] bytes (one at least); a record larger than ARGV[5] is returned empty, as one that
+ * does not open: an entry written from outside (its plain fields forged too) stays in Redis, not in this process.
+ */
+const READ_PAGE = `local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local page = {}
+local bytes = 0
+for _, entry in ipairs(entries) do
+  local record = ''
+  for i = 1, #entry[2], 2 do
+    if entry[2][i] == 'record' then record = entry[2][i + 1] end
+  end
+  if #record > tonumber(ARGV[5]) then record = '' end
+  table.insert(page, { entry[1], record })
+  bytes = bytes + #record
+  if bytes > tonumber(ARGV[4]) then break end
+end
+return page`
+
+/** The Redis clock time (ms) of the oldest entry's `at`, without reading its record; nil without entries. */
+const OLDEST_AT = `local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if not first then return nil end
+for i = 1, #first[2], 2 do
+  if first[2][i] == 'at' then return first[2][i + 1] end
+end
+return nil`
 
 /** Stream entries read at once for one request's callbacks. */
 const FOR_REQUEST_BATCH = 256
@@ -163,9 +199,7 @@ export class RedisCallbackInbox implements CallbackInbox {
   }
 
   async after (after: number, limit: number): Promise<StoredCallback[]> {
-    const entries = await this.run('read callbacks', async () =>
-      await this.options.client.xRange(this.stream, `(${idOf(after)}`, '+', { COUNT: limit }))
-    return this.opened(entries ?? [])
+    return this.opened(await this.readPage(`(${idOf(after)}`, '+', limit))
   }
 
   async forRequest (requestId: string): Promise<StoredCallback[]> {
@@ -177,9 +211,8 @@ export class RedisCallbackInbox implements CallbackInbox {
     // callbacks cost a few round trips, not one each.
     for (let start = 0; start < seqs.length; start += FOR_REQUEST_BATCH) {
       const batch = seqs.slice(start, start + FOR_REQUEST_BATCH).map(idOf)
-      const ranges = await Promise.all(batch.map(async (id) =>
-        await this.run('read a request\'s callbacks', async () => await this.options.client.xRange(this.stream, id, id))))
-      for (const entries of ranges) found.push(...this.opened(entries ?? []))
+      const ranges = await Promise.all(batch.map(async (id) => await this.readPage(id, id, 1)))
+      for (const entries of ranges) found.push(...this.opened(entries))
     }
     // The index is plain: whatever it names must also say so in its sealed record.
     return found.filter((record) => record.requestId === requestId)
@@ -212,12 +245,21 @@ export class RedisCallbackInbox implements CallbackInbox {
     return `${this.stream}:req:${createHash('sha256').update(requestId, 'utf8').digest('hex').slice(0, 32)}`
   }
 
+  /** Entries from `start` to `end` (XRANGE's bounds), `count` at most and one page's bytes: ids and records. */
+  private async readPage (start: string, end: string, count: number): Promise<Array<{ id: string; record: string }>> {
+    const page = await this.run('read callbacks', async () => await this.options.client.eval(READ_PAGE, {
+      keys: [this.stream],
+      arguments: [start, end, String(count), String(MAX_PAGE_BYTES), String(this.options.maxRecordBytes)]
+    })) as Array<[string, string]>
+    return page.map(([id, record]) => ({ id, record }))
+  }
+
   /** The entries that open with the fleet key and are within the retention age, as stored callbacks. */
-  private opened (entries: Array<{ id: string; message: Record<string, unknown> }>): StoredCallback[] {
+  private opened (entries: Array<{ id: string; record: string }>): StoredCallback[] {
     const oldestAllowed = this.now() - this.options.retention.ageMs
-    return entries.flatMap(({ id, message }) => {
+    return entries.flatMap(({ id, record: sealed }) => {
       try {
-        const record = openRecord(this.options.fleetKey, this.stream, String(message.record), isStoredRecord)
+        const record = openRecord(this.options.fleetKey, this.stream, sealed, isStoredRecord)
         if (Date.parse(record.receivedAt) < oldestAllowed) return []
         return [{ seq: seqOf(id), ...record }]
       } catch {
@@ -233,12 +275,13 @@ export class RedisCallbackInbox implements CallbackInbox {
   private async refreshStats (): Promise<void> {
     try {
       const { client } = this.options
-      const [count, bytes, first] = await Promise.all([
+      const [count, bytes, oldestAt] = await Promise.all([
         this.run('count callbacks', async () => await client.xLen(this.stream)),
         this.run('count callbacks', async () => await client.get(`${this.stream}:bytes`)),
-        this.run('count callbacks', async () => await client.xRange(this.stream, '-', '+', { COUNT: 1 }))
+        // Its time only: the oldest entry's record may be large (or written from outside), and a scrape reads this.
+        this.run('count callbacks', async () => await client.eval(OLDEST_AT, { keys: [this.stream] }))
       ])
-      const at = Number(first?.[0]?.message.at ?? NaN)
+      const at = Number(oldestAt ?? NaN)
       this.lastStats = {
         count,
         bytes: Number(bytes ?? 0),

@@ -585,7 +585,7 @@ export class RedisFleetStore implements FleetStore {
     }
   }
 
-  openCallbackInbox (retention: InboxRetention): RedisCallbackInbox {
+  openCallbackInbox (retention: InboxRetention, maxRecordBytes: number): RedisCallbackInbox {
     const subscriber = this.client.duplicate({ disableOfflineQueue: false })
     this.watch(subscriber)
     return new RedisCallbackInbox({
@@ -594,6 +594,7 @@ export class RedisFleetStore implements FleetStore {
       base: this.base,
       fleetKey: this.key,
       retention,
+      maxRecordBytes,
       now: () => this.clock.now(),
       run: async (what, send) => await this.run(what, send),
       onUnreadable: (id) => {

@@ -36,7 +36,11 @@ export interface FleetStore extends SharedSessionStore, PasswordStore, ReplicaDi
    * The fleet's callback inbox: any replica receives, any replica reads (redis-inbox.ts). Absent in a store that cannot
    * share one: each replica then keeps its own file.
    */
-  openCallbackInbox?: (retention: { count: number; bytes: number; ageMs: number }) => CallbackInbox
+  openCallbackInbox?: (
+    retention: { count: number; bytes: number; ageMs: number },
+    /** Entries larger than this are not read (maxRecordBytes): none of them can be a replica's. */
+    maxRecordBytes: number
+  ) => CallbackInbox
   /** The Device Location callbacks' shared keys, for every replica (location-keys.ts); absent: each keeps its own. */
   openLocationKeys?: () => LocationKeyStore
 

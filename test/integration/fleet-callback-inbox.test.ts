@@ -7,11 +7,13 @@ import t, { type Test } from 'tap'
 import { createClient } from '@redis/client'
 import { RedisFleetStore } from '../../src/fleet/redis-store.js'
 import type { RedisCallbackInbox } from '../../src/fleet/redis-inbox.js'
-import { waitForCallbacks, type CallbackMessage } from '../../src/callbacks/inbox.js'
+import { maxRecordBytes, waitForCallbacks, type CallbackMessage } from '../../src/callbacks/inbox.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL, waitUntil } from '../helpers/redis.js'
 
 const FLEET_KEY = randomBytes(32)
 const RETENTION = { count: 1000, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 }
+/** M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES's default. */
+const BODY_LIMIT_BYTES = 262_144
 
 const message = (requestId: string | null, extra: Record<string, unknown> = {}): CallbackMessage => ({
   service: 'CarrierService',
@@ -38,7 +40,7 @@ async function twoReplicas (
       log: (level, line) => logs.push(`${level} ${line}`)
     })
     await waitUntil(() => store.connected, 5000, 'the store connects')
-    const inbox = store.openCallbackInbox(retention)
+    const inbox = store.openCallbackInbox(retention, maxRecordBytes(BODY_LIMIT_BYTES))
     t.teardown(async () => {
       await inbox.close()
       await store.close()
@@ -140,6 +142,35 @@ if (await haveTestRedis(t)) {
     await raw.xAdd(stream ?? '', `${Math.floor(stored.seq / 1000) + 1}-0`, { record: 'forged', at: String(Date.now()), bytes: '6' })
     t.same((await a.after(0, 10)).map((record) => record.requestId), ['req-1'], 'the forged entry is skipped')
     t.match(logs.join('\n'), /callback \d+-0 does not open with this fleet key/)
+  })
+
+  t.test('an entry too large for any callback, written from outside: skipped and reported, never read', async (t) => {
+    const { a, b, keyPrefix, logs } = await twoReplicas(t)
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const first = await a.append(message('req-1'))
+    const [stream] = await raw.keys(`${keyPrefix}*callbacks`)
+    // Its plain fields forged too: no size, a time in the future (so that retention never drops it).
+    const forgedId = `${Math.floor(first.seq / 1000) + 1}-0`
+    await raw.xAdd(stream ?? '', forgedId, { record: 'x'.repeat(maxRecordBytes(BODY_LIMIT_BYTES) + 1), at: '99999999999999', bytes: '0' })
+    const last = await a.append(message('req-2'))
+    // What reaches this process from Redis, entry by entry.
+    type Entries = Array<{ id: string; record?: string; message?: { record?: string } }>
+    const inbox = b as unknown as { opened: (entries: Entries) => unknown }
+    const opened = inbox.opened.bind(b)
+    let largest = 0
+    inbox.opened = (entries) => {
+      for (const entry of entries) largest = Math.max(largest, (entry.record ?? entry.message?.record ?? '').length)
+      return opened(entries)
+    }
+    t.same((await b.after(0, 10)).map((record) => record.seq), [first.seq, last.seq], 'read around it')
+    t.ok(largest <= maxRecordBytes(BODY_LIMIT_BYTES), `its record never came into this process (${largest} bytes at most)`)
+    t.match(logs.join('\n'), new RegExp(`callback ${forgedId} does not open with this fleet key`))
+    t.same((await b.forRequest('req-2')).map((record) => record.seq), [last.seq])
+    b.stats()
+    await waitUntil(() => b.stats().count === 3, 5000, 'the stats')
+    t.ok(b.stats().oldestAgeSeconds >= 0, 'the oldest age, from its time alone')
   })
 
   t.test('a last seq someone else wrote far ahead of the Redis clock: callbacks refused, saying why, until repaired', async (t) => {

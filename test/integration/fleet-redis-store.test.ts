@@ -309,7 +309,7 @@ if (await haveTestRedis(t)) {
       const logs: string[] = []
       const keyPrefix = prefix()
       const store = openStore(t, { keyPrefix, url: `redis://127.0.0.1:${port}`, commandTimeoutMs: 300 }, logs)
-      const inbox = store.openCallbackInbox({ count: 100, bytes: 1 << 20, ageMs: 60_000 })
+      const inbox = store.openCallbackInbox({ count: 100, bytes: 1 << 20, ageMs: 60_000 }, 1 << 20)
       t.teardown(async () => await inbox.close())
       const changes: string[] = []
       store.subscribe((change) => changes.push(change.kind))
