@@ -33,7 +33,8 @@ export interface InboxRetention {
 }
 
 /**
- * A last seq more than a day of seqs ahead of the Redis clock (or past what a JavaScript number holds exactly): no
+ * A last seq (callbacks:seq, or the stream's last entry id) more than a day of seqs ahead of the Redis clock (or past
+ * what a JavaScript number holds exactly): no
  * appends can have put it there (a thousand per millisecond for a day), so its key was written by something else, or
  * the Redis clock set back by a day. Going on from it would break the cursors (seqs beyond 2^53 collide, and readers
  * are refused a cursor that large); callbacks are refused instead, saying why, until an operator repairs the key.
@@ -42,6 +43,7 @@ const SEQ_AHEAD_LIMIT = 86_400_000 * 1000
 const SEQ_TAMPERED =
   'callbacks:seq is more than a day ahead of the Redis clock (written by something else?): callbacks are not ' +
   'stored until it is repaired (docs/fleet.md)'
+// The same for the stream's last id (its newest entry's, or a deleted one's), which the next entry's must follow.
 
 /**
  * Appends ARGV[1] (sealed record; ARGV[2] its bytes) at the next seq of the Redis clock, indexes it under its request
@@ -53,6 +55,16 @@ const APPEND = `local time = redis.call('TIME')
 local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local seq = nowMs * 1000
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last and redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local ms, n = string.match(info[i + 1], '^(%d+)-(%d+)$')
+      local topSeq = tonumber(ms) * 1000 + tonumber(n)
+      if topSeq > last then last = topSeq end
+    end
+  end
+end
 if last == nil or last > seq + ${SEQ_AHEAD_LIMIT} or last >= ${Number.MAX_SAFE_INTEGER} then
   return redis.error_reply('${SEQ_TAMPERED}')
 end

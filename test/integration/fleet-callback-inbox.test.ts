@@ -15,6 +15,8 @@ const RETENTION = { count: 1000, bytes: 16 * 1024 * 1024, ageMs: 3_600_000 }
 /** M2M_PROXY_CALLBACK_BODY_LIMIT_BYTES's default. */
 const BODY_LIMIT_BYTES = 262_144
 
+const idOfSeq = (seq: number): string => `${Math.floor(seq / 1000)}-${seq % 1000}`
+
 const message = (requestId: string | null, extra: Record<string, unknown> = {}): CallbackMessage => ({
   service: 'CarrierService',
   requestId,
@@ -192,5 +194,15 @@ if (await haveTestRedis(t)) {
     await raw.set(seqKey ?? '', String(first.seq)) // the repair: back to the last seq given
     const next = await a.append(message('req-3'))
     t.ok(next.seq > first.seq && Number.isSafeInteger(next.seq), 'stored again after the repair')
+
+    // An entry added to the stream far ahead: the next seq would have to follow it.
+    const [stream] = await raw.keys(`${keyPrefix}*callbacks`)
+    await raw.xAdd(stream ?? '', '9999999999999999-0', { record: 'forged', at: '0', bytes: '6' })
+    await t.rejects(a.append(message('req-4')), { message: /more than a day ahead of the Redis clock/ }, 'an entry ahead')
+    t.equal(await raw.get(seqKey ?? ''), String(next.seq), 'the last seq is not moved by a refused append')
+    await raw.xDel(stream ?? '', '9999999999999999-0')
+    await t.rejects(a.append(message('req-5')), { message: /more than a day ahead/ }, 'deleted, its id is still the last')
+    await raw.sendCommand(['XSETID', stream ?? '', idOfSeq(next.seq)]) // the repair: the stream's last id set back
+    t.ok((await a.append(message('req-6'))).seq > next.seq, 'stored again after the repair')
   })
 }
