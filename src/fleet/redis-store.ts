@@ -44,6 +44,22 @@ import {
   type SharedSession
 } from './store.js'
 
+/**
+ * A lock whose time left no replica could have given it (no expiry, or more than this many times the TTL asked for) was
+ * written from outside: waited for, it would hold every login of the fleet (for ever, or an hour); it is taken over.
+ */
+const FORGED_LOCK_TTL_FACTOR = 10
+/**
+ * Takes the lock for owner ARGV[1] for ARGV[2] ms: 'taken'; or, held by a lock with no expiry or more than ARGV[3] ms
+ * left (forged), takes it over and returns the time it had left (-1: none); nil while another holder has it.
+ */
+const TAKE_LOCK = `if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'taken' end
+local left = redis.call('PTTL', KEYS[1])
+if left == -1 or left > tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return left
+end
+return nil`
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 /**
@@ -390,10 +406,21 @@ export class RedisFleetStore implements FleetStore {
     // Tagged with this replica's lock tag: GET /admin/fleet names the holder.
     const owner = `${lockTag(this.replicaId)}.${newLockOwner()}`
     const key = this.keyOf(LOCK_KEYS[name])
+    const ttl = Math.max(1, Math.ceil(ttlMs))
+    const forgedAbove = String(FORGED_LOCK_TTL_FACTOR * ttl)
     const reply = await this.run(`take the ${name} lock`, () =>
-      this.client.set(key, owner, { condition: 'NX', expiration: { type: 'PX', value: Math.max(1, Math.ceil(ttlMs)) } })
+      this.client.eval(TAKE_LOCK, { keys: [key], arguments: [owner, String(ttl), forgedAbove] })
     )
-    return reply === 'OK' ? { name, owner } : undefined
+    if (reply === null) return undefined
+    if (reply !== 'taken') {
+      const left = Number(reply)
+      this.log(
+        'warn',
+        `fleet store: the ${name} lock (${key}) had ${left === -1 ? 'no expiry' : `${Math.round(left / 1000)} s left`}, ` +
+          'more than any replica gives it (written from outside?): taken over'
+      )
+    }
+    return { name, owner }
   }
 
   async releaseLock (lock: FleetLock): Promise<boolean> {

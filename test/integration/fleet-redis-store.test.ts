@@ -6,6 +6,7 @@ import { createClient } from '@redis/client'
 import { RedisFleetStore, redactor, type RedisFleetStoreOptions } from '../../src/fleet/redis-store.js'
 import { beat, fleetStoreContract } from '../helpers/fleet-store-contract.js'
 import { lockTag } from '../../src/fleet/replicas.js'
+import type { FleetLock } from '../../src/session/shared-session.js'
 import { freePort } from '../helpers/ports.js'
 import { deleteKeys, haveTestRedis, rawValues, startRedisServer, TEST_REDIS_URL, waitUntil } from '../helpers/redis.js'
 
@@ -235,6 +236,32 @@ if (await haveTestRedis(t)) {
     await raw.set(slotKey as string, String((Date.now() + 3_600_000) * 1000))
     t.equal(await store.takeSendSlot(100, 0, 5000), 0, 'a slot no taker could have set is ignored')
     t.ok((await store.takeSendSlot(100, 0, 5000)) > 50, 'and spacing goes on from now')
+  })
+
+  t.test('a lock no replica could have set (no expiry, an hour left) is taken over, saying so; a real one is not', async (t) => {
+    const keyPrefix = prefix()
+    t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
+    const logs: string[] = []
+    const store = openStore(t, { keyPrefix }, logs)
+    const other = openStore(t, { keyPrefix })
+    await waitUntil(() => store.connected && other.connected, 5000, 'connects')
+    const held = await other.takeLock('login', 60_000)
+    t.ok(held, "another replica's lock")
+    t.equal(await store.takeLock('login', 60_000), undefined, 'waited for')
+    t.same(logs, [])
+    const raw = createClient({ url: TEST_REDIS_URL })
+    await raw.connect()
+    t.teardown(() => raw.destroy())
+    const [loginKey] = await raw.keys(`${keyPrefix}*lock`)
+    for (const [forge, left] of [[{ PX: 3_600_000 }, /3600 s left/], [{}, /no expiry/]] as const) {
+      await raw.set(loginKey as string, 'evil.x', forge)
+      const taken = await store.takeLock('login', 60_000)
+      t.ok(taken, 'taken over')
+      t.match(logs.at(-1), left)
+      t.match(logs.at(-1), /the login lock \(.*\) had .* more than any replica gives it \(written from outside\?\): taken over/)
+      t.ok((await raw.pTTL(loginKey as string)) <= 60_000, 'with the time a replica gives it')
+      t.equal(await store.releaseLock(taken as FleetLock), true)
+    }
   })
 
   t.test('a failure count written from outside: read as no count, and put back whatever it holds', async (t) => {
