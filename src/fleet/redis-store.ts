@@ -23,7 +23,7 @@
 
 import { createHash } from 'node:crypto'
 import { hostname } from 'node:os'
-import { createClient } from '@redis/client'
+import { createClient, ErrorReply } from '@redis/client'
 import { systemClock, type Clock } from '../clock.js'
 import { AnswerDeadline } from './answer-deadline.js'
 import { FleetKeyMismatchError, FleetRecordForgedError, openRecord, sealRecord } from './crypto.js'
@@ -60,6 +60,8 @@ if left == -1 or left > tonumber(ARGV[3]) then
   return left
 end
 return nil`
+/** A refusal of Redis (see reportRefusal) is logged at most once in this time per message. */
+const REFUSAL_REPORT_INTERVAL_MS = 60_000
 /** Deletes the lock only if it still holds this owner's id. */
 const RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 /**
@@ -252,6 +254,8 @@ export class RedisFleetStore implements FleetStore {
    * retry.
    */
   private readonly problems = new Set<string>()
+  /** When each refusal of Redis was last logged (reportRefusal). */
+  private readonly refusalsReportedAt = new Map<string, number>()
 
   /**
    * Starts connecting in the background (reconnecting with backoff) and returns at once; `connected` tells when ready.
@@ -686,8 +690,22 @@ export class RedisFleetStore implements FleetStore {
     try {
       return await this.deadline.run(command)
     } catch (error) {
-      throw new FleetStoreUnavailableError(`cannot ${what} in Redis: ${this.describe(error)}`)
+      const message = `cannot ${what} in Redis: ${this.describe(error)}`
+      if (error instanceof ErrorReply) this.reportRefusal(message)
+      throw new FleetStoreUnavailableError(message)
     }
+  }
+
+  /**
+   * Redis answered but refused (out of memory, read-only, a script's own refusal): unlike an outage, nothing else
+   * logs it. One warning per message and minute.
+   */
+  private reportRefusal (message: string): void {
+    const now = this.clock.now()
+    if ((this.refusalsReportedAt.get(message) ?? -Infinity) > now - REFUSAL_REPORT_INTERVAL_MS) return
+    if (this.refusalsReportedAt.size >= 100) this.refusalsReportedAt.clear()
+    this.refusalsReportedAt.set(message, now)
+    this.log('warn', `fleet store: ${message}`)
   }
 
   private describe (error: unknown): string {

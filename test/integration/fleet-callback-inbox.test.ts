@@ -176,7 +176,7 @@ if (await haveTestRedis(t)) {
   })
 
   t.test('a last seq someone else wrote far ahead of the Redis clock: callbacks refused, saying why, until repaired', async (t) => {
-    const { a, keyPrefix } = await twoReplicas(t)
+    const { a, keyPrefix, logs } = await twoReplicas(t)
     const first = await a.append(message('req-1'))
     const raw = createClient({ url: TEST_REDIS_URL })
     await raw.connect()
@@ -191,6 +191,11 @@ if (await haveTestRedis(t)) {
       )
     }
     t.same((await a.after(0, 10)).map((record) => record.seq), [first.seq], 'nothing stored meanwhile')
+    t.equal(
+      logs.filter((line) => /^warn fleet store: cannot store a callback in Redis: .*more than a day ahead/.test(line)).length,
+      1,
+      "Redis's refusal is logged, once a minute"
+    )
     await raw.set(seqKey ?? '', String(first.seq)) // the repair: back to the last seq given
     const next = await a.append(message('req-3'))
     t.ok(next.seq > first.seq && Number.isSafeInteger(next.seq), 'stored again after the repair')
