@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { ProxyConfig } from './config/load.js'
-import type { Credentials } from './credentials/credentials.js'
 import { credentialsExposure, secretFileExposure } from './credentials/credentials-file.js'
+import { credentialsWhitespace, type Credentials } from './credentials/credentials.js'
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
@@ -183,6 +183,8 @@ export async function startProxy (
   }
   const exposure = credentialsExposure(config.credentialsFile)
   if (exposure !== undefined) logger.warn(exposure)
+  const padded = credentialsWhitespace(credentials, config.credentialsFile)
+  if (padded !== undefined) logger.warn(padded)
   for (const secret of config.secretFiles) {
     const warning = secretFileExposure(secret.path, secret.holds)
     if (warning !== undefined) logger.warn({ setting: secret.setting }, warning)

@@ -49,6 +49,19 @@ export function parseCredentials (json: string, source: string): Credentials {
   }
 }
 
+/**
+ * A warning naming the fields (never their values) that begin or end with white space, undefined when none do: they are
+ * sent as written, and a copied value often brings a space or a line break along, which costs a failed login.
+ */
+export function credentialsWhitespace (credentials: Credentials, source: string): string | undefined {
+  const padded = CREDENTIAL_FIELDS.filter((field) => credentials[field] !== credentials[field].trim())
+  if (padded.length === 0) return undefined
+  return (
+    `${padded.join(' and ')} in ${source} ${padded.length === 1 ? 'begins or ends' : 'begin or end'} with white space, ` +
+    'which is sent to ThingSpace as part of it: remove it unless it belongs there'
+  )
+}
+
 export function loadCredentials (file: string): Credentials {
   let json: string
   try {

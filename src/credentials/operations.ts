@@ -7,7 +7,7 @@ import type { SessionManager, SessionSnapshot } from '../session/session-manager
 import { errorCode, messageOf } from '../errors.js'
 import type { FleetLock } from '../session/shared-session.js'
 import type { FleetRotation } from './fleet-passwords.js'
-import type { Credentials } from './credentials.js'
+import { credentialsWhitespace, type Credentials } from './credentials.js'
 import { sameCredentials, type CredentialsFile } from './credentials-file.js'
 import type { PasswordAge, PasswordAgeSource } from './password-age.js'
 import { ignoreCredentialsEvents, type PublishCredentialsEvent } from './events.js'
@@ -289,6 +289,8 @@ export class CredentialOperations {
       const next = file.read() // ConfigError: the old credentials stay in force
       const exposure = file.exposure()
       if (exposure !== undefined) this.publish({ type: 'warning', message: exposure })
+      const padded = credentialsWhitespace(next, file.path)
+      if (padded !== undefined) this.publish({ type: 'warning', message: padded })
       if (fleet !== undefined) return await this.reloadInFleet(fleet, next, options)
       const current = session.currentCredentials
       const changed = !sameCredentials(next, current)

@@ -6,6 +6,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { rawExchange } from '../helpers/raw-http.js'
 
 interface ErrorBody {
@@ -44,6 +45,17 @@ t.test(
     t.equal(first.sim.stats.consecutiveFailedLogins, 2)
   }
 )
+
+t.test('a password with a trailing space: sent as written, and a warning names the field, never the value', async (t) => {
+  const password = `${DEMO_CREDENTIALS.password} `
+  const stack = await startStack(t, { credentials: { password } })
+  await stack.proxy.initialLogin
+  const warnings = stack.logs.entries().filter((entry) => /begins or ends with white space/.test(String(entry.msg)))
+  t.equal(warnings.length, 1)
+  t.match(warnings[0], { level: 40, msg: /^password in .*credentials\.json begins or ends with white space/ })
+  t.equal(stack.sim.stats.failedLogins, 1, 'sent as written: ThingSpace refused it')
+  t.notOk(JSON.stringify(stack.logs.entries()).includes(DEMO_CREDENTIALS.password), 'never quoted')
+})
 
 t.test('login endpoint down: backoff bounds the attempts, the guard stays released', async (t) => {
   const stack = await startStack(t, { waitForLogin: false })

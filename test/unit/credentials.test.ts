@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { CREDENTIAL_FIELDS, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
+import { CREDENTIAL_FIELDS, credentialsWhitespace, loadCredentials, parseCredentials } from '../../src/credentials/credentials.js'
 import { CredentialsFile, credentialsExposure } from '../../src/credentials/credentials-file.js'
 import { configErrorOf, printed } from '../helpers/config-error.js'
 
@@ -184,4 +184,14 @@ t.test('a byte order mark (Windows editors) is read past, and a rotation writes 
   new CredentialsFile(file).writePassword('rotated-91ab')
   t.same(loadCredentials(file), { ...GOOD, password: 'rotated-91ab' })
   t.equal(fs.readFileSync(file, 'utf8').charCodeAt(0), '{'.charCodeAt(0))
+})
+
+t.test('white space around a value is kept, and named in a warning that never quotes it', async (t) => {
+  t.equal(credentialsWhitespace(GOOD, 'creds.json'), undefined)
+  const padded = { ...GOOD, password: `${GOOD.password} `, clientSecret: `\n${GOOD.clientSecret}` }
+  t.same(parseCredentials(JSON.stringify(padded), 'creds.json'), padded, 'sent as written')
+  const warning = credentialsWhitespace(padded, 'creds.json') ?? ''
+  t.match(warning, /^password and clientSecret in creds\.json begin or end with white space/)
+  t.notOk(warning.includes(GOOD.password) || warning.includes(GOOD.clientSecret), 'no value quoted')
+  t.match(credentialsWhitespace({ ...GOOD, username: ' x' }, 'f') ?? '', /^username in f begins or ends/)
 })
