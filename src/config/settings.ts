@@ -215,7 +215,8 @@ export function callbackBaseUrl (raw: unknown, setting: string): string {
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new ConfigError(setting, `must use https:// (or http:// for a test listener) (got ${url.protocol})`)
   }
-  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+  // A bare `?` or `#` leaves search and hash empty but stays in the URL, and the service's name would follow it.
+  if (url.username !== '' || url.password !== '' || url.href.includes('?') || url.href.includes('#')) {
     throw new ConfigError(setting, 'must not hold credentials, a query or a fragment')
   }
   return url.href.replace(/\/+$/, '')

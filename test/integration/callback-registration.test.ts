@@ -100,6 +100,8 @@ t.test('refusals: inbox off, bad input, no account or URL, ThingSpace refusing, 
     ['an unknown service', { url: 'https://a.example', services: ['Pizza'] }, /unknown callback service "Pizza"/],
     ['services not a list', { url: 'https://a.example', services: 'CarrierService' }, /services must be a non-empty list/],
     ['a URL with credentials', { url: 'https://u:p@a.example' }, /^url: must not hold credentials/],
+    ['a URL ending in a bare ?', { url: 'https://a.example/?' }, /^url: must not hold credentials, a query or a fragment/],
+    ['a URL ending in a bare #', { url: 'https://a.example/#' }, /^url: must not hold credentials, a query or a fragment/],
     ['a URL of another scheme', { url: 'ftp://a.example' }, /^url: must use https:\/\//],
     ['a bad account name', { url: 'https://a.example', accountName: '../x' }, /^accountName: must be an account name/],
     ['not an object', ['x'], /the body must be a JSON object/]
