@@ -96,6 +96,23 @@ export interface Core {
 }
 
 export const LOGOUT_ON_SHUTDOWN_TIMEOUT_MS = 3_000
+/** How long the exit waits for the OTLP collector to take the last spans (within the shutdown's margin, app.ts). */
+export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000
+
+/** The last spans sent, if the collector takes them in time: a collector down or hung must not fail the exit. */
+export async function shutDownTracing (tracing: Tracing, logger: Logger): Promise<void> {
+  const timeout = new AbortController()
+  const outcome = await Promise.race([
+    tracing.shutdown().then(() => 'sent' as const, (error: unknown) => messageOf(error)),
+    sleep(TRACING_SHUTDOWN_TIMEOUT_MS, 'timed out' as const, { signal: timeout.signal }).catch(() => 'sent' as const)
+  ])
+  timeout.abort()
+  if (outcome === 'sent') return
+  logger.warn(
+    { timeoutMs: TRACING_SHUTDOWN_TIMEOUT_MS, reason: outcome },
+    'the last spans were not sent: the OTLP collector did not take them in time'
+  )
+}
 /**
  * Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by
  * M2M_PROXY_UPSTREAM_TIMEOUT_MS.
@@ -381,7 +398,7 @@ export async function createCore (
       await store?.close()
       await dispatcher.destroy()
       events.close()
-      await deps.tracing?.shutdown() // the last spans sent
+      if (deps.tracing !== undefined) await shutDownTracing(deps.tracing, logger)
     }
   }
 }

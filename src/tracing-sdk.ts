@@ -1,7 +1,8 @@
 // The OpenTelemetry SDK, loaded by tracing.ts only when an OTLP endpoint is set: spans exported over OTLP/HTTP (the
 // standard OTEL_EXPORTER_OTLP_* settings), a server span per request on the proxy listener (@fastify/otel, which takes
 // the client's traceparent as parent), and a client span per upstream call (undici's diagnostics channels, which also
-// sends traceparent to ThingSpace). No header is recorded: no token or secret can reach an attribute.
+// sends traceparent to ThingSpace). No header is recorded, nor a query (scrubbed before export, below): no token or
+// secret can reach an attribute.
 
 import { FastifyOtelInstrumentation } from '@fastify/otel'
 import { NodeSDK } from '@opentelemetry/sdk-node'
@@ -17,12 +18,40 @@ export function startTracingSdk (env: NodeJS.ProcessEnv): Tracing {
   env.OTEL_SERVICE_NAME ??= 'm2m-session-proxy'
   const fastify = new FastifyOtelInstrumentation({ registerOnInitialization: false })
   const sdk = new NodeSDK({
-    traceExporter: new OTLPTraceExporter(),
+    traceExporter: scrubbing(new OTLPTraceExporter()),
     instrumentations: [new UndiciInstrumentation(), fastify]
   })
   sdk.start()
   return {
     fastifyPlugin: () => fastify.plugin() as unknown as FastifyPluginCallback,
     shutdown: async () => { await sdk.shutdown() }
+  }
+}
+
+type SpanExporter = NonNullable<NonNullable<ConstructorParameters<typeof NodeSDK>[0]>['traceExporter']>
+
+/**
+ * What the standard instrumentations record beyond codes and flags, taken out before a span leaves: the user agent
+ * (a header), and the query of a URL (a client may put a credential there). The path stays.
+ */
+const DROPPED_ATTRIBUTES = ['url.query', 'user_agent.original', 'http.user_agent']
+const URL_ATTRIBUTES = ['url.full', 'url.path', 'http.url', 'http.target']
+
+function scrubbing (inner: SpanExporter): SpanExporter {
+  return {
+    export: (spans, done) => {
+      for (const span of spans) {
+        // An ended span's attributes are a plain object, no longer written by anyone.
+        const attributes = span.attributes as Record<string, unknown>
+        for (const name of DROPPED_ATTRIBUTES) Reflect.deleteProperty(attributes, name)
+        for (const name of URL_ATTRIBUTES) {
+          const value = attributes[name]
+          if (typeof value === 'string' && value.includes('?')) attributes[name] = value.slice(0, value.indexOf('?'))
+        }
+      }
+      inner.export(spans, done)
+    },
+    shutdown: async () => { await inner.shutdown() },
+    forceFlush: async () => { await inner.forceFlush?.() }
   }
 }

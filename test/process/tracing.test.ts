@@ -64,6 +64,12 @@ async function startTracedProxy (t: Test, simUrl: string, env: Record<string, st
   return proxy
 }
 
+/** A span attribute's value, whatever its OTLP type. */
+function attribute (span: OtlpSpan, key: string): unknown {
+  const value = span.attributes?.find((entry) => entry.key === key)?.value
+  return value === undefined ? undefined : Object.values(value)[0]
+}
+
 t.test('a request traced from the client through the proxy to ThingSpace, no secret in any span', async (t) => {
   const { sim, simUrl } = await startSimulator(t)
   const receiver = await otlpReceiver(t)
@@ -74,8 +80,8 @@ t.test('a request traced from the client through the proxy to ThingSpace, no sec
   t.ok(proxy.lines.some((line) => line.msg === 'OpenTelemetry traces on (OTEL_EXPORTER_OTLP_*)'), 'said at start-up')
   const traceId = randomBytes(16).toString('hex')
   const clientSpanId = randomBytes(8).toString('hex')
-  const answer = await request(`${proxy.proxyUrl}${ECHO_PATH}?q=1`, {
-    headers: { traceparent: `00-${traceId}-${clientSpanId}-01` }
+  const answer = await request(`${proxy.proxyUrl}${ECHO_PATH}?q=1&access_token=client-query-secret-7d1e`, {
+    headers: { traceparent: `00-${traceId}-${clientSpanId}-01`, 'user-agent': 'client-agent-4c2b' }
   })
   const echo = (await answer.body.json()) as Echo
   t.equal(answer.statusCode, 200)
@@ -109,6 +115,9 @@ t.test('a request traced from the client through the proxy to ThingSpace, no sec
   t.ok(secrets.length >= 5, 'the session token, the OAuth token, the password, the app secret, the admin token')
   for (const secret of secrets) t.notOk(everything.includes(secret), 'no secret in any span')
   t.notMatch(everything, /vz-m2m-token|"authorization"/i, 'no header of the tokens recorded')
+  t.notOk(everything.includes('client-query-secret-7d1e'), "nor the client's query")
+  t.notOk(everything.includes('client-agent-4c2b'), 'nor its user agent')
+  t.ok(trace.some((span) => attribute(span, 'url.path') === ECHO_PATH), 'the path is recorded')
 })
 
 t.test('what a request waited for: the login it joined, the renewal and the replay', async (t) => {
@@ -127,10 +136,6 @@ t.test('what a request waited for: the login it joined, the renewal and the repl
     return traceId
   }
   const together = await Promise.all([traced(), traced(), traced(), traced()])
-  const attribute = (span: OtlpSpan, key: string): unknown => {
-    const value = span.attributes?.find((entry) => entry.key === key)?.value
-    return value === undefined ? undefined : Object.values(value)[0]
-  }
   await until(async () => receiver.spans.filter((span) => span.name === 'm2m.session.acquire').length === 4, 10_000, 'four waits')
   const waits = receiver.spans.filter((span) => span.name === 'm2m.session.acquire')
   t.same(new Set(waits.map((span) => span.traceId)), new Set(together), 'one per request, in its own trace')
