@@ -1,7 +1,6 @@
 // The composition root: the core (core.ts) and its two listeners, and the one way down for both.
 
 import type { FastifyInstance } from 'fastify'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { ProxyConfig } from './config/load.js'
 import type { Credentials } from './credentials/credentials.js'
 import type { SessionManager } from './session/session-manager.js'
@@ -10,6 +9,7 @@ import type { FleetStore } from './fleet/store.js'
 import type { ProxyMetrics } from './metrics.js'
 import { buildCallbackListener } from './callback-listener.js'
 import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependencies } from './core.js'
+import { settleWithin } from './clock.js'
 import { buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
@@ -22,16 +22,6 @@ export type AppDependencies = CoreDependencies
 const SHUTDOWN_MARGIN_MS = 5_000
 
 /** The longest a graceful shutdown (ProxyApp.shutdown) may take: the drain, the logout, then closing the rest. */
-/** Whether `settling` settles within `ms` (at once when nothing waits); the timer never outlives it. */
-async function settledWithin (settling: Promise<void>, ms: number): Promise<boolean> {
-  const timer = new AbortController()
-  try {
-    return await Promise.race([settling.then(() => true), sleep(Math.max(0, ms), false, { signal: timer.signal })])
-  } finally {
-    timer.abort()
-  }
-}
-
 export function shutdownBudgetMs (config: Pick<ProxyConfig, 'shutdownGraceMs'>): number {
   return config.shutdownGraceMs + LOGOUT_ON_SHUTDOWN_TIMEOUT_MS + SHUTDOWN_MARGIN_MS
 }
@@ -120,12 +110,7 @@ export async function buildApp (
     // New callbacks are refused (ThingSpace sends them again); those being stored finish first.
     const callbacksClosed = callbacks?.close()
     const drained = proxy.close().then(() => true)
-    // The grace timer is cancelled once drained: left running, it would hold the process (a test's) until it ran out.
-    const graceOver = new AbortController()
-    const inTime =
-      graceMs > 0 &&
-      (await Promise.race([drained, sleep(graceMs, false, { signal: graceOver.signal }).catch(() => false)]))
-    graceOver.abort()
+    const inTime = graceMs > 0 && (await settleWithin(drained, graceMs, false))
     if (!inTime) {
       if (graceMs > 0) {
         core.logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')
@@ -138,7 +123,8 @@ export async function buildApp (
     await callbacksClosed
     // A login or a password rotation waiting for ThingSpace finishes within what is left of the grace: cut off, a
     // rotation would lose the password ThingSpace has just set, and a login would stay counted as a failure.
-    if (graceMs > 0 && !(await settledWithin(core.authSettled(), graceEndsAt - performance.now()))) {
+    const authSettled = core.authSettled().then(() => true)
+    if (graceMs > 0 && !(await settleWithin(authSettled, graceEndsAt - performance.now(), false))) {
       core.logger.warn(
         { graceMs },
         'a login or a password rotation was still waiting for ThingSpace after the grace period: cut off'

@@ -39,6 +39,20 @@ export function waitingTimer (clock: Clock | undefined): (callback: () => void, 
   })
 }
 
+/**
+ * What `work` settles to, or `timedOut` if `ms` of real time pass first: for the bounded waits of a shutdown. The
+ * timer is cancelled either way, so that it never holds the process until it runs out. `work` must not reject.
+ */
+export async function settleWithin<T, U> (work: Promise<T>, ms: number, timedOut: U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<U>((resolve) => { timer = setTimeout(() => { resolve(timedOut) }, Math.max(0, ms)) })
+  try {
+    return await Promise.race([work, deadline])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** Resolves after `ms` on `clock` (see waitingTimer). */
 export async function pause (clock: Clock | undefined, ms: number): Promise<void> {
   await new Promise<void>((resolve) => { waitingTimer(clock)(resolve, ms) })

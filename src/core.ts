@@ -4,7 +4,6 @@
 
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { CallbackCredentials, ProxyConfig } from './config/load.js'
 import { ConfigError } from './config/errors.js'
 import type { Credentials } from './credentials/credentials.js'
@@ -21,7 +20,7 @@ import { ThingSpaceAuthClient, type ThingSpaceAuthApi } from './session/auth-cli
 import type { LoginGuard } from './session/login-guard.js'
 import { SessionManager } from './session/session-manager.js'
 import { UpstreamGate } from './proxy/upstream-gate.js'
-import { systemClock, type Clock } from './clock.js'
+import { settleWithin, systemClock, type Clock } from './clock.js'
 import { ProxyEvents } from './events.js'
 import { logEvents } from './event-log.js'
 import { ProxyMetrics } from './metrics.js'
@@ -101,18 +100,15 @@ export const TRACING_SHUTDOWN_TIMEOUT_MS = 2_000
 
 /** The last spans sent, if the collector takes them in time: a collector down or hung must not fail the exit. */
 export async function shutDownTracing (tracing: Tracing, logger: Logger): Promise<void> {
-  const timeout = new AbortController()
-  const outcome = await Promise.race([
-    tracing.shutdown().then(() => 'sent' as const, (error: unknown) => messageOf(error)),
-    sleep(TRACING_SHUTDOWN_TIMEOUT_MS, 'timed out' as const, { signal: timeout.signal }).catch(() => 'sent' as const)
-  ])
-  timeout.abort()
+  const sending = tracing.shutdown().then(() => 'sent' as const, (error: unknown) => messageOf(error))
+  const outcome = await settleWithin(sending, TRACING_SHUTDOWN_TIMEOUT_MS, 'timed out')
   if (outcome === 'sent') return
   logger.warn(
     { timeoutMs: TRACING_SHUTDOWN_TIMEOUT_MS, reason: outcome },
     'the last spans were not sent: the OTLP collector did not take them in time'
   )
 }
+
 /**
  * Margin of the fleet's login lock beyond a login and its OAuth token fetch, each bounded by
  * M2M_PROXY_UPSTREAM_TIMEOUT_MS.
@@ -344,15 +340,11 @@ export async function createCore (
       logger.info({ loggedOut: false }, 'upstream session not logged out: it is shared by the fleet')
       return
     }
-    const timeout = new AbortController() // cancelled once answered: the timer must not hold the process
-    const outcome = await Promise.race([
-      session.endSession().then(
-        (ended) => (ended ? ('loggedOut' as const) : ('noSession' as const)),
-        () => 'failed' as const
-      ),
-      sleep(LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const, { signal: timeout.signal }).catch(() => 'failed' as const)
-    ])
-    timeout.abort()
+    const ending = session.endSession().then(
+      (ended) => (ended ? ('loggedOut' as const) : ('noSession' as const)),
+      () => 'failed' as const
+    )
+    const outcome = await settleWithin(ending, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, 'timedOut' as const)
     if (outcome === 'loggedOut') logger.info({ loggedOut: true }, 'upstream session logged out')
     else if (outcome === 'noSession') logger.info({ loggedOut: false }, 'no upstream session to log out')
     else if (outcome === 'failed') {
