@@ -17,12 +17,12 @@ export const CREDENTIAL_FIELDS = ['username', 'password', 'clientId', 'clientSec
 
 const SETTING = 'M2M_PROXY_CREDENTIALS_FILE'
 
-/** Validates parsed JSON; `source` names the file in messages. */
 /** The text without a leading byte order mark, which Windows editors write and JSON.parse refuses. */
 export function withoutBom (text: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
 }
 
+/** Validates parsed JSON; `source` names the file in messages. */
 export function parseCredentials (json: string, source: string): Credentials {
   let parsed: unknown
   try {

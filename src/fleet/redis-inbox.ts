@@ -33,17 +33,16 @@ export interface InboxRetention {
 }
 
 /**
- * A last seq (callbacks:seq, or the stream's last entry id) more than a day of seqs ahead of the Redis clock (or past
- * what a JavaScript number holds exactly): no
- * appends can have put it there (a thousand per millisecond for a day), so its key was written by something else, or
- * the Redis clock set back by a day. Going on from it would break the cursors (seqs beyond 2^53 collide, and readers
- * are refused a cursor that large); callbacks are refused instead, saying why, until an operator repairs the key.
+ * A last seq (callbacks:seq, or the stream's last generated id, which the next entry's must follow) more than a day of
+ * seqs ahead of the Redis clock, or past what a JavaScript number holds exactly: no appends can have put it there (a
+ * thousand per millisecond for a day), so it was written by something else, or the Redis clock set back by a day.
+ * Going on from it would break the cursors (seqs beyond 2^53 collide, and readers are refused a cursor that large);
+ * callbacks are refused instead, saying why, until an operator repairs it.
  */
 const SEQ_AHEAD_LIMIT = 86_400_000 * 1000
 const SEQ_TAMPERED =
   'callbacks:seq is more than a day ahead of the Redis clock (written by something else?): callbacks are not ' +
   'stored until it is repaired (docs/fleet.md)'
-// The same for the stream's last id (its newest entry's, or a deleted one's), which the next entry's must follow.
 
 /**
  * Appends ARGV[1] (sealed record; ARGV[2] its bytes) at the next seq of the Redis clock, indexes it under its request
