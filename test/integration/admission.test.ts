@@ -2,14 +2,13 @@
 // queue or a wait past its timeout is answered 503 with Retry-After, request bodies held in memory are bounded in bytes
 // across every connection, and one connection's pipelined requests are handled a few at a time.
 import t, { type Test } from 'tap'
-import http from 'node:http'
 import net from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
 import { ECHO_PATH, startStack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 
 function statusOf (answer: string): number {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
@@ -25,33 +24,19 @@ async function holdingUpstream (
   let current = 0
   let peak = 0
   let released = false
-  const server = http.createServer((request, response) => {
-    request.resume()
-    response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') {
-      response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-      return
-    }
-    if (request.url === '/api/m2m/v1/session/login') {
-      response.end('{"sessionToken":"session-token"}')
-      return
-    }
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
     current++
     peak = Math.max(peak, current)
     const answer = (): void => {
       current--
+      response.setHeader('content-type', 'application/json')
       response.end('{}')
     }
     if (released) setTimeout(answer, answerDelayMs)
     else waiting.push(answer)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => {
-    server.closeAllConnections()
-    server.close()
-  })
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: upstream.url,
     held: () => waiting.length,
     peak: () => peak,
     release: () => {

@@ -5,9 +5,9 @@
 
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import net from 'node:net'
 import { startStack, type Stack } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 import { PLACEHOLDER_OAUTH_TOKEN } from '../../src/proxy/session-stubs.js'
 
 /** One call of each family (the SDK's base path, then one of its paths), with its method. */
@@ -70,69 +70,45 @@ interface FamilyUpstream {
 
 /** Issues tokens, checks both on every other call (bearer first, as the gateway does), echoes what it got. */
 async function startFamilyUpstream (t: Test): Promise<FamilyUpstream> {
-  let logins = 0
-  let tokenFetches = 0
-  const validSessions = new Set<string>()
-  const validBearers = new Set<string>()
-  const upstream: FamilyUpstream = {
-    url: '',
-    received: [],
-    logins: () => logins,
-    tokenFetches: () => tokenFetches,
-    expireSessions: () => {
-      validSessions.clear()
-    },
-    expireBearers: () => {
-      validBearers.clear()
-    },
-    sessionRefusal: SESSION_EXPIRED
-  }
+  // Tokens issued before these positions were forgotten by ThingSpace.
+  let firstValidSession = 0
+  let firstValidBearer = 0
   const answer = (response: http.ServerResponse, status: number, body: unknown): void => {
     response.statusCode = status
     response.setHeader('content-type', 'application/json')
     response.end(JSON.stringify(body))
   }
-  const server = http.createServer((request, response) => {
-    const chunks: Buffer[] = []
-    request.on('data', (chunk: Buffer) => chunks.push(chunk))
-    request.on('end', () => {
-      if (request.method === 'POST' && request.url === '/api/ts/v1/oauth2/token') {
-        const token = `bearer-${++tokenFetches}`
-        validBearers.add(token)
-        return answer(response, 200, { access_token: token, token_type: 'bearer', expires_in: 3600 })
-      }
-      if (request.method === 'POST' && request.url === '/api/m2m/v1/session/login') {
-        const token = `session-${++logins}`
-        validSessions.add(token)
-        return answer(response, 200, { sessionToken: token })
-      }
-      const authorization = request.headers.authorization
-      const session = request.headers['vz-m2m-token'] as string | undefined
-      upstream.received.push({
-        method: request.method ?? '',
-        url: request.url ?? '',
-        authorization,
-        session,
-        body: Buffer.concat(chunks).toString('utf8')
-      })
-      if (!validBearers.has((authorization ?? '').replace(/^Bearer /, ''))) {
-        return answer(response, BEARER_REFUSED.status, BEARER_REFUSED.body)
-      }
-      if (session === undefined || !validSessions.has(session)) {
-        return answer(response, upstream.sessionRefusal.status, upstream.sessionRefusal.body)
-      }
-      return answer(response, 200, { served: request.url })
+  const standIn = await startStandInUpstream(t, (request, body, response) => {
+    const authorization = request.headers.authorization
+    const session = request.headers['vz-m2m-token'] as string | undefined
+    upstream.received.push({
+      method: request.method ?? '',
+      url: request.url ?? '',
+      authorization,
+      session,
+      body: body.toString('utf8')
     })
+    if (standIn.oauthTokens.indexOf((authorization ?? '').replace(/^Bearer /, '')) < firstValidBearer) {
+      answer(response, BEARER_REFUSED.status, BEARER_REFUSED.body)
+    } else if (session === undefined || standIn.sessionTokens.indexOf(session) < firstValidSession) {
+      answer(response, upstream.sessionRefusal.status, upstream.sessionRefusal.body)
+    } else {
+      answer(response, 200, { served: request.url })
+    }
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      })
-  )
-  upstream.url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`
+  const upstream: FamilyUpstream = {
+    url: standIn.url,
+    received: [],
+    logins: () => standIn.sessionTokens.length,
+    tokenFetches: () => standIn.oauthTokens.length,
+    expireSessions: () => {
+      firstValidSession = standIn.sessionTokens.length
+    },
+    expireBearers: () => {
+      firstValidBearer = standIn.oauthTokens.length
+    },
+    sessionRefusal: SESSION_EXPIRED
+  }
   return upstream
 }
 
@@ -183,7 +159,7 @@ t.test("every API family is forwarded, with both tokens in place of the client's
     t.equal(received.length, 1, `${family}: sent once`)
     t.match(
       received[0],
-      { method, url: target, authorization: 'Bearer bearer-1', session: 'session-1' },
+      { method, url: target, authorization: 'Bearer oauth-1', session: 'session-1' },
       `${family}: path, query and both tokens`
     )
     if (method !== 'GET') t.equal(received[0]?.body, '{"accountName":"0000123456-00001"}', `${family}: the body`)
@@ -230,8 +206,8 @@ t.test(
       t.same(
         sent.map((request) => [request.url, request.authorization]),
         [
-          [target, `Bearer bearer-${index + 1}`],
-          [target, `Bearer bearer-${index + 2}`]
+          [target, `Bearer oauth-${index + 1}`],
+          [target, `Bearer oauth-${index + 2}`]
         ],
         `${family}: refused once, replayed once with the new bearer`
       )

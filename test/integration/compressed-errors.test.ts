@@ -4,10 +4,10 @@
 
 import t, { type Test } from 'tap'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import zlib from 'node:zlib'
 import { request } from 'undici'
 import { startStack, type Stack } from '../helpers/stack.js'
+import { startStandInUpstream, type StandInUpstream } from '../helpers/stand-in-upstream.js'
 
 /** What axios sends, and so the SDK. */
 const SDK_ACCEPT_ENCODING = 'gzip, compress, deflate, br'
@@ -46,10 +46,7 @@ interface DataAnswer {
   body: Buffer
 }
 
-interface Upstream {
-  url: string
-  oauthTokensIssued: () => number
-  logins: () => number
+interface Upstream extends StandInUpstream {
   /** The Accept-Encoding of every data call, replays included. */
   acceptEncodings: string[]
 }
@@ -62,47 +59,15 @@ async function startUpstream (
   t: Test,
   answer: (oauthToken: string, sessionToken: string) => DataAnswer
 ): Promise<Upstream> {
-  let oauthTokensIssued = 0
-  let logins = 0
   const acceptEncodings: string[] = []
-  const server = http.createServer((incoming, response) => {
-    incoming.resume()
-    incoming.on('end', () => {
-      if (incoming.method === 'POST' && incoming.url === '/api/ts/v1/oauth2/token') {
-        oauthTokensIssued += 1
-        response.setHeader('content-type', 'application/json')
-        response.end(
-          JSON.stringify({ access_token: `oauth-${oauthTokensIssued}`, token_type: 'bearer', expires_in: 3600 })
-        )
-        return
-      }
-      if (incoming.method === 'POST' && incoming.url === '/api/m2m/v1/session/login') {
-        logins += 1
-        response.setHeader('content-type', 'application/json')
-        response.end(JSON.stringify({ sessionToken: `session-${logins}` }))
-        return
-      }
-      acceptEncodings.push(String(incoming.headers['accept-encoding']))
-      const oauthToken = String(incoming.headers.authorization).replace(/^Bearer /, '')
-      const { status, headers, body } = answer(oauthToken, String(incoming.headers['vz-m2m-token']))
-      response.writeHead(status, { ...headers, 'content-length': String(body.length) })
-      response.end(body)
-    })
+  const upstream = await startStandInUpstream(t, (incoming, _body, response) => {
+    acceptEncodings.push(String(incoming.headers['accept-encoding']))
+    const oauthToken = String(incoming.headers.authorization).replace(/^Bearer /, '')
+    const { status, headers, body } = answer(oauthToken, String(incoming.headers['vz-m2m-token']))
+    response.writeHead(status, { ...headers, 'content-length': String(body.length) })
+    response.end(body)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      })
-  )
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    oauthTokensIssued: () => oauthTokensIssued,
-    logins: () => logins,
-    acceptEncodings
-  }
+  return { ...upstream, acceptEncodings }
 }
 
 const OK_BODY = Buffer.from('{"devices":[]}')
@@ -158,7 +123,7 @@ for (const [name, encode] of Object.entries(ENCODINGS)) {
       t.same(answer.body, OK_BODY, "the replay's body")
       t.equal(answer.headers['content-encoding'], undefined, "none of the refusal's headers")
       t.equal(answer.headers['content-length'], String(OK_BODY.length))
-      t.equal(upstream.logins(), 2, 'one new session')
+      t.equal(upstream.sessionTokens.length, 2, 'one new session')
       t.same(
         upstream.acceptEncodings,
         [SDK_ACCEPT_ENCODING, SDK_ACCEPT_ENCODING],
@@ -177,8 +142,8 @@ for (const [name, encode] of Object.entries(ENCODINGS)) {
       const answer = await sdkCall(stack)
       t.equal(answer.status, 200)
       t.same(answer.body, OK_BODY)
-      t.equal(upstream.oauthTokensIssued(), 2, 'one new OAuth token')
-      t.equal(upstream.logins(), 1, 'the session kept')
+      t.equal(upstream.oauthTokens.length, 2, 'one new OAuth token')
+      t.equal(upstream.sessionTokens.length, 1, 'the session kept')
       t.same(upstream.acceptEncodings, [SDK_ACCEPT_ENCODING, SDK_ACCEPT_ENCODING])
     }
   )
@@ -208,8 +173,8 @@ t.test(
           `${name} ${status}: Content-Length of the compressed body`
         )
         t.equal(answer.headers['content-type'], 'application/json')
-        t.equal(upstream.logins(), 1, `${name} ${status}: nothing renewed`)
-        t.equal(upstream.oauthTokensIssued(), 1)
+        t.equal(upstream.sessionTokens.length, 1, `${name} ${status}: nothing renewed`)
+        t.equal(upstream.oauthTokens.length, 1)
         t.equal(upstream.acceptEncodings.length, 1, `${name} ${status}: not replayed`)
         await stack.stopProxy()
       }
@@ -236,7 +201,7 @@ t.test("a corrupt gzip body is passed on unchanged with the upstream's status, n
     t.ok(answer.body.equals(body), `${name}: the same bytes`)
     t.equal(answer.headers['content-encoding'], 'gzip')
     t.equal(answer.headers['content-length'], String(body.length))
-    t.equal(upstream.logins(), 1, `${name}: nothing renewed`)
+    t.equal(upstream.sessionTokens.length, 1, `${name}: nothing renewed`)
     t.match(
       notDecodedWarnings(stack),
       [{ level: 40, contentEncoding: 'gzip', reason: /^gzip: Z_/ }],
@@ -257,7 +222,7 @@ t.test(
     t.equal(answer.status, 400)
     t.ok(answer.body.equals(bomb), 'the same bytes')
     t.equal(answer.headers['content-length'], String(bomb.length))
-    t.equal(upstream.logins(), 1)
+    t.equal(upstream.sessionTokens.length, 1)
     // The decoder gave up at the cap: it never held the 10 MB.
     t.match(notDecodedWarnings(stack), [{ contentEncoding: 'gzip', reason: 'gzip: expands past 65536 bytes' }])
   }
@@ -273,7 +238,7 @@ t.test('`compress` (LZW, no decoder in Node) and unknown codings are passed on u
     t.equal(answer.status, 400, contentEncoding)
     t.ok(answer.body.equals(body), `${contentEncoding}: the same bytes`)
     t.equal(answer.headers['content-encoding'], contentEncoding)
-    t.equal(upstream.logins(), 1, `${contentEncoding}: not taken for a refusal`)
+    t.equal(upstream.sessionTokens.length, 1, `${contentEncoding}: not taken for a refusal`)
     t.match(notDecodedWarnings(stack), [{ reason: /^unsupported coding "(x-)?(compress|zstd)"$/ }])
     await stack.stopProxy()
   }
@@ -295,7 +260,7 @@ t.test('an uncompressed refusal and `identity` are read as before', async (t) =>
     )
     const answer = await sdkCall(stack)
     t.equal(answer.status, 200, String(contentEncoding))
-    t.equal(upstream.logins(), 2)
+    t.equal(upstream.sessionTokens.length, 2)
     await stack.stopProxy()
   }
 })

@@ -2,12 +2,12 @@
 // TLS.
 
 import t from 'tap'
-import http from 'node:http'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack, ECHO_PATH } from '../helpers/stack.js'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { rawExchange } from '../helpers/raw-http.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 
 interface ErrorBody {
   errorCode: string
@@ -114,23 +114,14 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
 
 t.test('an answer with a status code HTTP does not have: 502, none of its headers, the proxy keeps serving', async (t) => {
   // Node sends any status from 100 to 999; Fastify (and so reply-from) only 100 to 599.
-  const upstream = http.createServer((incoming, response) => {
-    incoming.resume()
-    incoming.on('end', () => {
-      if (incoming.url === '/api/ts/v1/oauth2/token') {
-        response.end(JSON.stringify({ access_token: 'oauth-1', token_type: 'bearer', expires_in: 3600 }))
-      } else if (incoming.url === '/api/m2m/v1/session/login') {
-        response.end(JSON.stringify({ sessionToken: 'session-1' }))
-      } else if (incoming.url === '/api/m2m/v1/odd') {
-        response.writeHead(600, { 'set-cookie': 'upstream=1', 'x-upstream': 'odd', 'content-length': '2' }).end('{}')
-      } else {
-        response.writeHead(200, { 'content-type': 'application/json' }).end('{"devices":[]}')
-      }
-    })
+  const upstream = await startStandInUpstream(t, (request, _body, response) => {
+    if (request.url === '/api/m2m/v1/odd') {
+      response.writeHead(600, { 'set-cookie': 'upstream=1', 'x-upstream': 'odd', 'content-length': '2' }).end('{}')
+    } else {
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"devices":[]}')
+    }
   })
-  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { upstream.closeAllConnections(); upstream.close(() => resolve()) }))
-  const stack = await startStack(t, { upstream: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}` })
+  const stack = await startStack(t, { upstream: upstream.url })
   for (let i = 0; i < 3; i++) {
     const odd = await stack.call('GET', '/api/m2m/v1/odd')
     t.equal(odd.status, 502)

@@ -2,11 +2,11 @@
 
 import t from 'tap'
 import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { fingerprint } from '../../src/session/session-manager.js'
 import { DEMO_ACCOUNT_NAME } from '../../src/simulator/app.js'
 import { sha256, startStack, ECHO_PATH, type Echo } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 import { locallyAnsweredEndpoint } from '../../src/proxy/paths.js'
 
 t.test('both tokens are injected and client values replaced', async (t) => {
@@ -429,34 +429,18 @@ t.test('OAuth token and session expired together: renewed one after the other, t
 })
 
 t.test('a request is never replayed twice for the same cause', async (t) => {
-  const http = await import('node:http')
   let dataCalls = 0
-  let logins = 0
-  const server = http.createServer((request, response) => {
-    request.resume()
-    response.setHeader('content-type', 'application/json')
-    if (request.url === '/api/ts/v1/oauth2/token') {
-      response.end('{"access_token":"a","token_type":"bearer","expires_in":3600}')
-      return
-    }
-    if (request.url === '/api/m2m/v1/session/login') {
-      logins += 1
-      response.end(`{"sessionToken":"s${logins}"}`)
-      return
-    }
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
     dataCalls += 1
-    response.statusCode = 400
+    response.writeHead(400, { 'content-type': 'application/json' })
     response.end('{"errorCode":"UnifiedWebService.REQUEST_FAILED.SessionToken.Expired","errorMessage":"always"}')
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  const { port } = server.address() as { port: number }
-  const stack = await startStack(t, { upstream: `http://127.0.0.1:${port}` })
+  const stack = await startStack(t, { upstream: upstream.url })
   const answer = await stack.call('GET', '/api/m2m/v1/accounts/x')
   t.equal(answer.status, 400, 'the second refusal reaches the client untouched')
   t.match(answer.json(), { errorCode: 'UnifiedWebService.REQUEST_FAILED.SessionToken.Expired' })
   t.equal(dataCalls, 2, 'sent once, replayed once')
-  t.equal(logins, 2, 'one login for the replay')
+  t.equal(upstream.sessionTokens.length, 2, 'one login for the replay')
 })
 
 // Issue 17, item 5: deny by default. Spellings a trimming or normalising upstream (Spring's old trimTokens) would take
@@ -611,24 +595,12 @@ t.test(
     const seen: string[] = []
     // A plain upstream that records the target as received (the proxy's own token and login calls answered, not
     // recorded).
-    const upstream = http.createServer((request, response) => {
-      response.setHeader('content-type', 'application/json')
-      request.resume()
-      if (request.url === '/api/ts/v1/oauth2/token') {
-        response.end('{"access_token":"oauth-token","token_type":"bearer","expires_in":3600}')
-        return
-      }
-      if (request.url === '/api/m2m/v1/session/login') {
-        response.end('{"sessionToken":"session-token"}')
-        return
-      }
+    const upstream = await startStandInUpstream(t, (request, _body, response) => {
       seen.push(request.url ?? '')
+      response.setHeader('content-type', 'application/json')
       response.end('{}')
     })
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => upstream.close())
-    const { port } = upstream.address() as AddressInfo
-    const stack = await startStack(t, { upstream: `http://127.0.0.1:${port}` })
+    const stack = await startStack(t, { upstream: upstream.url })
     const forwarded = [
       '/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%25',
       '/api/m2m/v1/groups/0000123456-00001/name/Fleet%2050%2541',

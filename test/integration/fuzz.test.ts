@@ -7,13 +7,15 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import http from 'node:http'
-import net from 'node:net'
 import { startStack } from '../helpers/stack.js'
 import { rawExchange } from '../helpers/raw-http.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 import { inReservedNamespace, isForwardableTarget, locallyAnsweredEndpoint } from '../../src/proxy/paths.js'
 
-const UPSTREAM_OAUTH = 'fuzz-oauth-token-3f9a1c'
-const UPSTREAM_SESSION = 'fuzz-session-token-7b2e4d'
+// The proxy logs in once: the stand-in's first tokens, easy to spot in an answer.
+const UPSTREAM_TOKEN_PREFIX = 'fuzz-3f9a1c-7b2e4d-'
+const UPSTREAM_OAUTH = `${UPSTREAM_TOKEN_PREFIX}oauth-1`
+const UPSTREAM_SESSION = `${UPSTREAM_TOKEN_PREFIX}session-1`
 
 /** Another seed explores other requests: FUZZ_SEED=123 npx tap test/integration/fuzz.test.ts */
 const DEFAULT_SEED = 20_240_612
@@ -32,34 +34,16 @@ interface Recorded {
 /** Records every request; answers the auth endpoints, and everything else with a marked body. */
 async function startRecordingUpstream (t: Test): Promise<{ url: string; recorded: Recorded[] }> {
   const recorded: Recorded[] = []
-  const server = http.createServer((request, response) => {
-    request.resume()
-    request.on('end', () => {
-      // Only the proxy's own auth calls are POSTs to these paths: a client's POST there is answered by the proxy.
-      if (request.method === 'POST' && request.url === '/api/ts/v1/oauth2/token') {
-        response.setHeader('content-type', 'application/json')
-        response.end(JSON.stringify({ access_token: UPSTREAM_OAUTH, token_type: 'bearer', expires_in: 3600 }))
-        return
-      }
-      if (request.method === 'POST' && request.url === '/api/m2m/v1/session/login') {
-        response.setHeader('content-type', 'application/json')
-        response.end(JSON.stringify({ sessionToken: UPSTREAM_SESSION }))
-        return
-      }
+  const upstream = await startStandInUpstream(
+    t,
+    (request, _body, response) => {
       recorded.push({ url: request.url ?? '', headers: request.headers })
       response.setHeader('x-from-upstream', '1')
       response.end('{"upstream":true}')
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      })
+    },
+    { tokenPrefix: UPSTREAM_TOKEN_PREFIX }
   )
-  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, recorded }
+  return { url: upstream.url, recorded }
 }
 
 // Mostly plausible paths, so that many requests are forwarded, salted with traversal and encoding tricks.
@@ -264,7 +248,7 @@ t.test(
           if (answer !== '' && !beforeRequest && !/\r\nx-request-id: /i.test(head)) return false
           if (!fromUpstream) {
             // An answer the proxy made itself must not carry a real token, and its errors have ThingSpace's shape.
-            if (answer.includes(UPSTREAM_OAUTH) || answer.includes(UPSTREAM_SESSION)) return false
+            if (answer.includes(UPSTREAM_TOKEN_PREFIX)) return false
             const status = Number(answer.slice(9, 12))
             const payloadText = answer.slice(answer.indexOf('\r\n\r\n') + 4)
             if (status >= 400 && status !== 417 && verb !== 'HEAD') {

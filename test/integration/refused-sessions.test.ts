@@ -2,10 +2,9 @@
 // get the upstream's answer.
 
 import t from 'tap'
-import http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { ECHO_PATH, startStack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 
 interface ErrorBody {
   errorCode: string
@@ -50,35 +49,20 @@ t.test(
 t.test(
   '20 sequential requests against a gateway refusing every bearer (401 900901): a handful of token fetches, each gets the 401',
   async (t) => {
-    let fetches = 0
     const refusal = JSON.stringify({ fault: { code: 900901, message: 'Invalid Credentials' } })
-    const upstream = http.createServer((incoming, response) => {
-      incoming.resume()
-      incoming.on('end', () => {
-        if (incoming.url === '/api/ts/v1/oauth2/token') {
-          fetches++
-          response.end(JSON.stringify({ access_token: `oauth-${fetches}`, token_type: 'bearer', expires_in: 3600 }))
-        } else if (incoming.url === '/api/m2m/v1/session/login') {
-          response.end(JSON.stringify({ sessionToken: 'session-1' }))
-        } else {
-          response.writeHead(401, { 'content-type': 'application/json' }).end(refusal)
-        }
-      })
+    const upstream = await startStandInUpstream(t, (_request, _body, response) => {
+      response.writeHead(401, { 'content-type': 'application/json' }).end(refusal)
     })
-    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
-    t.teardown(() => new Promise<void>((resolve) => {
-      upstream.closeAllConnections()
-      upstream.close(() => resolve())
-    }))
-    const stack = await startStack(t, { upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` })
+    const stack = await startStack(t, { upstream: upstream.url })
     await stack.proxy.initialLogin
-    const atStart = fetches
+    const atStart = upstream.oauthTokens.length
     for (let i = 0; i < 20; i++) {
       const answer = await stack.call('GET', '/api/m2m/v1/devices')
       t.equal(answer.status, 401, `request ${i + 1}: the gateway's status`)
       t.match(answer.text, /900901/, `request ${i + 1}: the gateway's answer`)
     }
-    t.ok(fetches - atStart <= 2, `a handful of token fetches, not one per request (${fetches - atStart})`)
+    const fetches = upstream.oauthTokens.length - atStart
+    t.ok(fetches <= 2, `a handful of token fetches, not one per request (${fetches})`)
     const warnings = stack.logs.entries().filter((entry) => /refused the OAuth token/.test(String(entry.msg)))
     t.equal(warnings.length, 1, 'one warning for the bearer held')
   }

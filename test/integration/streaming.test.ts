@@ -3,9 +3,9 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import { createHash } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack } from '../helpers/stack.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 
 const MiB = 1024 * 1024
 const CHUNK_BYTES = 64 * 1024
@@ -17,17 +17,7 @@ async function startStreamingUpstream (
 ): Promise<{ url: string; bytesWritten: () => number }> {
   let written = 0
   const chunk = Buffer.alloc(CHUNK_BYTES, 7)
-  const server = http.createServer((request, response) => {
-    if (request.url === '/api/ts/v1/oauth2/token') {
-      response.setHeader('content-type', 'application/json')
-      response.end(JSON.stringify({ access_token: 'stream-oauth', token_type: 'bearer', expires_in: 3600 }))
-      return
-    }
-    if (request.url === '/api/m2m/v1/session/login') {
-      response.setHeader('content-type', 'application/json')
-      response.end(JSON.stringify({ sessionToken: 'stream-session' }))
-      return
-    }
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
     response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(totalBytes) })
     const pump = (): void => {
       while (written < totalBytes) {
@@ -41,15 +31,7 @@ async function startStreamingUpstream (
     }
     pump()
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      })
-  )
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, bytesWritten: () => written }
+  return { url: upstream.url, bytesWritten: () => written }
 }
 
 async function download (
