@@ -75,7 +75,7 @@ export function describeFleet (view: Record<string, unknown>): string {
     String(replica.state ?? '?'),
     replica.ready === true ? 'yes' : `no: ${String(replica.notReadyReason ?? '?')}`,
     replica.generation === null || replica.generation === undefined ? '-' : String(replica.generation),
-    relative(replica.lastLoginAt),
+    relative(replica.loggedInAt),
     relative(replica.lastSeenAt),
     [
       replica.self === true ? '(this one)' : '',

@@ -295,6 +295,11 @@ t.test('the fleet at a glance: three replicas, one killed is stale, one shut dow
   t.match(table.stdout, new RegExp(`^${killed.replace('.', '\\.')} .* STALE$`, 'm'), 'the killed one is marked stale')
   t.match(table.stdout, new RegExp(`^${os.hostname().replace('.', '\\.')}/${String(first.child.pid)} .*\\(this one\\)$`, 'm'))
   t.match(table.stdout, /^3 replica\(s\); password generation 1; login lock free$/m)
+  t.match(
+    table.stdout,
+    new RegExp(`^${os.hostname().replace('.', '\\.')}/${String(first.child.pid)} +\\S+ +active +yes +1 +(just now|\\d+s ago|\\d+m \\d+s ago) `, 'm'),
+    "LAST LOGIN: when the fleet's session was logged in"
+  )
 
   second.child.kill('SIGTERM')
   await second.exit

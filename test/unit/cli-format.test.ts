@@ -63,13 +63,22 @@ t.test('fleet: a table, the marks, the notes; single-process mode in one line', 
     unreadable: 1,
     replicas: [
       { id: 'a/1', host: 'a', state: 'active', ready: true, generation: 3, loggedInAt: null, lastSeenAt: null, self: true },
-      { id: 'b/2', host: 'b', state: 'logging-in', ready: false, notReadyReason: 'not-logged-in', generation: null, stale: true }
+      {
+        id: 'b/2',
+        host: 'b',
+        state: 'logging-in',
+        ready: false,
+        notReadyReason: 'not-logged-in',
+        generation: null,
+        loggedInAt: new Date(Date.now() - 90_000).toISOString(), // the field GET /admin/fleet gives (ReplicaBeat)
+        stale: true
+      }
     ]
   })
   const lines = text.split('\n')
   t.match(lines[0], /^REPLICA +HOST +STATE +READY +GEN +LAST LOGIN +LAST SEEN$/)
   t.match(lines[1], /^a\/1 +a +active +yes +3 +never +never +\(this one\)$/)
-  t.match(lines[2], /^b\/2 +b +logging-in +no: not-logged-in +- .*holds the login lock, STALE$/)
+  t.match(lines[2], /^b\/2 +b +logging-in +no: not-logged-in +- +1m 30s ago +never +holds the login lock, STALE$/)
   t.match(text, /2 replica\(s\); password generation 3; login lock held by b\/2/)
   t.match(text, /1 heartbeat\(s\) could not be opened: a replica with another M2M_PROXY_FLEET_KEY\?/)
   t.match(describeFleet({ mode: 'fleet', replicas: 'nonsense' }), /0 replica\(s\); password generation unknown; login lock free/)
