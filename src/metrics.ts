@@ -21,7 +21,7 @@ function statusClassIndex (statusCode: number): number {
 }
 
 export interface MetricSources {
-  session: Pick<SessionManager, 'snapshot' | 'fleetStoreConnected' | 'guardEngaged'>
+  session: Pick<SessionManager, 'snapshot' | 'fleetStoreConnected' | 'guardEngaged' | 'loginAttemptsLeft'>
   /**
    * The upstream gate: paused by a throttled answer; the rate (requests per second) learned since ThingSpace throttled.
    */
@@ -258,12 +258,8 @@ export class ProxyMetrics {
     )
     scrapedGauge(
       'm2m_proxy_login_attempts_left',
-      'Rejected logins in a row still allowed before the lockout guard stops logging in (M2M_PROXY_MAX_LOGIN_FAILURES minus those so far); 0: engaged',
-      () => {
-        const { maxLoginFailures, consecutiveLoginFailures, fleet } = session.snapshot()
-        const seen = Math.max(consecutiveLoginFailures, fleet?.consecutiveLoginFailures ?? 0)
-        return Math.max(0, maxLoginFailures - seen)
-      }
+      'Rejected logins in a row still allowed before the lockout guard stops logging in (M2M_PROXY_MAX_LOGIN_FAILURES minus those so far, or fewer near the account\'s ceiling of 4); 0: engaged',
+      () => session.loginAttemptsLeft
     )
     scrapedGauge(
       'm2m_proxy_oauth_token_expires_in_seconds',

@@ -190,7 +190,9 @@ export async function startProxy (
     if (warning !== undefined) logger.warn({ setting: secret.setting }, warning)
   }
   logger.flush() // lifecycle lines are not left waiting in the log buffer
-  if (guard.engaged) {
+  if (guard.atAccountCeiling) {
+    logger.error({ accountConsecutiveLoginFailures: guard.accountConsecutiveRejections }, guard.accountCeilingMessage)
+  } else if (guard.engaged) {
     logger.error(
       { consecutiveLoginFailures: guard.consecutiveRejections },
       'logins are paused: the credentials were rejected before; fix the credentials file'

@@ -296,7 +296,8 @@ export class CredentialOperations {
       const changed = !sameCredentials(next, current)
       // the watcher: this process's own write, or an edit back to what is in force
       if (!changed && !options.login) return session.snapshot()
-      if (!changed && session.guardEngaged) {
+      // Unchanged since ThingSpace rejected it (the guard engaged, or one rejection so far): not sent again.
+      if (!changed && (session.guardEngaged || session.lastLoginRejected)) {
         throw new OperationError(
           'unchanged-while-rejected',
           `${file.path} is unchanged since ThingSpace rejected it; logins stay paused to protect the account from lockout`
@@ -313,9 +314,15 @@ export class CredentialOperations {
         }
       }
       if (options.login || (changed && (wasEngaged || session.snapshot().state !== 'active'))) {
-        await session.restartSession('admin').catch((error: unknown) => {
+        try {
+          await session.restartSession('admin')
+        } catch (error) {
           if (!(error instanceof AuthUnavailableError)) throw error
-        })
+          // An explicit reload answers for its login: a rejection is not a success (the watcher's is logged only).
+          if (options.login && error.reason === 'credentials-rejected') {
+            throw new OperationError('credentials-rejected', `the login with ${file.path} failed: ${error.message}`, true)
+          }
+        }
       }
       return session.snapshot()
     })

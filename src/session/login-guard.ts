@@ -121,9 +121,31 @@ export class LoginGuard {
     return this.state.consecutiveRejections >= this.maxFailures || this.atAccountCeiling
   }
 
+  /** Rejected logins that may still be sent: the credentials' limit or the account's ceiling, whichever is closer. */
+  get attemptsLeft (): number {
+    if (this.engaged) return 0
+    return Math.min(
+      this.maxFailures - this.state.consecutiveRejections,
+      ACCOUNT_FAILURE_CEILING - this.state.accountConsecutiveRejections
+    )
+  }
+
   /** So many failures for the account that even new credentials must not be tried. */
   get atAccountCeiling (): boolean {
     return this.state.accountConsecutiveRejections >= ACCOUNT_FAILURE_CEILING
+  }
+
+  /**
+   * What an operator must know at the ceiling: ThingSpace's own count is likely one short of its lockout, so deleting
+   * this count is safe only once the password has been proved (docs/operations.md, section 1).
+   */
+  get accountCeilingMessage (): string {
+    return (
+      `${this.state.accountConsecutiveRejections} consecutive failed logins for this account: one more, from anywhere ` +
+      'and with any credentials, may lock it in ThingSpace (at 5), so logins stay paused. Prove the password first ' +
+      "(a successful login with it elsewhere resets ThingSpace's count), put it in the credentials file, " +
+      `then delete ${this.file} and restart`
+    )
   }
 
   /** Counted before the login is sent, so a crash mid-login still counts it. */

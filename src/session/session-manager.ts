@@ -292,11 +292,7 @@ export class SessionManager {
   async verifyCredentials (candidate: SessionCredentials): Promise<void> {
     const guard = this.options.guard
     if (guard.atAccountCeiling) {
-      throw new AuthUnavailableError(
-        'credentials-rejected',
-        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); nothing is checked: see the account in ThingSpace, then delete ${guard.file} and restart`,
-        300
-      )
+      throw new AuthUnavailableError('credentials-rejected', guard.accountCeilingMessage, 300)
     }
     if (this.loginInFlight !== undefined) await this.loginInFlight.catch(() => undefined)
     const previous = this.credentials
@@ -400,8 +396,20 @@ export class SessionManager {
     return this.loginInFlight !== undefined
   }
 
+  /** The last login with the credentials in force was rejected (reset when they change). */
+  get lastLoginRejected (): boolean {
+    return this.lastLogin === 'rejected'
+  }
+
   get guardEngaged (): boolean {
     return this.options.guard.engaged || (this.strategy.guardIsEngaged && !this.sessions.has(SESSION_KEY))
+  }
+
+  /** Rejected logins that may still be sent before logins stop (here, for the account, or in the fleet); 0 engaged. */
+  get loginAttemptsLeft (): number {
+    if (this.guardEngaged) return 0
+    const fleetFailures = this.strategy.status()?.consecutiveLoginFailures ?? 0
+    return Math.max(0, Math.min(this.options.guard.attemptsLeft, this.options.guard.maxFailures - fleetFailures))
   }
 
   /** Fleet mode only: whether the fleet store can be reached now; undefined in single-process mode. */
@@ -536,11 +544,7 @@ export class SessionManager {
   private async loginOnce (): Promise<CachedSession> {
     const guard = this.options.guard
     if (guard.atAccountCeiling) {
-      throw new AuthUnavailableError(
-        'credentials-rejected',
-        `${guard.accountConsecutiveRejections} consecutive failed logins for this account (ThingSpace locks it at 5); logins stay paused whatever the credentials: check the account in ThingSpace, then delete ${guard.file} and restart`,
-        300
-      )
+      throw new AuthUnavailableError('credentials-rejected', guard.accountCeilingMessage, 300)
     }
     if (guard.engaged) {
       throw new AuthUnavailableError(
@@ -708,6 +712,7 @@ export class SessionManager {
         message: error.message,
         cause: failureCause(error)
       })
+      if (guard.atAccountCeiling) this.publish({ type: 'warning', message: guard.accountCeilingMessage })
       return new AuthUnavailableError(
         'credentials-rejected',
         `ThingSpace rejected the login (${error.message}); ${guard.engaged ? 'logins are paused until the credentials file changes' : `${guard.maxFailures - guard.consecutiveRejections} more attempt(s) before logins pause`}`,

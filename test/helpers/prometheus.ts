@@ -2,8 +2,7 @@
 // alert rules that ship in deploy/.
 
 import type { Registry } from 'prom-client'
-import { ProxyMetrics } from '../../src/metrics.js'
-import type { SessionManager } from '../../src/session/session-manager.js'
+import { ProxyMetrics, type MetricSources } from '../../src/metrics.js'
 
 /** Labels Prometheus adds when it scrapes. */
 export const SCRAPE_LABELS = new Set(['instance', 'job', 'pod', 'namespace'])
@@ -13,8 +12,9 @@ export function fullRegistry (): Registry {
   const session = {
     snapshot: () => ({ state: 'none', loggedInAt: null, lastUsedAt: null, oauthExpiresAt: null, maxLoginFailures: 2, consecutiveLoginFailures: 0 }),
     fleetStoreConnected: true,
-    guardEngaged: false
-  } as unknown as Pick<SessionManager, 'snapshot' | 'fleetStoreConnected' | 'guardEngaged'>
+    guardEngaged: false,
+    loginAttemptsLeft: 2
+  } as unknown as MetricSources['session']
   const metrics = new ProxyMetrics({
     session,
     fleet: true,

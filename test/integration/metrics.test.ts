@@ -1,10 +1,15 @@
 // Prometheus metrics on the admin listener move as the events happen, with bounded labels.
 
 import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 import { FakeClock } from '../helpers/fake-clock.js'
+
+const ADMIN = { authorization: `Bearer ${ADMIN_TOKEN}` }
 
 async function scrape (stack: Stack): Promise<string> {
   const answer = await stack.adminCall('GET', '/metrics')
@@ -89,8 +94,11 @@ t.test('idle renewals are counted', async (t) => {
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_session_renewals_total', { reason: 'idle' }), 1)
 })
 
-t.test('rejected logins and the engaged guard show', async (t) => {
-  const stack = await startStack(t, { credentials: { password: 'wrong' } })
+t.test('rejected logins and the engaged guard show, up to the account\'s ceiling', async (t) => {
+  const stack = await startStack(t, {
+    credentials: { password: 'wrong' },
+    env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' }
+  })
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_logins_total', { outcome: 'rejected' }), 1)
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_guard_engaged'), 0)
   t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_attempts_left'), 1, 'one attempt from the ceiling')
@@ -102,6 +110,29 @@ t.test('rejected logins and the engaged guard show', async (t) => {
   t.equal(metricValue(text, 'm2m_proxy_login_attempts_left'), 0)
   t.equal(metricValue(text, 'm2m_proxy_oauth_token_expires_in_seconds') > 0, true, 'the app key still works')
   t.equal(metricValue(text, 'm2m_proxy_requests_total', { method: 'GET', status_class: '5xx' }), 1)
+
+  // Another wrong password: the guard lets it try, but the account has two failures left before its ceiling of 4.
+  fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify({ ...DEMO_CREDENTIALS, password: 'wrong-2' }))
+  t.equal((await stack.adminCall('POST', '/admin/credentials/reload', { headers: ADMIN })).status, 409, 'rejected')
+  t.equal(metricValue(await scrape(stack), 'm2m_proxy_login_attempts_left'), 1, "one from the account's ceiling")
+  await sleep(1100)
+  await stack.call('GET', ECHO_PATH)
+  const atCeiling = await scrape(stack)
+  t.equal(stack.sim.stats.failedLogins, 4)
+  t.equal(metricValue(atCeiling, 'm2m_proxy_login_guard_engaged'), 1)
+  t.equal(metricValue(atCeiling, 'm2m_proxy_login_attempts_left'), 0, 'none at the ceiling')
+  const warning = stack.logs.entries().filter((entry) => /^4 consecutive failed logins for this account/.test(String(entry.msg)))
+  t.equal(warning.length, 1, 'the ceiling is logged, once')
+  t.match(warning[0]?.msg, /Prove the password first.*delete .*login-guard\.json and restart/)
+  // New credentials release the credentials' guard, never the account's ceiling.
+  fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify({ ...DEMO_CREDENTIALS, password: 'wrong-3' }))
+  const refused = await stack.adminCall('POST', '/admin/credentials/reload', { headers: ADMIN })
+  t.equal(refused.status, 409)
+  t.match(refused.json(), { errorMessage: /4 consecutive failed logins for this account/ })
+  const after = await scrape(stack)
+  t.equal(metricValue(after, 'm2m_proxy_login_guard_engaged'), 1)
+  t.equal(metricValue(after, 'm2m_proxy_login_attempts_left'), 0, 'still none after a credentials change')
+  t.equal(stack.sim.stats.failedLogins, 4, 'nothing sent')
 })
 
 t.test('labels stay bounded: no path, identifier, token or user name in any series', async (t) => {

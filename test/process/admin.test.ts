@@ -272,6 +272,23 @@ t.test('readiness: 503 while the guard is engaged, 200 after a reload with the r
   t.equal(stack.sim.locked, false)
 })
 
+t.test('a reload whose login ThingSpace rejects: 409 saying so, and the same file is not sent again', async (t) => {
+  const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
+  fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify({ ...DEMO_CREDENTIALS, password: 'typo' }))
+  const rejected = await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
+  t.equal(rejected.status, 409, 'not a success')
+  t.match(rejected.json(), { errorCode: 'Proxy.Conflict', errorMessage: /credentials\.json failed: ThingSpace rejected the login/ })
+  t.equal(stack.sim.stats.failedLogins, 1)
+  const again = await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
+  t.equal(again.status, 409)
+  t.match(again.json(), { errorMessage: /unchanged since ThingSpace rejected it/ })
+  t.equal(stack.sim.stats.failedLogins, 1, 'the rejected password was not sent again')
+  fs.writeFileSync(path.join(stack.dir, 'credentials.json'), JSON.stringify(DEMO_CREDENTIALS))
+  const fixed = await stack.adminCall('POST', '/admin/credentials/reload', { headers: AUTH })
+  t.equal(fixed.status, 200)
+  t.match(fixed.json(), { state: 'active', consecutiveLoginFailures: 0 })
+})
+
 t.test('a bad reload keeps the old credentials in force', async (t) => {
   const stack = await startStack(t, { env: { M2M_PROXY_CREDENTIALS_WATCH_INTERVAL_MS: '0' } })
   fs.writeFileSync(path.join(stack.dir, 'credentials.json'), '[]')
