@@ -3,7 +3,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import { ConfigError } from '../config/errors.js'
 import { OperationError, type CredentialOperations, type OperationErrorKind } from '../credentials/operations.js'
-import { AuthUnavailableError } from '../session/errors.js'
+import { AuthUnavailableError, UpstreamAuthError } from '../session/errors.js'
 import type { SessionManager } from '../session/session-manager.js'
 import { sendProxyError, type ProxyErrorKind } from '../proxy/errors.js'
 import { sendAuthUnavailable } from '../proxy/plugin.js'
@@ -85,6 +85,11 @@ export function registerAdminRoutes (app: FastifyInstance, options: AdminPluginO
     if (error instanceof FleetViewUnavailableError) {
       return sendProxyError(reply.header('retry-after', '5'), 'fleetStoreUnreachable', error.message)
     }
+    // ThingSpace's own status (a logout it refused) is not this request's fault: 502, with what ThingSpace said.
+    if (error instanceof UpstreamAuthError) {
+      return sendProxyError(reply, error.statusCode === undefined ? 'upstreamUnreachable' : 'upstreamRefused', error.message)
+    }
+    if (error.statusCode === 413) return sendProxyError(reply, 'bodyTooLarge', error.message)
     if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
       return sendProxyError(reply, 'badRequest', error.message)
     }

@@ -8,6 +8,7 @@ import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startStack, type Stack, type StackOptions } from '../helpers/stack.js'
 import { generateSelfSigned } from '../helpers/tls.js'
 import { freePort } from '../helpers/ports.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
 const WRONG_SECRET = 'wrong-app-secret-5d0e7a91c4'
@@ -110,21 +111,40 @@ t.test(
   }
 )
 
+t.test(
+  'a logout ThingSpace refuses for another reason: 502 Proxy.UpstreamRefused with its code, not a 400 of the admin call',
+  async (t) => {
+    const upstream = await startStandInUpstream(t, (request, _body, response) => {
+      response.writeHead(request.url === '/api/m2m/v1/session/logout' ? 403 : 200, { 'content-type': 'application/json' })
+      response.end(request.url === '/api/m2m/v1/session/logout' ? '{"errorCode":"UnifiedWebService.ACCESS_DENIED"}' : '{}')
+    })
+    const stack = await startStack(t, { upstream: upstream.url })
+    await stack.proxy.initialLogin
+    const refused = await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
+    t.equal(refused.status, 502)
+    t.match(refused.json(), { errorCode: 'Proxy.UpstreamRefused', errorMessage: /403.*ACCESS_DENIED/ })
+    t.match(linesStartingWith(stack, 'logout failed')[0], { status: 403, errorCode: 'UnifiedWebService.ACCESS_DENIED' })
+    const tooLarge = await stack.adminCall('POST', '/admin/session/start', {
+      headers: { ...AUTH, 'content-type': 'application/json' },
+      body: JSON.stringify({ padding: 'x'.repeat(65 * 1024) })
+    })
+    t.equal(tooLarge.status, 413, 'an admin body over 64 KiB: 413, as on the proxy listener')
+    t.match(tooLarge.json(), { errorCode: 'Proxy.BodyTooLarge' })
+  }
+)
+
 t.test('failed logout and password reset: logged with their cause', async (t) => {
   const stack = await startStack(t, traced())
   const tokens = [stack.sim.currentOAuthToken(), ...stack.sim.activeSessionTokens()].filter(
     (token): token is string => token !== undefined
   )
-  // A session the platform no longer knows: the logout answers 400 with an errorCode.
+  // A session the platform no longer knows (20 minutes idle): the logout answers 400 SessionToken.Expired, and the
+  // session is ended all the same.
   stack.sim.expireSessions()
   const ended = await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
-  t.not(ended.status, 200)
-  t.match(linesStartingWith(stack, 'logout failed')[0], {
-    level: 40,
-    status: 400,
-    errorCode: /SessionToken/,
-    replacedSession: false
-  })
+  t.equal(ended.status, 200)
+  t.same(ended.json(), { ended: true }, 'ThingSpace had ended it already')
+  t.same(linesStartingWith(stack, 'logout failed'), [], 'not a failure')
 
   await stack.proxy.app.session.startSession()
   tokens.push(...stack.sim.activeSessionTokens())
@@ -135,6 +155,14 @@ t.test('failed logout and password reset: logged with their cause', async (t) =>
     level: 50,
     component: 'credentials',
     networkError: 'ECONNREFUSED'
+  })
+  const unreachable = await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
+  t.equal(unreachable.status, 502)
+  t.match(unreachable.json(), { errorCode: 'Proxy.UpstreamUnreachable', errorMessage: /session logout/ })
+  t.match(linesStartingWith(stack, 'logout failed')[0], {
+    level: 40,
+    networkError: 'ECONNREFUSED',
+    replacedSession: false
   })
   assertNoSecret(t, stack, tokens)
 })
