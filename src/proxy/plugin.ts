@@ -284,7 +284,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const spacingMs = (gate as UpstreamGate).spacingLeftMs()
     if (spacingMs === 0) return send(request, reply)
     setTimeout(() => {
-      if (!request.raw.destroyed) sendUnlessPaused(request, reply)
+      sendUnlessPaused(request, reply)
     }, spacingMs)
     return reply
   }
@@ -316,14 +316,21 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     if (waitMs === 0) return next(request, reply)
     const state = request.proxyState as ProxyState
-    if (state.gateWaitStartedAt === 0) state.gateWaitStartedAt = performance.now()
+    if (state.gateWaitStartedAt === 0) {
+      state.gateWaitStartedAt = performance.now()
+      dropBodyIfClientLeaves(request, reply)
+    }
     setTimeout(() => {
-      if (!request.raw.destroyed) next(request, reply)
+      next(request, reply)
     }, waitMs)
     return reply
   }
 
   function send (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    // A client that left while this request waited (a login, a throttling pause, a rate slot) is not sent: it will
+    // send it again, and ThingSpace would do it twice. (request.raw.destroyed is no sign: Node sets it once a body is
+    // read, the client still there.)
+    if (reply.raw.destroyed) return reply
     // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
     const state = request.proxyState as ProxyState
@@ -435,6 +442,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    dropBodyIfClientLeaves(request, reply)
     // Traced (tracing.ts): the wait for the login, and whether it joined one already under way (single flight).
     const tokens = await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
       await session.acquireTokens())
@@ -464,6 +472,16 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   })
   // All of /api: the handler decides, by the configured prefixes, what is forwarded.
   for (const url of ['/api', '/api/*']) app.route({ method: FORWARDED_METHODS, url, handler })
+}
+
+/**
+ * While a request waits (a login, a throttling pause), a client that leaves takes its body with it: the admission
+ * budget counts its bytes free from then (proxy-listener.ts), so they must not stay held until the wait ends.
+ */
+function dropBodyIfClientLeaves (request: FastifyRequest, reply: FastifyReply): void {
+  reply.raw.once('close', () => {
+    if (!reply.sent) request.body = undefined
+  })
 }
 
 /**

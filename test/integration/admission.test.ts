@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
-import { ECHO_PATH, startStack } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, startStack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
 import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
@@ -239,5 +239,25 @@ t.test(
     t.equal(metricValue(metrics, 'm2m_proxy_overloaded_total', { reason: 'queue-full' }), 1)
     t.equal(metricValue(metrics, 'm2m_proxy_requests_queued'), 0, 'nothing left waiting')
     t.equal((await stack.call('GET', '/api/m2m/v1/devices/after')).status, 200, 'a new connection is served')
+  }
+)
+
+t.test(
+  'clients that leave during a login: their requests are never sent to ThingSpace',
+  async (t) => {
+    const stack = await startStack(t, { simulator: { loginDelayMs: 1500 } })
+    await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    const dataBefore = stack.sim.stats.dataRequests
+    const body = JSON.stringify({ padding: 'x'.repeat(100_000) })
+    const head = `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`
+    // Ten clients send a POST, whole, then hang up while the login is under way.
+    const leaving = Array.from({ length: 10 }, () => rawExchange(stack.proxy.proxyUrl, head + body, 300))
+    const staying = stack.call('POST', ECHO_PATH, { headers: { 'content-type': 'application/json' }, body: '{"stay":1}' })
+    await Promise.all(leaving)
+    t.equal((await staying).status, 200, 'the client that stayed is served after the login')
+    await sleep(200)
+    t.equal(stack.sim.stats.dataRequests - dataBefore, 1, 'only its request reached ThingSpace')
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.equal(metricValue(metrics, 'm2m_proxy_requests_in_flight'), 0)
   }
 )
