@@ -5,7 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
 import type { Dispatcher } from 'undici'
 import type { IncomingHttpHeaders } from 'node:http'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
 import { classifyUpstreamFailure, sendProxyError } from './errors.js'
@@ -376,7 +376,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     // A gateway refusal of the bearer hides the state of the session: when both expired together, the
     // replay after the OAuth renewal meets the expired session and may be replayed once more for it.
     if (rejection === undefined || state.replayedFor === rejection.cause) {
-      reply.send(peeked.body)
+      sendAsReceived(reply, response, peeked.body)
       return
     }
     let renewed: UpstreamTokens | undefined
@@ -394,7 +394,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     }
     if (renewed === undefined) {
       // the session was refused right after its login: not renewed again so soon, ThingSpace's answer goes on
-      reply.send(peeked.body)
+      sendAsReceived(reply, response, peeked.body)
       return
     }
     state.tokens = renewed
@@ -472,6 +472,14 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   })
   // All of /api: the handler decides, by the configured prefixes, what is forwarded.
   for (const url of ['/api', '/api/*']) app.route({ method: FORWARDED_METHODS, url, handler })
+}
+
+/**
+ * A buffered answer as ThingSpace sent it: Fastify gives a Buffer without a Content-Type one of its own
+ * (application/octet-stream), a stream it leaves alone.
+ */
+function sendAsReceived (reply: FastifyReply, response: UpstreamResponse, body: Buffer): void {
+  reply.send(response.headers['content-type'] === undefined ? Readable.from([body]) : body)
 }
 
 /**

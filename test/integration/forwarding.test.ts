@@ -639,3 +639,18 @@ t.test(
     t.equal(seen.length, countBefore, 'nor those')
   }
 )
+
+t.test('a client-error answer without a Content-Type reaches the client without one, byte for byte', async (t) => {
+  const upstream = await startStandInUpstream(t, (request, _body, response) => {
+    const status = Number(request.url?.split('/').at(-1))
+    response.writeHead(status, { 'content-length': String(Buffer.byteLength('Forbidden by WAF')) })
+    response.end('Forbidden by WAF')
+  })
+  const stack = await startStack(t, { upstream: upstream.url })
+  for (const status of [200, 400, 403, 404, 422, 500]) {
+    const answer = await stack.call('GET', `/api/m2m/v1/answers/${status}`)
+    t.equal(answer.status, status)
+    t.equal(answer.headers['content-type'], undefined, `${status}: no Content-Type added`)
+    t.equal(answer.text, 'Forbidden by WAF')
+  }
+})
