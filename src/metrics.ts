@@ -209,7 +209,7 @@ export class ProxyMetrics {
       )
       scrapedGauge(
         'm2m_proxy_upstream_learned_rate',
-        'Requests per second this replica sends at since ThingSpace throttled it (90% of what it accepted), 0 when none is in force',
+        'Requests per second this replica sends at most since ThingSpace throttled it (90% of what it accepted, rising while it accepts), 0 when none is in force',
         () => gate.learnedRate
       )
     }

@@ -1,7 +1,8 @@
 // ThingSpace's throttling absorbed: a 429 (or a 503 with Retry-After) pauses sending for the whole process (the fleet,
 // when shared), the throttled request is sent again once the pause ends, and sending resumes at the rate ThingSpace was
-// seen to accept rather than all at once. An optional contracted rate spaces requests so that the limit is not passed
-// in the first place; in fleet mode its slots are taken from the fleet store. No HTTP framework here.
+// seen to accept rather than all at once. That rate is kept only when the proxy's own demand filled it, and rises while
+// ThingSpace keeps accepting. An optional contracted rate spaces requests so that the limit is not passed in the first
+// place; in fleet mode its slots are taken from the fleet store. No HTTP framework here.
 
 import { retryAfterSecondsOf } from '../session/auth-client.js'
 
@@ -11,15 +12,24 @@ export const DEFAULT_THROTTLE_PAUSE_MS = 1000
 const MIN_THROTTLE_PAUSE_MS = 100
 /**
  * How long the rate learned from a throttled answer is kept after the last one; then the gate sends at full speed
- * again.
+ * again (UpstreamGateOptions.learnedRateMemoryMs).
  */
 export const LEARNED_RATE_MEMORY_MS = 60_000
+/**
+ * The learned rate rises by one request a second each this many ms without a throttled answer
+ * (UpstreamGateOptions.learnedRateRiseMs): it is a ceiling found when ThingSpace last throttled, and ThingSpace may
+ * accept more by now (another application of the account was using the limit then, or the contract changed).
+ */
+export const LEARNED_RATE_RISE_MS = 5000
 /**
  * The share of the seen rate sent at after a pause: timers fire late in bunches, and sending exactly at the limit meets
  * a 429 (and a pause) every few seconds.
  */
 const LEARNED_RATE_SHARE = 0.9
-/** The window over which accepted answers are counted to learn ThingSpace's rate (its limits are per second). */
+/**
+ * The window over which accepted answers are counted to learn ThingSpace's rate (its limits are per second), and the
+ * first one after a pause, in which the proxy's demand must fill the learned rate for it to be kept.
+ */
 const RATE_WINDOW_MS = 1000
 /**
  * Accepted answers remembered for learning (a power of two): a limit above this many per second is learned as this
@@ -41,6 +51,10 @@ export interface UpstreamGateOptions {
   /** Requests sent per second at most (M2M_PROXY_UPSTREAM_RATE_LIMIT); 0: no limit. */
   ratePerSecond: number
   now?: () => number
+  /** How long a learned rate is kept after the last throttled answer; LEARNED_RATE_MEMORY_MS by default. */
+  learnedRateMemoryMs?: number
+  /** The learned rate rises by one request a second each this many ms; LEARNED_RATE_RISE_MS by default. */
+  learnedRateRiseMs?: number
 }
 
 /** An answer that says ThingSpace did not process the request because of a limit: 429, or 503 with Retry-After. */
@@ -67,9 +81,19 @@ export class UpstreamGate {
    */
   #pauseStartedAt = 0
   readonly #contractIntervalMs: number
-  /** The interval of the rate learned from the last throttled answers (0: none), and until when it is kept. */
-  #learnedIntervalMs = 0
+  /** The rate learned from the last throttled answers, requests per second (0: none), and until when it is kept. */
+  #learnedRate = 0
   #learnedUntil = 0
+  /**
+   * While not 0, the learned rate is on probation until then (the end of the first second after the pause): it is
+   * dropped if the proxy's demand did not fill it, since it was then counted from the proxy's own clients, not from
+   * ThingSpace's limit.
+   */
+  #probationUntil = 0
+  /** When the learned rate next rises by one request a second. */
+  #nextRiseAt = 0
+  readonly #learnedRateMemoryMs: number
+  readonly #learnedRateRiseMs: number
   /** The interval this process spaces its own sends by: learned, and the contracted one unless the fleet holds it. */
   #localIntervalMs: number
   readonly #localSlots = new LocalSlots()
@@ -93,6 +117,8 @@ export class UpstreamGate {
     this.#localIntervalMs = this.#contractIntervalMs
     this.#maxPauseMs = options.maxPauseMs
     this.#now = options.now ?? Date.now
+    this.#learnedRateMemoryMs = options.learnedRateMemoryMs ?? LEARNED_RATE_MEMORY_MS
+    this.#learnedRateRiseMs = options.learnedRateRiseMs ?? LEARNED_RATE_RISE_MS
   }
 
   /** The gate's clock (ms), for the deadlines given to delayFor. */
@@ -114,7 +140,8 @@ export class UpstreamGate {
 
   /** The rate learned from ThingSpace's throttling, requests per second; 0 when none is in force. */
   get learnedRate (): number {
-    return this.#learnedIntervalMs === 0 ? 0 : Math.round(1000 / this.#learnedIntervalMs)
+    if (this.#learnedRate !== 0 || this.#pausedUntil !== 0) this.#refresh(this.#now())
+    return this.#learnedRate
   }
 
   /**
@@ -125,8 +152,7 @@ export class UpstreamGate {
     // The hot path: neither paused nor rate-limited.
     if (this.#pausedUntil === 0 && this.#localIntervalMs === 0 && this.#fleetSlots === undefined) return 0
     const now = this.#now()
-    if (this.#pausedUntil !== 0 && this.#pausedUntil <= now) this.#pauseEnded()
-    if (this.#learnedUntil !== 0 && this.#learnedUntil <= now) this.#forgetLearnedRate()
+    this.#refresh(now)
     let sendAt = Math.max(now, this.#pausedUntil)
     if (this.#localIntervalMs > 0) {
       const slot = this.#localSlots.take(sendAt, this.#localIntervalMs, deadline)
@@ -194,19 +220,21 @@ export class UpstreamGate {
     const now = this.#now()
     const applied = Math.max(MIN_THROTTLE_PAUSE_MS, Math.min(this.#maxPauseMs, pauseMs))
     if (!(this.#pausedUntil > now)) {
-      if (this.#pausedUntil !== 0) this.#pauseEnded()
+      if (this.#pausedUntil !== 0) this.#pauseEnded(now)
       this.#pauseStartedAt = now
     }
     this.#pausedUntil = Math.max(this.#pausedUntil, now + applied)
-    this.#learnedUntil = this.#pausedUntil + LEARNED_RATE_MEMORY_MS
+    this.#learnedUntil = this.#pausedUntil + this.#learnedRateMemoryMs
     return applied
   }
 
   /**
-   * The pause is over: ThingSpace's rate is taken as the answers it accepted in the second before the
-   * pause and during it (those sent before it), so that the waiting requests are not all sent at once.
+   * The pause is over (noticed `now`): ThingSpace's rate is taken as the answers it accepted in the second before the
+   * pause and during it (those sent before it), so that the waiting requests are not all sent at once. Those answers
+   * may be no more than the proxy's clients asked for (another application of the account used up the limit): the rate
+   * is on probation for a second (see #reviewLearnedRate).
    */
-  #pauseEnded (): void {
+  #pauseEnded (now: number): void {
     const from = this.#pauseStartedAt - RATE_WINDOW_MS
     const to = this.#pausedUntil
     let count = 0
@@ -217,19 +245,53 @@ export class UpstreamGate {
       if (at <= to) count++
     }
     this.#pausedUntil = 0
-    this.#learnedIntervalMs = 1000 / Math.max(1, Math.floor(count * LEARNED_RATE_SHARE))
+    this.#learnedRate = Math.max(1, Math.floor(count * LEARNED_RATE_SHARE))
+    this.#probationUntil = now + RATE_WINDOW_MS
+    this.#nextRiseAt = now + this.#learnedRateRiseMs
+    // The slots given out from now on tell whether the proxy's demand fills the learned rate.
+    this.#localSlots.nextAt = Math.max(this.#localSlots.nextAt, now)
     this.#updateLocalInterval()
   }
 
+  /** Brings the pause and the learned rate up to `now`. */
+  #refresh (now: number): void {
+    if (this.#pausedUntil !== 0 && this.#pausedUntil <= now) this.#pauseEnded(now)
+    if (this.#learnedUntil !== 0 && this.#learnedUntil <= now) this.#forgetLearnedRate()
+    if (this.#learnedRate !== 0 && this.#pausedUntil === 0) this.#reviewLearnedRate(now)
+  }
+
+  /**
+   * While a learned rate is in force: on probation, it is kept once the slots given out reach past the first second
+   * after the pause (the proxy had more to send than the rate allows), and dropped when they ran out within it (its
+   * clients asked for less: the rate was their demand, which says nothing of ThingSpace's limit). Kept, it rises by one
+   * request a second each #learnedRateRiseMs, as long as ThingSpace does not throttle again.
+   */
+  #reviewLearnedRate (now: number): void {
+    if (this.#probationUntil !== 0) {
+      if (this.#localSlots.nextAt > this.#probationUntil) this.#probationUntil = 0
+      else if (now >= this.#localSlots.nextAt && now > this.#probationUntil - RATE_WINDOW_MS) {
+        this.#forgetLearnedRate()
+        return
+      }
+    }
+    if (now >= this.#nextRiseAt) {
+      const steps = Math.floor((now - this.#nextRiseAt) / this.#learnedRateRiseMs) + 1
+      this.#learnedRate += steps
+      this.#nextRiseAt += steps * this.#learnedRateRiseMs
+      this.#updateLocalInterval()
+    }
+  }
+
   #forgetLearnedRate (): void {
-    this.#learnedIntervalMs = 0
+    this.#learnedRate = 0
     this.#learnedUntil = 0
+    this.#probationUntil = 0
     this.#updateLocalInterval()
   }
 
   #updateLocalInterval (): void {
     const contract = this.#fleetSlots === undefined ? this.#contractIntervalMs : 0
-    this.#localIntervalMs = Math.max(contract, this.#learnedIntervalMs)
+    this.#localIntervalMs = Math.max(contract, this.#learnedRate === 0 ? 0 : 1000 / this.#learnedRate)
   }
 
   #waited (waitMs: number): number {

@@ -1,7 +1,12 @@
 // The upstream gate on a hand-moved clock (issue 18, item 5): a throttled answer pauses every request for its
 // Retry-After (capped, 1 s without one), the contracted rate spaces requests, and a wait past the deadline is refused.
 import t from 'tap'
-import { isThrottledAnswer, LEARNED_RATE_MEMORY_MS, UpstreamGate } from '../../src/proxy/upstream-gate.js'
+import {
+  isThrottledAnswer,
+  LEARNED_RATE_MEMORY_MS,
+  LEARNED_RATE_RISE_MS,
+  UpstreamGate
+} from '../../src/proxy/upstream-gate.js'
 
 t.test('not paused and no rate: no wait, no clock read', async (t) => {
   let reads = 0
@@ -124,6 +129,104 @@ t.test('a throttled answer after a quiet spell: one a second until ThingSpace ha
   now += 2000
   t.same([gate.delayFor(now + 5000), gate.delayFor(now + 5000)], [0, 1000])
   t.equal(gate.learnedRate, 1)
+})
+
+/** `count` requests asking to be sent at once, each allowed to wait `budgetMs`: their waits (-1: refused). */
+function askAll (gate: UpstreamGate, now: number, count: number, budgetMs: number): number[] {
+  return Array.from({ length: count }, () => gate.delayFor(now + budgetMs) as number)
+}
+
+t.test(
+  "low demand meets a 429 (another application used up the account's limit): the clients' demand is not kept as ThingSpace's rate",
+  async (t) => {
+    // The reviewer's case: clients send 2 req/s, ThingSpace takes 20; one request meets a 429 meant for the other
+    // application, is sent again after the pause, and a burst of 100 follows 1.5 s later.
+    let now = 1_000_000
+    const gate = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 0, now: () => now })
+    for (let i = 0; i < 6; i++) {
+      gate.accepted()
+      now += 500
+    }
+    gate.throttled('1')
+    now += 1000
+    t.same(askAll(gate, now, 1, 30_000), [0], 'the throttled request, sent again at once after the pause')
+    t.equal(gate.learnedRate, 1, 'two answers in the window: sent at one a second meanwhile')
+    gate.accepted()
+    now += 1500
+    const waits = askAll(gate, now, 100, 30_000)
+    t.same(waits, new Array(100).fill(0), 'the burst goes at full speed: the rate was the clients\' demand')
+    t.equal(gate.learnedRate, 0, 'm2m_proxy_upstream_learned_rate 0')
+  }
+)
+
+t.test('the first request after a quiet spell meets a 429: one a second only while more than that waits', async (t) => {
+  let now = 5_000_000
+  const gate = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 0, now: () => now })
+  gate.throttled('2')
+  now += 2000
+  t.same(askAll(gate, now, 1, 30_000), [0])
+  now += 500
+  t.equal(gate.learnedRate, 1)
+  now += 500
+  t.same(askAll(gate, now, 50, 30_000), new Array(50).fill(0), 'demand never filled it: full speed')
+  t.equal(gate.learnedRate, 0)
+})
+
+t.test(
+  'a sustained limit is still learned and kept after the first second; it rises by one a second each 5 s without a 429',
+  async (t) => {
+    let now = 1_000_000
+    const gate = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 0, now: () => now })
+    for (let i = 0; i < 40; i++) {
+      now += 20
+      gate.accepted()
+    }
+    gate.throttled('1')
+    now += 1000
+    const backlog = askAll(gate, now, 100, 30_000)
+    t.equal(gate.learnedRate, 36, '40 a second seen, 90% of it')
+    t.same(
+      backlog.slice(0, 3).map((ms) => Math.round(ms)),
+      [0, 28, 56],
+      'the requests that waited for the pause go 1/36 s apart'
+    )
+    now += 2000 // past the first second: the demand filled the rate, which is kept
+    t.equal(Math.round(gate.delayFor(now + 30_000) as number), 778, 'after the backlog: 100/36 s from the pause')
+    t.equal(gate.learnedRate, 36, 'kept')
+    now += LEARNED_RATE_RISE_MS - 2000
+    gate.delayFor(now + 30_000)
+    t.equal(gate.learnedRate, 37, 'one more a second after 5 s without a 429')
+    now += 3 * LEARNED_RATE_RISE_MS
+    gate.delayFor(now + 30_000)
+    t.equal(gate.learnedRate, 40, 'and so on: ThingSpace may accept more than when it throttled')
+    for (let i = 0; i < 40; i++) {
+      now += 25
+      gate.accepted()
+    }
+    gate.throttled('1')
+    now += 1000
+    askAll(gate, now, 100, 30_000)
+    t.equal(gate.learnedRate, 36, 'a 429 again: back to 90% of what it accepted')
+  }
+)
+
+t.test('a rate learned while the limit was shared rises to what ThingSpace accepts, at the option\'s pace', async (t) => {
+  // ThingSpace takes 20 a second, but another application had half of it when the proxy was throttled.
+  let now = 0
+  const gate = new UpstreamGate({ maxPauseMs: 60_000, ratePerSecond: 0, now: () => now, learnedRateRiseMs: 1000 })
+  for (let i = 0; i < 10; i++) {
+    now += 90
+    gate.accepted()
+  }
+  gate.throttled('1')
+  now += 1000
+  askAll(gate, now, 30, 60_000)
+  t.equal(gate.learnedRate, 9)
+  for (let second = 0; second < 11; second++) {
+    now += 1000
+    gate.delayFor(now + 60_000) // the clients keep asking; ThingSpace accepts
+  }
+  t.equal(gate.learnedRate, 20, 'one more a second each second without a 429: no longer below what ThingSpace takes')
 })
 
 t.test(
