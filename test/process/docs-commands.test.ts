@@ -92,3 +92,21 @@ for (const block of blocks) {
     }
   })
 }
+
+// A reader runs the README's tour block after block, on one demo: each block must leave the demo in a state the next
+// one works in.
+t.test('the README tour runs in order on one demo', { skip: !curlInstalled && 'no curl' }, async (t) => {
+  const tour = blocks.filter((block) => block.file === 'README.md')
+  t.ok(tour.length >= 4, `${tour.length} blocks`)
+  const variables = await startDemo(t)
+  for (const block of tour) {
+    await execFileAsync('bash', ['-e', '-o', 'pipefail', '-c', block.script], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? '', ...variables },
+      timeout: 30_000
+    }).then(
+      () => t.pass(`README.md:${block.line}, after the blocks before it`),
+      (error: { stderr?: string }) => t.fail(`README.md:${block.line}, after the blocks before it: ${error.stderr ?? ''}`)
+    )
+  }
+})
