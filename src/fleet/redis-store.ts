@@ -210,25 +210,40 @@ const PERMANENT_REFUSAL = /^(WRONGPASS|NOAUTH|NOPERM)\b|^ERR (DB index is out of
 
 type Client = ReturnType<typeof createClient>
 
-/** Removes the URL and its password (raw and decoded) from a message. */
+/**
+ * Removes the URL, its password and its user name (raw and decoded) from a message: the password wherever it appears,
+ * the user name only as a word of its own, so that a short one (`u`) leaves Redis's own words readable.
+ */
 export function redactor (url: string): (text: string) => string {
-  const secrets = [url]
+  const passwords: string[] = []
+  const usernames: string[] = []
+  const withDecoded = (part: string, into: string[]): void => {
+    if (part === '') return
+    into.push(part)
+    try {
+      into.push(decodeURIComponent(part))
+    } catch {
+      // not valid percent-encoding: the raw form is already listed
+    }
+  }
   try {
     const parsed = new URL(url)
-    for (const part of [parsed.password, parsed.username]) {
-      if (part === '') continue
-      secrets.push(part)
-      try {
-        secrets.push(decodeURIComponent(part))
-      } catch {
-        // not valid percent-encoding: the raw form is already listed
-      }
-    }
+    withDecoded(parsed.password, passwords)
+    // A user name without a password may be a password written in the wrong place: removed wherever it appears.
+    withDecoded(parsed.username, parsed.password === '' ? passwords : usernames)
   } catch {
     // an unparseable URL: only the whole of it is removed
   }
-  const sorted = [...new Set(secrets)].filter((secret) => secret.length > 0).sort((a, b) => b.length - a.length)
-  return (text) => sorted.reduce((result, secret) => result.split(secret).join('***'), text)
+  const longestFirst = (secrets: string[]): string[] =>
+    [...new Set(secrets)].filter((secret) => secret.length > 0).sort((a, b) => b.length - a.length)
+  const substrings = longestFirst([url, ...passwords])
+  const words = longestFirst(usernames).map(
+    (name) => new RegExp(`(?<![\\p{L}\\p{N}])${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![\\p{L}\\p{N}])`, 'gu')
+  )
+  return (text) => {
+    const withoutSecrets = substrings.reduce((result, secret) => result.split(secret).join('***'), text)
+    return words.reduce((result, word) => result.replace(word, '***'), withoutSecrets)
+  }
 }
 
 export class RedisFleetStore implements FleetStore {

@@ -415,5 +415,11 @@ if (await haveTestRedis(t)) {
       redactor(`redis://u:${password}@h:1`)(`failed at redis://u:${password}@h:1 with ${decoded}`),
       'failed at *** with ***'
     )
+    t.equal(
+      redactor('redis://u:pw@h:1')('WRONGPASS invalid username-password pair or user is disabled (u)'),
+      'WRONGPASS invalid username-password pair or user is disabled (***)',
+      "a short user name as a word of its own only: Redis's message stays readable"
+    )
+    t.equal(redactor('redis://s3cret@h:1')('AUTH as s3cret-ish failed'), 'AUTH as ***-ish failed', 'no password: the user name is')
   })
 }
