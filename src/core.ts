@@ -24,7 +24,7 @@ import { settleWithin, systemClock, type Clock } from './clock.js'
 import { ProxyEvents } from './events.js'
 import { logEvents } from './event-log.js'
 import { ProxyMetrics } from './metrics.js'
-import { createUpstreamDispatcher } from './upstream.js'
+import { createUpstreamDispatcher, describeEgress } from './upstream.js'
 import { messageOf } from './errors.js'
 import { hostname } from 'node:os'
 import { ReplicaHeartbeat, singleProcessView, type FleetView, type ReplicaBeat } from './fleet/replicas.js'
@@ -143,7 +143,11 @@ export async function createCore (
   const { logger } = deps
   const clock = deps.clock ?? systemClock
   const events = new ProxyEvents()
-  logEvents(events, logger, { maxLoginFailures: config.maxLoginFailures, upstream: config.upstream })
+  logEvents(events, logger, {
+    maxLoginFailures: config.maxLoginFailures,
+    upstream: config.upstream,
+    egressProxy: describeEgress(config)
+  })
   const publishCredentials = events.publisher('credentials')
   const publishFleet = events.publisher('fleet')
   const dispatcher = createUpstreamDispatcher(config)

@@ -9,15 +9,24 @@ interface SessionLogOptions {
   maxLoginFailures: number
   /** M2M_PROXY_UPSTREAM: named when nothing answered there (a typo in it reads differently from an outage). */
   upstream: string
+  /** The egress proxy (describeEgress: no credentials), when one is set: it may be the one that did not answer. */
+  egressProxy?: string
 }
 
 /** ": ThingSpace at host (M2M_PROXY_UPSTREAM) did not answer (ECONNREFUSED)" when no answer came; else nothing. */
-function unanswered (cause: { networkError?: string; tlsError?: string } | undefined, upstream: string): string {
+function unanswered (
+  cause: { networkError?: string; tlsError?: string } | undefined,
+  options: SessionLogOptions
+): string {
   const code = cause?.networkError ?? cause?.tlsError
-  return code === undefined ? '' : `: ThingSpace at ${new URL(upstream).host} (M2M_PROXY_UPSTREAM) did not answer (${code})`
+  if (code === undefined) return ''
+  const thingSpace = `ThingSpace at ${new URL(options.upstream).host} (M2M_PROXY_UPSTREAM)`
+  return options.egressProxy === undefined
+    ? `: ${thingSpace} did not answer (${code})`
+    : `: no answer from the egress proxy at ${options.egressProxy} (HTTPS_PROXY, HTTP_PROXY) or from ${thingSpace} behind it (${code})`
 }
 
-function logSessionEvent (log: Logger, event: SessionEvent, { maxLoginFailures, upstream }: SessionLogOptions): void {
+function logSessionEvent (log: Logger, event: SessionEvent, options: SessionLogOptions): void {
   switch (event.type) {
     case 'login':
       // Failures carry their cause (status, errorCode, networkError, tlsError): codes only, never a body or a secret.
@@ -28,7 +37,7 @@ function logSessionEvent (log: Logger, event: SessionEvent, { maxLoginFailures, 
             outcome: event.outcome,
             ...event.cause,
             consecutiveLoginFailures: event.consecutiveRejections,
-            maxLoginFailures
+            maxLoginFailures: options.maxLoginFailures
           },
           `login failed: ${event.message ?? event.outcome}`
         )
@@ -39,7 +48,7 @@ function logSessionEvent (log: Logger, event: SessionEvent, { maxLoginFailures, 
       else {
         log.error(
           { outcome: event.outcome, ...event.cause },
-          `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : unanswered(event.cause, upstream)}`
+          `OAuth token fetch failed${event.outcome === 'rejected' ? ': the app key or secret was rejected' : unanswered(event.cause, options)}`
         )
       }
       return

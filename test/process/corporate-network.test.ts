@@ -47,11 +47,18 @@ t.test('NO_PROXY bypasses the egress proxy', async (t) => {
   t.equal(egress.tunnels.length, 0)
 })
 
-t.test('an unreachable egress proxy gives clear 503s, not a crash', async (t) => {
-  const stack = await startStack(t, { env: { HTTP_PROXY: 'http://127.0.0.1:9' } })
+t.test('an unreachable egress proxy gives clear 503s, not a crash, and the log names it', async (t) => {
+  const stack = await startStack(t, { env: { HTTP_PROXY: 'http://proxy-user:proxy-secret@127.0.0.1:9' } })
   const answer = await stack.call('GET', ECHO_PATH)
   t.equal(answer.status, 503)
   t.equal(stack.sim.stats.tokenRequests, 0)
+  const failed = stack.logs.entries().find((entry) => String(entry.msg).startsWith('OAuth token fetch failed'))
+  t.match(
+    failed?.msg,
+    /no answer from the egress proxy at http:\/\/127\.0\.0\.1:9 \(HTTPS_PROXY, HTTP_PROXY\) or from ThingSpace at .* behind it \(ECONNREFUSED\)/,
+    'the egress proxy is named, not only ThingSpace'
+  )
+  t.notOk(stack.logs.text.includes('proxy-secret'), "never the egress proxy's password")
 })
 
 async function startHttpsSimulator (
