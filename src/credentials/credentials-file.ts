@@ -13,14 +13,19 @@ import { loadCredentials, parseCredentials, withoutBom, type Credentials } from 
  * its group or by others, undefined when only its owner has access or it cannot be checked.
  */
 export function secretFileExposure (file: string, holds: string): string | undefined {
-  let mode: number
+  let stats: fs.Stats
   try {
-    mode = fs.statSync(file).mode & 0o777
+    stats = fs.statSync(file)
   } catch {
     return undefined // reading it reports the problem
   }
-  if ((mode & 0o077) === 0) return undefined
-  const who = [(mode & 0o070) !== 0 ? 'its group' : '', (mode & 0o007) !== 0 ? 'other users' : '']
+  const mode = stats.mode & 0o777
+  // A file of another user that this process reads as a member of its group (a Kubernetes Secret mounted with
+  // fsGroup: root's, group-readable, 0440 whatever defaultMode says) needs that group access: only others count.
+  const readThroughGroup = stats.uid !== process.getuid?.() && process.getgroups?.().includes(stats.gid) === true
+  const exposedTo = mode & (readThroughGroup ? 0o007 : 0o077)
+  if (exposedTo === 0) return undefined
+  const who = [(exposedTo & 0o070) !== 0 ? 'its group' : '', (exposedTo & 0o007) !== 0 ? 'other users' : '']
     .filter(Boolean)
     .join(' and ')
   return `the file ${file} is accessible to ${who} (mode ${mode.toString(8).padStart(4, '0')}); it holds ${holds}: chmod 600 ${file}`

@@ -162,6 +162,24 @@ t.test(
   }
 )
 
+t.test(
+  "credentialsExposure: another user's file read through this process's group (a Secret with fsGroup) is not a warning",
+  { skip: process.getuid?.() !== 0 && 'chown needs root' },
+  async (t) => {
+    const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
+    const file = path.join(dir, 'creds.json')
+    const ownGroup = process.getgroups?.()[0] ?? 0
+    fs.chownSync(file, 54_321, ownGroup) // another user's, in a group this process is in
+    fs.chmodSync(file, 0o440)
+    t.equal(credentialsExposure(file), undefined, '0440: the group is how this process reads it')
+    fs.chmodSync(file, 0o444)
+    t.match(credentialsExposure(file), `${file} is accessible to other users (mode 0444)`, 'others still count')
+    fs.chownSync(file, 54_321, 54_321) // a group this process is not in
+    fs.chmodSync(file, 0o440)
+    t.match(credentialsExposure(file), `${file} is accessible to its group (mode 0440)`)
+  }
+)
+
 t.test('a rotation through a symbolic link replaces the file it leads to, and the link stays', async (t) => {
   const dir = t.testdir({ secrets: { 'creds.json': JSON.stringify({ ...GOOD, note: 'kept' }) }, state: {} })
   const target = path.join(dir, 'secrets', 'creds.json')
