@@ -10,7 +10,7 @@ import type { ProxyMetrics } from './metrics.js'
 import { buildCallbackListener } from './callback-listener.js'
 import { createCore, LOGOUT_ON_SHUTDOWN_TIMEOUT_MS, type Core, type CoreDependencies } from './core.js'
 import { settleWithin } from './clock.js'
-import { buildProxyListener } from './proxy-listener.js'
+import { answerWaitingRequests, buildProxyListener } from './proxy-listener.js'
 import { buildAdminListener } from './admin-listener.js'
 import { RequestGuard } from './listener/request-guard.js'
 import type { ThingSpaceAnswer, ThingSpaceCall } from './callbacks/registration.js'
@@ -112,9 +112,15 @@ export async function buildApp (
     const drained = proxy.close().then(() => true)
     const inTime = graceMs > 0 && (await settleWithin(drained, graceMs, false))
     if (!inTime) {
+      // Those never sent get an answer they can act on; those ThingSpace is working on can only be cut off.
+      const answered = answerWaitingRequests(proxy)
       if (graceMs > 0) {
-        core.logger.warn({ graceMs }, 'requests still in flight after the grace period: closing their connections')
+        core.logger.warn(
+          { graceMs, answeredNotSent: answered },
+          'requests still in flight after the grace period: those not sent yet answered 503, the others cut off'
+        )
       }
+      await new Promise((resolve) => setImmediate(resolve)) // those answers written before their sockets close
       // A closing Node server no longer checks M2M_PROXY_REQUEST_TIMEOUT_MS: a stalled upload would hold the close for
       // ever.
       proxy.server.closeAllConnections()

@@ -89,6 +89,35 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
   })
 }
 
+const waitingRequests = new WeakMap<FastifyInstance, Set<FastifyReply>>()
+
+/**
+ * At the end of a shutdown's grace: the requests still waiting to be sent (for a login, a renewal, a throttling pause
+ * or a rate slot) get 503 with Retry-After and Connection: close, not a cut connection: ThingSpace never saw them, and
+ * the client may send them again safely. Returns how many.
+ */
+export function answerWaitingRequests (proxy: FastifyInstance): number {
+  const waiting = waitingRequests.get(proxy)
+  if (waiting === undefined) return 0
+  let answered = 0
+  for (const reply of waiting) {
+    if (reply.sent || reply.raw.destroyed) continue
+    reply.header('retry-after', String(SHUTDOWN_RETRY_AFTER_SECONDS)).header('connection', 'close')
+    sendProxyError(
+      reply,
+      'overloaded',
+      'the proxy is shutting down: this request was not sent to ThingSpace; send it again',
+      'ShuttingDown'
+    )
+    answered++
+  }
+  waiting.clear()
+  return answered
+}
+
+/** Another replica, or this one restarted, is expected to serve within a few seconds. */
+const SHUTDOWN_RETRY_AFTER_SECONDS = 5
+
 /** @fastify/reply-from's error for a path or query holding `/..` or `../` once decoded (lib/utils.js, buildURL). */
 const REPLY_FROM_DOTS_REFUSAL = 'source/request contain invalid characters'
 
@@ -186,7 +215,10 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     metrics.trackCallbacks(core.callbacks.inbox, waiting)
   }
   const sessionLog = core.logger.child({ component: 'session' })
+  const waiting = new Set<FastifyReply>()
+  waitingRequests.set(proxy, waiting)
   await proxy.register(proxyPlugin, {
+    waiting,
     traced: core.tracing !== undefined,
     upstream: config.upstream,
     session: core.session,

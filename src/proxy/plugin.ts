@@ -79,6 +79,11 @@ export interface ProxyPluginOptions {
   onUpstreamResult?: (statusCode: number | undefined, seconds: number) => void
   /** OpenTelemetry is on (tracing.ts): the client's trace context is replaced by the upstream call's. */
   traced?: boolean
+  /**
+   * Filled with the requests waiting before they are sent (for a login, a renewal, a throttling pause or a rate slot):
+   * a shutdown answers them rather than cutting their connections (answerWaitingRequests in proxy-listener.ts).
+   */
+  waiting?: Set<FastifyReply>
 }
 
 /** Per-request bookkeeping of the forwarding. */
@@ -283,7 +288,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   function sendSpaced (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const spacingMs = (gate as UpstreamGate).spacingLeftMs()
     if (spacingMs === 0) return send(request, reply)
+    options.waiting?.add(reply)
     setTimeout(() => {
+      options.waiting?.delete(reply)
       sendUnlessPaused(request, reply)
     }, spacingMs)
     return reply
@@ -320,7 +327,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       state.gateWaitStartedAt = performance.now()
       dropBodyIfClientLeaves(request, reply)
     }
+    options.waiting?.add(reply)
     setTimeout(() => {
+      options.waiting?.delete(reply)
       next(request, reply)
     }, waitMs)
     return reply
@@ -330,7 +339,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     // A client that left while this request waited (a login, a throttling pause, a rate slot) is not sent: it will
     // send it again, and ThingSpace would do it twice. (request.raw.destroyed is no sign: Node sets it once a body is
     // read, the client still there.)
-    if (reply.raw.destroyed) return reply
+    if (reply.raw.destroyed || reply.sent) return reply // gone, or answered by a shutdown meanwhile
     // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
     const state = request.proxyState as ProxyState
@@ -380,6 +389,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     let renewed: UpstreamTokens | undefined
+    options.waiting?.add(reply)
     try {
       renewed = await inSpan(
         'm2m.session.renew',
@@ -388,10 +398,14 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       )
     } catch (error) {
       if (!(error instanceof AuthUnavailableError)) throw error
+      if (reply.sent) return
       clearHeaders(reply)
       sendAuthUnavailable(reply, error)
       return
+    } finally {
+      options.waiting?.delete(reply)
     }
+    if (reply.sent) return
     if (renewed === undefined) {
       // the session was refused right after its login: not renewed again so soon, ThingSpace's answer goes on
       sendAsReceived(reply, response, peeked.body)
@@ -443,9 +457,19 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     dropBodyIfClientLeaves(request, reply)
-    // Traced (tracing.ts): the wait for the login, and whether it joined one already under way (single flight).
-    const tokens = await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
-      await session.acquireTokens())
+    options.waiting?.add(reply)
+    let tokens: UpstreamTokens
+    try {
+      // Traced (tracing.ts): the wait for the login, and whether it joined one already under way (single flight).
+      tokens = await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
+        await session.acquireTokens())
+    } catch (error) {
+      if (reply.sent) return reply
+      throw error
+    } finally {
+      options.waiting?.delete(reply)
+    }
+    if (reply.sent) return reply // answered by a shutdown meanwhile
     return startForwarding(request, reply, tokens)
   }
 

@@ -67,3 +67,35 @@ t.test('past the grace period, what still waits is cut off, and a warning says s
   t.equal(cutOffWarnings(stack).length, 1)
   await rotation
 })
+
+t.test(
+  'past the grace period, requests still waiting for a login get 503 ShuttingDown with Retry-After, never sent',
+  async (t) => {
+    const stack = await startStack(t, {
+      simulator: { loginDelayMs: 3000 },
+      env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' }
+    })
+    await stack.proxy.initialLogin
+    await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
+    const dataBefore = stack.sim.stats.dataRequests
+    const waiting = Array.from({ length: 5 }, async (_, i) =>
+      await stack.call('POST', '/api/m2m/v1/devices/actions/list', {
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ accountName: `waiting-${i}` })
+      }))
+    await sleep(300) // they wait for the login
+    await stack.proxy.app.shutdown()
+    for (const answer of await Promise.all(waiting)) {
+      t.equal(answer.status, 503)
+      t.match(answer.json(), { errorCode: 'Proxy.Overloaded.ShuttingDown', errorMessage: /not sent to ThingSpace/ })
+      t.equal(answer.headers['retry-after'], '5')
+      t.equal(answer.headers.connection, 'close')
+    }
+    await sleep(3000) // the login ends: nothing is sent for them
+    t.equal(stack.sim.stats.dataRequests, dataBefore, 'ThingSpace never saw them')
+    t.match(
+      stack.logs.entries().find((entry) => /grace period: those not sent yet answered 503/.test(String(entry.msg))),
+      { answeredNotSent: 5 }
+    )
+  }
+)
