@@ -660,7 +660,7 @@ t.test('the README builds the image the Kubernetes example runs, and its docker 
   t.match(kubernetes, new RegExp(`image: ${(tag ?? '').replace(/[.]/g, '\\.')}$`, 'm'), 'the tag the example runs')
   const run = /docker run [\s\S]*?\n\s+\S+:\S+\n/.exec(readme)?.[0] ?? ''
   t.match(run, /M2M_PROXY_ADMIN_TOKEN_FILE=/, 'an admin token')
-  t.match(run, /-p 127\.0\.0\.1:9090:9090/, 'the admin port published on loopback only')
+  t.match(run, /--network container:\S+/, "in the client's network namespace")
+  t.notMatch(run, /\s(-p|--publish)\s/, 'no port of its own: Docker refuses -p with --network container:')
   t.match(run, /-v m2m-state:\/var\/lib\/m2m-session-proxy/, 'state on a volume')
-  t.notMatch(run, /:8080/, 'the proxy port is not published')
 })
