@@ -12,6 +12,8 @@ type SonicBoomStream = InstanceType<typeof SonicBoom>
 
 /** At exit, a slow reader gets this long for what is still buffered; the rest is dropped. */
 const EXIT_FLUSH_BUDGET_MS = 1000
+/** The failure once the exit's flush ran out of time: the reader took nothing more for a whole budget. */
+const NOT_READ_AT_EXIT = 'not read at exit'
 /** The reader is gone (EPIPE: pipe or socket closed) or there is no stdout at all (EBADF). */
 const READER_GONE = new Set(['EPIPE', 'EBADF'])
 
@@ -26,13 +28,41 @@ function warningLine (message: string, time = Date.now()): string {
   return JSON.stringify({ level: 40, time, service: 'm2m-session-proxy', component: 'logging', msg: message }) + '\n'
 }
 
-/** One synchronous line on stderr (rare events only); a broken stderr is no reason to fail either. */
+/** One synchronous line on stderr (rare events only); a broken or full stderr is no reason to fail or wait either. */
 function tellStderr (message: string): void {
   try {
     fs.writeSync(2, `m2m-session-proxy: ${message}\n`)
   } catch {
     /* nobody to tell */
   }
+}
+
+/**
+ * Puts stdout or stderr in non-blocking mode when it is a pipe or a socket. A shell, Docker or Node's spawn hand them
+ * over blocking: a write to a full one waits for the reader, for ever if the reader stalls, and an asynchronous write
+ * stuck there in libuv's threadpool holds the exit as well (Node joins those threads as the process exits: measured
+ * on Node 20 and 24), a second signal included. Non-blocking, a full pipe answers EAGAIN at once, which sonic-boom
+ * retries every 100 ms while serving and the exit only until its deadline. Node's own stream for the descriptor does
+ * it (libuv's uv_pipe_open, when process.stdout is first used), and Node puts the original mode back as the process
+ * exits, for whoever shares the pipe. A file never waits for a reader; a terminal is left as it is.
+ */
+function makeNonBlocking (fd: 1 | 2): void {
+  try {
+    const stat = fs.fstatSync(fd)
+    if (!stat.isFIFO() && !stat.isSocket()) return
+  } catch {
+    return // no such descriptor (EBADF): the first write says so
+  }
+  void (fd === 1 ? process.stdout : process.stderr)
+}
+
+/**
+ * Lines that sonic-boom still holds, read from its own fields (sonic-boom is pinned at 5.0.2): after the exit's flush
+ * ran out of time, what the reader will not get. A line partly written counts as not written.
+ */
+function linesHeldBy (sonic: SonicBoomStream): number {
+  const held = sonic as unknown as { _bufs?: Array<string | Buffer>, _writingBuf?: string | Buffer }
+  return [held._writingBuf ?? '', ...(held._bufs ?? [])].reduce((sum, text) => sum + countLines(text), 0)
 }
 
 /**
@@ -58,6 +88,8 @@ export class FdLogDestination {
   /** Set at exit: a slow reader's EAGAIN is retried until then, not for ever. */
   #exitDeadline = 0
   #timer: NodeJS.Timeout | undefined
+  /** Lines the exit's flush could not write within its budget. */
+  #leftAtExit = 0
 
   /**
    * `maxPendingBytes`: lines waiting for a slow reader (a full pipe) are kept up to about this many
@@ -66,6 +98,10 @@ export class FdLogDestination {
    * grows the process's memory.
    */
   constructor (fd: number, options: { minLength: number; periodicFlushMs: number; maxPendingBytes?: number }) {
+    if (fd === 1) {
+      makeNonBlocking(1)
+      makeNonBlocking(2) // where the rare lines of tellStderr go, often the same pipe (2>&1)
+    }
     this.#minLength = options.minLength
     this.#maxPendingBytes = options.maxPendingBytes ?? 0
     this.#sonic = new SonicBoom({
@@ -87,7 +123,13 @@ export class FdLogDestination {
     }
     process.on('exit', () => {
       this.flushSync()
-      if (this.#failure !== undefined) {
+      if (this.#failure === undefined) return
+      if (this.#failure === NOT_READ_AT_EXIT) {
+        tellStderr(
+          `${this.#droppedLines} log lines dropped in all: stdout not read for ${EXIT_FLUSH_BUDGET_MS / 1000} s at exit ` +
+            `(${this.#leftAtExit} of them left unwritten then)`
+        )
+      } else {
         tellStderr(`${this.#droppedLines} log lines dropped: stdout failed (${this.#failure})`)
       }
     })
@@ -98,7 +140,7 @@ export class FdLogDestination {
     return this.#droppedLines
   }
 
-  /** The error code that stopped the output (EPIPE, EBADF), or undefined while it works. */
+  /** The error code that stopped the output (EPIPE, EBADF; NOT_READ_AT_EXIT), or undefined while it works. */
   get failure (): string | undefined {
     return this.#failure
   }
@@ -154,7 +196,15 @@ export class FdLogDestination {
     try {
       this.#sonic.flushSync()
     } catch (error) {
-      this.#stop((error as NodeJS.ErrnoException).code ?? 'write failed')
+      const code = (error as NodeJS.ErrnoException).code ?? 'write failed'
+      if (code !== 'EAGAIN') {
+        this.#stop(code)
+        return
+      }
+      // Out of time (retryEAGAIN said no more): what is left stays unwritten, counted, and said once by the caller.
+      this.#leftAtExit = linesHeldBy(this.#sonic)
+      this.#droppedLines += this.#leftAtExit
+      this.#failure = NOT_READ_AT_EXIT
     }
   }
 

@@ -24,7 +24,8 @@ export type CommandWrapper = (command: string, args: string[]) => [string, strin
 /**
  * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory
  * cgroup's. `measured`: without tap's process instrumentation, which tap adds to every child (NODE_OPTIONS=--import its
- * processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory.
+ * processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory, or of its stdout as
+ * it was handed over (the hook makes a pipe non-blocking).
  */
 export async function startProxyProcess (
   env: Record<string, string>,
