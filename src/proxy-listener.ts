@@ -6,7 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Core } from './core.js'
 import { AuthUnavailableError } from './session/errors.js'
 import { sendProxyError } from './proxy/errors.js'
-import { proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
+import { afterUpstreamExchange, proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { ForwardPrefixes } from './proxy/paths.js'
 import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
@@ -41,9 +41,11 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
           : 0
     const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
     if (admitted !== undefined) {
-      // The answer sent, or the client gone: the slot and the body's bytes are free again. A response
-      // closes once: `on` spares the wrapper `once` would add to every request.
-      reply.raw.on('close', admitted)
+      // The answer sent, or the client gone (and ThingSpace done with its request): the slot and the body's bytes are
+      // free again. A response closes once: `on` spares the wrapper `once` would add.
+      reply.raw.on('close', () => {
+        afterUpstreamExchange(request, admitted, config.upstreamTimeoutMs)
+      })
       done()
       return
     }
@@ -83,7 +85,7 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
     // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue
     // given up).
     reply.raw.once('close', () => {
-      if (release !== undefined) release()
+      if (release !== undefined) afterUpstreamExchange(request, release, config.upstreamTimeoutMs)
       else cancel()
     })
   })

@@ -97,6 +97,41 @@ export interface ProxyState {
   deadline: number
   /** When it started waiting for the gate (performance.now()); 0 while it has not waited. */
   gateWaitStartedAt: number
+  /** Sent upstream, and neither answered nor failed yet. */
+  atUpstream: boolean
+  /** Its client left while it was at the upstream: what to do once that exchange ends (afterUpstreamExchange). */
+  afterUpstream: (() => void) | undefined
+}
+
+/**
+ * Runs `release` now, or, when the request is still at the upstream (its client left meanwhile), once that exchange
+ * ends: until then its body is still held, by undici, and its slot must stay taken, or clients that give up on a slow
+ * ThingSpace would let requests pile up there without bound. At most `limitMs` later in any case: reply-from drops the
+ * answer of a request whose client aborted without a word.
+ */
+export function afterUpstreamExchange (request: FastifyRequest, release: () => void, limitMs: number): void {
+  const state = request.proxyState
+  if (state === null || !state.atUpstream) {
+    release()
+    return
+  }
+  let released = false
+  const once = (): void => {
+    if (released) return
+    released = true
+    clearTimeout(timer)
+    release()
+  }
+  const timer = setTimeout(once, limitMs)
+  timer.unref() // nothing to wait for at exit
+  state.afterUpstream = once
+}
+
+function upstreamExchangeEnded (state: ProxyState): void {
+  state.atUpstream = false
+  const then = state.afterUpstream
+  state.afterUpstream = undefined
+  then?.()
 }
 
 declare module 'fastify' {
@@ -167,6 +202,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const request = anyRequest as FastifyRequest
     const reply = anyReply as FastifyReply
     const response = raw as unknown as UpstreamResponse
+    upstreamExchangeEnded(request.proxyState as ProxyState)
     if (reply.sent) {
       // reply-from refused the answer (a status code HTTP does not have) and onError answered: nobody reads it.
       response.stream.destroy()
@@ -206,7 +242,10 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const onError: NonNullable<FastifyReplyFromHooks['onError']> = (anyReply, { error }) => {
     const reply = anyReply as FastifyReply
     const state = reply.request.proxyState
-    if (state !== null) options.onUpstreamResult?.(undefined, (performance.now() - state.upstreamStartedAt) / 1000)
+    if (state !== null) {
+      upstreamExchangeEnded(state)
+      options.onUpstreamResult?.(undefined, (performance.now() - state.upstreamStartedAt) / 1000)
+    }
     const failure = classifyUpstreamFailure(error)
     // A timeout, reset or refused connection is expected on a network: its code says it all, no stack.
     // Anything without a code of its own is not, and keeps its stack.
@@ -344,6 +383,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     // queryString: reply-from would decode a query with a stray % and fail.
     const state = request.proxyState as ProxyState
     state.upstreamStartedAt = performance.now()
+    state.atUpstream = true
     if (state.gateWaitStartedAt !== 0) {
       options.onGateWait?.((state.upstreamStartedAt - state.gateWaitStartedAt) / 1000)
       state.gateWaitStartedAt = 0
@@ -480,7 +520,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       upstreamStatus: undefined,
       upstreamStartedAt: 0,
       deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs,
-      gateWaitStartedAt: 0
+      gateWaitStartedAt: 0,
+      atUpstream: false,
+      afterUpstream: undefined
     }
     return forward(request, reply)
   }

@@ -261,3 +261,26 @@ t.test(
     t.equal(metricValue(metrics, 'm2m_proxy_requests_in_flight'), 0)
   }
 )
+
+t.test(
+  'a client that leaves while ThingSpace works on its request: the slot and the body bytes stay taken until it answers',
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const stack = await startStack(t, { upstream: upstream.url })
+    const body = JSON.stringify({ padding: 'x'.repeat(10_000) })
+    const head = `POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`
+    await stack.proxy.initialLogin
+    const left = rawExchange(stack.proxy.proxyUrl, head + body, 300) // hangs up after 300 ms
+    await until(() => upstream.held() === 1, 5000, 'the request at the upstream')
+    await left
+    await sleep(100)
+    const gauges = async (): Promise<[number, number]> => {
+      const metrics = (await stack.adminCall('GET', '/metrics')).text
+      return [metricValue(metrics, 'm2m_proxy_requests_in_flight'), metricValue(metrics, 'm2m_proxy_request_body_bytes')]
+    }
+    t.same(await gauges(), [1, body.length], 'still counted: undici holds the body while ThingSpace works on it')
+    upstream.release()
+    await until(async () => (await gauges())[0] === 0, 5000, 'released once ThingSpace answered')
+    t.same(await gauges(), [0, 0])
+  }
+)
