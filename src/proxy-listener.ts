@@ -6,7 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Core } from './core.js'
 import { AuthUnavailableError } from './session/errors.js'
 import { sendProxyError } from './proxy/errors.js'
-import { afterUpstreamExchange, proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
+import { afterUpstreamExchange, clientGone, proxyPlugin, sendAuthUnavailable } from './proxy/plugin.js'
 import { ForwardPrefixes } from './proxy/paths.js'
 import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
@@ -25,6 +25,8 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
     maxPipelined: config.maxPipelined
   })
   metrics.trackAdmission(admission)
+  const queued = new Map<FastifyReply, () => void>()
+  queuedRequests.set(proxy, queued)
   proxy.addHook('onRequest', (request, reply, done) => {
     // A long poll of the callback inbox may wait a minute: it has its own cap instead of a slot.
     if (request.routeOptions.config.callbackRead === true) {
@@ -41,21 +43,20 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
           : 0
     const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
     if (admitted !== undefined) {
-      // The answer sent, or the client gone (and ThingSpace done with its request): the slot and the body's bytes are
-      // free again. A response closes once: `on` spares the wrapper `once` would add.
-      reply.raw.on('close', () => {
-        afterUpstreamExchange(request, admitted, config.upstreamTimeoutMs)
-      })
+      releaseWhenDone(request, reply, admitted, config.upstreamTimeoutMs)
       done()
       return
     }
     let release: (() => void) | undefined
+    let settled = false // admitted or refused
     let unanswered = false
     const queuedAt = performance.now()
     const cancel = admission.admit(
       request.raw.socket,
       bodyBytes,
       (granted) => {
+        settled = true
+        queued.delete(reply)
         release = granted
         const waitedMs = performance.now() - queuedAt
         metrics.waits.observe({ stage: 'queue' }, waitedMs / 1000)
@@ -63,6 +64,8 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
         done()
       },
       (reason, closeConnection) => {
+        settled = true
+        queued.delete(reply)
         metrics.overloaded.inc({ reason })
         reply.header('retry-after', String(admission.retryAfterSeconds()))
         if (closeConnection) reply.header('connection', 'close')
@@ -82,16 +85,43 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
       }
     )
     if (unanswered) return
+    if (!settled) queued.set(reply, cancel) // still waiting for a slot
     // The answer sent, or the client gone: the slot and the body's bytes are free again (or its place in the queue
     // given up).
-    reply.raw.once('close', () => {
-      if (release !== undefined) afterUpstreamExchange(request, release, config.upstreamTimeoutMs)
-      else cancel()
-    })
+    releaseWhenDone(
+      request,
+      reply,
+      () => {
+        queued.delete(reply)
+        if (release !== undefined) release()
+        else cancel()
+      },
+      config.upstreamTimeoutMs
+    )
   })
 }
 
+/**
+ * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
+ * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
+ * never closes such a response when the client leaves: the connection's own close is watched for it.
+ */
+function releaseWhenDone (request: FastifyRequest, reply: FastifyReply, release: () => void, limitMs: number): void {
+  const socket = reply.raw.socket === null ? request.raw.socket : null
+  let released = false
+  const done = (): void => {
+    if (released) return
+    released = true
+    socket?.off('close', done)
+    afterUpstreamExchange(request, release, limitMs)
+  }
+  reply.raw.once('close', done)
+  socket?.once('close', done)
+}
+
 const waitingRequests = new WeakMap<FastifyInstance, Set<FastifyReply>>()
+/** Requests waiting in the admission queue, with what gives up their place. */
+const queuedRequests = new WeakMap<FastifyInstance, Map<FastifyReply, () => void>>()
 
 /**
  * At the end of a shutdown's grace: the requests still waiting to be sent (for a login, a renewal, a throttling pause
@@ -100,10 +130,16 @@ const waitingRequests = new WeakMap<FastifyInstance, Set<FastifyReply>>()
  */
 export function answerWaitingRequests (proxy: FastifyInstance): number {
   const waiting = waitingRequests.get(proxy)
-  if (waiting === undefined) return 0
+  const queued = queuedRequests.get(proxy)
+  if (waiting === undefined || queued === undefined) return 0
+  for (const [reply, cancel] of queued) {
+    cancel() // its place in the admission queue given up: it is answered here
+    waiting.add(reply)
+  }
+  queued.clear()
   let answered = 0
   for (const reply of waiting) {
-    if (reply.sent || reply.raw.destroyed) continue
+    if (reply.sent || clientGone(reply.request, reply)) continue
     reply.header('retry-after', String(SHUTDOWN_RETRY_AFTER_SECONDS)).header('connection', 'close')
     sendProxyError(
       reply,

@@ -110,8 +110,8 @@ export interface ProxyState {
  * answer of a request whose client aborted without a word.
  */
 export function afterUpstreamExchange (request: FastifyRequest, release: () => void, limitMs: number): void {
-  const state = request.proxyState
-  if (state === null || !state.atUpstream) {
+  const state = request.proxyState // undefined outside the forwarding routes (their plugin decorates requests)
+  if (state?.atUpstream !== true) {
     release()
     return
   }
@@ -176,6 +176,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   // The upstream's Connection, Keep-Alive or Transfer-Encoding must not steer the client's connection.
   // The request id is set here and in sendProxyError rather than in an onSend hook, which would run for every answer.
   const rewriteHeaders: NonNullable<FastifyReplyFromHooks['rewriteHeaders']> = (headers, request) => {
+    // Called for every answer, even one reply-from then drops because its client aborted (onResponse is not called).
+    upstreamExchangeEnded((request as FastifyRequest).proxyState as ProxyState)
     const answered = withoutHopByHop(headers as IncomingHttpHeaders)
     answered[REQUEST_ID_HEADER] = (request as FastifyRequest).id
     return answered
@@ -202,7 +204,6 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const request = anyRequest as FastifyRequest
     const reply = anyReply as FastifyReply
     const response = raw as unknown as UpstreamResponse
-    upstreamExchangeEnded(request.proxyState as ProxyState)
     if (reply.sent) {
       // reply-from refused the answer (a status code HTTP does not have) and onError answered: nobody reads it.
       response.stream.destroy()
@@ -376,9 +377,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   function send (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     // A client that left while this request waited (a login, a throttling pause, a rate slot) is not sent: it will
-    // send it again, and ThingSpace would do it twice. (request.raw.destroyed is no sign: Node sets it once a body is
-    // read, the client still there.)
-    if (reply.raw.destroyed || reply.sent) return reply // gone, or answered by a shutdown meanwhile
+    // send it again, and ThingSpace would do it twice.
+    if (reply.sent || clientGone(request, reply)) return reply // answered by a shutdown meanwhile, or gone
     // The path (checked by targetRefusal) goes to reply-from, the query as received through
     // queryString: reply-from would decode a query with a stray % and fail.
     const state = request.proxyState as ProxyState
@@ -538,6 +538,15 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   })
   // All of /api: the handler decides, by the configured prefixes, what is forwarded.
   for (const url of ['/api', '/api/*']) app.route({ method: FORWARDED_METHODS, url, handler })
+}
+
+/**
+ * The client left: its response was destroyed with the connection or, for a pipelined request whose response has no
+ * socket yet (Node never closes those), the connection itself is gone. (request.raw.destroyed is no sign: Node sets it
+ * once a body is read, the client still there.)
+ */
+export function clientGone (request: FastifyRequest, reply: FastifyReply): boolean {
+  return reply.raw.destroyed || request.raw.socket?.destroyed === true
 }
 
 /**

@@ -265,6 +265,19 @@ t.test(
 t.test(
   'a client that leaves while ThingSpace works on its request: the slot and the body bytes stay taken until it answers',
   async (t) => {
+    // A GET: its body never read, Node marks it aborted, and reply-from drops its answer without calling onResponse.
+    const held = await holdingUpstream(t, 0)
+    const getStack = await startStack(t, { upstream: held.url })
+    await getStack.proxy.initialLogin
+    const gone = rawExchange(getStack.proxy.proxyUrl, 'GET /api/m2m/v1/devices/1 HTTP/1.1\r\nHost: localhost\r\n\r\n', 300)
+    await until(() => held.held() === 1, 5000, 'the GET at the upstream')
+    await gone
+    const inFlight = async (): Promise<number> =>
+      metricValue((await getStack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_in_flight')
+    t.equal(await inFlight(), 1, 'the GET still counted while ThingSpace works on it')
+    held.release()
+    await until(async () => (await inFlight()) === 0, 3000, 'released once ThingSpace answered, not at the timeout')
+
     const upstream = await holdingUpstream(t, 0)
     const stack = await startStack(t, { upstream: upstream.url })
     const body = JSON.stringify({ padding: 'x'.repeat(10_000) })
@@ -282,5 +295,24 @@ t.test(
     upstream.release()
     await until(async () => (await gauges())[0] === 0, 5000, 'released once ThingSpace answered')
     t.same(await gauges(), [0, 0])
+  }
+)
+
+t.test(
+  'a pipelining client that leaves during a login: its queued requests are not sent, and their slots come back',
+  async (t) => {
+    const stack = await startStack(t, { simulator: { loginDelayMs: 1500 } })
+    await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+    const dataBefore = stack.sim.stats.dataRequests
+    const post = (i: number): string => {
+      const body = JSON.stringify({ pipelined: i })
+      return `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`
+    }
+    await rawExchange(stack.proxy.proxyUrl, post(1) + post(2) + post(3), 300) // hangs up during the login
+    await sleep(2000) // the login is over
+    t.equal(stack.sim.stats.dataRequests - dataBefore, 0, 'none of the three reached ThingSpace')
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.equal(metricValue(metrics, 'm2m_proxy_requests_in_flight'), 0, 'no slot left taken')
+    t.equal(metricValue(metrics, 'm2m_proxy_request_body_bytes'), 0)
   }
 )

@@ -73,7 +73,8 @@ t.test(
   async (t) => {
     const stack = await startStack(t, {
       simulator: { loginDelayMs: 3000 },
-      env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '300' }
+      // Two admitted, three in the admission queue: all five answered.
+      env: { M2M_PROXY_SHUTDOWN_GRACE_MS: '300', M2M_PROXY_MAX_IN_FLIGHT: '2' }
     })
     await stack.proxy.initialLogin
     await stack.adminCall('POST', '/admin/session/end', { headers: AUTH })
