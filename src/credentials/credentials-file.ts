@@ -8,11 +8,25 @@ import { writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../errors.js'
 import { loadCredentials, parseCredentials, withoutBom, type Credentials } from './credentials.js'
 
+/** Who reads the files: this process, unless a test says otherwise. */
+export interface FileReader {
+  uid: number | undefined
+  groups: number[]
+}
+
+function thisProcess (): FileReader {
+  return { uid: process.getuid?.(), groups: [process.getegid?.() ?? -1, ...(process.getgroups?.() ?? [])] }
+}
+
 /**
  * A warning when a file holding a secret (`holds`, such as "the admin token") can be read or written by
  * its group or by others, undefined when only its owner has access or it cannot be checked.
  */
-export function secretFileExposure (file: string, holds: string): string | undefined {
+export function secretFileExposure (
+  file: string,
+  holds: string,
+  reader: FileReader = thisProcess()
+): string | undefined {
   let stats: fs.Stats
   try {
     stats = fs.statSync(file)
@@ -21,9 +35,10 @@ export function secretFileExposure (file: string, holds: string): string | undef
   }
   const mode = stats.mode & 0o777
   // A file of another user that this process reads as a member of its group (a Kubernetes Secret mounted with
-  // fsGroup: root's, group-readable, 0440 whatever defaultMode says) needs that group access: only others count.
-  const readThroughGroup = stats.uid !== process.getuid?.() && process.getgroups?.().includes(stats.gid) === true
-  const exposedTo = mode & (readThroughGroup ? 0o007 : 0o077)
+  // fsGroup: root's, group-readable, 0440 whatever defaultMode says) needs that group's read access: not counted.
+  // Group write still is, and root, which reads any file, needs no group.
+  const readThroughGroup = reader.uid !== 0 && stats.uid !== reader.uid && reader.groups.includes(stats.gid)
+  const exposedTo = mode & (readThroughGroup ? 0o037 : 0o077)
   if (exposedTo === 0) return undefined
   const who = [(exposedTo & 0o070) !== 0 ? 'its group' : '', (exposedTo & 0o007) !== 0 ? 'other users' : '']
     .filter(Boolean)
@@ -32,8 +47,8 @@ export function secretFileExposure (file: string, holds: string): string | undef
 }
 
 /** See secretFileExposure: the credentials file holds the ThingSpace password and app secret. */
-export function credentialsExposure (file: string): string | undefined {
-  return secretFileExposure(file, 'the ThingSpace password and app secret')?.replace(
+export function credentialsExposure (file: string, reader?: FileReader): string | undefined {
+  return secretFileExposure(file, 'the ThingSpace password and app secret', reader)?.replace(
     /^the file /,
     'the credentials file '
   )

@@ -163,20 +163,23 @@ t.test(
 )
 
 t.test(
-  "credentialsExposure: another user's file read through this process's group (a Secret with fsGroup) is not a warning",
-  { skip: process.getuid?.() !== 0 && 'chown needs root' },
+  "credentialsExposure: another user's file read through the proxy's group (a Secret with fsGroup) is read access only",
   async (t) => {
     const dir = t.testdir({ 'creds.json': JSON.stringify(GOOD) })
     const file = path.join(dir, 'creds.json')
-    const ownGroup = process.getgroups?.()[0] ?? 0
-    fs.chownSync(file, 54_321, ownGroup) // another user's, in a group this process is in
+    const stats = fs.statSync(file)
+    // A non-root proxy that is not the file's owner, in the file's group: as the kubelet mounts a Secret with fsGroup.
+    const member = { uid: stats.uid + 54_321, groups: [stats.gid] }
     fs.chmodSync(file, 0o440)
-    t.equal(credentialsExposure(file), undefined, '0440: the group is how this process reads it')
+    t.equal(credentialsExposure(file, member), undefined, '0440: the group is how the proxy reads it')
+    fs.chmodSync(file, 0o460)
+    t.match(credentialsExposure(file, member), `${file} is accessible to its group (mode 0460)`, 'group write counts')
     fs.chmodSync(file, 0o444)
-    t.match(credentialsExposure(file), `${file} is accessible to other users (mode 0444)`, 'others still count')
-    fs.chownSync(file, 54_321, 54_321) // a group this process is not in
+    t.match(credentialsExposure(file, member), `${file} is accessible to other users (mode 0444)`, 'others count')
     fs.chmodSync(file, 0o440)
-    t.match(credentialsExposure(file), `${file} is accessible to its group (mode 0440)`)
+    const outsider = { uid: stats.uid + 54_321, groups: [stats.gid + 54_321] }
+    t.match(credentialsExposure(file, outsider), `${file} is accessible to its group (mode 0440)`, 'not in its group')
+    t.match(credentialsExposure(file, { uid: 0, groups: [stats.gid] }), 'its group', 'root needs no group to read it')
   }
 )
 
