@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
-import { ADMIN_TOKEN, ECHO_PATH, startStack } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
 import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
@@ -242,12 +242,17 @@ t.test(
   }
 )
 
+/** A proxy with no session and a login that takes 1.5 s; ThingSpace's count of data requests so far. */
+async function stackWaitingForLogin (t: Test): Promise<{ stack: Stack; dataBefore: number }> {
+  const stack = await startStack(t, { simulator: { loginDelayMs: 1500 } })
+  await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
+  return { stack, dataBefore: stack.sim.stats.dataRequests }
+}
+
 t.test(
   'clients that leave during a login: their requests are never sent to ThingSpace',
   async (t) => {
-    const stack = await startStack(t, { simulator: { loginDelayMs: 1500 } })
-    await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-    const dataBefore = stack.sim.stats.dataRequests
+    const { stack, dataBefore } = await stackWaitingForLogin(t)
     const body = JSON.stringify({ padding: 'x'.repeat(100_000) })
     const head = `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`
     // Ten clients send a POST, whole, then hang up while the login is under way.
@@ -301,9 +306,7 @@ t.test(
 t.test(
   'a pipelining client that leaves during a login: its queued requests are not sent, and their slots come back',
   async (t) => {
-    const stack = await startStack(t, { simulator: { loginDelayMs: 1500 } })
-    await stack.adminCall('POST', '/admin/session/end', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-    const dataBefore = stack.sim.stats.dataRequests
+    const { stack, dataBefore } = await stackWaitingForLogin(t)
     const post = (i: number): string => {
       const body = JSON.stringify({ pipelined: i })
       return `POST ${ECHO_PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`
