@@ -15,7 +15,7 @@ import { listenerOptions } from './listener/fastify-options.js'
 import { registerCallbackReads } from './callbacks/read-routes.js'
 
 /** Holds each request until admitted: a slot, and room for its body's bytes, before its body is read. */
-function admitRequests (proxy: FastifyInstance, core: Core): void {
+function admitRequests (proxy: FastifyInstance, core: Core, queued: UnsentRequests['queued']): void {
   const { config, metrics } = core
   const admission = new Admission({
     maxInFlight: config.maxInFlight,
@@ -25,8 +25,6 @@ function admitRequests (proxy: FastifyInstance, core: Core): void {
     maxPipelined: config.maxPipelined
   })
   metrics.trackAdmission(admission)
-  const queued = new Map<FastifyReply, () => void>()
-  queuedRequests.set(proxy, queued)
   proxy.addHook('onRequest', (request, reply, done) => {
     // A long poll of the callback inbox may wait a minute: it has its own cap instead of a slot.
     if (request.routeOptions.config.callbackRead === true) {
@@ -119,9 +117,15 @@ function releaseWhenDone (request: FastifyRequest, reply: FastifyReply, release:
   socket?.once('close', done)
 }
 
-const waitingRequests = new WeakMap<FastifyInstance, Set<FastifyReply>>()
-/** Requests waiting in the admission queue, with what gives up their place. */
-const queuedRequests = new WeakMap<FastifyInstance, Map<FastifyReply, () => void>>()
+/** The requests of a proxy listener not sent to ThingSpace yet, for answerWaitingRequests. */
+interface UnsentRequests {
+  /** Admitted, and waiting for a login, a renewal, a throttling pause or a rate slot (the forwarding fills it). */
+  waiting: Set<FastifyReply>
+  /** Waiting in the admission queue, with what gives up their place. */
+  queued: Map<FastifyReply, () => void>
+}
+
+const unsentRequests = new WeakMap<FastifyInstance, UnsentRequests>()
 
 /**
  * At the end of a shutdown's grace: the requests still waiting to be sent (for a login, a renewal, a throttling pause
@@ -129,9 +133,9 @@ const queuedRequests = new WeakMap<FastifyInstance, Map<FastifyReply, () => void
  * the client may send them again safely. Returns how many.
  */
 export function answerWaitingRequests (proxy: FastifyInstance): number {
-  const waiting = waitingRequests.get(proxy)
-  const queued = queuedRequests.get(proxy)
-  if (waiting === undefined || queued === undefined) return 0
+  const unsent = unsentRequests.get(proxy)
+  if (unsent === undefined) return 0
+  const { waiting, queued } = unsent
   for (const [reply, cancel] of queued) {
     cancel() // its place in the admission queue given up: it is answered here
     waiting.add(reply)
@@ -203,8 +207,10 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
       metrics.countRequest('CONNECT', 405)
     }
   })
+  const unsent: UnsentRequests = { waiting: new Set(), queued: new Map() }
+  unsentRequests.set(proxy, unsent)
   // After the request guard (hardenListener's onRequest hook).
-  admitRequests(proxy, core)
+  admitRequests(proxy, core, unsent.queued)
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
@@ -253,10 +259,8 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     metrics.trackCallbacks(core.callbacks.inbox, waiting)
   }
   const sessionLog = core.logger.child({ component: 'session' })
-  const waiting = new Set<FastifyReply>()
-  waitingRequests.set(proxy, waiting)
   await proxy.register(proxyPlugin, {
-    waiting,
+    waiting: unsent.waiting,
     traced: core.tracing !== undefined,
     upstream: config.upstream,
     session: core.session,

@@ -328,12 +328,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   function sendSpaced (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const spacingMs = (gate as UpstreamGate).spacingLeftMs()
     if (spacingMs === 0) return send(request, reply)
-    options.waiting?.add(reply)
-    setTimeout(() => {
-      options.waiting?.delete(reply)
-      sendUnlessPaused(request, reply)
-    }, spacingMs)
-    return reply
+    return waitThen(request, reply, spacingMs, sendUnlessPaused)
   }
 
   function sendUnlessPaused (request: FastifyRequest, reply: FastifyReply): FastifyReply {
@@ -341,8 +336,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   }
 
   /**
-   * Runs `next` after `waitMs` (-1: refused, 503) unless that passes the request's deadline or the client is gone by
-   * then.
+   * Runs `next` after `waitMs` (-1: refused, 503) unless that passes the request's deadline (a client gone by then is
+   * not sent: send()).
    */
   function later (
     request: FastifyRequest,
@@ -367,12 +362,32 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       state.gateWaitStartedAt = performance.now()
       dropBodyIfClientLeaves(request, reply)
     }
+    return waitThen(request, reply, waitMs, next)
+  }
+
+  /** Runs `next` in `waitMs`, the request counted meanwhile among those waiting to be sent (options.waiting). */
+  function waitThen (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    waitMs: number,
+    next: (request: FastifyRequest, reply: FastifyReply) => FastifyReply
+  ): FastifyReply {
     options.waiting?.add(reply)
     setTimeout(() => {
       options.waiting?.delete(reply)
       next(request, reply)
     }, waitMs)
     return reply
+  }
+
+  /** Awaits `work` (a login, a renewal), the request counted meanwhile among those waiting to be sent. */
+  async function whileWaiting<T> (reply: FastifyReply, work: () => Promise<T>): Promise<T> {
+    options.waiting?.add(reply)
+    try {
+      return await work()
+    } finally {
+      options.waiting?.delete(reply)
+    }
   }
 
   function send (request: FastifyRequest, reply: FastifyReply): FastifyReply {
@@ -429,21 +444,18 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       return
     }
     let renewed: UpstreamTokens | undefined
-    options.waiting?.add(reply)
     try {
-      renewed = await inSpan(
+      renewed = await whileWaiting(reply, async () => await inSpan(
         'm2m.session.renew',
         { 'm2m.renewal.cause': rejection.cause, 'm2m.login.joined': session.loginInProgress },
         async () => await session.tokensAfterRejection(state.tokens, rejection.cause, rejection.reason)
-      )
+      ))
     } catch (error) {
       if (!(error instanceof AuthUnavailableError)) throw error
       if (reply.sent) return
       clearHeaders(reply)
       sendAuthUnavailable(reply, error)
       return
-    } finally {
-      options.waiting?.delete(reply)
     }
     if (reply.sent) return
     if (renewed === undefined) {
@@ -497,17 +509,15 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
 
   async function authenticateThenForward (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     dropBodyIfClientLeaves(request, reply)
-    options.waiting?.add(reply)
     let tokens: UpstreamTokens
     try {
       // Traced (tracing.ts): the wait for the login, and whether it joined one already under way (single flight).
-      tokens = await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
-        await session.acquireTokens())
+      tokens = await whileWaiting(reply, async () =>
+        await inSpan('m2m.session.acquire', { 'm2m.login.joined': session.loginInProgress }, async () =>
+          await session.acquireTokens()))
     } catch (error) {
       if (reply.sent) return reply
       throw error
-    } finally {
-      options.waiting?.delete(reply)
     }
     if (reply.sent) return reply // answered by a shutdown meanwhile
     return startForwarding(request, reply, tokens)
