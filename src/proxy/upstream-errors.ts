@@ -1,6 +1,7 @@
 // Reads an upstream error answer to decide whether it is an expired token the proxy should renew and replay.
 
 import type { RenewalReason } from '../session/session-manager.js'
+import { isSessionTokenCode } from '../session/errors.js'
 
 export interface TokenRejection {
   cause: 'session' | 'oauth'
@@ -52,7 +53,7 @@ export function tokenRejectionOf (statusCode: number, body: Buffer): TokenReject
     fault?: { code?: unknown }
   }
   if (typeof record.errorCode === 'string') {
-    if (record.errorCode.includes('.SessionToken.')) {
+    if (isSessionTokenCode(record.errorCode)) {
       return { cause: 'session', reason: record.errorCode.includes('.SessionToken.Expired') ? 'expired' : 'invalid' }
     }
     if (

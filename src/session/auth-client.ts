@@ -1,7 +1,7 @@
 // HTTP calls to ThingSpace's auth endpoints (OAuth token, session login and logout), classified for the lockout guard.
 
 import type { Dispatcher } from 'undici'
-import { MAX_UPSTREAM_CODE_LENGTH, UpstreamAuthError } from './errors.js'
+import { isSessionTokenCode, MAX_UPSTREAM_CODE_LENGTH, UpstreamAuthError } from './errors.js'
 
 export const OAUTH_TOKEN_PATH = '/api/ts/v1/oauth2/token'
 export const LOGIN_PATH = '/api/m2m/v1/session/login'
@@ -233,7 +233,7 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     if (NOT_EVALUATED_STATUSES.has(answer.statusCode)) {
       throw new UpstreamAuthError('unavailable', detail, answer.statusCode, upstreamCode, retryAfterSeconds)
     }
-    if (upstreamCode?.includes('.SessionToken.') === true) {
+    if (upstreamCode !== undefined && isSessionTokenCode(upstreamCode)) {
       throw new UpstreamAuthError('session-invalid', detail, answer.statusCode, upstreamCode)
     }
     if (answer.statusCode >= 400 && answer.statusCode < 500) {

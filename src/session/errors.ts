@@ -11,6 +11,11 @@
  */
 export type AuthFailureKind = 'rejected' | 'oauth-invalid' | 'unavailable' | 'unknown-outcome' | 'session-invalid'
 
+/** A ThingSpace errorCode about the session token (`UnifiedWebService.REQUEST_FAILED.SessionToken.Expired`, ...). */
+export function isSessionTokenCode (errorCode: string): boolean {
+  return errorCode.includes('.SessionToken.')
+}
+
 export class UpstreamAuthError extends Error {
   override readonly name = 'UpstreamAuthError'
 

@@ -341,7 +341,7 @@ export class SessionManager {
       await this.options.api.logout(await this.oauth.get(), session.token)
     } catch (error) {
       // ThingSpace had already ended it (20 minutes idle, or another logout): ended all the same.
-      if (error instanceof UpstreamAuthError && error.upstreamCode?.includes('.SessionToken.') === true) return true
+      if (error instanceof UpstreamAuthError && error.kind === 'session-invalid') return true
       this.publish({
         type: 'logout-failed',
         message: `logout failed: ${messageOf(error)}`,
