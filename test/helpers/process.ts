@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { ROOT } from './root.js'
+import { nodeScript, type ChildOptions } from './uninstrumented.js'
 
 export const MAIN = path.join(ROOT, 'dist', 'main.js')
 
@@ -23,19 +24,16 @@ export type CommandWrapper = (command: string, args: string[]) => [string, strin
 
 /**
  * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory
- * cgroup's. `measured`: without tap's process instrumentation, which tap adds to every child (NODE_OPTIONS=--import its
- * processinfo hook, and coverage) and which costs tens of MiB: for tests of the proxy's own memory, or of its stdout as
- * it was handed over (the hook makes a pipe non-blocking).
+ * cgroup's. `measured`: with the production log buffer (for tests of the proxy's own memory or stdout).
+ * `coverage`: with tap's process instrumentation, which a child otherwise runs without (uninstrumented.ts).
  */
 export async function startProxyProcess (
   env: Record<string, string>,
   cwd: string,
   script = MAIN,
-  options: { measured?: boolean; wrap?: CommandWrapper } = {}
+  options: ChildOptions & { measured?: boolean; wrap?: CommandWrapper } = {}
 ): Promise<ProxyProcess> {
-  // `env -u` execs node in its own place: the same pid.
-  const [plainCommand, plainArgs] =
-    options.measured === true ? ['env', ['-u', 'NODE_OPTIONS', process.execPath, script]] : [process.execPath, [script]]
+  const [plainCommand, plainArgs] = nodeScript(script, [], options)
   const [command, args] = options.wrap === undefined ? [plainCommand, plainArgs] : options.wrap(plainCommand, plainArgs)
   const child = spawn(command, args, {
     cwd,

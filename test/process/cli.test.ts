@@ -11,6 +11,7 @@ import { DEMO_ACCOUNT_NAME, DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 import { ROOT } from '../helpers/root.js'
+import { nodeScript } from '../helpers/uninstrumented.js'
 import { fleetKeyPrefix, startFleetReplica, stopReplica, until, waitReady } from '../helpers/fleet.js'
 import { haveTestRedis } from '../helpers/redis.js'
 
@@ -27,8 +28,7 @@ interface Run {
 function runScript (script: string, args: string[], env: Record<string, string>, cwd = ROOT): Promise<Run> {
   return new Promise((resolve) => {
     execFile(
-      process.execPath,
-      [script, ...args],
+      ...nodeScript(script, args, { coverage: true }),
       { cwd, env: { PATH: process.env.PATH ?? '', ...env }, timeout: 20_000 },
       (error, stdout, stderr) => {
         resolve({ code: error === null ? 0 : Number(error.code ?? 1), stdout, stderr })

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { execFile } from 'node:child_process'
 import { startStack } from '../helpers/stack.js'
 import { ROOT } from '../helpers/root.js'
+import { nodeScript, uninstrumented } from '../helpers/uninstrumented.js'
 
 t.test(
   'Dockerfile: multi-stage, the bundle without node_modules, non-root, healthcheck, proxy on loopback, exec-form command',
@@ -42,8 +43,7 @@ t.test('healthcheck script: 0 while /healthz answers, 1 when nothing listens', a
   const run = (adminPort: string): Promise<number> =>
     new Promise((resolve) => {
       execFile(
-        process.execPath,
-        [path.join(ROOT, 'dist/healthcheck.js')],
+        ...nodeScript(path.join(ROOT, 'dist/healthcheck.js'), [], { coverage: true }),
         {
           env: { M2M_PROXY_ADMIN_PORT: adminPort, M2M_PROXY_ADMIN_HOST: '0.0.0.0' },
           timeout: 10_000
@@ -162,8 +162,7 @@ t.test(
     const adminPort = new URL(proxy.adminUrl).port
     const health = await new Promise<number>((resolve) => {
       execFile(
-        process.execPath,
-        stage.healthcheck.slice(1),
+        ...uninstrumented(process.execPath, stage.healthcheck.slice(1), { coverage: true }),
         { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
         (error) => resolve(error === null ? 0 : Number(error.code ?? 1))
       )
@@ -171,8 +170,7 @@ t.test(
     t.equal(health, 0, 'the HEALTHCHECK command passes')
     const cliStatus = await new Promise<{ code: number; stdout: string }>((resolve) => {
       execFile(
-        process.execPath,
-        [path.join(app, 'dist', 'cli.js'), 'status'],
+        ...nodeScript(path.join(app, 'dist', 'cli.js'), ['status'], { coverage: true }),
         { cwd: app, env: { ...stage.env, M2M_PROXY_ADMIN_PORT: adminPort } },
         (error, stdout) => { resolve({ code: error === null ? 0 : Number(error.code ?? 1), stdout }) }
       )

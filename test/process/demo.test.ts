@@ -8,6 +8,7 @@ import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { MAIN } from '../helpers/process.js'
+import { nodeScript } from '../helpers/uninstrumented.js'
 
 const DEMO = path.resolve(path.dirname(MAIN), 'demo.js')
 const execFileAsync = promisify(execFile)
@@ -21,7 +22,7 @@ interface Demo {
 
 /** The demo with every port from the environment (0: free ones) and its temporary directory under `tmp`. */
 function runDemo (tmp: string, env: Record<string, string> = {}, args: string[] = []): Demo {
-  const child = spawn(process.execPath, [DEMO, ...args], {
+  const child = spawn(...nodeScript(DEMO, args, { coverage: true }), {
     env: {
       PATH: process.env.PATH ?? '',
       TMPDIR: tmp,

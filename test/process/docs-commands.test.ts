@@ -8,6 +8,7 @@ import path from 'node:path'
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
 import { ROOT } from '../helpers/root.js'
+import { nodeScript, uninstrumented } from '../helpers/uninstrumented.js'
 
 const execFileAsync = promisify(execFile)
 const DEMO = path.join(ROOT, 'dist', 'demo.js')
@@ -35,7 +36,7 @@ function demoBlocks (): Block[] {
 /** The demo with free ports; resolves with the variables of its export line, and a way to stop it. */
 async function startDemo (t: Test): Promise<Record<string, string>> {
   const tmp = t.testdir({})
-  const child = spawn(process.execPath, [DEMO], {
+  const child = spawn(...nodeScript(DEMO), {
     env: {
       PATH: process.env.PATH ?? '',
       TMPDIR: tmp,
@@ -77,7 +78,7 @@ for (const block of blocks) {
   t.test(`${block.file}:${block.line} runs as written`, { skip: !curlInstalled && 'no curl' }, async (t) => {
     const variables = await startDemo(t)
     t.same(Object.keys(variables).sort(), ['ADMIN', 'M2M_PROXY_ADMIN_PORT', 'M2M_PROXY_ADMIN_TOKEN', 'PROXY', 'SIMULATOR'])
-    const { stdout } = await execFileAsync('bash', ['-e', '-o', 'pipefail', '-c', block.script], {
+    const { stdout } = await execFileAsync(...uninstrumented('bash', ['-e', '-o', 'pipefail', '-c', block.script]), {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', ...variables },
       timeout: 30_000
@@ -100,7 +101,7 @@ t.test('the README tour runs in order on one demo', { skip: !curlInstalled && 'n
   t.ok(tour.length >= 4, `${tour.length} blocks`)
   const variables = await startDemo(t)
   for (const block of tour) {
-    await execFileAsync('bash', ['-e', '-o', 'pipefail', '-c', block.script], {
+    await execFileAsync(...uninstrumented('bash', ['-e', '-o', 'pipefail', '-c', block.script]), {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '', ...variables },
       timeout: 30_000

@@ -20,7 +20,11 @@ async function startReplicas (
   t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
   const fleetKey = randomBytes(32).toString('hex')
   const replicas = await Promise.all(
-    Array.from({ length: count }, async () => await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env }))
+    // The one test of throttling shared across processes (fleet/shared-sending.ts): its coverage counts.
+    Array.from(
+      { length: count },
+      async () => await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env, coverage: true })
+    )
   )
   await Promise.all(replicas.map(async (replica) => await waitReady(replica)))
   return replicas

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
 import { ROOT } from '../helpers/root.js'
+import { nodeScript } from '../helpers/uninstrumented.js'
 
 const MAIN = path.join(ROOT, 'dist', 'main.js')
 const TRIALS = 24
@@ -17,7 +18,7 @@ const TRIALS = 24
  * happens.
  */
 function startProxyProcess (t: Test, simUrl: string, dir: string): Promise<{ child: ChildProcess; adminUrl: string }> {
-  const child = spawn(process.execPath, [MAIN], {
+  const child = spawn(...nodeScript(MAIN), {
     cwd: dir,
     env: {
       PATH: process.env.PATH ?? '',

@@ -9,6 +9,7 @@ import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
 import { ROOT } from '../helpers/root.js'
+import { nodeScript } from '../helpers/uninstrumented.js'
 
 const MAIN = path.join(ROOT, 'dist', 'main.js')
 const DEMO = path.resolve(path.dirname(MAIN), 'demo.js')
@@ -17,7 +18,7 @@ interface Exit { code: number | null, stdout: string, stderr: string }
 
 function runMain (env: Record<string, string>, cwd: string, timeoutMs = 10_000, script = MAIN): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(...nodeScript(script, [], { coverage: true }), { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (chunk: Buffer) => { stdout += chunk.toString() })
@@ -85,7 +86,7 @@ t.test('bad configuration: exit 1, one line naming the setting, no stack trace, 
 t.test('good configuration: listens, logs in, stops cleanly on SIGTERM', async (t) => {
   const { sim, simUrl } = await startSimulator(t)
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
-  const child = spawn(process.execPath, [MAIN], {
+  const child = spawn(...nodeScript(MAIN, [], { coverage: true }), {
     cwd: dir,
     env: { PATH: process.env.PATH ?? '', M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', M2M_PROXY_PORT: '0', M2M_PROXY_ADMIN_PORT: '0' },
     stdio: ['ignore', 'pipe', 'pipe']

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { hostname } from 'node:os'
 import { spawnSync } from 'node:child_process'
 import { STATE_LOCK_FILE, STATE_LOCK_TOUCH_MS, StateDirLock } from '../../src/fs/state-dir-lock.js'
+import { uninstrumented } from '../helpers/uninstrumented.js'
 
 function writeLock (dir: string, holder: { pid: number, host: string }, ageMs = 0): void {
   const file = path.join(dir, STATE_LOCK_FILE)
@@ -17,7 +18,7 @@ function writeLock (dir: string, holder: { pid: number, host: string }, ageMs = 
 
 /** A pid that no process has any more. */
 function deadPid (): number {
-  const child = spawnSync(process.execPath, ['-e', ''])
+  const child = spawnSync(...uninstrumented(process.execPath, ['-e', '']))
   return child.pid as number
 }
 
