@@ -36,6 +36,7 @@ export function buildAdminListener (
     guard,
     maxConnections: config.adminMaxConnections,
     maxConnectionsSetting: 'M2M_PROXY_ADMIN_MAX_CONNECTIONS',
+    stalledReaderTimeoutMs: config.requestTimeoutMs,
     log: admin.log
   })
   registerAdminRoutes(admin, {

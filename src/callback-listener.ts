@@ -69,6 +69,7 @@ export function buildCallbackListener (
     guard: undefined,
     maxConnections: config.maxConnections,
     maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
+    stalledReaderTimeoutMs: config.requestTimeoutMs,
     log: app.log
   })
   const sources = sourceList(callbacks.allowedSources)

@@ -202,6 +202,7 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     guard,
     maxConnections: config.maxConnections,
     maxConnectionsSetting: 'M2M_PROXY_MAX_CONNECTIONS',
+    stalledReaderTimeoutMs: config.requestTimeoutMs,
     log: proxy.log,
     onConnectRefused: () => {
       metrics.countRequest('CONNECT', 405)

@@ -66,6 +66,8 @@ export interface HardeningOptions {
   maxConnections: number
   /** The setting to name in the warning when connections are refused. */
   maxConnectionsSetting: string
+  /** A client that takes none of its answer for this long is cut off (M2M_PROXY_REQUEST_TIMEOUT_MS). */
+  stalledReaderTimeoutMs: number
   log: FastifyBaseLogger
   /** A CONNECT was answered (without Fastify, so without its hooks). */
   onConnectRefused?: () => void
@@ -130,6 +132,57 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
   })
 }
 
+/**
+ * A client that takes none of its answer for `timeoutMs` (it stopped reading: a hung process, a full disk) has its
+ * connection closed. No other time limit runs while an answer is written: such a client would hold its slot, and the
+ * upstream connection paused behind its answer, for ever, and M2M_PROXY_MAX_IN_FLIGHT of them would stop the proxy.
+ * A sweep, nothing per request: a connection is stalled while bytes wait to be sent to it (the kernel's buffers are
+ * full) and none have left since the previous look; a connection waiting for ThingSpace has nothing waiting to be sent.
+ */
+function closeStalledReaders (server: FastifyInstance['server'], timeoutMs: number, log: FastifyBaseLogger): void {
+  const sockets = new Set<Socket>()
+  const stalledSince = new Map<Socket, { written: number; waiting: number; since: number }>()
+  let closedSinceWarning = 0
+  let lastWarningAt = -Infinity
+  const sweep = (): void => {
+    const now = performance.now()
+    for (const socket of sockets) {
+      const waiting = socket.writableLength
+      if (waiting === 0) {
+        stalledSince.delete(socket)
+        continue
+      }
+      const written = socket.bytesWritten
+      const seen = stalledSince.get(socket)
+      if (seen === undefined || seen.written !== written || seen.waiting !== waiting) {
+        stalledSince.set(socket, { written, waiting, since: now })
+      } else if (now - seen.since >= timeoutMs) {
+        stalledSince.delete(socket)
+        socket.destroy()
+        closedSinceWarning++
+      }
+    }
+    if (closedSinceWarning > 0 && now - lastWarningAt >= DROP_WARNING_INTERVAL_MS) {
+      log.warn(
+        { closedConnections: closedSinceWarning, timeoutMs },
+        'connections closed whose clients took none of their answer for M2M_PROXY_REQUEST_TIMEOUT_MS'
+      )
+      closedSinceWarning = 0
+      lastWarningAt = now
+    }
+  }
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    socket.once('close', () => {
+      sockets.delete(socket)
+      stalledSince.delete(socket)
+    })
+  })
+  const timer = setInterval(sweep, Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, timeoutMs))
+  timer.unref()
+  server.once('close', () => clearInterval(timer))
+}
+
 /** Call before the listener's routes are registered: the guard is an onRequest hook of the root context. */
 export function hardenListener (app: FastifyInstance, options: HardeningOptions): void {
   const { guard } = options
@@ -147,6 +200,7 @@ export function hardenListener (app: FastifyInstance, options: HardeningOptions)
   }
 
   limitConnections(app.server, options)
+  closeStalledReaders(app.server, options.stalledReaderTimeoutMs, options.log)
 
   // A client that takes this server for a forward proxy (axios `proxy`, HTTPS_PROXY) would wait for
   // ever on a connection Node closes without a word: tell it what this is.

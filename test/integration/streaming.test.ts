@@ -2,6 +2,7 @@
 
 import t, { type Test } from 'tap'
 import http from 'node:http'
+import net from 'node:net'
 import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startStack } from '../helpers/stack.js'
@@ -86,5 +87,47 @@ t.test('a large answer is streamed: a paused client stops the upstream instead o
   t.ok(
     result.writtenWhilePaused > 0 && result.writtenWhilePaused < total / 3,
     `${(result.writtenWhilePaused / MiB).toFixed(1)} MiB of ${total / MiB} MiB written upstream while the client paused`
+  )
+})
+
+t.test('a client that stops reading its answer is cut off: its slot is not held for ever', async (t) => {
+  // One slot: the client that stops reading holds it; the next request waits for it, up to the queue timeout (10 s).
+  const chunk = Buffer.alloc(CHUNK_BYTES, 7)
+  const upstream = await startStandInUpstream(t, (request, _body, response) => {
+    if (request.url !== '/api/m2m/v1/large-download') {
+      response.setHeader('content-type', 'application/json')
+      response.end('{}')
+      return
+    }
+    // Far more than the kernel's socket buffers on loopback hold: the proxy's writes to the client stop.
+    response.writeHead(200, { 'content-type': 'application/octet-stream' })
+    const pump = (): void => {
+      while (!response.destroyed && response.write(chunk));
+      if (!response.destroyed) response.once('drain', pump)
+    }
+    pump()
+  })
+  const stack = await startStack(t, {
+    upstream: upstream.url,
+    env: { M2M_PROXY_MAX_IN_FLIGHT: '1', M2M_PROXY_REQUEST_TIMEOUT_MS: '1000', M2M_PROXY_QUEUE_TIMEOUT_MS: '10000' }
+  })
+  const { port } = new URL(stack.proxy.proxyUrl)
+  const stalled = net.connect(Number(port), '127.0.0.1', () => {
+    stalled.write(`GET /api/m2m/v1/large-download HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+  })
+  stalled.on('error', () => {})
+  t.teardown(() => stalled.destroy())
+  // It takes the first bytes, then nothing more: a hung process with its connection still open.
+  await new Promise<void>((resolve) => stalled.once('data', () => { stalled.pause(); resolve() }))
+  // Without the cut-off it waits out the 10 s queue timeout: 503 QueueTimeout.
+  const next = await stack.call('GET', '/api/m2m/v1/devices/actions/list')
+  t.equal(next.status, 200, 'the next request is served once the stalled client is cut off')
+  // Read again, the stalled client finds its connection closed (the upstream's answer never ends).
+  const closed = new Promise<boolean>((resolve) => stalled.once('close', () => resolve(true)))
+  stalled.resume()
+  t.ok(await Promise.race([closed, sleep(5000).then(() => false)]), "the stalled client's connection was closed")
+  t.ok(
+    stack.logs.entries().some((line) => /took none of their answer/.test(String(line.msg))),
+    'a warning says why'
   )
 })
