@@ -15,7 +15,12 @@ import { listenerOptions } from './listener/fastify-options.js'
 import { registerCallbackReads } from './callbacks/read-routes.js'
 
 /** Holds each request until admitted: a slot, and room for its body's bytes, before its body is read. */
-function admitRequests (proxy: FastifyInstance, core: Core, queued: UnsentRequests['queued']): void {
+function admitRequests (
+  proxy: FastifyInstance,
+  core: Core,
+  queued: UnsentRequests['queued'],
+  onCutOff: (request: FastifyRequest, reply: FastifyReply) => void
+): void {
   const { config, metrics } = core
   const admission = new Admission({
     maxInFlight: config.maxInFlight,
@@ -41,7 +46,7 @@ function admitRequests (proxy: FastifyInstance, core: Core, queued: UnsentReques
           : 0
     const admitted = admission.tryAdmit(request.raw.socket, bodyBytes)
     if (admitted !== undefined) {
-      releaseWhenDone(request, reply, admitted, config.upstreamTimeoutMs)
+      releaseWhenDone(request, reply, admitted, config.upstreamTimeoutMs, onCutOff)
       done()
       return
     }
@@ -94,7 +99,8 @@ function admitRequests (proxy: FastifyInstance, core: Core, queued: UnsentReques
         if (release !== undefined) release()
         else cancel()
       },
-      config.upstreamTimeoutMs
+      config.upstreamTimeoutMs,
+      onCutOff
     )
   })
 }
@@ -102,15 +108,23 @@ function admitRequests (proxy: FastifyInstance, core: Core, queued: UnsentReques
 /**
  * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
  * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
- * never closes such a response when the client leaves: the connection's own close is watched for it.
+ * never closes such a response when the client leaves: the connection's own close is watched for it. `onCutOff`: the
+ * answer was begun and never finished (ThingSpace's broke off, or the client left): Fastify's onResponse never runs.
  */
-function releaseWhenDone (request: FastifyRequest, reply: FastifyReply, release: () => void, limitMs: number): void {
+function releaseWhenDone (
+  request: FastifyRequest,
+  reply: FastifyReply,
+  release: () => void,
+  limitMs: number,
+  onCutOff: (request: FastifyRequest, reply: FastifyReply) => void
+): void {
   const socket = reply.raw.socket === null ? request.raw.socket : null
   let released = false
   const done = (): void => {
     if (released) return
     released = true
     socket?.off('close', done)
+    if (reply.raw.headersSent && !reply.raw.writableFinished) onCutOff(request, reply)
     afterUpstreamExchange(request, release, limitMs)
   }
   reply.raw.once('close', done)
@@ -163,27 +177,40 @@ const SHUTDOWN_RETRY_AFTER_SECONDS = 5
 /** @fastify/reply-from's error for a path or query holding `/..` or `../` once decoded (lib/utils.js, buildURL). */
 const REPLY_FROM_DOTS_REFUSAL = 'source/request contain invalid characters'
 
+/** The request line's fields (docs/reference.md). */
+interface RequestLine {
+  reqId: string
+  method: string
+  path: string | undefined
+  status: number
+  upstreamStatus: number | null
+  durationMs: number
+  replayed: boolean
+  /** The answer was begun and never finished. */
+  cutOff?: true
+}
+
 export async function buildProxyListener (core: Core, guard: RequestGuard): Promise<FastifyInstance> {
   const { config, metrics } = core
   const log = core.logger.child({ listener: 'proxy' })
   /** One log line and one count for every request the proxy listener answers. */
-  const recordRequest = (request: FastifyRequest, reply: FastifyReply): void => {
+  const recordRequest = (request: FastifyRequest, reply: FastifyReply, cutOff = false): void => {
     const state = request.proxyState
     metrics.countRequest(request.method, reply.statusCode)
     if (!config.logRequests) return
     // From the listener's logger: the request's own would be made just for this line.
-    log.info(
-      {
-        reqId: request.id,
-        method: request.method,
-        path: request.url.split('?', 1)[0],
-        status: reply.statusCode,
-        upstreamStatus: state?.upstreamStatus ?? null,
-        durationMs: Math.round(reply.elapsedTime * 10) / 10,
-        replayed: state?.replayedFor !== undefined
-      },
-      'request'
-    )
+    const line: RequestLine = {
+      reqId: request.id,
+      method: request.method,
+      path: request.url.split('?', 1)[0],
+      status: reply.statusCode,
+      upstreamStatus: state?.upstreamStatus ?? null,
+      durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      replayed: state?.replayedFor !== undefined
+    }
+    // Set only then: a spread in the literal would cost every request.
+    if (cutOff) line.cutOff = true
+    log.info(line, 'request')
   }
   const proxy = Fastify({
     ...listenerOptions(config, log),
@@ -211,7 +238,10 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
   const unsent: UnsentRequests = { waiting: new Set(), queued: new Map() }
   unsentRequests.set(proxy, unsent)
   // After the request guard (hardenListener's onRequest hook).
-  admitRequests(proxy, core, unsent.queued)
+  // An answer cut off after its headers (ThingSpace's broke off, or its client left) gets its line and count too.
+  admitRequests(proxy, core, unsent.queued, (request, reply) => {
+    recordRequest(request, reply, true)
+  })
   proxy.setErrorHandler<FastifyError>((error, request, reply) => {
     if (error instanceof AuthUnavailableError) return sendAuthUnavailable(reply, error)
     if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {

@@ -131,3 +131,29 @@ t.test('a client that stops reading its answer is cut off: its slot is not held 
     'a warning says why'
   )
 })
+
+t.test('an answer ThingSpace breaks off after its headers still gets its request line, marked cut off', async (t) => {
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
+    response.writeHead(200, { 'content-type': 'application/octet-stream' })
+    response.write(Buffer.alloc(CHUNK_BYTES, 7))
+    setTimeout(() => response.socket?.destroy(), 100)
+  })
+  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_LOG_LEVEL: 'info' } })
+  const { port } = new URL(stack.proxy.proxyUrl)
+  const received = await new Promise<string>((resolve) => {
+    const client = net.connect(Number(port), '127.0.0.1', () => {
+      client.write(`GET /api/m2m/v1/large-download HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+    })
+    let text = ''
+    client.setEncoding('latin1')
+    client.on('data', (data: string) => { text += data })
+    client.on('close', () => resolve(text))
+    client.on('error', () => {})
+  })
+  t.match(received, /^HTTP\/1\.1 200 /, 'the client got the headers, then a cut connection')
+  t.notMatch(received, /\r\n0\r\n\r\n$/, 'no last chunk: the client can tell the answer is incomplete')
+  await sleep(100)
+  const lines = stack.logs.entries().filter((line) => line.msg === 'request')
+  t.equal(lines.length, 1, 'one request line')
+  t.match(lines[0], { status: 200, upstreamStatus: 200, cutOff: true })
+})
