@@ -67,10 +67,34 @@ const TIMEOUT_CODES = new Set([
   'FST_REPLY_FROM_GATEWAY_TIMEOUT'
 ])
 
-/** Maps an error of the upstream call (reply-from wraps undici's in `cause`) to 504 or 502. */
+/**
+ * Failures before any byte of the request left: no connection was made (refused, no such host, no route, a connect
+ * timeout, a certificate refused). After any other failure (a reset, a closed connection, an answer that broke off or
+ * never came) ThingSpace may have received the request and acted on it: a client must not be told it was not sent.
+ */
+const NOT_SENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT'
+])
+
+/** TLS verification codes (Node's ERR_TLS_*, OpenSSL's names of certificate faults). */
+const TLS_REFUSAL = /^ERR_TLS_|CERT|SELF_SIGNED|UNABLE_TO_/
+
+/**
+ * Maps an error of the upstream call (reply-from wraps undici's in `cause`) to 504 or 502; `sent`: whether ThingSpace
+ * may have received the request (false only when no connection was made).
+ */
 export function classifyUpstreamFailure (error: unknown): {
   kind: 'upstreamTimeout' | 'upstreamUnreachable'
   detail: string
+  sent: boolean
 } {
   const codes: string[] = []
   let current: unknown = error
@@ -79,6 +103,11 @@ export function classifyUpstreamFailure (error: unknown): {
     current = current.cause
   }
   const detail = codes.find((code) => !code.startsWith('FST_')) ?? codes[0] ?? 'unknown error'
-  if (codes.some((code) => TIMEOUT_CODES.has(code))) return { kind: 'upstreamTimeout', detail }
-  return { kind: 'upstreamUnreachable', detail }
+  const sent = !codes.some((code) => NOT_SENT_CODES.has(code) || TLS_REFUSAL.test(code))
+  if (codes.some((code) => TIMEOUT_CODES.has(code))) return { kind: 'upstreamTimeout', detail, sent }
+  return { kind: 'upstreamUnreachable', detail, sent }
 }
+
+/** Said after a failure that may have come once ThingSpace had the request (a POST may have been carried out). */
+export const MAY_HAVE_BEEN_PROCESSED =
+  'ThingSpace may have received and processed the request: check before sending it again'

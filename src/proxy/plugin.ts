@@ -8,7 +8,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { Readable } from 'node:stream'
 import { AuthUnavailableError } from '../session/errors.js'
 import type { UpstreamTokens, SessionManager } from '../session/session-manager.js'
-import { classifyUpstreamFailure, sendProxyError } from './errors.js'
+import { classifyUpstreamFailure, MAY_HAVE_BEEN_PROCESSED, sendProxyError } from './errors.js'
 import { withoutHopByHop, withUpstreamAuth } from './headers.js'
 import {
   DEFAULT_FORWARD_RULE,
@@ -251,12 +251,13 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     // A timeout, reset or refused connection is expected on a network: its code says it all, no stack.
     // Anything without a code of its own is not, and keeps its stack.
     if (failure.detail === 'unknown error' || failure.detail.startsWith('FST_')) { reply.request.log.warn({ upstreamError: failure.detail, err: error }, 'upstream request failed') } else reply.request.log.warn({ upstreamError: failure.detail }, 'upstream request failed')
-    const message =
-      failure.kind === 'upstreamTimeout'
-        ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms`
+    const message = !failure.sent
+      ? `ThingSpace at ${upstreamHost} could not be reached (${failure.detail}): the request was not sent`
+      : failure.kind === 'upstreamTimeout'
+        ? `ThingSpace did not answer within ${options.upstreamTimeoutMs} ms; ${MAY_HAVE_BEEN_PROCESSED}`
         : failure.detail === INVALID_STATUS_FAILURE
-          ? `ThingSpace at ${upstreamHost} answered with an invalid HTTP status code`
-          : `ThingSpace at ${upstreamHost} could not be reached (${failure.detail})`
+          ? `ThingSpace at ${upstreamHost} answered with an invalid HTTP status code; ${MAY_HAVE_BEEN_PROCESSED}`
+          : `the connection to ThingSpace at ${upstreamHost} failed (${failure.detail}); ${MAY_HAVE_BEEN_PROCESSED}`
     // reply-from copies the answer's headers before it checks the status code: none of them belongs on this answer.
     clearHeaders(reply)
     sendProxyError(reply, failure.kind, message)
@@ -621,7 +622,9 @@ function sendBrokenAnswer (reply: FastifyReply, error: unknown): void {
   reply.request.log.warn({ upstreamError: detail }, 'upstream answer broke off')
   if (reply.sent) return
   clearHeaders(reply) // those of the broken answer, Content-Length included
-  sendProxyError(reply, 'upstreamUnreachable', `ThingSpace's answer broke off before its end (${detail})`)
+  // A stall in the middle of the answer is a timeout like one before it (504), as docs/reference.md says.
+  const kind = classifyUpstreamFailure(error).kind
+  sendProxyError(reply, kind, `ThingSpace's answer broke off before its end (${detail}); ${MAY_HAVE_BEEN_PROCESSED}`)
 }
 
 function clearHeaders (reply: FastifyReply): void {

@@ -107,7 +107,7 @@ t.test('upstream reset → 502, unreachable → 502, slow → 504', async (t) =>
   t.equal((down.json() as ErrorBody).errorCode, 'Proxy.UpstreamUnreachable')
   t.equal(
     (down.json() as ErrorBody).errorMessage,
-    `ThingSpace at ${new URL(stack.simUrl).host} could not be reached (ECONNREFUSED)`,
+    `ThingSpace at ${new URL(stack.simUrl).host} could not be reached (ECONNREFUSED): the request was not sent`,
     'the host it tried, as M2M_PROXY_UPSTREAM says'
   )
 })
@@ -235,4 +235,37 @@ t.test('upstream TLS certificates are verified', async (t) => {
   t.equal(answer.status, 503, 'no token can be fetched from an untrusted server')
   t.match((answer.json() as ErrorBody).errorMessage, /OAuth|login/i)
   t.equal(reached, 0, 'no request completed against the self-signed server')
+})
+
+// Verizon's SDK sends nearly every Connectivity Management call as a POST: one told "not sent" is sent again, and an
+// activation is done twice. A connection that fails once ThingSpace has the request must not say so.
+t.test('a connection ThingSpace drops after taking a POST: 502 that says it may have been processed', async (t) => {
+  const received: string[] = []
+  const upstream = await startStandInUpstream(t, (_request, body, response) => {
+    received.push(body.toString())
+    response.socket?.destroy()
+  })
+  const stack = await startStack(t, { upstream: upstream.url })
+  const answer = await stack.call('POST', '/api/m2m/v1/devices/actions/activate', {
+    body: JSON.stringify({ devices: [{ deviceIds: [{ kind: 'imei', id: '990000862471854' }] }] }),
+    headers: { 'content-type': 'application/json' }
+  })
+  t.equal(answer.status, 502)
+  const body = answer.json() as ErrorBody
+  t.equal(body.errorCode, 'Proxy.UpstreamUnreachable')
+  t.match(body.errorMessage, /may have received and processed the request: check before sending it again/)
+  t.notMatch(body.errorMessage, /could not be reached|not sent/)
+  t.equal(received.length, 1, 'ThingSpace got it once: the proxy did not send it again')
+})
+
+t.test('a small answer that stalls before its end: 504, like one that never starts', async (t) => {
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
+    response.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' })
+    response.write('{"devices":[')
+    // The rest never comes: the connection stays open (the stand-in closes at the test's end).
+  })
+  const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_UPSTREAM_TIMEOUT_MS: '300' } })
+  const answer = await stack.call('GET', '/api/m2m/v1/devices/actions/list')
+  t.equal(answer.status, 504)
+  t.match(answer.json(), { errorCode: 'Proxy.UpstreamTimeout', errorMessage: /broke off.*may have received/ })
 })

@@ -757,10 +757,10 @@ t.test('classifyUpstreamFailure: timeouts are 504, including when wrapped by rep
     'FST_REPLY_FROM_INTERNAL_SERVER_ERROR',
     codedError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT')
   )
-  t.same(classifyUpstreamFailure(wrapped), { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT' })
+  t.same(classifyUpstreamFailure(wrapped), { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT', sent: true })
   t.same(
     classifyUpstreamFailure(codedError('x', undefined, codedError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'))),
-    { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT' }
+    { kind: 'upstreamTimeout', detail: 'UND_ERR_HEADERS_TIMEOUT', sent: true }
   )
   t.equal(classifyUpstreamFailure(codedError('body timeout', 'UND_ERR_BODY_TIMEOUT')).kind, 'upstreamTimeout')
   t.equal(classifyUpstreamFailure(codedError('connect timeout', 'UND_ERR_CONNECT_TIMEOUT')).kind, 'upstreamTimeout')
@@ -773,24 +773,60 @@ t.test('classifyUpstreamFailure: timeouts are 504, including when wrapped by rep
 t.test('classifyUpstreamFailure: refused and reset connections are 502', async (t) => {
   t.same(classifyUpstreamFailure(codedError('connect ECONNREFUSED 127.0.0.1:1', 'ECONNREFUSED')), {
     kind: 'upstreamUnreachable',
-    detail: 'ECONNREFUSED'
+    detail: 'ECONNREFUSED',
+    sent: false
   })
   t.same(
     classifyUpstreamFailure(
       codedError('wrapped', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', codedError('socket hang up', 'ECONNRESET'))
     ),
-    { kind: 'upstreamUnreachable', detail: 'ECONNRESET' }
+    { kind: 'upstreamUnreachable', detail: 'ECONNRESET', sent: true }
   )
   t.same(classifyUpstreamFailure(codedError('other side closed', 'UND_ERR_SOCKET')), {
     kind: 'upstreamUnreachable',
-    detail: 'UND_ERR_SOCKET'
+    detail: 'UND_ERR_SOCKET',
+    sent: true
   })
   t.same(classifyUpstreamFailure(codedError('only fastify', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR')), {
     kind: 'upstreamUnreachable',
-    detail: 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR'
+    detail: 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR',
+    sent: true
   })
-  t.same(classifyUpstreamFailure(new Error('no code')), { kind: 'upstreamUnreachable', detail: 'unknown error' })
-  t.same(classifyUpstreamFailure('not an error'), { kind: 'upstreamUnreachable', detail: 'unknown error' })
+  t.same(classifyUpstreamFailure(new Error('no code')), { kind: 'upstreamUnreachable', detail: 'unknown error', sent: true })
+  t.same(classifyUpstreamFailure('not an error'), { kind: 'upstreamUnreachable', detail: 'unknown error', sent: true })
+})
+
+// A client told "not sent" sends again: an activation done twice. Only a failure before any connection says so.
+t.test('classifyUpstreamFailure: "not sent" only when no connection was made', async (t) => {
+  for (const code of [
+    'ECONNREFUSED',
+    'ENOTFOUND',
+    'EAI_AGAIN',
+    'EHOSTUNREACH',
+    'ENETUNREACH',
+    'UND_ERR_CONNECT_TIMEOUT',
+    'ERR_TLS_CERT_ALTNAME_INVALID',
+    'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+    'SELF_SIGNED_CERT_IN_CHAIN',
+    'CERT_HAS_EXPIRED'
+  ]) {
+    const wrapped = codedError('reply-from failed', 'FST_REPLY_FROM_INTERNAL_SERVER_ERROR', codedError(code, code))
+    t.equal(classifyUpstreamFailure(wrapped).sent, false, code)
+  }
+  for (const code of [
+    'ECONNRESET',
+    'EPIPE',
+    'UND_ERR_SOCKET',
+    'UND_ERR_HEADERS_TIMEOUT',
+    'UND_ERR_BODY_TIMEOUT',
+    'UND_ERR_HEADERS_OVERFLOW',
+    'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+    'HPE_INVALID_CONSTANT',
+    'FST_REPLY_FROM_GATEWAY_TIMEOUT'
+  ]) {
+    t.equal(classifyUpstreamFailure(codedError(code, code)).sent, true, code)
+  }
+  t.equal(classifyUpstreamFailure(new Error('no code')).sent, true, 'unknown: may have been sent')
 })
 
 t.test('proxy errors: statuses and Proxy.-prefixed codes', async (t) => {
