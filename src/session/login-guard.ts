@@ -181,26 +181,33 @@ export class LoginGuard {
       delete otherAccounts[id]
       delete otherAccounts[asWritten]
     }
-    this.state = {
+    this.commit({
       ...this.state,
       credentialsId,
       accountId: id,
       consecutiveRejections: 0,
       accountConsecutiveRejections,
       otherAccounts
-    }
-    this.persist()
+    })
     return true
   }
 
   private update (consecutiveRejections: number, accountConsecutiveRejections: number): void {
-    this.state = {
+    this.commit({
       ...this.state,
       consecutiveRejections,
       accountConsecutiveRejections,
       updatedAt: new Date().toISOString()
-    }
-    this.persist()
+    })
+  }
+
+  /**
+   * Written first, then in force: a write that fails (a full or read-only disk) changes nothing, so that an attempt
+   * never sent is never counted as a failure.
+   */
+  private commit (state: GuardState): void {
+    writeFileAtomicSync(this.file, JSON.stringify(state) + '\n')
+    this.state = state
   }
 
   private persist (): void {

@@ -960,6 +960,27 @@ t.test('a state directory that became unwritable stops logins with a clear reaso
   t.notOk(fs.existsSync(path.join(dir, 'login-guard.json')))
 })
 
+t.test('logins refused for an unwritable state directory are not counted: once it is writable, the login goes', async (t) => {
+  const { manager, api, dir } = setup(t, { maxFailures: 2 })
+  const fs = await import('node:fs')
+  await manager.startSession()
+  // A full or read-only disk, as in the test above: writes into the directory fail.
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.writeFileSync(dir, 'not a directory')
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  for (let attempt = 1; attempt <= 4; attempt++) {
+    await expectUnavailable(t, manager.restartSession('admin'), 'state-unwritable', `attempt ${attempt}: state-unwritable`)
+  }
+  t.equal(api.loginCalls.length, 1, 'no login sent meanwhile')
+  t.equal(manager.snapshot().consecutiveLoginFailures, 0, 'no failure counted for logins never sent')
+  t.not(manager.notReadyReason(), 'credentials-rejected', 'not reported as rejected credentials')
+  fs.rmSync(dir, { force: true })
+  fs.mkdirSync(dir)
+  await manager.restartSession('admin')
+  t.equal(api.loginCalls.length, 2, 'the login goes once the directory is writable again')
+  t.equal(manager.snapshot().state, 'active')
+})
+
 /** One canned answer of the mocked ThingSpace. */
 interface CannedAnswer {
   status: number
