@@ -13,6 +13,16 @@ export interface Clock {
    * without it (a test's hand-moved clock) schedules nothing, and the background login retry is off.
    */
   setTimer?: (callback: () => void, ms: number) => Timer
+  /**
+   * Milliseconds on a clock that never steps (the wall clock of `now` may be set back or forward, by NTP or by hand),
+   * for waits measured in this process only. Optional: without it, `now` serves (a test's hand-moved clock).
+   */
+  monotonicNow?: () => number
+}
+
+/** `clock`'s monotonic time when it has one, else its `now`: for durations that stay in this process. */
+export function monotonicNowOf (clock: Clock): () => number {
+  return clock.monotonicNow ?? clock.now
 }
 
 /** A real timer that never keeps the process alive (systemClock's). */
@@ -24,7 +34,8 @@ export function backgroundTimer (callback: () => void, ms: number): Timer {
 
 export const systemClock: Clock = {
   now: () => Date.now(),
-  setTimer: backgroundTimer
+  setTimer: backgroundTimer,
+  monotonicNow: () => performance.now()
 }
 
 /**

@@ -1,6 +1,6 @@
 // Capped exponential backoff between failed attempts, so a failing endpoint sees a bounded number of calls.
 
-import type { Clock } from '../clock.js'
+import { monotonicNowOf, type Clock } from '../clock.js'
 
 export const BACKOFF_BASE_MS = 1000
 export const BACKOFF_MAX_MS = 60_000
@@ -10,16 +10,20 @@ export const RETRY_AFTER_MAX_MS = 5 * 60_000
 export class Backoff {
   private failures = 0
   private notBefore = 0
+  /** A wait is a duration: a wall clock set back an hour must not make it an hour longer. */
+  private readonly now: () => number
 
   constructor (
-    private readonly clock: Clock,
+    clock: Clock,
     private readonly baseMs = BACKOFF_BASE_MS,
     private readonly maxMs = BACKOFF_MAX_MS
-  ) {}
+  ) {
+    this.now = monotonicNowOf(clock)
+  }
 
   /** Milliseconds until the next attempt is allowed; 0 when it is allowed now. */
   remainingMs (): number {
-    return Math.max(0, this.notBefore - this.clock.now())
+    return Math.max(0, this.notBefore - this.now())
   }
 
   /**
@@ -30,7 +34,7 @@ export class Backoff {
     this.failures += 1
     const exponentialMs = Math.min(this.maxMs, this.baseMs * 2 ** (this.failures - 1))
     const askedMs = Math.min(RETRY_AFTER_MAX_MS, (retryAfterSeconds ?? 0) * 1000)
-    this.notBefore = this.clock.now() + Math.max(exponentialMs, askedMs)
+    this.notBefore = this.now() + Math.max(exponentialMs, askedMs)
   }
 
   reset (): void {

@@ -588,6 +588,38 @@ t.test('a success between rejections resets the count', async (t) => {
   t.notOk(manager.guardEngaged)
 })
 
+/** A wall clock that can be set back (NTP, an operator) while the process's monotonic clock goes on. */
+class SteppedClock extends FakeClock {
+  private monotonic = 0
+  readonly monotonicNow = (): number => this.monotonic
+  override advance (ms: number): void {
+    super.advance(ms)
+    this.monotonic += ms
+  }
+
+  setWallClockBack (ms: number): void {
+    this.ms -= ms
+  }
+}
+
+t.test('a wall clock set back during the login backoff does not lengthen it', async (t) => {
+  const clock = new SteppedClock(START_MS)
+  const { manager, api } = setup(t, { clock })
+  let failing = true
+  api.loginHandler = async () => {
+    if (failing) throw new UpstreamAuthError('unavailable', 'session login answered 503', 503)
+    return api.issueSession()
+  }
+  await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable')
+  failing = false
+  clock.setWallClockBack(3_600_000)
+  const during = await expectUnavailable(t, manager.acquireTokens(), 'upstream-unavailable', 'still backing off')
+  t.ok(during.retryAfterSeconds <= BACKOFF_BASE_MS / 1000, `Retry-After ${during.retryAfterSeconds} s, not an hour`)
+  clock.advance(BACKOFF_BASE_MS + 1)
+  await manager.acquireTokens()
+  t.equal(api.loginCalls.length, 2, 'the login goes once the backoff has passed')
+})
+
 t.test('unavailable errors back off exponentially and never engage the guard', async (t) => {
   const { manager, api, clock, guard } = setup(t, { maxFailures: 2 })
   api.loginHandler = async () => {
