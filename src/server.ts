@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { ProxyConfig } from './config/load.js'
-import { credentialsExposure, secretFileExposure } from './credentials/credentials-file.js'
+import { CredentialsFile, credentialsExposure, secretFileExposure } from './credentials/credentials-file.js'
 import { credentialsWhitespace, type Credentials } from './credentials/credentials.js'
 import { buildApp, type ProxyApp } from './app.js'
 import { LoginGuard } from './session/login-guard.js'
@@ -185,6 +185,8 @@ export async function startProxy (
   if (exposure !== undefined) logger.warn(exposure)
   const padded = credentialsWhitespace(credentials, config.credentialsFile)
   if (padded !== undefined) logger.warn(padded)
+  const interrupted = new CredentialsFile(config.credentialsFile).interruptedRewrites()
+  if (interrupted !== undefined) logger.warn(interrupted)
   for (const secret of config.secretFiles) {
     const warning = secretFileExposure(secret.path, secret.holds)
     if (warning !== undefined) logger.warn({ setting: secret.setting }, warning)

@@ -110,6 +110,33 @@ export class CredentialsFile {
     writeFileAtomicSync(target, content, 0o600, owner)
   }
 
+  /**
+   * A warning naming the temporary files a rewrite of this file left behind (killed or cut off by a power loss between
+   * writing the new content and renaming it into place), undefined when there are none. After a password rotation such
+   * a file may hold the only copy of the password ThingSpace now has, while the file itself holds the old one.
+   */
+  interruptedRewrites (): string | undefined {
+    let target: string
+    let names: string[]
+    try {
+      target = this.#target()
+      names = fs.readdirSync(path.dirname(target))
+    } catch {
+      return undefined // reading the file reports the problem
+    }
+    const prefix = `.${path.basename(target)}.`
+    const left = names
+      .filter((name) => name.startsWith(prefix) && /^[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length)))
+      .map((name) => path.join(path.dirname(target), name))
+    if (left.length === 0) return undefined
+    return (
+      `${left.join(', ')} ${left.length === 1 ? 'was' : 'were'} left by a rewrite of the credentials file that did not ` +
+      'finish (the process killed, or the power cut, during a password rotation?). If ThingSpace rejects the password ' +
+      `in ${this.path}, the left file may hold the one ThingSpace has now: check it and move it into place; otherwise ` +
+      'remove it (it may hold a password)'
+    )
+  }
+
   /** The file itself: where its symbolic links, if any, lead. */
   #target (): string {
     return fs.realpathSync(this.path)

@@ -198,6 +198,25 @@ t.test('a rotation through a symbolic link replaces the file it leads to, and th
   t.same(fs.readdirSync(path.join(dir, 'state')), ['credentials.json'], 'nothing left beside the link')
 })
 
+t.test('a rewrite cut short (killed before the rename) is named at start-up, never quoted', async (t) => {
+  const newPassword = 'Wh0a1545a84d-new'
+  const dir = t.testdir({
+    'credentials.json': JSON.stringify(GOOD),
+    // What writeFileAtomicSync leaves when killed between its fsync and its rename: the rotated password, whole.
+    '.credentials.json.0123456789ab.tmp': JSON.stringify({ ...GOOD, password: newPassword }),
+    '.login-guard.json.0123456789ab.tmp': '{}',
+    '.credentials.json.probe-01234567': ''
+  })
+  const file = new CredentialsFile(path.join(dir, 'credentials.json'))
+  const warning = file.interruptedRewrites() ?? ''
+  t.match(warning, path.join(dir, '.credentials.json.0123456789ab.tmp'), 'names the file left behind')
+  t.notMatch(warning, 'login-guard', 'only the credentials file\'s own')
+  t.notMatch(warning, 'probe', 'not the rotation\'s probe')
+  t.notMatch(warning, newPassword, 'never its content')
+  fs.rmSync(path.join(dir, '.credentials.json.0123456789ab.tmp'))
+  t.equal(file.interruptedRewrites(), undefined, 'nothing to say without one')
+})
+
 t.test('a byte order mark (Windows editors) is read past, and a rotation writes the file without it', async (t) => {
   const dir = t.testdir({ 'credentials.json': '\ufeff' + JSON.stringify(GOOD) })
   const file = path.join(dir, 'credentials.json')
