@@ -17,6 +17,8 @@ export const FLEET_LEDGER_FILE = 'fleet-ledger.json'
  * back).
  */
 const MAX_REJECTED = 32
+/** Passwords of older generations remembered, by the same reasoning. */
+const MAX_OLDER = 32
 
 export interface VerifiedGeneration {
   generation: number
@@ -33,6 +35,11 @@ interface LedgerState {
   generation: (VerifiedGeneration & { passwordId: string }) | null
   /** Hashes of user name and password, oldest first. */
   rejected: string[]
+  /**
+   * The same hashes for the passwords of the generations verified before the highest, oldest first: a credentials file
+   * holding one is a stale copy. Absent in ledgers written before it.
+   */
+  older?: string[]
   /** The highest fleet failure count seen since a login success this replica could verify; when it was seen. */
   failuresSeen: number
   failuresSeenAt: number
@@ -106,7 +113,21 @@ export class FleetLedger {
   recordGeneration (generation: number, password: string, changedAt: number): void {
     const held = this.state.generation
     if (held !== null && held.generation >= generation) return
-    this.update({ generation: { generation, changedAt, passwordId: this.idOf(password) } })
+    const passwordId = this.idOf(password)
+    const older = this.state.older ?? []
+    this.update({
+      generation: { generation, changedAt, passwordId },
+      older:
+        held === null || held.passwordId === passwordId
+          ? older
+          : [...older.filter((id) => id !== held.passwordId), held.passwordId].slice(-MAX_OLDER)
+    })
+  }
+
+  /** Whether `password` is that of a generation older than the highest this replica verified (a stale copy's). */
+  isOlderGeneration (password: string): boolean {
+    const id = this.idOf(password)
+    return this.state.generation?.passwordId !== id && (this.state.older ?? []).includes(id)
   }
 
   isRejected (password: string): boolean {
@@ -188,6 +209,7 @@ function parseState (json: string, file: string): LedgerState {
     !generationValid ||
     !Array.isArray(state.rejected) ||
     !state.rejected.every((id) => typeof id === 'string') ||
+    (state.older !== undefined && (!Array.isArray(state.older) || !state.older.every((id) => typeof id === 'string'))) ||
     !isCount(state.failuresSeen) ||
     !Number.isFinite(state.failuresSeenAt)
   ) {

@@ -338,6 +338,14 @@ export class PasswordSync {
       this.hold(stored, true)
       return
     }
+    if (held === undefined && verdict === 'same' && !ledger.isOlderGeneration(session.currentCredentials.password)) {
+      // The store holds the very generation this replica verified last, and the file a password of no generation it
+      // verified: the file was written after it (a rotation killed between its file and its publication, or an edit
+      // while this replica was stopped), so it may hold the only copy of the password ThingSpace has. Never
+      // overwritten: it waits for a check.
+      this.keepNewerFile(stored)
+      return
+    }
     if (held === undefined) {
       this.adopt(
         stored,
@@ -378,6 +386,27 @@ export class PasswordSync {
           'this replica keeps it in memory only (GET /admin/session: password.savedToFile false); make the file writable, or let a restart take it from the fleet store again'
       })
     }
+  }
+
+  /**
+   * Start-up, the file newer than the store's generation (see reconcile): the store's password is in force (no login
+   * with an unchecked password), the file stays as it is, and an explicit reload checks it with one login and
+   * publishes it.
+   */
+  private keepNewerFile (stored: PasswordGeneration): void {
+    const session = this.holder
+    session.useCredentials({ ...session.currentCredentials, password: stored.password })
+    this.hold(stored, true)
+    this.savedToFile = false
+    this.publish({
+      type: 'warning',
+      message:
+        `${this.options.file.path} holds a password this replica never verified, while the fleet store holds generation ` +
+        `${stored.generation}, the last one it verified: the file is newer (a password rotation cut short before it was ` +
+        'published, or an edit made while this replica was stopped) and is kept as it is, not rewritten. Generation ' +
+        `${stored.generation} stays in force; POST /admin/credentials/reload checks the file's password with one login ` +
+        'and, accepted, publishes it to the fleet'
+    })
   }
 
   private idOf (password: string): string {

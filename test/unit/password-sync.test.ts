@@ -318,6 +318,46 @@ t.test(
 )
 
 t.test(
+  'a rotation killed after its file was written, before it was published: the restart keeps the file, never the old password in it',
+  async (t) => {
+    const { fleet, api, clock, replicas, raw } = fleetOf(t, 1)
+    const [first] = replicas as [Replica]
+    await first.manager.startSession()
+    // What the kill left: ThingSpace reset the password and the file holds the new one; the store still generation 1.
+    const rotated = (api.password = 'Pw-rotated-before-the-kill-3a9d')
+    first.file.writePassword(rotated)
+    first.manager.close()
+    first.sync.stop()
+    const restarted = replica(t, fleet, api, clock, 'restarted', { dir: first.dir })
+    await restarted.sync.catchUp()
+    t.equal(restarted.filePassword(), rotated, 'the file still holds the password ThingSpace has')
+    t.match(restarted.messages.join('\n'), /holds a password this replica never verified.*kept as it is, not rewritten/)
+    t.equal(restarted.sync.status().savedToFile, false, 'the password in force is not the file\'s')
+    await restarted.operations.reload({ login: true })
+    t.match(await raw.readPassword(), { generation: 2, password: rotated }, 'checked with one login, then published')
+    t.equal(api.failedLogins, 0, 'no failed login at ThingSpace')
+    assertNoSecretIn(t, [first, restarted], api)
+  }
+)
+
+t.test(
+  'a replica restarted on its state directory with a file of an older generation it verified: the store wins, as before',
+  async (t) => {
+    const { fleet, api, clock, replicas } = fleetOf(t, 1)
+    const [first] = replicas as [Replica]
+    await first.manager.startSession()
+    await first.operations.rotatePassword()
+    first.manager.close()
+    first.sync.stop()
+    first.file.writePassword(ORIGINAL) // a stale copy put back, the state directory kept
+    const restarted = replica(t, fleet, api, clock, 'restarted', { dir: first.dir })
+    await restarted.sync.catchUp()
+    t.equal(restarted.filePassword(), api.password, 'its file is rewritten with generation 2')
+    t.match(restarted.messages.join('\n'), /the store wins/)
+  }
+)
+
+t.test(
   'rotation on one replica: one reset, its file first, generation 2 published, every replica takes it and rewrites its file',
   async (t) => {
     const { api, replicas, raw } = fleetOf(t)
