@@ -194,7 +194,9 @@ export class FileInbox implements CallbackInbox {
         const bytes = newline + 1
         this.linesInFile++
         try {
-          this.keep(JSON.parse(text.toString('utf8', 0, newline)) as StoredCallback, lineStart, bytes)
+          const record: unknown = JSON.parse(text.toString('utf8', 0, newline))
+          // Valid JSON of another shape (a seq that is not a whole number would poison every later one) is not kept.
+          if (isStoredCallback(record)) this.keep(record, lineStart, bytes)
         } catch {
           // not a line this version can read
         }
@@ -359,4 +361,17 @@ export class FileInbox implements CallbackInbox {
     await retiredHandle.close().catch(() => {})
     await retiredReader.retire().catch(() => {})
   }
+}
+
+/** A line's record as this version writes it: what the index and the cursors rely on. */
+function isStoredCallback (value: unknown): value is StoredCallback {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
+  const { seq, receivedAt, requestId } = value as Partial<StoredCallback>
+  return (
+    Number.isSafeInteger(seq) &&
+    (seq as number) > 0 &&
+    typeof receivedAt === 'string' &&
+    Number.isFinite(Date.parse(receivedAt)) &&
+    (requestId === null || typeof requestId === 'string')
+  )
 }

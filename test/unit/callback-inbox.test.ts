@@ -145,6 +145,22 @@ t.test('file inbox: a line it cannot read is skipped, the others kept; a compact
   t.ok(text.trim().split('\n').length <= 4, 'the file holds about what is kept')
 })
 
+t.test('file inbox: a line of valid JSON but another shape is skipped: the cursors go on from the readable ones', async (t) => {
+  const dir = t.testdir({})
+  const inbox = await FileInbox.open(dir, RETENTION)
+  await inbox.append(message('req-1'))
+  await inbox.close()
+  const at = new Date().toISOString()
+  const foreign = ['{}', '[]', '{"seq":"7"}', `{"seq":1e300,"receivedAt":"${at}","requestId":null}`, `{"seq":2,"receivedAt":"${at}"}`]
+  fs.appendFileSync(path.join(dir, CALLBACK_FILE), foreign.join('\n') + '\n')
+  const reopened = await FileInbox.open(dir, RETENTION)
+  const stored = await reopened.append(message('req-2'))
+  t.equal(stored.seq, 2, 'the next sequence number follows the readable lines')
+  t.same((await reopened.after(0, 10)).map((record) => record.seq), [1, 2])
+  t.same((await reopened.after(1, 10)).map((record) => record.requestId), ['req-2'], 'a reader after 1 gets it')
+  await reopened.close()
+})
+
 t.test('file inbox: a write that fails rejects its callbacks (no 2xx), the next ones are stored', async (t) => {
   const dir = t.testdir({})
   const inbox = await FileInbox.open(dir, RETENTION)
