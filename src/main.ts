@@ -82,8 +82,9 @@ async function main (): Promise<void> {
       }
     }
   )
-  // A setting that turns out wrong only once used (Redis refusing the URL's password): one line, exit 1.
-  void running.app.fatal.then((error) => {
+  // A setting that turns out wrong only once used (Redis refusing the URL's password), or the state directory taken
+  // over by another proxy: one line, exit 1.
+  void running.fatal.then((error) => {
     fatal = error
     logger.fatal({ setting: error.setting }, error.message)
     logger.flush()

@@ -12,6 +12,7 @@ import { LoginGuard } from './session/login-guard.js'
 import { describeEgress } from './upstream.js'
 import type { Clock } from './clock.js'
 import { StateDirLock } from './fs/state-dir-lock.js'
+import type { ConfigError } from './config/errors.js'
 
 export interface RunningProxy {
   readonly app: ProxyApp
@@ -21,6 +22,11 @@ export interface RunningProxy {
   readonly callbackUrl: string | undefined
   /** Settles when the start-up login has finished, whatever its outcome. */
   readonly initialLogin: Promise<void>
+  /**
+   * Settles if the process must stop: a setting found wrong only once used (app.fatal), or the state directory's lock
+   * taken over by another process (two proxies would keep two lockout counts for one account).
+   */
+  readonly fatal: Promise<ConfigError>
 }
 
 function urlOf (address: AddressInfo | string | null): string {
@@ -206,5 +212,6 @@ export async function startProxy (
     .catch(() => {
       /* reported through the session events */
     })
-  return { app, proxyUrl, adminUrl, callbackUrl, initialLogin }
+  const fatal = Promise.race([app.fatal, stateLock.lost])
+  return { app, proxyUrl, adminUrl, callbackUrl, initialLogin, fatal }
 }

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
@@ -226,6 +227,23 @@ t.test('a second proxy on a state directory a live proxy holds: exit 1, one line
   next.child.kill('SIGTERM')
   t.equal((await next.exit).code, 0)
   t.notOk(fs.existsSync(path.join(dir, 'proxy.lock')), 'a clean stop removes it')
+})
+
+// Another process took the lock (it judged this one gone, or someone started a second proxy after deleting the file):
+// two proxies would keep two lockout counts for one account. The holder sees it at its next touch (10 s) and stops.
+t.test('a proxy whose state directory lock is taken over stops: exit 1, one line naming the file', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json' }, dir)
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  const file = path.join(dir, 'proxy.lock')
+  fs.writeFileSync(file, JSON.stringify({ pid: process.pid, host: 'another-proxy', startedAt: new Date().toISOString() }))
+  const exit = await Promise.race([proxy.exit, sleep(30_000).then(() => undefined)])
+  t.equal(exit?.code, 1, 'stopped')
+  t.match(proxy.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process`))
+  t.match(proxy.stderr, /"host":"another-proxy"/)
+  t.ok(fs.existsSync(file), "the other's lock is left in place")
 })
 
 t.test('Redis refusing the URL for good (a database it lacks, a wrong user or password): exit 1, one line', async (t) => {

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process'
 import { STATE_LOCK_FILE, STATE_LOCK_TOUCH_MS, StateDirLock } from '../../src/fs/state-dir-lock.js'
 import { uninstrumented } from '../helpers/uninstrumented.js'
 
-function writeLock (dir: string, holder: { pid: number, host: string }, ageMs = 0): void {
+function writeLock (dir: string, holder: { pid: number, host: string, start?: string }, ageMs = 0): void {
   const file = path.join(dir, STATE_LOCK_FILE)
   fs.writeFileSync(file, JSON.stringify({ ...holder, startedAt: '2026-01-01T00:00:00.000Z' }))
   const at = new Date(Date.now() - ageMs)
@@ -77,4 +77,60 @@ t.test('a state directory that cannot be made: a ConfigError naming it', async (
     name: 'ConfigError',
     message: /M2M_PROXY_STATE_DIR: .*state cannot be created \((ENOTDIR|EEXIST)\)/
   })
+})
+
+/** What a lock of this process records as its start (where /proc tells it). */
+function ownStart (dir: string): string | undefined {
+  const lock = StateDirLock.acquire(dir)
+  const { start } = JSON.parse(fs.readFileSync(path.join(dir, STATE_LOCK_FILE), 'utf8')) as { start?: string }
+  lock.release()
+  return start
+}
+
+/** The start another live process on this host would record: its /proc entry read the same way. */
+function startOf (pid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  return `${boot}/${stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]}`
+}
+
+// A proxy paused longer than three touches (SIGSTOP, a frozen container) is still the holder: before, a second proxy
+// took the directory over, both ran, and each kept its own lockout count for one account until ThingSpace locked it.
+const haveProc = fs.existsSync('/proc/self/stat')
+t.test('a live holder paused past three touches is still the holder; a reuser of its pid is not', {
+  skip: !haveProc && 'no /proc here: the age of the touch decides, as the test above checks'
+}, async (t) => {
+  const dir = t.testdir({})
+  t.ok(ownStart(dir), 'the lock records its start')
+  const stale = 3 * STATE_LOCK_TOUCH_MS + 60_000
+  writeLock(dir, { pid: process.ppid, host: hostname(), start: startOf(process.ppid) }, stale)
+  t.throws(() => StateDirLock.acquire(dir), { message: new RegExp(`in use by another m2m-session-proxy \\(pid ${process.ppid}`) })
+  // The same pid with another start: a process that got the pid of a holder gone long ago.
+  writeLock(dir, { pid: process.ppid, host: hostname(), start: `${startOf(process.ppid)}0` }, 0)
+  const lock = StateDirLock.acquire(dir)
+  t.equal(JSON.parse(fs.readFileSync(path.join(dir, STATE_LOCK_FILE), 'utf8')).pid, process.pid, 'taken over')
+  lock.release()
+})
+
+t.test('a holder whose lock is taken over reports it and stops touching; one removed by hand is taken back', async (t) => {
+  const dir = t.testdir({})
+  const file = path.join(dir, STATE_LOCK_FILE)
+  const lock = StateDirLock.acquire(dir, 20)
+  const own = fs.readFileSync(file, 'utf8')
+  fs.rmSync(file)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(fs.readFileSync(file, 'utf8'), own, 'removed by hand: written again')
+  // Another proxy judged this one gone and took the directory.
+  writeLock(dir, { pid: process.ppid, host: hostname() }, 0)
+  const lost = await Promise.race([lock.lost, new Promise((resolve) => setTimeout(resolve, 5000, 'not reported'))])
+  t.match(lost, {
+    name: 'ConfigError',
+    setting: 'M2M_PROXY_STATE_DIR',
+    message: new RegExp(`was taken over by another process \\(it now holds .*"pid":${process.ppid}.*so this one stops`)
+  })
+  const before = fs.statSync(file).mtimeMs
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(fs.statSync(file).mtimeMs, before, "the other's lock is no longer touched")
+  lock.release()
+  t.ok(fs.existsSync(file), 'nor removed at release')
 })
