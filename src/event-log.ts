@@ -72,6 +72,9 @@ function logSessionEvent (log: Logger, event: SessionEvent, options: SessionLogO
     case 'fleet-lock-wait':
       log.debug('another replica holds the login lock: waiting for its login')
       return
+    case 'info':
+      log.info(event.message)
+      return
     case 'warning':
       log.warn(event.message)
   }

@@ -23,7 +23,7 @@ export type SessionEvent =
   | { type: 'fleet-login-avoided' }
   /** Fleet mode: another replica held the login lock, and this one waited for its outcome. */
   | { type: 'fleet-lock-wait' }
-  | { type: 'warning'; message: string }
+  | { type: 'info' | 'warning'; message: string }
 
 export type PublishSessionEvent = (event: SessionEvent) => void
 

@@ -1,7 +1,7 @@
 // The two-token lifecycle: OAuth token plus VZ-M2M session, single-flight logins, replay decisions and the lockout
 // guard. No HTTP framework here.
 
-import { messageOf } from '../errors.js'
+import { errorCode, messageOf } from '../errors.js'
 import { LRUCache } from 'lru-cache'
 import { createHash } from 'node:crypto'
 import type { Clock, Timer } from '../clock.js'
@@ -44,6 +44,7 @@ export type NotReadyReason =
   | 'login-failing'
   | 'fleet-store-unreachable'
   | 'fleet-key-mismatch'
+  | 'state-unwritable'
 
 export interface SessionManagerOptions {
   api: ThingSpaceAuthApi
@@ -131,6 +132,8 @@ export class SessionManager {
   private closed = false
   /** Fleet mode: the last credentials an operator's file proposed were rejected by ThingSpace (readiness says so). */
   private candidateRejected = false
+  /** The last login was not sent because the failure count could not be written (a full or read-only disk). */
+  private stateUnwritable = false
   /**
    * The last session this replica held (cached or not): the one a renewal replaces, to tell a newer shared session from
    * it.
@@ -249,6 +252,25 @@ export class SessionManager {
       })
     }
     return true
+  }
+
+  /** One warning when logins stop for an unwritable state directory, one line when they can go again. */
+  private stateNotWritable (error: unknown): void {
+    if (this.stateUnwritable) return
+    this.stateUnwritable = true
+    this.publish({
+      type: 'warning',
+      message:
+        `the login failure count cannot be written to the state directory (${errorCode(error)}: a full or read-only ` +
+        'disk?); no login is sent until it can, and clients get 503 meanwhile. Free space or make ' +
+        'M2M_PROXY_STATE_DIR writable: the next login goes by itself'
+    })
+  }
+
+  private stateWritable (): void {
+    if (!this.stateUnwritable) return
+    this.stateUnwritable = false
+    this.publish({ type: 'info', message: 'the state directory is writable again: logins go again' })
   }
 
   /** Log in now (start-up); resolves once a session is cached. */
@@ -432,6 +454,8 @@ export class SessionManager {
   notReadyReason (): NotReadyReason | undefined {
     if (this.options.guard.engaged || this.candidateRejected) return 'credentials-rejected'
     if (this.sessions.has(SESSION_KEY)) return undefined
+    // No login is sent while the count cannot be written: a login that succeeded earlier does not make it ready.
+    if (this.stateUnwritable) return 'state-unwritable'
     // Fleet mode: without the store no login is sent, so only a session held serves.
     if (!this.strategy.connected) return 'fleet-store-unreachable'
     if (this.strategy.keyMismatch) return 'fleet-key-mismatch'
@@ -584,8 +608,10 @@ export class SessionManager {
       for (let attempt = 1; ; attempt++) {
         try {
           guard.beginAttempt()
-        } catch {
+          this.stateWritable()
+        } catch (writeError) {
           // Without the count on disk a crash loop could not be stopped: do not log in.
+          this.stateNotWritable(writeError)
           const error = new AuthUnavailableError(
             'state-unwritable',
             'the login failure count cannot be written to the state directory (M2M_PROXY_STATE_DIR); no login is sent until it can',

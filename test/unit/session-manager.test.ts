@@ -119,6 +119,7 @@ interface Recorded {
   logoutFailures: Array<{ message: string; cause: FailureCause; replaced: boolean }>
   backgroundRetries: number[]
   warnings: string[]
+  infos: string[]
 }
 
 interface Harness {
@@ -152,7 +153,8 @@ function setup (t: Test, options: SetupOptions = {}): Harness {
     oauthCauses: [],
     logoutFailures: [],
     backgroundRetries: [],
-    warnings: []
+    warnings: [],
+    infos: []
   }
   const manager = new SessionManager({
     api,
@@ -182,6 +184,9 @@ function setup (t: Test, options: SetupOptions = {}): Harness {
           return
         case 'warning':
           events.warnings.push(event.message)
+          return
+        case 'info':
+          events.infos.push(event.message)
       }
     }
   })
@@ -980,7 +985,7 @@ t.test('while backing off after a rejected login, the 503 reason says the creden
 })
 
 t.test('a state directory that became unwritable stops logins with a clear reason', async (t) => {
-  const { manager, api, dir } = setup(t)
+  const { manager, api, dir, events } = setup(t)
   const fs = await import('node:fs')
   const path = await import('node:path')
   // Replace the state directory by a file: writes into it fail even for root.
@@ -989,11 +994,13 @@ t.test('a state directory that became unwritable stops logins with a clear reaso
   t.teardown(() => fs.rmSync(dir, { force: true }))
   await expectUnavailable(t, manager.acquireTokens(), 'state-unwritable')
   t.equal(api.loginCalls.length, 0, 'no login sent without a persisted count')
+  t.equal(manager.notReadyReason(), 'state-unwritable', 'readiness names it, not an outage of ThingSpace')
+  t.match(events.warnings, [/login failure count cannot be written to the state directory \(ENOTDIR.*M2M_PROXY_STATE_DIR/])
   t.notOk(fs.existsSync(path.join(dir, 'login-guard.json')))
 })
 
 t.test('logins refused for an unwritable state directory are not counted: once it is writable, the login goes', async (t) => {
-  const { manager, api, dir } = setup(t, { maxFailures: 2 })
+  const { manager, api, dir, events } = setup(t, { maxFailures: 2 })
   const fs = await import('node:fs')
   await manager.startSession()
   // A full or read-only disk, as in the test above: writes into the directory fail.
@@ -1005,12 +1012,16 @@ t.test('logins refused for an unwritable state directory are not counted: once i
   }
   t.equal(api.loginCalls.length, 1, 'no login sent meanwhile')
   t.equal(manager.snapshot().consecutiveLoginFailures, 0, 'no failure counted for logins never sent')
-  t.not(manager.notReadyReason(), 'credentials-rejected', 'not reported as rejected credentials')
+  t.equal(manager.notReadyReason(), undefined, 'the session held still serves: ready')
+  t.equal(events.warnings.filter((message) => /cannot be written to the state directory \(ENOTDIR/.test(message)).length, 1,
+    'one warning for the episode, with the code')
   fs.rmSync(dir, { force: true })
   fs.mkdirSync(dir)
   await manager.restartSession('admin')
   t.equal(api.loginCalls.length, 2, 'the login goes once the directory is writable again')
   t.equal(manager.snapshot().state, 'active')
+  t.equal(manager.notReadyReason(), undefined)
+  t.match(events.infos, [/writable again/])
 })
 
 /** One canned answer of the mocked ThingSpace. */
