@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
+import { refuseNewerFormat } from '../fs/state-version.js'
 import { ConfigError } from '../config/errors.js'
 import { errorCode } from '../errors.js'
 
@@ -194,6 +195,7 @@ function parseState (json: string, file: string): LedgerState {
   } catch {
     parsed = undefined
   }
+  refuseNewerFormat(parsed, 1, file)
   const state = parsed as Partial<LedgerState> | undefined
   const generation = state?.generation
   const generationValid =

@@ -219,6 +219,20 @@ t.test('a corrupt state file is a ConfigError naming M2M_PROXY_STATE_DIR', async
   }
 })
 
+// Rolled back after a newer release ran on the directory: deleting the file, as a corrupt one's advice says,
+// would throw away the count that release kept.
+t.test('a state file of a newer format: run that release again, never "delete the file"', async (t) => {
+  const content = JSON.stringify({ version: 2, accountId: 'z', consecutiveRejections: 3 })
+  const dir = t.testdir({ [LOGIN_GUARD_FILE]: content })
+  const error = configErrorOf(() => LoginGuard.open(dir, 2, ALICE))
+  t.equal(error.setting, 'M2M_PROXY_STATE_DIR')
+  t.match(error.message, /login-guard\.json was written by a newer release of m2m-session-proxy \(format 2; this one/)
+  t.match(error.message, /this one reads 1\)/)
+  t.match(error.message, /run that release again.*Do not delete the file/)
+  t.notMatch(error.message, /corrupt/)
+  t.equal(fs.readFileSync(path.join(dir, LOGIN_GUARD_FILE), 'utf8'), content, 'left as it is')
+})
+
 t.test('the state file never holds the user name or password in clear', async (t) => {
   const identity = { username: 'carol.uws.user@example.com', password: 'Pw-7c1e9a0b3d' }
   const dir = t.testdir({})
