@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
-import { refuseNewerFormat } from '../fs/state-version.js'
+import { refuseDanglingLink, refuseNewerFormat } from '../fs/state-file.js'
 import { ConfigError } from '../config/errors.js'
 import { errorCode } from '../errors.js'
 
@@ -64,6 +64,7 @@ export class FleetLedger {
       if (errorCode(error) !== 'ENOENT') {
         throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} cannot be read (${errorCode(error)})`)
       }
+      refuseDanglingLink(file)
     }
     const ledger = new FleetLedger(
       file,

@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createHmac, randomBytes } from 'node:crypto'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
-import { refuseNewerFormat } from '../fs/state-version.js'
+import { refuseDanglingLink, refuseNewerFormat } from '../fs/state-file.js'
 import { ConfigError } from '../config/errors.js'
 import { errorCode } from '../errors.js'
 
@@ -78,6 +78,7 @@ export class LoginGuard {
       if (errorCode(error) !== 'ENOENT') {
         throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} cannot be read (${errorCode(error)})`)
       }
+      refuseDanglingLink(file)
     }
     const salt = state?.salt ?? randomBytes(16).toString('hex')
     const guard = new LoginGuard(

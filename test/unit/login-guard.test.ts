@@ -233,6 +233,22 @@ t.test('a state file of a newer format: run that release again, never "delete th
   t.equal(fs.readFileSync(path.join(dir, LOGIN_GUARD_FILE), 'utf8'), content, 'left as it is')
 })
 
+t.test('a state file that is a link to nothing (a volume not mounted): refused, never read as a count of 0', async (t) => {
+  const dir = t.testdir({})
+  const file = path.join(dir, LOGIN_GUARD_FILE)
+  fs.symlinkSync(path.join(dir, 'unmounted', 'login-guard.json'), file)
+  const error = configErrorOf(() => LoginGuard.open(dir, 2, ALICE))
+  t.equal(error.setting, 'M2M_PROXY_STATE_DIR')
+  t.match(error.message, /login-guard\.json is a symbolic link to .*unmounted.*, which does not exist/)
+  t.ok(fs.lstatSync(file).isSymbolicLink(), 'the link is left as it is')
+  // A link whose file was removed: refused the same way.
+  fs.rmSync(file)
+  fs.writeFileSync(path.join(dir, 'kept.json'), '')
+  fs.symlinkSync(path.join(dir, 'kept.json'), file)
+  fs.rmSync(path.join(dir, 'kept.json'))
+  t.throws(() => LoginGuard.open(dir, 2, ALICE), { message: /symbolic link/ }, 'its target removed: refused too')
+})
+
 t.test('the state file never holds the user name or password in clear', async (t) => {
   const identity = { username: 'carol.uws.user@example.com', password: 'Pw-7c1e9a0b3d' }
   const dir = t.testdir({})
