@@ -8,6 +8,7 @@ import path from 'node:path'
 import { CALLBACK_PASSWORD_MIN_LENGTH, type CallbackCredentials } from '../config/load.js'
 import { ConfigError } from '../config/errors.js'
 import { writeFileAtomicSync } from '../fs/atomic-write.js'
+import { errorCode } from '../errors.js'
 
 export const GENERATED_CREDENTIALS_FILE = 'callback-credentials.json'
 export const GENERATED_USERNAME = 'm2m-session-proxy'
@@ -19,7 +20,9 @@ export function loadOrCreateCallbackCredentials (stateDir: string): CallbackCred
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (error) {
-    if ((error as { code?: string }).code !== 'ENOENT') throw error
+    if (errorCode(error) !== 'ENOENT') {
+      throw new ConfigError('M2M_PROXY_CALLBACK_CREDENTIALS_FILE', `is not set, and ${file} cannot be read (${errorCode(error)})`)
+    }
     const made = { username: GENERATED_USERNAME, password: randomBytes(24).toString('hex') }
     writeFileAtomicSync(file, `${JSON.stringify(made)}\n`)
     return made

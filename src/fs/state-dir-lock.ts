@@ -55,7 +55,7 @@ function readHolder (file: string): { holder: Holder | undefined; text: string; 
     return { holder, text, mtimeMs }
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return undefined
-    throw error
+    throw new ConfigError('M2M_PROXY_STATE_DIR', `${file} cannot be read (${errorCode(error)})`)
   }
 }
 

@@ -25,3 +25,10 @@ t.test('a damaged file is an error naming the file, never its content, and is le
     t.equal(fs.readFileSync(path.join(dir, GENERATED_CREDENTIALS_FILE), 'utf8'), content, 'not replaced')
   }
 })
+
+t.test('a file that cannot be read (a directory in its place): an error naming the file and the code', async (t) => {
+  const dir = t.testdir({ [GENERATED_CREDENTIALS_FILE]: {} })
+  const error = t.throws(() => loadOrCreateCallbackCredentials(dir)) as ConfigError
+  t.ok(error instanceof ConfigError)
+  t.match(error.message, /M2M_PROXY_CALLBACK_CREDENTIALS_FILE: is not set, and .*callback-credentials\.json cannot be read \(EISDIR\)/)
+})

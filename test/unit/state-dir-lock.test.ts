@@ -134,3 +134,12 @@ t.test('a holder whose lock is taken over reports it and stops touching; one rem
   lock.release()
   t.ok(fs.existsSync(file), 'nor removed at release')
 })
+
+t.test('a lock that cannot be read (a directory in its place): a ConfigError naming it', async (t) => {
+  const dir = t.testdir({ [STATE_LOCK_FILE]: {} })
+  t.throws(() => StateDirLock.acquire(dir), {
+    name: 'ConfigError',
+    setting: 'M2M_PROXY_STATE_DIR',
+    message: /proxy\.lock cannot be (read|created) \((EISDIR|EEXIST)\)/
+  })
+})
