@@ -70,10 +70,18 @@ export class PasswordAge {
   ): PasswordAge {
     const file = path.join(stateDir, PASSWORD_AGE_FILE)
     let stored: AgeState | undefined
+    let text: string | undefined
     try {
-      stored = parse(fs.readFileSync(file, 'utf8'))
+      text = fs.readFileSync(file, 'utf8')
     } catch {
-      stored = undefined
+      text = undefined // missing (or unreadable: the write below says so)
+    }
+    if (text !== undefined) {
+      stored = parse(text)
+      // Only an estimate for the rotation's schedule, so it starts again; but not without a word.
+      if (stored === undefined) {
+        onWarning(`${file} could not be read as a password age record: the password's age counts from now (first seen)`)
+      }
     }
     const salt = stored?.salt ?? randomBytes(16).toString('hex')
     const age = new PasswordAge(

@@ -668,6 +668,19 @@ t.test(
   }
 )
 
+t.test('a password age record that cannot be read starts again from now, with a warning naming it', async (t) => {
+  const dir = t.testdir({ [PASSWORD_AGE_FILE]: '{"version":1,"salt":' })
+  const warnings: string[] = []
+  const age = PasswordAge.open(dir, ORIGINAL, 1_000_000, (message) => warnings.push(message))
+  t.equal(age.source, 'first-seen')
+  t.equal(age.changedAt, 1_000_000)
+  t.match(warnings, [/password-age\.json could not be read as a password age record: .*counts from now/])
+  const fresh = t.testdir({})
+  const none: string[] = []
+  PasswordAge.open(fresh, ORIGINAL, 1_000_000, (message) => none.push(message))
+  t.same(none, [], 'a missing record is no warning')
+})
+
 t.test('m2m_proxy_password_age_seconds: the age of the password in force, in both modes', async (t) => {
   const { clock, replicas } = fleetOf(t, 1)
   const [fleetReplica] = replicas as [Replica]
