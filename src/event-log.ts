@@ -63,7 +63,9 @@ function logSessionEvent (log: Logger, event: SessionEvent, options: SessionLogO
         { delayMs: event.delayMs, cause: event.cause },
         event.cause === 'fleet-store-unreachable'
           ? 'not ready while the fleet store cannot be reached: logging in again in the background once it answers'
-          : 'not ready while ThingSpace is failing: logging in again in the background'
+          : event.cause === 'state-unwritable'
+            ? 'not ready while the state directory cannot be written: trying again in the background'
+            : 'not ready while ThingSpace is failing: logging in again in the background'
       )
       return
     case 'fleet-login-avoided':

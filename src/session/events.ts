@@ -18,7 +18,7 @@ export type SessionEvent =
    * Not ready because ThingSpace or the fleet store is failing (not a rejection): a login is tried again in `delayMs`
    * without a client.
    */
-  | { type: 'background-retry'; delayMs: number; cause: 'upstream-unavailable' | 'fleet-store-unreachable' }
+  | { type: 'background-retry'; delayMs: number; cause: 'upstream-unavailable' | 'fleet-store-unreachable' | 'state-unwritable' }
   /** Fleet mode: a session another replica logged in was taken up instead of logging in. */
   | { type: 'fleet-login-avoided' }
   /** Fleet mode: another replica held the login lock, and this one waited for its outcome. */

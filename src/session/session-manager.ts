@@ -527,12 +527,18 @@ export class SessionManager {
     ) { return }
     // It counts toward the lockout guard: the budget is not spent without a client or an operator asking.
     if (this.lastLogin === 'unknown-outcome') return
+    // Nothing was sent for want of a writable count: the last login that was sent decides, and a rejection waits for
+    // new credentials.
+    if (error.reason === 'state-unwritable' && this.lastLogin === 'rejected') return
     const delayMs = Math.max(1, error.retryAfterSeconds) * 1000
     const waitsForStore = error.reason === 'fleet-store-unreachable'
     this.publish({
       type: 'background-retry',
       delayMs,
-      cause: waitsForStore ? 'fleet-store-unreachable' : 'upstream-unavailable'
+      cause:
+        error.reason === 'fleet-store-unreachable' || error.reason === 'state-unwritable'
+          ? error.reason
+          : 'upstream-unavailable'
     })
     const timer = setTimer(() => {
       this.retryInBackgroundNow()
@@ -564,7 +570,12 @@ export class SessionManager {
   /** Not ready, and for no rejection: ThingSpace was unreachable or failing. */
   private waitingForUpstream (): boolean {
     const reason = this.notReadyReason()
-    return reason === 'not-logged-in' || reason === 'login-failing' || reason === 'fleet-store-unreachable'
+    return (
+      reason === 'not-logged-in' ||
+      reason === 'login-failing' ||
+      reason === 'fleet-store-unreachable' ||
+      reason === 'state-unwritable'
+    )
   }
 
   private async loginOnce (): Promise<CachedSession> {
@@ -772,4 +783,10 @@ function sameSessionCredentials (a: SessionCredentials, b: SessionCredentials): 
 }
 
 /** Errors after which a login is tried again in the background while not ready. */
-const BACKGROUND_RETRY_REASONS: ReadonlySet<string> = new Set(['upstream-unavailable', 'fleet-store-unreachable'])
+// state-unwritable: an unready pod gets no client request, so without a retry of its own it would stay unready once
+// the state directory is writable again.
+const BACKGROUND_RETRY_REASONS: ReadonlySet<string> = new Set([
+  'upstream-unavailable',
+  'fleet-store-unreachable',
+  'state-unwritable'
+])
