@@ -133,6 +133,15 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
 }
 
 /**
+ * The bytes of the writes under way (handed to libuv) that the kernel has not taken yet. writableLength and
+ * bytesWritten count a write whole until it is done: a large one (a page of callbacks, one chunk read slowly) leaves
+ * both unchanged while a client reads it steadily, and only this goes down. Node's own Socket.bufferSize reads it too.
+ */
+function unsentOfWritesUnderWay (socket: Socket): number {
+  return (socket as Socket & { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0
+}
+
+/**
  * A client that takes none of its answer for `timeoutMs` (it stopped reading: a hung process, a full disk) has its
  * connection closed. No other time limit runs while an answer is written: such a client would hold its slot, and the
  * upstream connection paused behind its answer, for ever, and M2M_PROXY_MAX_IN_FLIGHT of them would stop the proxy.
@@ -141,7 +150,7 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
  */
 function closeStalledReaders (server: FastifyInstance['server'], timeoutMs: number, log: FastifyBaseLogger): void {
   const sockets = new Set<Socket>()
-  const stalledSince = new Map<Socket, { written: number; waiting: number; since: number }>()
+  const stalledSince = new Map<Socket, { written: number; waiting: number; queued: number; since: number }>()
   let closedSinceWarning = 0
   let lastWarningAt = -Infinity
   const sweep = (): void => {
@@ -153,9 +162,10 @@ function closeStalledReaders (server: FastifyInstance['server'], timeoutMs: numb
         continue
       }
       const written = socket.bytesWritten
+      const queued = unsentOfWritesUnderWay(socket)
       const seen = stalledSince.get(socket)
-      if (seen === undefined || seen.written !== written || seen.waiting !== waiting) {
-        stalledSince.set(socket, { written, waiting, since: now })
+      if (seen === undefined || seen.written !== written || seen.waiting !== waiting || seen.queued !== queued) {
+        stalledSince.set(socket, { written, waiting, queued, since: now })
       } else if (now - seen.since >= timeoutMs) {
         stalledSince.delete(socket)
         socket.destroy()
