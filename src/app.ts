@@ -43,6 +43,12 @@ export interface ProxyApp {
   shutdown: () => Promise<void>
   /** Immediate stop (tests, a failed start): the same steps, no grace, no logout. */
   close: () => Promise<void>
+  /**
+   * A stop forced on the process (main.ts: a fatal error): in-flight requests finish within the grace as on SIGTERM,
+   * no logout. Cut off, a request ThingSpace is carrying out (an activation) would leave its client with a reset
+   * connection, which it may send again.
+   */
+  drain: () => Promise<void>
 }
 
 /**
@@ -160,6 +166,9 @@ export async function buildApp (
     },
     close: async () => {
       await stop(0, false)
+    },
+    drain: async () => {
+      await stop(config.shutdownGraceMs, false)
     }
   }
 }

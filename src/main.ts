@@ -68,7 +68,9 @@ async function main (): Promise<void> {
     },
     async ({ signal, err }) => {
       if (fatal !== undefined) {
-        await running.app.close()
+        // Requests in flight finish first (bounded by the grace): cut off, an activation ThingSpace is carrying out
+        // would leave its client a reset connection, which it may send again.
+        await running.app.drain()
         throw fatal // exit code 1
       }
       if (err !== undefined) logger.fatal({ err }, 'unexpected error: shutting down')

@@ -3,12 +3,14 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/stack.js'
 import { startProxyProcess } from '../helpers/process.js'
+import { startStandInUpstream } from '../helpers/stand-in-upstream.js'
 import { ROOT } from '../helpers/root.js'
 import { nodeScript } from '../helpers/uninstrumented.js'
 
@@ -244,6 +246,48 @@ t.test('a proxy whose state directory lock is taken over stops: exit 1, one line
   t.match(proxy.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process`))
   t.match(proxy.stderr, /"host":"another-proxy"/)
   t.ok(fs.existsSync(file), "the other's lock is left in place")
+})
+
+// Stopping on a lost lock must not cut off what ThingSpace is carrying out: a client left with a reset connection
+// cannot tell whether its activation was done, and may send it again.
+t.test('a proxy whose state directory lock is taken over lets requests in flight finish, then stops', async (t) => {
+  const received = { activations: 0 }
+  const upstream = await startStandInUpstream(t, (_request, _body, response) => {
+    received.activations++
+    setTimeout(() => {
+      response.setHeader('content-type', 'application/json')
+      response.end('{"requestId":"r-1"}')
+    }, 12_000)
+  })
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const proxy = await startProxyProcess({
+    M2M_PROXY_UPSTREAM: upstream.url,
+    M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+    M2M_PROXY_SHUTDOWN_GRACE_MS: '20000'
+  }, dir)
+  t.teardown(() => { proxy.child.kill('SIGKILL') })
+  await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
+  const answer = new Promise<string>((resolve) => {
+    const request = http.request(proxy.proxyUrl + '/api/m2m/v1/devices/actions/activate', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' }
+    }, (response) => {
+      let text = ''
+      response.setEncoding('utf8')
+      response.on('data', (data: string) => { text += data })
+      response.on('end', () => { resolve(`${response.statusCode ?? 0} ${text}`) })
+      response.on('error', (error) => { resolve(`error ${String(error)}`) })
+    })
+    request.on('error', (error: NodeJS.ErrnoException) => { resolve(`error ${error.code ?? String(error)}`) })
+    request.end('{"devices":[{"deviceIds":[{"kind":"imei","id":"1"}]}]}')
+  })
+  while (received.activations === 0) await sleep(50)
+  fs.writeFileSync(path.join(dir, 'proxy.lock'), JSON.stringify({ pid: 1, host: 'another-proxy', startedAt: new Date().toISOString() }))
+  t.match(await answer, /^200 \{"requestId":"r-1"\}/, "the client gets ThingSpace's answer, not a reset connection")
+  const exit = await Promise.race([proxy.exit, sleep(30_000).then(() => undefined)])
+  t.equal(exit?.code, 1, 'then it stops')
+  t.match(proxy.stderr, /was taken over by another process/)
+  t.equal(received.activations, 1)
 })
 
 t.test('Redis refusing the URL for good (a database it lacks, a wrong user or password): exit 1, one line', async (t) => {
