@@ -79,12 +79,12 @@ function isLive (holder: Holder | undefined, mtimeMs: number, now: number): hold
 }
 
 /** What a holder that lost its lock says: a ConfigError, so that the process stops with one line (main.ts). */
-function lostLock (file: string, found: string | undefined): ConfigError {
+function lostLock (file: string, found: string): ConfigError {
   return new ConfigError(
     'M2M_PROXY_STATE_DIR',
-    `${file} was taken over by another process (${found === undefined ? 'the file is gone' : `it now holds ${found.slice(0, 200)}`}` +
-      '): two proxies on one state directory would keep two lockout counts for one account, so this one stops. ' +
-      'Give each proxy a state directory of its own'
+    `${file} was taken over by another process (it now holds ${found.slice(0, 200)}): two proxies on one state ` +
+      'directory would keep two lockout counts for one account, so this one stops. Give each proxy a state directory ' +
+      'of its own'
   )
 }
 
@@ -106,9 +106,13 @@ export class StateDirLock {
     this.timer = setInterval(() => { this.touch() }, touchMs).unref()
   }
 
-  /** Touches the file if it is still this process's; taken back if it was removed (by hand), else reported lost. */
+  /**
+   * Touches the file if it is still this process's; taken back if it was removed (by hand); reported lost only when
+   * another process's lock is in its place. A directory removed or unmounted is no other holder: the logins pause for
+   * it (their count cannot be written), and this process keeps its place.
+   */
   private touch (): void {
-    let found: string | undefined
+    let found: string
     try {
       found = fs.readFileSync(this.file, 'utf8')
     } catch (error) {
@@ -116,8 +120,13 @@ export class StateDirLock {
       try {
         fs.writeFileSync(this.file, this.content, { flag: 'wx', mode: 0o600 })
         return
-      } catch {
-        found = undefined // taken in between, or the directory is gone
+      } catch (writeError) {
+        if (errorCode(writeError) !== 'EEXIST') return // the directory gone or unwritable: checked again next time
+        try {
+          found = fs.readFileSync(this.file, 'utf8') // another process wrote it in between
+        } catch {
+          return
+        }
       }
     }
     if (found === this.content) {

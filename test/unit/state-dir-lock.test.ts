@@ -143,3 +143,18 @@ t.test('a lock that cannot be read (a directory in its place): a ConfigError nam
     message: /proxy\.lock cannot be (read|created) \((EISDIR|EEXIST)\)/
   })
 })
+
+// Deleted, renamed or unmounted: no other process holds it, so the proxy keeps its place (and its count in memory;
+// logins pause while the count cannot be written) instead of stopping to be restarted with a count of 0.
+t.test('a state directory removed under a holder is not a takeover: nothing reported, the lock is written back', async (t) => {
+  const root = t.testdir({})
+  const dir = path.join(root, 'state')
+  const lock = StateDirLock.acquire(dir, 20)
+  t.teardown(() => lock.release())
+  fs.rmSync(dir, { recursive: true, force: true })
+  const lost = await Promise.race([lock.lost, new Promise((resolve) => setTimeout(resolve, 200, 'not reported'))])
+  t.equal(lost, 'not reported')
+  fs.mkdirSync(dir)
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(JSON.parse(fs.readFileSync(path.join(dir, STATE_LOCK_FILE), 'utf8')).pid, process.pid, 'back once it is there')
+})
