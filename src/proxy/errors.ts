@@ -4,6 +4,7 @@
 import type { FastifyReply } from 'fastify'
 import { STATUS_CODES } from 'node:http'
 import { REQUEST_ID_HEADER } from './request-id.js'
+import { failedBeforeSending } from '../errors.js'
 
 export interface ProxyErrorBody {
   errorCode: string
@@ -68,26 +69,6 @@ const TIMEOUT_CODES = new Set([
 ])
 
 /**
- * Failures before any byte of the request left: no connection was made (refused, no such host, no route, a connect
- * timeout, a certificate refused). After any other failure (a reset, a closed connection, an answer that broke off or
- * never came) ThingSpace may have received the request and acted on it: a client must not be told it was not sent.
- */
-const NOT_SENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EHOSTDOWN',
-  'ENETDOWN',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT'
-])
-
-/** TLS verification codes (Node's ERR_TLS_*, OpenSSL's names of certificate faults). */
-const TLS_REFUSAL = /^ERR_TLS_|CERT|SELF_SIGNED|UNABLE_TO_/
-
-/**
  * Maps an error of the upstream call (reply-from wraps undici's in `cause`) to 504 or 502; `sent`: whether ThingSpace
  * may have received the request (false only when no connection was made).
  */
@@ -103,7 +84,8 @@ export function classifyUpstreamFailure (error: unknown): {
     current = current.cause
   }
   const detail = codes.find((code) => !code.startsWith('FST_')) ?? codes[0] ?? 'unknown error'
-  const sent = !codes.some((code) => NOT_SENT_CODES.has(code) || TLS_REFUSAL.test(code))
+  // Told "not sent", a client sends again: only when no connection was made (an activation must not be done twice).
+  const sent = !codes.some(failedBeforeSending)
   if (codes.some((code) => TIMEOUT_CODES.has(code))) return { kind: 'upstreamTimeout', detail, sent }
   return { kind: 'upstreamUnreachable', detail, sent }
 }

@@ -2,6 +2,7 @@
 
 import type { Dispatcher } from 'undici'
 import { isSessionTokenCode, MAX_UPSTREAM_CODE_LENGTH, UpstreamAuthError } from './errors.js'
+import { failedBeforeSending } from '../errors.js'
 
 export const OAUTH_TOKEN_PATH = '/api/ts/v1/oauth2/token'
 export const LOGIN_PATH = '/api/m2m/v1/session/login'
@@ -22,21 +23,6 @@ export interface ThingSpaceAuthApi {
   /** ThingSpace generates the new password; it is effective at once. */
   resetPassword: (oauthToken: string, sessionToken: string, oldPassword: string) => Promise<string>
 }
-
-// Failures before any byte reached the server: the platform cannot have counted them.
-const NOT_SENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'CERT_HAS_EXPIRED',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID'
-])
 
 interface JsonAnswer {
   statusCode: number
@@ -195,7 +181,8 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
       })
     } catch (error) {
       const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown'
-      const kind = NOT_SENT_CODES.has(code) ? 'unavailable' : 'unknown-outcome'
+      // Failed before any byte reached the server: the platform cannot have counted it.
+      const kind = failedBeforeSending(code) ? 'unavailable' : 'unknown-outcome'
       // The host, and where it comes from: a typo in the setting and a network problem read differently.
       throw new UpstreamAuthError(
         kind,
