@@ -256,6 +256,12 @@ export class ProxyMetrics {
     scrapedGauge('m2m_proxy_login_guard_engaged', '1 while rejected logins have paused logging in', () =>
       session.guardEngaged ? 1 : 0
     )
+    // An unready replica gets no client (its probe fails), so alerts that watch requests or logins may stay quiet.
+    scrapedGauge(
+      'm2m_proxy_ready',
+      '1 while the proxy can serve (a session held, or the last login succeeded), else 0: /readyz names the reason',
+      () => (session.snapshot().notReadyReason === null ? 1 : 0)
+    )
     scrapedGauge(
       'm2m_proxy_login_attempts_left',
       'Rejected logins in a row still allowed before the lockout guard stops logging in (M2M_PROXY_MAX_LOGIN_FAILURES minus those so far, or fewer near the account\'s ceiling of 4); 0: engaged',

@@ -50,7 +50,7 @@ t.test('every alert: known metrics and labels, a severity, a runbook section in 
     (heading[1] as string).trim().toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')))
   const wanted = ['M2MProxyLoginGuardEngaged', 'M2MProxyOneAttemptFromCeiling', 'M2MProxyLoginsFailing', 'M2MProxySessionNotRenewed',
     'M2MProxyOAuthTokenExpiringUnrenewed', 'M2MProxyFleetStoreDown', 'M2MProxyPasswordOlderThanRotation',
-    'M2MProxyReplicasDisagreeOnGeneration', 'M2MProxyThrottled', 'M2MProxyLogLinesDropped']
+    'M2MProxyReplicasDisagreeOnGeneration', 'M2MProxyThrottled', 'M2MProxyLogLinesDropped', 'M2MProxyNotReady']
   t.same(rules.map((rule) => rule.alert).sort(), [...wanted].sort(), 'the alerts the issue asks for')
   for (const rule of rules) {
     t.ok(queryUses(rule.expr).metrics.length > 0, `${rule.alert}: queries a metric`)
