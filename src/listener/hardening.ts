@@ -78,9 +78,10 @@ export interface HardeningOptions {
  * has had no answer in progress and was opened over a second ago (an idle keep-alive, or one that never
  * sent a whole request head) instead of being refused: idle or stalled connections cannot lock probes
  * and clients out. Only when none is idle is the new one closed, with a warning (at most one per 10 s).
- * Nothing is done per request: a connection's answer in progress is Node's own `_httpMessage`.
+ * Nothing is done per request: a connection's answer in progress is Node's own `_httpMessage`. Returns the open
+ * connections (closeStalledReaders looks at the same ones).
  */
-function limitConnections (server: FastifyInstance['server'], options: HardeningOptions): void {
+function limitConnections (server: FastifyInstance['server'], options: HardeningOptions): ReadonlyMap<Socket, number> {
   const openedAt = new Map<Socket, number>() // in the order they opened: the first evictable is the oldest
   let refusedSinceWarning = 0
   let evictedSinceWarning = 0
@@ -130,6 +131,7 @@ function limitConnections (server: FastifyInstance['server'], options: Hardening
       openedAt.delete(socket)
     })
   })
+  return openedAt
 }
 
 /**
@@ -148,14 +150,19 @@ function unsentOfWritesUnderWay (socket: Socket): number {
  * A sweep, nothing per request: a connection is stalled while bytes wait to be sent to it (the kernel's buffers are
  * full) and none have left since the previous look; a connection waiting for ThingSpace has nothing waiting to be sent.
  */
-function closeStalledReaders (server: FastifyInstance['server'], timeoutMs: number, log: FastifyBaseLogger): void {
-  const sockets = new Set<Socket>()
-  const stalledSince = new Map<Socket, { written: number; waiting: number; queued: number; since: number }>()
+function closeStalledReaders (
+  server: FastifyInstance['server'],
+  open: ReadonlyMap<Socket, number>,
+  timeoutMs: number,
+  log: FastifyBaseLogger
+): void {
+  // Weak: a closed connection's entry goes with it.
+  const stalledSince = new WeakMap<Socket, { written: number; waiting: number; queued: number; since: number }>()
   let closedSinceWarning = 0
   let lastWarningAt = -Infinity
   const sweep = (): void => {
     const now = performance.now()
-    for (const socket of sockets) {
+    for (const socket of open.keys()) {
       const waiting = socket.writableLength
       if (waiting === 0) {
         stalledSince.delete(socket)
@@ -181,13 +188,6 @@ function closeStalledReaders (server: FastifyInstance['server'], timeoutMs: numb
       lastWarningAt = now
     }
   }
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket)
-    socket.once('close', () => {
-      sockets.delete(socket)
-      stalledSince.delete(socket)
-    })
-  })
   const timer = setInterval(sweep, Math.min(MAX_TIMEOUT_CHECK_INTERVAL_MS, timeoutMs))
   timer.unref()
   server.once('close', () => clearInterval(timer))
@@ -209,8 +209,8 @@ export function hardenListener (app: FastifyInstance, options: HardeningOptions)
     })
   }
 
-  limitConnections(app.server, options)
-  closeStalledReaders(app.server, options.stalledReaderTimeoutMs, options.log)
+  const open = limitConnections(app.server, options)
+  closeStalledReaders(app.server, open, options.stalledReaderTimeoutMs, options.log)
 
   // A client that takes this server for a forward proxy (axios `proxy`, HTTPS_PROXY) would wait for
   // ever on a connection Node closes without a word: tell it what this is.
