@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { writeFileAtomicSync } from '../fs/atomic-write.js'
+import { leftTemporaryFiles, writeFileAtomicSync } from '../fs/atomic-write.js'
 import { errorCode } from '../errors.js'
 import { loadCredentials, parseCredentials, withoutBom, type Credentials } from './credentials.js'
 
@@ -116,18 +116,12 @@ export class CredentialsFile {
    * a file may hold the only copy of the password ThingSpace now has, while the file itself holds the old one.
    */
   interruptedRewrites (): string | undefined {
-    let target: string
-    let names: string[]
+    let left: string[]
     try {
-      target = this.#target()
-      names = fs.readdirSync(path.dirname(target))
+      left = leftTemporaryFiles(this.#target())
     } catch {
       return undefined // reading the file reports the problem
     }
-    const prefix = `.${path.basename(target)}.`
-    const left = names
-      .filter((name) => name.startsWith(prefix) && /^[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length)))
-      .map((name) => path.join(path.dirname(target), name))
     if (left.length === 0) return undefined
     return (
       `${left.join(', ')} ${left.length === 1 ? 'was' : 'were'} left by a rewrite of the credentials file that did not ` +

@@ -16,7 +16,7 @@ export function writeFileAtomicSync (
   owner?: { uid: number; gid: number }
 ): void {
   const directory = path.dirname(file)
-  const temporary = path.join(directory, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
+  const temporary = path.join(directory, `${temporaryPrefix(file)}${randomBytes(6).toString('hex')}.tmp`)
   const fd = fs.openSync(temporary, 'wx', mode)
   try {
     if (owner !== undefined) fs.fchownSync(fd, owner.uid, owner.gid)
@@ -40,6 +40,24 @@ export function writeFileAtomicSync (
     throw error
   }
   fsyncDirectory(directory)
+}
+
+/** The temporary files of `file` are `.<name>.<12 hex digits>.tmp` beside it. */
+function temporaryPrefix (file: string): string {
+  return `.${path.basename(file)}.`
+}
+
+/**
+ * The temporary files that writes of `file` cut short (killed, or a power cut, between writing and renaming) left
+ * beside it. Throws when its directory cannot be read.
+ */
+export function leftTemporaryFiles (file: string): string[] {
+  const directory = path.dirname(file)
+  const prefix = temporaryPrefix(file)
+  return fs
+    .readdirSync(directory)
+    .filter((name) => name.startsWith(prefix) && /^[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length)))
+    .map((name) => path.join(directory, name))
 }
 
 /** Makes the names in `directory` (a rename, a new file) survive a crash. */
