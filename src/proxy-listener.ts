@@ -12,6 +12,7 @@ import { hardenListener } from './listener/hardening.js'
 import type { RequestGuard } from './listener/request-guard.js'
 import { Admission } from './listener/admission.js'
 import { listenerOptions } from './listener/fastify-options.js'
+import { DeferredLines } from './listener/deferred-lines.js'
 import { registerCallbackReads } from './callbacks/read-routes.js'
 
 /** Holds each request until admitted: a slot, and room for its body's bytes, before its body is read. */
@@ -193,6 +194,7 @@ interface RequestLine {
 export async function buildProxyListener (core: Core, guard: RequestGuard): Promise<FastifyInstance> {
   const { config, metrics } = core
   const log = core.logger.child({ listener: 'proxy' })
+  const requestLines = new DeferredLines<RequestLine>(log, 'request')
   /** One log line and one count for every request the proxy listener answers. */
   const recordRequest = (request: FastifyRequest, reply: FastifyReply, cutOff = false): void => {
     const state = request.proxyState
@@ -210,7 +212,7 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
     }
     // Set only then: a spread in the literal would cost every request.
     if (cutOff) line.cutOff = true
-    log.info(line, 'request')
+    requestLines.add(line)
   }
   const proxy = Fastify({
     ...listenerOptions(config, log),
@@ -275,6 +277,10 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
   let closing = false
   proxy.addHook('preClose', (done) => {
     closing = true
+    done()
+  })
+  proxy.addHook('onClose', (_instance, done) => {
+    requestLines.write()
     done()
   })
   const closeIdleConnections = (): void => {

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Writable } from 'node:stream'
+import { setImmediate as nextImmediate } from 'node:timers/promises'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 import type { Test } from 'tap'
 import { Agent, request, type Dispatcher } from 'undici'
@@ -174,6 +175,8 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
         })
         const bytes = Buffer.from(await response.body.arrayBuffer())
         const text = (acceptCompressed ? decodeBody(bytes, response.headers['content-encoding']) : bytes).toString('utf8')
+        // The proxy writes its request lines in a setImmediate scheduled when it answered: ours runs after it.
+        await nextImmediate()
         return { status: response.statusCode, headers: response.headers, text, json: () => JSON.parse(text) as unknown }
       }
   return {
