@@ -45,10 +45,20 @@ export function retryAfterSecondsOf (header: string | string[] | undefined, nowM
   return Math.max(0, Math.ceil((dateMs - nowMs) / 1000))
 }
 
-/** The answer's error code only (never its message: a body may echo what was sent), truncated. */
-function describeBody (body: Record<string, unknown> | undefined): string | undefined {
+/**
+ * The answer's error code only (never its message: a body may echo what was sent), truncated. A code is upstream text
+ * too: each of the call's `secrets` in it (as sent, or escaped in the JSON body) is blotted out before it is cut, so
+ * that not even a part of one reaches a log line, an event or an answer.
+ */
+function describeBody (body: Record<string, unknown> | undefined, secrets: readonly string[]): string | undefined {
   const code = body?.errorCode ?? body?.error ?? (body?.fault as Record<string, unknown> | undefined)?.code
-  return typeof code === 'string' ? code.slice(0, MAX_UPSTREAM_CODE_LENGTH) : undefined
+  if (typeof code !== 'string') return undefined
+  const spellings = secrets.flatMap((secret) => [secret, JSON.stringify(secret).slice(1, -1)])
+  const blotted = spellings
+    .filter((spelling) => spelling !== '')
+    .sort((a, b) => b.length - a.length)
+    .reduce((text, spelling) => text.split(spelling).join('[redacted]'), code)
+  return blotted.slice(0, MAX_UPSTREAM_CODE_LENGTH)
 }
 
 /** For the log: the code of a network or TLS error, or of its cause (an egress proxy's agent may wrap it). */
@@ -77,7 +87,8 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
         accept: 'application/json'
       },
       'grant_type=client_credentials',
-      'OAuth token request'
+      'OAuth token request',
+      [clientSecret, basic, `${clientId}:${clientSecret}`]
     )
     const accessToken = answer.body?.access_token
     const expiresIn = Number(answer.body?.expires_in)
@@ -103,7 +114,8 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
           accept: 'application/json'
         },
         JSON.stringify({ username, password }),
-        'session login'
+        'session login',
+        [password, oauthToken]
       )
     } catch (error) {
       // A login sends no session token, so a ".SessionToken." errorCode cannot mean one was refused: whatever its
@@ -136,7 +148,8 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
         accept: 'application/json'
       },
       undefined,
-      'session logout'
+      'session logout',
+      [oauthToken, sessionToken]
     )
   }
 
@@ -151,7 +164,8 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
         accept: 'application/json'
       },
       JSON.stringify({ oldPassword }),
-      'password reset'
+      'password reset',
+      [oldPassword, oauthToken, sessionToken]
     )
     const newPassword = answer.body?.newPassword
     if (typeof newPassword !== 'string' || newPassword === '') {
@@ -166,7 +180,9 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     path: string,
     headers: Record<string, string>,
     body: string | undefined,
-    what: string
+    what: string,
+    /** What this call sends that must not come back in a log line: taken out of the answer's error code. */
+    secrets: readonly string[]
   ): Promise<JsonAnswer> {
     let response: Dispatcher.ResponseData
     try {
@@ -209,7 +225,7 @@ export class ThingSpaceAuthClient implements ThingSpaceAuthApi {
     }
     const answer = { statusCode: response.statusCode, body: answerBody }
     if (answer.statusCode >= 200 && answer.statusCode < 300) return answer
-    const upstreamCode = describeBody(answer.body)
+    const upstreamCode = describeBody(answer.body, secrets)
     const detail = `${what} answered ${answer.statusCode}${upstreamCode === undefined ? '' : ` ${upstreamCode}`}`
     if (answer.statusCode === 401 && answer.body?.fault !== undefined) {
       // The API gateway refused the bearer token: the request never reached the session service.

@@ -2,6 +2,7 @@
 // TLS error code), never with a secret; readiness names a refused app key or login.
 
 import t, { type Test } from 'tap'
+import http from 'node:http'
 import net from 'node:net'
 import { createServer } from 'node:https'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
@@ -166,3 +167,50 @@ t.test('failed logout and password reset: logged with their cause', async (t) =>
   })
   assertNoSecret(t, stack, tokens)
 })
+
+t.test(
+  'an upstream whose error codes echo what was sent: no secret, nor a part of one, in the log, the events or an answer',
+  async (t) => {
+    const password = 'echoed-password-"quoted"-4f1c2a9e7b'
+    const clientSecret = 'echoed-client-secret-8d2b6c0a1e'
+    const basic = Buffer.from(`${DEMO_CREDENTIALS.clientId}:${clientSecret}`).toString('base64')
+    for (const refused of ['oauth-fetch', 'login']) {
+      const upstream = http.createServer((request, response) => {
+        let body = ''
+        request.on('data', (chunk: Buffer) => { body += chunk.toString() })
+        request.on('end', () => {
+          response.setHeader('content-type', 'application/json')
+          if (request.url !== '/api/ts/v1/oauth2/token') {
+            response.writeHead(400).end(JSON.stringify({ errorCode: `REQUEST_FAILED ${body}` }))
+          } else if (refused === 'oauth-fetch') {
+            // The client id and secret, then the Basic header: cut at 100 characters, a prefix of each would remain.
+            const sent = (request.headers.authorization ?? '').replace(/^Basic /, '')
+            response.writeHead(401).end(JSON.stringify({ error: `${Buffer.from(sent, 'base64').toString()} ${sent}` }))
+          } else {
+            response.end(JSON.stringify({ access_token: 'echo-oauth-token-1', token_type: 'Bearer', expires_in: 3600 }))
+          }
+        })
+      })
+      await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+      t.teardown(() => { upstream.closeAllConnections(); upstream.close() })
+      const { port } = upstream.address() as net.AddressInfo
+      const stack = await startStack(
+        t,
+        traced({ upstream: `http://127.0.0.1:${port}`, credentials: { password, clientSecret } })
+      )
+      const answers = [
+        (await stack.call('GET', '/api/m2m/v1/simulator/echo')).text,
+        (await stack.adminCall('POST', '/admin/session/start', { headers: AUTH })).text,
+        (await stack.adminCall('GET', '/admin/events', { headers: AUTH })).text
+      ]
+      const { events } = JSON.parse(answers[2] as string) as { events: Array<{ type: string; cause?: unknown }> }
+      t.ok(events.some((event) => event.type === refused && event.cause !== undefined), `a ${refused} was refused`)
+      const everything = [stack.logs.text, ...answers].join('\n')
+      const secrets = [password, JSON.stringify(password).slice(1, -1), clientSecret, basic, 'echo-oauth-token-1']
+      for (const secret of secrets) {
+        t.notOk(everything.includes(secret.slice(0, 12)), `not even the first 12 of ${secret.length} characters`)
+      }
+      t.match(everything, /\[redacted\]/, 'the code is kept, the secrets in it blotted out')
+    }
+  }
+)
