@@ -110,7 +110,8 @@ function admitRequests (
  * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
  * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
  * never closes such a response when the client leaves: the connection's own close is watched for it. `onCutOff`: the
- * answer was begun and never finished (ThingSpace's broke off, or the client left): Fastify's onResponse never runs.
+ * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left while its
+ * request was at ThingSpace: Fastify's onResponse never runs.
  */
 function releaseWhenDone (
   request: FastifyRequest,
@@ -125,7 +126,10 @@ function releaseWhenDone (
     if (released) return
     released = true
     socket?.off('close', done)
-    if (reply.raw.headersSent && !reply.raw.writableFinished) onCutOff(request, reply)
+    // Cut off: the answer begun and not finished, or not begun and the request at ThingSpace (aborted: client-left.ts).
+    if (!reply.raw.writableFinished && (reply.raw.headersSent || request.proxyState?.atUpstream === true)) {
+      onCutOff(request, reply)
+    }
     afterUpstreamExchange(request, release, limitMs)
   }
   reply.raw.once('close', done)
@@ -178,6 +182,9 @@ const SHUTDOWN_RETRY_AFTER_SECONDS = 5
 /** @fastify/reply-from's error for a path or query holding `/..` or `../` once decoded (lib/utils.js, buildURL). */
 const REPLY_FROM_DOTS_REFUSAL = 'source/request contain invalid characters'
 
+/** The status logged and counted for a client that left before its answer began (nginx's). */
+const CLIENT_CLOSED_REQUEST = 499
+
 /** The request line's fields (docs/reference.md). */
 interface RequestLine {
   reqId: string
@@ -198,14 +205,16 @@ export async function buildProxyListener (core: Core, guard: RequestGuard): Prom
   /** One log line and one count for every request the proxy listener answers. */
   const recordRequest = (request: FastifyRequest, reply: FastifyReply, cutOff = false): void => {
     const state = request.proxyState
-    metrics.countRequest(request.method, reply.statusCode)
+    // A client that left before its answer began: nginx's 499 (client closed request), not the 200 Fastify presets.
+    const status = cutOff && !reply.raw.headersSent ? CLIENT_CLOSED_REQUEST : reply.statusCode
+    metrics.countRequest(request.method, status)
     if (!config.logRequests) return
     // From the listener's logger: the request's own would be made just for this line.
     const line: RequestLine = {
       reqId: request.id,
       method: request.method,
       path: request.url.split('?', 1)[0],
-      status: reply.statusCode,
+      status,
       upstreamStatus: state?.upstreamStatus ?? null,
       durationMs: Math.round(reply.elapsedTime * 10) / 10,
       replayed: state?.replayedFor !== undefined

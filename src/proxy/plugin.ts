@@ -26,6 +26,7 @@ import { REQUEST_ID_HEADER } from './request-id.js'
 import { isThrottledAnswer, type UpstreamGate } from './upstream-gate.js'
 import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
 import { inSpan, markSpan } from './spans.js'
+import { carryExchange, ClientBoundDispatcher } from './client-left.js'
 
 /**
  * Answers up to this size are read whole: error answers to look for a token rejection, others of
@@ -101,13 +102,18 @@ export interface ProxyState {
   atUpstream: boolean
   /** Its client left while it was at the upstream: what to do once that exchange ends (afterUpstreamExchange). */
   afterUpstream: (() => void) | undefined
+  /** Its client left: what is still at the upstream is aborted, and nothing is sent any more (client-left.ts). */
+  clientLeft: boolean
+  /** undici's abort of the request at the upstream, once it has a connection (client-left.ts). */
+  abortUpstream: ((reason?: Error) => void) | undefined
 }
 
 /**
- * Runs `release` now, or, when the request is still at the upstream (its client left meanwhile), once that exchange
- * ends: until then its body is still held, by undici, and its slot must stay taken, or clients that give up on a slow
- * ThingSpace would let requests pile up there without bound. At most `limitMs` later in any case: reply-from drops the
- * answer of a request whose client aborted without a word.
+ * Called when the client left or its answer is sent. Runs `release` now, or, when the request is still at the upstream
+ * (its client left meanwhile), once that exchange ends, which the abort makes at once for a request ThingSpace is
+ * working on (client-left.ts). One still waiting in undici's queue for a connection keeps its slot until undici drops
+ * it, unsent, when a connection is free: its body is held by undici until then, and slots given back sooner would let
+ * such requests pile up there without bound. At most `limitMs` later in any case.
  */
 export function afterUpstreamExchange (request: FastifyRequest, release: () => void, limitMs: number): void {
   const state = request.proxyState // undefined outside the forwarding routes (their plugin decorates requests)
@@ -115,6 +121,7 @@ export function afterUpstreamExchange (request: FastifyRequest, release: () => v
     release()
     return
   }
+  state.clientLeft = true
   let released = false
   const once = (): void => {
     if (released) return
@@ -125,6 +132,7 @@ export function afterUpstreamExchange (request: FastifyRequest, release: () => v
   const timer = setTimeout(once, limitMs)
   timer.unref() // nothing to wait for at exit
   state.afterUpstream = once
+  state.abortUpstream?.() // ends the exchange: reply-from's onError, then `once`
 }
 
 function upstreamExchangeEnded (state: ProxyState): void {
@@ -185,6 +193,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   const rewriteRequestHeaders: NonNullable<FastifyReplyFromHooks['rewriteRequestHeaders']> = (request, headers) => {
     const forwarded = withUpstreamAuth(headers as IncomingHttpHeaders, (request.proxyState as ProxyState).tokens)
     forwarded[REQUEST_ID_HEADER] = request.id
+    carryExchange(forwarded, request.proxyState as ProxyState) // for the dispatcher, never sent (client-left.ts)
     // Traced: the upstream call's own span is the parent ThingSpace is told of (undici's instrumentation adds it), the
     // client's traceparent being the parent of the proxy's request span. Untraced, the client's goes on as it came.
     if (options.traced === true) {
@@ -245,6 +254,12 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = reply.request.proxyState
     if (state !== null) {
       upstreamExchangeEnded(state)
+      // Aborted because its client left (client-left.ts): no ThingSpace failure, and nobody to answer. Its request line
+      // is written when the client leaves (cutOff).
+      if (state.clientLeft) {
+        reply.request.log.debug('the client left: its request to ThingSpace was aborted')
+        return
+      }
       options.onUpstreamResult?.(undefined, (performance.now() - state.upstreamStartedAt) / 1000)
     }
     const failure = classifyUpstreamFailure(error)
@@ -400,6 +415,7 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
     const state = request.proxyState as ProxyState
     state.upstreamStartedAt = performance.now()
     state.atUpstream = true
+    state.abortUpstream = undefined // that of an earlier exchange (a replay's first), ended
     if (state.gateWaitStartedAt !== 0) {
       options.onGateWait?.((state.upstreamStartedAt - state.gateWaitStartedAt) / 1000)
       state.gateWaitStartedAt = 0
@@ -533,7 +549,9 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
       deadline: gate === undefined ? 0 : gate.now() + throttleMaxWaitMs,
       gateWaitStartedAt: 0,
       atUpstream: false,
-      afterUpstream: undefined
+      afterUpstream: undefined,
+      clientLeft: false,
+      abortUpstream: undefined
     }
     return forward(request, reply)
   }
@@ -544,7 +562,8 @@ export async function proxyPlugin (app: FastifyInstance, options: ProxyPluginOpt
   // docs/performance.md).
   await app.register(replyFrom, {
     base: options.upstream,
-    undici: options.dispatcher as never, // an undici Agent instance: shared pool, TLS verification on
+    // The core's undici Agent (shared pool, TLS verification on), told when a client leaves (client-left.ts).
+    undici: new ClientBoundDispatcher(options.dispatcher) as never,
     disableRequestLogging: true
   })
   // All of /api: the handler decides, by the configured prefixes, what is forwarded.

@@ -3,6 +3,7 @@
 // across every connection, and one connection's pipelined requests are handled a few at a time.
 import t, { type Test } from 'tap'
 import net from 'node:net'
+import diagnostics from 'node:diagnostics_channel'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { rawExchange } from '../helpers/raw-http.js'
 import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
@@ -14,19 +15,33 @@ function statusOf (answer: string): number {
   return Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
 }
 
+interface HoldingUpstream {
+  url: string
+  held: () => number
+  peak: () => number
+  release: () => void
+  /** Requests received so far, and those whose connection the proxy closed before they were answered. */
+  received: () => number
+  abandoned: () => number
+}
+
 /** An upstream that answers the proxy's own token and login calls and holds every other request until released. */
 async function holdingUpstream (
   t: Test,
   /** How long each request is held once released. */
   answerDelayMs = 20
-): Promise<{ url: string; held: () => number; peak: () => number; release: () => void }> {
+): Promise<HoldingUpstream> {
   let waiting: Array<() => void> = []
   let current = 0
   let peak = 0
+  let received = 0
+  let abandoned = 0
   let released = false
   const upstream = await startStandInUpstream(t, (_request, _body, response) => {
     current++
+    received++
     peak = Math.max(peak, current)
+    response.once('close', () => { if (!response.writableFinished) abandoned++ })
     const answer = (): void => {
       current--
       response.setHeader('content-type', 'application/json')
@@ -39,6 +54,8 @@ async function holdingUpstream (
     url: upstream.url,
     held: () => waiting.length,
     peak: () => peak,
+    received: () => received,
+    abandoned: () => abandoned,
     release: () => {
       released = true
       for (const answer of waiting) answer()
@@ -267,39 +284,75 @@ t.test(
   }
 )
 
-t.test(
-  'a client that leaves while ThingSpace works on its request: the slot and the body bytes stay taken until it answers',
-  async (t) => {
-    // A GET: its body never read, Node marks it aborted, and reply-from drops its answer without calling onResponse.
-    const held = await holdingUpstream(t, 0)
-    const getStack = await startStack(t, { upstream: held.url })
-    await getStack.proxy.initialLogin
-    const gone = rawExchange(getStack.proxy.proxyUrl, 'GET /api/m2m/v1/devices/1 HTTP/1.1\r\nHost: localhost\r\n\r\n', 300)
-    await until(() => held.held() === 1, 5000, 'the GET at the upstream')
-    await gone
-    const inFlight = async (): Promise<number> =>
-      metricValue((await getStack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_in_flight')
-    t.equal(await inFlight(), 1, 'the GET still counted while ThingSpace works on it')
-    held.release()
-    await until(async () => (await inFlight()) === 0, 3000, 'released once ThingSpace answered, not at the timeout')
+/** The request lines written so far with `"cutOff":true`. */
+function cutOffLines (stack: Stack): Array<Record<string, unknown>> {
+  return stack.logs.entries().filter((line) => line.msg === 'request' && line.cutOff === true)
+}
 
-    const upstream = await holdingUpstream(t, 0)
-    const stack = await startStack(t, { upstream: upstream.url })
-    const body = JSON.stringify({ padding: 'x'.repeat(10_000) })
-    const head = `POST /api/m2m/v1/devices/actions/list HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`
-    await stack.proxy.initialLogin
-    const left = rawExchange(stack.proxy.proxyUrl, head + body, 300) // hangs up after 300 ms
-    await until(() => upstream.held() === 1, 5000, 'the request at the upstream')
-    await left
-    await sleep(100)
-    const gauges = async (): Promise<[number, number]> => {
-      const metrics = (await stack.adminCall('GET', '/metrics')).text
-      return [metricValue(metrics, 'm2m_proxy_requests_in_flight'), metricValue(metrics, 'm2m_proxy_request_body_bytes')]
+t.test(
+  'a client that leaves while ThingSpace works on its request: the request is aborted, its slot and bytes come back',
+  async (t) => {
+    for (const method of ['GET', 'POST']) {
+      const upstream = await holdingUpstream(t, 0)
+      const stack = await startStack(t, { upstream: upstream.url })
+      await stack.proxy.initialLogin
+      const body = method === 'GET' ? '' : JSON.stringify({ padding: 'x'.repeat(10_000) })
+      const head = `${method} /api/m2m/v1/devices/actions/activate HTTP/1.1\r\nHost: localhost\r\n` +
+        (method === 'GET' ? '\r\n' : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
+      const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(head + body))
+      client.on('error', () => {})
+      await until(() => upstream.held() === 1, 5000, `the ${method} at the upstream`)
+      client.destroy()
+      await until(() => upstream.abandoned() === 1, 5000, `the ${method} aborted at the upstream, not left to its answer`)
+      const gauges = async (): Promise<[number, number]> => {
+        const metrics = (await stack.adminCall('GET', '/metrics')).text
+        return [metricValue(metrics, 'm2m_proxy_requests_in_flight'), metricValue(metrics, 'm2m_proxy_request_body_bytes')]
+      }
+      await until(async () => (await gauges())[0] === 0, 3000, 'its slot given back, without waiting for ThingSpace')
+      t.same(await gauges(), [0, 0], `${method}: no slot and no body bytes left taken`)
+      await until(() => cutOffLines(stack).length === 1, 3000, 'its request line')
+      t.match(cutOffLines(stack)[0], { method, status: 499, upstreamStatus: null, cutOff: true }, 'logged as cut off')
+      t.notOk(stack.logs.entries().some((line) => line.msg === 'upstream request failed'), 'not an upstream failure')
+      upstream.release()
+      t.equal(upstream.received(), 1, 'sent once, never again')
     }
-    t.same(await gauges(), [1, body.length], 'still counted: undici holds the body while ThingSpace works on it')
-    upstream.release()
-    await until(async () => (await gauges())[0] === 0, 5000, 'released once ThingSpace answered')
-    t.same(await gauges(), [0, 0])
+  }
+)
+
+t.test(
+  "a client that leaves while its request waits in undici's queue for a connection: the request is never sent",
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_UPSTREAM_CONNECTIONS: '1' } })
+    await stack.proxy.initialLogin
+    // undici publishes each request it takes, before it has a connection for it.
+    const queued: string[] = []
+    const onCreate = (message: unknown): void => {
+      queued.push((message as { request: { path: string } }).request.path)
+    }
+    diagnostics.subscribe('undici:request:create', onCreate)
+    t.teardown(() => diagnostics.unsubscribe('undici:request:create', onCreate))
+    const first = stack.call('GET', '/api/m2m/v1/devices/first') // stays, and holds the one connection
+    await until(() => upstream.held() === 1, 5000, 'the first at the upstream')
+    const body = '{"devices":[{"deviceIds":[{"id":"1","kind":"imei"}]}]}'
+    let left = false // its connection closed, as the proxy sees it
+    stack.proxy.app.proxy.server.once('connection', (socket: net.Socket) => socket.once('close', () => { left = true }))
+    const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(
+      'POST /api/m2m/v1/devices/actions/activate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n' +
+      `Content-Length: ${body.length}\r\n\r\n${body}`))
+    client.on('error', () => {})
+    await until(() => queued.includes('/api/m2m/v1/devices/actions/activate'), 5000, 'the POST in undici\'s queue')
+    client.destroy() // its client gives up, as the SDK does at its timeout, and would send it again
+    await until(() => left, 3000, 'the proxy sees the client leave')
+    upstream.release() // the connection is free: the POST would be sent now
+    t.equal((await first).status, 200)
+    const inFlight = async (): Promise<number> =>
+      metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_in_flight')
+    await until(async () => (await inFlight()) === 0, 3000, 'every slot given back')
+    t.equal(upstream.received(), 1, 'only the first reached ThingSpace: the POST was dropped, not sent')
+    t.match(cutOffLines(stack), [{ method: 'POST', status: 499, upstreamStatus: null, cutOff: true }], 'logged')
+    t.equal((await stack.call('GET', '/api/m2m/v1/devices/next')).status, 200, 'and the next request is served')
+    t.equal(upstream.received(), 2)
   }
 )
 
