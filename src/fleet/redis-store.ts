@@ -1,7 +1,7 @@
 // The Redis fleet store: the FleetStore port on one Redis primary (node-redis). Every record the replicas act on is
 // sealed with the fleet key (AES-256-GCM, the key name as associated data), so that someone who can write Redis but has
 // no fleet key can at worst deny service: a changed field does not verify, a replayed record is older than what the
-// replicas verified before.
+// replicas verified before (their ledgers: a replica with an empty state directory has none, docs/fleet.md).
 //
 // Keys, all under `${keyPrefix}${sha256(username) first 16 hex}:` (one account's state, so that fleets and accounts
 // share a Redis): session   hash  record (sealed {token, loggedInAt}), loggedInAt, lastUsedAt (plain copies for the Lua
