@@ -110,8 +110,8 @@ function admitRequests (
  * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
  * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
  * never closes such a response when the client leaves: the connection's own close is watched for it. `onCutOff`: the
- * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left while its
- * request was at ThingSpace: Fastify's onResponse never runs.
+ * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left before it
+ * began: Fastify's onResponse never runs.
  */
 function releaseWhenDone (
   request: FastifyRequest,
@@ -126,10 +126,9 @@ function releaseWhenDone (
     if (released) return
     released = true
     socket?.off('close', done)
-    // Cut off: the answer begun and not finished, or not begun and the request at ThingSpace (aborted: client-left.ts).
-    if (!reply.raw.writableFinished && (reply.raw.headersSent || request.proxyState?.atUpstream === true)) {
-      onCutOff(request, reply)
-    }
+    // Cut off: the answer begun and not finished, or not begun: the client left while its request waited (a slot, a
+    // login, a throttling pause) or was at ThingSpace (aborted or dropped unsent: client-left.ts).
+    if (!reply.raw.writableFinished) onCutOff(request, reply)
     afterUpstreamExchange(request, release, limitMs)
   }
   reply.raw.once('close', done)

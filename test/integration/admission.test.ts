@@ -320,6 +320,32 @@ t.test(
 )
 
 t.test(
+  'a client that leaves while its request waits for a slot: never sent, logged and counted as 499',
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_IN_FLIGHT: '1' } })
+    await stack.proxy.initialLogin
+    const first = stack.call('GET', '/api/m2m/v1/devices/first') // holds the one slot
+    await until(() => upstream.held() === 1, 5000, 'the first at the upstream')
+    const queuedCount = async (): Promise<number> =>
+      metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_queued')
+    const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(
+      'GET /api/m2m/v1/devices/second HTTP/1.1\r\nHost: localhost\r\n\r\n'))
+    client.on('error', () => {})
+    await until(async () => (await queuedCount()) === 1, 5000, 'the second waiting for a slot')
+    client.destroy()
+    await until(() => cutOffLines(stack).length === 1, 3000, 'its request line')
+    t.match(cutOffLines(stack)[0], { path: '/api/m2m/v1/devices/second', status: 499, upstreamStatus: null })
+    t.equal(await queuedCount(), 0, 'its place in the queue given up')
+    upstream.release()
+    t.equal((await first).status, 200)
+    const metrics = (await stack.adminCall('GET', '/metrics')).text
+    t.equal(metricValue(metrics, 'm2m_proxy_requests_total', { method: 'GET', status_class: '4xx' }), 1, 'counted')
+    t.equal(upstream.received(), 1, 'only the first reached ThingSpace')
+  }
+)
+
+t.test(
   "a client that leaves while its request waits in undici's queue for a connection: the request is never sent",
   async (t) => {
     const upstream = await holdingUpstream(t, 0)
