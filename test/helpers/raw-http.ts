@@ -18,3 +18,11 @@ export function rawExchange (url: string, requestText: string | Buffer, timeoutM
     socket.setTimeout(timeoutMs, () => socket.destroy())
   })
 }
+
+/** Opens a connection to `url` and writes `requestText`: a client that stays until the test destroys the socket. */
+export function sendAndStay (url: string, requestText: string): net.Socket {
+  const { hostname, port } = new URL(url)
+  const socket = net.connect(Number(port), hostname, () => socket.write(requestText))
+  socket.on('error', () => {}) // the test's own destroy(), or the proxy closing it
+  return socket
+}

@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import net from 'node:net'
 import diagnostics from 'node:diagnostics_channel'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { rawExchange } from '../helpers/raw-http.js'
+import { rawExchange, sendAndStay } from '../helpers/raw-http.js'
 import { ADMIN_TOKEN, ECHO_PATH, startStack, type Stack } from '../helpers/stack.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
@@ -155,7 +155,7 @@ t.test(
     // Admitted: its 100000 bytes are reserved.
     await until(
       async () =>
-        metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_request_body_bytes') >= 100_000,
+        (await gauge(stack, 'm2m_proxy_request_body_bytes')) >= 100_000,
       5000,
       'the stalled upload to be admitted'
     )
@@ -216,7 +216,7 @@ t.test(
     // Node parses whatever one read brought (up to 64 KiB) before the proxy can stop reading.
     const perRead = Math.ceil(65_536 / requestOf(0).length)
     t.ok(parsed <= 2 * perRead, `${parsed} of ${count} requests parsed while held (one read holds about ${perRead})`)
-    const queued = metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_queued')
+    const queued = await gauge(stack, 'm2m_proxy_requests_queued')
     t.equal(queued, parsed - 4, 'the parsed ones beyond the four in progress wait, counted as queued')
     upstream.release()
     const answered = await answers
@@ -284,6 +284,11 @@ t.test(
   }
 )
 
+/** One of the proxy's metrics, read from its admin listener. */
+async function gauge (stack: Stack, name: string): Promise<number> {
+  return metricValue((await stack.adminCall('GET', '/metrics')).text, name)
+}
+
 /** The request lines written so far with `"cutOff":true`. */
 function cutOffLines (stack: Stack): Array<Record<string, unknown>> {
   return stack.logs.entries().filter((line) => line.msg === 'request' && line.cutOff === true)
@@ -299,17 +304,17 @@ t.test(
       const body = method === 'GET' ? '' : JSON.stringify({ padding: 'x'.repeat(10_000) })
       const head = `${method} /api/m2m/v1/devices/actions/activate HTTP/1.1\r\nHost: localhost\r\n` +
         (method === 'GET' ? '\r\n' : `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`)
-      const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(head + body))
-      client.on('error', () => {})
+      const client = sendAndStay(stack.proxy.proxyUrl, head + body)
       await until(() => upstream.held() === 1, 5000, `the ${method} at the upstream`)
       client.destroy()
       await until(() => upstream.abandoned() === 1, 5000, `the ${method} aborted at the upstream, not left to its answer`)
-      const gauges = async (): Promise<[number, number]> => {
-        const metrics = (await stack.adminCall('GET', '/metrics')).text
-        return [metricValue(metrics, 'm2m_proxy_requests_in_flight'), metricValue(metrics, 'm2m_proxy_request_body_bytes')]
-      }
-      await until(async () => (await gauges())[0] === 0, 3000, 'its slot given back, without waiting for ThingSpace')
-      t.same(await gauges(), [0, 0], `${method}: no slot and no body bytes left taken`)
+      await until(
+        async () => (await gauge(stack, 'm2m_proxy_requests_in_flight')) === 0,
+        3000,
+        'its slot given back, without waiting for ThingSpace'
+      )
+      t.equal(await gauge(stack, 'm2m_proxy_requests_in_flight'), 0, `${method}: no slot left taken`)
+      t.equal(await gauge(stack, 'm2m_proxy_request_body_bytes'), 0, `${method}: no body bytes left taken`)
       await until(() => cutOffLines(stack).length === 1, 3000, 'its request line')
       t.match(cutOffLines(stack)[0], { method, status: 499, upstreamStatus: null, cutOff: true }, 'logged as cut off')
       t.notOk(stack.logs.entries().some((line) => line.msg === 'upstream request failed'), 'not an upstream failure')
@@ -327,11 +332,8 @@ t.test(
     await stack.proxy.initialLogin
     const first = stack.call('GET', '/api/m2m/v1/devices/first') // holds the one slot
     await until(() => upstream.held() === 1, 5000, 'the first at the upstream')
-    const queuedCount = async (): Promise<number> =>
-      metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_queued')
-    const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(
-      'GET /api/m2m/v1/devices/second HTTP/1.1\r\nHost: localhost\r\n\r\n'))
-    client.on('error', () => {})
+    const queuedCount = async (): Promise<number> => await gauge(stack, 'm2m_proxy_requests_queued')
+    const client = sendAndStay(stack.proxy.proxyUrl, 'GET /api/m2m/v1/devices/second HTTP/1.1\r\nHost: localhost\r\n\r\n')
     await until(async () => (await queuedCount()) === 1, 5000, 'the second waiting for a slot')
     client.destroy()
     await until(() => cutOffLines(stack).length === 1, 3000, 'its request line')
@@ -363,18 +365,17 @@ t.test(
     const body = '{"devices":[{"deviceIds":[{"id":"1","kind":"imei"}]}]}'
     let left = false // its connection closed, as the proxy sees it
     stack.proxy.app.proxy.server.once('connection', (socket: net.Socket) => socket.once('close', () => { left = true }))
-    const client = net.connect(Number(new URL(stack.proxy.proxyUrl).port), '127.0.0.1', () => client.write(
+    const client = sendAndStay(
+      stack.proxy.proxyUrl,
       'POST /api/m2m/v1/devices/actions/activate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n' +
-      `Content-Length: ${body.length}\r\n\r\n${body}`))
-    client.on('error', () => {})
+        `Content-Length: ${body.length}\r\n\r\n${body}`
+    )
     await until(() => queued.includes('/api/m2m/v1/devices/actions/activate'), 5000, 'the POST in undici\'s queue')
     client.destroy() // its client gives up, as the SDK does at its timeout, and would send it again
     await until(() => left, 3000, 'the proxy sees the client leave')
     upstream.release() // the connection is free: the POST would be sent now
     t.equal((await first).status, 200)
-    const inFlight = async (): Promise<number> =>
-      metricValue((await stack.adminCall('GET', '/metrics')).text, 'm2m_proxy_requests_in_flight')
-    await until(async () => (await inFlight()) === 0, 3000, 'every slot given back')
+    await until(async () => (await gauge(stack, 'm2m_proxy_requests_in_flight')) === 0, 3000, 'every slot given back')
     t.equal(upstream.received(), 1, 'only the first reached ThingSpace: the POST was dropped, not sent')
     t.match(cutOffLines(stack), [{ method: 'POST', status: 499, upstreamStatus: null, cutOff: true }], 'logged')
     t.equal((await stack.call('GET', '/api/m2m/v1/devices/next')).status, 200, 'and the next request is served')
