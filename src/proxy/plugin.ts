@@ -26,7 +26,7 @@ import { REQUEST_ID_HEADER } from './request-id.js'
 import { isThrottledAnswer, type UpstreamGate } from './upstream-gate.js'
 import { lazyRequestLoggerWithWarningsAtDebug } from '../logging.js'
 import { inSpan, markSpan } from './spans.js'
-import { carryExchange, ClientBoundDispatcher } from './client-left.js'
+import { carryExchange, ClientBoundDispatcher, type UpstreamExchange } from './client-left.js'
 
 /**
  * Answers up to this size are read whole: error answers to look for a token rejection, others of
@@ -87,8 +87,8 @@ export interface ProxyPluginOptions {
   waiting?: Set<FastifyReply>
 }
 
-/** Per-request bookkeeping of the forwarding. */
-export interface ProxyState {
+/** Per-request bookkeeping of the forwarding (`clientLeft` and `abortUpstream`: the dispatcher's, client-left.ts). */
+export interface ProxyState extends UpstreamExchange {
   tokens: UpstreamTokens
   /** Token kinds already renewed for this request: each at most once, so nothing is replayed twice for one cause. */
   replayedFor: TokenRejection['cause'] | 'both' | undefined
@@ -102,10 +102,6 @@ export interface ProxyState {
   atUpstream: boolean
   /** Its client left while it was at the upstream: what to do once that exchange ends (afterUpstreamExchange). */
   afterUpstream: (() => void) | undefined
-  /** Its client left: what is still at the upstream is aborted, and nothing is sent any more (client-left.ts). */
-  clientLeft: boolean
-  /** undici's abort of the request at the upstream, once it has a connection (client-left.ts). */
-  abortUpstream: ((reason?: Error) => void) | undefined
 }
 
 /**
