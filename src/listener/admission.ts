@@ -61,7 +61,26 @@ function connectionOf (socket: Socket): ConnectionState {
  * Node also resumes a socket it paused once its answers are written (socketOnDrain): the 'resume' listener stops it
  * again while its pipelined requests wait.
  */
-type HttpServerSocket = Socket & { _paused?: boolean; parser?: { resume: () => void } | null }
+type HttpServerSocket = Socket & {
+  _paused?: boolean
+  /** `incoming`: the connection's latest request, once its head is parsed; `complete` once its body is read too. */
+  parser?: { resume: () => void; incoming?: { complete: boolean } | null } | null
+}
+
+/**
+ * Whether a request head that Node found late (its headers timeout, M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS) is late
+ * because of the proxy: the connection's earlier requests are still in progress, so its further bytes are not read
+ * (stopReading), or the part read waits behind them. Its client sent it; answering 408 and closing would lose every
+ * request it pipelined after, whenever ThingSpace takes longer than the idle timeout. Such a head is left to arrive
+ * once the socket is read again. Node stops timing it then, and a client that really stalls is closed by the keep-alive
+ * timeout once its answers are written. A body that is late (the request timeout) is not excused: its request holds a
+ * slot.
+ */
+export function headLateBehindAnswers (socket: Socket): boolean {
+  const connection = (socket as TrackedSocket)[CONNECTION]
+  const latest = (socket as HttpServerSocket).parser?.incoming
+  return connection !== undefined && connection.active > 0 && (latest == null || latest.complete)
+}
 
 /** False for the stand-in socket of a request injected by the proxy itself (app.ts), which has nothing to pause. */
 function isReadable (socket: Socket): boolean {

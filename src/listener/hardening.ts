@@ -5,6 +5,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { IncomingMessage, ServerOptions } from 'node:http'
+import { headLateBehindAnswers } from './admission.js'
 import { rawProxyError, sendProxyError } from '../proxy/errors.js'
 import type { RequestGuard } from './request-guard.js'
 
@@ -43,6 +44,7 @@ export function listenerTimeouts (
 
 /** Fastify's clientErrorHandler: Node's parser refused the request, or the client ran out of time to send it. */
 export function answerClientError (error: Error & { code?: string }, socket: Socket): void {
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT' && headLateBehindAnswers(socket)) return
   // Something was already answered on this connection (or it is gone): nothing more can be written.
   const response = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
   if (!socket.writable || response?.headersSent === true || error.code === 'ECONNRESET') {

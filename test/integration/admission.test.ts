@@ -229,6 +229,60 @@ t.test(
   }
 )
 
+/** A raw client: what it was answered, whether the proxy closed the connection. */
+function rawClient (
+  t: Test,
+  url: string,
+  requestText: string
+): { socket: net.Socket; answer: () => string; closed: () => boolean } {
+  const socket = sendAndStay(url, requestText)
+  let answer = ''
+  let closed = false
+  socket.setEncoding('latin1').on('data', (chunk: string) => { answer += chunk })
+  socket.on('close', () => { closed = true })
+  t.teardown(() => socket.destroy())
+  return { socket, answer: () => answer, closed: () => closed }
+}
+
+const FIRST_AND_HALF_A_HEAD = 'GET /api/m2m/v1/devices/1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /api/m2m/v1/devices/2 HTTP/1.1\r\nHo'
+
+t.test(
+  'a pipelined head slower than the idle timeout behind a request at ThingSpace: both answered, no 408 and close',
+  async (t) => {
+    // Node times a request head from its first byte; the proxy does not read the connection's further bytes while its
+    // earlier requests are in progress (M2M_PROXY_MAX_PIPELINED). A pipelining client lost every request after such a
+    // head, and the answer of the one at ThingSpace, to a 408 and a close whenever ThingSpace took longer than
+    // M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS.
+    const upstream = await holdingUpstream(t, 0)
+    const env = { M2M_PROXY_MAX_PIPELINED: '1', M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '200' }
+    const stack = await startStack(t, { upstream: upstream.url, env })
+    const client = rawClient(t, stack.proxy.proxyUrl, FIRST_AND_HALF_A_HEAD)
+    await until(() => upstream.held() === 1, 10_000, 'the first request upstream')
+    await sleep(1000) // ThingSpace slower than the idle timeout; Node's timeout check (every 200 ms) runs meanwhile
+    client.socket.write('st: localhost\r\nConnection: close\r\n\r\n')
+    upstream.release()
+    await until(client.closed, 10_000, 'the connection closed after its last answer')
+    t.same([...client.answer().matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => match[1]), ['200', '200'])
+  }
+)
+
+t.test(
+  'a connection whose head stalls behind its answers is still closed: by the keep-alive timeout once they are written',
+  async (t) => {
+    const upstream = await holdingUpstream(t, 0)
+    const env = { M2M_PROXY_MAX_PIPELINED: '1', M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '200' }
+    const stack = await startStack(t, { upstream: upstream.url, env })
+    const client = rawClient(t, stack.proxy.proxyUrl, FIRST_AND_HALF_A_HEAD)
+    await until(() => upstream.held() === 1, 10_000, 'the first request upstream')
+    await sleep(600) // the stalled head outlives the idle timeout while the first request waits
+    upstream.release()
+    await until(client.closed, 10_000, 'the connection closed by the proxy')
+    const answer = client.answer()
+    t.equal(statusOf(answer), 200, 'the first request answered')
+    t.equal(answer.match(/HTTP\/1\.1 /g)?.length, 1, 'nothing answered for the stalled head')
+  }
+)
+
 t.test(
   'pipelined requests wait within M2M_PROXY_MAX_QUEUED too: the next gets 503 with Retry-After and the connection closes',
   async (t) => {
