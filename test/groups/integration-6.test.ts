@@ -1,0 +1,4 @@
+// One test process for the files of the group "integration-6" (test/helpers/test-groups.ts says why).
+import { runGroup } from '../helpers/test-groups.js'
+
+await runGroup('integration-6', import.meta.url)
