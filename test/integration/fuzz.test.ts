@@ -17,7 +17,7 @@ const UPSTREAM_TOKEN_PREFIX = 'fuzz-3f9a1c-7b2e4d-'
 const UPSTREAM_OAUTH = `${UPSTREAM_TOKEN_PREFIX}oauth-1`
 const UPSTREAM_SESSION = `${UPSTREAM_TOKEN_PREFIX}session-1`
 
-/** Another seed explores other requests: FUZZ_SEED=123 npx tap test/integration/fuzz.test.ts */
+/** Another seed explores other requests: `FUZZ_SEED=123 npx tap .build/test/integration/fuzz.test.js` (built) */
 const DEFAULT_SEED = 20_240_612
 const SEED =
   process.env.FUZZ_SEED === undefined || process.env.FUZZ_SEED === '' ? DEFAULT_SEED : Number(process.env.FUZZ_SEED)
@@ -268,7 +268,7 @@ t.test(
       .catch((error: unknown) => {
         // fast-check's message has the counterexample; this says how to run the same requests again.
         throw new Error(
-          `fuzzing failed with ${RERUN} (rerun: ${RERUN} npx tap test/integration/fuzz.test.ts): ${error instanceof Error ? error.message : String(error)}`
+          `fuzzing failed with ${RERUN} (rerun: npm run build:tests && ${RERUN} npx tap .build/test/integration/fuzz.test.js): ${error instanceof Error ? error.message : String(error)}`
         )
       })
     const forwarded = upstream.recorded.length
