@@ -271,12 +271,11 @@ t.test('a proxy whose state directory lock is taken over stops: exit 1, one line
 // cannot tell whether its activation was done, and may send it again.
 t.test('a proxy whose state directory lock is taken over lets requests in flight finish, then stops', async (t) => {
   const received = { activations: 0 }
+  let arrived: (response: http.ServerResponse) => void = () => {}
+  const held = new Promise<http.ServerResponse>((resolve) => { arrived = resolve })
   const upstream = await startStandInUpstream(t, (_request, _body, response) => {
     received.activations++
-    setTimeout(() => {
-      response.setHeader('content-type', 'application/json')
-      response.end('{"requestId":"r-1"}')
-    }, 12_000)
+    arrived(response) // answered below, once the proxy has seen its lock taken over
   })
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
   const proxy = await startProxyProcess({
@@ -300,8 +299,13 @@ t.test('a proxy whose state directory lock is taken over lets requests in flight
     request.on('error', (error: NodeJS.ErrnoException) => { resolve(`error ${error.code ?? String(error)}`) })
     request.end('{"devices":[{"deviceIds":[{"kind":"imei","id":"1"}]}]}')
   })
-  while (received.activations === 0) await sleep(50)
+  const response = await held
   fs.writeFileSync(path.join(dir, 'proxy.lock'), JSON.stringify({ pid: 1, host: 'another-proxy', startedAt: new Date().toISOString() }))
+  // Seen at the next touch of the lock (10 s at most): the activation is still in flight when the proxy begins to stop.
+  const takenOver = (line: Record<string, unknown>): boolean => /was taken over by another process/.test(String(line.msg))
+  await proxy.waitFor((line) => line.level === 60 && takenOver(line), 30_000)
+  response.setHeader('content-type', 'application/json')
+  response.end('{"requestId":"r-1"}')
   t.match(await answer, /^200 \{"requestId":"r-1"\}/, "the client gets ThingSpace's answer, not a reset connection")
   const exit = await Promise.race([proxy.exit, sleep(30_000).then(() => undefined)])
   t.equal(exit?.code, 1, 'then it stops')
