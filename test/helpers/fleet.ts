@@ -8,7 +8,7 @@ import type { Test } from 'tap'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from './process.js'
 import { TEST_REDIS_URL } from './redis.js'
-import { ADMIN_TOKEN, ECHO_PATH } from './stack.js'
+import { ADMIN_TOKEN, ECHO_PATH } from './simulator.js'
 
 /** A key prefix of the test's own, so that tests share the machine's Redis without seeing each other. */
 export function fleetKeyPrefix (): string {

@@ -1,6 +1,5 @@
 // Test harness: the simulator and a proxy pointed at it, both on 127.0.0.1 port 0, with logs collected in memory.
 
-import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { Writable } from 'node:stream'
@@ -13,7 +12,10 @@ import { loadCredentials, type Credentials } from '../../src/credentials/credent
 import { createLogger } from '../../src/logging.js'
 import { startProxy, type RunningProxy } from '../../src/server.js'
 import type { Clock } from '../../src/clock.js'
-import { buildSimulator, DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
+import { DEMO_CREDENTIALS, type Simulator, type SimulatorOptions } from '../../src/simulator/app.js'
+import { ADMIN_TOKEN, startSimulator } from './simulator.js'
+
+export { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from './simulator.js'
 
 export class LogCollector extends Writable {
   readonly lines: string[] = []
@@ -82,7 +84,6 @@ export interface CallResult {
   json: () => unknown
 }
 
-export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
 export const CLIENT_ACCEPT_ENCODING = 'gzip, deflate, br'
 
 const DECODERS: Record<string, (body: Buffer) => Buffer> = {
@@ -103,18 +104,6 @@ export function decodeBody (bytes: Buffer, contentEncoding: string | string[] | 
     if (decode === undefined) throw new Error(`answer has an unknown Content-Encoding: ${coding}`)
     return decode(body)
   }, bytes)
-}
-
-export async function startSimulator (
-  t: Test,
-  options: Partial<SimulatorOptions> = {}
-): Promise<{ sim: Simulator; simUrl: string }> {
-  const sim = buildSimulator({ ...DEMO_CREDENTIALS, ...options })
-  await sim.app.listen({ host: '127.0.0.1', port: 0 })
-  t.teardown(() => sim.app.close())
-  const address = sim.app.server.address()
-  if (address === null || typeof address === 'string') throw new Error('simulator has no port')
-  return { sim, simUrl: `http://127.0.0.1:${address.port}` }
 }
 
 export async function startStack (t: Test, options: StackOptions = {}): Promise<Stack> {
@@ -192,16 +181,3 @@ export async function startStack (t: Test, options: StackOptions = {}): Promise<
     stopProxy
   }
 }
-
-export const ECHO_PATH = '/api/m2m/v1/simulator/echo'
-
-/** What the simulator's echo route answers: the request as it arrived upstream (tokens as fingerprints). */
-export interface Echo {
-  method: string
-  url: string
-  headers: Record<string, string>
-  bodyLength: number
-  bodySha256: string
-}
-
-export const sha256 = (data: string | Buffer): string => createHash('sha256').update(data).digest('hex')

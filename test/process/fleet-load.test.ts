@@ -6,7 +6,7 @@ import { fleetKeyPrefix as prefix, metricValue, startFleetReplica, until, waitRe
 import type { ProxyProcess } from '../helpers/process.js'
 import { rawExchange } from '../helpers/raw-http.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ECHO_PATH, startSimulator } from '../helpers/stack.js'
+import { ECHO_PATH, startSimulator } from '../helpers/simulator.js'
 
 type TapTest = Parameters<typeof startFleetReplica>[0]
 

@@ -5,7 +5,7 @@ import t from 'tap'
 import { fleetKeyPrefix as prefix, metricValue, startFleetReplica, waitReady } from '../helpers/fleet.js'
 import type { ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/simulator.js'
 
 const MAX_LOGIN_FAILURES = 2
 
