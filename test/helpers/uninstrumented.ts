@@ -5,7 +5,8 @@
 // each Node process about 0.8 CPU-seconds (a proxy's bad-configuration exit: 0.2 s without, 1.0 s with), and the
 // process tier starts more than a hundred children, most of them running code that the in-process tests cover
 // already. So a child runs without it, unless its test is the one that runs a file no in-process test loads (the
-// entry points, the CLI, stdout's destination, fleet throttling across processes): `coverage: true`.
+// entry points, the CLI, stdout's destination): `coverage: true`. The hook writes a child's coverage when the child
+// exits, never when it is killed with SIGKILL: a child stopped that way gains nothing from it.
 
 export interface ChildOptions {
   /** Keep tap's hook, so that the child's coverage counts in the report. */

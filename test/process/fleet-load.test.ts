@@ -19,12 +19,9 @@ async function startReplicas (
   const keyPrefix = prefix()
   t.teardown(async () => await deleteKeys(TEST_REDIS_URL, keyPrefix))
   const fleetKey = randomBytes(32).toString('hex')
+  // Without tap's hook (uninstrumented.ts): a replica is stopped with SIGKILL, so it would never write its coverage.
   const replicas = await Promise.all(
-    // The one test of throttling shared across processes (fleet/shared-sending.ts): its coverage counts.
-    Array.from(
-      { length: count },
-      async () => await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env, coverage: true })
-    )
+    Array.from({ length: count }, async () => await startFleetReplica(t, { simUrl, keyPrefix, fleetKey, env }))
   )
   await Promise.all(replicas.map(async (replica) => await waitReady(replica)))
   return replicas
