@@ -140,6 +140,11 @@ t.test('large callbacks: M2M_PROXY_CALLBACK_RETENTION_BYTES kept on disk, memory
   const stopWatching = watchRss(inbox.child.pid as number)
   // ~120 KB each, of many small objects (a bulk request's devices): 100 MB through the default byte retention.
   const deviceIds = Array.from({ length: 2000 }, (_, i) => ({ id: String(990013900000000 + i), kind: 'imei' }))
+  // The same bytes as JSON.stringify({ ...CALLBACK_CREDENTIALS, requestId, deviceIds, status: 'Success' }), the devices
+  // serialised once rather than for each of the 800 (a quarter of a CPU-second of the test process's).
+  const devicesJson = JSON.stringify(deviceIds)
+  const bulkBody = (requestId: string): string =>
+    `${JSON.stringify({ ...CALLBACK_CREDENTIALS, requestId }).slice(0, -1)},"deviceIds":${devicesJson},"status":"Success"}`
   const client = new Agent({ connections: 8 })
   t.teardown(() => client.close())
   let stored = 0
@@ -148,7 +153,7 @@ t.test('large callbacks: M2M_PROXY_CALLBACK_RETENTION_BYTES kept on disk, memory
       const answer = await request(`${inbox.callbackUrl}/CarrierService`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ ...CALLBACK_CREDENTIALS, requestId: `bulk-${batch}-${i}`, deviceIds, status: 'Success' }),
+        body: bulkBody(`bulk-${batch}-${i}`),
         dispatcher: client
       })
       await answer.body.dump()
