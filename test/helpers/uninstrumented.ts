@@ -6,24 +6,29 @@
 // process tier starts more than a hundred children, most of them running code that the in-process tests cover
 // already. So a child runs without it, unless its test is the one that runs a file no in-process test loads (the
 // entry points, the CLI, stdout's destination): `coverage: true`. The hook writes a child's coverage when the child
-// exits, never when it is killed with SIGKILL: a child stopped that way gains nothing from it.
+// exits, never when it is killed with SIGKILL: a child stopped that way gains nothing from it. A run without
+// coverage (`tap --disable-coverage`, as `npm run test:process` runs) has nothing to count: there every child runs
+// without it.
+
+/** Whether tap collects coverage in this run: `--disable-coverage` sets TAP_DISABLE_COVERAGE=1 in the test's env. */
+const tapCollectsCoverage = process.env.TAP_DISABLE_COVERAGE !== '1'
 
 export interface ChildOptions {
-  /** Keep tap's hook, so that the child's coverage counts in the report. */
+  /** Keep tap's hook, so that the child's coverage counts in the report (when tap collects coverage). */
   coverage?: boolean
 }
 
 /**
- * The command line that runs `command` with `args`; without NODE_OPTIONS unless `coverage`, so that the child and every
- * process it starts run as they would outside tap. `env` execs the command in its own place (the same pid), so signals
- * reach it.
+ * The command line that runs `command` with `args`; without NODE_OPTIONS unless `coverage` (and tap collects it), so
+ * that the child and every process it starts run as they would outside tap. `env` execs the command in its own place
+ * (the same pid), so signals reach it.
  */
 export function uninstrumented (
   command: string,
   args: readonly string[] = [],
   options: ChildOptions = {}
 ): [string, string[]] {
-  if (options.coverage === true) return [command, [...args]]
+  if (options.coverage === true && tapCollectsCoverage) return [command, [...args]]
   return ['/usr/bin/env', ['-u', 'NODE_OPTIONS', command, ...args]]
 }
 
