@@ -13,7 +13,7 @@ import { freePort } from '../helpers/ports.js'
 import { fleetKeyPrefix as prefix, metricValue, startFleetReplica, until, waitReady } from '../helpers/fleet.js'
 import type { ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, sha256, startSimulator, type Echo } from '../helpers/simulator.js'
 
 const LOGIN_PATH = '/api/m2m/v1/session/login'
 /** Small, so that the login lock's TTL (2 x this + 5 s, src/app.ts) is 9 s. */

@@ -5,7 +5,7 @@ import t from 'tap'
 import { fleetKeyPrefix as prefix, metricValue, startFleetReplica, waitReady } from '../helpers/fleet.js'
 import type { ProxyProcess } from '../helpers/process.js'
 import { deleteKeys, haveTestRedis, rawValues, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ECHO_PATH, startSimulator } from '../helpers/stack.js'
+import { ECHO_PATH, startSimulator } from '../helpers/simulator.js'
 
 async function startReplica (
   t: Parameters<typeof startFleetReplica>[0],

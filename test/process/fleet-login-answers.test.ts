@@ -7,7 +7,7 @@ import t from 'tap'
 import { createClient } from '@redis/client'
 import { echoStatus, fleetKeyPrefix, startFleetReplica, waitReady, type FleetReplica } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { startSimulator } from '../helpers/stack.js'
+import { startSimulator } from '../helpers/simulator.js'
 
 if (await haveTestRedis(t)) {
   t.test(

@@ -17,7 +17,7 @@ import {
   type FleetReplica
 } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { ADMIN_TOKEN, startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, startSimulator } from '../helpers/simulator.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
 

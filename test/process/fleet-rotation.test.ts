@@ -13,7 +13,7 @@ import { deleteKeys, haveTestRedis, startRedisServer, TEST_REDIS_URL } from '../
 import { freePort } from '../helpers/ports.js'
 import { RedisFleetStore } from '../../src/fleet/redis-store.js'
 import { parseFleetKey } from '../../src/fleet/crypto.js'
-import { ADMIN_TOKEN, ECHO_PATH, startSimulator } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, startSimulator } from '../helpers/simulator.js'
 
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` }
 

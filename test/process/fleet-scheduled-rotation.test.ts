@@ -17,7 +17,7 @@ import {
   type FleetReplica
 } from '../helpers/fleet.js'
 import { deleteKeys, haveTestRedis, TEST_REDIS_URL } from '../helpers/redis.js'
-import { startSimulator } from '../helpers/stack.js'
+import { startSimulator } from '../helpers/simulator.js'
 
 const ROTATION_DAYS = 90
 /**

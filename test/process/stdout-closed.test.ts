@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { startSimulator } from '../helpers/stack.js'
+import { startSimulator } from '../helpers/simulator.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'

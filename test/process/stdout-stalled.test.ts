@@ -6,7 +6,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
-import { startSimulator } from '../helpers/stack.js'
+import { startSimulator } from '../helpers/simulator.js'
 import { startProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
 

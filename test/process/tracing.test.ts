@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { request } from 'undici'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
-import { ADMIN_TOKEN, ECHO_PATH, startSimulator, type Echo } from '../helpers/stack.js'
+import { ADMIN_TOKEN, ECHO_PATH, startSimulator, type Echo } from '../helpers/simulator.js'
 import { until } from '../helpers/fleet.js'
 
 interface OtlpSpan {
