@@ -339,7 +339,7 @@ t.test('a stalled upload holds neither an immediate close nor a shutdown past it
     })
     await sleep(100)
     const startedAt = performance.now()
-    const closed = await Promise.race([stack.stopProxy().then(() => 'closed'), sleep(5000, 'still closing')])
+    const closed = await Promise.race([stack.stopProxy().then(() => 'closed'), sleep(5000, 'still closing', { ref: false })])
     t.equal(closed, 'closed', `closed after ${Math.round(performance.now() - startedAt)} ms (request timeout 30 s)`)
   })
   t.test('shutdown()', async (t) => {
@@ -350,7 +350,7 @@ t.test('a stalled upload holds neither an immediate close nor a shutdown past it
     })
     await sleep(100)
     const startedAt = performance.now()
-    const done = await Promise.race([stack.proxy.app.shutdown().then(() => 'done'), sleep(5000, 'still draining')])
+    const done = await Promise.race([stack.proxy.app.shutdown().then(() => 'done'), sleep(5000, 'still draining', { ref: false })])
     t.equal(
       done,
       'done',
@@ -455,7 +455,7 @@ t.test(
     )
     t.equal(statusOf(answer), 200, 'the probe is served')
     t.equal(
-      await Promise.race([closed[0] as Promise<boolean>, sleep(1000, false)]),
+      await Promise.race([closed[0] as Promise<boolean>, sleep(1000, false, { ref: false })]),
       true,
       'the oldest idle connection made room'
     )

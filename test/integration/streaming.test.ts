@@ -125,7 +125,7 @@ t.test('a client that stops reading its answer is cut off: its slot is not held 
   // Read again, the stalled client finds its connection closed (the upstream's answer never ends).
   const closed = new Promise<boolean>((resolve) => stalled.once('close', () => resolve(true)))
   stalled.resume()
-  t.ok(await Promise.race([closed, sleep(5000).then(() => false)]), "the stalled client's connection was closed")
+  t.ok(await Promise.race([closed, sleep(5000, false, { ref: false })]), "the stalled client's connection was closed")
   t.ok(
     stack.logs.entries().some((line) => /took none of their answer/.test(String(line.msg))),
     'a warning says why'

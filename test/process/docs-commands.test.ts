@@ -69,6 +69,9 @@ const curlInstalled = await execFileAsync('sh', ['-c', 'command -v curl']).then(
   () => false
 )
 
+// Each block runs on a demo of its own (free ports, its own directory): several at a time.
+t.jobs = 3
+
 t.test('the docs have runnable examples', async (t) => {
   t.ok(blocks.length >= 4, `${blocks.length} blocks marked sh demo`)
   t.ok(blocks.some((block) => block.file === 'README.md'), 'in the README')

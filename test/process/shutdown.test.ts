@@ -158,7 +158,7 @@ t.test(
     const answer = await inFlight
     t.equal(answer.status, 200, 'the request in flight completed')
     t.same(answer.body, { delayedMs: 1500 })
-    const stoppedAt = await Promise.race([shutdown, sleep(5000, undefined)])
+    const stoppedAt = await Promise.race([shutdown, sleep(5000, undefined, { ref: false })])
     t.ok(
       stoppedAt !== undefined && stoppedAt - answer.at < 1000,
       `shut down ${stoppedAt === undefined ? 'not within 5 s' : `${stoppedAt - answer.at} ms`} after the answer (grace period 10 s)`

@@ -50,9 +50,12 @@ function runMain (
   })
 }
 
-t.before(() => {
-  if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does)`)
-})
+// Independent cases (each its own simulator, directory and ports), several at a time: two of them wait on the state
+// lock's 10 s check, the others mostly on child processes. A deadline raced against an exit is unref'd: a timer left
+// running kept the file's process alive up to 30 s after its last test.
+t.jobs = 3
+
+if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` (npm test does)`)
 
 t.test('bad configuration: exit 1, one line naming the setting, no stack trace, no login', async (t) => {
   const { sim, simUrl } = await startSimulator(t)
@@ -260,7 +263,7 @@ t.test('a proxy whose state directory lock is taken over stops: exit 1, one line
   await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
   const file = path.join(dir, 'proxy.lock')
   fs.writeFileSync(file, JSON.stringify({ pid: process.pid, host: 'another-proxy', startedAt: new Date().toISOString() }))
-  const exit = await Promise.race([proxy.exit, sleep(30_000).then(() => undefined)])
+  const exit = await Promise.race([proxy.exit, sleep(30_000, undefined, { ref: false })])
   t.equal(exit?.code, 1, 'stopped')
   t.match(proxy.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was taken over by another process`))
   t.match(proxy.stderr, /"host":"another-proxy"/)
@@ -307,7 +310,7 @@ t.test('a proxy whose state directory lock is taken over lets requests in flight
   response.setHeader('content-type', 'application/json')
   response.end('{"requestId":"r-1"}')
   t.match(await answer, /^200 \{"requestId":"r-1"\}/, "the client gets ThingSpace's answer, not a reset connection")
-  const exit = await Promise.race([proxy.exit, sleep(30_000).then(() => undefined)])
+  const exit = await Promise.race([proxy.exit, sleep(30_000, undefined, { ref: false })])
   t.equal(exit?.code, 1, 'then it stops')
   t.match(proxy.stderr, /was taken over by another process/)
   t.equal(received.activations, 1)

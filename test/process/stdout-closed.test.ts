@@ -22,7 +22,7 @@ async function startWithSimulator (t: Test, env: Record<string, string> = {}): P
 /** Resolves with the milliseconds until the process exited, or 'still running' after `limitMs`. */
 async function exitWithin (proxy: ProxyProcess, startedAt: number, limitMs: number): Promise<{ code: number | null, afterMs: number } | 'still running'> {
   const exited = proxy.exit.then(({ code }) => ({ code, afterMs: Date.now() - startedAt }))
-  return await Promise.race([exited, sleep(limitMs, 'still running' as const)])
+  return await Promise.race([exited, sleep(limitMs, 'still running' as const, { ref: false })])
 }
 
 t.test('stdout reader gone: the proxy keeps serving, counts the dropped lines, exits at once on SIGTERM', async (t) => {
