@@ -230,11 +230,9 @@ t.test(
 )
 
 /** A raw client: what it was answered, whether the proxy closed the connection. */
-function rawClient (
-  t: Test,
-  url: string,
-  requestText: string
-): { socket: net.Socket; answer: () => string; closed: () => boolean } {
+interface RawClient { socket: net.Socket; answer: () => string; closed: () => boolean }
+
+function rawClient (t: Test, url: string, requestText: string): RawClient {
   const socket = sendAndStay(url, requestText)
   let answer = ''
   let closed = false
@@ -244,7 +242,26 @@ function rawClient (
   return { socket, answer: () => answer, closed: () => closed }
 }
 
-const FIRST_AND_HALF_A_HEAD = 'GET /api/m2m/v1/devices/1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /api/m2m/v1/devices/2 HTTP/1.1\r\nHo'
+/**
+ * A request held at ThingSpace, and half of the next request's head behind it on the same connection, for longer than
+ * the idle (headers) timeout, 200 ms here; Node checks it every 200 ms meanwhile.
+ */
+async function headBehindHeldRequest (
+  t: Test,
+  holdMs: number
+): Promise<{ upstream: HoldingUpstream, client: RawClient }> {
+  const upstream = await holdingUpstream(t, 0)
+  const env = { M2M_PROXY_MAX_PIPELINED: '1', M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '200' }
+  const stack = await startStack(t, { upstream: upstream.url, env })
+  const client = rawClient(
+    t,
+    stack.proxy.proxyUrl,
+    'GET /api/m2m/v1/devices/1 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /api/m2m/v1/devices/2 HTTP/1.1\r\nHo'
+  )
+  await until(() => upstream.held() === 1, 10_000, 'the first request upstream')
+  await sleep(holdMs)
+  return { upstream, client }
+}
 
 t.test(
   'a pipelined head slower than the idle timeout behind a request at ThingSpace: both answered, no 408 and close',
@@ -253,12 +270,7 @@ t.test(
     // earlier requests are in progress (M2M_PROXY_MAX_PIPELINED). A pipelining client lost every request after such a
     // head, and the answer of the one at ThingSpace, to a 408 and a close whenever ThingSpace took longer than
     // M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS.
-    const upstream = await holdingUpstream(t, 0)
-    const env = { M2M_PROXY_MAX_PIPELINED: '1', M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '200' }
-    const stack = await startStack(t, { upstream: upstream.url, env })
-    const client = rawClient(t, stack.proxy.proxyUrl, FIRST_AND_HALF_A_HEAD)
-    await until(() => upstream.held() === 1, 10_000, 'the first request upstream')
-    await sleep(1000) // ThingSpace slower than the idle timeout; Node's timeout check (every 200 ms) runs meanwhile
+    const { upstream, client } = await headBehindHeldRequest(t, 1000)
     client.socket.write('st: localhost\r\nConnection: close\r\n\r\n')
     upstream.release()
     await until(client.closed, 10_000, 'the connection closed after its last answer')
@@ -269,12 +281,7 @@ t.test(
 t.test(
   'a connection whose head stalls behind its answers is still closed: by the keep-alive timeout once they are written',
   async (t) => {
-    const upstream = await holdingUpstream(t, 0)
-    const env = { M2M_PROXY_MAX_PIPELINED: '1', M2M_PROXY_IDLE_CONNECTION_TIMEOUT_MS: '200' }
-    const stack = await startStack(t, { upstream: upstream.url, env })
-    const client = rawClient(t, stack.proxy.proxyUrl, FIRST_AND_HALF_A_HEAD)
-    await until(() => upstream.held() === 1, 10_000, 'the first request upstream')
-    await sleep(600) // the stalled head outlives the idle timeout while the first request waits
+    const { upstream, client } = await headBehindHeldRequest(t, 600)
     upstream.release()
     await until(client.closed, 10_000, 'the connection closed by the proxy')
     const answer = client.answer()
