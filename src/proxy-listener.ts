@@ -1,6 +1,7 @@
 // The proxy listener: admission (slots, queue, body memory), one log line and one count per request, and the
 // forwarding plugin (proxy/plugin.ts) with the core's session, gate and upstream pool.
 
+import type { Socket } from 'node:net'
 import { waitedSpan } from './proxy/spans.js'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Core } from './core.js'
@@ -113,6 +114,29 @@ function admitRequests (
  * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left before it
  * began: Fastify's onResponse never runs.
  */
+/** The releases of a connection's pipelined requests waiting for its close, run by one listener per connection. */
+const releasesOnClose = new WeakMap<Socket, Set<() => void>>()
+
+/**
+ * Runs `release` when `socket` closes; returns what stops watching. One 'close' listener per connection, however many
+ * requests it pipelined: one each put Node's "possible EventEmitter memory leak" warning in the proxy's output as soon
+ * as a client pipelined more than ten.
+ */
+function onConnectionClose (socket: Socket, release: () => void): () => void {
+  let releases = releasesOnClose.get(socket)
+  if (releases === undefined) {
+    const waiting = new Set<() => void>()
+    releases = waiting
+    releasesOnClose.set(socket, waiting)
+    socket.once('close', () => {
+      for (const waiter of waiting) waiter()
+    })
+  }
+  releases.add(release)
+  const watched = releases
+  return () => { watched.delete(release) }
+}
+
 function releaseWhenDone (
   request: FastifyRequest,
   reply: FastifyReply,
@@ -122,17 +146,18 @@ function releaseWhenDone (
 ): void {
   const socket = reply.raw.socket === null ? request.raw.socket : null
   let released = false
+  let stopWatching: (() => void) | undefined
   const done = (): void => {
     if (released) return
     released = true
-    socket?.off('close', done)
+    stopWatching?.()
     // Cut off: the answer begun and not finished, or not begun: the client left while its request waited (a slot, a
     // login, a throttling pause) or was at ThingSpace (aborted or dropped unsent: client-left.ts).
     if (!reply.raw.writableFinished) onCutOff(request, reply)
     afterUpstreamExchange(request, release, limitMs)
   }
   reply.raw.once('close', done)
-  socket?.once('close', done)
+  if (socket !== null) stopWatching = onConnectionClose(socket, done)
 }
 
 /** The requests of a proxy listener not sent to ThingSpace yet, for answerWaitingRequests. */

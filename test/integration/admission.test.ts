@@ -188,6 +188,10 @@ t.test(
     const upstream = await holdingUpstream(t)
     upstream.release() // answers each request after 20 ms
     const stack = await startStack(t, { upstream: upstream.url, env: { M2M_PROXY_MAX_PIPELINED: '4' } })
+    const warnings: string[] = []
+    const onWarning = (warning: Error): void => { warnings.push(warning.name) }
+    process.on('warning', onWarning)
+    t.teardown(() => { process.off('warning', onWarning) })
     const requests = Array.from(
       { length: 40 },
       (_, i) =>
@@ -196,6 +200,8 @@ t.test(
     const answer = await rawExchange(stack.proxy.proxyUrl, requests, 20_000)
     t.equal(answer.match(/HTTP\/1\.1 200 /g)?.length, 40, 'every pipelined request answered')
     t.ok(upstream.peak() <= 4, `at most ${upstream.peak()} upstream at once (M2M_PROXY_MAX_PIPELINED 4)`)
+    await new Promise((resolve) => setImmediate(resolve)) // Node emits its warnings on the next tick
+    t.same(warnings, [], 'no warning (the 36 waiting are watched by one listener on the connection, not 36)')
   }
 )
 
