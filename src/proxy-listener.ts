@@ -107,15 +107,19 @@ function admitRequests (
   })
 }
 
-/**
- * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
- * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
- * never closes such a response when the client leaves: the connection's own close is watched for it. `onCutOff`: the
- * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left before it
- * began: Fastify's onResponse never runs.
- */
 /** The releases of a connection's pipelined requests waiting for its close, run by one listener per connection. */
 const releasesOnClose = new WeakMap<Socket, Set<() => void>>()
+
+function releasesOf (socket: Socket): Set<() => void> {
+  const known = releasesOnClose.get(socket)
+  if (known !== undefined) return known
+  const releases = new Set<() => void>()
+  releasesOnClose.set(socket, releases)
+  socket.once('close', () => {
+    for (const release of releases) release()
+  })
+  return releases
+}
 
 /**
  * Runs `release` when `socket` closes; returns what stops watching. One 'close' listener per connection, however many
@@ -123,20 +127,18 @@ const releasesOnClose = new WeakMap<Socket, Set<() => void>>()
  * as a client pipelined more than ten.
  */
 function onConnectionClose (socket: Socket, release: () => void): () => void {
-  let releases = releasesOnClose.get(socket)
-  if (releases === undefined) {
-    const waiting = new Set<() => void>()
-    releases = waiting
-    releasesOnClose.set(socket, waiting)
-    socket.once('close', () => {
-      for (const waiter of waiting) waiter()
-    })
-  }
+  const releases = releasesOf(socket)
   releases.add(release)
-  const watched = releases
-  return () => { watched.delete(release) }
+  return () => { releases.delete(release) }
 }
 
+/**
+ * Calls `release` once, when the answer is sent or the client is gone (and ThingSpace done with its request:
+ * afterUpstreamExchange). A pipelined request's response has no socket until those before it are answered, and Node
+ * never closes such a response when the client leaves: the connection's own close is watched for it. `onCutOff`: the
+ * answer was begun and never finished (ThingSpace's broke off, or the client left), or the client left before it
+ * began: Fastify's onResponse never runs.
+ */
 function releaseWhenDone (
   request: FastifyRequest,
   reply: FastifyReply,
