@@ -2,12 +2,13 @@
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY package.json package-lock.json tsconfig.json ./
 COPY src ./src
-# prepare runs as part of npm ci: tsc, then esbuild bundles the proxy with its dependencies into dist/main.js (and
-# dist/chunks/: the Redis client that fleet mode loads, OpenTelemetry that OTEL_EXPORTER_OTLP_ENDPOINT loads). The
-# image ships that bundle and the healthcheck only: no node_modules (a third of the start-up was resolving and reading
-# them), no simulator, no demo. With NODE_OPTIONS=--enable-source-maps, stack traces name the source files (main.js.map).
+# prepare runs as part of npm ci: esbuild (`npm run build`; the type check is npm test's) bundles the proxy with its
+# dependencies into dist/main.js (and dist/chunks/: the Redis client that fleet mode loads, OpenTelemetry that
+# OTEL_EXPORTER_OTLP_ENDPOINT loads). The image ships that bundle and the healthcheck only: no node_modules (a third of
+# the start-up was resolving and reading them), no simulator, no demo. With NODE_OPTIONS=--enable-source-maps, stack
+# traces name the source files (main.js.map).
 RUN npm ci --no-audit --no-fund && chmod +x dist/cli.js && mkdir /image && \
     cp -r dist/main.js dist/main.js.map dist/chunks dist/healthcheck.js dist/cli.js /image/
 

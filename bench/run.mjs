@@ -621,7 +621,8 @@ async function main () {
         return "its package-lock.json differs from this checkout's and npm ci could not install it"
       }
     }
-    const built = bundle
+    // Since the type check moved out of `npm run build` (tsconfig.build.json gone), its build is `npm run build` too.
+    const built = bundle || !fs.existsSync(path.join(dir, 'tsconfig.build.json'))
       ? spawnSync('npm', ['run', '--silent', 'build'], { cwd: dir, stdio: 'inherit' })
       : spawnSync(process.execPath, [path.join(dir, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
         cwd: dir,
