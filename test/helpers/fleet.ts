@@ -25,8 +25,6 @@ export interface FleetReplicaOptions {
   dir?: string
   /** More settings, or other values (M2M_PROXY_MAX_LOGIN_FAILURES is 2 unless set here). */
   env?: Record<string, string>
-  /** With tap's process instrumentation (uninstrumented.ts). */
-  coverage?: boolean
 }
 
 export interface FleetReplica extends ProxyProcess {
@@ -69,9 +67,7 @@ async function startOne (t: Test, options: FleetReplicaOptions): Promise<FleetRe
       M2M_PROXY_REDIS_KEY_PREFIX: options.keyPrefix,
       ...options.env
     },
-    dir,
-    undefined,
-    { coverage: options.coverage }
+    dir
   )
   t.teardown(async () => await stopReplica(replica))
   return Object.assign(replica, { dir, credentialsFile })

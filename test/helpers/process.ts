@@ -25,7 +25,7 @@ export type CommandWrapper = (command: string, args: string[]) => [string, strin
 /**
  * Starts `script` with `env` in `cwd`. `wrap`: started through another command that execs it, such as a memory
  * cgroup's. `measured`: with the production log buffer (for tests of the proxy's own memory or stdout).
- * `coverage`: with tap's process instrumentation, which a child otherwise runs without (uninstrumented.ts).
+ * `coverage`: counted in the coverage report (uninstrumented.ts), for a script other than the proxy's bundle.
  */
 export async function startProxyProcess (
   env: Record<string, string>,

@@ -13,7 +13,7 @@ async function startWithSimulator (t: Test, env: Record<string, string> = {}): P
   const { simUrl } = await startSimulator(t)
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
   // The production log buffer (the test helper writes each line at once): these tests are about what is left in it.
-  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', M2M_PROXY_LOG_BUFFER_BYTES: '4096', ...env }, dir, undefined, { coverage: true })
+  const proxy = await startProxyProcess({ M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', M2M_PROXY_LOG_BUFFER_BYTES: '4096', ...env }, dir)
   t.teardown(() => { proxy.child.kill('SIGKILL') })
   await proxy.waitFor((line) => line.msg === 'logged in to ThingSpace')
   return proxy

@@ -54,10 +54,7 @@ async function startTracedProxy (t: Test, simUrl: string, env: Record<string, st
   const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
   const proxy = await startProxyProcess(
     { M2M_PROXY_UPSTREAM: simUrl, M2M_PROXY_CREDENTIALS_FILE: 'credentials.json', M2M_PROXY_ADMIN_TOKEN: ADMIN_TOKEN, ...env },
-    dir,
-    undefined,
-    // The only test that loads the OpenTelemetry SDK's set-up (tracing-sdk.ts).
-    { coverage: true }
+    dir
   )
   t.teardown(async () => {
     proxy.child.kill('SIGKILL')
