@@ -2,12 +2,18 @@
 // it drops and counts its log lines, keeps serving, and still exits on time.
 
 import t, { type Test } from 'tap'
+import { execFileSync, spawn } from 'node:child_process'
+import fs from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/simulator.js'
 import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
+import { MAIN } from '../helpers/process.js'
+import { nodeScript } from '../helpers/uninstrumented.js'
 
 async function startWithSimulator (t: Test, env: Record<string, string> = {}): Promise<ProxyProcess> {
   const { simUrl } = await startSimulator(t)
@@ -102,4 +108,69 @@ t.test('a slow stdout reader: lines past M2M_PROXY_LOG_MAX_BUFFERED_BYTES are dr
   const started = warnings('stdout is not read fast enough')
   t.ok(started.length >= 1 && started.length === warnings('stdout caught up').length, `one warning when dropping started, one when it stopped, per episode (${started.length})`)
   t.equal(started[0]?.level, 40)
+  // Written whole or not at all: a batch that the full pipe took only in part had the rest of its bytes written next.
+  const broken = proxy.lines.filter((line) => typeof line.level !== 'number')
+  t.same(broken, [], 'every line on stdout whole JSON')
+})
+
+// A container runtime hands the proxy a pipe (a FIFO), which takes part of a write when it is nearly full; Node's spawn
+// gives a socket pair, which takes a batch whole or not at all. The proxy writes a batch in the call when the pipe
+// takes it: what a nearly full pipe did not take must follow, byte for byte, before anything else.
+t.test('stdout a pipe that fills and drains again: every line whole', async (t) => {
+  const { simUrl } = await startSimulator(t)
+  const dir = t.testdir({ 'credentials.json': JSON.stringify(DEMO_CREDENTIALS) })
+  const fifo = path.join(dir, 'stdout')
+  execFileSync('mkfifo', [fifo])
+  // The reading end first (non-blocking: no writer yet), so that opening the writing end does not wait.
+  const readEnd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+  const reader = new net.Socket({ fd: readEnd, readable: true })
+  const writeEnd = fs.openSync(fifo, fs.constants.O_WRONLY)
+  const child = spawn(...nodeScript(MAIN), {
+    cwd: dir,
+    env: {
+      PATH: process.env.PATH ?? '',
+      M2M_PROXY_UPSTREAM: simUrl,
+      M2M_PROXY_CREDENTIALS_FILE: 'credentials.json',
+      M2M_PROXY_PORT: '0',
+      M2M_PROXY_ADMIN_PORT: '0',
+      M2M_PROXY_LOG_BUFFER_BYTES: '4096', // production's batches
+      M2M_PROXY_LOG_MAX_BUFFERED_BYTES: '16384'
+    },
+    stdio: ['ignore', writeEnd, 'ignore']
+  })
+  fs.closeSync(writeEnd)
+  t.teardown(() => {
+    child.kill('SIGKILL')
+    reader.destroy()
+  })
+  let text = ''
+  reader.on('data', (chunk: Buffer) => { text += chunk.toString('latin1') }) // bytes as they came: no decoding here
+  await until(async () => text.includes('"msg":"logged in to ThingSpace"'), 10_000, 'the proxy to log in')
+  const listening = JSON.parse(text.split('\n').find((line) => line.includes('"msg":"listening"')) ?? '{}') as Record<string, string>
+  reader.pause() // the pipe fills (64 KiB), then the proxy's own share
+  // Lines of about 1 KiB, so that a 4 KiB batch meets a pipe with part of its room left.
+  const echo = `${listening.proxyUrl}/api/m2m/v1/simulator/echo/${'x'.repeat(700)}`
+  let answered = 0
+  for (let round = 0; round < 20; round++) {
+    const statuses = await Promise.all(Array.from({ length: 25 }, async () => (await fetch(echo)).status))
+    answered += statuses.filter((status) => status === 200).length
+  }
+  t.equal(answered, 500, 'every request answered while nobody reads')
+  reader.resume()
+  await sleep(1500) // the pipe drains; the batches held are written
+  for (let index = 0; index < 20; index++) t.equal((await fetch(echo)).status, 200)
+  const adminUrl = listening.adminUrl ?? ''
+  const dropped = metricValue(await (await fetch(`${adminUrl}/metrics`)).text(), 'm2m_proxy_log_lines_dropped_total')
+  t.ok(dropped > 0, `${dropped} lines dropped while the pipe was full`)
+  await until(async () => text.includes('"msg":"stdout caught up'), 5000, 'the warning that it caught up')
+  await sleep(1200) // the last lines' batch, flushed within a second
+  const lines = text.split('\n').slice(0, -1)
+  const broken = lines.filter((line) => {
+    try {
+      return typeof (JSON.parse(Buffer.from(line, 'latin1').toString('utf8')) as { level?: unknown }).level !== 'number'
+    } catch {
+      return true
+    }
+  })
+  t.same(broken, [], `all ${lines.length} lines whole JSON`)
 })
