@@ -112,3 +112,13 @@ export async function startProxyProcess (
     }
   }
 }
+
+/** GETs `url` in `rounds` one after the other, `perRound` at a time; resolves with how many were answered 200. */
+export async function answeredInRounds (url: string, rounds: number, perRound = 25): Promise<number> {
+  let answered = 0
+  for (let round = 0; round < rounds; round++) {
+    const statuses = await Promise.all(Array.from({ length: perRound }, async () => (await fetch(url)).status))
+    answered += statuses.filter((status) => status === 200).length
+  }
+  return answered
+}

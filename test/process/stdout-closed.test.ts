@@ -9,10 +9,9 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/simulator.js'
-import { startProxyProcess, type ProxyProcess } from '../helpers/process.js'
+import { answeredInRounds, MAIN, startProxyProcess, type ProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
 import { until } from '../helpers/fleet.js'
-import { MAIN } from '../helpers/process.js'
 import { nodeScript } from '../helpers/uninstrumented.js'
 
 async function startWithSimulator (t: Test, env: Record<string, string> = {}): Promise<ProxyProcess> {
@@ -85,12 +84,7 @@ t.test('a slow stdout reader: lines past M2M_PROXY_LOG_MAX_BUFFERED_BYTES are dr
   const proxy = await startWithSimulator(t, { M2M_PROXY_LOG_MAX_BUFFERED_BYTES: '16384' })
   proxy.child.stdout?.pause() // nobody reads: the pipe fills (64 KiB), then the proxy's buffer
   const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo`
-  let answered = 0
-  for (let round = 0; round < 40; round++) {
-    const statuses = await Promise.all(Array.from({ length: 25 }, async () => (await fetch(echo)).status))
-    answered += statuses.filter((status) => status === 200).length
-  }
-  t.equal(answered, 1000, 'every request answered while the reader is stuck')
+  t.equal(await answeredInRounds(echo, 40), 1000, 'every request answered while the reader is stuck')
   const dropped = metricValue(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), 'm2m_proxy_log_lines_dropped_total')
   t.ok(dropped > 0, `${dropped} lines dropped and counted, not held`)
   proxy.child.stdout?.resume()
@@ -150,12 +144,7 @@ t.test('stdout a pipe that fills and drains again: every line whole', async (t) 
   reader.pause() // the pipe fills (64 KiB), then the proxy's own share
   // Lines of about 1 KiB, so that a 4 KiB batch meets a pipe with part of its room left.
   const echo = `${listening.proxyUrl}/api/m2m/v1/simulator/echo/${'x'.repeat(700)}`
-  let answered = 0
-  for (let round = 0; round < 20; round++) {
-    const statuses = await Promise.all(Array.from({ length: 25 }, async () => (await fetch(echo)).status))
-    answered += statuses.filter((status) => status === 200).length
-  }
-  t.equal(answered, 500, 'every request answered while nobody reads')
+  t.equal(await answeredInRounds(echo, 20), 500, 'every request answered while nobody reads')
   reader.resume()
   await sleep(1500) // the pipe drains; the batches held are written
   for (let index = 0; index < 20; index++) t.equal((await fetch(echo)).status, 200)

@@ -7,7 +7,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { DEMO_CREDENTIALS } from '../../src/simulator/app.js'
 import { startSimulator } from '../helpers/simulator.js'
-import { startProxyProcess } from '../helpers/process.js'
+import { answeredInRounds, startProxyProcess } from '../helpers/process.js'
 import { metricValue } from '../helpers/metrics.js'
 
 const GRACE_MS = 1000
@@ -34,12 +34,7 @@ t.test('stdout reader stalled: the proxy keeps serving, drops and counts lines, 
   proxy.child.stdout?.pause() // from now on nobody reads: the socket pair's buffers fill, then the proxy's
   // Long paths make long log lines: a few MiB of them, far more than the kernel's buffers (a few hundred KiB) take.
   const echo = `${proxy.proxyUrl}/api/m2m/v1/simulator/echo/${'x'.repeat(6000)}`
-  let answered = 0
-  for (let round = 0; round < 20; round++) {
-    const statuses = await Promise.all(Array.from({ length: 25 }, async () => (await fetch(echo)).status))
-    answered += statuses.filter((status) => status === 200).length
-  }
-  t.equal(answered, 500, 'every request answered while the reader is stalled')
+  t.equal(await answeredInRounds(echo, 20), 500, 'every request answered while the reader is stalled')
   await sleep(1200) // past the 1 s flush interval: the last batch is handed over too, and does not fit
   const dropped = metricValue(await (await fetch(`${proxy.adminUrl}/metrics`)).text(), 'm2m_proxy_log_lines_dropped_total')
   t.ok(dropped > 0, `${dropped} log lines dropped and counted`)
