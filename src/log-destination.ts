@@ -219,6 +219,9 @@ export class FdLogDestination {
   #writeAtOnce (bytes: Buffer): Buffer | undefined {
     const held = heldBy(this.#sonic)
     if (!this.#writesAtOnce || held._writing || held._bufs.length > 0) return bytes
+    // What a partial write leaves must not be dropped (the line cut there would stay cut): with sonic-boom holding
+    // nothing, it always fits unless the batch itself is larger than the bound (a long line, the smallest bound).
+    if (this.#maxPendingBytes > 0 && bytes.length > this.#maxPendingBytes) return bytes
     try {
       return bytes.subarray(fs.writeSync(this.#fd, bytes))
     } catch (error) {
