@@ -44,16 +44,32 @@ function tellStderr (message: string): void {
  * on Node 20 and 24), a second signal included. Non-blocking, a full pipe answers EAGAIN at once, which sonic-boom
  * retries every 100 ms while serving and the exit only until its deadline. Node's own stream for the descriptor does
  * it (libuv's uv_pipe_open, when process.stdout is first used), and Node puts the original mode back as the process
- * exits, for whoever shares the pipe. A file never waits for a reader; a terminal is left as it is.
+ * exits, for whoever shares the pipe. A file never waits for a reader; a terminal is left as it is. Returns whether
+ * the descriptor is a pipe or a socket, now non-blocking.
  */
-function makeNonBlocking (fd: 1 | 2): void {
+function makeNonBlocking (fd: 1 | 2): boolean {
+  if (!isPipeOrSocket(fd)) return false
+  void (fd === 1 ? process.stdout : process.stderr)
+  return true
+}
+
+/** Whether `fd` is a pipe or a socket; false when there is no such descriptor (EBADF: the first write says so). */
+function isPipeOrSocket (fd: number): boolean {
   try {
     const stat = fs.fstatSync(fd)
-    if (!stat.isFIFO() && !stat.isSocket()) return
+    return stat.isFIFO() || stat.isSocket()
   } catch {
-    return // no such descriptor (EBADF): the first write says so
+    return false
   }
-  void (fd === 1 ? process.stdout : process.stderr)
+}
+
+/** Whether `fd` is a regular file (a file never waits for a reader). */
+function isRegularFile (fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile()
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -71,25 +87,9 @@ function heldBy (sonic: SonicBoomStream): { _bufs: Buffer[][], _writingBuf: Buff
 }
 
 /**
- * Whether a batch may be written at once, in the call, when nothing waits before it: stdout made non-blocking (a pipe
- * or a socket: a full one answers EAGAIN at once) or a regular file. A synchronous write costs the process less than
- * half of an asynchronous one, which goes through libuv's thread pool (measured: 15 against 33 µs in the call for a
- * batch of 14 request lines, 17 against 43 µs of CPU in all; docs/performance.md). A terminal stays asynchronous: it
- * may block.
- */
-function writableAtOnce (fd: number): boolean {
-  try {
-    const stat = fs.fstatSync(fd)
-    return stat.isFile() || (fd === 1 && (stat.isFIFO() || stat.isSocket()))
-  } catch {
-    return false
-  }
-}
-
-/**
  * A pino destination for a file descriptor (stdout): lines are gathered here up to `minLength`
  * characters (or `periodicFlushMs`), then written in the call where stdout takes them at once (see
- * writableAtOnce); what it does not take goes to sonic-boom, which writes it asynchronously and
+ * the constructor); what it does not take goes to sonic-boom, which writes it asynchronously and
  * keeps at most `maxPendingBytes` (0: no bound) for a slow reader; this adds the counts, the
  * warnings and the bounded exit. Gathered here because sonic-boom's own write is costly per call (one
  * call per line showed in npm run bench, see docs/performance.md); one call per batch does not.
@@ -122,12 +122,18 @@ export class FdLogDestination {
    * grows the process's memory.
    */
   constructor (fd: number, options: { minLength: number; periodicFlushMs: number; maxPendingBytes?: number }) {
+    let nonBlocking = false
     if (fd === 1) {
-      makeNonBlocking(1)
+      nonBlocking = makeNonBlocking(1)
       makeNonBlocking(2) // where the rare lines of tellStderr go, often the same pipe (2>&1)
     }
     this.#fd = fd
-    this.#writesAtOnce = writableAtOnce(fd)
+    // A batch may be written in the call (when nothing waits before it) to a pipe or socket made non-blocking (a full
+    // one answers EAGAIN at once) or to a file: a synchronous write costs the process less than half of an
+    // asynchronous one, which goes through libuv's thread pool (measured: 15 against 33 µs in the call for a batch of
+    // 14 request lines, 17 against 43 µs of CPU in all; docs/performance.md). A terminal stays asynchronous: it may
+    // block.
+    this.#writesAtOnce = nonBlocking || isRegularFile(fd)
     this.#minLength = options.minLength
     this.#maxPendingBytes = options.maxPendingBytes ?? 0
     this.#sonic = new SonicBoom({
