@@ -19,7 +19,7 @@ import path from 'node:path'
 import { ROOT } from './root.js'
 
 /** Whether tap collects coverage in this run: `--disable-coverage` sets TAP_DISABLE_COVERAGE=1 in the test's env. */
-const tapCollectsCoverage = process.env.TAP_DISABLE_COVERAGE !== '1'
+export const tapCollectsCoverage = process.env.TAP_DISABLE_COVERAGE !== '1'
 
 /** Where tap's report reads every process's V8 coverage from (@tapjs/run: `.tap/coverage` in the project root). */
 const TAP_COVERAGE_DIR = path.join(ROOT, '.tap', 'coverage')
